@@ -1,0 +1,86 @@
+//! Maps and configuration shared by every probe family.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use tracer_common::{Config, EVENTS_RING_BYTES, EventHeader, Syscall, SyscallOffsets, counter};
+
+/// Every event, reserved and written in place.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Per-CPU counters indexed by [`tracer_common::counter`].
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Written by userspace at load time; read-only afterwards.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::ZERO;
+
+/// The traced process, or zero.
+#[inline(always)]
+pub fn target_tgid() -> u32 {
+    // SAFETY: CONFIG is a plain global; the volatile read keeps the compiler from folding in
+    // the zero it was compiled with, since the loader rewrites it.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.target_tgid) }
+}
+
+/// The current thread if it belongs to the traced process: `(tgid, tid)`.
+#[inline(always)]
+pub fn traced_thread() -> Option<(u32, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == 0 || tgid != target_tgid() {
+        return None;
+    }
+    Some((tgid, pid_tgid as u32))
+}
+
+/// Where `syscall`'s tracepoint fields are.
+#[inline(always)]
+pub fn syscall_offsets(syscall: Syscall) -> SyscallOffsets {
+    // SAFETY: as in `target_tgid`; the index is a constant below SYSCALL_SLOTS once inlined.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.syscalls[syscall as usize]) }
+}
+
+/// Adds one to counter `index` on this CPU.
+#[inline(always)]
+pub fn bump(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, so no other program writes it concurrently on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// A header for an event of `kind` from the current thread.
+#[inline(always)]
+pub fn header(kind: u32, tgid: u32, tid: u32) -> EventHeader {
+    EventHeader {
+        // SAFETY: helpers without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind,
+        tgid,
+        tid,
+        // SAFETY: as above.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+    }
+}
+
+/// Submit flags that batch wakeups: the reader is woken only once enough bytes are waiting
+/// (it also drains on a timer), which is an order of magnitude cheaper than a wakeup per event.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    // SAFETY: as in `target_tgid`.
+    let threshold = unsafe { core::ptr::read_volatile(&raw const CONFIG.wakeup_bytes) };
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= u64::from(threshold) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}

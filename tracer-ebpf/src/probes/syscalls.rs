@@ -1,0 +1,110 @@
+//! `syscalls:sys_enter_*` / `sys_exit_*` for the memory-management syscalls.
+//!
+//! The entry stores the arguments per thread; the exit joins them with the result and emits one
+//! [`SyscallEvent`]. Field offsets come from the tracefs `format` files via the configuration.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, PendingSyscall, Syscall, SyscallEvent, counter, kind,
+};
+
+use crate::maps::{EVENTS, bump, header, syscall_offsets, traced_thread, wakeup_flags};
+
+/// Syscalls entered and not yet returned, by thread id. LRU, so a missed exit cannot leak.
+#[map(name = "PENDING_SYSCALLS")]
+static PENDING_SYSCALLS: LruHashMap<u32, PendingSyscall> =
+    LruHashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
+
+macro_rules! syscall_probes {
+    ($($syscall:ident => $enter:ident, $exit:ident;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            syscall_enter(&ctx, Syscall::$syscall);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            syscall_exit(&ctx, Syscall::$syscall);
+            0
+        }
+    )*};
+}
+
+syscall_probes! {
+    Brk => sys_enter_brk, sys_exit_brk;
+    Mmap => sys_enter_mmap, sys_exit_mmap;
+    Munmap => sys_enter_munmap, sys_exit_munmap;
+    Mremap => sys_enter_mremap, sys_exit_mremap;
+}
+
+#[inline(always)]
+fn syscall_enter(ctx: &TracePointContext, syscall: Syscall) {
+    let Some((_, tid)) = traced_thread() else {
+        return;
+    };
+    let offsets = syscall_offsets(syscall);
+    let mut pending = PendingSyscall {
+        // SAFETY: helper without preconditions.
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        syscall: syscall as u32,
+        reserved: 0,
+        args: [0; MAX_SYSCALL_ARGS],
+    };
+    for i in 0..syscall.arg_count() {
+        // SAFETY: the offset comes from the tracepoint's own format description.
+        match unsafe { ctx.read_at::<u64>(usize::from(offsets.args[i])) } {
+            Ok(v) => pending.args[i] = v,
+            Err(_) => bump(counter::READ_FAILED),
+        }
+    }
+    if PENDING_SYSCALLS.insert(&tid, &pending, 0).is_err() {
+        bump(counter::SYSCALL_ENTRY_STORE_FAILED);
+    }
+}
+
+#[inline(always)]
+fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
+    let Some((tgid, tid)) = traced_thread() else {
+        return;
+    };
+    let Some(pending) = PENDING_SYSCALLS.get_ptr(&tid) else {
+        bump(counter::SYSCALL_UNPAIRED_EXIT);
+        return;
+    };
+    // SAFETY: the pointer came from a successful lookup; copy out before removing.
+    let pending = unsafe { *pending };
+    let _ = PENDING_SYSCALLS.remove(&tid);
+    if pending.syscall != syscall as u32 {
+        bump(counter::SYSCALL_UNPAIRED_EXIT);
+        return;
+    }
+    let offsets = syscall_offsets(syscall);
+    // SAFETY: the offset comes from the tracepoint's own format description.
+    let ret = match unsafe { ctx.read_at::<i64>(usize::from(offsets.ret)) } {
+        Ok(v) => v,
+        Err(_) => {
+            bump(counter::READ_FAILED);
+            return;
+        }
+    };
+    let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
+        bump(counter::RINGBUF_DROPPED);
+        return;
+    };
+    let header = header(kind::SYSCALL, tgid, tid);
+    entry.write(SyscallEvent {
+        duration_ns: header.ts_ns.wrapping_sub(pending.enter_ns),
+        header,
+        syscall: syscall as u32,
+        reserved: 0,
+        args: pending.args,
+        ret,
+    });
+    entry.submit(wakeup_flags());
+}

@@ -1,0 +1,249 @@
+//! Starting a command held before `exec`, so probes attach before its first instruction.
+//!
+//! `std::process::Command::spawn` returns only after `exec`, so it cannot hold a child. We fork
+//! ourselves: the child blocks reading a gate pipe, and `exec`s only once the parent writes to
+//! it. An `exec` failure comes back through a second, close-on-exec pipe as an errno.
+
+use std::{
+    env,
+    ffi::{CString, OsStr, OsString},
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::PermissionsExt},
+    },
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error("command not found: {0} (not a file, and not in PATH)")]
+    NotFound(String),
+    #[error("{0} is not an executable file")]
+    NotExecutable(PathBuf),
+    #[error("{what} contains a NUL byte")]
+    Nul { what: &'static str },
+    #[error("could not execute {path}: {source}")]
+    Exec { path: PathBuf, source: io::Error },
+    #[error("{what}: {source}")]
+    Os {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+fn os(what: &'static str) -> impl FnOnce(io::Error) -> LaunchError {
+    move |source| LaunchError::Os { what, source }
+}
+
+/// Resolves `program` the way a shell does: a name with a slash is a path, others are looked up
+/// in `PATH`.
+pub fn resolve(program: &OsStr) -> Result<PathBuf, LaunchError> {
+    let check = |p: &Path| -> Result<PathBuf, LaunchError> {
+        let meta = p
+            .metadata()
+            .map_err(|_| LaunchError::NotFound(p.display().to_string()))?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(LaunchError::NotExecutable(p.to_path_buf()));
+        }
+        Ok(p.to_path_buf())
+    };
+    if program.as_bytes().contains(&b'/') {
+        return check(Path::new(program));
+    }
+    let path = env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut not_executable = None;
+    for dir in env::split_paths(&path) {
+        let candidate = dir.join(program);
+        match check(&candidate) {
+            Ok(p) => return Ok(p),
+            Err(e @ LaunchError::NotExecutable(_)) => not_executable = not_executable.or(Some(e)),
+            Err(_) => {}
+        }
+    }
+    Err(not_executable.unwrap_or_else(|| LaunchError::NotFound(program.to_string_lossy().into())))
+}
+
+fn cstring(s: &[u8], what: &'static str) -> Result<CString, LaunchError> {
+    CString::new(s).map_err(|_| LaunchError::Nul { what })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(os("pipe2")(io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A forked child waiting at the gate, not yet running the command.
+#[derive(Debug)]
+pub struct HeldChild {
+    pid: i32,
+    path: PathBuf,
+    gate: Option<OwnedFd>,
+    exec_error: OwnedFd,
+}
+
+impl HeldChild {
+    /// Forks a child that will `exec` `argv` once released.
+    pub fn spawn(argv: &[OsString]) -> Result<Self, LaunchError> {
+        let program = argv
+            .first()
+            .ok_or_else(|| LaunchError::NotFound(String::new()))?;
+        let path = resolve(program)?;
+        // Everything the child needs is prepared before fork: after it, only async-signal-safe
+        // calls are allowed.
+        let c_path = cstring(path.as_os_str().as_bytes(), "the program path")?;
+        let c_args = argv
+            .iter()
+            .map(|a| cstring(a.as_bytes(), "an argument"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let c_env = env::vars_os()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstring(&kv, "the environment")
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut arg_ptrs: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+        arg_ptrs.push(std::ptr::null());
+        let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
+        env_ptrs.push(std::ptr::null());
+
+        let (gate_r, gate_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        // SAFETY: fork has no preconditions; the child below calls only async-signal-safe
+        // functions (read, write, execve, _exit) on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(os("fork")(io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls only, see above.
+            unsafe {
+                let mut byte = 0u8;
+                let n = libc::read(gate_r.as_raw_fd(), (&raw mut byte).cast(), 1);
+                if n != 1 {
+                    // The tracer went away without releasing us: never run the command.
+                    libc::_exit(125);
+                }
+                libc::execve(c_path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
+                let errno = *libc::__errno_location();
+                libc::write(err_w.as_raw_fd(), (&raw const errno).cast(), 4);
+                libc::_exit(127);
+            }
+        }
+        drop(gate_r);
+        drop(err_w);
+        Ok(HeldChild {
+            pid,
+            path,
+            gate: Some(gate_w),
+            exec_error: err_r,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Lets the child `exec` the command; returns once it has (or has failed to).
+    pub fn release(mut self) -> Result<i32, LaunchError> {
+        let gate = self.gate.take().expect("released once");
+        // SAFETY: writing one byte from a valid buffer to a descriptor we own.
+        let n = unsafe { libc::write(gate.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        if n != 1 {
+            return Err(os("releasing the command")(io::Error::last_os_error()));
+        }
+        drop(gate);
+        let mut errno = [0u8; 4];
+        // SAFETY: reading into a valid 4-byte buffer from a descriptor we own. The write end
+        // closes at exec (O_CLOEXEC), so this returns 0 on success and 4 on exec failure.
+        let n = loop {
+            let n =
+                unsafe { libc::read(self.exec_error.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        let pid = self.pid;
+        if n == 4 {
+            reap(pid);
+            self.pid = 0;
+            return Err(LaunchError::Exec {
+                path: self.path.clone(),
+                source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+            });
+        }
+        self.pid = 0;
+        Ok(pid)
+    }
+}
+
+impl Drop for HeldChild {
+    /// A child never released is killed: the command must not run untraced.
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: signalling and reaping our own child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            reap(self.pid);
+        }
+    }
+}
+
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_from_path_and_rejects_missing() {
+        let sh = resolve(OsStr::new("sh")).unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        let err = resolve(OsStr::new("no-such-command-xyz")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "command not found: no-such-command-xyz (not a file, and not in PATH)"
+        );
+        let err = resolve(OsStr::new("/etc/hostname")).unwrap_err();
+        assert!(matches!(err, LaunchError::NotExecutable(_)), "{err}");
+        let err = resolve(OsStr::new("/")).unwrap_err();
+        assert!(matches!(err, LaunchError::NotExecutable(_)), "{err}");
+    }
+
+    #[test]
+    fn held_child_runs_only_when_released() {
+        let dir = std::env::temp_dir().join(format!("tracer-launch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("ran");
+        let script = format!("touch {}", marker.display());
+        let argv: Vec<OsString> = ["sh", "-c", &script].iter().map(Into::into).collect();
+
+        let held = HeldChild::spawn(&argv).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!marker.exists(), "the command ran before release");
+        let pid = held.release().unwrap();
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert!(marker.exists());
+
+        // Dropped without release: killed, never runs.
+        std::fs::remove_file(&marker).unwrap();
+        drop(HeldChild::spawn(&argv).unwrap());
+        assert!(!marker.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

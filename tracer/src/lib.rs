@@ -1,0 +1,14 @@
+//! tracer: a Linux memory-allocation tracer built on eBPF.
+//!
+//! Layers, from the kernel up: [`probes`] loads and attaches the eBPF programs, [`events`]
+//! decodes ring-buffer records, [`aggregate`] turns events into statistics, and [`report`]
+//! renders them. [`runtime`] drives one session; [`launch`] and [`target`] deal with processes.
+
+pub mod aggregate;
+pub mod cli;
+pub mod events;
+pub mod launch;
+pub mod probes;
+pub mod report;
+pub mod runtime;
+pub mod target;

@@ -1,0 +1,200 @@
+//! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
+
+pub mod tracefs;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{MapError, PerCpuArray},
+    programs::{ProgramError, TracePoint},
+};
+use thiserror::Error;
+use tracer_common::{
+    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, MAX_SYSCALL_ARGS, Syscall, SyscallOffsets,
+    counter,
+};
+
+use self::tracefs::{Tracefs, TracefsError};
+
+/// The eBPF object built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error(
+        "tracepoint syscalls:sys_enter_{syscall} has {found} argument fields, expected {expected}"
+    )]
+    SyscallArgs {
+        syscall: &'static str,
+        found: usize,
+        expected: usize,
+    },
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[source] EbpfError),
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(String),
+    #[error("loading eBPF program {program} failed: {source}")]
+    ProgramLoad {
+        program: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching {program} to tracepoint {category}:{name} failed: {source}")]
+    Attach {
+        program: String,
+        category: String,
+        name: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// What to load.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    pub target_tgid: u32,
+    /// Ring buffer size in bytes: a power of two, at least a page.
+    pub ring_bytes: u32,
+    /// Wake the reader once this many bytes wait.
+    pub wakeup_bytes: u32,
+}
+
+/// One tracepoint program and where it attaches.
+struct Attachment {
+    program: String,
+    category: &'static str,
+    name: String,
+}
+
+fn attachments() -> Vec<Attachment> {
+    Syscall::ALL
+        .iter()
+        .flat_map(|s| {
+            ["enter", "exit"].map(|dir| {
+                let name = format!("sys_{dir}_{}", s.name());
+                Attachment {
+                    program: name.clone(),
+                    category: "syscalls",
+                    name,
+                }
+            })
+        })
+        .collect()
+}
+
+/// Reads every tracepoint layout the programs need from tracefs.
+pub fn build_config(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Config, ProbeError> {
+    let mut config = Config::ZERO;
+    config.target_tgid = opts.target_tgid;
+    config.wakeup_bytes = opts.wakeup_bytes;
+    for syscall in Syscall::ALL {
+        let enter = tracefs.format("syscalls", &format!("sys_enter_{}", syscall.name()))?;
+        let exit = tracefs.format("syscalls", &format!("sys_exit_{}", syscall.name()))?;
+        let args = enter.syscall_args();
+        if args.len() < syscall.arg_count() {
+            return Err(ProbeError::SyscallArgs {
+                syscall: syscall.name(),
+                found: args.len(),
+                expected: syscall.arg_count(),
+            });
+        }
+        let mut offsets = SyscallOffsets {
+            nargs: syscall.arg_count() as u16,
+            ret: exit.field("ret")?.offset,
+            ..Default::default()
+        };
+        for (slot, field) in offsets.args.iter_mut().zip(args).take(MAX_SYSCALL_ARGS) {
+            *slot = field.offset;
+        }
+        config.syscalls[syscall as usize] = offsets;
+    }
+    Ok(config)
+}
+
+/// The loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    pub ebpf: Ebpf,
+}
+
+impl Probes {
+    pub fn load_and_attach(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Self, ProbeError> {
+        raise_memlock_limit();
+        let config = build_config(tracefs, opts)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(CONFIG_GLOBAL, &config, true)
+            .map_max_entries(EVENTS_MAP, opts.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+        for a in attachments() {
+            let program: &mut TracePoint = ebpf
+                .program_mut(&a.program)
+                .ok_or_else(|| ProbeError::MissingProgram(a.program.clone()))?
+                .try_into()
+                .map_err(|source| ProbeError::ProgramLoad {
+                    program: a.program.clone(),
+                    source,
+                })?;
+            program.load().map_err(|source| ProbeError::ProgramLoad {
+                program: a.program.clone(),
+                source,
+            })?;
+            program
+                .attach(a.category, &a.name)
+                .map_err(|source| ProbeError::Attach {
+                    program: a.program.clone(),
+                    category: a.category.into(),
+                    name: a.name.clone(),
+                    source,
+                })?;
+        }
+        Ok(Probes { ebpf })
+    }
+
+    /// The kernel-side counters, summed over CPUs, indexed by [`tracer_common::counter`].
+    pub fn counters(&self) -> Result<[u64; counter::COUNT as usize], ProbeError> {
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or(ProbeError::Map {
+            name: COUNTERS_MAP,
+            source: MapError::InvalidName {
+                name: COUNTERS_MAP.into(),
+            },
+        })?;
+        let array = PerCpuArray::<_, u64>::try_from(map).map_err(|source| ProbeError::Map {
+            name: COUNTERS_MAP,
+            source,
+        })?;
+        let mut out = [0; counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = array
+                .get(&(i as u32), 0)
+                .map_err(|source| ProbeError::Map {
+                    name: COUNTERS_MAP,
+                    source,
+                })?;
+            *slot = values.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+/// Kernels before 5.11 charge eBPF memory to RLIMIT_MEMLOCK; newer ones (and this tool's
+/// usual hosts) use memory cgroups, where raising it is unneeded and may be refused.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK ({}); not needed on kernels >= 5.11",
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! Reports: what was measured, rendered for people (text) and programs (JSON).
+//!
+//! Every renderer is a pure `fn render(&Summary, impl Write)`; none does I/O of its own.
+
+pub mod json;
+pub mod text;
+
+use serde::Serialize;
+
+use crate::aggregate::SyscallStats;
+
+pub const SCHEMA: &str = "tracer.summary/1";
+
+/// The traced process.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TargetInfo {
+    pub pid: u32,
+    /// The launched command line, or the process's own (`/proc/PID/cmdline`) for `--pid`.
+    pub command: Vec<String>,
+    /// Exit status of a launched command; null for `--pid` runs or when killed by a signal.
+    pub exit_code: Option<i32>,
+    /// The signal that killed a launched command.
+    pub signal: Option<i32>,
+    /// Why tracing ended: "exited", "duration", "interrupted".
+    pub ended_by: &'static str,
+}
+
+/// What happened to the events on their way from the kernel.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Events read from the ring buffer.
+    pub received: u64,
+    /// Events lost: the ring buffer was full, or per-thread state could not be stored.
+    pub dropped: u64,
+    /// Syscalls whose entry was not seen (in flight when tracing started).
+    pub unpaired: u64,
+    /// Tracepoint fields that could not be read.
+    pub read_failures: u64,
+    /// Records that did not decode.
+    pub decode_errors: u64,
+}
+
+/// Everything a report shows: the `tracer.summary/1` document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub schema: &'static str,
+    pub target: TargetInfo,
+    pub duration_ms: f64,
+    pub events: EventCounts,
+    pub syscalls: SyscallStats,
+}
+
+/// `n` bytes for people: `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use tracer_common::{EventHeader, Syscall, SyscallEvent, kind};
+
+    use super::*;
+
+    pub fn sample_summary() -> Summary {
+        let mut syscalls = SyscallStats::new(4096);
+        let mut ev = |syscall: Syscall, args: [u64; 6], ret: i64| {
+            syscalls.on_syscall(&SyscallEvent {
+                header: EventHeader {
+                    kind: kind::SYSCALL,
+                    ..Default::default()
+                },
+                syscall: syscall as u32,
+                reserved: 0,
+                args,
+                ret,
+                duration_ns: 0,
+            })
+        };
+        ev(Syscall::Brk, [0; 6], 0x1000_0000);
+        ev(Syscall::Brk, [0x1002_1000, 0, 0, 0, 0, 0], 0x1002_1000);
+        ev(
+            Syscall::Mmap,
+            [0, 200_000, 3, 0x22, u64::MAX, 0],
+            0x7f00_0000_0000,
+        );
+        ev(Syscall::Mmap, [0, 4096, 1, 0x01, 3, 0], 0x7f00_1000_0000);
+        ev(Syscall::Munmap, [0x7f00_0000_0000, 200_000, 0, 0, 0, 0], 0);
+        ev(
+            Syscall::Mremap,
+            [0x7f00_1000_0000, 4096, 8192, 1, 0, 0],
+            0x7f00_2000_0000,
+        );
+        Summary {
+            schema: SCHEMA,
+            target: TargetInfo {
+                pid: 4242,
+                command: vec!["./app".into(), "--flag".into()],
+                exit_code: Some(3),
+                signal: None,
+                ended_by: "exited",
+            },
+            duration_ms: 12.5,
+            events: EventCounts {
+                received: 6,
+                dropped: 2,
+                ..Default::default()
+            },
+            syscalls,
+        }
+    }
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(200_704), "196.0 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

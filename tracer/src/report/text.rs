@@ -1,0 +1,159 @@
+//! The terminal summary.
+
+use std::io::{self, Write};
+
+use super::{Summary, human_bytes};
+
+pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
+    let t = &s.target;
+    let command = if t.command.is_empty() {
+        String::from("?")
+    } else {
+        t.command.join(" ")
+    };
+    let outcome = match (t.ended_by, t.exit_code, t.signal) {
+        ("exited", Some(code), _) => format!("exited with status {code}"),
+        ("exited", None, Some(sig)) => format!("was killed by signal {sig}"),
+        ("exited", None, None) => String::from("exited"),
+        ("duration", ..) => String::from("was traced for the requested duration"),
+        _ => String::from("was traced until interrupted"),
+    };
+    writeln!(
+        out,
+        "tracer: pid {} ({command}) {outcome}; traced {:.1} ms",
+        t.pid, s.duration_ms
+    )?;
+    let e = &s.events;
+    write!(
+        out,
+        "events: {} received, {} dropped",
+        e.received, e.dropped
+    )?;
+    if e.unpaired > 0 {
+        write!(out, ", {} syscalls in flight at attach", e.unpaired)?;
+    }
+    if e.read_failures > 0 || e.decode_errors > 0 {
+        write!(
+            out,
+            ", {} unreadable fields, {} undecodable records",
+            e.read_failures, e.decode_errors
+        )?;
+    }
+    writeln!(out)?;
+    if e.dropped > 0 {
+        writeln!(
+            out,
+            "warning: {} events were lost; the counts below are incomplete (try a larger --buffer-size)",
+            e.dropped
+        )?;
+    }
+
+    let sc = &s.syscalls;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<8} {:>8} {:>7}  bytes",
+        "syscall", "calls", "failed"
+    )?;
+    let b = &sc.brk;
+    writeln!(
+        out,
+        "{:<8} {:>8} {:>7}  grew {}, shrank {} ({} queries)",
+        "brk",
+        b.calls,
+        b.failed,
+        human_bytes(b.grow_bytes),
+        human_bytes(b.shrink_bytes),
+        b.queries
+    )?;
+    let m = &sc.mmap;
+    writeln!(
+        out,
+        "{:<8} {:>8} {:>7}  {} mapped: anonymous {} in {} calls, file {} in {} calls; \
+         private {}, shared {}",
+        "mmap",
+        m.calls,
+        m.failed,
+        human_bytes(m.bytes),
+        human_bytes(m.anon_bytes),
+        m.anon_calls,
+        human_bytes(m.file_bytes),
+        m.file_calls,
+        m.private_calls,
+        m.shared_calls
+    )?;
+    let u = &sc.munmap;
+    writeln!(
+        out,
+        "{:<8} {:>8} {:>7}  {} unmapped",
+        "munmap",
+        u.calls,
+        u.failed,
+        human_bytes(u.bytes)
+    )?;
+    let r = &sc.mremap;
+    writeln!(
+        out,
+        "{:<8} {:>8} {:>7}  {} -> {}",
+        "mremap",
+        r.calls,
+        r.failed,
+        human_bytes(r.old_bytes),
+        human_bytes(r.new_bytes)
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::sample_summary;
+
+    fn rendered(s: &Summary) -> String {
+        let mut buf = Vec::new();
+        render(s, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn shows_target_events_and_each_syscall() {
+        let text = rendered(&sample_summary());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "tracer: pid 4242 (./app --flag) exited with status 3; traced 12.5 ms"
+        );
+        assert_eq!(lines[1], "events: 6 received, 2 dropped");
+        assert!(
+            lines[2].starts_with("warning: 2 events were lost"),
+            "{}",
+            lines[2]
+        );
+        let row = |name: &str| {
+            *lines
+                .iter()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
+        };
+        assert_eq!(
+            row("brk"),
+            "brk             2       0  grew 132.0 KiB, shrank 0 B (1 queries)"
+        );
+        assert!(row("mmap").starts_with("mmap            2       0  200.0 KiB mapped: anonymous 196.0 KiB in 1 calls, file 4.0 KiB in 1 calls"), "{}", row("mmap"));
+        assert_eq!(
+            row("munmap"),
+            "munmap          1       0  196.0 KiB unmapped"
+        );
+        assert_eq!(
+            row("mremap"),
+            "mremap          1       0  4.0 KiB -> 8.0 KiB"
+        );
+    }
+
+    #[test]
+    fn no_warning_without_drops() {
+        let mut s = sample_summary();
+        s.events.dropped = 0;
+        assert!(!rendered(&s).contains("warning"));
+    }
+}

@@ -1,0 +1,232 @@
+//! One tracing session: start or find the target, attach, stream events until it ends, report.
+
+use std::{
+    ffi::OsString,
+    fs,
+    io::{self, Write},
+    os::fd::AsRawFd,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+use tracer_common::{EVENTS_MAP, counter};
+
+use crate::{
+    aggregate::Aggregate,
+    events,
+    launch::HeldChild,
+    probes::{LoadOptions, Probes, tracefs::Tracefs},
+    report::{self, EventCounts, SCHEMA, Summary, TargetInfo},
+    target,
+};
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    Pid(i32),
+    Command(Vec<OsString>),
+}
+
+/// A validated run configuration.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: TargetSpec,
+    pub duration: Option<Duration>,
+    pub json: Option<PathBuf>,
+    pub ring_bytes: u32,
+    pub quiet: bool,
+}
+
+/// The reader drains on this period even when no wakeup came (wakeups are batched).
+const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+
+/// Traces as configured, prints the summary, and returns the exit code for the tracer:
+/// the command's own for launched commands, 0 for `--pid` runs.
+pub async fn run(cfg: RunConfig) -> Result<i32> {
+    target::check_privileges()?;
+    let tracefs = Tracefs::find_or_mount()?;
+
+    let (pid, mut held, command) = match &cfg.target {
+        TargetSpec::Pid(pid) => {
+            target::check_pid(*pid)?;
+            (*pid, None, target::cmdline(*pid))
+        }
+        TargetSpec::Command(argv) => {
+            let held = HeldChild::spawn(argv)?;
+            let command = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            (held.pid(), Some(held), command)
+        }
+    };
+    let pidfd = watch(target::pidfd_open(pid)?).context("watching the target for exit")?;
+
+    let opts = LoadOptions {
+        target_tgid: pid as u32,
+        ring_bytes: cfg.ring_bytes,
+        wakeup_bytes: (cfg.ring_bytes / 4).max(4096),
+    };
+    let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
+    let ring = probes
+        .ebpf
+        .take_map(EVENTS_MAP)
+        .context("the eBPF object has no event ring")?;
+    let ring = RingBuf::try_from(ring).context("opening the event ring")?;
+    let mut ring = watch(ring).context("polling the event ring")?;
+
+    let mut agg = Aggregate::new(target::page_size());
+    let mut counts = EventCounts::default();
+    if held.is_none() {
+        if let Some(brk) = target::current_break(pid) {
+            agg.syscalls.set_initial_break(brk);
+        }
+        eprintln!(
+            "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
+            command.join(" ")
+        );
+    }
+
+    let started = Instant::now();
+    let child = match held.take() {
+        Some(h) => Some(h.release()?),
+        None => None,
+    };
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(DRAIN_PERIOD);
+    let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut interrupts = 0;
+    let ended_by = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut agg, &mut counts);
+                guard.clear_ready();
+            }
+            _ = tick.tick() => drain(ring.get_mut(), &mut agg, &mut counts),
+            _ = pidfd.readable() => break "exited",
+            _ = sleep_until(deadline) => break "duration",
+            _ = interrupt.recv() => {
+                interrupts += 1;
+                match child {
+                    // The terminal sent SIGINT to the command too; wait for it to exit. A second
+                    // Ctrl-C ends it.
+                    Some(pid) if interrupts >= 2 => kill(pid, libc::SIGKILL),
+                    Some(_) => {}
+                    None => break "interrupted",
+                }
+            }
+            _ = terminate.recv() => match child {
+                Some(pid) => kill(pid, libc::SIGTERM),
+                None => break "interrupted",
+            },
+        }
+    };
+    drain(ring.get_mut(), &mut agg, &mut counts);
+    let elapsed = started.elapsed();
+    let kernel = probes.counters()?;
+    drop(probes);
+
+    counts.dropped += kernel[counter::RINGBUF_DROPPED as usize]
+        + kernel[counter::SYSCALL_ENTRY_STORE_FAILED as usize];
+    counts.unpaired = kernel[counter::SYSCALL_UNPAIRED_EXIT as usize];
+    counts.read_failures = kernel[counter::READ_FAILED as usize];
+
+    let (exit_code, signal) = match child {
+        Some(pid) if ended_by == "exited" => wait_status(pid),
+        _ => (None, None),
+    };
+    let summary = Summary {
+        schema: SCHEMA,
+        target: TargetInfo {
+            pid: pid as u32,
+            command,
+            exit_code,
+            signal,
+            ended_by,
+        },
+        duration_ms: elapsed.as_secs_f64() * 1e3,
+        events: counts,
+        syscalls: agg.syscalls,
+    };
+    if !cfg.quiet {
+        report::text::render(&summary, io::stderr().lock())?;
+    }
+    if let Some(path) = &cfg.json {
+        write_json(&summary, path)?;
+    }
+    Ok(match (exit_code, signal) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 0,
+    })
+}
+
+/// Registers a descriptor-owning value with the reactor for readability.
+fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: both callers pass values that own their descriptor (an `OwnedFd`, aya's ring
+    // buffer map) and keep it open and unchanged until the `AsyncFd` drops them.
+    Ok(unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }?)
+}
+
+fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregate, counts: &mut EventCounts) {
+    while let Some(record) = ring.next() {
+        counts.received += 1;
+        match events::decode(&record) {
+            Ok(event) => agg.on_event(&event),
+            Err(e) => {
+                counts.decode_errors += 1;
+                log::debug!("undecodable record: {e}");
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Reaps an exited child: (exit code, killing signal).
+fn wait_status(pid: i32) -> (Option<i32>, Option<i32>) {
+    let mut status = 0;
+    // SAFETY: reaping our own child with a valid status pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return (None, None);
+    }
+    if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    }
+}
+
+fn write_json(summary: &Summary, path: &PathBuf) -> Result<()> {
+    if path.as_os_str() == "-" {
+        return Ok(report::json::render(summary, io::stdout().lock())?);
+    }
+    let mut buf = Vec::new();
+    report::json::render(summary, &mut buf)?;
+    let tmp = path.with_extension("json.tmp");
+    fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(&buf))
+        .and_then(|()| fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
+}

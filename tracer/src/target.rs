@@ -1,0 +1,179 @@
+//! Facts about the traced process and about our own privileges, read from /proc.
+
+use std::{fs, io, os::fd::FromRawFd, os::fd::OwnedFd};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TargetError {
+    #[error("no process with pid {0}")]
+    NoSuchProcess(i32),
+    #[error("pid {0} is a thread of process {1}: pass the process id, --pid {1}")]
+    IsThread(i32, i32),
+    #[error("invalid pid {0}: must be a positive process id")]
+    InvalidPid(i32),
+    #[error(
+        "tracer needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
+    )]
+    NotPrivileged,
+    #[error("pid {pid}: {what}: {source}")]
+    Os {
+        pid: i32,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Whether the effective capabilities in a `/proc/PID/status` text allow loading tracing
+/// programs: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
+pub fn status_allows_tracing(status: &str) -> bool {
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+pub fn check_privileges() -> Result<(), TargetError> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if status_allows_tracing(&status) {
+        Ok(())
+    } else {
+        Err(TargetError::NotPrivileged)
+    }
+}
+
+/// Checks that `pid` names a live process (a thread-group leader).
+pub fn check_pid(pid: i32) -> Result<(), TargetError> {
+    if pid <= 0 {
+        return Err(TargetError::InvalidPid(pid));
+    }
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|_| TargetError::NoSuchProcess(pid))?;
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .unwrap_or(pid);
+    if tgid != pid {
+        return Err(TargetError::IsThread(pid, tgid));
+    }
+    Ok(())
+}
+
+/// The command line of `pid`, as its arguments.
+pub fn cmdline(pid: i32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The end of the `[heap]` mapping in a `/proc/PID/maps` text: the program break (page-aligned),
+/// from which brk accounting of a process attached mid-run starts.
+pub fn heap_end(maps: &str) -> Option<u64> {
+    maps.lines()
+        .find(|l| l.trim_end().ends_with("[heap]"))
+        .and_then(|l| l.split('-').nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|end| u64::from_str_radix(end, 16).ok())
+}
+
+/// The program break of a running process, if it has a heap yet.
+pub fn current_break(pid: i32) -> Option<u64> {
+    heap_end(&fs::read_to_string(format!("/proc/{pid}/maps")).ok()?)
+}
+
+/// A pidfd for `pid`: readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, TargetError> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let source = io::Error::last_os_error();
+        return Err(if source.raw_os_error() == Some(libc::ESRCH) {
+            TargetError::NoSuchProcess(pid)
+        } else {
+            TargetError::Os {
+                pid,
+                what: "pidfd_open",
+                source,
+            }
+        });
+    }
+    // SAFETY: the syscall returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_check() {
+        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert!(status_allows_tracing(root));
+        let bpf_perfmon = format!("CapEff:\t{:016x}\n", (1u64 << 39) | (1 << 38));
+        assert!(status_allows_tracing(&bpf_perfmon));
+        let bpf_only = format!("CapEff:\t{:016x}\n", 1u64 << 39);
+        assert!(!status_allows_tracing(&bpf_only));
+        assert!(!status_allows_tracing("CapEff:\t0000000000000000\n"));
+        assert!(!status_allows_tracing("garbage"));
+    }
+
+    #[test]
+    fn heap_end_from_maps() {
+        let maps = "55d0c0a00000-55d0c0a21000 r--p 00000000 fd:00 123 /usr/bin/x\n\
+                    55d0c1b3e000-55d0c1b5f000 rw-p 00000000 00:00 0                          [heap]\n\
+                    7ffc0d2e0000-7ffc0d301000 rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(heap_end(maps), Some(0x55d0_c1b5_f000));
+        assert_eq!(
+            heap_end("7ffc0d2e0000-7ffc0d301000 rw-p 0 00:00 0 [stack]\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn pid_checks() {
+        assert!(matches!(check_pid(0), Err(TargetError::InvalidPid(0))));
+        assert!(matches!(check_pid(-5), Err(TargetError::InvalidPid(-5))));
+        check_pid(std::process::id() as i32).unwrap();
+        // Pid numbers are at most 2^22; this one cannot exist.
+        let err = check_pid(99_999_999).unwrap_err();
+        assert_eq!(err.to_string(), "no process with pid 99999999");
+        let own = std::process::id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let err = check_pid(tid).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("pid {tid} is a thread of process {own}: pass the process id, --pid {own}")
+        );
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(!cmdline(own).is_empty());
+    }
+}
