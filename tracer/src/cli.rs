@@ -31,7 +31,7 @@ pub struct Cli {
     pub pid: Option<i32>,
 
     /// With --pid: stop tracing after SECONDS (fractions allowed). Example: --duration 2.5
-    #[arg(short, long, value_name = "SECONDS", requires = "pid", value_parser = parse_seconds)]
+    #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
 
     /// Also write the summary as JSON (schema tracer.summary/1) to PATH; `-` is stdout.
@@ -61,17 +61,23 @@ pub struct Cli {
 
 impl Cli {
     pub fn into_config(self) -> Result<RunConfig, clap::Error> {
+        use clap::{CommandFactory, error::ErrorKind};
         let target = match (self.pid, self.command.is_empty()) {
             (Some(pid), true) => TargetSpec::Pid(pid),
             (None, false) => TargetSpec::Command(self.command),
             _ => {
-                use clap::CommandFactory;
                 return Err(Cli::command().error(
-                    clap::error::ErrorKind::MissingRequiredArgument,
+                    ErrorKind::MissingRequiredArgument,
                     "nothing to trace: give --pid PID or -- COMMAND [ARGS...]",
                 ));
             }
         };
+        if self.duration.is_some() && self.pid.is_none() {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--duration applies to --pid runs; a launched command is traced until it exits",
+            ));
+        }
         Ok(RunConfig {
             target,
             duration: self.duration,
@@ -151,7 +157,7 @@ mod tests {
         assert!(parse(&["tracer", "--pid", "1", "--", "ls"]).is_err());
         assert!(parse(&["tracer", "--duration", "1", "--", "ls"]).is_err());
         assert!(parse(&["tracer", "--pid", "x"]).is_err());
-        let err = parse(&["tracer", "--pid", "1", "--duration", "-1"]).unwrap_err();
+        let err = parse(&["tracer", "--pid", "1", "--duration", "0"]).unwrap_err();
         assert!(
             err.to_string().contains("duration must be positive"),
             "{err}"

@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn decodes_from_unaligned_buffer() {
         let ev = mmap_event();
-        let mut buf = vec![0u8; 97];
+        let mut buf = [0u8; 97];
         buf[1..].copy_from_slice(encode(&ev));
         assert_eq!(decode(&buf[1..]), Ok(Event::Syscall(ev)));
     }

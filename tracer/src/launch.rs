@@ -25,9 +25,9 @@ pub enum LaunchError {
     NotExecutable(PathBuf),
     #[error("{what} contains a NUL byte")]
     Nul { what: &'static str },
-    #[error("could not execute {path}: {source}")]
+    #[error("could not execute {path}")]
     Exec { path: PathBuf, source: io::Error },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Os {
         what: &'static str,
         source: io::Error,
@@ -216,8 +216,12 @@ mod tests {
             err.to_string(),
             "command not found: no-such-command-xyz (not a file, and not in PATH)"
         );
-        let err = resolve(OsStr::new("/etc/hostname")).unwrap_err();
+        let plain = std::env::temp_dir().join(format!("tracer-plain-{}", std::process::id()));
+        std::fs::write(&plain, "data").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = resolve(plain.as_os_str()).unwrap_err();
         assert!(matches!(err, LaunchError::NotExecutable(_)), "{err}");
+        std::fs::remove_file(&plain).unwrap();
         let err = resolve(OsStr::new("/")).unwrap_err();
         assert!(matches!(err, LaunchError::NotExecutable(_)), "{err}");
     }

@@ -16,7 +16,7 @@ pub enum TargetError {
         "tracer needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
     )]
     NotPrivileged,
-    #[error("pid {pid}: {what}: {source}")]
+    #[error("pid {pid}: {what}")]
     Os {
         pid: i32,
         what: &'static str,

@@ -115,6 +115,7 @@ fn test(args: Vec<OsString>) -> Result<()> {
     if unsafe { libc_geteuid() } != 0 {
         bail!("the tests load eBPF programs and must run as root: sudo -E cargo xtask test");
     }
+    setup::ensure_test_tools()?;
     status(
         cargo()
             .args(["test", "--workspace", "--exclude", "tracer-ebpf", "--"])

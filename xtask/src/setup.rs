@@ -178,3 +178,35 @@ fn ensure_tracefs() {
         ),
     }
 }
+
+/// Tools the root tests use besides tracer: a C compiler for the workloads, strace as an
+/// independent count of syscalls, setpriv to run as an unprivileged user. Installed from
+/// Debian's packages when missing.
+pub fn ensure_test_tools() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("cc", "gcc"),
+        ("strace", "strace"),
+        ("setpriv", "util-linux"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| which(tool).is_none())
+    .map(|(_, package)| package)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing test tools: {}", missing.join(" "));
+    status(Command::new("apt-get").arg("update").arg("-qq"))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}

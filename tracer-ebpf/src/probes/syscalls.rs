@@ -63,7 +63,7 @@ fn syscall_enter(ctx: &TracePointContext, syscall: Syscall) {
             Err(_) => bump(counter::READ_FAILED),
         }
     }
-    if PENDING_SYSCALLS.insert(&tid, &pending, 0).is_err() {
+    if PENDING_SYSCALLS.insert(tid, pending, 0).is_err() {
         bump(counter::SYSCALL_ENTRY_STORE_FAILED);
     }
 }
@@ -73,13 +73,13 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
     let Some((tgid, tid)) = traced_thread() else {
         return;
     };
-    let Some(pending) = PENDING_SYSCALLS.get_ptr(&tid) else {
+    let Some(pending) = PENDING_SYSCALLS.get_ptr(tid) else {
         bump(counter::SYSCALL_UNPAIRED_EXIT);
         return;
     };
     // SAFETY: the pointer came from a successful lookup; copy out before removing.
     let pending = unsafe { *pending };
-    let _ = PENDING_SYSCALLS.remove(&tid);
+    let _ = PENDING_SYSCALLS.remove(tid);
     if pending.syscall != syscall as u32 {
         bump(counter::SYSCALL_UNPAIRED_EXIT);
         return;

@@ -30,29 +30,29 @@ pub enum ProbeError {
         found: usize,
         expected: usize,
     },
-    #[error("loading the eBPF programs failed: {0}")]
-    Load(#[source] EbpfError),
+    #[error("loading the eBPF programs failed")]
+    Load(#[source] Box<EbpfError>),
     #[error("the eBPF object has no program {0}")]
     MissingProgram(String),
-    #[error("loading eBPF program {program} failed: {source}")]
+    #[error("loading eBPF program {program} failed")]
     ProgramLoad {
         program: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
-    #[error("attaching {program} to tracepoint {category}:{name} failed: {source}")]
+    #[error("attaching {program} to tracepoint {category}:{name} failed")]
     Attach {
         program: String,
         category: String,
         name: String,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
-    #[error("eBPF map {name}: {source}")]
+    #[error("eBPF map {name}")]
     Map {
         name: &'static str,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
 }
 
@@ -131,7 +131,7 @@ impl Probes {
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(EBPF_OBJECT)
-            .map_err(ProbeError::Load)?;
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
         for a in attachments() {
             let program: &mut TracePoint = ebpf
                 .program_mut(&a.program)
@@ -139,11 +139,11 @@ impl Probes {
                 .try_into()
                 .map_err(|source| ProbeError::ProgramLoad {
                     program: a.program.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             program.load().map_err(|source| ProbeError::ProgramLoad {
                 program: a.program.clone(),
-                source,
+                source: Box::new(source),
             })?;
             program
                 .attach(a.category, &a.name)
@@ -151,7 +151,7 @@ impl Probes {
                     program: a.program.clone(),
                     category: a.category.into(),
                     name: a.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         Ok(Probes { ebpf })
@@ -159,24 +159,19 @@ impl Probes {
 
     /// The kernel-side counters, summed over CPUs, indexed by [`tracer_common::counter`].
     pub fn counters(&self) -> Result<[u64; counter::COUNT as usize], ProbeError> {
-        let map = self.ebpf.map(COUNTERS_MAP).ok_or(ProbeError::Map {
+        let map_error = |source| ProbeError::Map {
             name: COUNTERS_MAP,
-            source: MapError::InvalidName {
+            source: Box::new(source),
+        };
+        let map = self.ebpf.map(COUNTERS_MAP).ok_or_else(|| {
+            map_error(MapError::InvalidName {
                 name: COUNTERS_MAP.into(),
-            },
+            })
         })?;
-        let array = PerCpuArray::<_, u64>::try_from(map).map_err(|source| ProbeError::Map {
-            name: COUNTERS_MAP,
-            source,
-        })?;
+        let array = PerCpuArray::<_, u64>::try_from(map).map_err(map_error)?;
         let mut out = [0; counter::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
-            let values = array
-                .get(&(i as u32), 0)
-                .map_err(|source| ProbeError::Map {
-                    name: COUNTERS_MAP,
-                    source,
-                })?;
+            let values = array.get(&(i as u32), 0).map_err(map_error)?;
             *slot = values.iter().sum();
         }
         Ok(out)

@@ -27,7 +27,7 @@ pub enum TracefsError {
         name: String,
         path: PathBuf,
     },
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("tracepoint {tracepoint} has no field `{field}` (its format: {path})")]
     MissingField {
@@ -67,6 +67,11 @@ impl Tracefs {
         Self::find().ok_or_else(|| {
             TracefsError::NotMounted(io::Error::other("mounted, but events/ is missing"))
         })
+    }
+
+    /// A tracefs tree at `root` (tests use a fake one).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Tracefs { root: root.into() }
     }
 
     fn find() -> Option<Self> {
@@ -228,6 +233,32 @@ print fmt: \"addr: 0x%08lx, len: 0x%08lx\", ((unsigned long)(REC->addr))
             err.contains("syscalls:sys_enter_mmap has no field `nope`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn missing_tracepoint_names_it() {
+        let dir = std::env::temp_dir().join(format!("tracer-fake-tracefs-{}", std::process::id()));
+        let tp = dir.join("events/syscalls/sys_enter_mmap");
+        fs::create_dir_all(&tp).unwrap();
+        fs::write(tp.join("format"), SYS_ENTER_MMAP).unwrap();
+        let fs_ = Tracefs::at(&dir);
+        assert_eq!(
+            fs_.format("syscalls", "sys_enter_mmap")
+                .unwrap()
+                .field("len")
+                .unwrap()
+                .offset,
+            24
+        );
+        let err = fs_
+            .format("syscalls", "sys_enter_brk")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the kernel has no tracepoint syscalls:sys_enter_brk ("),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! Bad input gives one clear line and a non-zero exit, never a panic.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn one_line_error(out: &std::process::Output) -> String {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{err}");
+    assert!(lines[0].starts_with("tracer: error: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    lines[0].to_string()
+}
+
+#[test]
+fn missing_command() {
+    let out = tracer()
+        .args(["--", "no-such-command-xyz"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        one_line_error(&out),
+        "tracer: error: command not found: no-such-command-xyz (not a file, and not in PATH)"
+    );
+}
+
+#[test]
+fn command_that_cannot_execute() {
+    let path = json_path("not-a-program");
+    std::fs::write(&path, "not an executable format").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = tracer().arg("--").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(126));
+    assert_eq!(
+        one_line_error(&out),
+        format!(
+            "tracer: error: could not execute {}: Exec format error (os error 8)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn bad_pids() {
+    let out = tracer().args(["--pid", "99999999"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_line_error(&out),
+        "tracer: error: no process with pid 99999999"
+    );
+
+    let out = tracer().args(["--pid", "0"]).output().unwrap();
+    assert_eq!(
+        one_line_error(&out),
+        "tracer: error: invalid pid 0: must be a positive process id"
+    );
+}
+
+/// Without root or CAP_BPF/CAP_PERFMON: say so, before touching anything.
+#[test]
+fn unprivileged_user() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(["--", "true"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        one_line_error(&out),
+        "tracer: error: tracer needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: \
+         run it with sudo"
+    );
+}
+
+#[test]
+fn usage_errors_name_the_fix() {
+    let out = tracer().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("nothing to trace: give --pid PID or -- COMMAND"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,116 @@
+//! Helpers for the root tests: building workloads and running the real tracer binary.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+
+/// Root tests load real eBPF programs: refuse loudly rather than pass vacuously.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "root tests must run as root: use `sudo -E cargo xtask test`"
+    );
+}
+
+pub fn tracer() -> Command {
+    require_root();
+    Command::new(env!("CARGO_BIN_EXE_tracer"))
+}
+
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// Compiles `workloads/<name>.c` once per test run.
+pub fn workload(name: &'static str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<(&'static str, PathBuf)>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
+        return path.clone();
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let src = workspace_root().join("workloads").join(format!("{name}.c"));
+    let status = Command::new("cc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("running cc");
+    assert!(status.success(), "compiling {}", src.display());
+    built.push((name, out.clone()));
+    out
+}
+
+/// A fresh path for a JSON summary.
+pub fn json_path(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}-{n}.json", std::process::id()))
+}
+
+/// Runs `tracer --json PATH -- argv...` and returns the summary and the tracer's output.
+pub fn trace_command(argv: &[&str]) -> (Value, Output) {
+    let json = json_path("cmd");
+    let out = tracer()
+        .arg("--json")
+        .arg(&json)
+        .arg("--")
+        .args(argv)
+        .output()
+        .expect("running tracer");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "no JSON summary ({e}); tracer stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (serde_json::from_str(&text).unwrap(), out)
+}
+
+/// `a - b` for every number in two JSON objects of the same shape.
+pub fn delta(a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => Value::Object(
+            a.iter()
+                .filter_map(|(k, va)| b.get(k).map(|vb| (k.clone(), delta(va, vb))))
+                .collect(),
+        ),
+        (Value::Number(a), Value::Number(b)) => (a.as_i64().unwrap() - b.as_i64().unwrap()).into(),
+        _ => Value::Null,
+    }
+}
+
+pub fn page_size() -> i64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as i64 }
+}
+
+/// The syscalls part of the summary that `iterations` iterations of `workloads/syscalls.c`'s
+/// pattern add, per thread, `with_brk` on the main thread only.
+pub fn syscalls_pattern(iterations: i64, threads: i64, with_brk: bool) -> Value {
+    let p = page_size();
+    let n = iterations * threads;
+    let b = if with_brk { iterations } else { 0 };
+    serde_json::json!({
+        "brk": { "calls": 5 * b, "queries": b, "grow_bytes": 131072 * b,
+                 "shrink_bytes": 131072 * b, "failed": b },
+        "mmap": { "calls": 4 * n, "bytes": 6 * p * n, "anon_calls": 2 * n, "anon_bytes": 4 * p * n,
+                  "file_calls": n, "file_bytes": 2 * p * n, "private_calls": 2 * n,
+                  "private_bytes": 5 * p * n, "shared_calls": n, "shared_bytes": p * n,
+                  "failed": n },
+        "munmap": { "calls": 4 * n, "bytes": 8 * p * n, "failed": n },
+        "mremap": { "calls": n, "old_bytes": 3 * p * n, "new_bytes": 5 * p * n, "failed": 0 },
+    })
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
