@@ -7,8 +7,9 @@ mod setup;
 
 use std::{
     ffi::OsString,
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -116,14 +117,55 @@ fn test(args: Vec<OsString>) -> Result<()> {
         bail!("the tests load eBPF programs and must run as root: sudo -E cargo xtask test");
     }
     setup::ensure_test_tools()?;
-    status(
-        cargo()
-            .args(["test", "--workspace", "--exclude", "tracer-ebpf", "--"])
-            .args(args),
-    )
+    // Doc tests are left out: the crates have none, and their empty runs would close the log.
+    let mut child = cargo()
+        .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
+        .args(["--lib", "--bins", "--tests", "--"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_before(rest, " passed");
+            failed += count_before(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("xtask test: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
+}
+
+/// The number just before `label` in a libtest summary such as `ok. 28 passed; 0 failed; ...`.
+fn count_before(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().strip_suffix(label.trim_start()))
+        .and_then(|n| n.trim().rsplit([' ', '.']).next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn parses_libtest_summaries() {
+        let s = "ok. 28 passed; 3 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.06s";
+        assert_eq!(count_before(s, " passed"), 28);
+        assert_eq!(count_before(s, " failed"), 3);
+        assert_eq!(count_before("FAILED. 2 passed; 1 failed;", " passed"), 2);
+    }
 }
