@@ -22,10 +22,25 @@ pub const EVENTS_RING_BYTES: u32 = 8 << 20;
 /// Entries of the per-thread pending-syscall map.
 pub const MAX_PENDING_SYSCALLS: u32 = 16384;
 
+/// Name of the per-thread map of allocator calls in flight.
+pub const ALLOC_STATE_MAP: &str = "ALLOC_STATE";
+/// Name of the stack-trace map that allocation events refer to by id.
+pub const STACKS_MAP: &str = "STACKS";
+/// Entries of the stack-trace map.
+pub const MAX_STACKS: u32 = 16384;
+/// Entries of the per-thread allocator-call map.
+pub const MAX_ALLOC_THREADS: u32 = 16384;
+/// Bytes of a path carried by an [`OpenEvent`], NUL included.
+pub const PATH_BYTES: usize = 256;
+
 /// Event kinds: the first field of every event's header.
 pub mod kind {
     /// A [`super::SyscallEvent`].
     pub const SYSCALL: u32 = 1;
+    /// An [`super::AllocEvent`].
+    pub const ALLOC: u32 = 2;
+    /// An [`super::OpenEvent`].
+    pub const OPEN: u32 = 3;
 }
 
 /// Indices into the per-CPU counters array. Each counts occurrences on one CPU; userspace sums.
@@ -38,8 +53,16 @@ pub mod counter {
     pub const SYSCALL_ENTRY_STORE_FAILED: u32 = 2;
     /// A tracepoint field could not be read.
     pub const READ_FAILED: u32 = 3;
+    /// An allocator return arrived without its entry (entered before attaching).
+    pub const ALLOC_UNPAIRED_EXIT: u32 = 4;
+    /// An allocator call's state could not be stored: the call is lost.
+    pub const ALLOC_STATE_STORE_FAILED: u32 = 5;
+    /// A user stack could not be collected (the allocation is still counted, without a stack).
+    pub const STACK_FAILED: u32 = 6;
+    /// An allocator call nested in another on the same thread, counted as part of the outer one.
+    pub const ALLOC_NESTED: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 8;
 }
 
 /// The header that starts every event.
@@ -68,15 +91,18 @@ pub enum Syscall {
     Mmap = 2,
     Munmap = 3,
     Mremap = 4,
+    /// Followed so that file mappings can be named: `mmap` gets a descriptor, `openat` its path.
+    Openat = 5,
 }
 
 impl Syscall {
     /// Every traced syscall, in discriminant order.
-    pub const ALL: [Syscall; 4] = [
+    pub const ALL: [Syscall; 5] = [
         Syscall::Brk,
         Syscall::Mmap,
         Syscall::Munmap,
         Syscall::Mremap,
+        Syscall::Openat,
     ];
 
     /// The name used by the kernel's `syscalls:sys_enter_<name>` tracepoints.
@@ -86,6 +112,7 @@ impl Syscall {
             Syscall::Mmap => "mmap",
             Syscall::Munmap => "munmap",
             Syscall::Mremap => "mremap",
+            Syscall::Openat => "openat",
         }
     }
 
@@ -96,6 +123,7 @@ impl Syscall {
             Syscall::Mmap => 6,
             Syscall::Munmap => 2,
             Syscall::Mremap => 5,
+            Syscall::Openat => 4,
         }
     }
 }
@@ -109,6 +137,7 @@ impl TryFrom<u32> for Syscall {
             2 => Syscall::Mmap,
             3 => Syscall::Munmap,
             4 => Syscall::Mremap,
+            5 => Syscall::Openat,
             other => return Err(other),
         })
     }
@@ -136,6 +165,136 @@ pub struct SyscallEvent {
     pub duration_ns: u64,
 }
 const _: () = assert!(size_of::<SyscallEvent>() == 96);
+
+/// A successful `openat`: the descriptor and the path it was opened with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    /// The new descriptor.
+    pub fd: i32,
+    /// The directory descriptor the path is relative to (`AT_FDCWD` is -100).
+    pub dirfd: i32,
+    /// NUL-terminated path as the program passed it.
+    pub path: [u8; PATH_BYTES],
+}
+const _: () = assert!(size_of::<OpenEvent>() == 32 + PATH_BYTES);
+
+/// The allocator functions tracer probes. Discriminants are fixed: they are on the wire and are
+/// the uprobes' attach cookies.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AllocFn {
+    Malloc = 1,
+    Calloc = 2,
+    Realloc = 3,
+    Reallocarray = 4,
+    PosixMemalign = 5,
+    AlignedAlloc = 6,
+    Memalign = 7,
+    Valloc = 8,
+    Pvalloc = 9,
+    /// Every `operator new` and `operator new[]`: plain, aligned, nothrow.
+    OperatorNew = 10,
+    Free = 11,
+    /// Every `operator delete` and `operator delete[]`: plain, sized, aligned.
+    OperatorDelete = 12,
+}
+
+impl AllocFn {
+    pub const ALL: [AllocFn; 12] = [
+        AllocFn::Malloc,
+        AllocFn::Calloc,
+        AllocFn::Realloc,
+        AllocFn::Reallocarray,
+        AllocFn::PosixMemalign,
+        AllocFn::AlignedAlloc,
+        AllocFn::Memalign,
+        AllocFn::Valloc,
+        AllocFn::Pvalloc,
+        AllocFn::OperatorNew,
+        AllocFn::Free,
+        AllocFn::OperatorDelete,
+    ];
+
+    /// Whether the function releases memory rather than allocating it.
+    pub const fn is_free(self) -> bool {
+        matches!(self, AllocFn::Free | AllocFn::OperatorDelete)
+    }
+
+    /// The name used in reports and in the JSON summary.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AllocFn::Malloc => "malloc",
+            AllocFn::Calloc => "calloc",
+            AllocFn::Realloc => "realloc",
+            AllocFn::Reallocarray => "reallocarray",
+            AllocFn::PosixMemalign => "posix_memalign",
+            AllocFn::AlignedAlloc => "aligned_alloc",
+            AllocFn::Memalign => "memalign",
+            AllocFn::Valloc => "valloc",
+            AllocFn::Pvalloc => "pvalloc",
+            AllocFn::OperatorNew => "operator_new",
+            AllocFn::Free => "free",
+            AllocFn::OperatorDelete => "operator_delete",
+        }
+    }
+}
+
+impl TryFrom<u32> for AllocFn {
+    type Error = u32;
+
+    fn try_from(v: u32) -> Result<Self, u32> {
+        AllocFn::ALL
+            .get((v as usize).wrapping_sub(1))
+            .copied()
+            .ok_or(v)
+    }
+}
+
+/// One outermost call of an allocator function, reported when it returns (allocations) or when
+/// it is entered (frees, which have no result).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocEvent {
+    pub header: EventHeader,
+    /// An [`AllocFn`] discriminant.
+    pub func: u32,
+    /// Id in the stack-trace map of the user stack at entry, or negative if none.
+    pub stack_id: i32,
+    /// Elements requested: calloc's and reallocarray's count, 1 for the others.
+    pub nmemb: u64,
+    /// Bytes requested per element.
+    pub size: u64,
+    /// The block returned (0 when the call failed), or the block freed.
+    pub ptr: u64,
+    /// realloc/reallocarray: the block passed in.
+    pub old_ptr: u64,
+    /// The return address at entry: the direct caller, which a frame-pointer walk from inside
+    /// the allocator misses.
+    pub caller: u64,
+}
+const _: () = assert!(size_of::<AllocEvent>() == 72);
+
+/// Per-thread state of the outermost allocator call in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocState {
+    pub func: u32,
+    /// How many probed allocator calls are in flight on this thread (nested calls included).
+    pub depth: u32,
+    pub nmemb: u64,
+    pub size: u64,
+    pub old_ptr: u64,
+    /// posix_memalign: where the result will be stored.
+    pub out_ptr: u64,
+    /// Stack pointer at the outermost entry, to recognise a stale state after a missed return.
+    pub sp: u64,
+    pub caller: u64,
+    pub stack_id: i64,
+    pub enter_ns: u64,
+}
+const _: () = assert!(size_of::<AllocState>() == 72);
 
 /// What `sys_enter_*` stores per thread until `sys_exit_*`.
 #[repr(C)]
@@ -198,4 +357,10 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PendingSyscall {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OpenEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllocEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllocState {}
 }

@@ -4,19 +4,23 @@ use std::mem::size_of;
 
 use aya::Pod;
 use thiserror::Error;
-use tracer_common::{EventHeader, Syscall, SyscallEvent, kind};
+use tracer_common::{AllocEvent, AllocFn, EventHeader, OpenEvent, Syscall, SyscallEvent, kind};
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
 /// nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Syscall(SyscallEvent),
+    Alloc(AllocEvent),
+    Open(OpenEvent),
 }
 
 impl Event {
     pub fn header(&self) -> &EventHeader {
         match self {
             Event::Syscall(e) => &e.header,
+            Event::Alloc(e) => &e.header,
+            Event::Open(e) => &e.header,
         }
     }
 }
@@ -33,6 +37,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown syscall {0}")]
     UnknownSyscall(u32),
+    #[error("unknown allocator function {0}")]
+    UnknownAllocFn(u32),
 }
 
 /// Decodes one event from the bytes of one ring-buffer record.
@@ -44,6 +50,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Syscall::try_from(event.syscall).map_err(DecodeError::UnknownSyscall)?;
             Ok(Event::Syscall(event))
         }
+        kind::ALLOC => {
+            let event: AllocEvent = read(bytes, "allocation event")?;
+            AllocFn::try_from(event.func).map_err(DecodeError::UnknownAllocFn)?;
+            Ok(Event::Alloc(event))
+        }
+        kind::OPEN => Ok(Event::Open(read(bytes, "open event")?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -130,6 +142,64 @@ mod tests {
             };
             assert_eq!(err, expected, "length {len}");
         }
+    }
+
+    fn header(kind: u32) -> EventHeader {
+        EventHeader {
+            ts_ns: 5,
+            kind,
+            tgid: 7,
+            tid: 8,
+            cpu: 0,
+        }
+    }
+
+    #[test]
+    fn decodes_alloc_and_open_events() {
+        let alloc = AllocEvent {
+            header: header(kind::ALLOC),
+            func: AllocFn::Calloc as u32,
+            stack_id: 17,
+            nmemb: 4,
+            size: 24,
+            ptr: 0x5555_0000_1000,
+            old_ptr: 0,
+            caller: 0x5555_0000_0123,
+        };
+        let bytes = encode(&alloc);
+        assert_eq!(bytes.len(), 72);
+        assert_eq!(&bytes[24..28], &(AllocFn::Calloc as u32).to_ne_bytes());
+        assert_eq!(&bytes[28..32], &17i32.to_ne_bytes());
+        assert_eq!(decode(bytes), Ok(Event::Alloc(alloc)));
+        for len in 24..72 {
+            assert_eq!(
+                decode(&bytes[..len]),
+                Err(DecodeError::Truncated {
+                    what: "allocation event",
+                    need: 72,
+                    got: len
+                })
+            );
+        }
+        let mut bad = alloc;
+        bad.func = 0;
+        assert_eq!(decode(encode(&bad)), Err(DecodeError::UnknownAllocFn(0)));
+
+        let mut path = [0u8; tracer_common::PATH_BYTES];
+        path[..9].copy_from_slice(b"/lib/x.so");
+        let open = OpenEvent {
+            header: header(kind::OPEN),
+            fd: 3,
+            dirfd: -100,
+            path,
+        };
+        let bytes = encode(&open);
+        assert_eq!(&bytes[32..41], b"/lib/x.so");
+        assert_eq!(decode(bytes), Ok(Event::Open(open)));
+        assert!(matches!(
+            decode(&bytes[..100]),
+            Err(DecodeError::Truncated { need: 288, .. })
+        ));
     }
 
     #[test]

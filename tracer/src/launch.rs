@@ -1,8 +1,10 @@
-//! Starting a command held before `exec`, so probes attach before its first instruction.
+//! Starting a command held at its first instruction, so probes attach before it runs.
 //!
-//! `std::process::Command::spawn` returns only after `exec`, so it cannot hold a child. We fork
-//! ourselves: the child blocks reading a gate pipe, and `exec`s only once the parent writes to
-//! it. An `exec` failure comes back through a second, close-on-exec pipe as an errno.
+//! `std::process::Command::spawn` cannot hold a child. We fork ourselves: the child asks to be
+//! traced (`PTRACE_TRACEME`) and `exec`s, which stops it with SIGTRAP as soon as the new program
+//! is loaded, before its first instruction. There its executable and dynamic loader are mapped,
+//! so they can be read from /proc; the tracer attaches every probe, then detaches and the command
+//! runs. An `exec` failure comes back through a close-on-exec pipe as an errno.
 
 use std::{
     env,
@@ -80,17 +82,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// A forked child waiting at the gate, not yet running the command.
+/// A command stopped right after `exec`, not yet running.
 #[derive(Debug)]
 pub struct HeldChild {
     pid: i32,
-    path: PathBuf,
-    gate: Option<OwnedFd>,
-    exec_error: OwnedFd,
 }
 
 impl HeldChild {
-    /// Forks a child that will `exec` `argv` once released.
+    /// Starts `argv` and returns once it is stopped after a successful `exec`.
     pub fn spawn(argv: &[OsString]) -> Result<Self, LaunchError> {
         let program = argv
             .first()
@@ -116,10 +115,9 @@ impl HeldChild {
         let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
         env_ptrs.push(std::ptr::null());
 
-        let (gate_r, gate_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         // SAFETY: fork has no preconditions; the child below calls only async-signal-safe
-        // functions (read, write, execve, _exit) on memory prepared before the fork.
+        // functions (ptrace, execve, write, _exit) on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(os("fork")(io::Error::last_os_error()));
@@ -127,61 +125,59 @@ impl HeldChild {
         if pid == 0 {
             // SAFETY: async-signal-safe calls only, see above.
             unsafe {
-                let mut byte = 0u8;
-                let n = libc::read(gate_r.as_raw_fd(), (&raw mut byte).cast(), 1);
-                if n != 1 {
-                    // The tracer went away without releasing us: never run the command.
-                    libc::_exit(125);
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == 0 {
+                    libc::execve(c_path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
                 }
-                libc::execve(c_path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
                 let errno = *libc::__errno_location();
                 libc::write(err_w.as_raw_fd(), (&raw const errno).cast(), 4);
                 libc::_exit(127);
             }
         }
-        drop(gate_r);
         drop(err_w);
-        Ok(HeldChild {
-            pid,
-            path,
-            gate: Some(gate_w),
-            exec_error: err_r,
-        })
+        let mut errno = [0u8; 4];
+        // The write end closes at exec (O_CLOEXEC): 0 bytes on success, 4 on failure.
+        let n = loop {
+            // SAFETY: reading into a valid 4-byte buffer from a descriptor we own.
+            let n = unsafe { libc::read(err_r.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        if n == 4 {
+            reap(pid);
+            return Err(LaunchError::Exec {
+                path,
+                source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+            });
+        }
+        let child = HeldChild { pid };
+        let mut status = 0;
+        // SAFETY: waiting for our own child with a valid status pointer.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if waited != pid || !libc::WIFSTOPPED(status) {
+            return Err(os("waiting for the command to stop after exec")(
+                io::Error::other(format!("unexpected wait status {status:#x}")),
+            ));
+        }
+        // If the tracer dies before releasing it, the command dies too rather than run untraced.
+        // SAFETY: ptrace request on our own stopped tracee.
+        unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, libc::PTRACE_O_EXITKILL) };
+        Ok(child)
     }
 
     pub fn pid(&self) -> i32 {
         self.pid
     }
 
-    /// Lets the child `exec` the command; returns once it has (or has failed to).
+    /// Lets the command run.
     pub fn release(mut self) -> Result<i32, LaunchError> {
-        let gate = self.gate.take().expect("released once");
-        // SAFETY: writing one byte from a valid buffer to a descriptor we own.
-        let n = unsafe { libc::write(gate.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
-        if n != 1 {
-            return Err(os("releasing the command")(io::Error::last_os_error()));
+        let pid = std::mem::replace(&mut self.pid, 0);
+        // SAFETY: detaching our own stopped tracee, suppressing the exec SIGTRAP.
+        if unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) } != 0 {
+            let err = io::Error::last_os_error();
+            self.pid = pid;
+            return Err(os("releasing the command")(err));
         }
-        drop(gate);
-        let mut errno = [0u8; 4];
-        // SAFETY: reading into a valid 4-byte buffer from a descriptor we own. The write end
-        // closes at exec (O_CLOEXEC), so this returns 0 on success and 4 on exec failure.
-        let n = loop {
-            let n =
-                unsafe { libc::read(self.exec_error.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
-            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break n;
-            }
-        };
-        let pid = self.pid;
-        if n == 4 {
-            reap(pid);
-            self.pid = 0;
-            return Err(LaunchError::Exec {
-                path: self.path.clone(),
-                source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
-            });
-        }
-        self.pid = 0;
         Ok(pid)
     }
 }
@@ -235,6 +231,12 @@ mod tests {
         let argv: Vec<OsString> = ["sh", "-c", &script].iter().map(Into::into).collect();
 
         let held = HeldChild::spawn(&argv).unwrap();
+        // Stopped after exec: /proc shows the new program, which has not run yet.
+        let exe = std::fs::read_link(format!("/proc/{}/exe", held.pid())).unwrap();
+        assert!(
+            exe.ends_with("sh") || exe.to_string_lossy().contains("dash"),
+            "{exe:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!marker.exists(), "the command ran before release");
         let pid = held.release().unwrap();

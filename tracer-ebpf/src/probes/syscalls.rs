@@ -3,14 +3,17 @@
 //! The entry stores the arguments per thread; the exit joins them with the result and emits one
 //! [`SyscallEvent`]. Field offsets come from the tracefs `format` files via the configuration.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user_str},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
 use tracer_common::{
-    MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, PendingSyscall, Syscall, SyscallEvent, counter, kind,
+    MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, OpenEvent, PATH_BYTES, PendingSyscall, Syscall,
+    SyscallEvent, counter, kind,
 };
 
 use crate::maps::{EVENTS, bump, header, syscall_offsets, traced_thread, wakeup_flags};
@@ -41,6 +44,7 @@ syscall_probes! {
     Mmap => sys_enter_mmap, sys_exit_mmap;
     Munmap => sys_enter_munmap, sys_exit_munmap;
     Mremap => sys_enter_mremap, sys_exit_mremap;
+    Openat => sys_enter_openat, sys_exit_openat;
 }
 
 #[inline(always)]
@@ -93,6 +97,12 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
             return;
         }
     };
+    if syscall == Syscall::Openat {
+        if ret >= 0 {
+            emit_open(tgid, tid, &pending, ret as i32);
+        }
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
         return;
@@ -106,5 +116,29 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
         args: pending.args,
         ret,
     });
+    entry.submit(wakeup_flags());
+}
+
+/// An `openat` that returned `fd`: the path is read now, from the caller's buffer, straight into
+/// the ring buffer.
+#[inline(always)]
+fn emit_open(tgid: u32, tid: u32, pending: &PendingSyscall, fd: i32) {
+    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+        bump(counter::RINGBUF_DROPPED);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved record of the right size; every field is written
+    // before submit (the path by the helper, which NUL-terminates or zero-length fails).
+    unsafe {
+        (*event).header = header(kind::OPEN, tgid, tid);
+        (*event).fd = fd;
+        (*event).dirfd = pending.args[0] as i32;
+        let path = (&raw mut (*event).path).cast::<c_void>();
+        if bpf_probe_read_user_str(path, PATH_BYTES as u32, pending.args[1] as *const c_void) < 0 {
+            (*event).path[0] = 0;
+            bump(counter::READ_FAILED);
+        }
+    }
     entry.submit(wakeup_flags());
 }

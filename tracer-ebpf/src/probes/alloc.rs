@@ -1,0 +1,224 @@
+//! uprobes on the allocator family: malloc, calloc, realloc, ..., free, operator new/delete.
+//!
+//! One entry program and one return program serve every allocating function; the attach cookie
+//! says which function fired. Per-thread state pairs entry and return and tracks nesting, so
+//! that when one allocator function calls another (operator new calls malloc, realloc(NULL, n)
+//! calls malloc) only the outermost call is reported, attributed to the code that called it.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
+    macros::{map, uprobe, uretprobe},
+    maps::{LruHashMap, StackTrace},
+    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext as _},
+};
+use tracer_common::{
+    AllocEvent, AllocFn, AllocState, MAX_ALLOC_THREADS, MAX_STACKS, counter, kind,
+};
+
+use crate::maps::{EVENTS, bump, header, traced_thread, wakeup_flags};
+
+/// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
+#[map(name = "ALLOC_STATE")]
+static ALLOC_STATE: LruHashMap<u32, AllocState> =
+    LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
+
+/// The block an `operator delete` on this thread is releasing: its inner `free` of the same
+/// block is part of it, not a second call.
+#[map(name = "DELETE_PENDING")]
+static DELETE_PENDING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
+
+/// User stacks of allocations, referenced from events by id.
+#[map(name = "STACKS")]
+static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+
+#[uprobe]
+pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+    on_alloc_enter(&ctx);
+    0
+}
+
+#[uretprobe]
+pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
+    on_alloc_exit(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn free_enter(ctx: ProbeContext) -> u32 {
+    on_free_enter(&ctx);
+    0
+}
+
+#[inline(always)]
+fn func_of(ctx: &impl EbpfContext) -> Option<AllocFn> {
+    // SAFETY: the context pointer is the program's own.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    AllocFn::try_from(cookie as u32).ok()
+}
+
+#[inline(always)]
+fn stack_pointer(ctx: &ProbeContext) -> u64 {
+    // SAFETY: `regs` is the probe's register snapshot.
+    unsafe { (*ctx.regs).rsp }
+}
+
+/// Whether a call entered at `sp` runs inside the in-flight call recorded in `state`. The stack
+/// grows down, so a nested call has a lower stack pointer; a state whose call returned without
+/// us seeing it (a missed uretprobe) is recognised by a new entry at or above its `sp`.
+#[inline(always)]
+fn nested_in(state: &AllocState, sp: u64) -> bool {
+    state.depth > 0 && sp < state.sp
+}
+
+#[inline(always)]
+fn on_alloc_enter(ctx: &ProbeContext) {
+    let Some((_, tid)) = traced_thread() else {
+        return;
+    };
+    let Some(func) = func_of(ctx) else {
+        return;
+    };
+    let sp = stack_pointer(ctx);
+    if let Some(state) = ALLOC_STATE.get_ptr_mut(tid) {
+        // SAFETY: pointer from a successful lookup; only this thread touches its entry.
+        let state = unsafe { &mut *state };
+        if nested_in(state, sp) {
+            state.depth += 1;
+            bump(counter::ALLOC_NESTED);
+            return;
+        }
+    }
+    let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
+    // (element count, element size, block passed in, where the result goes). The product is
+    // taken in userspace: the BPF target has no 128-bit multiply for an overflow check.
+    let (nmemb, size, old_ptr, out_ptr) = match func {
+        AllocFn::Calloc => (arg(0), arg(1), 0, 0),
+        AllocFn::Realloc => (1, arg(1), arg(0), 0),
+        AllocFn::Reallocarray => (arg(1), arg(2), arg(0), 0),
+        AllocFn::PosixMemalign => (1, arg(2), 0, arg(0)),
+        AllocFn::AlignedAlloc | AllocFn::Memalign => (1, arg(1), 0, 0),
+        _ => (1, arg(0), 0, 0),
+    };
+    // At the first instruction (or after an `endbr64`) the return address is on top of the
+    // stack: the direct caller.
+    // SAFETY: reading user memory through the helper, which handles faults.
+    let caller = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+    let stack_id = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+        Ok(id) => id,
+        Err(_) => {
+            bump(counter::STACK_FAILED);
+            -1
+        }
+    };
+    let state = AllocState {
+        func: func as u32,
+        depth: 1,
+        nmemb,
+        size,
+        old_ptr,
+        out_ptr,
+        sp,
+        caller,
+        stack_id,
+        // SAFETY: helper without preconditions.
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if ALLOC_STATE.insert(tid, state, 0).is_err() {
+        bump(counter::ALLOC_STATE_STORE_FAILED);
+    }
+}
+
+#[inline(always)]
+fn on_alloc_exit(ctx: &RetProbeContext) {
+    let Some((tgid, tid)) = traced_thread() else {
+        return;
+    };
+    let Some(state) = ALLOC_STATE.get_ptr_mut(tid) else {
+        bump(counter::ALLOC_UNPAIRED_EXIT);
+        return;
+    };
+    // SAFETY: pointer from a successful lookup; only this thread touches its entry.
+    let state = unsafe { &mut *state };
+    if state.depth > 1 {
+        state.depth -= 1;
+        return;
+    }
+    let state = *state;
+    let _ = ALLOC_STATE.remove(tid);
+    let ret: u64 = ctx.ret();
+    let ptr = if state.func == AllocFn::PosixMemalign as u32 {
+        if ret == 0 {
+            // SAFETY: reading user memory through the helper, which handles faults.
+            unsafe { bpf_probe_read_user(state.out_ptr as *const u64) }.unwrap_or(0)
+        } else {
+            0
+        }
+    } else {
+        ret
+    };
+    emit(AllocEvent {
+        header: header(kind::ALLOC, tgid, tid),
+        func: state.func,
+        stack_id: state.stack_id as i32,
+        nmemb: state.nmemb,
+        size: state.size,
+        ptr,
+        old_ptr: state.old_ptr,
+        caller: state.caller,
+    });
+}
+
+#[inline(always)]
+fn on_free_enter(ctx: &ProbeContext) {
+    let Some((tgid, tid)) = traced_thread() else {
+        return;
+    };
+    let Some(func) = func_of(ctx) else {
+        return;
+    };
+    let ptr = ctx.arg::<u64>(0).unwrap_or(0);
+    let sp = stack_pointer(ctx);
+    if let Some(state) = ALLOC_STATE.get_ptr(tid) {
+        // SAFETY: pointer from a successful lookup.
+        if nested_in(unsafe { &*state }, sp) {
+            // realloc(p, 0) frees through free(): part of the realloc.
+            bump(counter::ALLOC_NESTED);
+            return;
+        }
+    }
+    if func == AllocFn::Free {
+        // SAFETY: value copied out at once.
+        if unsafe { DELETE_PENDING.get(tid) }.copied() == Some(ptr) {
+            let _ = DELETE_PENDING.remove(tid);
+            bump(counter::ALLOC_NESTED);
+            return;
+        }
+    } else if DELETE_PENDING.insert(tid, ptr, 0).is_err() {
+        bump(counter::ALLOC_STATE_STORE_FAILED);
+    }
+    // SAFETY: as in on_alloc_enter.
+    let caller = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+    emit(AllocEvent {
+        header: header(kind::ALLOC, tgid, tid),
+        func: func as u32,
+        stack_id: -1,
+        nmemb: 0,
+        size: 0,
+        ptr,
+        old_ptr: 0,
+        caller,
+    });
+}
+
+#[inline(always)]
+fn emit(event: AllocEvent) {
+    match EVENTS.reserve::<AllocEvent>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(wakeup_flags());
+        }
+        None => bump(counter::RINGBUF_DROPPED),
+    }
+}
