@@ -5,6 +5,7 @@
 //! renders them. [`runtime`] drives one session; [`launch`] and [`target`] deal with processes.
 
 pub mod aggregate;
+pub mod attribution;
 pub mod cli;
 pub mod events;
 pub mod launch;

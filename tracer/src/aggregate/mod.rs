@@ -1,5 +1,6 @@
 //! Aggregation of decoded events into the statistics a report shows: pure data, no I/O.
 
+pub mod heap;
 pub mod syscalls;
 
 use serde::Serialize;

@@ -1,0 +1,434 @@
+//! User-space allocations: per function, per call site, live blocks, leaks.
+//!
+//! Fed with the outermost allocator calls the eBPF side reports. A call site is the user stack
+//! at the call together with the direct caller (see [`SiteKey`]); stacks are symbolized only
+//! when a report is made.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tracer_common::{AllocEvent, AllocFn};
+
+/// Where an allocation was made: the stack-trace id and the return address into the caller.
+/// Both are needed: the stack walk from inside the allocator misses the direct caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SiteKey {
+    pub stack_id: i32,
+    pub caller: u64,
+}
+
+/// Statistics of one call site.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SiteStats {
+    pub allocs: u64,
+    pub bytes: u64,
+    pub frees: u64,
+    pub live_bytes: u64,
+    pub peak_live_bytes: u64,
+    /// Freed again before the thread's next allocation (heaptrack's definition).
+    pub temporary: u64,
+    #[serde(skip)]
+    pub live_count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LiveBlock {
+    size: u64,
+    site: u32,
+    ts_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FuncStats {
+    pub calls: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FreeStats {
+    pub calls: u64,
+    /// Frees of blocks not seen allocated (allocated before attaching, or by an unprobed
+    /// allocator): not errors.
+    pub unknown: u64,
+    /// `free(NULL)`.
+    pub null: u64,
+}
+
+/// Live blocks of one site at the end: what leaked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leak {
+    pub site: SiteKey,
+    pub count: u64,
+    pub bytes: u64,
+    pub oldest_age_ms: f64,
+}
+
+/// Number of power-of-two size buckets: sizes up to 2^63.
+const BUCKETS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct HeapStats {
+    funcs: [FuncStats; AllocFn::ALL.len()],
+    pub free: FreeStats,
+    pub operator_delete: FreeStats,
+    pub failed: u64,
+    pub live_bytes: u64,
+    pub peak_live_bytes: u64,
+    histogram: [u64; BUCKETS],
+    live: HashMap<u64, LiveBlock>,
+    sites: Vec<(SiteKey, SiteStats)>,
+    site_index: HashMap<SiteKey, u32>,
+    /// Per thread: the block it allocated last, while it is still the last.
+    last_alloc: HashMap<u32, u64>,
+}
+
+impl Default for HeapStats {
+    fn default() -> Self {
+        HeapStats {
+            funcs: Default::default(),
+            free: FreeStats::default(),
+            operator_delete: FreeStats::default(),
+            failed: 0,
+            live_bytes: 0,
+            peak_live_bytes: 0,
+            histogram: [0; BUCKETS],
+            live: HashMap::new(),
+            sites: Vec::new(),
+            site_index: HashMap::new(),
+            last_alloc: HashMap::new(),
+        }
+    }
+}
+
+/// The bucket of a request: the smallest power of two at least `bytes`.
+fn bucket(bytes: u64) -> usize {
+    bytes
+        .max(1)
+        .checked_next_power_of_two()
+        .map_or(BUCKETS - 1, |p| p.trailing_zeros() as usize)
+}
+
+impl HeapStats {
+    pub fn on_alloc(&mut self, e: &AllocEvent) {
+        let Ok(func) = AllocFn::try_from(e.func) else {
+            return;
+        };
+        let tid = e.header.tid;
+        if func.is_free() {
+            let stats = if func == AllocFn::Free {
+                &mut self.free
+            } else {
+                &mut self.operator_delete
+            };
+            stats.calls += 1;
+            if e.ptr == 0 {
+                stats.null += 1;
+            } else if !self.release(e.ptr, tid) {
+                let stats = if func == AllocFn::Free {
+                    &mut self.free
+                } else {
+                    &mut self.operator_delete
+                };
+                stats.unknown += 1;
+            }
+            return;
+        }
+        let bytes = e.nmemb.saturating_mul(e.size);
+        let f = &mut self.funcs[func as usize - 1];
+        f.calls += 1;
+        f.bytes = f.bytes.saturating_add(bytes);
+        let resizes = matches!(func, AllocFn::Realloc | AllocFn::Reallocarray);
+        if e.ptr == 0 {
+            if resizes && bytes == 0 && e.old_ptr != 0 {
+                // glibc's realloc(p, 0) frees p and returns NULL: a free, not a failure.
+                self.release(e.old_ptr, tid);
+            } else {
+                // A failed call leaves any old block where it was.
+                self.failed += 1;
+            }
+            return;
+        }
+        if resizes && e.old_ptr != 0 {
+            self.release(e.old_ptr, tid);
+        }
+        self.record(e, bytes);
+    }
+
+    fn record(&mut self, e: &AllocEvent, bytes: u64) {
+        let key = SiteKey {
+            stack_id: e.stack_id,
+            caller: e.caller,
+        };
+        let next = self.sites.len() as u32;
+        let site = *self.site_index.entry(key).or_insert(next);
+        if site == next {
+            self.sites.push((key, SiteStats::default()));
+        }
+        // A block handed out again without a free we saw: the old record is stale.
+        if self.live.contains_key(&e.ptr) {
+            self.release(e.ptr, u32::MAX);
+        }
+        let s = &mut self.sites[site as usize].1;
+        s.allocs += 1;
+        s.bytes = s.bytes.saturating_add(bytes);
+        s.live_bytes += bytes;
+        s.live_count += 1;
+        s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
+        self.live_bytes += bytes;
+        self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
+        self.histogram[bucket(bytes)] += 1;
+        self.live.insert(
+            e.ptr,
+            LiveBlock {
+                size: bytes,
+                site,
+                ts_ns: e.header.ts_ns,
+            },
+        );
+        self.last_alloc.insert(e.header.tid, e.ptr);
+    }
+
+    /// Releases a live block; false when it was not known.
+    fn release(&mut self, ptr: u64, tid: u32) -> bool {
+        let Some(block) = self.live.remove(&ptr) else {
+            return false;
+        };
+        let s = &mut self.sites[block.site as usize].1;
+        s.frees += 1;
+        s.live_bytes -= block.size;
+        s.live_count -= 1;
+        self.live_bytes -= block.size;
+        if self.last_alloc.get(&tid) == Some(&ptr) {
+            s.temporary += 1;
+            self.last_alloc.remove(&tid);
+        }
+        true
+    }
+
+    /// Calls and bytes of `func`.
+    pub fn func(&self, func: AllocFn) -> FuncStats {
+        self.funcs[func as usize - 1]
+    }
+
+    /// `(le, count)` for each power-of-two bucket from the smallest used to the largest used.
+    pub fn histogram(&self) -> Vec<(u64, u64)> {
+        let used: Vec<usize> = (0..BUCKETS).filter(|&i| self.histogram[i] > 0).collect();
+        let (Some(&lo), Some(&hi)) = (used.first(), used.last()) else {
+            return Vec::new();
+        };
+        (lo..=hi).map(|i| (1u64 << i, self.histogram[i])).collect()
+    }
+
+    pub fn sites(&self) -> &[(SiteKey, SiteStats)] {
+        &self.sites
+    }
+
+    /// Every stack id a site refers to.
+    pub fn stack_ids(&self) -> Vec<i32> {
+        let mut ids: Vec<i32> = self.sites.iter().map(|(k, _)| k.stack_id).filter(|&id| id >= 0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Live blocks grouped by site, most bytes first, aged against `now_ns` (CLOCK_MONOTONIC).
+    pub fn leaks(&self, now_ns: u64) -> Vec<Leak> {
+        let mut by_site: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+        for block in self.live.values() {
+            let e = by_site.entry(block.site).or_insert((0, 0, u64::MAX));
+            e.0 += 1;
+            e.1 += block.size;
+            e.2 = e.2.min(block.ts_ns);
+        }
+        let mut leaks: Vec<Leak> = by_site
+            .into_iter()
+            .map(|(site, (count, bytes, oldest))| Leak {
+                site: self.sites[site as usize].0,
+                count,
+                bytes,
+                oldest_age_ms: now_ns.saturating_sub(oldest) as f64 / 1e6,
+            })
+            .collect();
+        leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.site.cmp(&b.site)));
+        leaks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{EventHeader, kind};
+
+    use super::*;
+
+    struct Seq {
+        heap: HeapStats,
+        ts: u64,
+    }
+
+    impl Seq {
+        fn new() -> Self {
+            Seq {
+                heap: HeapStats::default(),
+                ts: 1_000_000,
+            }
+        }
+
+        fn ev(&mut self, tid: u32, func: AllocFn, size: u64, ptr: u64, old: u64, site: u64) {
+            self.ts += 1_000_000;
+            let (nmemb, size) = if func == AllocFn::Calloc { (4, size / 4) } else { (1, size) };
+            self.heap.on_alloc(&AllocEvent {
+                header: EventHeader {
+                    ts_ns: self.ts,
+                    kind: kind::ALLOC,
+                    tgid: 1,
+                    tid,
+                    cpu: 0,
+                },
+                func: func as u32,
+                stack_id: site as i32,
+                nmemb,
+                size,
+                ptr,
+                old_ptr: old,
+                caller: 0x1000 + site,
+            });
+        }
+
+        fn alloc(&mut self, tid: u32, size: u64, ptr: u64, site: u64) {
+            self.ev(tid, AllocFn::Malloc, size, ptr, 0, site);
+        }
+
+        fn free(&mut self, tid: u32, ptr: u64) {
+            self.ev(tid, AllocFn::Free, 0, ptr, 0, 0);
+        }
+
+        fn site(&self, site: u64) -> &SiteStats {
+            &self
+                .heap
+                .sites()
+                .iter()
+                .find(|(k, _)| k.caller == 0x1000 + site)
+                .unwrap()
+                .1
+        }
+    }
+
+    #[test]
+    fn pairs_allocations_and_frees_across_threads() {
+        let mut s = Seq::new();
+        s.alloc(1, 100, 0xa0, 1);
+        s.alloc(1, 200, 0xb0, 1);
+        s.alloc(2, 300, 0xc0, 2);
+        // Thread 2 frees a block thread 1 allocated.
+        s.free(2, 0xa0);
+        assert_eq!(s.heap.live_bytes, 500);
+        assert_eq!(s.heap.peak_live_bytes, 600);
+        assert_eq!(
+            *s.site(1),
+            SiteStats {
+                allocs: 2,
+                bytes: 300,
+                frees: 1,
+                live_bytes: 200,
+                peak_live_bytes: 300,
+                temporary: 0,
+                live_count: 1
+            }
+        );
+        assert_eq!(s.heap.func(AllocFn::Malloc), FuncStats { calls: 3, bytes: 600 });
+        assert_eq!(s.heap.free, FreeStats { calls: 1, unknown: 0, null: 0 });
+    }
+
+    #[test]
+    fn unknown_and_null_frees() {
+        let mut s = Seq::new();
+        s.free(1, 0xdead);
+        s.free(1, 0);
+        s.ev(1, AllocFn::OperatorDelete, 0, 0xbeef, 0, 0);
+        assert_eq!(s.heap.free, FreeStats { calls: 2, unknown: 1, null: 1 });
+        assert_eq!(s.heap.operator_delete, FreeStats { calls: 1, unknown: 1, null: 0 });
+        assert_eq!(s.heap.live_bytes, 0);
+    }
+
+    #[test]
+    fn realloc_chain_moves_the_block() {
+        let mut s = Seq::new();
+        s.ev(1, AllocFn::Realloc, 16, 0xa0, 0, 1); // realloc(NULL, 16): an allocation
+        s.ev(1, AllocFn::Realloc, 64, 0xb0, 0xa0, 2); // moved
+        s.ev(1, AllocFn::Realloc, 128, 0xb0, 0xb0, 3); // grown in place
+        s.ev(1, AllocFn::Realloc, 1 << 40, 0, 0xb0, 4); // failed: 0xb0 stays live
+        assert_eq!(s.heap.failed, 1);
+        assert_eq!(s.heap.live_bytes, 128);
+        assert_eq!(s.heap.func(AllocFn::Realloc).calls, 4);
+        s.ev(1, AllocFn::Realloc, 0, 0, 0xb0, 5); // realloc(p, 0): frees p
+        assert_eq!(s.heap.failed, 1);
+        assert_eq!(s.heap.live_bytes, 0);
+        assert_eq!(s.site(1).frees, 1);
+        assert_eq!(s.site(3).frees, 1);
+        assert!(s.heap.leaks(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn failed_allocations_are_not_live() {
+        let mut s = Seq::new();
+        s.alloc(1, 1 << 50, 0, 1);
+        s.ev(1, AllocFn::Calloc, 1 << 50, 0, 0, 1);
+        assert_eq!(s.heap.failed, 2);
+        assert_eq!(s.heap.live_bytes, 0);
+        assert!(s.heap.sites().is_empty());
+        assert_eq!(s.heap.func(AllocFn::Calloc), FuncStats { calls: 1, bytes: 1 << 50 });
+    }
+
+    #[test]
+    fn temporary_allocations() {
+        let mut s = Seq::new();
+        s.alloc(1, 10, 0xa0, 1);
+        s.free(1, 0xa0); // temporary: nothing allocated in between
+        s.alloc(1, 10, 0xa0, 1);
+        s.alloc(1, 10, 0xb0, 2);
+        s.free(1, 0xa0); // not temporary: 0xb0 came in between
+        s.alloc(2, 10, 0xc0, 2);
+        s.alloc(1, 10, 0xd0, 2);
+        s.free(2, 0xc0); // temporary on thread 2 even though thread 1 allocated meanwhile
+        assert_eq!(s.site(1).temporary, 1);
+        assert_eq!(s.site(2).temporary, 1);
+    }
+
+    #[test]
+    fn leaks_grouped_by_site_with_age() {
+        let mut s = Seq::new();
+        s.alloc(1, 10, 0xa0, 1); // t = 2 ms
+        s.alloc(1, 20, 0xb0, 1); // 3 ms
+        s.alloc(1, 300, 0xc0, 2); // 4 ms
+        s.free(1, 0xb0);
+        let leaks = s.heap.leaks(10_000_000);
+        assert_eq!(leaks.len(), 2);
+        assert_eq!((leaks[0].site.caller, leaks[0].count, leaks[0].bytes), (0x1002, 1, 300));
+        assert_eq!(leaks[0].oldest_age_ms, 6.0);
+        assert_eq!((leaks[1].site.caller, leaks[1].count, leaks[1].bytes), (0x1001, 1, 10));
+        assert_eq!(leaks[1].oldest_age_ms, 8.0);
+    }
+
+    #[test]
+    fn histogram_buckets() {
+        let mut s = Seq::new();
+        for (i, size) in [1u64, 8, 9, 16, 17, 1000].into_iter().enumerate() {
+            s.alloc(1, size, 0x100 * (i as u64 + 1), 1);
+        }
+        assert_eq!(
+            s.heap.histogram(),
+            [(1, 1), (2, 0), (4, 0), (8, 1), (16, 2), (32, 1), (64, 0), (128, 0), (256, 0), (512, 0), (1024, 1)]
+        );
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(u64::MAX), 63);
+    }
+
+    #[test]
+    fn reused_address_without_seen_free() {
+        let mut s = Seq::new();
+        s.alloc(1, 10, 0xa0, 1);
+        s.alloc(1, 20, 0xa0, 2);
+        assert_eq!(s.heap.live_bytes, 20);
+        assert_eq!(s.site(1).live_bytes, 0);
+    }
+}

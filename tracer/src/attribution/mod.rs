@@ -1,0 +1,5 @@
+//! Attribution: which part of the traced process's address space an address belongs to.
+
+pub mod space;
+
+pub use space::{AddressSpace, Mapping};

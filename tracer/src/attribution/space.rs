@@ -1,0 +1,261 @@
+//! A model of the traced process's mappings, kept current from its own syscalls.
+//!
+//! It starts from `/proc/PID/maps` (taken when the process is stopped right after `exec`, or
+//! when attaching) and follows `openat` (descriptor → path), `mmap`, `munmap` and `mremap`, so
+//! addresses can be named after the process has exited.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+const PROT_EXEC: u64 = 0x4;
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// One mapping: `[start, end)`, from `offset` in `path` (anonymous when `path` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub path: Option<Arc<Path>>,
+    pub exec: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AddressSpace {
+    maps: BTreeMap<u64, Mapping>,
+    fds: HashMap<i32, Arc<Path>>,
+}
+
+impl AddressSpace {
+    /// Parses a `/proc/PID/maps` text. Pseudo-files (`[stack]`, `[vdso]`, ...) are anonymous.
+    pub fn from_proc_maps(text: &str) -> Self {
+        let mut space = AddressSpace::default();
+        for line in text.lines() {
+            let mut cols = line.split_whitespace();
+            let (Some(range), Some(perms), Some(offset)) = (cols.next(), cols.next(), cols.next())
+            else {
+                continue;
+            };
+            let (_dev, _inode) = (cols.next(), cols.next());
+            let path: String = cols.collect::<Vec<_>>().join(" ");
+            let Some((start, end)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(start), Ok(end), Ok(offset)) = (
+                u64::from_str_radix(start, 16),
+                u64::from_str_radix(end, 16),
+                u64::from_str_radix(offset, 16),
+            ) else {
+                continue;
+            };
+            let path = path
+                .strip_suffix(" (deleted)")
+                .unwrap_or(&path)
+                .to_string();
+            space.insert(Mapping {
+                start,
+                end,
+                offset,
+                path: path.starts_with('/').then(|| Arc::from(Path::new(&path))),
+                exec: perms.as_bytes().get(2) == Some(&b'x'),
+            });
+        }
+        space
+    }
+
+    pub fn from_pid(pid: i32) -> std::io::Result<Self> {
+        Ok(Self::from_proc_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
+    }
+
+    fn insert(&mut self, m: Mapping) {
+        if m.end > m.start {
+            self.maps.insert(m.start, m);
+        }
+    }
+
+    /// An `openat` that returned `fd` for `path` (relative paths are kept as given).
+    pub fn on_open(&mut self, fd: i32, path: &[u8]) {
+        let len = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+        let path = Path::new(std::str::from_utf8(&path[..len]).unwrap_or_default());
+        if !path.as_os_str().is_empty() {
+            self.fds.insert(fd, Arc::from(path));
+        }
+    }
+
+    /// A successful `mmap` at `addr`. Returns the file it mapped executable, if it did.
+    pub fn on_mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        fd: i32,
+        offset: u64,
+    ) -> Option<Arc<Path>> {
+        let end = addr.saturating_add(len.next_multiple_of(4096));
+        self.remove_range(addr, end);
+        let path = if flags & MAP_ANONYMOUS != 0 {
+            None
+        } else {
+            self.fds.get(&fd).cloned()
+        };
+        let exec = prot & PROT_EXEC != 0;
+        self.insert(Mapping {
+            start: addr,
+            end,
+            offset,
+            path: path.clone(),
+            exec,
+        });
+        path.filter(|_| exec)
+    }
+
+    pub fn on_munmap(&mut self, addr: u64, len: u64) {
+        self.remove_range(addr, addr.saturating_add(len.next_multiple_of(4096)));
+    }
+
+    /// A successful `mremap` of `[old, old + old_len)` to `new` with `new_len`.
+    pub fn on_mremap(&mut self, old: u64, old_len: u64, new_len: u64, new: u64) {
+        let template = self.lookup(old).cloned();
+        self.remove_range(old, old.saturating_add(old_len.next_multiple_of(4096)));
+        if let Some(t) = template {
+            let end = new.saturating_add(new_len.next_multiple_of(4096));
+            self.remove_range(new, end);
+            self.insert(Mapping {
+                start: new,
+                end,
+                offset: t.offset + (old - t.start),
+                ..t
+            });
+        }
+    }
+
+    /// Removes `[start, end)`, keeping the parts of mappings outside it.
+    fn remove_range(&mut self, start: u64, end: u64) {
+        let overlapping: Vec<u64> = self
+            .maps
+            .range(..end)
+            .rev()
+            .take_while(|(_, m)| m.end > start)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in overlapping {
+            let m = self.maps.remove(&key).expect("key just listed");
+            if m.start < start {
+                self.insert(Mapping {
+                    end: start,
+                    ..m.clone()
+                });
+            }
+            if m.end > end {
+                self.insert(Mapping {
+                    start: end,
+                    offset: m.offset + (end - m.start),
+                    ..m
+                });
+            }
+        }
+    }
+
+    /// The mapping containing `addr`.
+    pub fn lookup(&self, addr: u64) -> Option<&Mapping> {
+        self.maps
+            .range(..=addr)
+            .next_back()
+            .map(|(_, m)| m)
+            .filter(|m| addr < m.end)
+    }
+
+    /// The file and file offset of `addr`, if it lies in a file mapping.
+    pub fn file_offset(&self, addr: u64) -> Option<(&Arc<Path>, u64)> {
+        let m = self.lookup(addr)?;
+        Some((m.path.as_ref()?, addr - m.start + m.offset))
+    }
+
+    /// Every file mapped executable, once each.
+    pub fn exec_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .maps
+            .values()
+            .filter(|m| m.exec)
+            .filter_map(|m| m.path.as_ref().map(|p| p.to_path_buf()))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
+    pub fn len(&self) -> usize {
+        self.maps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.maps.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+5581e3a00000-5581e3a01000 r--p 00000000 fd:01 1234 /usr/bin/prog
+5581e3a01000-5581e3a03000 r-xp 00001000 fd:01 1234 /usr/bin/prog
+5581e4000000-5581e4021000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000028000 r--p 00000000 fd:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000028000-7f000019d000 r-xp 00028000 fd:01 99 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f00001a0000-7f00001a1000 r-xp 00000000 fd:01 77 /tmp/my lib.so (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+";
+
+    #[test]
+    fn parses_proc_maps() {
+        let s = AddressSpace::from_proc_maps(MAPS);
+        assert_eq!(s.len(), 7);
+        let (path, off) = s.file_offset(0x5581e3a01010).unwrap();
+        assert_eq!(&**path, Path::new("/usr/bin/prog"));
+        assert_eq!(off, 0x1010);
+        let (path, off) = s.file_offset(0x7f0000028100).unwrap();
+        assert!(path.ends_with("libc.so.6"));
+        assert_eq!(off, 0x28100);
+        assert_eq!(s.file_offset(0x5581e4000010), None, "heap is anonymous");
+        assert!(s.lookup(0x5581e4000010).is_some());
+        assert_eq!(s.lookup(0x1000), None);
+        assert_eq!(
+            s.exec_files(),
+            [
+                PathBuf::from("/tmp/my lib.so"),
+                PathBuf::from("/usr/bin/prog"),
+                PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            ]
+        );
+    }
+
+    #[test]
+    fn follows_open_mmap_munmap_mremap() {
+        let mut s = AddressSpace::default();
+        s.on_open(3, b"/lib/libfoo.so\0garbage");
+        // The loader maps the whole file read-only, then the code segment over it.
+        assert_eq!(s.on_mmap(0x10000, 0x5000, 1, 0x2, 3, 0), None);
+        let exec = s.on_mmap(0x11000, 0x2000, 5, 0x12, 3, 0x1000);
+        assert_eq!(exec.as_deref(), Some(Path::new("/lib/libfoo.so")));
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.file_offset(0x11800).unwrap().1, 0x1800);
+        assert_eq!(s.file_offset(0x14000).unwrap().1, 0x4000);
+        // Unmapping the middle of a mapping splits it.
+        s.on_munmap(0x13000, 0x1000);
+        assert_eq!(s.lookup(0x13800), None);
+        assert_eq!(s.file_offset(0x14800).unwrap().1, 0x4800);
+        assert_eq!(s.file_offset(0x12fff).unwrap().1, 0x2fff);
+        // Anonymous mappings have no file; mremap moves a mapping and keeps its offsets.
+        s.on_mmap(0x20000, 0x3000, 3, 0x22, -1, 0);
+        assert!(s.lookup(0x20000).unwrap().path.is_none());
+        s.on_mremap(0x11000, 0x2000, 0x4000, 0x40000);
+        assert_eq!(s.lookup(0x11000), None);
+        assert_eq!(s.file_offset(0x40010).unwrap().1, 0x1010);
+        assert_eq!(s.lookup(0x43fff).unwrap().end, 0x44000);
+    }
+}
