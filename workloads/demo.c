@@ -14,12 +14,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* Stores here keep the compiler from eliding allocations whose memory is never read. */
+void *volatile sink;
+
 static void *worker(void *arg) {
     (void)arg;
     void *blocks[256];
     for (int i = 0; i < 256; i++) {
         blocks[i] = malloc(512 + i);
         memset(blocks[i], 1, 512 + i);
+        sink = blocks[i];
     }
     for (int i = 0; i < 256; i++) free(blocks[i]);
     return 0;
@@ -30,6 +34,7 @@ __attribute__((noinline)) static char *make_small_objects(int n) {
     for (int i = 0; i < n; i++) {
         char *p = malloc(64 + (i % 8) * 32);
         memset(p, 0, 64);
+        sink = p;
         if (i % 2) free(p);
         else keep = p; /* half are kept: they leak */
     }
@@ -40,6 +45,7 @@ __attribute__((noinline)) static void big_buffers(void) {
     for (int i = 0; i < 4; i++) {
         char *p = malloc(1 << 20);
         memset(p, 2, 1 << 20);
+        sink = p;
         free(p);
     }
 }
@@ -52,6 +58,7 @@ __attribute__((noinline)) static void growing_buffer(void) {
         size *= 2;
         p = realloc(p, size);
         memset(p, 4, size);
+        sink = p;
     }
     free(p);
 }

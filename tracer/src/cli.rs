@@ -44,6 +44,16 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_buffer_size)]
     pub buffer_size: u32,
 
+    /// Also probe the allocator functions (malloc, free, ...) defined in this file; repeatable.
+    /// Allocators that export the standard names (glibc, jemalloc, tcmalloc, mimalloc) are found
+    /// without it. Example: --allocator-lib /opt/app/lib/libmyalloc.so
+    #[arg(long, value_name = "PATH")]
+    pub allocator_lib: Vec<PathBuf>,
+
+    /// Most call sites and leaks listed in the summary.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_sites: usize,
+
     /// Do not print the summary to stderr (use with --json).
     #[arg(short, long)]
     pub quiet: bool,
@@ -84,6 +94,8 @@ impl Cli {
             json: self.json,
             ring_bytes: self.buffer_size,
             quiet: self.quiet,
+            allocator_libs: self.allocator_lib,
+            max_sites: self.max_sites,
         })
     }
 }

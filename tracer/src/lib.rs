@@ -12,4 +12,6 @@ pub mod launch;
 pub mod probes;
 pub mod report;
 pub mod runtime;
+pub mod session;
+pub mod symbolize;
 pub mod target;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::RingBuf;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -18,11 +18,11 @@ use tokio::{
 use tracer_common::{EVENTS_MAP, counter};
 
 use crate::{
-    aggregate::Aggregate,
-    events,
+    attribution::AddressSpace,
     launch::HeldChild,
     probes::{LoadOptions, Probes, tracefs::Tracefs},
-    report::{self, EventCounts, SCHEMA, Summary, TargetInfo},
+    report::{self, SCHEMA, Summary, TargetInfo},
+    session::Session,
     target,
 };
 
@@ -41,6 +41,10 @@ pub struct RunConfig {
     pub json: Option<PathBuf>,
     pub ring_bytes: u32,
     pub quiet: bool,
+    /// Files to probe for allocator functions besides those found automatically.
+    pub allocator_libs: Vec<PathBuf>,
+    /// Most call sites and leaks listed in the summary.
+    pub max_sites: usize,
 }
 
 /// The reader drains on this period even when no wakeup came (wakeups are batched).
@@ -67,6 +71,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         }
     };
     let pidfd = watch(target::pidfd_open(pid)?).context("watching the target for exit")?;
+    // Read while the command is stopped at exec, or as the process is now.
+    let space = AddressSpace::from_pid(pid).with_context(|| format!("reading /proc/{pid}/maps"))?;
 
     let opts = LoadOptions {
         target_tgid: pid as u32,
@@ -81,11 +87,15 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let ring = RingBuf::try_from(ring).context("opening the event ring")?;
     let mut ring = watch(ring).context("polling the event ring")?;
 
-    let mut agg = Aggregate::new(target::page_size());
-    let mut counts = EventCounts::default();
+    let mut session = Session::new(pid as u32, space, target::page_size());
+    let launched = match &cfg.target {
+        TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+        TargetSpec::Pid(_) => None,
+    };
+    session.attach_allocators(&mut probes.ebpf, launched.as_deref(), &cfg.allocator_libs)?;
     if held.is_none() {
         if let Some(brk) = target::current_break(pid) {
-            agg.syscalls.set_initial_break(brk);
+            session.agg.syscalls.set_initial_break(brk);
         }
         eprintln!(
             "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
@@ -108,10 +118,10 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut agg, &mut counts);
+                session.drain(guard.get_inner_mut(), &mut probes.ebpf);
                 guard.clear_ready();
             }
-            _ = tick.tick() => drain(ring.get_mut(), &mut agg, &mut counts),
+            _ = tick.tick() => session.drain(ring.get_mut(), &mut probes.ebpf),
             _ = pidfd.readable() => break "exited",
             _ = sleep_until(deadline) => break "duration",
             _ = interrupt.recv() => {
@@ -130,10 +140,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             },
         }
     };
-    drain(ring.get_mut(), &mut agg, &mut counts);
+    session.drain(ring.get_mut(), &mut probes.ebpf);
     let elapsed = started.elapsed();
     let kernel = probes.counters()?;
+    let user = session.user_summary(&probes.ebpf, monotonic_ns(), cfg.max_sites);
     drop(probes);
+    let mut counts = session.counts;
 
     counts.dropped += kernel[counter::RINGBUF_DROPPED as usize]
         + kernel[counter::SYSCALL_ENTRY_STORE_FAILED as usize];
@@ -155,7 +167,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         },
         duration_ms: elapsed.as_secs_f64() * 1e3,
         events: counts,
-        syscalls: agg.syscalls,
+        syscalls: session.agg.syscalls,
+        user,
     };
     if !cfg.quiet {
         report::text::render(&summary, io::stderr().lock())?;
@@ -177,17 +190,14 @@ fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     Ok(unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }?)
 }
 
-fn drain(ring: &mut RingBuf<MapData>, agg: &mut Aggregate, counts: &mut EventCounts) {
-    while let Some(record) = ring.next() {
-        counts.received += 1;
-        match events::decode(&record) {
-            Ok(event) => agg.on_event(&event),
-            Err(e) => {
-                counts.decode_errors += 1;
-                log::debug!("undecodable record: {e}");
-            }
-        }
-    }
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

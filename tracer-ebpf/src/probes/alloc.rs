@@ -64,12 +64,22 @@ fn stack_pointer(ctx: &ProbeContext) -> u64 {
     unsafe { (*ctx.regs).rsp }
 }
 
-/// Whether a call entered at `sp` runs inside the in-flight call recorded in `state`. The stack
-/// grows down, so a nested call has a lower stack pointer; a state whose call returned without
-/// us seeing it (a missed uretprobe) is recognised by a new entry at or above its `sp`.
+/// Whether a call entered at `sp`, returning to `ret`, runs inside the in-flight call recorded
+/// in `state`. The stack grows down, so a nested call has a lower stack pointer. A tail call
+/// (glibc's realloc(NULL, n) jumps to malloc) enters at the same stack pointer, but its return
+/// address is then the outer call's uretprobe trampoline, not the outer caller. A state whose
+/// call returned unseen (an exception thrown through operator new) is recognised by a new entry
+/// above its `sp`, or at it from the same caller.
 #[inline(always)]
-fn nested_in(state: &AllocState, sp: u64) -> bool {
-    state.depth > 0 && sp < state.sp
+fn nested_in(state: &AllocState, sp: u64, ret: u64) -> bool {
+    state.depth > 0 && (sp < state.sp || (sp == state.sp && ret != state.caller))
+}
+
+/// The return address on top of the stack at entry: the direct caller.
+#[inline(always)]
+fn return_address(sp: u64) -> u64 {
+    // SAFETY: reading user memory through the helper, which handles faults.
+    unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -81,30 +91,30 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         return;
     };
     let sp = stack_pointer(ctx);
+    let caller = return_address(sp);
     if let Some(state) = ALLOC_STATE.get_ptr_mut(tid) {
         // SAFETY: pointer from a successful lookup; only this thread touches its entry.
         let state = unsafe { &mut *state };
-        if nested_in(state, sp) {
+        if nested_in(state, sp, caller) {
             state.depth += 1;
             bump(counter::ALLOC_NESTED);
             return;
         }
     }
-    let arg = |n: usize| ctx.arg::<u64>(n).unwrap_or(0);
+    // Constant register offsets only: the verifier rejects a computed context pointer.
+    let a0: u64 = ctx.arg(0).unwrap_or(0);
+    let a1: u64 = ctx.arg(1).unwrap_or(0);
+    let a2: u64 = ctx.arg(2).unwrap_or(0);
     // (element count, element size, block passed in, where the result goes). The product is
     // taken in userspace: the BPF target has no 128-bit multiply for an overflow check.
     let (nmemb, size, old_ptr, out_ptr) = match func {
-        AllocFn::Calloc => (arg(0), arg(1), 0, 0),
-        AllocFn::Realloc => (1, arg(1), arg(0), 0),
-        AllocFn::Reallocarray => (arg(1), arg(2), arg(0), 0),
-        AllocFn::PosixMemalign => (1, arg(2), 0, arg(0)),
-        AllocFn::AlignedAlloc | AllocFn::Memalign => (1, arg(1), 0, 0),
-        _ => (1, arg(0), 0, 0),
+        AllocFn::Calloc => (a0, a1, 0, 0),
+        AllocFn::Realloc => (1, a1, a0, 0),
+        AllocFn::Reallocarray => (a1, a2, a0, 0),
+        AllocFn::PosixMemalign => (1, a2, 0, a0),
+        AllocFn::AlignedAlloc | AllocFn::Memalign => (1, a1, 0, 0),
+        _ => (1, a0, 0, 0),
     };
-    // At the first instruction (or after an `endbr64`) the return address is on top of the
-    // stack: the direct caller.
-    // SAFETY: reading user memory through the helper, which handles faults.
-    let caller = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
     let stack_id = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
         Ok(id) => id,
         Err(_) => {
@@ -180,9 +190,10 @@ fn on_free_enter(ctx: &ProbeContext) {
     };
     let ptr = ctx.arg::<u64>(0).unwrap_or(0);
     let sp = stack_pointer(ctx);
+    let caller = return_address(sp);
     if let Some(state) = ALLOC_STATE.get_ptr(tid) {
         // SAFETY: pointer from a successful lookup.
-        if nested_in(unsafe { &*state }, sp) {
+        if nested_in(unsafe { &*state }, sp, caller) {
             // realloc(p, 0) frees through free(): part of the realloc.
             bump(counter::ALLOC_NESTED);
             return;
@@ -198,8 +209,6 @@ fn on_free_enter(ctx: &ProbeContext) {
     } else if DELETE_PENDING.insert(tid, ptr, 0).is_err() {
         bump(counter::ALLOC_STATE_STORE_FAILED);
     }
-    // SAFETY: as in on_alloc_enter.
-    let caller = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
     emit(AllocEvent {
         header: header(kind::ALLOC, tgid, tid),
         func: func as u32,

@@ -225,7 +225,12 @@ impl HeapStats {
 
     /// Every stack id a site refers to.
     pub fn stack_ids(&self) -> Vec<i32> {
-        let mut ids: Vec<i32> = self.sites.iter().map(|(k, _)| k.stack_id).filter(|&id| id >= 0).collect();
+        let mut ids: Vec<i32> = self
+            .sites
+            .iter()
+            .map(|(k, _)| k.stack_id)
+            .filter(|&id| id >= 0)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -275,7 +280,11 @@ mod tests {
 
         fn ev(&mut self, tid: u32, func: AllocFn, size: u64, ptr: u64, old: u64, site: u64) {
             self.ts += 1_000_000;
-            let (nmemb, size) = if func == AllocFn::Calloc { (4, size / 4) } else { (1, size) };
+            let (nmemb, size) = if func == AllocFn::Calloc {
+                (4, size / 4)
+            } else {
+                (1, size)
+            };
             self.heap.on_alloc(&AllocEvent {
                 header: EventHeader {
                     ts_ns: self.ts,
@@ -335,8 +344,21 @@ mod tests {
                 live_count: 1
             }
         );
-        assert_eq!(s.heap.func(AllocFn::Malloc), FuncStats { calls: 3, bytes: 600 });
-        assert_eq!(s.heap.free, FreeStats { calls: 1, unknown: 0, null: 0 });
+        assert_eq!(
+            s.heap.func(AllocFn::Malloc),
+            FuncStats {
+                calls: 3,
+                bytes: 600
+            }
+        );
+        assert_eq!(
+            s.heap.free,
+            FreeStats {
+                calls: 1,
+                unknown: 0,
+                null: 0
+            }
+        );
     }
 
     #[test]
@@ -345,8 +367,22 @@ mod tests {
         s.free(1, 0xdead);
         s.free(1, 0);
         s.ev(1, AllocFn::OperatorDelete, 0, 0xbeef, 0, 0);
-        assert_eq!(s.heap.free, FreeStats { calls: 2, unknown: 1, null: 1 });
-        assert_eq!(s.heap.operator_delete, FreeStats { calls: 1, unknown: 1, null: 0 });
+        assert_eq!(
+            s.heap.free,
+            FreeStats {
+                calls: 2,
+                unknown: 1,
+                null: 1
+            }
+        );
+        assert_eq!(
+            s.heap.operator_delete,
+            FreeStats {
+                calls: 1,
+                unknown: 1,
+                null: 0
+            }
+        );
         assert_eq!(s.heap.live_bytes, 0);
     }
 
@@ -376,7 +412,13 @@ mod tests {
         assert_eq!(s.heap.failed, 2);
         assert_eq!(s.heap.live_bytes, 0);
         assert!(s.heap.sites().is_empty());
-        assert_eq!(s.heap.func(AllocFn::Calloc), FuncStats { calls: 1, bytes: 1 << 50 });
+        assert_eq!(
+            s.heap.func(AllocFn::Calloc),
+            FuncStats {
+                calls: 1,
+                bytes: 1 << 50
+            }
+        );
     }
 
     #[test]
@@ -403,9 +445,15 @@ mod tests {
         s.free(1, 0xb0);
         let leaks = s.heap.leaks(10_000_000);
         assert_eq!(leaks.len(), 2);
-        assert_eq!((leaks[0].site.caller, leaks[0].count, leaks[0].bytes), (0x1002, 1, 300));
+        assert_eq!(
+            (leaks[0].site.caller, leaks[0].count, leaks[0].bytes),
+            (0x1002, 1, 300)
+        );
         assert_eq!(leaks[0].oldest_age_ms, 6.0);
-        assert_eq!((leaks[1].site.caller, leaks[1].count, leaks[1].bytes), (0x1001, 1, 10));
+        assert_eq!(
+            (leaks[1].site.caller, leaks[1].count, leaks[1].bytes),
+            (0x1001, 1, 10)
+        );
         assert_eq!(leaks[1].oldest_age_ms, 8.0);
     }
 
@@ -417,7 +465,19 @@ mod tests {
         }
         assert_eq!(
             s.heap.histogram(),
-            [(1, 1), (2, 0), (4, 0), (8, 1), (16, 2), (32, 1), (64, 0), (128, 0), (256, 0), (512, 0), (1024, 1)]
+            [
+                (1, 1),
+                (2, 0),
+                (4, 0),
+                (8, 1),
+                (16, 2),
+                (32, 1),
+                (64, 0),
+                (128, 0),
+                (256, 0),
+                (512, 0),
+                (1024, 1)
+            ]
         );
         assert_eq!(bucket(0), 0);
         assert_eq!(bucket(u64::MAX), 63);

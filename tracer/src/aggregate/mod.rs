@@ -3,28 +3,21 @@
 pub mod heap;
 pub mod syscalls;
 
-use serde::Serialize;
-
-use crate::events::Event;
+pub use heap::HeapStats;
 pub use syscalls::SyscallStats;
 
 /// Everything measured about the traced process.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Aggregate {
     pub syscalls: SyscallStats,
+    pub heap: HeapStats,
 }
 
 impl Aggregate {
     pub fn new(page_size: u64) -> Self {
         Aggregate {
             syscalls: SyscallStats::new(page_size),
-        }
-    }
-
-    pub fn on_event(&mut self, event: &Event) {
-        match event {
-            Event::Syscall(e) => self.syscalls.on_syscall(e),
-            Event::Alloc(_) | Event::Open(_) => {}
+            heap: HeapStats::default(),
         }
     }
 }

@@ -51,10 +51,7 @@ impl AddressSpace {
             ) else {
                 continue;
             };
-            let path = path
-                .strip_suffix(" (deleted)")
-                .unwrap_or(&path)
-                .to_string();
+            let path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_string();
             space.insert(Mapping {
                 start,
                 end,
@@ -67,7 +64,9 @@ impl AddressSpace {
     }
 
     pub fn from_pid(pid: i32) -> std::io::Result<Self> {
-        Ok(Self::from_proc_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
+        Ok(Self::from_proc_maps(&std::fs::read_to_string(format!(
+            "/proc/{pid}/maps"
+        ))?))
     }
 
     fn insert(&mut self, m: Mapping) {

@@ -4,6 +4,7 @@
 
 pub mod json;
 pub mod text;
+pub mod user;
 
 use serde::Serialize;
 
@@ -38,6 +39,10 @@ pub struct EventCounts {
     pub read_failures: u64,
     /// Records that did not decode.
     pub decode_errors: u64,
+    /// Allocator calls made inside another (operator new's malloc), counted once as the outer.
+    pub nested_allocator_calls: u64,
+    /// Allocations recorded without a stack (the stack map was full or the walk failed).
+    pub stacks_lost: u64,
 }
 
 /// Everything a report shows: the `tracer.summary/1` document.
@@ -48,6 +53,7 @@ pub struct Summary {
     pub duration_ms: f64,
     pub events: EventCounts,
     pub syscalls: SyscallStats,
+    pub user: user::UserSummary,
 }
 
 /// `n` bytes for people: `1.5 MiB`.
@@ -101,6 +107,15 @@ pub(crate) mod tests {
             [0x7f00_1000_0000, 4096, 8192, 1, 0, 0],
             0x7f00_2000_0000,
         );
+        let mut sym = crate::symbolize::FakeSymbolizer::default();
+        let user = user::build(
+            &crate::aggregate::HeapStats::default(),
+            &Default::default(),
+            &mut sym,
+            0,
+            10,
+            Vec::new(),
+        );
         Summary {
             schema: SCHEMA,
             target: TargetInfo {
@@ -117,6 +132,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             syscalls,
+            user,
         }
     }
 

@@ -1,0 +1,280 @@
+//! The `user` section of the summary: the allocator family, call sites and leaks, symbolized.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use tracer_common::AllocFn;
+
+use crate::{
+    aggregate::heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
+    symbolize::{Frame, Symbolizer},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    pub le: u64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteReport {
+    /// Innermost first; `stack[0]` is the code that called the allocator.
+    pub stack: Vec<Frame>,
+    #[serde(flatten)]
+    pub stats: SiteStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeakReport {
+    pub stack: Vec<Frame>,
+    pub count: u64,
+    pub bytes: u64,
+    pub oldest_age_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserSummary {
+    pub malloc: FuncStats,
+    pub calloc: FuncStats,
+    pub realloc: FuncStats,
+    pub reallocarray: FuncStats,
+    pub posix_memalign: FuncStats,
+    pub aligned_alloc: FuncStats,
+    pub memalign: FuncStats,
+    pub valloc: FuncStats,
+    pub pvalloc: FuncStats,
+    pub operator_new: FuncStats,
+    pub free: FreeStats,
+    pub operator_delete: FreeStats,
+    pub failed: u64,
+    pub live_bytes_at_end: u64,
+    pub peak_live_bytes: u64,
+    pub size_histogram: Vec<Bucket>,
+    /// Number of call sites seen; `sites` lists the ones with the most bytes.
+    pub site_count: usize,
+    pub sites: Vec<SiteReport>,
+    pub leaks: Vec<LeakReport>,
+    /// The files whose allocator functions were probed.
+    pub allocator_files: Vec<String>,
+}
+
+/// The return addresses of a site, innermost first: the direct caller (read at entry), then
+/// the frame-pointer walk without its first frame, which is inside the allocator itself.
+pub fn site_addresses(key: &SiteKey, stacks: &HashMap<i32, Vec<u64>>) -> Vec<u64> {
+    let mut addrs = Vec::new();
+    if key.caller != 0 {
+        addrs.push(key.caller);
+    }
+    if let Some(walk) = stacks.get(&key.stack_id) {
+        addrs.extend(walk.iter().skip(1).copied().filter(|&a| a != 0));
+    }
+    if addrs.len() > 1 && addrs[0] == addrs[1] {
+        addrs.remove(1);
+    }
+    addrs
+}
+
+/// Builds the section. `stacks` holds each stack id's frames as read from the kernel;
+/// `now_ns` (CLOCK_MONOTONIC) ages the leaks; at most `max_sites` sites and leaks are listed.
+pub fn build(
+    heap: &HeapStats,
+    stacks: &HashMap<i32, Vec<u64>>,
+    symbolizer: &mut dyn Symbolizer,
+    now_ns: u64,
+    max_sites: usize,
+    allocator_files: Vec<String>,
+) -> UserSummary {
+    let mut sites: Vec<&(SiteKey, SiteStats)> = heap.sites().iter().collect();
+    sites.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(&b.0)));
+    sites.truncate(max_sites);
+    let mut leaks = heap.leaks(now_ns);
+    leaks.truncate(max_sites);
+
+    // Symbolize every address that appears, once.
+    let keys: Vec<SiteKey> = sites
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(leaks.iter().map(|l| l.site))
+        .collect();
+    let mut unique: Vec<u64> = Vec::new();
+    let mut seen = HashSet::new();
+    for key in &keys {
+        for a in site_addresses(key, stacks) {
+            if seen.insert(a) {
+                unique.push(a);
+            }
+        }
+    }
+    let frames: HashMap<u64, Vec<Frame>> = unique
+        .iter()
+        .copied()
+        .zip(symbolizer.symbolize(&unique))
+        .collect();
+    let stack_of = |key: &SiteKey| -> Vec<Frame> {
+        site_addresses(key, stacks)
+            .iter()
+            .flat_map(|a| {
+                frames
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| vec![Frame::unknown(*a)])
+            })
+            .collect()
+    };
+
+    let f = |func| heap.func(func);
+    UserSummary {
+        malloc: f(AllocFn::Malloc),
+        calloc: f(AllocFn::Calloc),
+        realloc: f(AllocFn::Realloc),
+        reallocarray: f(AllocFn::Reallocarray),
+        posix_memalign: f(AllocFn::PosixMemalign),
+        aligned_alloc: f(AllocFn::AlignedAlloc),
+        memalign: f(AllocFn::Memalign),
+        valloc: f(AllocFn::Valloc),
+        pvalloc: f(AllocFn::Pvalloc),
+        operator_new: f(AllocFn::OperatorNew),
+        free: heap.free,
+        operator_delete: heap.operator_delete,
+        failed: heap.failed,
+        live_bytes_at_end: heap.live_bytes,
+        peak_live_bytes: heap.peak_live_bytes,
+        size_histogram: heap
+            .histogram()
+            .into_iter()
+            .map(|(le, count)| Bucket { le, count })
+            .collect(),
+        site_count: heap.sites().len(),
+        sites: sites
+            .iter()
+            .map(|(key, stats)| SiteReport {
+                stack: stack_of(key),
+                stats: stats.clone(),
+            })
+            .collect(),
+        leaks: leaks
+            .iter()
+            .map(|l| LeakReport {
+                stack: stack_of(&l.site),
+                count: l.count,
+                bytes: l.bytes,
+                oldest_age_ms: l.oldest_age_ms,
+            })
+            .collect(),
+        allocator_files,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{AllocEvent, EventHeader, kind};
+
+    use super::*;
+    use crate::symbolize::FakeSymbolizer;
+
+    fn frame(addr: u64, function: &str, line: u32) -> Frame {
+        Frame {
+            addr,
+            function: Some(function.into()),
+            file: Some("app.c".into()),
+            line: Some(line),
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn splices_the_direct_caller_and_drops_the_allocator_frame() {
+        let stacks = HashMap::from([(3, vec![0x7f00_0000_1234, 0x4000_0200, 0x4000_0300])]);
+        let key = SiteKey {
+            stack_id: 3,
+            caller: 0x4000_0100,
+        };
+        assert_eq!(
+            site_addresses(&key, &stacks),
+            [0x4000_0100, 0x4000_0200, 0x4000_0300]
+        );
+        // No stack: the caller alone.
+        let key = SiteKey {
+            stack_id: -1,
+            caller: 0x4000_0100,
+        };
+        assert_eq!(site_addresses(&key, &stacks), [0x4000_0100]);
+    }
+
+    #[test]
+    fn builds_sites_and_leaks_with_symbols() {
+        let mut heap = HeapStats::default();
+        let ev = |func: AllocFn, size: u64, ptr: u64, caller: u64| AllocEvent {
+            header: EventHeader {
+                ts_ns: 1_000_000,
+                kind: kind::ALLOC,
+                tgid: 1,
+                tid: 1,
+                cpu: 0,
+            },
+            func: func as u32,
+            stack_id: 1,
+            nmemb: 1,
+            size,
+            ptr,
+            old_ptr: 0,
+            caller,
+        };
+        heap.on_alloc(&ev(AllocFn::Malloc, 100, 0xa0, 0x4000_0100));
+        heap.on_alloc(&ev(AllocFn::Malloc, 5000, 0xb0, 0x4000_0180));
+        heap.on_alloc(&ev(AllocFn::Free, 0, 0xa0, 0));
+        let stacks = HashMap::from([(1, vec![0x7f00_0000_1234, 0x4000_0900])]);
+        let mut sym = FakeSymbolizer::default();
+        sym.table
+            .insert(0x4000_0100, vec![frame(0x4000_0100, "small", 10)]);
+        sym.table
+            .insert(0x4000_0180, vec![frame(0x4000_0180, "big", 20)]);
+        sym.table
+            .insert(0x4000_0900, vec![frame(0x4000_0900, "main", 30)]);
+
+        let u = build(
+            &heap,
+            &stacks,
+            &mut sym,
+            3_000_000,
+            10,
+            vec!["/lib/libc.so.6".into()],
+        );
+        assert_eq!(
+            u.malloc,
+            FuncStats {
+                calls: 2,
+                bytes: 5100
+            }
+        );
+        assert_eq!(u.free.calls, 1);
+        assert_eq!(u.site_count, 2);
+        assert_eq!(u.sites[0].stack[0].function.as_deref(), Some("big"));
+        assert_eq!(u.sites[0].stack[1].function.as_deref(), Some("main"));
+        assert_eq!(u.sites[1].stats.frees, 1);
+        assert_eq!(u.leaks.len(), 1);
+        assert_eq!((u.leaks[0].count, u.leaks[0].bytes), (1, 5000));
+        assert_eq!(u.leaks[0].stack[0].line, Some(20));
+        assert_eq!(u.leaks[0].oldest_age_ms, 2.0);
+        assert_eq!(
+            u.size_histogram.first(),
+            Some(&Bucket { le: 128, count: 1 })
+        );
+        assert_eq!(
+            u.size_histogram.last(),
+            Some(&Bucket { le: 8192, count: 1 })
+        );
+
+        let json = serde_json::to_value(&u).unwrap();
+        assert_eq!(json["sites"][0]["stack"][0]["addr"], "0x40000180");
+        assert_eq!(json["sites"][0]["stack"][0]["file"], "app.c");
+        assert_eq!(json["sites"][0]["allocs"], 1);
+        assert_eq!(json["sites"][0]["live_bytes"], 5000);
+        assert!(json["sites"][0].get("live_count").is_none());
+        assert_eq!(json["free"]["unknown"], 0);
+        assert_eq!(json["operator_new"]["calls"], 0);
+
+        let limited = build(&heap, &stacks, &mut sym, 3_000_000, 1, vec![]);
+        assert_eq!((limited.site_count, limited.sites.len()), (2, 1));
+    }
+}

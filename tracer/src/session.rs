@@ -1,0 +1,173 @@
+//! The state of one tracing session and what each event does to it.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf, StackTraceMap},
+};
+use tracer_common::{STACKS_MAP, Syscall, SyscallEvent};
+
+use crate::{
+    aggregate::{Aggregate, syscalls::is_error},
+    attribution::AddressSpace,
+    events::{self, Event},
+    probes::uprobes::{AllocatorProbes, UprobeError, needed_libraries},
+    report::{EventCounts, user},
+    symbolize::BlazeSymbolizer,
+};
+
+pub struct Session {
+    pub pid: u32,
+    pub agg: Aggregate,
+    pub space: AddressSpace,
+    pub counts: EventCounts,
+    pub allocators: AllocatorProbes,
+}
+
+/// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
+/// its internal malloc serves the loader, not the program.
+fn is_loader(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("ld-"))
+}
+
+impl Session {
+    pub fn new(pid: u32, space: AddressSpace, page_size: u64) -> Self {
+        Session {
+            pid,
+            agg: Aggregate::new(page_size),
+            space,
+            counts: EventCounts::default(),
+            allocators: AllocatorProbes::default(),
+        }
+    }
+
+    /// Attaches the allocator probes to every file the process has mapped or, for a command
+    /// stopped at exec, will load, and to `extra` files named by the user.
+    pub fn attach_allocators(
+        &mut self,
+        ebpf: &mut Ebpf,
+        launched: Option<&Path>,
+        extra: &[PathBuf],
+    ) -> anyhow::Result<()> {
+        let mut files = self.space.exec_files();
+        if let Some(program) = launched
+            && let Some(loader) = files.iter().find(|f| is_loader(f)).cloned()
+        {
+            files.extend(needed_libraries(&loader, program));
+        }
+        files.retain(|f| !is_loader(f));
+        for file in files {
+            match self.allocators.attach_file(ebpf, &file, self.pid) {
+                Err(e @ (UprobeError::Load { .. } | UprobeError::Program(_))) => {
+                    return Err(e.into());
+                }
+                Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
+                Ok(_) => {}
+            }
+        }
+        for file in extra {
+            self.allocators.attach_file(ebpf, file, self.pid)?;
+        }
+        if self.allocators.attached.is_empty() {
+            log::warn!(
+                "no allocator functions found in the process's files: user-space allocations are not traced"
+            );
+        }
+        Ok(())
+    }
+
+    /// Processes every record waiting in the ring buffer.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, ebpf: &mut Ebpf) {
+        while let Some(record) = ring.next() {
+            self.counts.received += 1;
+            match events::decode(&record) {
+                Ok(event) => self.on_event(&event, ebpf),
+                Err(e) => {
+                    self.counts.decode_errors += 1;
+                    log::debug!("undecodable record: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: &Event, ebpf: &mut Ebpf) {
+        match event {
+            Event::Syscall(e) => {
+                self.agg.syscalls.on_syscall(e);
+                if let Some(lib) = self.follow_mapping(e) {
+                    // A library mapped executable after start (dlopen): probe it if it brings
+                    // an allocator. Calls made before this point are not seen.
+                    if !self.allocators.seen(&lib)
+                        && !is_loader(&lib)
+                        && let Err(e) = self.allocators.attach_file(ebpf, &lib, self.pid)
+                    {
+                        log::warn!("{:#}", anyhow::Error::from(e));
+                    }
+                }
+            }
+            Event::Open(e) => self.space.on_open(e.fd, &e.path),
+            Event::Alloc(e) => self.agg.heap.on_alloc(e),
+        }
+    }
+
+    /// Keeps the address-space model current; returns a file newly mapped executable.
+    fn follow_mapping(&mut self, e: &SyscallEvent) -> Option<PathBuf> {
+        if is_error(e.ret) {
+            return None;
+        }
+        let a = e.args;
+        match Syscall::try_from(e.syscall).ok()? {
+            Syscall::Mmap => self
+                .space
+                .on_mmap(e.ret as u64, a[1], a[2], a[3], a[4] as i32, a[5])
+                .map(|p| p.to_path_buf()),
+            Syscall::Munmap => {
+                self.space.on_munmap(a[0], a[1]);
+                None
+            }
+            Syscall::Mremap => {
+                self.space.on_mremap(a[0], a[1], a[2], e.ret as u64);
+                None
+            }
+            Syscall::Brk | Syscall::Openat => None,
+        }
+    }
+
+    /// The symbolized `user` section of the summary.
+    pub fn user_summary(&self, ebpf: &Ebpf, now_ns: u64, max_sites: usize) -> user::UserSummary {
+        let mut stacks = HashMap::new();
+        if let Some(map) = ebpf.map(STACKS_MAP) {
+            match StackTraceMap::try_from(map) {
+                Ok(map) => {
+                    for id in self.agg.heap.stack_ids() {
+                        if let Ok(trace) = map.get(&(id as u32), 0) {
+                            stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
+                        }
+                    }
+                }
+                Err(e) => log::warn!("reading stacks: {e}"),
+            }
+        }
+        let mut files: Vec<String> = self
+            .allocators
+            .attached
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        files.dedup();
+        let mut symbolizer = BlazeSymbolizer::new(&self.space);
+        user::build(
+            &self.agg.heap,
+            &stacks,
+            &mut symbolizer,
+            now_ns,
+            max_sites,
+            files,
+        )
+    }
+}

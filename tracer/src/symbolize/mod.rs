@@ -1,0 +1,146 @@
+//! Turning addresses into functions and source lines, late: only for stacks that reach a report.
+//!
+//! Addresses are resolved to (file, file offset) through the [`AddressSpace`] model, so the
+//! process may be long gone; blazesym then reads symbols, DWARF lines and inlined frames from
+//! the files.
+
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze, source::Elf, source::Source};
+use serde::Serialize;
+
+use crate::attribution::AddressSpace;
+
+/// One frame of a symbolized stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// The address in the process, as hex.
+    #[serde(serialize_with = "hex")]
+    pub addr: u64,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// This frame was inlined into the next one (same address).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inlined: bool,
+}
+
+fn hex<S: serde::Serializer>(addr: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{addr:#x}"))
+}
+
+impl Frame {
+    pub fn unknown(addr: u64) -> Self {
+        Frame {
+            addr,
+            function: None,
+            file: None,
+            line: None,
+            inlined: false,
+        }
+    }
+}
+
+/// Symbolizes return addresses. Each address gives one or more frames (inlined calls first).
+pub trait Symbolizer {
+    fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>>;
+}
+
+/// blazesym over the files of an [`AddressSpace`].
+pub struct BlazeSymbolizer<'a> {
+    space: &'a AddressSpace,
+    blaze: Blaze,
+}
+
+impl<'a> BlazeSymbolizer<'a> {
+    pub fn new(space: &'a AddressSpace) -> Self {
+        let blaze = Blaze::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
+        BlazeSymbolizer { space, blaze }
+    }
+}
+
+impl Symbolizer for BlazeSymbolizer<'_> {
+    fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
+        let mut out: Vec<Vec<Frame>> = addrs.iter().map(|&a| vec![Frame::unknown(a)]).collect();
+        // Group by file; look up return address - 1, inside the call instruction, so the line
+        // is the call's and not the next statement's.
+        let mut by_file: HashMap<Arc<Path>, Vec<(usize, u64)>> = HashMap::new();
+        for (i, &addr) in addrs.iter().enumerate() {
+            if let Some((path, offset)) = self.space.file_offset(addr) {
+                by_file
+                    .entry(path.clone())
+                    .or_default()
+                    .push((i, offset.saturating_sub(1)));
+            }
+        }
+        for (path, items) in by_file {
+            let offsets: Vec<u64> = items.iter().map(|&(_, o)| o).collect();
+            let src = Source::Elf(Elf::new(path.to_path_buf()));
+            let Ok(results) = self.blaze.symbolize(&src, Input::FileOffset(&offsets)) else {
+                log::debug!("could not symbolize addresses in {}", path.display());
+                continue;
+            };
+            for ((i, _), result) in items.into_iter().zip(results) {
+                let Symbolized::Sym(sym) = result else {
+                    continue;
+                };
+                let addr = addrs[i];
+                let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+                    info.map(|c| (c.to_path().display().to_string(), c.line))
+                };
+                let (file, line) = location(sym.code_info.as_deref()).unzip();
+                // Inlined calls come outermost first; the stack wants innermost first.
+                let mut frames: Vec<Frame> = sym
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|f| {
+                        let (file, line) = location(f.code_info.as_ref()).unzip();
+                        Frame {
+                            addr,
+                            function: Some(f.name.to_string()),
+                            file,
+                            line: line.flatten(),
+                            inlined: true,
+                        }
+                    })
+                    .collect();
+                // blazesym already gives each frame the location inside its own function:
+                // the outer symbol's is where the first inlined call was made.
+                frames.push(Frame {
+                    addr,
+                    function: Some(sym.name.to_string()),
+                    file,
+                    line: line.flatten(),
+                    inlined: false,
+                });
+                out[i] = frames;
+            }
+        }
+        out
+    }
+}
+
+/// Symbolizes from a fixed table, for tests.
+#[derive(Debug, Default)]
+pub struct FakeSymbolizer {
+    pub table: HashMap<u64, Vec<Frame>>,
+}
+
+impl Symbolizer for FakeSymbolizer {
+    fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
+        addrs
+            .iter()
+            .map(|a| {
+                self.table
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| vec![Frame::unknown(*a)])
+            })
+            .collect()
+    }
+}
