@@ -2,7 +2,8 @@
 
 use std::io::{self, Write};
 
-use super::{Summary, human_bytes};
+use super::{Summary, human_bytes, user::UserSummary};
+use crate::symbolize::Frame;
 
 pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
     let t = &s.target;
@@ -101,6 +102,107 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         human_bytes(r.old_bytes),
         human_bytes(r.new_bytes)
     )?;
+    render_user(&s.user, &mut out)
+}
+
+/// How many sites and leaks the terminal shows (the JSON has more).
+const TOP: usize = 10;
+
+/// `function (file:line) <- caller (file:line)` for the first frames of a stack.
+pub fn describe_stack(stack: &[Frame], depth: usize) -> String {
+    if stack.is_empty() {
+        return String::from("(no stack)");
+    }
+    stack
+        .iter()
+        .take(depth)
+        .map(|f| {
+            let name = f.function.as_deref().unwrap_or("?");
+            match (&f.file, f.line) {
+                (Some(file), Some(line)) => {
+                    let file = file.rsplit('/').next().unwrap_or(file);
+                    format!("{name} ({file}:{line})")
+                }
+                _ if f.function.is_none() => format!("{:#x}", f.addr),
+                _ => name.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" <- ")
+}
+
+fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out)?;
+    if u.allocator_files.is_empty() {
+        return writeln!(
+            out,
+            "allocator: no malloc family found in the process; not traced"
+        );
+    }
+    writeln!(out, "allocator calls ({})", u.allocator_files.join(", "))?;
+    let funcs = [
+        ("malloc", u.malloc),
+        ("calloc", u.calloc),
+        ("realloc", u.realloc),
+        ("reallocarray", u.reallocarray),
+        ("posix_memalign", u.posix_memalign),
+        ("aligned_alloc", u.aligned_alloc),
+        ("memalign", u.memalign),
+        ("valloc", u.valloc),
+        ("pvalloc", u.pvalloc),
+        ("operator new", u.operator_new),
+    ];
+    for (name, f) in funcs.iter().filter(|(_, f)| f.calls > 0) {
+        writeln!(
+            out,
+            "  {name:<15} {:>10} calls  {:>10}",
+            f.calls,
+            human_bytes(f.bytes)
+        )?;
+    }
+    for (name, f) in [("free", u.free), ("operator delete", u.operator_delete)] {
+        if f.calls > 0 {
+            writeln!(
+                out,
+                "  {name:<15} {:>10} calls  ({} of blocks not seen allocated, {} of NULL)",
+                f.calls, f.unknown, f.null
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "  {} failed; live at the end {}, peak {}",
+        u.failed,
+        human_bytes(u.live_bytes_at_end),
+        human_bytes(u.peak_live_bytes)
+    )?;
+    if !u.sites.is_empty() {
+        writeln!(out, "\ntop call sites by bytes ({} sites):", u.site_count)?;
+        for site in u.sites.iter().take(TOP) {
+            let st = &site.stats;
+            writeln!(
+                out,
+                "  {:>10} in {:>7} allocs, {:>10} live  {}",
+                human_bytes(st.bytes),
+                st.allocs,
+                human_bytes(st.live_bytes),
+                describe_stack(&site.stack, 3)
+            )?;
+        }
+    }
+    if !u.leaks.is_empty() {
+        writeln!(out, "\nleaks (allocated and not freed by the end):")?;
+        for leak in u.leaks.iter().take(TOP) {
+            writeln!(
+                out,
+                "  {:>10} in {:>7} blocks, oldest {:>8.1} ms  {}",
+                human_bytes(leak.bytes),
+                leak.count,
+                leak.oldest_age_ms,
+                describe_stack(&leak.stack, 3)
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -148,6 +250,34 @@ mod tests {
             row("mremap"),
             "mremap          1       0  4.0 KiB -> 8.0 KiB"
         );
+    }
+
+    #[test]
+    fn stacks_read_innermost_first() {
+        let frame = |f: Option<&str>, file: Option<&str>, line| Frame {
+            addr: 0x4010,
+            function: f.map(Into::into),
+            file: file.map(Into::into),
+            line,
+            inlined: false,
+        };
+        let stack = [
+            frame(Some("leak_here"), Some("/src/app/alloc.c"), Some(49)),
+            frame(Some("main"), None, None),
+            frame(None, None, None),
+            frame(Some("_start"), None, None),
+        ];
+        assert_eq!(
+            describe_stack(&stack, 3),
+            "leak_here (alloc.c:49) <- main <- 0x4010"
+        );
+        assert_eq!(describe_stack(&[], 3), "(no stack)");
+    }
+
+    #[test]
+    fn without_an_allocator_says_so() {
+        let text = rendered(&sample_summary());
+        assert!(text.contains("allocator: no malloc family found"), "{text}");
     }
 
     #[test]
