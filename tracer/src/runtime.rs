@@ -147,9 +147,13 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     drop(probes);
     let mut counts = session.counts;
 
-    counts.dropped += kernel[counter::RINGBUF_DROPPED as usize]
-        + kernel[counter::SYSCALL_ENTRY_STORE_FAILED as usize];
-    counts.unpaired = kernel[counter::SYSCALL_UNPAIRED_EXIT as usize];
+    let k = |c: u32| kernel[c as usize];
+    counts.dropped += k(counter::RINGBUF_DROPPED)
+        + k(counter::SYSCALL_ENTRY_STORE_FAILED)
+        + k(counter::ALLOC_STATE_STORE_FAILED);
+    counts.unpaired = k(counter::SYSCALL_UNPAIRED_EXIT) + k(counter::ALLOC_UNPAIRED_EXIT);
+    counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
+    counts.stacks_lost = k(counter::STACK_FAILED);
     counts.read_failures = kernel[counter::READ_FAILED as usize];
 
     let (exit_code, signal) = match child {

@@ -199,14 +199,18 @@ fn on_free_enter(ctx: &ProbeContext) {
             return;
         }
     }
-    if func == AllocFn::Free {
-        // SAFETY: value copied out at once.
-        if unsafe { DELETE_PENDING.get(tid) }.copied() == Some(ptr) {
+    // SAFETY: value copied out at once.
+    let pending = unsafe { DELETE_PENDING.get(tid) }.copied();
+    if pending == Some(ptr) {
+        // Inside an operator delete of this block: its free(), or the variant it forwards to
+        // (libstdc++'s sized delete calls the unsized one). The free ends the delete.
+        if func == AllocFn::Free {
             let _ = DELETE_PENDING.remove(tid);
-            bump(counter::ALLOC_NESTED);
-            return;
         }
-    } else if DELETE_PENDING.insert(tid, ptr, 0).is_err() {
+        bump(counter::ALLOC_NESTED);
+        return;
+    }
+    if func == AllocFn::OperatorDelete && DELETE_PENDING.insert(tid, ptr, 0).is_err() {
         bump(counter::ALLOC_STATE_STORE_FAILED);
     }
     emit(AllocEvent {

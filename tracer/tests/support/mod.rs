@@ -28,25 +28,46 @@ fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
-/// Compiles `workloads/<name>.c` once per test run.
+/// Compiles `workloads/<name>.c` once per test run, with frame pointers.
 pub fn workload(name: &'static str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<Vec<(&'static str, PathBuf)>>> = OnceLock::new();
+    let src = format!("{name}.c");
+    build(
+        name,
+        &src,
+        &["cc", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread"],
+    )
+}
+
+/// Compiles `workloads/<src>` into `out` once per test run with `compiler` (argv, flags
+/// included); `-o OUT SRC` is appended.
+pub fn build(out: &str, src: &str, compiler: &[&str]) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap();
-    if let Some((_, path)) = built.iter().find(|(n, _)| *n == name) {
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == out) {
         return path.clone();
     }
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let src = workspace_root().join("workloads").join(format!("{name}.c"));
-    let status = Command::new("cc")
-        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-        .arg(&out)
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(out);
+    let src = workspace_root().join("workloads").join(src);
+    let status = Command::new(compiler[0])
+        .args(&compiler[1..])
+        .arg("-o")
+        .arg(&path)
         .arg(&src)
         .status()
-        .expect("running cc");
+        .unwrap_or_else(|e| panic!("running {}: {e}", compiler[0]));
     assert!(status.success(), "compiling {}", src.display());
-    built.push((name, out.clone()));
-    out
+    built.push((out.to_string(), path.clone()));
+    path
+}
+
+/// The line of `workloads/<src>` that contains `marker`.
+pub fn line_of(src: &str, marker: &str) -> u64 {
+    let text = std::fs::read_to_string(workspace_root().join("workloads").join(src)).unwrap();
+    text.lines()
+        .position(|l| l.contains(marker))
+        .expect("marker in source") as u64
+        + 1
 }
 
 /// A fresh path for a JSON summary.

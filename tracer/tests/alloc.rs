@@ -1,0 +1,362 @@
+//! Root tests of the allocator uprobes: exact calls from workloads whose allocations are known.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    process::{Command, Stdio},
+};
+
+use serde_json::{Value, json};
+use support::*;
+
+fn calls(v: &Value, func: &str) -> i64 {
+    v["user"][func]["calls"].as_i64().unwrap()
+}
+
+fn bytes(v: &Value, func: &str) -> i64 {
+    v["user"][func]["bytes"].as_i64().unwrap()
+}
+
+/// The frames of a site or leak as (function, file name, line).
+fn frames(entry: &Value) -> Vec<(String, String, i64)> {
+    entry["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap_or("?").to_string(),
+                f["file"]
+                    .as_str()
+                    .unwrap_or("")
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                f["line"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// The family's functions, each a known number of times with known sizes. Start-up makes its
+/// own calls (none here, but the loader may), so counts are taken relative to a run of zero
+/// iterations.
+#[test]
+fn each_function_of_the_family_exactly() {
+    let w = workload("alloc");
+    let w = w.to_str().unwrap();
+    let (base, _) = trace_command(&[w, "0"]);
+    let (run, out) = trace_command(&[w, "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = |f: &str| calls(&run, f) - calls(&base, f);
+    let db = |f: &str| bytes(&run, f) - bytes(&base, f);
+    assert_eq!(
+        (d("malloc"), db("malloc")),
+        (3 * 4, 3 * (10 + 100 + 1000 + (1 << 48)))
+    );
+    assert_eq!((d("calloc"), db("calloc")), (3 * 2, 3 * 1100));
+    assert_eq!((d("realloc"), db("realloc")), (3 * 3, 3 * 5050));
+    assert_eq!((d("reallocarray"), db("reallocarray")), (3, 3 * 200));
+    assert_eq!((d("posix_memalign"), db("posix_memalign")), (3, 3 * 256));
+    // glibc may export memalign and aligned_alloc as one function: one probe serves both.
+    assert_eq!(d("aligned_alloc") + d("memalign"), 3 * 2);
+    assert_eq!(db("aligned_alloc") + db("memalign"), 3 * (128 + 192));
+    assert_eq!((d("valloc"), db("valloc")), (3, 3 * 300));
+    assert_eq!((d("pvalloc"), db("pvalloc")), (3, 3 * 400));
+    assert_eq!(d("operator_new"), 0);
+    let free = &run["user"]["free"];
+    assert_eq!(
+        free["calls"].as_i64().unwrap() - base["user"]["free"]["calls"].as_i64().unwrap(),
+        3 * 12
+    );
+    assert_eq!(
+        free["null"].as_i64().unwrap() - base["user"]["free"]["null"].as_i64().unwrap(),
+        3
+    );
+    assert_eq!(free["unknown"], base["user"]["free"]["unknown"]);
+    assert_eq!(
+        run["user"]["failed"].as_i64().unwrap() - base["user"]["failed"].as_i64().unwrap(),
+        3
+    );
+    // Everything but the one leak was freed (realloc(p, 0) included).
+    assert_eq!(
+        run["user"]["live_bytes_at_end"],
+        base["user"]["live_bytes_at_end"]
+    );
+    assert_eq!(run["events"]["dropped"], 0);
+    let files = run["user"]["allocator_files"].to_string();
+    assert!(files.contains("libc.so"), "{files}");
+}
+
+/// A deliberate leak is reported at its file and line, with its caller.
+#[test]
+fn leak_at_file_and_line() {
+    let w = workload("alloc");
+    let (v, _) = trace_command(&[w.to_str().unwrap(), "1"]);
+    let line = line_of("alloc.c", "/* LEAK */") as i64;
+    let leaks = v["user"]["leaks"].as_array().unwrap();
+    let leak = leaks
+        .iter()
+        .find(|l| l["bytes"] == 4242)
+        .unwrap_or_else(|| panic!("no 4242-byte leak in {leaks:?}"));
+    assert_eq!(leak["count"], 1);
+    assert!(leak["oldest_age_ms"].as_f64().unwrap() >= 0.0);
+    let f = frames(leak);
+    assert_eq!(f[0], ("leak_here".into(), "alloc.c".into(), line), "{f:?}");
+    assert_eq!(f[1].0, "main", "{f:?}");
+    // The site of the family's 10-byte malloc: allocated and freed once.
+    let site = v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["bytes"] == 10 && frames(s)[0].0 == "family")
+        .expect("the malloc(10) site");
+    assert_eq!(
+        (
+            site["allocs"].clone(),
+            site["frees"].clone(),
+            site["live_bytes"].clone()
+        ),
+        (json!(1), json!(1), json!(0))
+    );
+}
+
+/// Built without frame pointers, the direct caller is still right (read from the stack top).
+#[test]
+fn direct_caller_without_frame_pointers() {
+    let w = build(
+        "alloc-nofp",
+        "alloc.c",
+        &["cc", "-O2", "-g", "-fomit-frame-pointer", "-pthread"],
+    );
+    let (v, _) = trace_command(&[w.to_str().unwrap(), "2"]);
+    let line = line_of("alloc.c", "/* LEAK */") as i64;
+    let leak = v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["bytes"] == 4242)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        frames(&leak)[0],
+        ("leak_here".into(), "alloc.c".into(), line)
+    );
+    assert_eq!(calls(&v, "valloc"), 2);
+}
+
+/// Blocks allocated on one thread and freed on others: every free pairs with its block.
+#[test]
+fn frees_from_other_threads() {
+    let w = workload("alloc");
+    let (v, _) = trace_command(&[w.to_str().unwrap(), "threads", "4", "100"]);
+    // One call site, malloc(64 * (t + 1)) for t in 0..4, 100 blocks each, all made before
+    // any thread starts freeing.
+    let site = v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| frames(s)[0].0 == "cross_thread")
+        .cloned()
+        .expect("the cross_thread site");
+    assert_eq!(site["allocs"], 400);
+    assert_eq!(site["bytes"], 64 * 100 * (1 + 2 + 3 + 4));
+    assert_eq!(site["frees"], 400);
+    assert_eq!(site["live_bytes"], 0);
+    assert_eq!(site["peak_live_bytes"], 64 * 100 * (1 + 2 + 3 + 4));
+    assert!(v["user"]["free"]["calls"].as_i64().unwrap() >= 400);
+}
+
+/// C++: operator new/delete counted once each, their inner malloc/free not again.
+#[test]
+fn cxx_new_and_delete() {
+    let w = build(
+        "cxx",
+        "cxx.cpp",
+        &["g++", "-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let w = w.to_str().unwrap();
+    let (base, _) = trace_command(&[w, "0"]);
+    let (run, _) = trace_command(&[w, "5"]);
+    assert_eq!(
+        calls(&run, "operator_new") - calls(&base, "operator_new"),
+        5 * 4
+    );
+    assert_eq!(
+        bytes(&run, "operator_new") - bytes(&base, "operator_new"),
+        5 * (4 + 40 + 4 + 64)
+    );
+    let del = |v: &Value, k: &str| v["user"]["operator_delete"][k].as_i64().unwrap();
+    assert_eq!(del(&run, "calls") - del(&base, "calls"), 5 * 4);
+    assert_eq!(del(&run, "unknown"), 0);
+    assert_eq!(
+        calls(&run, "malloc"),
+        calls(&base, "malloc"),
+        "malloc inside new counted again"
+    );
+    assert_eq!(calls(&run, "aligned_alloc"), calls(&base, "aligned_alloc"));
+    assert_eq!(run["user"]["free"]["calls"], base["user"]["free"]["calls"]);
+    assert_eq!(
+        run["user"]["live_bytes_at_end"],
+        base["user"]["live_bytes_at_end"]
+    );
+    let site = run["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["bytes"] == 5 * 40)
+        .expect("the new int[10] site");
+    assert_eq!(frames(site)[0].0, "pattern");
+    assert!(
+        run["user"]["allocator_files"]
+            .to_string()
+            .contains("libstdc++")
+    );
+}
+
+/// Rust: its global allocator calls malloc and friends; sites resolve to demangled Rust
+/// functions, inlined std frames included.
+#[test]
+fn rust_program() {
+    let w = build(
+        "rusty",
+        "rusty.rs",
+        &["rustc", "-O", "-g", "-C", "force-frame-pointers=yes"],
+    );
+    let w = w.to_str().unwrap();
+    let (base, _) = trace_command(&[w, "0"]);
+    let (run, _) = trace_command(&[w, "7"]);
+    // Seven boxes of 1000 bytes and the Vec holding them (7 pointers).
+    assert_eq!(calls(&run, "malloc") - calls(&base, "malloc"), 8);
+    assert_eq!(
+        bytes(&run, "malloc") - bytes(&base, "malloc"),
+        7 * 1000 + 7 * 8
+    );
+    let leak = run["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["bytes"] == 7000)
+        .cloned()
+        .expect("the boxes leak");
+    assert_eq!(leak["count"], 7);
+    let f = frames(&leak);
+    assert!(
+        f.iter()
+            .any(|(func, file, _)| func.ends_with("make_boxes") && file == "rusty.rs"),
+        "{f:?}"
+    );
+    assert!(
+        f.iter().all(|(func, ..)| !func.starts_with("_ZN")),
+        "mangled: {f:?}"
+    );
+}
+
+/// A library loaded with dlopen that then allocates: its call site resolves into the library.
+#[test]
+fn dlopened_library() {
+    let lib = build(
+        "libdl_lib.so",
+        "dl_lib.c",
+        &[
+            "cc",
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-shared",
+            "-fPIC",
+        ],
+    );
+    let main = build(
+        "dl_main",
+        "dl_main.c",
+        &["cc", "-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let (v, out) = trace_command(&[main.to_str().unwrap(), lib.to_str().unwrap(), "9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = line_of("dl_lib.c", "/* LIB ALLOC */") as i64;
+    let site = v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["bytes"] == 9 * 333)
+        .cloned()
+        .expect("the library's site");
+    assert_eq!(site["allocs"], 9);
+    let f = frames(&site);
+    assert_eq!(f[0], ("lib_alloc".into(), "dl_lib.c".into(), line), "{f:?}");
+    assert_eq!(f[1].0, "main");
+}
+
+/// `--pid` attached mid-run: frees of blocks allocated before attaching count as unknown.
+#[test]
+fn attach_mid_run_counts_earlier_blocks_as_unknown() {
+    let w = workload("alloc");
+    let mut child = Command::new(&w)
+        .args(["gate", "50", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+    let json = json_path("alloc-pid");
+    let mut tracer = tracer()
+        .arg("--pid")
+        .arg(child.id().to_string())
+        .arg("--json")
+        .arg(&json)
+        .arg("-q")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("tracer: attached"), "{first}");
+    child.stdin.take().unwrap().write_all(b"g").unwrap();
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(tracer.wait().unwrap().success(), "{rest:?}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(calls(&v, "malloc"), 20);
+    assert_eq!(bytes(&v, "malloc"), 20 * 777);
+    assert_eq!(
+        v["user"]["free"],
+        json!({"calls": 70, "unknown": 50, "null": 0})
+    );
+    assert_eq!(v["user"]["live_bytes_at_end"], 0);
+    let site = &v["user"]["sites"][0];
+    assert_eq!(frames(site)[0].0, "after_gate");
+    assert_eq!(site["temporary"], 20);
+}
+
+/// A statically linked program: the allocator is found in the executable itself.
+#[test]
+fn statically_linked_program() {
+    let w = build(
+        "alloc-static",
+        "alloc.c",
+        &["cc", "-O1", "-g", "-static", "-pthread"],
+    );
+    let w = w.to_str().unwrap();
+    let (base, _) = trace_command(&[w, "0"]);
+    let (run, _) = trace_command(&[w, "2"]);
+    assert_eq!(run["user"]["allocator_files"], json!([w]));
+    assert_eq!(calls(&run, "malloc") - calls(&base, "malloc"), 2 * 4);
+    assert_eq!(calls(&run, "realloc") - calls(&base, "realloc"), 2 * 3);
+    assert_eq!(calls(&run, "valloc") - calls(&base, "valloc"), 2);
+    let line = line_of("alloc.c", "/* LEAK */") as i64;
+    let leak = run["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["bytes"] == 4242)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        frames(&leak)[0],
+        ("leak_here".into(), "alloc.c".into(), line)
+    );
+}

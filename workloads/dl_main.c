@@ -1,0 +1,14 @@
+/* dl_main LIB N: dlopen LIB and call its lib_alloc(N). */
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    void *lib = dlopen(argv[1], RTLD_NOW);
+    if (!lib) return 3;
+    void (*lib_alloc)(int) = (void (*)(int))dlsym(lib, "lib_alloc");
+    if (!lib_alloc) return 4;
+    lib_alloc(atoi(argv[2]));
+    return 0;
+}
