@@ -360,3 +360,39 @@ fn statically_linked_program() {
         ("leak_here".into(), "alloc.c".into(), line)
     );
 }
+
+/// Another allocator exporting the standard names (jemalloc, preloaded) is found and probed.
+#[test]
+fn jemalloc_is_found() {
+    const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+    assert!(
+        std::path::Path::new(JEMALLOC).exists(),
+        "cargo xtask test installs libjemalloc2"
+    );
+    let w = workload("alloc");
+    let json = json_path("jemalloc");
+    let out = tracer()
+        .arg("--json")
+        .arg(&json)
+        .arg("--")
+        .args([w.to_str().unwrap(), "threads", "2", "50"])
+        .env("LD_PRELOAD", JEMALLOC)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let files = v["user"]["allocator_files"].as_array().unwrap();
+    assert!(files.iter().any(|f| f == JEMALLOC), "{files:?}");
+    let site = v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| frames(s)[0].0 == "cross_thread")
+        .cloned()
+        .expect("the cross_thread site");
+    assert_eq!(
+        (site["allocs"].clone(), site["frees"].clone()),
+        (json!(100), json!(100))
+    );
+    assert_eq!(site["bytes"], 64 * 50 * (1 + 2));
+}

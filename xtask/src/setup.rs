@@ -179,17 +179,29 @@ fn ensure_tracefs() {
     }
 }
 
-/// Tools the root tests use besides tracer: a C compiler for the workloads, strace as an
-/// independent count of syscalls, setpriv to run as an unprivileged user. Installed from
-/// Debian's packages when missing.
+/// jemalloc, preloaded by a root test to check that another allocator is found.
+pub const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
+/// Tools the root tests use besides tracer: compilers for the workloads, strace as an
+/// independent count of syscalls, setpriv to run as an unprivileged user, jemalloc as a second
+/// allocator. Installed from Debian's packages when missing.
 pub fn ensure_test_tools() -> Result<()> {
+    let present = |tool: &str| {
+        if tool.starts_with('/') {
+            Path::new(tool).exists()
+        } else {
+            which(tool).is_some()
+        }
+    };
     let missing: Vec<&str> = [
         ("cc", "gcc"),
+        ("g++", "g++"),
         ("strace", "strace"),
         ("setpriv", "util-linux"),
+        (JEMALLOC, "libjemalloc2"),
     ]
     .into_iter()
-    .filter(|(tool, _)| which(tool).is_none())
+    .filter(|(tool, _)| !present(tool))
     .map(|(_, package)| package)
     .collect();
     if missing.is_empty() {
