@@ -18,10 +18,13 @@ Examples:
     sudo tracer --json summary.json -- ./my-program
 
 The summary goes to stderr, so the traced program's stdout stays its own. Events lost because
-the ring buffer was full are counted and reported; raise --buffer-size if that happens.";
+the ring buffer was full are counted and reported; raise --buffer-size if that happens.
+Call sites resolve to file:line where the program has debug info (build with -g; frame
+pointers, -fno-omit-frame-pointer, give whole stacks, without them the direct caller).";
 
-/// Memory-allocation tracer: follows a process's brk, mmap, munmap and mremap calls in the
-/// kernel with eBPF and reports where its memory came from.
+/// Memory-allocation tracer: follows a process's malloc family and C++ new/delete calls
+/// (uprobes) and its brk, mmap, munmap and mremap calls (kernel tracepoints) with eBPF, and
+/// reports where its memory came from: per call site, resolved to source lines, with leaks.
 #[derive(Debug, Parser)]
 #[command(name = "tracer", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -62,7 +65,7 @@ pub struct Cli {
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// The command to start and trace, after `--`. It is held before exec until every probe is
+    /// The command to start and trace, after `--`. It is held at its first instruction until every probe is
     /// attached, so nothing it does is missed; tracer exits with its exit status.
     /// Example: -- ./app --port 8080
     #[arg(last = true, value_name = "COMMAND")]
