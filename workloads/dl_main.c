@@ -1,4 +1,4 @@
-/* dl_main LIB N: dlopen LIB and call its lib_alloc(N). */
+/* dl_main LIB N [MS]: dlopen LIB, wait MS milliseconds, and call its lib_alloc(N). */
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -9,6 +9,7 @@ int main(int argc, char **argv) {
     if (!lib) return 3;
     void (*lib_alloc)(int) = (void (*)(int))dlsym(lib, "lib_alloc");
     if (!lib_alloc) return 4;
+    if (argc > 3) usleep(1000 * atoi(argv[3]));
     lib_alloc(atoi(argv[2]));
     return 0;
 }

@@ -396,3 +396,30 @@ fn jemalloc_is_found() {
     );
     assert_eq!(site["bytes"], 64 * 50 * (1 + 2));
 }
+
+/// A library loaded with dlopen that brings its own allocator functions (libstdc++'s operator
+/// new/delete, absent from the program) is probed once it is mapped. The program waits a
+/// moment after dlopen: calls made before the probes are attached are not seen.
+#[test]
+fn dlopen_brings_a_new_allocator() {
+    let lib = build(
+        "libdl_cxx.so",
+        "dl_cxx.cpp",
+        &["g++", "-O1", "-g", "-shared", "-fPIC"],
+    );
+    let main = build(
+        "dl_main",
+        "dl_main.c",
+        &["cc", "-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let (v, out) = trace_command(&[main.to_str().unwrap(), lib.to_str().unwrap(), "6", "500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(calls(&v, "operator_new"), 6);
+    assert_eq!(bytes(&v, "operator_new"), 6 * 48);
+    assert_eq!(v["user"]["operator_delete"]["calls"], 6);
+    assert!(
+        v["user"]["allocator_files"]
+            .to_string()
+            .contains("libstdc++")
+    );
+}
