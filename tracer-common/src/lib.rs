@@ -41,6 +41,33 @@ pub mod kind {
     pub const ALLOC: u32 = 2;
     /// An [`super::OpenEvent`].
     pub const OPEN: u32 = 3;
+    /// A [`super::PageEvent`]: `kmem:mm_page_alloc`.
+    pub const PAGE_ALLOC: u32 = 4;
+    /// A [`super::PageEvent`]: `kmem:mm_page_free` of a page allocated while tracing.
+    pub const PAGE_FREE: u32 = 5;
+    /// A [`super::SlabEvent`]: `kmem:kmem_cache_alloc` or `kmem:kmalloc`.
+    pub const SLAB_ALLOC: u32 = 6;
+    /// A [`super::SlabEvent`]: `kmem:kmem_cache_free` or `kmem:kfree` of an object allocated
+    /// while tracing.
+    pub const SLAB_FREE: u32 = 7;
+    /// A [`super::FaultEvent`]: `exceptions:page_fault_user`.
+    pub const FAULT: u32 = 8;
+}
+
+/// Name of the kernel stack-trace map (`--kernel-stacks`).
+pub const KSTACKS_MAP: &str = "KSTACKS";
+/// Entries of the maps of pages and slab objects allocated by the traced process and not yet
+/// freed, which let frees in any context be matched.
+pub const MAX_LIVE_KERNEL_OBJECTS: u32 = 1 << 18;
+/// Bytes of a slab cache name carried by a [`SlabEvent`], NUL included.
+pub const CACHE_NAME_BYTES: usize = 32;
+
+/// Bits of [`Config::flags`].
+pub mod config_flags {
+    /// Record a kernel stack id with page and slab allocations.
+    pub const KERNEL_STACKS: u32 = 1;
+    /// The kmem tracepoints are attached.
+    pub const KMEM: u32 = 2;
 }
 
 /// Indices into the per-CPU counters array. Each counts occurrences on one CPU; userspace sums.
@@ -61,8 +88,10 @@ pub mod counter {
     pub const STACK_FAILED: u32 = 6;
     /// An allocator call nested in another on the same thread, counted as part of the outer one.
     pub const ALLOC_NESTED: u32 = 7;
+    /// A page or slab object could not be remembered, so its free will not be matched.
+    pub const KERNEL_LIVE_FULL: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// The header that starts every event.
@@ -93,16 +122,20 @@ pub enum Syscall {
     Mremap = 4,
     /// Followed so that file mappings can be named: `mmap` gets a descriptor, `openat` its path.
     Openat = 5,
+    Mprotect = 6,
+    Madvise = 7,
 }
 
 impl Syscall {
     /// Every traced syscall, in discriminant order.
-    pub const ALL: [Syscall; 5] = [
+    pub const ALL: [Syscall; 7] = [
         Syscall::Brk,
         Syscall::Mmap,
         Syscall::Munmap,
         Syscall::Mremap,
         Syscall::Openat,
+        Syscall::Mprotect,
+        Syscall::Madvise,
     ];
 
     /// The name used by the kernel's `syscalls:sys_enter_<name>` tracepoints.
@@ -113,6 +146,8 @@ impl Syscall {
             Syscall::Munmap => "munmap",
             Syscall::Mremap => "mremap",
             Syscall::Openat => "openat",
+            Syscall::Mprotect => "mprotect",
+            Syscall::Madvise => "madvise",
         }
     }
 
@@ -124,6 +159,8 @@ impl Syscall {
             Syscall::Munmap => 2,
             Syscall::Mremap => 5,
             Syscall::Openat => 4,
+            Syscall::Mprotect => 3,
+            Syscall::Madvise => 3,
         }
     }
 }
@@ -138,6 +175,8 @@ impl TryFrom<u32> for Syscall {
             3 => Syscall::Munmap,
             4 => Syscall::Mremap,
             5 => Syscall::Openat,
+            6 => Syscall::Mprotect,
+            7 => Syscall::Madvise,
             other => return Err(other),
         })
     }
@@ -163,8 +202,11 @@ pub struct SyscallEvent {
     pub ret: i64,
     /// Time from entry to return.
     pub duration_ns: u64,
+    /// Entry time of the allocator call in flight on the thread (see [`AllocEvent::enter_ns`]),
+    /// or 0: this syscall was made by that call.
+    pub alloc_enter_ns: u64,
 }
-const _: () = assert!(size_of::<SyscallEvent>() == 96);
+const _: () = assert!(size_of::<SyscallEvent>() == 104);
 
 /// A successful `openat`: the descriptor and the path it was opened with.
 #[repr(C)]
@@ -273,8 +315,104 @@ pub struct AllocEvent {
     /// The return address at entry: the direct caller, which a frame-pointer walk from inside
     /// the allocator misses.
     pub caller: u64,
+    /// When the outermost call was entered: with the thread id, it names the call, so kernel
+    /// events made during it can be joined to it.
+    pub enter_ns: u64,
 }
-const _: () = assert!(size_of::<AllocEvent>() == 72);
+const _: () = assert!(size_of::<AllocEvent>() == 80);
+
+/// What was in flight on the thread when a kernel event happened, as entry times that name the
+/// calls (with the thread id): the traced syscall, the outermost allocator call. 0 for none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InFlight {
+    pub syscall_enter_ns: u64,
+    pub alloc_enter_ns: u64,
+}
+const _: () = assert!(size_of::<InFlight>() == 16);
+
+/// A buddy-allocator page block allocated or freed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageEvent {
+    pub header: EventHeader,
+    pub in_flight: InFlight,
+    pub pfn: u64,
+    pub gfp_flags: u64,
+    /// The block is 2^order pages.
+    pub order: u32,
+    pub migratetype: i32,
+    /// Kernel stack id, or negative.
+    pub kstack_id: i32,
+    pub reserved: u32,
+}
+const _: () = assert!(size_of::<PageEvent>() == 72);
+
+/// [`SlabEvent::flags`]: the object came from `kmalloc` (its cache is named by size).
+pub const SLAB_KMALLOC: u32 = 1;
+
+/// A slab object allocated or freed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabEvent {
+    pub header: EventHeader,
+    pub in_flight: InFlight,
+    pub ptr: u64,
+    pub call_site: u64,
+    pub bytes_req: u64,
+    pub bytes_alloc: u64,
+    pub gfp_flags: u64,
+    /// Kernel stack id, or negative.
+    pub kstack_id: i32,
+    /// [`SLAB_KMALLOC`] or 0.
+    pub flags: u32,
+    /// The cache name for `kmem_cache_alloc`, NUL-terminated; empty for kmalloc.
+    pub cache: [u8; CACHE_NAME_BYTES],
+}
+const _: () = assert!(size_of::<SlabEvent>() == 120);
+
+/// A user page fault.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultEvent {
+    pub header: EventHeader,
+    pub in_flight: InFlight,
+    pub address: u64,
+    pub ip: u64,
+    pub error_code: u64,
+}
+const _: () = assert!(size_of::<FaultEvent>() == 64);
+
+/// Field offsets of the kmem and fault tracepoints, from their tracefs formats.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KmemOffsets {
+    pub page_alloc_pfn: u16,
+    pub page_alloc_order: u16,
+    pub page_alloc_gfp: u16,
+    pub page_alloc_migratetype: u16,
+    pub page_free_pfn: u16,
+    pub page_free_order: u16,
+    pub page_free_batched_pfn: u16,
+    pub cache_alloc_call_site: u16,
+    pub cache_alloc_ptr: u16,
+    pub cache_alloc_name: u16,
+    pub cache_alloc_bytes_req: u16,
+    pub cache_alloc_bytes_alloc: u16,
+    pub cache_alloc_gfp: u16,
+    pub cache_free_ptr: u16,
+    pub kmalloc_call_site: u16,
+    pub kmalloc_ptr: u16,
+    pub kmalloc_bytes_req: u16,
+    pub kmalloc_bytes_alloc: u16,
+    pub kmalloc_gfp: u16,
+    pub kfree_ptr: u16,
+    pub fault_address: u16,
+    pub fault_ip: u16,
+    pub fault_error_code: u16,
+    pub reserved: u16,
+}
+const _: () = assert!(size_of::<KmemOffsets>() == 48);
 
 /// Per-thread state of the outermost allocator call in flight.
 #[repr(C)]
@@ -329,15 +467,47 @@ pub struct Config {
     pub target_tgid: u32,
     /// Wake the reader only once this many bytes are waiting (0: wake on every event).
     pub wakeup_bytes: u32,
+    /// [`config_flags`] bits.
+    pub flags: u32,
+    pub reserved: u32,
     pub syscalls: [SyscallOffsets; SYSCALL_SLOTS],
+    pub kmem: KmemOffsets,
 }
-const _: () = assert!(size_of::<Config>() == 8 + 16 * SYSCALL_SLOTS);
+const _: () = assert!(size_of::<Config>() == 16 + 16 * SYSCALL_SLOTS + 48);
 
 impl Config {
     /// The configuration the eBPF object is compiled with: trace nothing.
     pub const ZERO: Config = Config {
         target_tgid: 0,
         wakeup_bytes: 0,
+        flags: 0,
+        reserved: 0,
+        kmem: KmemOffsets {
+            page_alloc_pfn: 0,
+            page_alloc_order: 0,
+            page_alloc_gfp: 0,
+            page_alloc_migratetype: 0,
+            page_free_pfn: 0,
+            page_free_order: 0,
+            page_free_batched_pfn: 0,
+            cache_alloc_call_site: 0,
+            cache_alloc_ptr: 0,
+            cache_alloc_name: 0,
+            cache_alloc_bytes_req: 0,
+            cache_alloc_bytes_alloc: 0,
+            cache_alloc_gfp: 0,
+            cache_free_ptr: 0,
+            kmalloc_call_site: 0,
+            kmalloc_ptr: 0,
+            kmalloc_bytes_req: 0,
+            kmalloc_bytes_alloc: 0,
+            kmalloc_gfp: 0,
+            kfree_ptr: 0,
+            fault_address: 0,
+            fault_ip: 0,
+            fault_error_code: 0,
+            reserved: 0,
+        },
         syscalls: [SyscallOffsets {
             args: [0; MAX_SYSCALL_ARGS],
             nargs: 0,
@@ -363,4 +533,10 @@ mod pod {
     unsafe impl aya::Pod for super::AllocEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AllocState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PageEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SlabEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FaultEvent {}
 }

@@ -6,7 +6,9 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, EVENTS_RING_BYTES, EventHeader, Syscall, SyscallOffsets, counter};
+use tracer_common::{
+    Config, EVENTS_RING_BYTES, EventHeader, KmemOffsets, Syscall, SyscallOffsets, counter,
+};
 
 /// Every event, reserved and written in place.
 #[map(name = "EVENTS")]
@@ -67,6 +69,20 @@ pub fn header(kind: u32, tgid: u32, tid: u32) -> EventHeader {
         // SAFETY: as above.
         cpu: unsafe { bpf_get_smp_processor_id() },
     }
+}
+
+/// The kmem and fault tracepoint layouts.
+#[inline(always)]
+pub fn kmem_offsets() -> KmemOffsets {
+    // SAFETY: as in `target_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.kmem) }
+}
+
+/// Whether a [`tracer_common::config_flags`] bit is set.
+#[inline(always)]
+pub fn config_flag(flag: u32) -> bool {
+    // SAFETY: as in `target_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.flags) & flag != 0 }
 }
 
 /// Submit flags that batch wakeups: the reader is woken only once enough bytes are waiting

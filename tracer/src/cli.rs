@@ -57,6 +57,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub max_sites: usize,
 
+    /// Record the kernel stack of every buddy page and slab object the process is given, and
+    /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation.
+    #[arg(long)]
+    pub kernel_stacks: bool,
+
     /// Do not print the summary to stderr (use with --json).
     #[arg(short, long)]
     pub quiet: bool,
@@ -99,6 +104,7 @@ impl Cli {
             quiet: self.quiet,
             allocator_libs: self.allocator_lib,
             max_sites: self.max_sites,
+            kernel_stacks: self.kernel_stacks,
         })
     }
 }

@@ -4,7 +4,10 @@ use std::mem::size_of;
 
 use aya::Pod;
 use thiserror::Error;
-use tracer_common::{AllocEvent, AllocFn, EventHeader, OpenEvent, Syscall, SyscallEvent, kind};
+use tracer_common::{
+    AllocEvent, AllocFn, EventHeader, FaultEvent, OpenEvent, PageEvent, SlabEvent, Syscall,
+    SyscallEvent, kind,
+};
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
 /// nothing.
@@ -13,6 +16,11 @@ pub enum Event {
     Syscall(SyscallEvent),
     Alloc(AllocEvent),
     Open(OpenEvent),
+    PageAlloc(PageEvent),
+    PageFree(PageEvent),
+    SlabAlloc(SlabEvent),
+    SlabFree(SlabEvent),
+    Fault(FaultEvent),
 }
 
 impl Event {
@@ -21,6 +29,9 @@ impl Event {
             Event::Syscall(e) => &e.header,
             Event::Alloc(e) => &e.header,
             Event::Open(e) => &e.header,
+            Event::PageAlloc(e) | Event::PageFree(e) => &e.header,
+            Event::SlabAlloc(e) | Event::SlabFree(e) => &e.header,
+            Event::Fault(e) => &e.header,
         }
     }
 }
@@ -56,6 +67,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Ok(Event::Alloc(event))
         }
         kind::OPEN => Ok(Event::Open(read(bytes, "open event")?)),
+        kind::PAGE_ALLOC => Ok(Event::PageAlloc(read(bytes, "page event")?)),
+        kind::PAGE_FREE => Ok(Event::PageFree(read(bytes, "page event")?)),
+        kind::SLAB_ALLOC => Ok(Event::SlabAlloc(read(bytes, "slab event")?)),
+        kind::SLAB_FREE => Ok(Event::SlabFree(read(bytes, "slab event")?)),
+        kind::FAULT => Ok(Event::Fault(read(bytes, "fault event")?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -97,6 +113,7 @@ mod tests {
             args: [0, 8192, 3, 0x22, u64::MAX, 0],
             ret: 0x7f00_0000_0000,
             duration_ns: 1500,
+            alloc_enter_ns: 0,
         }
     }
 
@@ -104,7 +121,7 @@ mod tests {
     fn decodes_syscall_event_bytes() {
         let ev = mmap_event();
         let bytes = encode(&ev);
-        assert_eq!(bytes.len(), 96);
+        assert_eq!(bytes.len(), 104);
         // The layout the kernel side writes: header, then syscall id at byte 24, args at 32.
         assert_eq!(&bytes[0..8], &123_456_789u64.to_ne_bytes());
         assert_eq!(&bytes[8..12], &kind::SYSCALL.to_ne_bytes());
@@ -116,7 +133,7 @@ mod tests {
     #[test]
     fn decodes_from_unaligned_buffer() {
         let ev = mmap_event();
-        let mut buf = [0u8; 97];
+        let mut buf = [0u8; 105];
         buf[1..].copy_from_slice(encode(&ev));
         assert_eq!(decode(&buf[1..]), Ok(Event::Syscall(ev)));
     }
@@ -136,7 +153,7 @@ mod tests {
             } else {
                 DecodeError::Truncated {
                     what: "syscall event",
-                    need: 96,
+                    need: 104,
                     got: len,
                 }
             };
@@ -165,18 +182,19 @@ mod tests {
             ptr: 0x5555_0000_1000,
             old_ptr: 0,
             caller: 0x5555_0000_0123,
+            enter_ns: 4,
         };
         let bytes = encode(&alloc);
-        assert_eq!(bytes.len(), 72);
+        assert_eq!(bytes.len(), 80);
         assert_eq!(&bytes[24..28], &(AllocFn::Calloc as u32).to_ne_bytes());
         assert_eq!(&bytes[28..32], &17i32.to_ne_bytes());
         assert_eq!(decode(bytes), Ok(Event::Alloc(alloc)));
-        for len in 24..72 {
+        for len in 24..80 {
             assert_eq!(
                 decode(&bytes[..len]),
                 Err(DecodeError::Truncated {
                     what: "allocation event",
-                    need: 72,
+                    need: 80,
                     got: len
                 })
             );
@@ -200,6 +218,71 @@ mod tests {
             decode(&bytes[..100]),
             Err(DecodeError::Truncated { need: 288, .. })
         ));
+    }
+
+    #[test]
+    fn decodes_kernel_events() {
+        use tracer_common::{CACHE_NAME_BYTES, InFlight};
+        let in_flight = InFlight {
+            syscall_enter_ns: 11,
+            alloc_enter_ns: 12,
+        };
+        let page = PageEvent {
+            header: header(kind::PAGE_ALLOC),
+            in_flight,
+            pfn: 0x12345,
+            gfp_flags: 0x140cca,
+            order: 0,
+            migratetype: 1,
+            kstack_id: -1,
+            reserved: 0,
+        };
+        let bytes = encode(&page);
+        assert_eq!(bytes.len(), 72);
+        assert_eq!(&bytes[24..32], &11u64.to_ne_bytes());
+        assert_eq!(&bytes[40..48], &0x12345u64.to_ne_bytes());
+        assert_eq!(decode(bytes), Ok(Event::PageAlloc(page)));
+        let mut free = page;
+        free.header.kind = kind::PAGE_FREE;
+        assert_eq!(decode(encode(&free)), Ok(Event::PageFree(free)));
+
+        let mut cache = [0u8; CACHE_NAME_BYTES];
+        cache[..14].copy_from_slice(b"vm_area_struct");
+        let slab = SlabEvent {
+            header: header(kind::SLAB_ALLOC),
+            in_flight,
+            ptr: 0xffff_8880_0000_1000,
+            call_site: 0xffff_ffff_8100_0000,
+            bytes_req: 176,
+            bytes_alloc: 184,
+            gfp_flags: 0xcc0,
+            kstack_id: 3,
+            flags: 0,
+            cache,
+        };
+        let bytes = encode(&slab);
+        assert_eq!(bytes.len(), 120);
+        assert_eq!(&bytes[88..102], b"vm_area_struct");
+        assert_eq!(decode(bytes), Ok(Event::SlabAlloc(slab)));
+        assert!(matches!(
+            decode(&bytes[..119]),
+            Err(DecodeError::Truncated {
+                what: "slab event",
+                need: 120,
+                got: 119
+            })
+        ));
+
+        let fault = FaultEvent {
+            header: header(kind::FAULT),
+            in_flight,
+            address: 0x7f00_0000_1234,
+            ip: 0x5555_0000_0100,
+            error_code: 6,
+        };
+        let bytes = encode(&fault);
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(decode(bytes), Ok(Event::Fault(fault)));
     }
 
     #[test]

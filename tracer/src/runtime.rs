@@ -45,6 +45,8 @@ pub struct RunConfig {
     pub allocator_libs: Vec<PathBuf>,
     /// Most call sites and leaks listed in the summary.
     pub max_sites: usize,
+    /// Record kernel stacks of page and slab allocations.
+    pub kernel_stacks: bool,
 }
 
 /// The reader drains on this period even when no wakeup came (wakeups are batched).
@@ -78,6 +80,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         target_tgid: pid as u32,
         ring_bytes: cfg.ring_bytes,
         wakeup_bytes: (cfg.ring_bytes / 4).max(4096),
+        kernel_stacks: cfg.kernel_stacks,
     };
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
     let ring = probes

@@ -112,6 +112,11 @@ impl Session {
             }
             Event::Open(e) => self.space.on_open(e.fd, &e.path),
             Event::Alloc(e) => self.agg.heap.on_alloc(e),
+            Event::PageAlloc(_)
+            | Event::PageFree(_)
+            | Event::SlabAlloc(_)
+            | Event::SlabFree(_)
+            | Event::Fault(_) => {}
         }
     }
 
@@ -134,7 +139,7 @@ impl Session {
                 self.space.on_mremap(a[0], a[1], a[2], e.ret as u64);
                 None
             }
-            Syscall::Brk | Syscall::Openat => None,
+            Syscall::Brk | Syscall::Openat | Syscall::Mprotect | Syscall::Madvise => None,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::maps::{EVENTS, bump, header, traced_thread, wakeup_flags};
 
 /// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
 #[map(name = "ALLOC_STATE")]
-static ALLOC_STATE: LruHashMap<u32, AllocState> =
+pub static ALLOC_STATE: LruHashMap<u32, AllocState> =
     LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
 
 /// The block an `operator delete` on this thread is releasing: its inner `free` of the same
@@ -32,6 +32,22 @@ static DELETE_PENDING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_A
 /// User stacks of allocations, referenced from events by id.
 #[map(name = "STACKS")]
 static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+
+/// Entry time of the outermost allocator call in flight on thread `tid`, or 0.
+#[inline(always)]
+pub fn alloc_in_flight(tid: u32) -> u64 {
+    match ALLOC_STATE.get_ptr(tid) {
+        // SAFETY: pointer from a successful lookup, read at once.
+        Some(state) => unsafe {
+            if (*state).depth > 0 {
+                (*state).enter_ns
+            } else {
+                0
+            }
+        },
+        None => 0,
+    }
+}
 
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
@@ -177,6 +193,7 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
         ptr,
         old_ptr: state.old_ptr,
         caller: state.caller,
+        enter_ns: state.enter_ns,
     });
 }
 
@@ -213,8 +230,10 @@ fn on_free_enter(ctx: &ProbeContext) {
     if func == AllocFn::OperatorDelete && DELETE_PENDING.insert(tid, ptr, 0).is_err() {
         bump(counter::ALLOC_STATE_STORE_FAILED);
     }
+    let header = header(kind::ALLOC, tgid, tid);
     emit(AllocEvent {
-        header: header(kind::ALLOC, tgid, tid),
+        enter_ns: header.ts_ns,
+        header,
         func: func as u32,
         stack_id: -1,
         nmemb: 0,

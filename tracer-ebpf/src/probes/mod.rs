@@ -1,2 +1,4 @@
 pub mod alloc;
+pub mod faults;
+pub mod kmem;
 pub mod syscalls;

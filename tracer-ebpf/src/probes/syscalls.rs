@@ -16,11 +16,14 @@ use tracer_common::{
     SyscallEvent, counter, kind,
 };
 
-use crate::maps::{EVENTS, bump, header, syscall_offsets, traced_thread, wakeup_flags};
+use crate::{
+    maps::{EVENTS, bump, header, syscall_offsets, traced_thread, wakeup_flags},
+    probes::alloc::alloc_in_flight,
+};
 
 /// Syscalls entered and not yet returned, by thread id. LRU, so a missed exit cannot leak.
 #[map(name = "PENDING_SYSCALLS")]
-static PENDING_SYSCALLS: LruHashMap<u32, PendingSyscall> =
+pub static PENDING_SYSCALLS: LruHashMap<u32, PendingSyscall> =
     LruHashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
 
 macro_rules! syscall_probes {
@@ -45,6 +48,18 @@ syscall_probes! {
     Munmap => sys_enter_munmap, sys_exit_munmap;
     Mremap => sys_enter_mremap, sys_exit_mremap;
     Openat => sys_enter_openat, sys_exit_openat;
+    Mprotect => sys_enter_mprotect, sys_exit_mprotect;
+    Madvise => sys_enter_madvise, sys_exit_madvise;
+}
+
+/// Entry time of the traced syscall in flight on thread `tid`, or 0.
+#[inline(always)]
+pub fn syscall_in_flight(tid: u32) -> u64 {
+    match PENDING_SYSCALLS.get_ptr(tid) {
+        // SAFETY: pointer from a successful lookup, read at once.
+        Some(p) => unsafe { (*p).enter_ns },
+        None => 0,
+    }
 }
 
 #[inline(always)]
@@ -115,6 +130,7 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
         reserved: 0,
         args: pending.args,
         ret,
+        alloc_enter_ns: alloc_in_flight(tid),
     });
     entry.submit(wakeup_flags());
 }

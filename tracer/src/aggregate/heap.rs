@@ -300,6 +300,7 @@ mod tests {
                 ptr,
                 old_ptr: old,
                 caller: 0x1000 + site,
+                enter_ns: self.ts,
             });
         }
 

@@ -63,12 +63,36 @@ pub struct MremapStats {
     pub failed: u64,
 }
 
+/// `mprotect`: commits are calls that make memory writable (glibc commits thread-arena heaps
+/// this way); bytes page-rounded.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct MprotectStats {
+    pub calls: u64,
+    pub commit_bytes: u64,
+    pub failed: u64,
+}
+
+/// `madvise`: memory handed back with MADV_DONTNEED (and MADV_FREE), page-rounded.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct MadviseStats {
+    pub calls: u64,
+    pub dontneed_bytes: u64,
+    pub free_bytes: u64,
+    pub failed: u64,
+}
+
+pub const PROT_WRITE: u64 = 0x2;
+pub const MADV_DONTNEED: u64 = 4;
+pub const MADV_FREE: u64 = 8;
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct SyscallStats {
     pub brk: BrkStats,
     pub mmap: MmapStats,
     pub munmap: MunmapStats,
     pub mremap: MremapStats,
+    pub mprotect: MprotectStats,
+    pub madvise: MadviseStats,
     #[serde(skip)]
     page_size: u64,
 }
@@ -138,6 +162,24 @@ impl SyscallStats {
             }
             // Arrives as an OpenEvent; it names files for the address-space model.
             Syscall::Openat => {}
+            Syscall::Mprotect => {
+                self.mprotect.calls += 1;
+                if failed {
+                    self.mprotect.failed += 1;
+                } else if a[2] & PROT_WRITE != 0 {
+                    self.mprotect.commit_bytes += self.pages(a[1]);
+                }
+            }
+            Syscall::Madvise => {
+                self.madvise.calls += 1;
+                if failed {
+                    self.madvise.failed += 1;
+                } else if a[2] == MADV_DONTNEED {
+                    self.madvise.dontneed_bytes += self.pages(a[1]);
+                } else if a[2] == MADV_FREE {
+                    self.madvise.free_bytes += self.pages(a[1]);
+                }
+            }
             Syscall::Mremap => {
                 self.mremap.calls += 1;
                 if failed {
@@ -189,6 +231,7 @@ mod tests {
             args: a,
             ret,
             duration_ns: 0,
+            alloc_enter_ns: 0,
         }
     }
 
@@ -319,6 +362,38 @@ mod tests {
                 old_bytes: 8192,
                 new_bytes: 65536,
                 failed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn mprotect_commits_and_madvise_returns() {
+        let mut s = SyscallStats::new(4096);
+        for e in [
+            call(Syscall::Mprotect, &[0x7000_0000, 135168, 3], 0),
+            call(Syscall::Mprotect, &[0x7000_0000, 4096, 0], 0), // a guard page: not a commit
+            call(Syscall::Mprotect, &[0x7000_0001, 4096, 3], -22),
+            call(Syscall::Madvise, &[0x7000_0000, 8192, 4], 0),
+            call(Syscall::Madvise, &[0x7000_0000, 4096, 8], 0),
+            call(Syscall::Madvise, &[0x7000_0000, 4096, 14], 0), // MADV_HUGEPAGE
+        ] {
+            s.on_syscall(&e);
+        }
+        assert_eq!(
+            s.mprotect,
+            MprotectStats {
+                calls: 3,
+                commit_bytes: 135168,
+                failed: 1
+            }
+        );
+        assert_eq!(
+            s.madvise,
+            MadviseStats {
+                calls: 3,
+                dontneed_bytes: 8192,
+                free_bytes: 4096,
+                failed: 0
             }
         );
     }

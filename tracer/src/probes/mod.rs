@@ -1,5 +1,6 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
+pub mod kernel;
 pub mod tracefs;
 pub mod uprobes;
 
@@ -11,7 +12,7 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, MAX_SYSCALL_ARGS, Syscall, SyscallOffsets,
-    counter,
+    config_flags, counter,
 };
 
 use self::tracefs::{Tracefs, TracefsError};
@@ -65,36 +66,60 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Wake the reader once this many bytes wait.
     pub wakeup_bytes: u32,
+    /// Record kernel stacks of page and slab allocations.
+    pub kernel_stacks: bool,
 }
 
 /// One tracepoint program and where it attaches.
-struct Attachment {
+pub struct Attachment {
     program: String,
     category: &'static str,
     name: String,
 }
 
-fn attachments() -> Vec<Attachment> {
-    Syscall::ALL
-        .iter()
-        .flat_map(|s| {
-            ["enter", "exit"].map(|dir| {
-                let name = format!("sys_{dir}_{}", s.name());
-                Attachment {
-                    program: name.clone(),
-                    category: "syscalls",
-                    name,
-                }
-            })
-        })
-        .collect()
+impl Attachment {
+    fn new(category: &'static str, name: &str) -> Self {
+        Attachment {
+            program: name.to_string(),
+            category,
+            name: name.to_string(),
+        }
+    }
 }
 
-/// Reads every tracepoint layout the programs need from tracefs.
-pub fn build_config(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Config, ProbeError> {
+/// Reads every tracepoint layout the programs need from tracefs, and lists the tracepoints to
+/// attach. The syscall tracepoints are required; the kmem and fault ones are optional: without
+/// them the run goes on, with a warning, without the kernel paths.
+pub fn build_config(
+    tracefs: &Tracefs,
+    opts: &LoadOptions,
+) -> Result<(Config, Vec<Attachment>), ProbeError> {
     let mut config = Config::ZERO;
     config.target_tgid = opts.target_tgid;
     config.wakeup_bytes = opts.wakeup_bytes;
+    let mut attach: Vec<Attachment> = Syscall::ALL
+        .iter()
+        .flat_map(|s| ["enter", "exit"].map(|dir| format!("sys_{dir}_{}", s.name())))
+        .map(|name| Attachment::new("syscalls", &name))
+        .collect();
+    match kernel::kmem_offsets(tracefs, &mut config.kmem) {
+        Ok(()) => {
+            config.flags |= config_flags::KMEM;
+            attach.extend(
+                kernel::KMEM_TRACEPOINTS
+                    .iter()
+                    .map(|n| Attachment::new("kmem", n)),
+            );
+        }
+        Err(e) => log::warn!("buddy and slab allocations are not traced: {e}"),
+    }
+    match kernel::fault_offsets(tracefs, &mut config.kmem) {
+        Ok(()) => attach.push(Attachment::new("exceptions", "page_fault_user")),
+        Err(e) => log::warn!("page faults are not traced: {e}"),
+    }
+    if opts.kernel_stacks {
+        config.flags |= config_flags::KERNEL_STACKS;
+    }
     for syscall in Syscall::ALL {
         let enter = tracefs.format("syscalls", &format!("sys_enter_{}", syscall.name()))?;
         let exit = tracefs.format("syscalls", &format!("sys_exit_{}", syscall.name()))?;
@@ -116,7 +141,7 @@ pub fn build_config(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Config, Pro
         }
         config.syscalls[syscall as usize] = offsets;
     }
-    Ok(config)
+    Ok((config, attach))
 }
 
 /// The loaded and attached programs. Dropping it detaches everything.
@@ -127,13 +152,13 @@ pub struct Probes {
 impl Probes {
     pub fn load_and_attach(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Self, ProbeError> {
         raise_memlock_limit();
-        let config = build_config(tracefs, opts)?;
+        let (config, attachments) = build_config(tracefs, opts)?;
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
-        for a in attachments() {
+        for a in attachments {
             let program: &mut TracePoint = ebpf
                 .program_mut(&a.program)
                 .ok_or_else(|| ProbeError::MissingProgram(a.program.clone()))?

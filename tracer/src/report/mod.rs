@@ -91,6 +91,7 @@ pub(crate) mod tests {
                 args,
                 ret,
                 duration_ns: 0,
+                alloc_enter_ns: 0,
             })
         };
         ev(Syscall::Brk, [0; 6], 0x1000_0000);

@@ -219,6 +219,7 @@ mod tests {
             ptr,
             old_ptr: 0,
             caller,
+            enter_ns: 1_000_000,
         };
         heap.on_alloc(&ev(AllocFn::Malloc, 100, 0xa0, 0x4000_0100));
         heap.on_alloc(&ev(AllocFn::Malloc, 5000, 0xb0, 0x4000_0180));

@@ -1,0 +1,42 @@
+//! `exceptions:page_fault_user`: the traced process touching memory, first touch included.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::{FaultEvent, counter, kind};
+
+use crate::{
+    maps::{EVENTS, bump, header, kmem_offsets, traced_thread, wakeup_flags},
+    probes::kmem::in_flight,
+};
+
+#[tracepoint]
+pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+    let Some((tgid, tid)) = traced_thread() else {
+        return 0;
+    };
+    let o = kmem_offsets();
+    // SAFETY: offsets come from the tracepoint's own format description.
+    let fields = unsafe {
+        (
+            ctx.read_at::<u64>(usize::from(o.fault_address)),
+            ctx.read_at::<u64>(usize::from(o.fault_ip)),
+            ctx.read_at::<u64>(usize::from(o.fault_error_code)),
+        )
+    };
+    let (Ok(address), Ok(ip), Ok(error_code)) = fields else {
+        bump(counter::READ_FAILED);
+        return 0;
+    };
+    let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
+        bump(counter::RINGBUF_DROPPED);
+        return 0;
+    };
+    entry.write(FaultEvent {
+        header: header(kind::FAULT, tgid, tid),
+        in_flight: in_flight(tid),
+        address,
+        ip,
+        error_code,
+    });
+    entry.submit(wakeup_flags());
+    0
+}

@@ -1,0 +1,325 @@
+//! The kernel's allocators on the traced process's behalf: `kmem:mm_page_alloc`/`mm_page_free`
+//! (buddy) and `kmem:kmem_cache_alloc`/`kmalloc`/`kmem_cache_free`/`kfree` (slab).
+//!
+//! Allocations are taken in the traced process's context only. Frees are matched in any
+//! context against the blocks the process was given (pages and objects are often freed later
+//! by RCU callbacks or other tasks), through maps of what is live.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::generated::bpf_probe_read_kernel_str,
+    macros::{map, tracepoint},
+    maps::{HashMap, StackTrace},
+    programs::{TracePointContext, tracing::StackIdContext as _},
+};
+use tracer_common::{
+    CACHE_NAME_BYTES, InFlight, MAX_LIVE_KERNEL_OBJECTS, MAX_STACKS, PageEvent, SLAB_KMALLOC,
+    SlabEvent, config_flags, counter, kind,
+};
+
+use crate::{
+    maps::{EVENTS, bump, config_flag, header, kmem_offsets, traced_thread, wakeup_flags},
+    probes::{alloc::alloc_in_flight, syscalls::syscall_in_flight},
+};
+
+/// Page blocks the traced process was given, by pfn, with their order.
+#[map(name = "LIVE_PAGES")]
+static LIVE_PAGES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
+
+/// Slab objects the traced process was given, by address, with whether they came from kmalloc.
+#[map(name = "LIVE_SLAB")]
+static LIVE_SLAB: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
+
+/// Kernel stacks of page and slab allocations (`--kernel-stacks`).
+#[map(name = "KSTACKS")]
+static KSTACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+
+/// What the thread is doing in user terms: the syscall and allocator call in flight.
+#[inline(always)]
+pub fn in_flight(tid: u32) -> InFlight {
+    InFlight {
+        syscall_enter_ns: syscall_in_flight(tid),
+        alloc_enter_ns: alloc_in_flight(tid),
+    }
+}
+
+#[inline(always)]
+fn kernel_stack(ctx: &TracePointContext) -> i32 {
+    if !config_flag(config_flags::KERNEL_STACKS) {
+        return -1;
+    }
+    match ctx.get_stackid(&KSTACKS, 0) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            bump(counter::STACK_FAILED);
+            -1
+        }
+    }
+}
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
+    // SAFETY: offsets come from the tracepoint's own format description.
+    match unsafe { ctx.read_at::<T>(usize::from(offset)) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            bump(counter::READ_FAILED);
+            None
+        }
+    }
+}
+
+#[tracepoint]
+pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    let Some((tgid, tid)) = traced_thread() else {
+        return 0;
+    };
+    let o = kmem_offsets();
+    let (Some(pfn), Some(order), Some(gfp_flags), Some(migratetype)) = (
+        read::<u64>(&ctx, o.page_alloc_pfn),
+        read::<u32>(&ctx, o.page_alloc_order),
+        read::<u64>(&ctx, o.page_alloc_gfp),
+        read::<i32>(&ctx, o.page_alloc_migratetype),
+    ) else {
+        return 0;
+    };
+    if pfn == u64::MAX {
+        return 0; // a failed allocation
+    }
+    if LIVE_PAGES.insert(pfn, order, 0).is_err() {
+        bump(counter::KERNEL_LIVE_FULL);
+    }
+    emit_page(
+        kind::PAGE_ALLOC,
+        tgid,
+        tid,
+        in_flight(tid),
+        pfn,
+        order,
+        gfp_flags,
+        migratetype,
+        kernel_stack(&ctx),
+    );
+    0
+}
+
+#[tracepoint]
+pub fn mm_page_free(ctx: TracePointContext) -> u32 {
+    let o = kmem_offsets();
+    if let Some(pfn) = read::<u64>(&ctx, o.page_free_pfn) {
+        page_freed(pfn);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
+    let o = kmem_offsets();
+    if let Some(pfn) = read::<u64>(&ctx, o.page_free_batched_pfn) {
+        page_freed(pfn);
+    }
+    0
+}
+
+#[inline(always)]
+fn page_freed(pfn: u64) {
+    // SAFETY: value copied out at once.
+    let Some(order) = (unsafe { LIVE_PAGES.get(pfn) }).copied() else {
+        return;
+    };
+    let _ = LIVE_PAGES.remove(pfn);
+    let (tgid, tid) = current();
+    emit_page(
+        kind::PAGE_FREE,
+        tgid,
+        tid,
+        InFlight::default(),
+        pfn,
+        order,
+        0,
+        0,
+        -1,
+    );
+}
+
+/// The current task's (tgid, tid), whichever process it is.
+#[inline(always)]
+fn current() -> (u32, u32) {
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined into each caller; the verifier sees no call"
+)]
+fn emit_page(
+    kind: u32,
+    tgid: u32,
+    tid: u32,
+    in_flight: InFlight,
+    pfn: u64,
+    order: u32,
+    gfp_flags: u64,
+    migratetype: i32,
+    kstack_id: i32,
+) {
+    let Some(mut entry) = EVENTS.reserve::<PageEvent>(0) else {
+        bump(counter::RINGBUF_DROPPED);
+        return;
+    };
+    entry.write(PageEvent {
+        header: header(kind, tgid, tid),
+        in_flight,
+        pfn,
+        gfp_flags,
+        order,
+        migratetype,
+        kstack_id,
+        reserved: 0,
+    });
+    entry.submit(wakeup_flags());
+}
+
+#[tracepoint]
+pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
+    let o = kmem_offsets();
+    slab_alloc(
+        &ctx,
+        o.cache_alloc_ptr,
+        o.cache_alloc_call_site,
+        o.cache_alloc_bytes_req,
+        o.cache_alloc_bytes_alloc,
+        o.cache_alloc_gfp,
+        Some(o.cache_alloc_name),
+    );
+    0
+}
+
+#[tracepoint]
+pub fn kmalloc(ctx: TracePointContext) -> u32 {
+    let o = kmem_offsets();
+    slab_alloc(
+        &ctx,
+        o.kmalloc_ptr,
+        o.kmalloc_call_site,
+        o.kmalloc_bytes_req,
+        o.kmalloc_bytes_alloc,
+        o.kmalloc_gfp,
+        None,
+    );
+    0
+}
+
+#[tracepoint]
+pub fn kmem_cache_free(ctx: TracePointContext) -> u32 {
+    let o = kmem_offsets();
+    if let Some(ptr) = read::<u64>(&ctx, o.cache_free_ptr) {
+        slab_freed(ptr);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn kfree(ctx: TracePointContext) -> u32 {
+    let o = kmem_offsets();
+    if let Some(ptr) = read::<u64>(&ctx, o.kfree_ptr) {
+        slab_freed(ptr);
+    }
+    0
+}
+
+#[inline(always)]
+fn slab_alloc(
+    ctx: &TracePointContext,
+    ptr_off: u16,
+    call_site_off: u16,
+    req_off: u16,
+    alloc_off: u16,
+    gfp_off: u16,
+    name_off: Option<u16>,
+) {
+    let Some((tgid, tid)) = traced_thread() else {
+        return;
+    };
+    let (Some(ptr), Some(call_site), Some(bytes_req), Some(bytes_alloc), Some(gfp_flags)) = (
+        read::<u64>(ctx, ptr_off),
+        read::<u64>(ctx, call_site_off),
+        read::<u64>(ctx, req_off),
+        read::<u64>(ctx, alloc_off),
+        read::<u64>(ctx, gfp_off),
+    ) else {
+        return;
+    };
+    if ptr == 0 {
+        return;
+    }
+    let flags = if name_off.is_some() { 0 } else { SLAB_KMALLOC };
+    if LIVE_SLAB.insert(ptr, flags, 0).is_err() {
+        bump(counter::KERNEL_LIVE_FULL);
+    }
+    let kstack_id = kernel_stack(ctx);
+    let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
+        bump(counter::RINGBUF_DROPPED);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved record; every field is written before submit.
+    unsafe {
+        (*event).header = header(kind::SLAB_ALLOC, tgid, tid);
+        (*event).in_flight = in_flight(tid);
+        (*event).ptr = ptr;
+        (*event).call_site = call_site;
+        (*event).bytes_req = bytes_req;
+        (*event).bytes_alloc = bytes_alloc;
+        (*event).gfp_flags = gfp_flags;
+        (*event).kstack_id = kstack_id;
+        (*event).flags = flags;
+        (*event).cache = [0; CACHE_NAME_BYTES];
+        if let Some(off) = name_off
+            && let Some(loc) = read::<u32>(ctx, off)
+        {
+            // A __data_loc field: the string's offset in the record (low 16 bits).
+            let src = ctx
+                .as_ptr()
+                .cast::<u8>()
+                .add((loc & 0xffff) as usize)
+                .cast::<c_void>();
+            let dst = (&raw mut (*event).cache).cast::<c_void>();
+            if bpf_probe_read_kernel_str(dst, CACHE_NAME_BYTES as u32, src) < 0 {
+                bump(counter::READ_FAILED);
+            }
+        }
+    }
+    entry.submit(wakeup_flags());
+}
+
+#[inline(always)]
+fn slab_freed(ptr: u64) {
+    // SAFETY: value copied out at once.
+    let Some(flags) = (unsafe { LIVE_SLAB.get(ptr) }).copied() else {
+        return;
+    };
+    let _ = LIVE_SLAB.remove(ptr);
+    let (tgid, tid) = current();
+    let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
+        bump(counter::RINGBUF_DROPPED);
+        return;
+    };
+    entry.write(SlabEvent {
+        header: header(kind::SLAB_FREE, tgid, tid),
+        in_flight: InFlight::default(),
+        ptr,
+        call_site: 0,
+        bytes_req: 0,
+        bytes_alloc: 0,
+        gfp_flags: 0,
+        kstack_id: -1,
+        flags,
+        cache: [0; CACHE_NAME_BYTES],
+    });
+    entry.submit(wakeup_flags());
+}
