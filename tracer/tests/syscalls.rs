@@ -158,7 +158,7 @@ fn agrees_with_strace() {
                 );
             }
         }
-        for name in ["brk", "mmap", "munmap", "mremap"] {
+        for name in NAMES {
             if !counts.iter().any(|(n, _)| n == name) {
                 assert_eq!(v["syscalls"][name]["calls"], 0, "{name} for {argv:?}");
             }
@@ -166,12 +166,14 @@ fn agrees_with_strace() {
     }
 }
 
+const NAMES: [&str; 6] = ["brk", "mmap", "munmap", "mremap", "mprotect", "madvise"];
+
 fn strace_counts(argv: &[&str]) -> Vec<(String, (i64, i64))> {
     let out = Command::new("strace")
         .args([
             "-c",
             "-e",
-            "trace=brk,mmap,munmap,mremap",
+            "trace=brk,mmap,munmap,mremap,mprotect,madvise",
             "-o",
             "/dev/stderr",
         ])
@@ -184,7 +186,7 @@ fn strace_counts(argv: &[&str]) -> Vec<(String, (i64, i64))> {
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
             let name = *cols.last()?;
-            if !["brk", "mmap", "munmap", "mremap"].contains(&name) {
+            if !NAMES.contains(&name) {
                 return None;
             }
             let calls = cols[3].parse().ok()?;
