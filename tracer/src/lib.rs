@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod attribution;
 pub mod cli;
 pub mod events;
+pub mod gfp;
 pub mod launch;
 pub mod probes;
 pub mod report;

@@ -12,6 +12,41 @@ use std::{
 
 const PROT_EXEC: u64 = 0x4;
 const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_NORESERVE: u64 = 0x4000;
+const MAP_STACK: u64 = 0x20000;
+/// glibc reserves a thread arena's heap as 2 x HEAP_MAX_SIZE (64 MiB on 64-bit) of PROT_NONE.
+const THREAD_ARENA_RESERVATION: u64 = 64 << 20;
+const PAGE: u64 = 4096;
+
+/// What a region of the address space is, for attributing faults and allocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegionKind {
+    /// The main-arena heap that `brk` grows.
+    Heap,
+    /// Anonymous memory from mmap.
+    AnonMmap,
+    /// A thread arena's heap: reserved PROT_NONE with MAP_NORESERVE, committed with mprotect.
+    ThreadArena,
+    /// A file mapping.
+    File,
+    /// The main stack or a thread stack (MAP_STACK).
+    Stack,
+    /// Anything else: vDSO, vvar, unknown addresses.
+    Other,
+}
+
+impl RegionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionKind::Heap => "heap",
+            RegionKind::AnonMmap => "anon_mmap",
+            RegionKind::ThreadArena => "thread_arena",
+            RegionKind::File => "file",
+            RegionKind::Stack => "stack",
+            RegionKind::Other => "other",
+        }
+    }
+}
 
 /// One mapping: `[start, end)`, from `offset` in `path` (anonymous when `path` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +56,15 @@ pub struct Mapping {
     pub offset: u64,
     pub path: Option<Arc<Path>>,
     pub exec: bool,
+    pub kind: RegionKind,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct AddressSpace {
     maps: BTreeMap<u64, Mapping>,
     fds: HashMap<i32, Arc<Path>>,
+    /// Where the brk heap starts, once known.
+    heap_start: Option<u64>,
 }
 
 impl AddressSpace {
@@ -52,12 +90,23 @@ impl AddressSpace {
                 continue;
             };
             let path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_string();
+            let kind = match path.as_str() {
+                "[heap]" => {
+                    space.heap_start = Some(start);
+                    RegionKind::Heap
+                }
+                "" => RegionKind::AnonMmap,
+                p if p.starts_with("[stack") => RegionKind::Stack,
+                p if p.starts_with('/') => RegionKind::File,
+                _ => RegionKind::Other,
+            };
             space.insert(Mapping {
                 start,
                 end,
                 offset,
                 path: path.starts_with('/').then(|| Arc::from(Path::new(&path))),
                 exec: perms.as_bytes().get(2) == Some(&b'x'),
+                kind,
             });
         }
         space
@@ -96,20 +145,56 @@ impl AddressSpace {
     ) -> Option<Arc<Path>> {
         let end = addr.saturating_add(len.next_multiple_of(4096));
         self.remove_range(addr, end);
-        let path = if flags & MAP_ANONYMOUS != 0 {
+        let anonymous = flags & MAP_ANONYMOUS != 0;
+        let path = if anonymous {
             None
         } else {
             self.fds.get(&fd).cloned()
         };
         let exec = prot & PROT_EXEC != 0;
+        let kind = if !anonymous {
+            RegionKind::File
+        } else if flags & MAP_STACK != 0 {
+            RegionKind::Stack
+        } else if prot == 0 && flags & MAP_NORESERVE != 0 && len >= THREAD_ARENA_RESERVATION {
+            RegionKind::ThreadArena
+        } else {
+            RegionKind::AnonMmap
+        };
         self.insert(Mapping {
             start: addr,
             end,
             offset,
             path: path.clone(),
             exec,
+            kind,
         });
         path.filter(|_| exec)
+    }
+
+    /// A `brk` call that left the break at `brk`. The first call (glibc's `brk(0)` query) tells
+    /// where the heap starts when it is still empty.
+    pub fn on_brk(&mut self, brk: u64) {
+        let start = *self.heap_start.get_or_insert(brk);
+        let end = brk.next_multiple_of(PAGE);
+        let old_end = self
+            .lookup(start)
+            .filter(|m| m.kind == RegionKind::Heap)
+            .map_or(start, |m| m.end);
+        self.remove_range(start, old_end.max(end));
+        self.insert(Mapping {
+            start,
+            end,
+            offset: 0,
+            path: None,
+            exec: false,
+            kind: RegionKind::Heap,
+        });
+    }
+
+    /// The kind of region `addr` lies in.
+    pub fn region(&self, addr: u64) -> RegionKind {
+        self.lookup(addr).map_or(RegionKind::Other, |m| m.kind)
     }
 
     pub fn on_munmap(&mut self, addr: u64, len: u64) {
@@ -249,6 +334,7 @@ mod tests {
         assert_eq!(s.lookup(0x13800), None);
         assert_eq!(s.file_offset(0x14800).unwrap().1, 0x4800);
         assert_eq!(s.file_offset(0x12fff).unwrap().1, 0x2fff);
+        assert_eq!(s.region(0x11800), RegionKind::File);
         // Anonymous mappings have no file; mremap moves a mapping and keeps its offsets.
         s.on_mmap(0x20000, 0x3000, 3, 0x22, -1, 0);
         assert!(s.lookup(0x20000).unwrap().path.is_none());
@@ -256,5 +342,34 @@ mod tests {
         assert_eq!(s.lookup(0x11000), None);
         assert_eq!(s.file_offset(0x40010).unwrap().1, 0x1010);
         assert_eq!(s.lookup(0x43fff).unwrap().end, 0x44000);
+        assert_eq!(s.region(0x20000), RegionKind::AnonMmap);
+        assert_eq!(s.region(0x99999), RegionKind::Other);
+    }
+
+    #[test]
+    fn regions_heap_stacks_and_thread_arenas() {
+        let s = AddressSpace::from_proc_maps(MAPS);
+        assert_eq!(s.region(0x5581e4000010), RegionKind::Heap);
+        assert_eq!(s.region(0x7ffd00000100), RegionKind::Stack);
+        assert_eq!(s.region(0x5581e3a01010), RegionKind::File);
+
+        let mut s = AddressSpace::default();
+        // brk(0), then growth and shrinking.
+        s.on_brk(0x55_0000_0000);
+        assert_eq!(s.region(0x55_0000_0000), RegionKind::Other, "an empty heap");
+        s.on_brk(0x55_0002_1000);
+        assert_eq!(s.region(0x55_0002_0fff), RegionKind::Heap);
+        s.on_brk(0x55_0001_0010);
+        assert_eq!(s.lookup(0x55_0000_0000).unwrap().end, 0x55_0001_1000);
+        assert_eq!(s.region(0x55_0001_1000), RegionKind::Other);
+        // A thread arena: a 128 MiB PROT_NONE MAP_NORESERVE reservation, trimmed by munmap.
+        s.on_mmap(0x7f00_0000_0000, 128 << 20, 0, 0x4022, -1, 0);
+        s.on_munmap(0x7f00_0000_0000, 32 << 20);
+        assert_eq!(s.region(0x7f00_0200_0000), RegionKind::ThreadArena);
+        // A thread stack, and an ordinary anonymous mapping.
+        s.on_mmap(0x7e00_0000_0000, 8 << 20, 3, 0x20022, -1, 0);
+        assert_eq!(s.region(0x7e00_0000_1000), RegionKind::Stack);
+        s.on_mmap(0x7d00_0000_0000, 200_704, 3, 0x22, -1, 0);
+        assert_eq!(s.region(0x7d00_0000_0010), RegionKind::AnonMmap);
     }
 }
