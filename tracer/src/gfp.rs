@@ -67,7 +67,9 @@ impl GfpTable {
             }
             full.push_str(&format!("{rest:#x}"));
         }
-        let class = names.first().map_or_else(|| format!("{flags:#x}"), |n| n.to_string());
+        let class = names
+            .first()
+            .map_or_else(|| format!("{flags:#x}"), |n| n.to_string());
         (class, full)
     }
 }
@@ -95,7 +97,11 @@ fn tokenize(expr: &str) -> Option<Vec<Tok>> {
                 // A cast, `( gfp_t)` or `( unsigned long)`, is dropped.
                 let close = expr[i..].find(')')? + i;
                 let inner = expr[i + 1..close].trim();
-                if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphabetic() || c == '_' || c == ' ') {
+                if !inner.is_empty()
+                    && inner
+                        .chars()
+                        .all(|c| c.is_ascii_alphabetic() || c == '_' || c == ' ')
+                {
                     i = close + 1;
                 } else {
                     toks.push(Tok::Open);
@@ -207,7 +213,10 @@ mod tests {
     #[test]
     fn evaluates_kernel_expressions() {
         assert_eq!(eval("(( gfp_t)((((1UL))) << (8)))"), Some(0x100));
-        assert_eq!(eval("((1UL << 10)|(1UL << 11)) & ~((1UL << 10))"), Some(0x800));
+        assert_eq!(
+            eval("((1UL << 10)|(1UL << 11)) & ~((1UL << 10))"),
+            Some(0x800)
+        );
         assert_eq!(eval("0x20 | 3"), Some(0x23));
         assert_eq!(eval("(1 << 2"), None);
         assert_eq!(eval("foo"), None);
@@ -221,7 +230,10 @@ mod tests {
         let highuser_movable = kernel | (1 << 20) | (1 << 1) | (1 << 3);
         assert_eq!(
             t.decode(highuser_movable | (1 << 8)),
-            ("GFP_HIGHUSER_MOVABLE".into(), "GFP_HIGHUSER_MOVABLE|__GFP_ZERO".into())
+            (
+                "GFP_HIGHUSER_MOVABLE".into(),
+                "GFP_HIGHUSER_MOVABLE|__GFP_ZERO".into()
+            )
         );
         assert_eq!(t.decode(kernel | (1 << 22)).0, "GFP_KERNEL_ACCOUNT");
         assert_eq!(t.decode(kernel), ("GFP_KERNEL".into(), "GFP_KERNEL".into()));
@@ -237,7 +249,10 @@ mod tests {
             let t = GfpTable::from_print_fmt(&text);
             assert!(t.len() > 10, "{t:?}");
             let names: Vec<&str> = t.entries.iter().map(|(_, n)| n.as_str()).collect();
-            assert!(names.contains(&"GFP_KERNEL") && names.contains(&"__GFP_ZERO"), "{names:?}");
+            assert!(
+                names.contains(&"GFP_KERNEL") && names.contains(&"__GFP_ZERO"),
+                "{names:?}"
+            );
         }
     }
 }

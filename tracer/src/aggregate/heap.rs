@@ -4,7 +4,7 @@
 //! at the call together with the direct caller (see [`SiteKey`]); stacks are symbolized only
 //! when a report is made.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn};
@@ -75,7 +75,7 @@ pub struct HeapStats {
     pub live_bytes: u64,
     pub peak_live_bytes: u64,
     histogram: [u64; BUCKETS],
-    live: HashMap<u64, LiveBlock>,
+    live: BTreeMap<u64, LiveBlock>,
     sites: Vec<(SiteKey, SiteStats)>,
     site_index: HashMap<SiteKey, u32>,
     /// Per thread: the block it allocated last, while it is still the last.
@@ -92,7 +92,7 @@ impl Default for HeapStats {
             live_bytes: 0,
             peak_live_bytes: 0,
             histogram: [0; BUCKETS],
-            live: HashMap::new(),
+            live: BTreeMap::new(),
             sites: Vec::new(),
             site_index: HashMap::new(),
             last_alloc: HashMap::new(),
@@ -234,6 +234,20 @@ impl HeapStats {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// The live block containing `addr`: its start, size and site.
+    pub fn block_at(&self, addr: u64) -> Option<(u64, u64, SiteKey)> {
+        let (&start, block) = self.live.range(..=addr).next_back()?;
+        (addr < start.saturating_add(block.size.max(1)))
+            .then(|| (start, block.size, self.sites[block.site as usize].0))
+    }
+
+    /// Every live block: (start, size, site).
+    pub fn live_blocks(&self) -> impl Iterator<Item = (u64, u64, SiteKey)> + '_ {
+        self.live
+            .iter()
+            .map(|(&start, b)| (start, b.size, self.sites[b.site as usize].0))
     }
 
     /// Live blocks grouped by site, most bytes first, aged against `now_ns` (CLOCK_MONOTONIC).
@@ -482,6 +496,20 @@ mod tests {
         );
         assert_eq!(bucket(0), 0);
         assert_eq!(bucket(u64::MAX), 63);
+    }
+
+    #[test]
+    fn finds_the_block_containing_an_address() {
+        let mut s = Seq::new();
+        s.alloc(1, 100, 0x1000, 1);
+        s.alloc(1, 0x3000, 0x2000, 2);
+        assert_eq!(s.heap.block_at(0x1000).map(|b| b.2.caller), Some(0x1001));
+        assert_eq!(s.heap.block_at(0x1063).map(|b| b.0), Some(0x1000));
+        assert_eq!(s.heap.block_at(0x1064), None);
+        assert_eq!(s.heap.block_at(0x4fff).map(|b| b.1), Some(0x3000));
+        assert_eq!(s.heap.block_at(0x5000), None);
+        assert_eq!(s.heap.block_at(0xfff), None);
+        assert_eq!(s.heap.live_blocks().count(), 2);
     }
 
     #[test]

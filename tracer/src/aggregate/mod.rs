@@ -1,6 +1,7 @@
 //! Aggregation of decoded events into the statistics a report shows: pure data, no I/O.
 
 pub mod heap;
+pub mod kernel;
 pub mod syscalls;
 
 pub use heap::HeapStats;

@@ -1,5 +1,6 @@
 //! Attribution: which part of the traced process's address space an address belongs to.
 
+pub mod join;
 pub mod space;
 
 pub use space::{AddressSpace, Mapping};

@@ -1,0 +1,272 @@
+//! The kernel's allocators on the process's behalf: buddy pages, slab objects, user faults.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tracer_common::{CACHE_NAME_BYTES, PageEvent, SLAB_KMALLOC, SlabEvent};
+
+use crate::{attribution::space::RegionKind, gfp::GfpTable};
+
+const PAGE_BYTES: u64 = 4096;
+
+/// `kmem:mm_page_alloc`/`mm_page_free`: page blocks by order, GFP class and migrate type.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct BuddyStats {
+    /// Blocks allocated.
+    pub allocs: u64,
+    /// Pages in them (a block of order n is 2^n pages).
+    pub pages: u64,
+    pub bytes: u64,
+    /// Blocks freed, in any context, of those allocated while tracing.
+    pub frees: u64,
+    pub freed_pages: u64,
+    /// Pages allocated while tracing and not freed by the end.
+    pub live_pages_at_end: u64,
+    /// Blocks by order.
+    pub by_order: BTreeMap<u32, u64>,
+    /// Pages by GFP class (the kernel's first name for the flags).
+    pub by_gfp: BTreeMap<String, u64>,
+    /// Pages by the full decoded GFP flags.
+    pub by_gfp_flags: BTreeMap<String, u64>,
+    /// Pages by migrate type.
+    pub by_migratetype: BTreeMap<String, u64>,
+    #[serde(skip)]
+    live: HashMap<u64, u32>,
+}
+
+/// One slab cache's objects made for the process.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CacheStats {
+    pub allocs: u64,
+    pub bytes: u64,
+    pub bytes_req: u64,
+    pub frees: u64,
+    pub live_at_end: u64,
+}
+
+/// `kmem:kmem_cache_alloc`/`kmalloc` and their frees.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SlabStats {
+    pub allocs: u64,
+    /// Bytes handed out (the objects' sizes).
+    pub bytes: u64,
+    /// Bytes asked for: `bytes - bytes_req` is internal fragmentation.
+    pub bytes_req: u64,
+    pub frees: u64,
+    pub live_at_end: u64,
+    /// By cache name; kmalloc objects by their size class (`kmalloc-64`, ...).
+    pub by_cache: BTreeMap<String, CacheStats>,
+    #[serde(skip)]
+    live: HashMap<u64, String>,
+}
+
+/// User page faults by the kind of region they hit.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FaultStats {
+    pub user: u64,
+    pub by_region: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct KernelStats {
+    pub buddy: BuddyStats,
+    pub slab: SlabStats,
+    pub faults: FaultStats,
+}
+
+/// The kernel's migrate-type names for the common values.
+fn migratetype_name(mt: i32) -> String {
+    match mt {
+        0 => "Unmovable".into(),
+        1 => "Movable".into(),
+        2 => "Reclaimable".into(),
+        3 => "HighAtomic".into(),
+        n => n.to_string(),
+    }
+}
+
+/// A slab object's cache: its name, or for kmalloc its size class.
+pub fn cache_name(e: &SlabEvent) -> String {
+    if e.flags & SLAB_KMALLOC != 0 {
+        return format!("kmalloc-{}", e.bytes_alloc);
+    }
+    let len = e
+        .cache
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(CACHE_NAME_BYTES);
+    String::from_utf8_lossy(&e.cache[..len]).into_owned()
+}
+
+impl KernelStats {
+    pub fn on_page_alloc(&mut self, e: &PageEvent, gfp: &GfpTable) {
+        let b = &mut self.buddy;
+        let pages = 1u64 << e.order.min(20);
+        b.allocs += 1;
+        b.pages += pages;
+        b.bytes += pages * PAGE_BYTES;
+        *b.by_order.entry(e.order).or_default() += 1;
+        let (class, full) = gfp.decode(e.gfp_flags);
+        *b.by_gfp.entry(class).or_default() += pages;
+        *b.by_gfp_flags.entry(full).or_default() += pages;
+        *b.by_migratetype
+            .entry(migratetype_name(e.migratetype))
+            .or_default() += pages;
+        // A pfn handed out again without a free we saw replaces the old record.
+        if let Some(old) = b.live.insert(e.pfn, e.order) {
+            b.live_pages_at_end -= 1u64 << old.min(20);
+        }
+        b.live_pages_at_end += pages;
+    }
+
+    pub fn on_page_free(&mut self, e: &PageEvent) {
+        let b = &mut self.buddy;
+        if let Some(order) = b.live.remove(&e.pfn) {
+            let pages = 1u64 << order.min(20);
+            b.frees += 1;
+            b.freed_pages += pages;
+            b.live_pages_at_end -= pages;
+        }
+    }
+
+    pub fn on_slab_alloc(&mut self, e: &SlabEvent) {
+        let s = &mut self.slab;
+        let name = cache_name(e);
+        s.allocs += 1;
+        s.bytes += e.bytes_alloc;
+        s.bytes_req += e.bytes_req;
+        let c = s.by_cache.entry(name.clone()).or_default();
+        c.allocs += 1;
+        c.bytes += e.bytes_alloc;
+        c.bytes_req += e.bytes_req;
+        c.live_at_end += 1;
+        s.live_at_end += 1;
+        if let Some(old) = s.live.insert(e.ptr, name) {
+            s.live_at_end -= 1;
+            if let Some(c) = s.by_cache.get_mut(&old) {
+                c.live_at_end -= 1;
+            }
+        }
+    }
+
+    pub fn on_slab_free(&mut self, e: &SlabEvent) {
+        let s = &mut self.slab;
+        if let Some(name) = s.live.remove(&e.ptr) {
+            s.frees += 1;
+            s.live_at_end -= 1;
+            if let Some(c) = s.by_cache.get_mut(&name) {
+                c.frees += 1;
+                c.live_at_end -= 1;
+            }
+        }
+    }
+
+    pub fn on_fault(&mut self, region: RegionKind) {
+        self.faults.user += 1;
+        *self.faults.by_region.entry(region.name()).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{EventHeader, InFlight, kind};
+
+    use super::*;
+
+    fn page(kind: u32, pfn: u64, order: u32, gfp_flags: u64) -> PageEvent {
+        PageEvent {
+            header: EventHeader {
+                kind,
+                ..Default::default()
+            },
+            in_flight: InFlight::default(),
+            pfn,
+            gfp_flags,
+            order,
+            migratetype: 1,
+            kstack_id: -1,
+            reserved: 0,
+        }
+    }
+
+    fn slab(kind: u32, ptr: u64, name: &str, req: u64, alloc: u64) -> SlabEvent {
+        let mut cache = [0u8; CACHE_NAME_BYTES];
+        cache[..name.len()].copy_from_slice(name.as_bytes());
+        SlabEvent {
+            header: EventHeader {
+                kind,
+                ..Default::default()
+            },
+            in_flight: InFlight::default(),
+            ptr,
+            call_site: 0,
+            bytes_req: req,
+            bytes_alloc: alloc,
+            gfp_flags: 0,
+            kstack_id: -1,
+            flags: if name.is_empty() { SLAB_KMALLOC } else { 0 },
+            cache,
+        }
+    }
+
+    #[test]
+    fn buddy_pages_by_order_gfp_and_pfn_reuse() {
+        let gfp = GfpTable::from_print_fmt(
+            r#"__print_flags(REC->gfp_flags, "|", {( unsigned long)(1UL << 1), "GFP_USERISH"}, {( unsigned long)(1UL << 8), "__GFP_ZERO"})"#,
+        );
+        let mut k = KernelStats::default();
+        k.on_page_alloc(&page(kind::PAGE_ALLOC, 100, 0, 0x102), &gfp);
+        k.on_page_alloc(&page(kind::PAGE_ALLOC, 200, 2, 0x2), &gfp);
+        k.on_page_free(&page(kind::PAGE_FREE, 100, 0, 0));
+        // pfn 100 reused: a new allocation of the same frame.
+        k.on_page_alloc(&page(kind::PAGE_ALLOC, 100, 0, 0x2), &gfp);
+        // A free of a frame never seen allocated is not counted.
+        k.on_page_free(&page(kind::PAGE_FREE, 999, 0, 0));
+        let b = &k.buddy;
+        assert_eq!((b.allocs, b.pages, b.bytes), (3, 6, 6 * 4096));
+        assert_eq!((b.frees, b.freed_pages, b.live_pages_at_end), (1, 1, 5));
+        assert_eq!(b.by_order, BTreeMap::from([(0, 2), (2, 1)]));
+        assert_eq!(b.by_gfp, BTreeMap::from([("GFP_USERISH".to_string(), 6)]));
+        assert_eq!(b.by_gfp_flags["GFP_USERISH|__GFP_ZERO"], 1);
+        assert_eq!(b.by_migratetype["Movable"], 6);
+    }
+
+    #[test]
+    fn slab_objects_by_cache_with_fragmentation() {
+        let mut k = KernelStats::default();
+        k.on_slab_alloc(&slab(kind::SLAB_ALLOC, 0x1000, "vm_area_struct", 176, 184));
+        k.on_slab_alloc(&slab(kind::SLAB_ALLOC, 0x2000, "vm_area_struct", 176, 184));
+        k.on_slab_alloc(&slab(kind::SLAB_ALLOC, 0x3000, "", 40, 64));
+        k.on_slab_free(&slab(kind::SLAB_FREE, 0x1000, "", 0, 0));
+        k.on_slab_free(&slab(kind::SLAB_FREE, 0x9000, "", 0, 0));
+        let s = &k.slab;
+        assert_eq!(
+            (s.allocs, s.bytes, s.bytes_req, s.frees, s.live_at_end),
+            (3, 432, 392, 1, 2)
+        );
+        assert_eq!(
+            s.by_cache["vm_area_struct"],
+            CacheStats {
+                allocs: 2,
+                bytes: 368,
+                bytes_req: 352,
+                frees: 1,
+                live_at_end: 1
+            }
+        );
+        assert_eq!(s.by_cache["kmalloc-64"].allocs, 1);
+    }
+
+    #[test]
+    fn faults_by_region() {
+        let mut k = KernelStats::default();
+        k.on_fault(RegionKind::Heap);
+        k.on_fault(RegionKind::AnonMmap);
+        k.on_fault(RegionKind::AnonMmap);
+        assert_eq!(k.faults.user, 3);
+        assert_eq!(
+            k.faults.by_region,
+            BTreeMap::from([("heap", 1), ("anon_mmap", 2)])
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! The cross-layer join: from an allocation call site to the syscalls, page faults, buddy pages
+//! and slab objects it caused, and which path served its bytes.
+//!
+//! Kernel-side events carry what was in flight on their thread (the traced syscall and the
+//! outermost allocator call, named by their entry times), so:
+//! 1. brk/mmap/... calls and kernel allocations made during an allocator call are held per
+//!    thread until that call's own event (sent when it returns) names its site;
+//! 2. kernel allocations made during a syscall are charged to that syscall;
+//! 3. a user page fault is charged, by its address, to the live block it falls in (or to its
+//!    region), and so are the pages the kernel allocates while handling it: the first page the
+//!    fault brings in is the touched page, now resident;
+//! 4. an allocation's bytes are served by the path its address lies in: the brk heap, a
+//!    dedicated anonymous mmap, or a thread arena's heap;
+//! 5. `munmap`, `madvise(MADV_DONTNEED)` and brk shrinking hand resident pages back.
+//!
+//! State is bounded by what is live: one pending call and syscall per thread, and one entry per
+//! resident page; nothing is a log of events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tracer_common::{AllocEvent, AllocFn, FaultEvent, PageEvent, SlabEvent, Syscall, SyscallEvent};
+
+use super::space::{AddressSpace, RegionKind};
+use crate::aggregate::{
+    heap::{HeapStats, SiteKey},
+    syscalls::{MADV_DONTNEED, MADV_FREE, is_error},
+};
+
+const PAGE: u64 = 4096;
+/// User data pages are movable; page tables and other kernel pages are not.
+const MIGRATE_MOVABLE: i32 = 1;
+
+/// What a site's calls caused in the kernel, beyond the bytes they returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Caused {
+    pub brk_calls: u64,
+    pub brk_grow_bytes: u64,
+    pub mmap_calls: u64,
+    pub mmap_bytes: u64,
+    pub munmap_calls: u64,
+    pub mprotect_calls: u64,
+    pub page_faults: u64,
+    pub buddy_pages: u64,
+    pub slab_objects: u64,
+}
+
+impl Caused {
+    fn add(&mut self, o: &Caused) {
+        self.brk_calls += o.brk_calls;
+        self.brk_grow_bytes += o.brk_grow_bytes;
+        self.mmap_calls += o.mmap_calls;
+        self.mmap_bytes += o.mmap_bytes;
+        self.munmap_calls += o.munmap_calls;
+        self.mprotect_calls += o.mprotect_calls;
+        self.page_faults += o.page_faults;
+        self.buddy_pages += o.buddy_pages;
+        self.slab_objects += o.slab_objects;
+    }
+}
+
+/// Which paths served a site, and what it holds in the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SitePaths {
+    /// Bytes of its allocations that lie in the brk heap.
+    pub brk_bytes: u64,
+    /// Bytes in anonymous mmaps (dedicated ones above the mmap threshold).
+    pub mmap_bytes: u64,
+    /// Bytes in thread arenas' heaps.
+    pub thread_arena_bytes: u64,
+    /// Bytes elsewhere (file mappings, stacks, unknown).
+    pub other_bytes: u64,
+    /// Buddy pages charged to it: allocated during its calls, or on first touch of its blocks.
+    pub buddy_pages: u64,
+    /// Slab objects made during its calls.
+    pub slab_objects: u64,
+    /// Bytes of its blocks' pages resident now (touched, not handed back).
+    pub resident_bytes: u64,
+}
+
+impl SitePaths {
+    /// "brk", "mmap", "thread_arena", "mixed", or "other".
+    pub fn path(&self) -> &'static str {
+        let served = [
+            (self.brk_bytes, "brk"),
+            (self.mmap_bytes, "mmap"),
+            (self.thread_arena_bytes, "thread_arena"),
+        ];
+        let mut used = served.iter().filter(|(b, _)| *b > 0);
+        match (used.next(), used.next()) {
+            (Some((_, name)), None) => name,
+            (Some(_), Some(_)) => "mixed",
+            _ => "other",
+        }
+    }
+}
+
+/// Kernel allocations made during one kind of syscall.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyscallKernel {
+    pub buddy_pages: u64,
+    pub slab_objects: u64,
+}
+
+/// Whom a resident page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Site(SiteKey),
+    Region(RegionKind),
+}
+
+/// A fault a thread is handling: the page it touched, whom that page belongs to (None: the
+/// allocator call in flight), and whether its page has been brought in yet.
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    page: u64,
+    owner: Option<Owner>,
+    brought_in: bool,
+}
+
+#[derive(Debug, Default)]
+struct PendingCall {
+    enter_ns: u64,
+    caused: Caused,
+    /// Pages first touched during the call.
+    touched: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Join {
+    pending_call: HashMap<u32, PendingCall>,
+    /// Per thread: the traced syscall in flight and its kernel allocations so far.
+    pending_syscall: HashMap<u32, (u64, SyscallKernel)>,
+    /// Per thread: the fault being handled.
+    faulting: HashMap<u32, Fault>,
+    resident: BTreeMap<u64, Owner>,
+    pub sites: HashMap<SiteKey, (SitePaths, Caused)>,
+    /// Resident pages by region kind (of pages touched outside any live block).
+    pub region_resident_pages: BTreeMap<&'static str, u64>,
+    pub by_syscall: BTreeMap<&'static str, SyscallKernel>,
+}
+
+impl Join {
+    fn call(&mut self, tid: u32, enter_ns: u64) -> &mut PendingCall {
+        let slot = self.pending_call.entry(tid).or_default();
+        if slot.enter_ns != enter_ns {
+            // A call whose own event never came (lost, or it is still running): start over.
+            *slot = PendingCall {
+                enter_ns,
+                ..Default::default()
+            };
+        }
+        slot
+    }
+
+    /// Every event from a thread other than a page allocation ends the fault it was handling.
+    fn end_fault(&mut self, tid: u32) {
+        self.faulting.remove(&tid);
+    }
+
+    /// A completed syscall. Call before the address-space model is updated with it.
+    pub fn on_syscall(&mut self, e: &SyscallEvent, brk_before: Option<u64>) {
+        let tid = e.header.tid;
+        self.end_fault(tid);
+        let Ok(syscall) = Syscall::try_from(e.syscall) else {
+            return;
+        };
+        let enter_ns = e.header.ts_ns.wrapping_sub(e.duration_ns);
+        if let Some((pending_enter, kernel)) = self.pending_syscall.remove(&tid)
+            && pending_enter == enter_ns
+        {
+            let total = self.by_syscall.entry(syscall.name()).or_default();
+            total.buddy_pages += kernel.buddy_pages;
+            total.slab_objects += kernel.slab_objects;
+        }
+        if is_error(e.ret) {
+            return;
+        }
+        let a = e.args;
+        if e.alloc_enter_ns != 0 {
+            let c = &mut self.call(tid, e.alloc_enter_ns).caused;
+            match syscall {
+                Syscall::Brk if a[0] != 0 => {
+                    c.brk_calls += 1;
+                    c.brk_grow_bytes +=
+                        (e.ret as u64).saturating_sub(brk_before.unwrap_or(e.ret as u64));
+                }
+                Syscall::Mmap => {
+                    c.mmap_calls += 1;
+                    c.mmap_bytes += a[1].next_multiple_of(PAGE);
+                }
+                Syscall::Munmap => c.munmap_calls += 1,
+                Syscall::Mprotect => c.mprotect_calls += 1,
+                _ => {}
+            }
+        }
+        match syscall {
+            Syscall::Munmap => self.release(a[0], a[0].saturating_add(a[1])),
+            Syscall::Madvise if a[2] == MADV_DONTNEED || a[2] == MADV_FREE => {
+                self.release(a[0], a[0].saturating_add(a[1]))
+            }
+            Syscall::Brk => {
+                if let Some(before) = brk_before
+                    && (e.ret as u64) < before
+                {
+                    self.release(
+                        (e.ret as u64).next_multiple_of(PAGE),
+                        before.next_multiple_of(PAGE),
+                    );
+                }
+            }
+            Syscall::Mremap => self.relocate(a[0], a[1], a[2], e.ret as u64),
+            _ => {}
+        }
+    }
+
+    /// Resident pages in `[start, end)` are handed back.
+    fn release(&mut self, start: u64, end: u64) {
+        let pages: Vec<u64> = self
+            .resident
+            .range(start & !(PAGE - 1)..end)
+            .map(|(&p, _)| p)
+            .collect();
+        for page in pages {
+            if let Some(owner) = self.resident.remove(&page) {
+                self.unown(owner);
+            }
+        }
+    }
+
+    fn unown(&mut self, owner: Owner) {
+        match owner {
+            Owner::Site(site) => {
+                if let Some((paths, _)) = self.sites.get_mut(&site) {
+                    paths.resident_bytes = paths.resident_bytes.saturating_sub(PAGE);
+                }
+            }
+            Owner::Region(kind) => {
+                if let Some(n) = self.region_resident_pages.get_mut(kind.name()) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    fn own(&mut self, page: u64, owner: Owner) {
+        if let Some(old) = self.resident.insert(page, owner) {
+            self.unown(old);
+        }
+        match owner {
+            Owner::Site(site) => self.sites.entry(site).or_default().0.resident_bytes += PAGE,
+            Owner::Region(kind) => *self.region_resident_pages.entry(kind.name()).or_default() += 1,
+        }
+    }
+
+    /// mremap moves resident pages with their mapping (or drops those beyond a shrink).
+    fn relocate(&mut self, old: u64, old_len: u64, new_len: u64, new: u64) {
+        let moved: Vec<(u64, Owner)> = self
+            .resident
+            .range(old..old.saturating_add(old_len))
+            .map(|(&p, &o)| (p, o))
+            .collect();
+        for (page, owner) in moved {
+            self.resident.remove(&page);
+            let offset = page - old;
+            if offset < new_len {
+                self.resident.insert(new + offset, owner);
+            } else {
+                self.unown(owner);
+            }
+        }
+    }
+
+    /// A user page fault at `addr`. Its owner is the live block containing it, or its region.
+    pub fn on_fault(&mut self, e: &FaultEvent, heap: &HeapStats, space: &AddressSpace) {
+        let tid = e.header.tid;
+        let page = e.address & !(PAGE - 1);
+        if e.in_flight.alloc_enter_ns != 0 {
+            // Touched by the allocator itself (headers, calloc's zeroing): its call's block.
+            self.call(tid, e.in_flight.alloc_enter_ns)
+                .caused
+                .page_faults += 1;
+            self.faulting.insert(
+                tid,
+                Fault {
+                    page,
+                    owner: None,
+                    brought_in: false,
+                },
+            );
+            return;
+        }
+        let owner = match heap.block_at(e.address) {
+            Some((_, _, site)) => {
+                self.sites.entry(site).or_default().1.page_faults += 1;
+                Owner::Site(site)
+            }
+            None => Owner::Region(space.region(e.address)),
+        };
+        self.faulting.insert(
+            tid,
+            Fault {
+                page,
+                owner: Some(owner),
+                brought_in: false,
+            },
+        );
+    }
+
+    /// A buddy allocation in the traced process's context.
+    pub fn on_page_alloc(&mut self, e: &PageEvent) {
+        let tid = e.header.tid;
+        let pages = 1u64 << e.order.min(20);
+        if e.in_flight.syscall_enter_ns != 0 {
+            let slot = self.pending_syscall.entry(tid).or_default();
+            if slot.0 != e.in_flight.syscall_enter_ns {
+                *slot = (e.in_flight.syscall_enter_ns, SyscallKernel::default());
+            }
+            slot.1.buddy_pages += pages;
+        }
+        // The first movable page a fault brings in is the touched user page; page tables and
+        // other kernel pages come on top and are charged, but are not resident user memory.
+        let fault = self.faulting.get(&tid).copied();
+        let user_page = e.migratetype == MIGRATE_MOVABLE && e.in_flight.syscall_enter_ns == 0;
+        let first_touch = fault.filter(|f| user_page && !f.brought_in);
+        if let Some(f) = first_touch {
+            self.faulting.insert(
+                tid,
+                Fault {
+                    brought_in: true,
+                    ..f
+                },
+            );
+        }
+        if e.in_flight.alloc_enter_ns != 0 {
+            let call = self.call(tid, e.in_flight.alloc_enter_ns);
+            call.caused.buddy_pages += pages;
+            if let Some(Fault {
+                page, owner: None, ..
+            }) = first_touch
+            {
+                call.touched.push(page);
+            }
+            return;
+        }
+        let Some(Fault {
+            page,
+            owner: Some(owner),
+            ..
+        }) = fault
+        else {
+            return;
+        };
+        if let Owner::Site(site) = owner {
+            self.sites.entry(site).or_default().0.buddy_pages += pages;
+        }
+        if first_touch.is_some() {
+            self.own(page, owner);
+        }
+    }
+
+    /// A slab object made in the traced process's context.
+    pub fn on_slab_alloc(&mut self, e: &SlabEvent) {
+        let tid = e.header.tid;
+        if e.in_flight.syscall_enter_ns != 0 {
+            let slot = self.pending_syscall.entry(tid).or_default();
+            if slot.0 != e.in_flight.syscall_enter_ns {
+                *slot = (e.in_flight.syscall_enter_ns, SyscallKernel::default());
+            }
+            slot.1.slab_objects += 1;
+        }
+        if e.in_flight.alloc_enter_ns != 0 {
+            self.call(tid, e.in_flight.alloc_enter_ns)
+                .caused
+                .slab_objects += 1;
+        }
+    }
+
+    /// An allocator call returned: its site takes what it caused. Call after the heap recorded
+    /// it, with the address space as it is now.
+    pub fn on_alloc(&mut self, e: &AllocEvent, space: &AddressSpace) {
+        let tid = e.header.tid;
+        self.end_fault(tid);
+        let Ok(func) = AllocFn::try_from(e.func) else {
+            return;
+        };
+        let pending = match self.pending_call.remove(&tid) {
+            Some(p) if p.enter_ns == e.enter_ns => Some(p),
+            Some(p) => {
+                self.pending_call.insert(tid, p);
+                None
+            }
+            None => None,
+        };
+        if func.is_free() || e.ptr == 0 {
+            return;
+        }
+        let site = SiteKey {
+            stack_id: e.stack_id,
+            caller: e.caller,
+        };
+        let bytes = e.nmemb.saturating_mul(e.size);
+        let entry = self.sites.entry(site).or_default();
+        match space.region(e.ptr) {
+            RegionKind::Heap => entry.0.brk_bytes += bytes,
+            RegionKind::AnonMmap => entry.0.mmap_bytes += bytes,
+            RegionKind::ThreadArena => entry.0.thread_arena_bytes += bytes,
+            _ => entry.0.other_bytes += bytes,
+        }
+        if let Some(p) = pending {
+            entry.0.buddy_pages += p.caused.buddy_pages;
+            entry.0.slab_objects += p.caused.slab_objects;
+            entry.1.add(&p.caused);
+            for page in p.touched {
+                self.own(page, Owner::Site(site));
+            }
+        }
+    }
+
+    /// The paths of a site, if it has any.
+    pub fn site(&self, key: &SiteKey) -> Option<&(SitePaths, Caused)> {
+        self.sites.get(key)
+    }
+
+    /// Resident bytes of the pages overlapping `[start, start + size)`.
+    pub fn resident_in(&self, start: u64, size: u64) -> u64 {
+        let end = start.saturating_add(size);
+        self.resident
+            .range(start & !(PAGE - 1)..end)
+            .map(|(&page, _)| end.min(page + PAGE) - start.max(page))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+#[path = "join_tests.rs"]
+mod tests;
