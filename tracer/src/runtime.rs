@@ -19,9 +19,13 @@ use tracer_common::{EVENTS_MAP, counter};
 
 use crate::{
     attribution::AddressSpace,
+    gfp::GfpTable,
     launch::HeldChild,
     probes::{LoadOptions, Probes, tracefs::Tracefs},
-    report::{self, SCHEMA, Summary, TargetInfo},
+    report::{
+        self, SCHEMA, Summary, TargetInfo,
+        kernel::{KernelSummary, PathsSummary},
+    },
     session::Session,
     target,
 };
@@ -91,6 +95,9 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let mut ring = watch(ring).context("polling the event ring")?;
 
     let mut session = Session::new(pid as u32, space, target::page_size());
+    if let Ok(format) = tracefs.format("kmem", "mm_page_alloc") {
+        session.gfp = GfpTable::from_print_fmt(&format.print_fmt);
+    }
     let launched = match &cfg.target {
         TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
         TargetSpec::Pid(_) => None,
@@ -174,6 +181,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         },
         duration_ms: elapsed.as_secs_f64() * 1e3,
         events: counts,
+        kernel: KernelSummary::new(&session.kernel, &session.join),
+        paths: PathsSummary::new(&session.join),
         syscalls: session.agg.syscalls,
         user,
     };

@@ -12,9 +12,10 @@ use aya::{
 use tracer_common::{STACKS_MAP, Syscall, SyscallEvent};
 
 use crate::{
-    aggregate::{Aggregate, syscalls::is_error},
-    attribution::AddressSpace,
+    aggregate::{Aggregate, kernel::KernelStats, syscalls::is_error},
+    attribution::{AddressSpace, join::Join},
     events::{self, Event},
+    gfp::GfpTable,
     probes::uprobes::{AllocatorProbes, UprobeError, needed_libraries},
     report::{EventCounts, user},
     symbolize::BlazeSymbolizer,
@@ -26,6 +27,9 @@ pub struct Session {
     pub space: AddressSpace,
     pub counts: EventCounts,
     pub allocators: AllocatorProbes,
+    pub kernel: KernelStats,
+    pub join: Join,
+    pub gfp: GfpTable,
 }
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
@@ -43,6 +47,9 @@ impl Session {
             space,
             counts: EventCounts::default(),
             allocators: AllocatorProbes::default(),
+            kernel: KernelStats::default(),
+            join: Join::default(),
+            gfp: GfpTable::default(),
         }
     }
 
@@ -98,7 +105,9 @@ impl Session {
     fn on_event(&mut self, event: &Event, ebpf: &mut Ebpf) {
         match event {
             Event::Syscall(e) => {
+                let brk_before = self.agg.syscalls.brk.current_break;
                 self.agg.syscalls.on_syscall(e);
+                self.join.on_syscall(e, brk_before);
                 if let Some(lib) = self.follow_mapping(e) {
                     // A library mapped executable after start (dlopen): probe it if it brings
                     // an allocator. Calls made before this point are not seen.
@@ -111,12 +120,24 @@ impl Session {
                 }
             }
             Event::Open(e) => self.space.on_open(e.fd, &e.path),
-            Event::Alloc(e) => self.agg.heap.on_alloc(e),
-            Event::PageAlloc(_)
-            | Event::PageFree(_)
-            | Event::SlabAlloc(_)
-            | Event::SlabFree(_)
-            | Event::Fault(_) => {}
+            Event::Alloc(e) => {
+                self.agg.heap.on_alloc(e);
+                self.join.on_alloc(e, &self.space);
+            }
+            Event::PageAlloc(e) => {
+                self.kernel.on_page_alloc(e, &self.gfp);
+                self.join.on_page_alloc(e);
+            }
+            Event::PageFree(e) => self.kernel.on_page_free(e),
+            Event::SlabAlloc(e) => {
+                self.kernel.on_slab_alloc(e);
+                self.join.on_slab_alloc(e);
+            }
+            Event::SlabFree(e) => self.kernel.on_slab_free(e),
+            Event::Fault(e) => {
+                self.kernel.on_fault(self.space.region(e.address));
+                self.join.on_fault(e, &self.agg.heap, &self.space);
+            }
         }
     }
 
@@ -139,7 +160,11 @@ impl Session {
                 self.space.on_mremap(a[0], a[1], a[2], e.ret as u64);
                 None
             }
-            Syscall::Brk | Syscall::Openat | Syscall::Mprotect | Syscall::Madvise => None,
+            Syscall::Brk => {
+                self.space.on_brk(e.ret as u64);
+                None
+            }
+            Syscall::Openat | Syscall::Mprotect | Syscall::Madvise => None,
         }
     }
 
@@ -168,6 +193,7 @@ impl Session {
         let mut symbolizer = BlazeSymbolizer::new(&self.space);
         user::build(
             &self.agg.heap,
+            &self.join,
             &stacks,
             &mut symbolizer,
             now_ns,

@@ -106,6 +106,11 @@ impl Tracefs {
         Ok(TracepointFormat {
             tracepoint: format!("{category}:{name}"),
             fields: parse_format(&text),
+            print_fmt: text
+                .lines()
+                .find_map(|l| l.strip_prefix("print fmt:"))
+                .unwrap_or_default()
+                .to_string(),
             path,
         })
     }
@@ -124,6 +129,8 @@ pub struct TracepointFormat {
     tracepoint: String,
     path: PathBuf,
     fields: HashMap<String, Field>,
+    /// The `print fmt:` line: how the kernel prints the record.
+    pub print_fmt: String,
 }
 
 impl TracepointFormat {
@@ -225,6 +232,7 @@ print fmt: \"addr: 0x%08lx, len: 0x%08lx\", ((unsigned long)(REC->addr))
             tracepoint: "syscalls:sys_enter_mmap".into(),
             path: "format".into(),
             fields,
+            print_fmt: String::new(),
         };
         let offsets: Vec<u16> = fmt.syscall_args().iter().map(|f| f.offset).collect();
         assert_eq!(offsets, [16, 24, 32, 40, 48, 56]);

@@ -3,6 +3,7 @@
 //! Every renderer is a pure `fn render(&Summary, impl Write)`; none does I/O of its own.
 
 pub mod json;
+pub mod kernel;
 pub mod text;
 pub mod user;
 
@@ -54,6 +55,8 @@ pub struct Summary {
     pub events: EventCounts,
     pub syscalls: SyscallStats,
     pub user: user::UserSummary,
+    pub kernel: kernel::KernelSummary,
+    pub paths: kernel::PathsSummary,
 }
 
 /// `n` bytes for people: `1.5 MiB`.
@@ -112,6 +115,7 @@ pub(crate) mod tests {
         let user = user::build(
             &crate::aggregate::HeapStats::default(),
             &Default::default(),
+            &Default::default(),
             &mut sym,
             0,
             10,
@@ -134,6 +138,8 @@ pub(crate) mod tests {
             },
             syscalls,
             user,
+            kernel: Default::default(),
+            paths: Default::default(),
         }
     }
 

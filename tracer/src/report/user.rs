@@ -7,6 +7,7 @@ use tracer_common::AllocFn;
 
 use crate::{
     aggregate::heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
+    attribution::join::{Caused, Join, SitePaths},
     symbolize::{Frame, Symbolizer},
 };
 
@@ -22,6 +23,11 @@ pub struct SiteReport {
     pub stack: Vec<Frame>,
     #[serde(flatten)]
     pub stats: SiteStats,
+    /// "brk", "mmap", "thread_arena", "mixed" (or "other").
+    pub path: &'static str,
+    pub paths: SitePaths,
+    /// What its calls caused: syscalls, faults, pages, slab objects.
+    pub caused: Caused,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,6 +36,12 @@ pub struct LeakReport {
     pub count: u64,
     pub bytes: u64,
     pub oldest_age_ms: f64,
+    /// Bytes of the leaked blocks on pages that were touched (resident).
+    pub resident_bytes: u64,
+    /// Bytes never touched: address space only.
+    pub virtual_bytes: u64,
+    pub path: &'static str,
+    pub paths: SitePaths,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -78,6 +90,7 @@ pub fn site_addresses(key: &SiteKey, stacks: &HashMap<i32, Vec<u64>>) -> Vec<u64
 /// `now_ns` (CLOCK_MONOTONIC) ages the leaks; at most `max_sites` sites and leaks are listed.
 pub fn build(
     heap: &HeapStats,
+    join: &Join,
     stacks: &HashMap<i32, Vec<u64>>,
     symbolizer: &mut dyn Symbolizer,
     now_ns: u64,
@@ -122,6 +135,11 @@ pub fn build(
             .collect()
     };
 
+    let paths_of = |key: &SiteKey| join.site(key).cloned().unwrap_or_default();
+    let mut leak_resident: HashMap<SiteKey, u64> = HashMap::new();
+    for (start, size, site) in heap.live_blocks() {
+        *leak_resident.entry(site).or_default() += join.resident_in(start, size);
+    }
     let f = |func| heap.func(func);
     UserSummary {
         malloc: f(AllocFn::Malloc),
@@ -147,18 +165,36 @@ pub fn build(
         site_count: heap.sites().len(),
         sites: sites
             .iter()
-            .map(|(key, stats)| SiteReport {
-                stack: stack_of(key),
-                stats: stats.clone(),
+            .map(|(key, stats)| {
+                let (paths, caused) = paths_of(key);
+                SiteReport {
+                    stack: stack_of(key),
+                    stats: stats.clone(),
+                    path: paths.path(),
+                    paths,
+                    caused,
+                }
             })
             .collect(),
         leaks: leaks
             .iter()
-            .map(|l| LeakReport {
-                stack: stack_of(&l.site),
-                count: l.count,
-                bytes: l.bytes,
-                oldest_age_ms: l.oldest_age_ms,
+            .map(|l| {
+                let resident = leak_resident
+                    .get(&l.site)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(l.bytes);
+                let (paths, _) = paths_of(&l.site);
+                LeakReport {
+                    stack: stack_of(&l.site),
+                    count: l.count,
+                    bytes: l.bytes,
+                    oldest_age_ms: l.oldest_age_ms,
+                    resident_bytes: resident,
+                    virtual_bytes: l.bytes - resident,
+                    path: paths.path(),
+                    paths,
+                }
             })
             .collect(),
         allocator_files,
@@ -233,8 +269,10 @@ mod tests {
         sym.table
             .insert(0x4000_0900, vec![frame(0x4000_0900, "main", 30)]);
 
+        let join = Join::default();
         let u = build(
             &heap,
+            &join,
             &stacks,
             &mut sym,
             3_000_000,
@@ -275,7 +313,7 @@ mod tests {
         assert_eq!(json["free"]["unknown"], 0);
         assert_eq!(json["operator_new"]["calls"], 0);
 
-        let limited = build(&heap, &stacks, &mut sym, 3_000_000, 1, vec![]);
+        let limited = build(&heap, &join, &stacks, &mut sym, 3_000_000, 1, vec![]);
         assert_eq!((limited.site_count, limited.sites.len()), (2, 1));
     }
 }

@@ -1,0 +1,177 @@
+//! The `kernel` and `paths` sections of the summary.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    aggregate::kernel::{BuddyStats, FaultStats, KernelStats, SlabStats},
+    attribution::join::{Join, SyscallKernel},
+};
+
+/// Region kinds, always all listed.
+const REGIONS: [&str; 6] = [
+    "heap",
+    "anon_mmap",
+    "thread_arena",
+    "file",
+    "stack",
+    "other",
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KernelSummary {
+    pub buddy: BuddyStats,
+    pub slab: SlabStats,
+    pub faults: FaultStats,
+    /// Pages and slab objects the kernel allocated inside each traced syscall.
+    pub by_syscall: BTreeMap<&'static str, SyscallKernel>,
+    /// Resident pages touched outside any live block, by region kind.
+    pub resident_pages_by_region: BTreeMap<&'static str, u64>,
+}
+
+impl KernelSummary {
+    pub fn new(kernel: &KernelStats, join: &Join) -> Self {
+        let mut faults = kernel.faults.clone();
+        let mut resident = join.region_resident_pages.clone();
+        for region in REGIONS {
+            faults.by_region.entry(region).or_default();
+            resident.entry(region).or_default();
+        }
+        KernelSummary {
+            buddy: kernel.buddy.clone(),
+            slab: kernel.slab.clone(),
+            faults,
+            by_syscall: join.by_syscall.clone(),
+            resident_pages_by_region: resident,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BytesPath {
+    pub bytes: u64,
+    pub sites: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PagesPath {
+    pub pages: u64,
+    pub sites: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ObjectsPath {
+    pub objects: u64,
+    pub sites: u64,
+}
+
+/// The four paths side by side, summed over every call site.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PathsSummary {
+    /// Allocated bytes served from the brk heap, and the sites that got them.
+    pub brk: BytesPath,
+    /// Allocated bytes served by dedicated mmaps.
+    pub mmap: BytesPath,
+    /// Allocated bytes served from thread arenas (mmapped heaps).
+    pub thread_arena: BytesPath,
+    /// Buddy pages charged to sites.
+    pub buddy: PagesPath,
+    /// Slab objects charged to sites.
+    pub slab: ObjectsPath,
+}
+
+impl PathsSummary {
+    pub fn new(join: &Join) -> Self {
+        let mut p = PathsSummary::default();
+        let count = |sites: &mut u64, n: u64| *sites += u64::from(n > 0);
+        for (paths, _) in join.sites.values() {
+            p.brk.bytes += paths.brk_bytes;
+            count(&mut p.brk.sites, paths.brk_bytes);
+            p.mmap.bytes += paths.mmap_bytes;
+            count(&mut p.mmap.sites, paths.mmap_bytes);
+            p.thread_arena.bytes += paths.thread_arena_bytes;
+            count(&mut p.thread_arena.sites, paths.thread_arena_bytes);
+            p.buddy.pages += paths.buddy_pages;
+            count(&mut p.buddy.sites, paths.buddy_pages);
+            p.slab.objects += paths.slab_objects;
+            count(&mut p.slab.sites, paths.slab_objects);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{aggregate::heap::SiteKey, attribution::join::SitePaths};
+
+    #[test]
+    fn sums_paths_over_sites_and_lists_every_region() {
+        let mut join = Join::default();
+        let key = |caller| SiteKey {
+            stack_id: 1,
+            caller,
+        };
+        join.sites.insert(
+            key(1),
+            (
+                SitePaths {
+                    brk_bytes: 100,
+                    buddy_pages: 3,
+                    ..Default::default()
+                },
+                Default::default(),
+            ),
+        );
+        join.sites.insert(
+            key(2),
+            (
+                SitePaths {
+                    mmap_bytes: 200_000,
+                    buddy_pages: 50,
+                    slab_objects: 4,
+                    ..Default::default()
+                },
+                Default::default(),
+            ),
+        );
+        let p = PathsSummary::new(&join);
+        assert_eq!(
+            p.brk,
+            BytesPath {
+                bytes: 100,
+                sites: 1
+            }
+        );
+        assert_eq!(
+            p.mmap,
+            BytesPath {
+                bytes: 200_000,
+                sites: 1
+            }
+        );
+        assert_eq!(p.thread_arena, BytesPath::default());
+        assert_eq!(
+            p.buddy,
+            PagesPath {
+                pages: 53,
+                sites: 2
+            }
+        );
+        assert_eq!(
+            p.slab,
+            ObjectsPath {
+                objects: 4,
+                sites: 1
+            }
+        );
+
+        let k = KernelSummary::new(&KernelStats::default(), &join);
+        let json = serde_json::to_value(&k).unwrap();
+        for region in REGIONS {
+            assert_eq!(json["faults"]["by_region"][region], 0, "{region}");
+        }
+        assert_eq!(json["buddy"]["by_order"], serde_json::json!({}));
+    }
+}
