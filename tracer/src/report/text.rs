@@ -2,7 +2,10 @@
 
 use std::io::{self, Write};
 
-use super::{Summary, human_bytes, user::UserSummary};
+use super::{
+    Summary, human_bytes,
+    user::{SiteReport, UserSummary},
+};
 use crate::symbolize::Frame;
 
 pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
@@ -48,6 +51,8 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             e.dropped
         )?;
     }
+
+    render_paths(s, &mut out)?;
 
     let sc = &s.syscalls;
     writeln!(out)?;
@@ -102,7 +107,122 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         human_bytes(r.old_bytes),
         human_bytes(r.new_bytes)
     )?;
+    for (name, calls, failed, what) in [
+        (
+            "mprotect",
+            sc.mprotect.calls,
+            sc.mprotect.failed,
+            format!(
+                "{} committed (made writable)",
+                human_bytes(sc.mprotect.commit_bytes)
+            ),
+        ),
+        (
+            "madvise",
+            sc.madvise.calls,
+            sc.madvise.failed,
+            format!(
+                "{} handed back (DONTNEED), {} (FREE)",
+                human_bytes(sc.madvise.dontneed_bytes),
+                human_bytes(sc.madvise.free_bytes)
+            ),
+        ),
+    ] {
+        writeln!(out, "{name:<8} {calls:>8} {failed:>7}  {what}")?;
+    }
+    render_kernel(s, &mut out)?;
     render_user(&s.user, &mut out)
+}
+
+/// The four paths side by side: what the allocator's bytes came from, and what the kernel
+/// made for the process's call sites.
+fn render_paths(s: &Summary, out: &mut impl Write) -> io::Result<()> {
+    let p = &s.paths;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<13} {:>12} {:>12} {:>13} {:>12} {:>12}",
+        "memory path", "brk heap", "mmap", "thread arena", "buddy", "slab"
+    )?;
+    writeln!(
+        out,
+        "{:<13} {:>12} {:>12} {:>13} {:>12} {:>12}",
+        "served",
+        human_bytes(p.brk.bytes),
+        human_bytes(p.mmap.bytes),
+        human_bytes(p.thread_arena.bytes),
+        format!("{} pages", p.buddy.pages),
+        format!("{} objs", p.slab.objects),
+    )?;
+    writeln!(
+        out,
+        "{:<13} {:>12} {:>12} {:>13} {:>12} {:>12}",
+        "call sites", p.brk.sites, p.mmap.sites, p.thread_arena.sites, p.buddy.sites, p.slab.sites
+    )
+}
+
+/// `name count, name count, ...` for the largest entries of a map.
+fn top<K: std::fmt::Display>(entries: impl Iterator<Item = (K, u64)>, n: usize) -> String {
+    let mut v: Vec<(K, u64)> = entries.filter(|(_, c)| *c > 0).collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v.iter()
+        .take(n)
+        .map(|(k, c)| format!("{k} {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render_kernel(s: &Summary, out: &mut impl Write) -> io::Result<()> {
+    let k = &s.kernel;
+    let b = &k.buddy;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "buddy    {} blocks, {} pages ({}); {} freed, {} pages live at the end",
+        b.allocs,
+        b.pages,
+        human_bytes(b.bytes),
+        b.frees,
+        b.live_pages_at_end
+    )?;
+    if b.allocs > 0 {
+        writeln!(
+            out,
+            "         pages by GFP: {}",
+            top(b.by_gfp.iter().map(|(k, v)| (k, *v)), 4)
+        )?;
+        writeln!(
+            out,
+            "         blocks by order: {}",
+            top(
+                b.by_order.iter().map(|(k, v)| (format!("order-{k}"), *v)),
+                4
+            )
+        )?;
+    }
+    let sl = &k.slab;
+    writeln!(
+        out,
+        "slab     {} objects, {} ({} asked for); {} freed, {} live at the end",
+        sl.allocs,
+        human_bytes(sl.bytes),
+        human_bytes(sl.bytes_req),
+        sl.frees,
+        sl.live_at_end
+    )?;
+    if sl.allocs > 0 {
+        writeln!(
+            out,
+            "         top caches: {}",
+            top(sl.by_cache.iter().map(|(k, v)| (k, v.allocs)), 5)
+        )?;
+    }
+    writeln!(
+        out,
+        "faults   {} user page faults: {}",
+        k.faults.user,
+        top(k.faults.by_region.iter().map(|(k, v)| (k, *v)), 6)
+    )
 }
 
 /// How many sites and leaks the terminal shows (the JSON has more).
@@ -129,6 +249,56 @@ pub fn describe_stack(stack: &[Frame], depth: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(" <- ")
+}
+
+/// A site's chain: path → syscalls → faults → pages → slab objects.
+pub fn describe_chain(site: &SiteReport) -> String {
+    let p = &site.paths;
+    let c = &site.caused;
+    let mut served: Vec<String> = Vec::new();
+    for (bytes, name) in [
+        (p.brk_bytes, "brk"),
+        (p.mmap_bytes, "mmap"),
+        (p.thread_arena_bytes, "thread arena"),
+        (p.other_bytes, "other"),
+    ] {
+        if bytes > 0 {
+            served.push(format!("{name} {}", human_bytes(bytes)));
+        }
+    }
+    let mut chain = format!("{} ({})", site.path, served.join(", "));
+    let mut calls: Vec<String> = Vec::new();
+    if c.brk_calls > 0 {
+        calls.push(format!(
+            "{} brk +{}",
+            c.brk_calls,
+            human_bytes(c.brk_grow_bytes)
+        ));
+    }
+    if c.mmap_calls > 0 {
+        calls.push(format!(
+            "{} mmap {}",
+            c.mmap_calls,
+            human_bytes(c.mmap_bytes)
+        ));
+    }
+    if c.munmap_calls > 0 {
+        calls.push(format!("{} munmap", c.munmap_calls));
+    }
+    if c.mprotect_calls > 0 {
+        calls.push(format!("{} mprotect", c.mprotect_calls));
+    }
+    if !calls.is_empty() {
+        chain.push_str(&format!(" -> {}", calls.join(", ")));
+    }
+    chain.push_str(&format!(
+        " -> {} faults -> {} pages, {} slab objects; {} resident",
+        c.page_faults,
+        p.buddy_pages,
+        p.slab_objects,
+        human_bytes(p.resident_bytes)
+    ));
+    chain
 }
 
 fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
@@ -188,6 +358,7 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
                 human_bytes(st.live_bytes),
                 describe_stack(&site.stack, 3)
             )?;
+            writeln!(out, "  {:>10} -> {}", "", describe_chain(site))?;
         }
     }
     if !u.leaks.is_empty() {
@@ -200,6 +371,14 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
                 leak.count,
                 leak.oldest_age_ms,
                 describe_stack(&leak.stack, 3)
+            )?;
+            writeln!(
+                out,
+                "  {:>10} -> {}: {} resident, {} never touched",
+                "",
+                leak.path,
+                human_bytes(leak.resident_bytes),
+                human_bytes(leak.virtual_bytes)
             )?;
         }
     }

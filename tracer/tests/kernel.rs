@@ -1,0 +1,247 @@
+//! Root tests of the kernel paths and the join, against workloads with known outcomes, and an
+//! independent count of the same tracepoints through an ftrace instance.
+
+mod support;
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+use support::*;
+
+fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
+    v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"][0]["function"] == function)
+        .unwrap_or_else(|| panic!("no site in {function}: {}", v["user"]["sites"]))
+}
+
+fn n(v: &Value) -> i64 {
+    v.as_i64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Small mallocs come from the brk heap, large ones from their own mmap, a second thread's
+/// from a thread arena; each path shows the syscalls that served it.
+#[test]
+fn each_allocation_lands_on_its_path() {
+    let w = workload("kernel");
+    let (v, out) = trace_command(&[w.to_str().unwrap(), "paths", "20"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let small = site(&v, "small_allocs");
+    assert_eq!(small["path"], "brk");
+    assert_eq!(small["paths"]["brk_bytes"], 20 * 100);
+    let big = site(&v, "big_allocs");
+    assert_eq!(big["path"], "mmap");
+    assert_eq!(big["paths"]["mmap_bytes"], 20 << 20);
+    assert_eq!(
+        big["caused"]["mmap_calls"], 20,
+        "one mmap per malloc(1 MiB)"
+    );
+    assert_eq!(n(&big["caused"]["mmap_bytes"]), 20 * ((1 << 20) + 4096));
+    let thread = site(&v, "thread_allocs");
+    assert_eq!(thread["path"], "thread_arena");
+    assert_eq!(thread["paths"]["thread_arena_bytes"], 20 * 200);
+    // The arena itself: a reservation, trimmed, committed with mprotect, by the first malloc.
+    assert_eq!(thread["caused"]["mmap_calls"], 1);
+    assert!(n(&thread["caused"]["mprotect_calls"]) >= 1, "{thread}");
+    assert!(n(&v["syscalls"]["mprotect"]["commit_bytes"]) > 0);
+    let p = &v["paths"];
+    assert!(
+        n(&p["brk"]["bytes"]) >= 2000 && n(&p["brk"]["sites"]) >= 1,
+        "{p}"
+    );
+    assert!(n(&p["mmap"]["bytes"]) >= 20 << 20, "{p}");
+    assert!(n(&p["thread_arena"]["bytes"]) >= 4000, "{p}");
+}
+
+/// Touching K pages: K faults in anonymous memory, and at least K order-0 pages charged to the
+/// site whose block was touched, all resident.
+#[test]
+fn touching_pages_faults_them_in() {
+    const K: i64 = 100;
+    let w = workload("kernel");
+    let w = w.to_str().unwrap();
+    let (base, _) = trace_command(&[w, "touch", "0"]);
+    let (run, _) = trace_command(&[w, "touch", &K.to_string()]);
+    let faults = |v: &Value| n(&v["kernel"]["faults"]["by_region"]["anon_mmap"]);
+    // K pages of the direct mapping and K of the malloc'd block.
+    assert!(
+        faults(&run) - faults(&base) >= 2 * K,
+        "{} vs {}",
+        faults(&run),
+        faults(&base)
+    );
+    let order0 = |v: &Value| n(&v["kernel"]["buddy"]["by_order"]["0"]);
+    assert!(order0(&run) - order0(&base) >= 2 * K);
+    let movable = |v: &Value| n(&v["kernel"]["buddy"]["by_gfp"]["GFP_HIGHUSER_MOVABLE"]);
+    assert!(movable(&run) - movable(&base) >= 2 * K);
+    let block = site(&run, "touch_block");
+    assert_eq!(block["path"], "mmap");
+    assert!(n(&block["paths"]["buddy_pages"]) >= K, "{block}");
+    assert!(n(&block["paths"]["resident_bytes"]) >= K * 4096, "{block}");
+    assert!(n(&block["caused"]["page_faults"]) >= K, "{block}");
+}
+
+/// Every mmap brings its VMA: a vm_area_struct per unmergeable mapping, charged to mmap.
+#[test]
+fn each_mmap_brings_its_vma() {
+    const N: i64 = 50;
+    let w = workload("kernel");
+    let w = w.to_str().unwrap();
+    let (base, _) = trace_command(&[w, "vmas", "0"]);
+    let (run, _) = trace_command(&[w, "vmas", &N.to_string()]);
+    let vmas = |v: &Value| n(&v["kernel"]["slab"]["by_cache"]["vm_area_struct"]["allocs"]);
+    assert_eq!(vmas(&run) - vmas(&base), N);
+    let in_mmap = |v: &Value| n(&v["kernel"]["by_syscall"]["mmap"]["slab_objects"]);
+    assert!(in_mmap(&run) - in_mmap(&base) >= N);
+    assert_eq!(
+        n(&run["syscalls"]["mmap"]["shared_calls"]) - n(&base["syscalls"]["mmap"]["shared_calls"]),
+        N
+    );
+    let slab = &run["kernel"]["slab"];
+    assert!(n(&slab["bytes"]) >= n(&slab["bytes_req"]));
+}
+
+/// A leak never touched is address space only; one written throughout is resident.
+#[test]
+fn leaks_split_into_resident_and_virtual() {
+    let w = workload("kernel");
+    let (v, _) = trace_command(&[w.to_str().unwrap(), "leaks"]);
+    let leak = |function: &str| {
+        v["user"]["leaks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["stack"][0]["function"] == function)
+            .cloned()
+            .unwrap_or_else(|| panic!("no leak in {function}"))
+    };
+    let untouched = leak("leak_untouched");
+    assert_eq!(
+        untouched["stack"][0]["line"],
+        line_of("kernel.c", "/* UNTOUCHED */")
+    );
+    assert_eq!(untouched["bytes"], 4 << 20);
+    // Only the page with malloc's chunk header was written.
+    assert!(
+        n(&untouched["virtual_bytes"]) >= (4 << 20) - 4096,
+        "{untouched}"
+    );
+    assert!(n(&untouched["resident_bytes"]) <= 4096);
+    let touched = leak("leak_touched");
+    assert_eq!(touched["resident_bytes"], 4 << 20);
+    assert_eq!(touched["virtual_bytes"], 0);
+    assert_eq!(touched["path"], "mmap");
+}
+
+/// An ftrace instance counting the same tracepoints for one pid: an independent count.
+struct Ftrace {
+    dir: PathBuf,
+}
+
+const FTRACE_EVENTS: [&str; 4] = [
+    "kmem/mm_page_alloc",
+    "kmem/kmem_cache_alloc",
+    "kmem/kmalloc",
+    "exceptions/page_fault_user",
+];
+
+impl Ftrace {
+    fn for_pid(pid: u32) -> Self {
+        let dir = PathBuf::from(format!("/sys/kernel/tracing/instances/tracer-test-{pid}"));
+        fs::create_dir(&dir).expect("creating an ftrace instance");
+        let f = Ftrace { dir };
+        f.write("buffer_size_kb", "16384");
+        for event in FTRACE_EVENTS {
+            f.write(
+                &format!("events/{event}/filter"),
+                &format!("common_pid == {pid}"),
+            );
+            f.write(&format!("events/{event}/enable"), "1");
+        }
+        f.write("tracing_on", "1");
+        f
+    }
+
+    fn write(&self, file: &str, value: &str) {
+        fs::write(self.dir.join(file), value).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+
+    /// Events per tracepoint name, and whether the buffer overran.
+    fn counts(&self) -> (std::collections::HashMap<String, i64>, bool) {
+        self.write("tracing_on", "0");
+        let text = fs::read_to_string(self.dir.join("trace")).unwrap();
+        let mut counts = std::collections::HashMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            for event in FTRACE_EVENTS {
+                let name = event.rsplit('/').next().unwrap();
+                if line.contains(&format!(" {name}:")) {
+                    *counts.entry(name.to_string()).or_default() += 1;
+                }
+            }
+        }
+        let overrun = fs::read_dir(self.dir.join("per_cpu")).unwrap().any(|cpu| {
+            let stats = fs::read_to_string(cpu.unwrap().path().join("stats")).unwrap_or_default();
+            stats
+                .lines()
+                .any(|l| l.starts_with("overrun:") && !l.ends_with(" 0"))
+        });
+        (counts, overrun)
+    }
+}
+
+impl Drop for Ftrace {
+    fn drop(&mut self) {
+        for event in FTRACE_EVENTS {
+            let _ = fs::write(self.dir.join(format!("events/{event}/enable")), "0");
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn agrees_with_an_independent_count() {
+    let w = workload("kernel");
+    let mut child = Command::new(&w)
+        .args(["gate", "200"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+    let ftrace = Ftrace::for_pid(child.id());
+    let json = json_path("kernel-pid");
+    let mut tracer = tracer()
+        .args(["--pid", &child.id().to_string(), "-q", "--json"])
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("tracer: attached"), "{first}");
+    child.stdin.take().unwrap().write_all(b"g").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(tracer.wait().unwrap().success());
+    let (counts, overrun) = ftrace.counts();
+    assert!(!overrun, "the ftrace buffer overran");
+    let v: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["events"]["dropped"], 0);
+    let k = &v["kernel"];
+    let c = |name: &str| counts.get(name).copied().unwrap_or(0);
+    assert!(c("page_fault_user") >= 400, "{counts:?}");
+    assert_eq!(n(&k["faults"]["user"]), c("page_fault_user"), "{counts:?}");
+    assert_eq!(n(&k["buddy"]["allocs"]), c("mm_page_alloc"), "{counts:?}");
+    assert_eq!(
+        n(&k["slab"]["allocs"]),
+        c("kmem_cache_alloc") + c("kmalloc"),
+        "{counts:?}"
+    );
+}

@@ -1,0 +1,102 @@
+/* Workloads for tracer's kernel-path tests.
+ *
+ *   kernel paths N      N small mallocs (brk), N mallocs of 1 MiB (a dedicated mmap each, the
+ *                       threshold pinned with mallopt), N small mallocs on a second thread
+ *                       (thread arena); all freed
+ *   kernel touch K      mmap K anonymous pages directly and touch each; then malloc a block of
+ *                       K pages and touch each of its pages
+ *   kernel vmas N       N one-page shared anonymous mmaps: each its own VMA, never merged
+ *   kernel leaks        two 4 MiB leaks: one never touched, one touched throughout
+ *   kernel gate K       "ready", wait for stdin, then `touch K` and `vmas K`
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define NOINLINE __attribute__((noinline))
+
+void *volatile sink;
+static long page;
+
+NOINLINE static void small_allocs(int n, void **out) {
+    for (int i = 0; i < n; i++) sink = out[i] = malloc(100);
+}
+
+NOINLINE static void big_allocs(int n, void **out) {
+    for (int i = 0; i < n; i++) sink = out[i] = malloc(1 << 20);
+}
+
+NOINLINE static void *thread_allocs(void *arg) {
+    int n = *(int *)arg;
+    void *blocks[256];
+    for (int i = 0; i < n && i < 256; i++) sink = blocks[i] = malloc(200);
+    for (int i = 0; i < n && i < 256; i++) free(blocks[i]);
+    return NULL;
+}
+
+static void paths(int n) {
+    mallopt(M_MMAP_THRESHOLD, 512 << 10);
+    void *small[256], *big[256];
+    if (n > 256) _exit(90);
+    small_allocs(n, small);
+    big_allocs(n, big);
+    pthread_t t;
+    pthread_create(&t, NULL, thread_allocs, &n);
+    pthread_join(t, NULL);
+    for (int i = 0; i < n; i++) {
+        free(small[i]);
+        free(big[i]);
+    }
+}
+
+NOINLINE static char *touch_block(long k) {
+    char *p = malloc((size_t)(k * page));
+    for (long i = 0; i < k; i++) p[i * page + 64] = 1;
+    return p;
+}
+
+static void touch(long k) {
+    char *m = mmap(NULL, (size_t)(k * page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) _exit(91);
+    for (long i = 0; i < k; i++) m[i * page] = 1;
+    sink = touch_block(k);
+}
+
+static void vmas(int n) {
+    for (int i = 0; i < n; i++)
+        sink = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+}
+
+NOINLINE static void *leak_untouched(void) {
+    return malloc(4 << 20); /* UNTOUCHED */
+}
+
+NOINLINE static void *leak_touched(void) {
+    char *p = malloc(4 << 20); /* TOUCHED */
+    memset(p, 1, 4 << 20);
+    return p;
+}
+
+int main(int argc, char **argv) {
+    page = sysconf(_SC_PAGESIZE);
+    if (argc < 2) return 2;
+    int n = argc > 2 ? atoi(argv[2]) : 0;
+    if (!strcmp(argv[1], "paths")) paths(n);
+    else if (!strcmp(argv[1], "touch")) touch(n);
+    else if (!strcmp(argv[1], "vmas")) vmas(n);
+    else if (!strcmp(argv[1], "leaks")) {
+        sink = leak_untouched();
+        sink = leak_touched();
+    } else if (!strcmp(argv[1], "gate")) {
+        char byte;
+        write(1, "ready\n", 6);
+        if (read(0, &byte, 1) != 1) return 3;
+        touch(n);
+        vmas(n);
+    } else return 2;
+    return 0;
+}
