@@ -152,19 +152,23 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     };
     session.drain(ring.get_mut(), &mut probes.ebpf);
     let elapsed = started.elapsed();
-    let kernel = probes.counters()?;
+    let counters = probes.counters()?;
     let user = session.user_summary(&probes.ebpf, monotonic_ns(), cfg.max_sites);
+    let mut kernel = KernelSummary::new(&session.kernel, &session.join);
+    if cfg.kernel_stacks {
+        kernel.stacks = session.kernel_stacks(&probes.ebpf, 20);
+    }
     drop(probes);
     let mut counts = session.counts;
 
-    let k = |c: u32| kernel[c as usize];
+    let k = |c: u32| counters[c as usize];
     counts.dropped += k(counter::RINGBUF_DROPPED)
         + k(counter::SYSCALL_ENTRY_STORE_FAILED)
         + k(counter::ALLOC_STATE_STORE_FAILED);
     counts.unpaired = k(counter::SYSCALL_UNPAIRED_EXIT) + k(counter::ALLOC_UNPAIRED_EXIT);
     counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
     counts.stacks_lost = k(counter::STACK_FAILED);
-    counts.read_failures = kernel[counter::READ_FAILED as usize];
+    counts.read_failures = k(counter::READ_FAILED);
 
     let (exit_code, signal) = match child {
         Some(pid) if ended_by == "exited" => wait_status(pid),
@@ -181,7 +185,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         },
         duration_ms: elapsed.as_secs_f64() * 1e3,
         events: counts,
-        kernel: KernelSummary::new(&session.kernel, &session.join),
+        kernel,
         paths: PathsSummary::new(&session.join),
         syscalls: session.agg.syscalls,
         user,

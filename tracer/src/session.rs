@@ -9,15 +9,19 @@ use aya::{
     Ebpf,
     maps::{MapData, RingBuf, StackTraceMap},
 };
-use tracer_common::{STACKS_MAP, Syscall, SyscallEvent};
+use tracer_common::{KSTACKS_MAP, STACKS_MAP, Syscall, SyscallEvent};
 
 use crate::{
-    aggregate::{Aggregate, kernel::KernelStats, syscalls::is_error},
+    aggregate::{
+        Aggregate,
+        kernel::{KStackCount, KernelStats},
+        syscalls::is_error,
+    },
     attribution::{AddressSpace, join::Join},
     events::{self, Event},
     gfp::GfpTable,
     probes::uprobes::{AllocatorProbes, UprobeError, needed_libraries},
-    report::{EventCounts, user},
+    report::{EventCounts, kernel::KernelStack, user},
     symbolize::BlazeSymbolizer,
 };
 
@@ -168,6 +172,38 @@ impl Session {
         }
     }
 
+    /// The kernel stacks that allocated most, symbolized from kallsyms (`--kernel-stacks`).
+    pub fn kernel_stacks(&self, ebpf: &Ebpf, max: usize) -> Vec<KernelStack> {
+        let Some(map) = ebpf.map(KSTACKS_MAP) else {
+            return Vec::new();
+        };
+        let Ok(map) = StackTraceMap::try_from(map) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<(&i32, &KStackCount)> = self.kernel.kstacks.iter().collect();
+        ids.sort_by_key(|(id, c)| (std::cmp::Reverse(c.pages + c.slab_objects), **id));
+        ids.truncate(max);
+        let traces: Vec<(Vec<u64>, KStackCount)> = ids
+            .into_iter()
+            .filter_map(|(id, c)| {
+                let trace = map.get(&(*id as u32), 0).ok()?;
+                Some((trace.frames().iter().map(|f| f.ip).collect(), *c))
+            })
+            .collect();
+        let names = symbolize_kernel(traces.iter().flat_map(|(t, _)| t.iter().copied()));
+        traces
+            .into_iter()
+            .map(|(trace, c)| KernelStack {
+                stack: trace
+                    .iter()
+                    .map(|a| names.get(a).cloned().unwrap_or_else(|| format!("{a:#x}")))
+                    .collect(),
+                pages: c.pages,
+                slab_objects: c.slab_objects,
+            })
+            .collect()
+    }
+
     /// The symbolized `user` section of the summary.
     pub fn user_summary(&self, ebpf: &Ebpf, now_ns: u64, max_sites: usize) -> user::UserSummary {
         let mut stacks = HashMap::new();
@@ -201,4 +237,32 @@ impl Session {
             files,
         )
     }
+}
+
+/// Kernel function names for `addrs`, from kallsyms.
+fn symbolize_kernel(addrs: impl Iterator<Item = u64>) -> HashMap<u64, String> {
+    use blazesym::{
+        MaybeDefault,
+        symbolize::{Input, Symbolized, Symbolizer, source::Kernel, source::Source},
+    };
+    let mut unique: Vec<u64> = addrs.collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let src = Source::Kernel(Kernel {
+        vmlinux: MaybeDefault::None,
+        ..Default::default()
+    });
+    let symbolizer = Symbolizer::new();
+    let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(&unique)) else {
+        log::warn!("could not read kernel symbols (kallsyms)");
+        return HashMap::new();
+    };
+    unique
+        .into_iter()
+        .zip(results)
+        .filter_map(|(addr, r)| match r {
+            Symbolized::Sym(sym) => Some((addr, sym.name.to_string())),
+            Symbolized::Unknown(_) => None,
+        })
+        .collect()
 }

@@ -245,3 +245,40 @@ fn agrees_with_an_independent_count() {
         "{counts:?}"
     );
 }
+
+/// `--kernel-stacks`: the kernel paths that made the objects, symbolized from kallsyms.
+#[test]
+fn kernel_stacks_name_the_kernel_paths() {
+    let w = workload("kernel");
+    let json = json_path("kstacks");
+    let out = tracer()
+        .args(["--kernel-stacks", "-q", "--json"])
+        .arg(&json)
+        .args(["--", w.to_str().unwrap(), "vmas", "20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let stacks = v["kernel"]["stacks"].as_array().unwrap();
+    let vma = stacks
+        .iter()
+        .find(|s| {
+            s["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "vm_area_alloc")
+        })
+        .unwrap_or_else(|| panic!("no vm_area_alloc path in {stacks:?}"));
+    assert!(n(&vma["slab_objects"]) >= 20, "{vma}");
+    assert!(
+        vma["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("mmap"))
+    );
+    // Without the flag, no stacks are taken.
+    let (plain, _) = trace_command(&[w.to_str().unwrap(), "vmas", "2"]);
+    assert_eq!(plain["kernel"]["stacks"], serde_json::json!([]));
+}

@@ -67,11 +67,21 @@ pub struct FaultStats {
     pub by_region: BTreeMap<&'static str, u64>,
 }
 
+/// Kernel allocations made along one kernel stack (`--kernel-stacks`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct KStackCount {
+    pub pages: u64,
+    pub slab_objects: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct KernelStats {
     pub buddy: BuddyStats,
     pub slab: SlabStats,
     pub faults: FaultStats,
+    /// By kernel stack id.
+    #[serde(skip)]
+    pub kstacks: HashMap<i32, KStackCount>,
 }
 
 /// The kernel's migrate-type names for the common values.
@@ -117,6 +127,9 @@ impl KernelStats {
             b.live_pages_at_end -= 1u64 << old.min(20);
         }
         b.live_pages_at_end += pages;
+        if e.kstack_id >= 0 {
+            self.kstacks.entry(e.kstack_id).or_default().pages += pages;
+        }
     }
 
     pub fn on_page_free(&mut self, e: &PageEvent) {
@@ -141,6 +154,9 @@ impl KernelStats {
         c.bytes_req += e.bytes_req;
         c.live_at_end += 1;
         s.live_at_end += 1;
+        if e.kstack_id >= 0 {
+            self.kstacks.entry(e.kstack_id).or_default().slab_objects += 1;
+        }
         if let Some(old) = s.live.insert(e.ptr, name) {
             s.live_at_end -= 1;
             if let Some(c) = s.by_cache.get_mut(&old) {
@@ -229,6 +245,20 @@ mod tests {
         assert_eq!(b.by_gfp, BTreeMap::from([("GFP_USERISH".to_string(), 6)]));
         assert_eq!(b.by_gfp_flags["GFP_USERISH|__GFP_ZERO"], 1);
         assert_eq!(b.by_migratetype["Movable"], 6);
+        assert!(k.kstacks.is_empty(), "no stacks without --kernel-stacks");
+        let mut with_stack = page(kind::PAGE_ALLOC, 300, 1, 0x2);
+        with_stack.kstack_id = 4;
+        k.on_page_alloc(&with_stack, &gfp);
+        let mut obj = slab(kind::SLAB_ALLOC, 0x5000, "filp", 232, 256);
+        obj.kstack_id = 4;
+        k.on_slab_alloc(&obj);
+        assert_eq!(
+            k.kstacks[&4],
+            KStackCount {
+                pages: 2,
+                slab_objects: 1
+            }
+        );
     }
 
     #[test]

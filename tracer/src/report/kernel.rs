@@ -19,6 +19,14 @@ const REGIONS: [&str; 6] = [
     "other",
 ];
 
+/// A kernel allocation path: the kernel stack, innermost first, and what it allocated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KernelStack {
+    pub stack: Vec<String>,
+    pub pages: u64,
+    pub slab_objects: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct KernelSummary {
     pub buddy: BuddyStats,
@@ -28,6 +36,8 @@ pub struct KernelSummary {
     pub by_syscall: BTreeMap<&'static str, SyscallKernel>,
     /// Resident pages touched outside any live block, by region kind.
     pub resident_pages_by_region: BTreeMap<&'static str, u64>,
+    /// With `--kernel-stacks`: the kernel paths that allocated most, symbolized.
+    pub stacks: Vec<KernelStack>,
 }
 
 impl KernelSummary {
@@ -44,6 +54,7 @@ impl KernelSummary {
             faults,
             by_syscall: join.by_syscall.clone(),
             resident_pages_by_region: resident,
+            stacks: Vec::new(),
         }
     }
 }

@@ -222,7 +222,25 @@ fn render_kernel(s: &Summary, out: &mut impl Write) -> io::Result<()> {
         "faults   {} user page faults: {}",
         k.faults.user,
         top(k.faults.by_region.iter().map(|(k, v)| (k, *v)), 6)
-    )
+    )?;
+    if !k.stacks.is_empty() {
+        writeln!(out, "\ntop kernel allocation paths:")?;
+        for st in k.stacks.iter().take(5) {
+            writeln!(
+                out,
+                "  {:>6} pages {:>6} objects  {}",
+                st.pages,
+                st.slab_objects,
+                st.stack
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" <- ")
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// How many sites and leaks the terminal shows (the JSON has more).
