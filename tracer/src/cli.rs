@@ -62,6 +62,12 @@ pub struct Cli {
     #[arg(long)]
     pub kernel_stacks: bool,
 
+    /// Do not follow the kernel's allocators and page faults (buddy, slab, faults). Their
+    /// tracepoints fire system-wide, so this makes tracing cheaper for the rest of the machine;
+    /// the user-space and syscall parts are unaffected.
+    #[arg(long, conflicts_with = "kernel_stacks")]
+    pub no_kernel: bool,
+
     /// Do not print the summary to stderr (use with --json).
     #[arg(short, long)]
     pub quiet: bool,
@@ -105,6 +111,7 @@ impl Cli {
             allocator_libs: self.allocator_lib,
             max_sites: self.max_sites,
             kernel_stacks: self.kernel_stacks,
+            kernel: !self.no_kernel,
         })
     }
 }

@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub max_sites: usize,
     /// Record kernel stacks of page and slab allocations.
     pub kernel_stacks: bool,
+    /// Follow the kernel's allocators (buddy, slab) and page faults.
+    pub kernel: bool,
 }
 
 /// The reader drains on this period even when no wakeup came (wakeups are batched).
@@ -85,6 +87,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         ring_bytes: cfg.ring_bytes,
         wakeup_bytes: (cfg.ring_bytes / 4).max(4096),
         kernel_stacks: cfg.kernel_stacks,
+        kernel: cfg.kernel,
     };
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
     let ring = probes
@@ -155,6 +158,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let counters = probes.counters()?;
     let user = session.user_summary(&probes.ebpf, monotonic_ns(), cfg.max_sites);
     let mut kernel = KernelSummary::new(&session.kernel, &session.join);
+    kernel.traced = probes.kernel_traced;
     if cfg.kernel_stacks {
         kernel.stacks = session.kernel_stacks(&probes.ebpf, 20);
     }

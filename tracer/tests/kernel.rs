@@ -278,7 +278,27 @@ fn kernel_stacks_name_the_kernel_paths() {
             .iter()
             .any(|f| f.as_str().unwrap().contains("mmap"))
     );
+    assert_eq!(v["kernel"]["traced"], true);
     // Without the flag, no stacks are taken.
     let (plain, _) = trace_command(&[w.to_str().unwrap(), "vmas", "2"]);
     assert_eq!(plain["kernel"]["stacks"], serde_json::json!([]));
+}
+
+/// `--no-kernel` leaves the kernel's allocators alone and says so; syscalls are still traced.
+#[test]
+fn no_kernel_skips_the_kmem_probes() {
+    let w = workload("kernel");
+    let json = json_path("nokernel");
+    let out = tracer()
+        .args(["--no-kernel", "-q", "--json"])
+        .arg(&json)
+        .args(["--", w.to_str().unwrap(), "vmas", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["kernel"]["traced"], false);
+    assert_eq!(v["kernel"]["buddy"]["allocs"], 0);
+    assert_eq!(v["kernel"]["faults"]["user"], 0);
+    assert!(n(&v["syscalls"]["mmap"]["shared_calls"]) >= 5);
 }

@@ -68,6 +68,8 @@ pub struct LoadOptions {
     pub wakeup_bytes: u32,
     /// Record kernel stacks of page and slab allocations.
     pub kernel_stacks: bool,
+    /// Attach the kmem and fault tracepoints.
+    pub kernel: bool,
 }
 
 /// One tracepoint program and where it attaches.
@@ -102,20 +104,22 @@ pub fn build_config(
         .flat_map(|s| ["enter", "exit"].map(|dir| format!("sys_{dir}_{}", s.name())))
         .map(|name| Attachment::new("syscalls", &name))
         .collect();
-    match kernel::kmem_offsets(tracefs, &mut config.kmem) {
-        Ok(()) => {
-            config.flags |= config_flags::KMEM;
-            attach.extend(
-                kernel::KMEM_TRACEPOINTS
-                    .iter()
-                    .map(|n| Attachment::new("kmem", n)),
-            );
+    if opts.kernel {
+        match kernel::kmem_offsets(tracefs, &mut config.kmem) {
+            Ok(()) => {
+                config.flags |= config_flags::KMEM;
+                attach.extend(
+                    kernel::KMEM_TRACEPOINTS
+                        .iter()
+                        .map(|n| Attachment::new("kmem", n)),
+                );
+            }
+            Err(e) => log::warn!("buddy and slab allocations are not traced: {e}"),
         }
-        Err(e) => log::warn!("buddy and slab allocations are not traced: {e}"),
-    }
-    match kernel::fault_offsets(tracefs, &mut config.kmem) {
-        Ok(()) => attach.push(Attachment::new("exceptions", "page_fault_user")),
-        Err(e) => log::warn!("page faults are not traced: {e}"),
+        match kernel::fault_offsets(tracefs, &mut config.kmem) {
+            Ok(()) => attach.push(Attachment::new("exceptions", "page_fault_user")),
+            Err(e) => log::warn!("page faults are not traced: {e}"),
+        }
     }
     if opts.kernel_stacks {
         config.flags |= config_flags::KERNEL_STACKS;
@@ -147,6 +151,8 @@ pub fn build_config(
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     pub ebpf: Ebpf,
+    /// The kmem and fault tracepoints are attached.
+    pub kernel_traced: bool,
 }
 
 impl Probes {
@@ -180,7 +186,10 @@ impl Probes {
                     source: Box::new(source),
                 })?;
         }
-        Ok(Probes { ebpf })
+        Ok(Probes {
+            ebpf,
+            kernel_traced: config.flags & config_flags::KMEM != 0,
+        })
     }
 
     /// The kernel-side counters, summed over CPUs, indexed by [`tracer_common::counter`].

@@ -29,6 +29,9 @@ pub struct KernelStack {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct KernelSummary {
+    /// Whether the kmem and fault tracepoints were attached (not with `--no-kernel`, or on a
+    /// kernel without them).
+    pub traced: bool,
     pub buddy: BuddyStats,
     pub slab: SlabStats,
     pub faults: FaultStats,
@@ -49,6 +52,7 @@ impl KernelSummary {
             resident.entry(region).or_default();
         }
         KernelSummary {
+            traced: false,
             buddy: kernel.buddy.clone(),
             slab: kernel.slab.clone(),
             faults,
