@@ -1,10 +1,23 @@
-//! Command-line interface: clap types turned into a validated [`RunConfig`].
+//! Command-line interface: clap types turned into a validated [`Action`].
 
 use std::{ffi::OsString, path::PathBuf, time::Duration};
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::runtime::{RunConfig, TargetSpec};
+use crate::{
+    output::Outputs,
+    runtime::{RunConfig, TargetSpec},
+};
+
+/// What the command line asks for.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Run(RunConfig),
+    Report {
+        recording: PathBuf,
+        outputs: Outputs,
+    },
+}
 
 const EXAMPLES: &str = "\
 Examples:
@@ -17,6 +30,10 @@ Examples:
   Keep the summary as JSON (schema tracer.summary/1) as well:
     sudo tracer --json summary.json -- ./my-program
 
+  Record now, report later (on another machine, after the process is gone):
+    sudo tracer --record run.trace -- ./my-program
+    tracer report run.trace --json summary.json
+
 The summary goes to stderr, so the traced program's stdout stays its own. Events lost because
 the ring buffer was full are counted and reported; raise --buffer-size if that happens.
 Call sites resolve to file:line where the program has debug info (build with -g; frame
@@ -26,8 +43,16 @@ pointers, -fno-omit-frame-pointer, give whole stacks, without them the direct ca
 /// (uprobes) and its brk, mmap, munmap and mremap calls (kernel tracepoints) with eBPF, and
 /// reports where its memory came from: per call site, resolved to source lines, with leaks.
 #[derive(Debug, Parser)]
-#[command(name = "tracer", version, after_help = EXAMPLES)]
+#[command(
+    name = "tracer",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub subcommand: Option<Command>,
+
     /// Trace the running process PID and all its threads, until it exits, --duration ends, or
     /// Ctrl-C. Example: --pid 1234
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
@@ -36,11 +61,6 @@ pub struct Cli {
     /// With --pid: stop tracing after SECONDS (fractions allowed). Example: --duration 2.5
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
-
-    /// Also write the summary as JSON (schema tracer.summary/1) to PATH; `-` is stdout.
-    /// Example: --json out.json
-    #[arg(long, value_name = "PATH")]
-    pub json: Option<PathBuf>,
 
     /// Size of the kernel-to-tracer event ring buffer, rounded up to a power of two; accepts
     /// K, M and G suffixes. Example: --buffer-size 64M
@@ -68,12 +88,16 @@ pub struct Cli {
     #[arg(long, conflicts_with = "kernel_stacks")]
     pub no_kernel: bool,
 
-    /// Do not print the summary to stderr (use with --json).
-    #[arg(short, long)]
-    pub quiet: bool,
+    /// Write a recording of the run to PATH, to report on later with `tracer report PATH`.
+    /// Example: --record run.trace
+    #[arg(long, value_name = "PATH")]
+    pub record: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// More diagnostics on stderr; repeat for more (-vv).
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
     /// The command to start and trace, after `--`. It is held at its first instruction until every probe is
@@ -83,7 +107,51 @@ pub struct Cli {
     pub command: Vec<OsString>,
 }
 
+/// The reports to write; the same for a live run and for `tracer report`.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Also write the summary as JSON (schema tracer.summary/1) to PATH; `-` is stdout.
+    /// Example: --json out.json
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+
+    /// Do not print the summary to stderr (use with the file outputs).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl OutputArgs {
+    fn outputs(self) -> Outputs {
+        Outputs {
+            text: !self.quiet,
+            json: self.json,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report on a recording made with --record: the same summary and files as the live run.
+    /// Example: tracer report run.trace --json summary.json
+    Report {
+        /// The recording.
+        recording: PathBuf,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
 impl Cli {
+    pub fn into_action(self) -> Result<Action, clap::Error> {
+        if let Some(Command::Report { recording, output }) = self.subcommand {
+            return Ok(Action::Report {
+                recording,
+                outputs: output.outputs(),
+            });
+        }
+        self.into_config().map(Action::Run)
+    }
+
     pub fn into_config(self) -> Result<RunConfig, clap::Error> {
         use clap::{CommandFactory, error::ErrorKind};
         let target = match (self.pid, self.command.is_empty()) {
@@ -105,13 +173,13 @@ impl Cli {
         Ok(RunConfig {
             target,
             duration: self.duration,
-            json: self.json,
             ring_bytes: self.buffer_size,
-            quiet: self.quiet,
             allocator_libs: self.allocator_lib,
             max_sites: self.max_sites,
             kernel_stacks: self.kernel_stacks,
             kernel: !self.no_kernel,
+            record: self.record,
+            outputs: self.output.outputs(),
         })
     }
 }
@@ -163,7 +231,8 @@ mod tests {
             TargetSpec::Command(argv) => assert_eq!(argv, ["ls", "-l"]),
             other => panic!("{other:?}"),
         }
-        assert_eq!(cfg.json, Some(PathBuf::from("o.json")));
+        assert_eq!(cfg.outputs.json, Some(PathBuf::from("o.json")));
+        assert!(cfg.outputs.text);
         assert_eq!(cfg.ring_bytes, 8 << 20);
     }
 
@@ -190,6 +259,22 @@ mod tests {
             err.to_string().contains("duration must be positive"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn report_subcommand() {
+        let cli =
+            Cli::try_parse_from(["tracer", "report", "run.trace", "--json", "-", "-q"]).unwrap();
+        match cli.into_action().unwrap() {
+            Action::Report { recording, outputs } => {
+                assert_eq!(recording, PathBuf::from("run.trace"));
+                assert_eq!(outputs.json, Some(PathBuf::from("-")));
+                assert!(!outputs.text);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Run options do not go with the subcommand.
+        assert!(Cli::try_parse_from(["tracer", "--pid", "1", "report", "x"]).is_err());
     }
 
     #[test]

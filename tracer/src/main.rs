@@ -1,7 +1,34 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracer::{cli::Cli, launch::LaunchError};
+use std::path::Path;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use tracer::{
+    cli::{Action, Cli},
+    launch::LaunchError,
+    output::{self, Outputs},
+};
+
+/// `tracer report`: replays a recording, with a progress bar when stderr is a terminal.
+fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("replaying");
+    let summary = tracer::replay::replay(recording, |done, total| {
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+    })
+    .with_context(|| format!("reading {}", recording.display()))?;
+    bar.finish_and_clear();
+    output::write_all(&summary, outputs)
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,8 +41,8 @@ fn main() -> ExitCode {
         .filter_level(level)
         .format_timestamp(None)
         .init();
-    let config = match cli.into_config() {
-        Ok(config) => config,
+    let action = match cli.into_action() {
+        Ok(action) => action,
         Err(e) => e.exit(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -28,7 +55,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tracer::runtime::run(config)) {
+    let result = match action {
+        Action::Run(config) => runtime.block_on(tracer::runtime::run(config)),
+        Action::Report { recording, outputs } => report(&recording, &outputs).map(|()| 0),
+    };
+    match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("tracer: error: {e:#}");

@@ -2,31 +2,35 @@
 
 use std::{
     ffi::OsString,
-    fs,
-    io::{self, Write},
+    io,
     os::fd::AsRawFd,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::RingBuf;
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
 };
-use tracer_common::{EVENTS_MAP, counter};
+use tracer_common::{EVENTS_MAP, STACKS_MAP};
 
 use crate::{
-    attribution::AddressSpace,
-    gfp::GfpTable,
     launch::HeldChild,
-    probes::{LoadOptions, Probes, tracefs::Tracefs},
-    report::{
-        self, SCHEMA, Summary, TargetInfo,
-        kernel::{KernelSummary, PathsSummary},
+    output::{self, Outputs},
+    probes::{
+        LoadOptions, Probes,
+        stacks::{kernel_stacks, read_stacks},
+        tracefs::Tracefs,
+        uprobes::{AllocatorProbes, UprobeError, needed_libraries},
     },
-    session::Session,
+    record::Recorder,
+    report::TargetInfo,
+    session::{Finish, Session, Start, is_loader},
     target,
 };
 
@@ -42,9 +46,7 @@ pub enum TargetSpec {
 pub struct RunConfig {
     pub target: TargetSpec,
     pub duration: Option<Duration>,
-    pub json: Option<PathBuf>,
     pub ring_bytes: u32,
-    pub quiet: bool,
     /// Files to probe for allocator functions besides those found automatically.
     pub allocator_libs: Vec<PathBuf>,
     /// Most call sites and leaks listed in the summary.
@@ -53,12 +55,15 @@ pub struct RunConfig {
     pub kernel_stacks: bool,
     /// Follow the kernel's allocators (buddy, slab) and page faults.
     pub kernel: bool,
+    /// Write a recording here.
+    pub record: Option<PathBuf>,
+    pub outputs: Outputs,
 }
 
 /// The reader drains on this period even when no wakeup came (wakeups are batched).
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 
-/// Traces as configured, prints the summary, and returns the exit code for the tracer:
+/// Traces as configured, writes the reports, and returns the exit code for the tracer:
 /// the command's own for launched commands, 0 for `--pid` runs.
 pub async fn run(cfg: RunConfig) -> Result<i32> {
     target::check_privileges()?;
@@ -79,8 +84,6 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         }
     };
     let pidfd = watch(target::pidfd_open(pid)?).context("watching the target for exit")?;
-    // Read while the command is stopped at exec, or as the process is now.
-    let space = AddressSpace::from_pid(pid).with_context(|| format!("reading /proc/{pid}/maps"))?;
 
     let opts = LoadOptions {
         target_tgid: pid as u32,
@@ -97,19 +100,41 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let ring = RingBuf::try_from(ring).context("opening the event ring")?;
     let mut ring = watch(ring).context("polling the event ring")?;
 
-    let mut session = Session::new(pid as u32, space, target::page_size());
-    if let Ok(format) = tracefs.format("kmem", "mm_page_alloc") {
-        session.gfp = GfpTable::from_print_fmt(&format.print_fmt);
-    }
+    // The process as it is now: stopped at exec, or running.
+    let start = Start {
+        pid: pid as u32,
+        command: command.clone(),
+        page_size: target::page_size(),
+        maps: std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .with_context(|| format!("reading /proc/{pid}/maps"))?,
+        gfp_print_fmt: tracefs
+            .format("kmem", "mm_page_alloc")
+            .map(|f| f.print_fmt)
+            .unwrap_or_default(),
+        initial_break: if held.is_none() {
+            target::current_break(pid)
+        } else {
+            None
+        },
+    };
+    let mut session = Session::new(&start);
+    let mut recorder = match &cfg.record {
+        Some(path) => Some(Recorder::create(path, &start)?),
+        None => None,
+    };
     let launched = match &cfg.target {
         TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
         TargetSpec::Pid(_) => None,
     };
-    session.attach_allocators(&mut probes.ebpf, launched.as_deref(), &cfg.allocator_libs)?;
+    let mut allocators = AllocatorProbes::default();
+    attach_allocators(
+        &mut allocators,
+        &mut probes.ebpf,
+        &session,
+        launched.as_deref(),
+        &cfg.allocator_libs,
+    )?;
     if held.is_none() {
-        if let Some(brk) = target::current_break(pid) {
-            session.agg.syscalls.set_initial_break(brk);
-        }
         eprintln!(
             "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
             command.join(" ")
@@ -122,6 +147,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         None => None,
     };
 
+    let mut reader = Drain {
+        session: &mut session,
+        recorder: recorder.as_mut(),
+        allocators: &mut allocators,
+    };
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(DRAIN_PERIOD);
@@ -131,10 +161,10 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                session.drain(guard.get_inner_mut(), &mut probes.ebpf);
+                reader.drain(guard.get_inner_mut(), &mut probes.ebpf)?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => session.drain(ring.get_mut(), &mut probes.ebpf),
+            _ = tick.tick() => reader.drain(ring.get_mut(), &mut probes.ebpf)?,
             _ = pidfd.readable() => break "exited",
             _ = sleep_until(deadline) => break "duration",
             _ = interrupt.recv() => {
@@ -153,58 +183,107 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             },
         }
     };
-    session.drain(ring.get_mut(), &mut probes.ebpf);
+    reader.drain(ring.get_mut(), &mut probes.ebpf)?;
     let elapsed = started.elapsed();
-    let counters = probes.counters()?;
-    let user = session.user_summary(&probes.ebpf, monotonic_ns(), cfg.max_sites);
-    let mut kernel = KernelSummary::new(&session.kernel, &session.join);
-    kernel.traced = probes.kernel_traced;
-    if cfg.kernel_stacks {
-        kernel.stacks = session.kernel_stacks(&probes.ebpf, 20);
-    }
-    drop(probes);
-    let mut counts = session.counts;
-
-    let k = |c: u32| counters[c as usize];
-    counts.dropped += k(counter::RINGBUF_DROPPED)
-        + k(counter::SYSCALL_ENTRY_STORE_FAILED)
-        + k(counter::ALLOC_STATE_STORE_FAILED);
-    counts.unpaired = k(counter::SYSCALL_UNPAIRED_EXIT) + k(counter::ALLOC_UNPAIRED_EXIT);
-    counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
-    counts.stacks_lost = k(counter::STACK_FAILED);
-    counts.read_failures = k(counter::READ_FAILED);
 
     let (exit_code, signal) = match child {
         Some(pid) if ended_by == "exited" => wait_status(pid),
         _ => (None, None),
     };
-    let summary = Summary {
-        schema: SCHEMA,
+    let stacks = read_stacks(&probes.ebpf, STACKS_MAP, session.stack_ids());
+    let finish = Finish {
         target: TargetInfo {
             pid: pid as u32,
             command,
             exit_code,
             signal,
-            ended_by,
+            ended_by: ended_by.into(),
         },
         duration_ms: elapsed.as_secs_f64() * 1e3,
-        events: counts,
-        kernel,
-        paths: PathsSummary::new(&session.join),
-        syscalls: session.agg.syscalls,
-        user,
+        now_ns: monotonic_ns(),
+        counters: probes.counters()?.to_vec(),
+        kernel_traced: probes.kernel_traced,
+        allocator_files: allocators.files(),
+        symbols: session.symbol_table(&stacks),
+        stacks,
+        kernel_stacks: if cfg.kernel_stacks {
+            kernel_stacks(&probes.ebpf, &session.kernel, 20)
+        } else {
+            Vec::new()
+        },
+        max_sites: cfg.max_sites,
     };
-    if !cfg.quiet {
-        report::text::render(&summary, io::stderr().lock())?;
+    drop(probes);
+    if let Some(recorder) = recorder {
+        recorder.finish(&finish)?;
     }
-    if let Some(path) = &cfg.json {
-        write_json(&summary, path)?;
-    }
+    let summary = session.summarize(&finish);
+    output::write_all(&summary, &cfg.outputs)?;
     Ok(match (exit_code, signal) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,
         (None, None) => 0,
     })
+}
+
+/// Attaches the allocator probes to every file the process has mapped or, for a command
+/// stopped at exec, will load, and to `extra` files named by the user.
+fn attach_allocators(
+    allocators: &mut AllocatorProbes,
+    ebpf: &mut Ebpf,
+    session: &Session,
+    launched: Option<&Path>,
+    extra: &[PathBuf],
+) -> Result<()> {
+    let mut files = session.space.exec_files();
+    if let Some(program) = launched
+        && let Some(loader) = files.iter().find(|f| is_loader(f)).cloned()
+    {
+        files.extend(needed_libraries(&loader, program));
+    }
+    files.retain(|f| !is_loader(f));
+    for file in files {
+        match allocators.attach_file(ebpf, &file, session.pid) {
+            Err(e @ (UprobeError::Load { .. } | UprobeError::Program(_))) => return Err(e.into()),
+            Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
+            Ok(_) => {}
+        }
+    }
+    for file in extra {
+        allocators.attach_file(ebpf, file, session.pid)?;
+    }
+    if allocators.attached.is_empty() {
+        log::warn!(
+            "no allocator functions found in the process's files: user-space allocations are not traced"
+        );
+    }
+    Ok(())
+}
+
+/// Moves records from the ring buffer into the session (and the recording).
+struct Drain<'a> {
+    session: &'a mut Session,
+    recorder: Option<&'a mut Recorder>,
+    allocators: &'a mut AllocatorProbes,
+}
+
+impl Drain<'_> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, ebpf: &mut Ebpf) -> Result<()> {
+        while let Some(record) = ring.next() {
+            if let Some(recorder) = self.recorder.as_deref_mut() {
+                recorder.event(&record)?;
+            }
+            if let Some(lib) = self.session.process(&record) {
+                // A library mapped executable after start (dlopen): probe it if it brings an
+                // allocator. Calls made before this point are not seen.
+                drop(record);
+                if let Err(e) = self.allocators.attach_file(ebpf, &lib, self.session.pid) {
+                    log::warn!("{:#}", anyhow::Error::from(e));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Registers a descriptor-owning value with the reactor for readability.
@@ -250,17 +329,4 @@ fn wait_status(pid: i32) -> (Option<i32>, Option<i32>) {
     } else {
         (None, None)
     }
-}
-
-fn write_json(summary: &Summary, path: &PathBuf) -> Result<()> {
-    if path.as_os_str() == "-" {
-        return Ok(report::json::render(summary, io::stdout().lock())?);
-    }
-    let mut buf = Vec::new();
-    report::json::render(summary, &mut buf)?;
-    let tmp = path.with_extension("json.tmp");
-    fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(&buf))
-        .and_then(|()| fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -1,146 +1,157 @@
-//! The state of one tracing session and what each event does to it.
+//! The state of one tracing session, what each event does to it, and the summary it makes.
+//!
+//! The same code serves a live run and the replay of a recording: a session starts from a
+//! [`Start`], takes raw event records, and is summarized with a [`Finish`]. Both are what a
+//! recording stores, so a replay's summary equals the live run's.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
 };
 
-use aya::{
-    Ebpf,
-    maps::{MapData, RingBuf, StackTraceMap},
-};
-use tracer_common::{KSTACKS_MAP, STACKS_MAP, Syscall, SyscallEvent};
+use serde::{Deserialize, Serialize};
+use tracer_common::{Syscall, SyscallEvent, counter};
 
 use crate::{
-    aggregate::{
-        Aggregate,
-        kernel::{KStackCount, KernelStats},
-        syscalls::is_error,
-    },
+    aggregate::{Aggregate, kernel::KernelStats, syscalls::is_error},
     attribution::{AddressSpace, join::Join},
     events::{self, Event},
     gfp::GfpTable,
-    probes::uprobes::{AllocatorProbes, UprobeError, needed_libraries},
-    report::{EventCounts, kernel::KernelStack, user},
-    symbolize::BlazeSymbolizer,
+    report::{
+        EventCounts, SCHEMA, Summary, TargetInfo,
+        kernel::{KernelStack, KernelSummary, PathsSummary},
+        user,
+    },
+    symbolize::{BlazeSymbolizer, Frame, Symbolizer, TableSymbolizer},
 };
+
+/// What a session starts from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Start {
+    pub pid: u32,
+    pub command: Vec<String>,
+    pub page_size: u64,
+    /// `/proc/PID/maps` when tracing began.
+    pub maps: String,
+    /// `kmem:mm_page_alloc`'s print fmt: the kernel's GFP flag names.
+    pub gfp_print_fmt: String,
+    /// The program break when attaching to a running process.
+    pub initial_break: Option<u64>,
+}
+
+/// What a session ends with, besides its events: everything a summary needs that is not in
+/// them, read from the kernel and the process's files at the end of the live run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Finish {
+    pub target: TargetInfo,
+    pub duration_ms: f64,
+    /// CLOCK_MONOTONIC at the end, to age leaks.
+    pub now_ns: u64,
+    /// The kernel-side counters (see `tracer_common::counter`).
+    pub counters: Vec<u64>,
+    pub kernel_traced: bool,
+    pub allocator_files: Vec<String>,
+    /// User stacks by id, innermost first.
+    pub stacks: HashMap<i32, Vec<u64>>,
+    /// Every address of every site's stack, symbolized.
+    pub symbols: HashMap<u64, Vec<Frame>>,
+    pub kernel_stacks: Vec<KernelStack>,
+    pub max_sites: usize,
+}
 
 pub struct Session {
     pub pid: u32,
     pub agg: Aggregate,
     pub space: AddressSpace,
     pub counts: EventCounts,
-    pub allocators: AllocatorProbes,
     pub kernel: KernelStats,
     pub join: Join,
     pub gfp: GfpTable,
+    /// Executable files already seen mapped.
+    seen_files: HashSet<PathBuf>,
 }
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
 /// its internal malloc serves the loader, not the program.
-fn is_loader(path: &Path) -> bool {
+pub fn is_loader(path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("ld-"))
 }
 
 impl Session {
-    pub fn new(pid: u32, space: AddressSpace, page_size: u64) -> Self {
+    pub fn new(start: &Start) -> Self {
+        let space = AddressSpace::from_proc_maps(&start.maps);
+        let seen_files = space.exec_files().into_iter().collect();
+        let mut agg = Aggregate::new(start.page_size);
+        if let Some(brk) = start.initial_break {
+            agg.syscalls.set_initial_break(brk);
+        }
         Session {
-            pid,
-            agg: Aggregate::new(page_size),
+            pid: start.pid,
+            agg,
             space,
             counts: EventCounts::default(),
-            allocators: AllocatorProbes::default(),
             kernel: KernelStats::default(),
             join: Join::default(),
-            gfp: GfpTable::default(),
+            gfp: GfpTable::from_print_fmt(&start.gfp_print_fmt),
+            seen_files,
         }
     }
 
-    /// Attaches the allocator probes to every file the process has mapped or, for a command
-    /// stopped at exec, will load, and to `extra` files named by the user.
-    pub fn attach_allocators(
-        &mut self,
-        ebpf: &mut Ebpf,
-        launched: Option<&Path>,
-        extra: &[PathBuf],
-    ) -> anyhow::Result<()> {
-        let mut files = self.space.exec_files();
-        if let Some(program) = launched
-            && let Some(loader) = files.iter().find(|f| is_loader(f)).cloned()
-        {
-            files.extend(needed_libraries(&loader, program));
-        }
-        files.retain(|f| !is_loader(f));
-        for file in files {
-            match self.allocators.attach_file(ebpf, &file, self.pid) {
-                Err(e @ (UprobeError::Load { .. } | UprobeError::Program(_))) => {
-                    return Err(e.into());
-                }
-                Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
-                Ok(_) => {}
-            }
-        }
-        for file in extra {
-            self.allocators.attach_file(ebpf, file, self.pid)?;
-        }
-        if self.allocators.attached.is_empty() {
-            log::warn!(
-                "no allocator functions found in the process's files: user-space allocations are not traced"
-            );
-        }
-        Ok(())
-    }
-
-    /// Processes every record waiting in the ring buffer.
-    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, ebpf: &mut Ebpf) {
-        while let Some(record) = ring.next() {
-            self.counts.received += 1;
-            match events::decode(&record) {
-                Ok(event) => self.on_event(&event, ebpf),
-                Err(e) => {
-                    self.counts.decode_errors += 1;
-                    log::debug!("undecodable record: {e}");
-                }
+    /// Processes one raw event record. Returns a file newly mapped executable (a library
+    /// loaded with dlopen), which the live run probes for allocator functions.
+    pub fn process(&mut self, record: &[u8]) -> Option<PathBuf> {
+        self.counts.received += 1;
+        match events::decode(record) {
+            Ok(event) => self.on_event(&event),
+            Err(e) => {
+                self.counts.decode_errors += 1;
+                log::debug!("undecodable record: {e}");
+                None
             }
         }
     }
 
-    fn on_event(&mut self, event: &Event, ebpf: &mut Ebpf) {
+    fn on_event(&mut self, event: &Event) -> Option<PathBuf> {
         match event {
             Event::Syscall(e) => {
                 let brk_before = self.agg.syscalls.brk.current_break;
                 self.agg.syscalls.on_syscall(e);
                 self.join.on_syscall(e, brk_before);
-                if let Some(lib) = self.follow_mapping(e) {
-                    // A library mapped executable after start (dlopen): probe it if it brings
-                    // an allocator. Calls made before this point are not seen.
-                    if !self.allocators.seen(&lib)
-                        && !is_loader(&lib)
-                        && let Err(e) = self.allocators.attach_file(ebpf, &lib, self.pid)
-                    {
-                        log::warn!("{:#}", anyhow::Error::from(e));
-                    }
-                }
+                let lib = self.follow_mapping(e)?;
+                (!is_loader(&lib) && self.seen_files.insert(lib.clone())).then_some(lib)
             }
-            Event::Open(e) => self.space.on_open(e.fd, &e.path),
+            Event::Open(e) => {
+                self.space.on_open(e.fd, &e.path);
+                None
+            }
             Event::Alloc(e) => {
                 self.agg.heap.on_alloc(e);
                 self.join.on_alloc(e, &self.space);
+                None
             }
             Event::PageAlloc(e) => {
                 self.kernel.on_page_alloc(e, &self.gfp);
                 self.join.on_page_alloc(e);
+                None
             }
-            Event::PageFree(e) => self.kernel.on_page_free(e),
+            Event::PageFree(e) => {
+                self.kernel.on_page_free(e);
+                None
+            }
             Event::SlabAlloc(e) => {
                 self.kernel.on_slab_alloc(e);
                 self.join.on_slab_alloc(e);
+                None
             }
-            Event::SlabFree(e) => self.kernel.on_slab_free(e),
+            Event::SlabFree(e) => {
+                self.kernel.on_slab_free(e);
+                None
+            }
             Event::Fault(e) => {
                 self.kernel.on_fault(self.space.region(e.address));
                 self.join.on_fault(e, &self.agg.heap, &self.space);
+                None
             }
         }
     }
@@ -172,97 +183,66 @@ impl Session {
         }
     }
 
-    /// The kernel stacks that allocated most, symbolized from kallsyms (`--kernel-stacks`).
-    pub fn kernel_stacks(&self, ebpf: &Ebpf, max: usize) -> Vec<KernelStack> {
-        let Some(map) = ebpf.map(KSTACKS_MAP) else {
-            return Vec::new();
-        };
-        let Ok(map) = StackTraceMap::try_from(map) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<(&i32, &KStackCount)> = self.kernel.kstacks.iter().collect();
-        ids.sort_by_key(|(id, c)| (std::cmp::Reverse(c.pages + c.slab_objects), **id));
-        ids.truncate(max);
-        let traces: Vec<(Vec<u64>, KStackCount)> = ids
-            .into_iter()
-            .filter_map(|(id, c)| {
-                let trace = map.get(&(*id as u32), 0).ok()?;
-                Some((trace.frames().iter().map(|f| f.ip).collect(), *c))
-            })
-            .collect();
-        let names = symbolize_kernel(traces.iter().flat_map(|(t, _)| t.iter().copied()));
-        traces
-            .into_iter()
-            .map(|(trace, c)| KernelStack {
-                stack: trace
-                    .iter()
-                    .map(|a| names.get(a).cloned().unwrap_or_else(|| format!("{a:#x}")))
-                    .collect(),
-                pages: c.pages,
-                slab_objects: c.slab_objects,
-            })
+    /// Stack ids the summary needs.
+    pub fn stack_ids(&self) -> Vec<i32> {
+        self.agg.heap.stack_ids()
+    }
+
+    /// Symbolizes every address of every site with the process's files (which must still be
+    /// there): the table a summary and a recording use.
+    pub fn symbol_table(&self, stacks: &HashMap<i32, Vec<u64>>) -> HashMap<u64, Vec<Frame>> {
+        let mut unique = Vec::new();
+        let mut seen = HashSet::new();
+        for (key, _) in self.agg.heap.sites() {
+            for addr in user::site_addresses(key, stacks) {
+                if seen.insert(addr) {
+                    unique.push(addr);
+                }
+            }
+        }
+        let mut symbolizer = BlazeSymbolizer::new(&self.space);
+        unique
+            .iter()
+            .copied()
+            .zip(symbolizer.symbolize(&unique))
             .collect()
     }
 
-    /// The symbolized `user` section of the summary.
-    pub fn user_summary(&self, ebpf: &Ebpf, now_ns: u64, max_sites: usize) -> user::UserSummary {
-        let mut stacks = HashMap::new();
-        if let Some(map) = ebpf.map(STACKS_MAP) {
-            match StackTraceMap::try_from(map) {
-                Ok(map) => {
-                    for id in self.agg.heap.stack_ids() {
-                        if let Ok(trace) = map.get(&(id as u32), 0) {
-                            stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
-                        }
-                    }
-                }
-                Err(e) => log::warn!("reading stacks: {e}"),
-            }
-        }
-        let mut files: Vec<String> = self
-            .allocators
-            .attached
-            .iter()
-            .map(|(p, _)| p.display().to_string())
-            .collect();
-        files.dedup();
-        let mut symbolizer = BlazeSymbolizer::new(&self.space);
-        user::build(
+    /// The summary: the same for a live run and for the replay of its recording.
+    pub fn summarize(&self, finish: &Finish) -> Summary {
+        let mut symbolizer = TableSymbolizer {
+            table: finish.symbols.clone(),
+        };
+        let user = user::build(
             &self.agg.heap,
             &self.join,
-            &stacks,
+            &finish.stacks,
             &mut symbolizer,
-            now_ns,
-            max_sites,
-            files,
-        )
+            finish.now_ns,
+            finish.max_sites,
+            finish.allocator_files.clone(),
+        );
+        let mut kernel = KernelSummary::new(&self.kernel, &self.join);
+        kernel.traced = finish.kernel_traced;
+        kernel.stacks = finish.kernel_stacks.clone();
+        let mut counts = self.counts.clone();
+        let k = |c: u32| finish.counters.get(c as usize).copied().unwrap_or(0);
+        counts.dropped += k(counter::RINGBUF_DROPPED)
+            + k(counter::SYSCALL_ENTRY_STORE_FAILED)
+            + k(counter::ALLOC_STATE_STORE_FAILED);
+        counts.unpaired = k(counter::SYSCALL_UNPAIRED_EXIT) + k(counter::ALLOC_UNPAIRED_EXIT);
+        counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
+        counts.stacks_lost = k(counter::STACK_FAILED);
+        counts.read_failures = k(counter::READ_FAILED);
+        Summary {
+            schema: SCHEMA,
+            target: finish.target.clone(),
+            duration_ms: finish.duration_ms,
+            events: counts,
+            syscalls: self.agg.syscalls.clone(),
+            user,
+            kernel,
+            paths: PathsSummary::new(&self.join),
+        }
     }
-}
-
-/// Kernel function names for `addrs`, from kallsyms.
-fn symbolize_kernel(addrs: impl Iterator<Item = u64>) -> HashMap<u64, String> {
-    use blazesym::{
-        MaybeDefault,
-        symbolize::{Input, Symbolized, Symbolizer, source::Kernel, source::Source},
-    };
-    let mut unique: Vec<u64> = addrs.collect();
-    unique.sort_unstable();
-    unique.dedup();
-    let src = Source::Kernel(Kernel {
-        vmlinux: MaybeDefault::None,
-        ..Default::default()
-    });
-    let symbolizer = Symbolizer::new();
-    let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(&unique)) else {
-        log::warn!("could not read kernel symbols (kallsyms)");
-        return HashMap::new();
-    };
-    unique
-        .into_iter()
-        .zip(results)
-        .filter_map(|(addr, r)| match r {
-            Symbolized::Sym(sym) => Some((addr, sym.name.to_string())),
-            Symbolized::Unknown(_) => None,
-        })
-        .collect()
 }

@@ -1,6 +1,7 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
 pub mod kernel;
+pub mod stacks;
 pub mod tracefs;
 pub mod uprobes;
 

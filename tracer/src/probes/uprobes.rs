@@ -209,9 +209,16 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
 }
 
 impl AllocatorProbes {
-    /// Whether `path` was already looked at.
-    pub fn seen(&self, path: &Path) -> bool {
-        self.probed.contains(path)
+    /// The files whose functions were attached, in the order they were probed.
+    pub fn files(&self) -> Vec<String> {
+        let mut files: Vec<String> = Vec::new();
+        for (path, _) in &self.attached {
+            let path = path.display().to_string();
+            if files.last() != Some(&path) {
+                files.push(path);
+            }
+        }
+        files
     }
 
     /// Probes every allocator function `path` defines, for process `pid` only. Returns how

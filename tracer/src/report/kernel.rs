@@ -20,7 +20,7 @@ const REGIONS: [&str; 6] = [
 ];
 
 /// A kernel allocation path: the kernel stack, innermost first, and what it allocated.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct KernelStack {
     pub stack: Vec<String>,
     pub pages: u64,

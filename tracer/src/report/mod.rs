@@ -7,14 +7,14 @@ pub mod kernel;
 pub mod text;
 pub mod user;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::SyscallStats;
 
 pub const SCHEMA: &str = "tracer.summary/1";
 
 /// The traced process.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TargetInfo {
     pub pid: u32,
     /// The launched command line, or the process's own (`/proc/PID/cmdline`) for `--pid`.
@@ -24,7 +24,7 @@ pub struct TargetInfo {
     /// The signal that killed a launched command.
     pub signal: Option<i32>,
     /// Why tracing ended: "exited", "duration", "interrupted".
-    pub ended_by: &'static str,
+    pub ended_by: String,
 }
 
 /// What happened to the events on their way from the kernel.
@@ -111,7 +111,7 @@ pub(crate) mod tests {
             [0x7f00_1000_0000, 4096, 8192, 1, 0, 0],
             0x7f00_2000_0000,
         );
-        let mut sym = crate::symbolize::FakeSymbolizer::default();
+        let mut sym = crate::symbolize::TableSymbolizer::default();
         let user = user::build(
             &crate::aggregate::HeapStats::default(),
             &Default::default(),
@@ -128,7 +128,7 @@ pub(crate) mod tests {
                 command: vec!["./app".into(), "--flag".into()],
                 exit_code: Some(3),
                 signal: None,
-                ended_by: "exited",
+                ended_by: "exited".into(),
             },
             duration_ms: 12.5,
             events: EventCounts {

@@ -15,7 +15,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
     } else {
         t.command.join(" ")
     };
-    let outcome = match (t.ended_by, t.exit_code, t.signal) {
+    let outcome = match (t.ended_by.as_str(), t.exit_code, t.signal) {
         ("exited", Some(code), _) => format!("exited with status {code}"),
         ("exited", None, Some(sig)) => format!("was killed by signal {sig}"),
         ("exited", None, None) => String::from("exited"),

@@ -206,7 +206,7 @@ mod tests {
     use tracer_common::{AllocEvent, EventHeader, kind};
 
     use super::*;
-    use crate::symbolize::FakeSymbolizer;
+    use crate::symbolize::TableSymbolizer;
 
     fn frame(addr: u64, function: &str, line: u32) -> Frame {
         Frame {
@@ -261,7 +261,7 @@ mod tests {
         heap.on_alloc(&ev(AllocFn::Malloc, 5000, 0xb0, 0x4000_0180));
         heap.on_alloc(&ev(AllocFn::Free, 0, 0xa0, 0));
         let stacks = HashMap::from([(1, vec![0x7f00_0000_1234, 0x4000_0900])]);
-        let mut sym = FakeSymbolizer::default();
+        let mut sym = TableSymbolizer::default();
         sym.table
             .insert(0x4000_0100, vec![frame(0x4000_0100, "small", 10)]);
         sym.table

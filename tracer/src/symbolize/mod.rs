@@ -7,26 +7,31 @@
 use std::{collections::HashMap, path::Path, sync::Arc};
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze, source::Elf, source::Source};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::attribution::AddressSpace;
 
 /// One frame of a symbolized stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// The address in the process, as hex.
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "unhex")]
     pub addr: u64,
     pub function: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
     /// This frame was inlined into the next one (same address).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
 }
 
 fn hex<S: serde::Serializer>(addr: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{addr:#x}"))
+}
+
+fn unhex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let text = String::deserialize(d)?;
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(serde::de::Error::custom)
 }
 
 impl Frame {
@@ -125,13 +130,14 @@ impl Symbolizer for BlazeSymbolizer<'_> {
     }
 }
 
-/// Symbolizes from a fixed table, for tests.
+/// Symbolizes from a table made earlier: by the live run for its report and its recording, or
+/// read back from a recording. Unknown addresses stay bare.
 #[derive(Debug, Default)]
-pub struct FakeSymbolizer {
+pub struct TableSymbolizer {
     pub table: HashMap<u64, Vec<Frame>>,
 }
 
-impl Symbolizer for FakeSymbolizer {
+impl Symbolizer for TableSymbolizer {
     fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
         addrs
             .iter()
@@ -142,5 +148,24 @@ impl Symbolizer for FakeSymbolizer {
                     .unwrap_or_else(|| vec![Frame::unknown(*a)])
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_json() {
+        let f = Frame {
+            addr: 0x5555_0000_1234,
+            function: Some("main".into()),
+            file: None,
+            line: Some(3),
+            inlined: true,
+        };
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(json.contains("\"0x555500001234\""), "{json}");
+        assert_eq!(serde_json::from_str::<Frame>(&json).unwrap(), f);
     }
 }

@@ -1,0 +1,84 @@
+//! Reading stacks out of the eBPF stack maps at the end of a run.
+
+use std::collections::HashMap;
+
+use aya::{Ebpf, maps::StackTraceMap};
+use tracer_common::KSTACKS_MAP;
+
+use crate::{aggregate::kernel::KernelStats, report::kernel::KernelStack};
+
+/// The frames (instruction pointers, innermost first) of each stack id in `ids`, from the
+/// stack map `name`. Ids no longer in the map are left out.
+pub fn read_stacks(
+    ebpf: &Ebpf,
+    name: &str,
+    ids: impl IntoIterator<Item = i32>,
+) -> HashMap<i32, Vec<u64>> {
+    let mut out = HashMap::new();
+    let Some(map) = ebpf.map(name) else {
+        return out;
+    };
+    let map = match StackTraceMap::try_from(map) {
+        Ok(map) => map,
+        Err(e) => {
+            log::warn!("reading stack map {name}: {e}");
+            return out;
+        }
+    };
+    for id in ids {
+        if let Ok(trace) = map.get(&(id as u32), 0) {
+            out.insert(id, trace.frames().iter().map(|f| f.ip).collect());
+        }
+    }
+    out
+}
+
+/// Kernel function names for `addrs`, from kallsyms.
+pub fn symbolize_kernel(addrs: impl Iterator<Item = u64>) -> HashMap<u64, String> {
+    use blazesym::{
+        MaybeDefault,
+        symbolize::{Input, Symbolized, Symbolizer, source::Kernel, source::Source},
+    };
+    let mut unique: Vec<u64> = addrs.collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let src = Source::Kernel(Kernel {
+        vmlinux: MaybeDefault::None,
+        ..Default::default()
+    });
+    let symbolizer = Symbolizer::new();
+    let Ok(results) = symbolizer.symbolize(&src, Input::AbsAddr(&unique)) else {
+        log::warn!("could not read kernel symbols (kallsyms)");
+        return HashMap::new();
+    };
+    unique
+        .into_iter()
+        .zip(results)
+        .filter_map(|(addr, r)| match r {
+            Symbolized::Sym(sym) => Some((addr, sym.name.to_string())),
+            Symbolized::Unknown(_) => None,
+        })
+        .collect()
+}
+
+/// The `max` kernel stacks that allocated most (`--kernel-stacks`), symbolized.
+pub fn kernel_stacks(ebpf: &Ebpf, kernel: &KernelStats, max: usize) -> Vec<KernelStack> {
+    let mut ids: Vec<_> = kernel.kstacks.iter().collect();
+    ids.sort_by_key(|(id, c)| (std::cmp::Reverse(c.pages + c.slab_objects), **id));
+    ids.truncate(max);
+    let traces = read_stacks(ebpf, KSTACKS_MAP, ids.iter().map(|(id, _)| **id));
+    let names = symbolize_kernel(traces.values().flatten().copied());
+    ids.into_iter()
+        .filter_map(|(id, c)| {
+            let trace = traces.get(id)?;
+            Some(KernelStack {
+                stack: trace
+                    .iter()
+                    .map(|a| names.get(a).cloned().unwrap_or_else(|| format!("{a:#x}")))
+                    .collect(),
+                pages: c.pages,
+                slab_objects: c.slab_objects,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,271 @@
+//! Recordings: a compact, versioned, streaming file of a session's events with what is needed
+//! to report on it later, elsewhere, after the process is gone.
+//!
+//! Layout: the magic `TRACEREC`, a little-endian `u32` format version, a reserved `u32`, then
+//! records of `kind: u8, len: u32, crc32: u32, payload[len]` (little-endian). A `START` record
+//! (JSON [`Start`]) comes first, `EVENT` records carry ring-buffer bytes exactly as the kernel
+//! wrote them, and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it.
+
+use std::{
+    fs::File,
+    io::{self, BufReader, BufWriter, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+use crate::session::{Finish, Start};
+
+pub const MAGIC: &[u8; 8] = b"TRACEREC";
+/// The format version this build writes and reads. Bump on any change to the layout, the
+/// wire types or the JSON records.
+pub const VERSION: u32 = 1;
+const HEADER_BYTES: u64 = 16;
+const RECORD_HEADER_BYTES: u64 = 9;
+/// A record larger than this is corruption, not data.
+const MAX_RECORD_BYTES: u32 = 256 << 20;
+
+const START: u8 = 1;
+const EVENT: u8 = 2;
+const FINISH: u8 = 3;
+
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not a tracer recording (no TRACEREC header)")]
+    NotARecording(PathBuf),
+    #[error(
+        "{path} is a version {found} recording; this tracer reads version {VERSION}: \
+         report on it with a newer tracer"
+    )]
+    NewerVersion { path: PathBuf, found: u32 },
+    #[error("{path} is a version {found} recording, which this tracer does not read")]
+    UnknownVersion { path: PathBuf, found: u32 },
+    #[error("recording truncated at byte offset {offset}: {what}")]
+    Truncated { offset: u64, what: &'static str },
+    #[error("recording corrupt at byte offset {offset}: {what}")]
+    Corrupt { offset: u64, what: String },
+}
+
+/// Writes a recording as the session goes.
+pub struct Recorder {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl Recorder {
+    pub fn create(path: &Path, start: &Start) -> Result<Self, RecordError> {
+        let io_err = |source| RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::create(path).map_err(io_err)?;
+        let mut r = Recorder {
+            out: BufWriter::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+        };
+        let mut header = [0u8; HEADER_BYTES as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        r.out.write_all(&header).map_err(io_err)?;
+        r.json(START, start)?;
+        Ok(r)
+    }
+
+    fn record(&mut self, kind: u8, payload: &[u8]) -> Result<(), RecordError> {
+        let mut head = [0u8; RECORD_HEADER_BYTES as usize];
+        head[0] = kind;
+        head[1..5].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[5..9].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.out
+            .write_all(&head)
+            .and_then(|()| self.out.write_all(payload))
+            .map_err(|source| RecordError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn json<T: serde::Serialize>(&mut self, kind: u8, value: &T) -> Result<(), RecordError> {
+        let bytes = serde_json::to_vec(value).expect("session types serialize");
+        self.record(kind, &bytes)
+    }
+
+    /// One ring-buffer record, as the kernel wrote it.
+    pub fn event(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        self.record(EVENT, bytes)
+    }
+
+    /// Ends the recording.
+    pub fn finish(mut self, finish: &Finish) -> Result<(), RecordError> {
+        self.json(FINISH, finish)?;
+        self.out.flush().map_err(|source| RecordError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// What a recording holds, read back in order.
+pub enum Item<'a> {
+    Start(Box<Start>),
+    Event(&'a [u8]),
+    Finish(Box<Finish>),
+}
+
+/// Reads a recording record by record.
+pub struct Reader<R> {
+    input: R,
+    offset: u64,
+    /// Total length, when known, for progress.
+    pub len: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl Reader<BufReader<File>> {
+    pub fn open(path: &Path) -> Result<Self, RecordError> {
+        let io_err = |source| RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let len = file.metadata().ok().map(|m| m.len());
+        let mut r = Reader::new(BufReader::with_capacity(1 << 20, file), path)?;
+        r.len = len;
+        Ok(r)
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// Checks the header; `path` only names the source in errors.
+    pub fn new(mut input: R, path: &Path) -> Result<Self, RecordError> {
+        let mut header = [0u8; HEADER_BYTES as usize];
+        let n = read_full(&mut input, &mut header).map_err(|source| RecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if n < 8 || &header[..8] != MAGIC {
+            return Err(RecordError::NotARecording(path.to_path_buf()));
+        }
+        if n < header.len() {
+            return Err(RecordError::Truncated {
+                offset: n as u64,
+                what: "in the file header",
+            });
+        }
+        let found = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        if header[12..16] != [0; 4] {
+            return Err(RecordError::Corrupt {
+                offset: 12,
+                what: "reserved header bytes are not zero".into(),
+            });
+        }
+        if found > VERSION {
+            return Err(RecordError::NewerVersion {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        if found != VERSION {
+            return Err(RecordError::UnknownVersion {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        Ok(Reader {
+            input,
+            offset: HEADER_BYTES,
+            len: None,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next item, or `None` at a clean end.
+    pub fn next_item(&mut self) -> Result<Option<Item<'_>>, RecordError> {
+        let at = self.offset;
+        let mut head = [0u8; RECORD_HEADER_BYTES as usize];
+        let n = read_full(&mut self.input, &mut head).map_err(|e| RecordError::Corrupt {
+            offset: at,
+            what: e.to_string(),
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n < head.len() {
+            return Err(RecordError::Truncated {
+                offset: at,
+                what: "in a record header",
+            });
+        }
+        let kind = head[0];
+        let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
+        if !(START..=FINISH).contains(&kind) {
+            return Err(RecordError::Corrupt {
+                offset: at,
+                what: format!("unknown record kind {kind}"),
+            });
+        }
+        if len > MAX_RECORD_BYTES {
+            return Err(RecordError::Corrupt {
+                offset: at,
+                what: format!("record length {len}"),
+            });
+        }
+        self.buf.resize(len as usize, 0);
+        let got = read_full(&mut self.input, &mut self.buf).map_err(|e| RecordError::Corrupt {
+            offset: at,
+            what: e.to_string(),
+        })?;
+        if got < self.buf.len() {
+            return Err(RecordError::Truncated {
+                offset: at + RECORD_HEADER_BYTES + got as u64,
+                what: "in a record's data",
+            });
+        }
+        if crc32fast::hash(&self.buf) != crc {
+            return Err(RecordError::Corrupt {
+                offset: at,
+                what: "checksum mismatch".into(),
+            });
+        }
+        self.offset = at + RECORD_HEADER_BYTES + u64::from(len);
+        let json_err = |e: serde_json::Error| RecordError::Corrupt {
+            offset: at,
+            what: format!("bad record contents: {e}"),
+        };
+        Ok(Some(match kind {
+            START => Item::Start(Box::new(
+                serde_json::from_slice(&self.buf).map_err(json_err)?,
+            )),
+            EVENT => Item::Event(&self.buf),
+            _ => Item::Finish(Box::new(
+                serde_json::from_slice(&self.buf).map_err(json_err)?,
+            )),
+        }))
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,215 @@
+//! `tracer report`: a recording fed through the same session code as a live run.
+
+use std::path::Path;
+
+use crate::{
+    record::{Item, Reader, RecordError},
+    report::Summary,
+    session::Session,
+};
+
+/// Replays the recording at `path`; `progress` is told the bytes read so far and the total.
+pub fn replay(
+    path: &Path,
+    mut progress: impl FnMut(u64, Option<u64>),
+) -> Result<Summary, RecordError> {
+    let mut reader = Reader::open(path)?;
+    let total = reader.len;
+    let start = match reader.next_item()? {
+        Some(Item::Start(start)) => start,
+        Some(_) => {
+            return Err(RecordError::Corrupt {
+                offset: 16,
+                what: "the first record is not the start record".into(),
+            });
+        }
+        None => {
+            return Err(RecordError::Truncated {
+                offset: 16,
+                what: "the recording has no records",
+            });
+        }
+    };
+    let mut session = Session::new(&start);
+    let mut events = 0u64;
+    loop {
+        let offset = reader.offset();
+        match reader.next_item()? {
+            Some(Item::Event(bytes)) => {
+                session.process(bytes);
+                events += 1;
+                if events.is_multiple_of(65536) {
+                    progress(offset, total);
+                }
+            }
+            Some(Item::Finish(finish)) => {
+                progress(reader.offset(), total);
+                return Ok(session.summarize(&finish));
+            }
+            Some(Item::Start(_)) => {
+                return Err(RecordError::Corrupt {
+                    offset,
+                    what: "a second start record".into(),
+                });
+            }
+            None => {
+                return Err(RecordError::Truncated {
+                    offset,
+                    what: "the recording ends before its finish record",
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use tracer_common::{AllocEvent, AllocFn, EventHeader, Syscall, SyscallEvent, kind};
+
+    use super::*;
+    use crate::{
+        events::encode,
+        record::{Recorder, VERSION},
+        session::{Finish, Start},
+    };
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("tracer-replay-{}-{name}", std::process::id()))
+    }
+
+    /// A small recording: a brk, a malloc and a free, and its finish.
+    fn write_recording(path: &std::path::Path) -> Finish {
+        let start = Start {
+            pid: 42,
+            command: vec!["./app".into(), "<script>".into()],
+            page_size: 4096,
+            maps: "55d0c0a00000-55d0c0a21000 r-xp 00000000 fd:00 1 /usr/bin/app\n".into(),
+            gfp_print_fmt: String::new(),
+            initial_break: None,
+        };
+        let mut rec = Recorder::create(path, &start).unwrap();
+        let header = |kind, ts| EventHeader {
+            ts_ns: ts,
+            kind,
+            tgid: 42,
+            tid: 42,
+            cpu: 0,
+        };
+        rec.event(encode(&SyscallEvent {
+            header: header(kind::SYSCALL, 10),
+            syscall: Syscall::Brk as u32,
+            reserved: 0,
+            args: [0; 6],
+            ret: 0x5600_0000_0000,
+            duration_ns: 1,
+            alloc_enter_ns: 0,
+        }))
+        .unwrap();
+        let alloc = |func: AllocFn, size, ptr| AllocEvent {
+            header: header(kind::ALLOC, 20),
+            func: func as u32,
+            stack_id: 1,
+            nmemb: 1,
+            size,
+            ptr,
+            old_ptr: 0,
+            caller: 0x55d0_c0a0_1000,
+            enter_ns: 19,
+        };
+        rec.event(encode(&alloc(AllocFn::Malloc, 100, 0xa0)))
+            .unwrap();
+        rec.event(encode(&alloc(AllocFn::Malloc, 200, 0xb0)))
+            .unwrap();
+        rec.event(encode(&alloc(AllocFn::Free, 0, 0xa0))).unwrap();
+        let finish = Finish {
+            duration_ms: 1.5,
+            now_ns: 1_000_000,
+            counters: vec![0; 9],
+            max_sites: 10,
+            stacks: [(1, vec![0x7f00_0000_0000, 0x55d0_c0a0_2000])].into(),
+            ..Default::default()
+        };
+        rec.finish(&finish).unwrap();
+        finish
+    }
+
+    #[test]
+    fn replays_a_recording() {
+        let path = temp("ok");
+        let finish = write_recording(&path);
+        let mut calls = 0;
+        let summary = replay(&path, |_, total| {
+            calls += 1;
+            assert_eq!(total, Some(std::fs::metadata(&path).unwrap().len()));
+        })
+        .unwrap();
+        assert!(calls >= 1, "progress is reported");
+        assert_eq!(summary.events.received, 4);
+        assert_eq!(summary.syscalls.brk.calls, 1);
+        assert_eq!(summary.user.malloc.calls, 2);
+        assert_eq!(summary.user.live_bytes_at_end, 200);
+        assert_eq!(summary.duration_ms, finish.duration_ms);
+        assert_eq!(
+            summary.user.sites[0].stack.len(),
+            2,
+            "caller spliced before the walk"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Every truncation and every flipped byte gives an error naming an offset, never a panic
+    /// and never a summary.
+    #[test]
+    fn truncated_and_corrupt_recordings_are_errors() {
+        let path = temp("src");
+        write_recording(&path);
+        let bytes = std::fs::read(&path).unwrap();
+        let bad = temp("bad");
+        for len in 0..bytes.len() {
+            std::fs::write(&bad, &bytes[..len]).unwrap();
+            let err = replay(&bad, |_, _| {})
+                .err()
+                .unwrap_or_else(|| panic!("length {len} replayed"));
+            let text = err.to_string();
+            assert!(
+                text.contains("offset") || text.contains("not a tracer recording"),
+                "length {len}: {text}"
+            );
+        }
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x41;
+            std::fs::write(&bad, &flipped).unwrap();
+            assert!(
+                replay(&bad, |_, _| {}).is_err(),
+                "flipping byte {at} went unnoticed"
+            );
+        }
+        std::fs::remove_file(&bad).unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn newer_versions_are_refused() {
+        let path = temp("newer");
+        write_recording(&path);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = replay(&path, |_, _| {}).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("is a version {} recording", VERSION + 1)),
+            "{err}"
+        );
+        assert!(err.contains("newer tracer"), "{err}");
+        std::fs::write(&path, b"hello, not a recording").unwrap();
+        let err = replay(&path, |_, _| {}).err().unwrap().to_string();
+        assert!(
+            err.ends_with("is not a tracer recording (no TRACEREC header)"),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
