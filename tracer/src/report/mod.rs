@@ -2,8 +2,11 @@
 //!
 //! Every renderer is a pure `fn render(&Summary, impl Write)`; none does I/O of its own.
 
+pub mod flame;
+pub mod folded;
 pub mod json;
 pub mod kernel;
+pub mod pprof;
 pub mod text;
 pub mod user;
 

@@ -1,0 +1,60 @@
+//! Folded stacks (`outer;...;inner value` per line), for flamegraph.pl, inferno and speedscope.
+
+use std::io::{self, Write};
+
+use super::Summary;
+use crate::symbolize::Frame;
+
+/// What a folded line counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    /// Bytes allocated per site.
+    Allocated,
+    /// Bytes still live at the end (leaks) per site.
+    Live,
+    /// Bytes resident now per site.
+    Resident,
+}
+
+/// A frame's name in a folded stack: its function, or its address; `;` (the separator) and
+/// newlines never appear in it.
+fn frame_name(f: &Frame) -> String {
+    let name = match &f.function {
+        Some(name) => name.clone(),
+        None => format!("{:#x}", f.addr),
+    };
+    name.replace([';', '\n', '\r'], ":")
+}
+
+/// The folded lines of a summary: one per site (or leak) with a non-zero weight, root first.
+pub fn lines(summary: &Summary, weight: Weight) -> Vec<String> {
+    let stacks: Vec<(&[Frame], u64)> = match weight {
+        Weight::Allocated => summary.user.sites.iter().map(|s| (&s.stack[..], s.stats.bytes)).collect(),
+        Weight::Resident => summary
+            .user
+            .sites
+            .iter()
+            .map(|s| (&s.stack[..], s.paths.resident_bytes))
+            .collect(),
+        Weight::Live => summary.user.leaks.iter().map(|l| (&l.stack[..], l.bytes)).collect(),
+    };
+    stacks
+        .into_iter()
+        .filter(|(_, w)| *w > 0)
+        .map(|(stack, w)| {
+            let names: Vec<String> = if stack.is_empty() {
+                vec!["[unknown]".into()]
+            } else {
+                stack.iter().rev().map(frame_name).collect()
+            };
+            format!("{} {w}", names.join(";"))
+        })
+        .collect()
+}
+
+pub fn render(summary: &Summary, weight: Weight, mut out: impl Write) -> io::Result<()> {
+    for line in lines(summary, weight) {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}

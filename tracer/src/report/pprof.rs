@@ -1,0 +1,283 @@
+//! A gzipped pprof profile (`profile.proto`), which `go tool pprof`, Pyroscope and Parca open.
+//!
+//! The messages below are the public profile.proto's, written out for prost.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
+
+use flate2::{Compression, write::GzEncoder};
+use prost::Message as _;
+
+use super::Summary;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Profile {
+    #[prost(message, repeated, tag = "1")]
+    pub sample_type: Vec<ValueType>,
+    #[prost(message, repeated, tag = "2")]
+    pub sample: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub mapping: Vec<Mapping>,
+    #[prost(message, repeated, tag = "4")]
+    pub location: Vec<Location>,
+    #[prost(message, repeated, tag = "5")]
+    pub function: Vec<Function>,
+    #[prost(string, repeated, tag = "6")]
+    pub string_table: Vec<String>,
+    #[prost(int64, tag = "7")]
+    pub drop_frames: i64,
+    #[prost(int64, tag = "8")]
+    pub keep_frames: i64,
+    #[prost(int64, tag = "9")]
+    pub time_nanos: i64,
+    #[prost(int64, tag = "10")]
+    pub duration_nanos: i64,
+    #[prost(message, optional, tag = "11")]
+    pub period_type: Option<ValueType>,
+    #[prost(int64, tag = "12")]
+    pub period: i64,
+    #[prost(int64, repeated, tag = "13")]
+    pub comment: Vec<i64>,
+    #[prost(int64, tag = "14")]
+    pub default_sample_type: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ValueType {
+    #[prost(int64, tag = "1")]
+    pub r#type: i64,
+    #[prost(int64, tag = "2")]
+    pub unit: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Sample {
+    #[prost(uint64, repeated, tag = "1")]
+    pub location_id: Vec<u64>,
+    #[prost(int64, repeated, tag = "2")]
+    pub value: Vec<i64>,
+    #[prost(message, repeated, tag = "3")]
+    pub label: Vec<Label>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Label {
+    #[prost(int64, tag = "1")]
+    pub key: i64,
+    #[prost(int64, tag = "2")]
+    pub str: i64,
+    #[prost(int64, tag = "3")]
+    pub num: i64,
+    #[prost(int64, tag = "4")]
+    pub num_unit: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mapping {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub memory_start: u64,
+    #[prost(uint64, tag = "3")]
+    pub memory_limit: u64,
+    #[prost(uint64, tag = "4")]
+    pub file_offset: u64,
+    #[prost(int64, tag = "5")]
+    pub filename: i64,
+    #[prost(int64, tag = "6")]
+    pub build_id: i64,
+    #[prost(bool, tag = "7")]
+    pub has_functions: bool,
+    #[prost(bool, tag = "8")]
+    pub has_filenames: bool,
+    #[prost(bool, tag = "9")]
+    pub has_line_numbers: bool,
+    #[prost(bool, tag = "10")]
+    pub has_inline_frames: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Location {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub mapping_id: u64,
+    #[prost(uint64, tag = "3")]
+    pub address: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub line: Vec<Line>,
+    #[prost(bool, tag = "5")]
+    pub is_folded: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Line {
+    #[prost(uint64, tag = "1")]
+    pub function_id: u64,
+    #[prost(int64, tag = "2")]
+    pub line: i64,
+    #[prost(int64, tag = "3")]
+    pub column: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Function {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(int64, tag = "2")]
+    pub name: i64,
+    #[prost(int64, tag = "3")]
+    pub system_name: i64,
+    #[prost(int64, tag = "4")]
+    pub filename: i64,
+    #[prost(int64, tag = "5")]
+    pub start_line: i64,
+}
+
+/// The sample types, in value order.
+pub const SAMPLE_TYPES: [(&str, &str); 5] = [
+    ("alloc_objects", "count"),
+    ("alloc_space", "bytes"),
+    ("inuse_objects", "count"),
+    ("inuse_space", "bytes"),
+    ("resident_space", "bytes"),
+];
+
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Strings::default();
+        s.get("");
+        s
+    }
+
+    fn get(&mut self, text: &str) -> i64 {
+        if let Some(&i) = self.index.get(text) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(text.to_string());
+        self.index.insert(text.to_string(), i);
+        i
+    }
+}
+
+/// The profile of a summary's call sites: one sample per site, one location per address (with
+/// a line per inlined frame, innermost first), one function per name and file.
+pub fn profile(summary: &Summary) -> Profile {
+    let mut strings = Strings::new();
+    let sample_type = SAMPLE_TYPES
+        .iter()
+        .map(|(t, u)| ValueType {
+            r#type: strings.get(t),
+            unit: strings.get(u),
+        })
+        .collect();
+    let mut functions: Vec<Function> = Vec::new();
+    let mut function_ids: HashMap<(String, String), u64> = HashMap::new();
+    let mut locations: Vec<Location> = Vec::new();
+    let mut location_ids: HashMap<u64, u64> = HashMap::new();
+    let mut samples = Vec::new();
+    for site in &summary.user.sites {
+        let mut ids: Vec<u64> = Vec::new();
+        let mut i = 0;
+        while i < site.stack.len() {
+            // The frames of one address: inlined ones, then the function they are inlined into.
+            let addr = site.stack[i].addr;
+            let mut end = i;
+            while end < site.stack.len() && site.stack[end].addr == addr {
+                end += 1;
+            }
+            let id = *location_ids.entry(addr).or_insert_with(|| {
+                let lines = site.stack[i..end]
+                    .iter()
+                    .map(|f| {
+                        let name = f.function.clone().unwrap_or_else(|| format!("{addr:#x}"));
+                        let file = f.file.clone().unwrap_or_default();
+                        let key = (name.clone(), file.clone());
+                        let function_id = match function_ids.get(&key) {
+                            Some(&id) => id,
+                            None => {
+                                let id = functions.len() as u64 + 1;
+                                functions.push(Function {
+                                    id,
+                                    name: strings.get(&name),
+                                    system_name: strings.get(&name),
+                                    filename: strings.get(&file),
+                                    start_line: 0,
+                                });
+                                function_ids.insert(key, id);
+                                id
+                            }
+                        };
+                        Line {
+                            function_id,
+                            line: i64::from(f.line.unwrap_or(0)),
+                            column: 0,
+                        }
+                    })
+                    .collect();
+                let id = locations.len() as u64 + 1;
+                locations.push(Location {
+                    id,
+                    mapping_id: 0,
+                    address: addr,
+                    line: lines,
+                    is_folded: false,
+                });
+                id
+            });
+            ids.push(id);
+            i = end;
+        }
+        let s = &site.stats;
+        samples.push(Sample {
+            location_id: ids,
+            value: [s.allocs, s.bytes, s.live_count, s.live_bytes, site.paths.resident_bytes]
+                .map(|v| v as i64)
+                .to_vec(),
+            label: vec![Label {
+                key: strings.get("path"),
+                str: strings.get(site.path),
+                num: 0,
+                num_unit: 0,
+            }],
+        });
+    }
+    let comment = vec![strings.get(&format!(
+        "tracer: pid {} ({})",
+        summary.target.pid,
+        summary.target.command.join(" ")
+    ))];
+    Profile {
+        sample_type,
+        sample: samples,
+        mapping: Vec::new(),
+        location: locations,
+        function: functions,
+        drop_frames: 0,
+        keep_frames: 0,
+        time_nanos: 0,
+        duration_nanos: (summary.duration_ms * 1e6) as i64,
+        period_type: None,
+        period: 0,
+        comment,
+        default_sample_type: 0,
+        string_table: strings.table,
+    }
+}
+
+/// Writes the gzipped profile.
+pub fn render(summary: &Summary, out: impl Write) -> io::Result<()> {
+    let mut gz = GzEncoder::new(out, Compression::default());
+    gz.write_all(&profile(summary).encode_to_vec())?;
+    gz.finish()?;
+    Ok(())
+}
