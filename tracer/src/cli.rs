@@ -115,6 +115,26 @@ pub struct OutputArgs {
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
 
+    /// Write one self-contained HTML page (charts, flamegraphs, sortable tables of sites, leaks
+    /// and slab caches, each site's chain) that works offline. Example: --html report.html
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Write SVG charts (timeline, bytes per path, sizes, kernel) and flamegraphs (allocated,
+    /// live, resident bytes) into DIR. Example: --svg charts/
+    #[arg(long, value_name = "DIR")]
+    pub svg: Option<PathBuf>,
+
+    /// Write folded stacks of allocated bytes (flamegraph.pl, inferno, speedscope).
+    /// Example: --folded alloc.folded
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// Write a gzipped pprof profile (alloc_objects, alloc_space, inuse_objects, inuse_space,
+    /// resident_space) for go tool pprof, Pyroscope or Parca. Example: --pprof heap.pb.gz
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
     /// Do not print the summary to stderr (use with the file outputs).
     #[arg(short, long)]
     pub quiet: bool,
@@ -125,6 +145,10 @@ impl OutputArgs {
         Outputs {
             text: !self.quiet,
             json: self.json,
+            svg: self.svg,
+            html: self.html,
+            folded: self.folded,
+            pprof: self.pprof,
         }
     }
 }

@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 use tracer_common::{Syscall, SyscallEvent, counter};
 
 use crate::{
-    aggregate::{Aggregate, kernel::KernelStats, syscalls::is_error},
+    aggregate::{
+        Aggregate, HeapStats,
+        kernel::KernelStats,
+        syscalls::is_error,
+        timeline::{self, Timeline},
+    },
     attribution::{AddressSpace, join::Join},
     events::{self, Event},
     gfp::GfpTable,
@@ -67,8 +72,10 @@ pub struct Session {
     pub kernel: KernelStats,
     pub join: Join,
     pub gfp: GfpTable,
+    pub timeline: Timeline,
     /// Executable files already seen mapped.
     seen_files: HashSet<PathBuf>,
+    last_ts: u64,
 }
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
@@ -94,7 +101,9 @@ impl Session {
             kernel: KernelStats::default(),
             join: Join::default(),
             gfp: GfpTable::from_print_fmt(&start.gfp_print_fmt),
+            timeline: Timeline::default(),
             seen_files,
+            last_ts: 0,
         }
     }
 
@@ -103,7 +112,17 @@ impl Session {
     pub fn process(&mut self, record: &[u8]) -> Option<PathBuf> {
         self.counts.received += 1;
         match events::decode(record) {
-            Ok(event) => self.on_event(&event),
+            Ok(event) => {
+                let ts = event.header().ts_ns;
+                let lib = self.on_event(&event);
+                // Stamps from different CPUs may be slightly out of order: time only moves on.
+                self.last_ts = self.last_ts.max(ts);
+                let (heap, space, join, kernel) =
+                    (&self.agg.heap, &self.space, &self.join, &self.kernel);
+                self.timeline
+                    .observe(self.last_ts, || sample(heap, space, join, kernel));
+                lib
+            }
             Err(e) => {
                 self.counts.decode_errors += 1;
                 log::debug!("undecodable record: {e}");
@@ -118,6 +137,16 @@ impl Session {
                 let brk_before = self.agg.syscalls.brk.current_break;
                 self.agg.syscalls.on_syscall(e);
                 self.join.on_syscall(e, brk_before);
+                if e.syscall == Syscall::Brk as u32
+                    && e.args[0] != 0
+                    && let Some(before) = brk_before
+                {
+                    let moved = (e.ret as u64).abs_diff(before);
+                    if moved > 0 {
+                        self.timeline
+                            .mark(e.header.ts_ns.max(self.last_ts), "brk", moved);
+                    }
+                }
                 let lib = self.follow_mapping(e)?;
                 (!is_loader(&lib) && self.seen_files.insert(lib.clone())).then_some(lib)
             }
@@ -162,6 +191,12 @@ impl Session {
             return None;
         }
         let a = e.args;
+        let ts = e.header.ts_ns.max(self.last_ts);
+        match Syscall::try_from(e.syscall).ok()? {
+            Syscall::Mmap => self.timeline.mark(ts, "mmap", a[1]),
+            Syscall::Munmap => self.timeline.mark(ts, "munmap", a[1]),
+            _ => {}
+        }
         match Syscall::try_from(e.syscall).ok()? {
             Syscall::Mmap => self
                 .space
@@ -234,8 +269,14 @@ impl Session {
         counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
         counts.stacks_lost = k(counter::STACK_FAILED);
         counts.read_failures = k(counter::READ_FAILED);
+        let mut timeline = self.timeline.clone();
+        timeline.close(
+            self.last_ts,
+            sample(&self.agg.heap, &self.space, &self.join, &self.kernel),
+        );
         Summary {
             schema: SCHEMA,
+            timeline,
             target: finish.target.clone(),
             duration_ms: finish.duration_ms,
             events: counts,
@@ -244,5 +285,21 @@ impl Session {
             kernel,
             paths: PathsSummary::new(&self.join),
         }
+    }
+}
+
+/// The process's memory now, for the timeline.
+fn sample(
+    heap: &HeapStats,
+    space: &AddressSpace,
+    join: &Join,
+    kernel: &KernelStats,
+) -> timeline::Sample {
+    timeline::Sample {
+        live_heap: heap.live_bytes,
+        mapped: space.data_bytes(),
+        resident: join.resident_bytes(),
+        slab: kernel.slab.live_bytes_at_end,
+        buddy: kernel.buddy.live_pages_at_end * 4096,
     }
 }

@@ -54,10 +54,11 @@ pub struct SlabStats {
     pub bytes_req: u64,
     pub frees: u64,
     pub live_at_end: u64,
+    pub live_bytes_at_end: u64,
     /// By cache name; kmalloc objects by their size class (`kmalloc-64`, ...).
     pub by_cache: BTreeMap<String, CacheStats>,
     #[serde(skip)]
-    live: HashMap<u64, String>,
+    live: HashMap<u64, (String, u64)>,
 }
 
 /// User page faults by the kind of region they hit.
@@ -154,11 +155,13 @@ impl KernelStats {
         c.bytes_req += e.bytes_req;
         c.live_at_end += 1;
         s.live_at_end += 1;
+        s.live_bytes_at_end += e.bytes_alloc;
         if e.kstack_id >= 0 {
             self.kstacks.entry(e.kstack_id).or_default().slab_objects += 1;
         }
-        if let Some(old) = s.live.insert(e.ptr, name) {
+        if let Some((old, bytes)) = s.live.insert(e.ptr, (name, e.bytes_alloc)) {
             s.live_at_end -= 1;
+            s.live_bytes_at_end -= bytes;
             if let Some(c) = s.by_cache.get_mut(&old) {
                 c.live_at_end -= 1;
             }
@@ -167,9 +170,10 @@ impl KernelStats {
 
     pub fn on_slab_free(&mut self, e: &SlabEvent) {
         let s = &mut self.slab;
-        if let Some(name) = s.live.remove(&e.ptr) {
+        if let Some((name, bytes)) = s.live.remove(&e.ptr) {
             s.frees += 1;
             s.live_at_end -= 1;
+            s.live_bytes_at_end -= bytes;
             if let Some(c) = s.by_cache.get_mut(&name) {
                 c.frees += 1;
                 c.live_at_end -= 1;

@@ -3,6 +3,7 @@
 pub mod heap;
 pub mod kernel;
 pub mod syscalls;
+pub mod timeline;
 
 pub use heap::HeapStats;
 pub use syscalls::SyscallStats;

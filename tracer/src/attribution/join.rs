@@ -43,6 +43,7 @@ pub struct Caused {
     pub page_faults: u64,
     pub buddy_pages: u64,
     pub slab_objects: u64,
+    pub slab_bytes: u64,
 }
 
 impl Caused {
@@ -56,6 +57,7 @@ impl Caused {
         self.page_faults += o.page_faults;
         self.buddy_pages += o.buddy_pages;
         self.slab_objects += o.slab_objects;
+        self.slab_bytes += o.slab_bytes;
     }
 }
 
@@ -72,8 +74,9 @@ pub struct SitePaths {
     pub other_bytes: u64,
     /// Buddy pages charged to it: allocated during its calls, or on first touch of its blocks.
     pub buddy_pages: u64,
-    /// Slab objects made during its calls.
+    /// Slab objects made during its calls, and their bytes.
     pub slab_objects: u64,
+    pub slab_bytes: u64,
     /// Bytes of its blocks' pages resident now (touched, not handed back).
     pub resident_bytes: u64,
 }
@@ -410,6 +413,7 @@ impl Join {
         if let Some(p) = pending {
             entry.0.buddy_pages += p.caused.buddy_pages;
             entry.0.slab_objects += p.caused.slab_objects;
+            entry.0.slab_bytes += p.caused.slab_bytes;
             entry.1.add(&p.caused);
             for page in p.touched {
                 self.own(page, Owner::Site(site));
@@ -420,6 +424,11 @@ impl Join {
     /// The paths of a site, if it has any.
     pub fn site(&self, key: &SiteKey) -> Option<&(SitePaths, Caused)> {
         self.sites.get(key)
+    }
+
+    /// Bytes of all resident user pages first touched while tracing.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident.len() as u64 * PAGE
     }
 
     /// Resident bytes of the pages overlapping `[start, start + size)`.

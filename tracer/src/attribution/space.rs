@@ -192,6 +192,20 @@ impl AddressSpace {
         });
     }
 
+    /// Bytes mapped for data: the brk heap, anonymous mmaps and thread arenas.
+    pub fn data_bytes(&self) -> u64 {
+        self.maps
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.kind,
+                    RegionKind::Heap | RegionKind::AnonMmap | RegionKind::ThreadArena
+                )
+            })
+            .map(|m| m.end - m.start)
+            .sum()
+    }
+
     /// The kind of region `addr` lies in.
     pub fn region(&self, addr: u64) -> RegionKind {
         self.lookup(addr).map_or(RegionKind::Other, |m| m.kind)

@@ -29,14 +29,24 @@ fn frame_name(f: &Frame) -> String {
 /// The folded lines of a summary: one per site (or leak) with a non-zero weight, root first.
 pub fn lines(summary: &Summary, weight: Weight) -> Vec<String> {
     let stacks: Vec<(&[Frame], u64)> = match weight {
-        Weight::Allocated => summary.user.sites.iter().map(|s| (&s.stack[..], s.stats.bytes)).collect(),
+        Weight::Allocated => summary
+            .user
+            .sites
+            .iter()
+            .map(|s| (&s.stack[..], s.stats.bytes))
+            .collect(),
         Weight::Resident => summary
             .user
             .sites
             .iter()
             .map(|s| (&s.stack[..], s.paths.resident_bytes))
             .collect(),
-        Weight::Live => summary.user.leaks.iter().map(|l| (&l.stack[..], l.bytes)).collect(),
+        Weight::Live => summary
+            .user
+            .leaks
+            .iter()
+            .map(|l| (&l.stack[..], l.bytes))
+            .collect(),
     };
     stacks
         .into_iter()

@@ -2,8 +2,10 @@
 //!
 //! Every renderer is a pure `fn render(&Summary, impl Write)`; none does I/O of its own.
 
+pub mod charts;
 pub mod flame;
 pub mod folded;
+pub mod html;
 pub mod json;
 pub mod kernel;
 pub mod pprof;
@@ -60,6 +62,8 @@ pub struct Summary {
     pub user: user::UserSummary,
     pub kernel: kernel::KernelSummary,
     pub paths: kernel::PathsSummary,
+    /// Memory over time, with markers for brk, mmap and munmap calls.
+    pub timeline: crate::aggregate::timeline::Timeline,
 }
 
 /// `n` bytes for people: `1.5 MiB`.
@@ -143,6 +147,7 @@ pub(crate) mod tests {
             user,
             kernel: Default::default(),
             paths: Default::default(),
+            timeline: Default::default(),
         }
     }
 

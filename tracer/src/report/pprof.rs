@@ -240,9 +240,15 @@ pub fn profile(summary: &Summary) -> Profile {
         let s = &site.stats;
         samples.push(Sample {
             location_id: ids,
-            value: [s.allocs, s.bytes, s.live_count, s.live_bytes, site.paths.resident_bytes]
-                .map(|v| v as i64)
-                .to_vec(),
+            value: [
+                s.allocs,
+                s.bytes,
+                s.live_count,
+                s.live_bytes,
+                site.paths.resident_bytes,
+            ]
+            .map(|v| v as i64)
+            .to_vec(),
             label: vec![Label {
                 key: strings.get("path"),
                 str: strings.get(site.path),

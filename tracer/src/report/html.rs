@@ -1,0 +1,403 @@
+//! One self-contained HTML page: works offline, no network, every target string escaped.
+//!
+//! Charts and flamegraphs are embedded as `data:` SVG documents (flamegraphs in `<object>` so
+//! their zoom and search work; charts as images), so nothing in them can reach the page.
+
+use std::io::Write;
+
+use anyhow::Result;
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+use super::{
+    Summary, charts, flame,
+    folded::Weight,
+    human_bytes,
+    text::{describe_chain, describe_stack},
+};
+use crate::symbolize::Frame;
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+header,section{max-width:1200px;margin:0 auto;padding:12px 24px}
+header{background:#20232a;color:#eee;max-width:none}
+header h1{font-size:20px;margin:4px 0} header code{color:#ffd866}
+h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28px}
+.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:150px}
+.card b{display:block;font-size:20px}
+.warn{background:#fff3cd;border:1px solid #e0c060;padding:8px;border-radius:4px}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
+th,td{border:1px solid #e2e2e2;padding:4px 6px;text-align:right;vertical-align:top}
+th{background:#f0f0f0;cursor:pointer;user-select:none;position:sticky;top:0}
+th.sorted-asc::after{content:' \\25b2'} th.sorted-desc::after{content:' \\25bc'}
+td.l,th.l{text-align:left} details summary{cursor:pointer} .chain{color:#555;margin:4px 0}
+ol.stack{margin:4px 0;padding-left:22px;font-family:ui-monospace,monospace;font-size:12px}
+img.chart,object.flame{width:100%;background:#fff;border:1px solid #ddd;margin:6px 0}
+object.flame{height:520px}
+";
+
+const SORT_SCRIPT: &str = "
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var asc = !th.classList.contains('sorted-asc');
+      table.querySelectorAll('th').forEach(function (h) { h.classList.remove('sorted-asc', 'sorted-desc'); });
+      th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute('data-v') || a.cells[col].textContent;
+        var y = b.cells[col].getAttribute('data-v') || b.cells[col].textContent;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+";
+
+fn svg_data(svg: &[u8]) -> String {
+    format!("data:image/svg+xml;base64,{}", STANDARD.encode(svg))
+}
+
+fn frame_text(f: &Frame) -> String {
+    let name = f.function.clone().unwrap_or_else(|| "?".into());
+    let place = match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!(" ({file}:{line})"),
+        (Some(file), None) => format!(" ({file})"),
+        _ => String::new(),
+    };
+    let inlined = if f.inlined { " [inlined]" } else { "" };
+    format!("{:#x} {name}{place}{inlined}", f.addr)
+}
+
+fn stack_list(stack: &[Frame]) -> String {
+    let items: String = stack
+        .iter()
+        .map(|f| format!("<li>{}</li>", esc(&frame_text(f))))
+        .collect();
+    format!("<ol class=\"stack\">{items}</ol>")
+}
+
+/// A numeric cell: shown for people, sorted by the number.
+fn num(v: u64, shown: String) -> String {
+    format!("<td data-v=\"{v}\">{}</td>", esc(&shown))
+}
+
+pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
+    let t = &s.target;
+    let command = esc(&t.command.join(" "));
+    write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>tracer: {command}</title><style>{STYLE}</style></head><body>\n"
+    )?;
+    let outcome = match (t.exit_code, t.signal) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => format!("traced until {}", esc(&t.ended_by)),
+    };
+    writeln!(
+        out,
+        "<header><h1>Memory of <code>{command}</code></h1><p>pid {} {outcome}; traced {:.1} ms; \
+         {} events received, {} dropped</p></header>",
+        t.pid, s.duration_ms, s.events.received, s.events.dropped
+    )?;
+    if s.events.dropped > 0 {
+        writeln!(
+            out,
+            "<section><p class=\"warn\">{} events were lost: the numbers below are incomplete. \
+             Raise --buffer-size.</p></section>",
+            s.events.dropped
+        )?;
+    }
+
+    let p = &s.paths;
+    writeln!(
+        out,
+        "<section id=\"paths\"><h2>Where the memory came from</h2><div class=\"cards\">"
+    )?;
+    for (name, value, sites) in [
+        ("brk heap", human_bytes(p.brk.bytes), p.brk.sites),
+        ("mmap", human_bytes(p.mmap.bytes), p.mmap.sites),
+        (
+            "thread arenas",
+            human_bytes(p.thread_arena.bytes),
+            p.thread_arena.sites,
+        ),
+        (
+            "buddy pages",
+            format!("{} pages", p.buddy.pages),
+            p.buddy.sites,
+        ),
+        (
+            "slab objects",
+            format!("{} objects", p.slab.objects),
+            p.slab.sites,
+        ),
+    ] {
+        writeln!(
+            out,
+            "<div class=\"card\" data-path=\"{name}\">{name}<b>{value}</b>{sites} call sites</div>"
+        )?;
+    }
+    let u = &s.user;
+    writeln!(
+        out,
+        "<div class=\"card\">live at the end<b>{}</b>peak {}</div></div></section>",
+        human_bytes(u.live_bytes_at_end),
+        human_bytes(u.peak_live_bytes)
+    )?;
+
+    writeln!(out, "<section id=\"charts\"><h2>Charts</h2>")?;
+    for (stem, title, svg) in charts::all(s)? {
+        writeln!(
+            out,
+            "<img class=\"chart\" id=\"chart-{stem}\" alt=\"{title}\" src=\"{}\">",
+            svg_data(svg.as_bytes())
+        )?;
+    }
+    writeln!(out, "</section>")?;
+
+    writeln!(
+        out,
+        "<section id=\"sites\"><h2>Call sites ({} seen, {} listed)</h2>\
+         <table class=\"sortable\"><thead><tr><th class=\"l\">site</th><th class=\"l\">path</th>\
+         <th>allocs</th><th>bytes</th><th>frees</th><th>live</th><th>peak live</th>\
+         <th>temporary</th><th>resident</th><th>buddy pages</th><th>slab objects</th></tr></thead><tbody>",
+        u.site_count,
+        u.sites.len()
+    )?;
+    for site in &u.sites {
+        let st = &site.stats;
+        writeln!(
+            out,
+            "<tr><td class=\"l\"><details><summary>{}</summary><div class=\"chain\">{}</div>{}</details></td>\
+             <td class=\"l\">{}</td>{}{}{}{}{}{}{}{}{}</tr>",
+            esc(&describe_stack(&site.stack, 2)),
+            esc(&describe_chain(site)),
+            stack_list(&site.stack),
+            site.path,
+            num(st.allocs, st.allocs.to_string()),
+            num(st.bytes, human_bytes(st.bytes)),
+            num(st.frees, st.frees.to_string()),
+            num(st.live_bytes, human_bytes(st.live_bytes)),
+            num(st.peak_live_bytes, human_bytes(st.peak_live_bytes)),
+            num(st.temporary, st.temporary.to_string()),
+            num(
+                site.paths.resident_bytes,
+                human_bytes(site.paths.resident_bytes)
+            ),
+            num(site.paths.buddy_pages, site.paths.buddy_pages.to_string()),
+            num(site.paths.slab_objects, site.paths.slab_objects.to_string()),
+        )?;
+    }
+    writeln!(out, "</tbody></table></section>")?;
+
+    writeln!(
+        out,
+        "<section id=\"leaks\"><h2>Leaks: allocated and not freed by the end</h2>\
+         <table class=\"sortable\"><thead><tr><th class=\"l\">site</th><th class=\"l\">path</th>\
+         <th>blocks</th><th>bytes</th><th>resident</th><th>never touched</th>\
+         <th>oldest (ms)</th></tr></thead><tbody>"
+    )?;
+    for leak in &u.leaks {
+        writeln!(
+            out,
+            "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td><td class=\"l\">{}</td>\
+             {}{}{}{}<td data-v=\"{:.3}\">{:.1}</td></tr>",
+            esc(&describe_stack(&leak.stack, 2)),
+            stack_list(&leak.stack),
+            leak.path,
+            num(leak.count, leak.count.to_string()),
+            num(leak.bytes, human_bytes(leak.bytes)),
+            num(leak.resident_bytes, human_bytes(leak.resident_bytes)),
+            num(leak.virtual_bytes, human_bytes(leak.virtual_bytes)),
+            leak.oldest_age_ms,
+            leak.oldest_age_ms,
+        )?;
+    }
+    writeln!(out, "</tbody></table></section>")?;
+
+    let k = &s.kernel;
+    writeln!(
+        out,
+        "<section id=\"kernel\"><h2>Kernel</h2><p>buddy: {} blocks, {} pages ({}), {} freed, \
+         {} pages held at the end. Page faults: {}.</p>",
+        k.buddy.allocs,
+        k.buddy.pages,
+        human_bytes(k.buddy.bytes),
+        k.buddy.frees,
+        k.buddy.live_pages_at_end,
+        k.faults.user
+    )?;
+    writeln!(
+        out,
+        "<table class=\"sortable\" id=\"slab-caches\"><thead><tr><th class=\"l\">slab cache</th>\
+         <th>objects</th><th>bytes</th><th>bytes asked for</th><th>freed</th><th>live at the end</th>\
+         </tr></thead><tbody>"
+    )?;
+    for (name, c) in &k.slab.by_cache {
+        writeln!(
+            out,
+            "<tr><td class=\"l\">{}</td>{}{}{}{}{}</tr>",
+            esc(name),
+            num(c.allocs, c.allocs.to_string()),
+            num(c.bytes, human_bytes(c.bytes)),
+            num(c.bytes_req, human_bytes(c.bytes_req)),
+            num(c.frees, c.frees.to_string()),
+            num(c.live_at_end, c.live_at_end.to_string()),
+        )?;
+    }
+    writeln!(out, "</tbody></table></section>")?;
+
+    writeln!(out, "<section id=\"flamegraphs\"><h2>Flamegraphs</h2>")?;
+    for (stem, weight, title) in [
+        ("allocated", Weight::Allocated, "Allocated bytes"),
+        ("live", Weight::Live, "Bytes still allocated at the end"),
+        ("resident", Weight::Resident, "Resident bytes"),
+    ] {
+        let mut svg = Vec::new();
+        if flame::render(s, weight, &mut svg)? {
+            writeln!(
+                out,
+                "<h3>{title}</h3><object class=\"flame\" id=\"flame-{stem}\" type=\"image/svg+xml\" \
+                 data=\"{}\"></object>",
+                svg_data(&svg)
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "</section>\n<script>{SORT_SCRIPT}</script>\n</body></html>"
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::sample_summary;
+
+    #[test]
+    fn escapes_everything_from_the_target() {
+        assert_eq!(
+            esc("<script>alert(1)</script>"),
+            "&lt;script&gt;alert(1)&lt;/script&gt;"
+        );
+        assert_eq!(esc("a&b \"c\" 'd'"), "a&amp;b &quot;c&quot; &#39;d&#39;");
+        let mut s = sample_summary();
+        s.target.command = vec!["./app".into(), "<img src=x onerror=alert(1)>".into()];
+        let evil = Frame {
+            addr: 0x1000,
+            function: Some("<script>alert(1)</script>".into()),
+            file: Some("<b>file.c</b>".into()),
+            line: Some(1),
+            inlined: false,
+        };
+        let mut heap = crate::aggregate::HeapStats::default();
+        heap.on_alloc(&tracer_common::AllocEvent {
+            header: tracer_common::EventHeader {
+                kind: tracer_common::kind::ALLOC,
+                ts_ns: 1,
+                tgid: 1,
+                tid: 1,
+                cpu: 0,
+            },
+            func: tracer_common::AllocFn::Malloc as u32,
+            stack_id: -1,
+            nmemb: 1,
+            size: 64,
+            ptr: 0xa0,
+            old_ptr: 0,
+            caller: 0x1000,
+            enter_ns: 1,
+        });
+        let mut sym = crate::symbolize::TableSymbolizer::default();
+        sym.table.insert(0x1000, vec![evil]);
+        s.user = crate::report::user::build(
+            &heap,
+            &Default::default(),
+            &Default::default(),
+            &mut sym,
+            10,
+            10,
+            vec![],
+        );
+        s.kernel
+            .slab
+            .by_cache
+            .insert("<cache>".into(), Default::default());
+        let mut page = Vec::new();
+        render(&s, &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(!page.contains("<script>alert"), "unescaped symbol");
+        assert!(!page.contains("<img src=x"), "unescaped command line");
+        assert!(!page.contains("<b>file.c"), "unescaped file name");
+        assert!(!page.contains("<cache>"), "unescaped cache name");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        // Inside the embedded SVG documents too: the flamegraph runs as a document of its own.
+        let mut flame_svg = Vec::new();
+        assert!(flame::render(&s, Weight::Allocated, &mut flame_svg).unwrap());
+        let flame_svg = String::from_utf8(flame_svg).unwrap();
+        assert!(
+            flame_svg.contains("&lt;script&gt;alert(1)"),
+            "symbol missing from the flamegraph"
+        );
+        assert!(
+            !flame_svg.contains("<script>alert"),
+            "unescaped symbol in the flamegraph"
+        );
+        let paths_svg = charts::paths(&s).unwrap();
+        assert!(
+            !paths_svg.contains("<script>alert"),
+            "unescaped symbol in a chart"
+        );
+        // Exactly one script on the page: ours.
+        assert_eq!(page.matches("<script>").count(), 1);
+        // Self-contained: nothing fetched from elsewhere.
+        for remote in ["http://", "https://", "src=\"//"] {
+            let outside = page.matches(remote).count();
+            assert_eq!(outside, 0, "{remote} in the page");
+        }
+    }
+
+    #[test]
+    fn has_every_section() {
+        let mut page = Vec::new();
+        render(&sample_summary(), &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        for id in [
+            "id=\"paths\"",
+            "id=\"charts\"",
+            "id=\"sites\"",
+            "id=\"leaks\"",
+            "id=\"kernel\"",
+            "id=\"flamegraphs\"",
+        ] {
+            assert!(page.contains(id), "{id}");
+        }
+        assert_eq!(page.matches("<img class=\"chart\"").count(), 4);
+        assert!(page.trim_end().ends_with("</html>"));
+    }
+}
