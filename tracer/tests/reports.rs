@@ -45,3 +45,182 @@ fn replay_equals_the_live_run() {
         stderr(&text)
     );
 }
+
+/// Runs the alloc workload with every output and returns (summary, output directory).
+fn run_with_every_output(tag: &str) -> (Value, std::path::PathBuf) {
+    let w = workload("alloc");
+    let dir = json_path(tag).with_extension("d");
+    fs::create_dir_all(&dir).unwrap();
+    let out = tracer()
+        .args(["-q", "--json"])
+        .arg(dir.join("summary.json"))
+        .arg("--html")
+        .arg(dir.join("report.html"))
+        .arg("--svg")
+        .arg(dir.join("svg"))
+        .arg("--folded")
+        .arg(dir.join("alloc.folded"))
+        .arg("--pprof")
+        .arg(dir.join("heap.pb.gz"))
+        .args(["--", w.to_str().unwrap(), "3", "<script>alert(1)</script>"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    (v, dir)
+}
+
+fn sum(v: &Value, key: &str) -> i64 {
+    v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[key].as_i64().unwrap())
+        .sum()
+}
+
+/// The pprof profile decodes with the public profile.proto, and its totals are the JSON's.
+#[test]
+fn pprof_totals_equal_the_json() {
+    use std::io::Read as _;
+
+    use prost::Message as _;
+    use tracer::report::pprof::Profile;
+
+    let (v, dir) = run_with_every_output("pprof");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(dir.join("heap.pb.gz")).unwrap())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let profile = Profile::decode(raw.as_slice()).unwrap();
+    let strings = &profile.string_table;
+    let types: Vec<(&str, &str)> = profile
+        .sample_type
+        .iter()
+        .map(|t| {
+            (
+                strings[t.r#type as usize].as_str(),
+                strings[t.unit as usize].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes"),
+            ("resident_space", "bytes")
+        ]
+    );
+    let total = |i: usize| -> i64 { profile.sample.iter().map(|s| s.value[i]).sum() };
+    assert_eq!(total(0), sum(&v, "allocs"));
+    assert_eq!(total(1), sum(&v, "bytes"));
+    assert_eq!(total(3), sum(&v, "live_bytes"));
+    assert_eq!(
+        profile.sample.len(),
+        v["user"]["sites"].as_array().unwrap().len()
+    );
+    // Functions and lines resolve: the leak site points at alloc.c's marked line.
+    let leak_line = line_of("alloc.c", "/* LEAK */") as i64;
+    let found = profile.location.iter().flat_map(|l| &l.line).any(|line| {
+        let f = &profile.function[line.function_id as usize - 1];
+        strings[f.name as usize] == "leak_here"
+            && strings[f.filename as usize].ends_with("alloc.c")
+            && line.line == leak_line
+    });
+    assert!(found, "leak_here at alloc.c:{leak_line} not in the profile");
+}
+
+/// The SVG charts and flamegraphs exist, are SVG, and show what the JSON says.
+#[test]
+fn svg_charts_and_flamegraphs() {
+    let (v, dir) = run_with_every_output("svg");
+    let svg = |name: &str| fs::read_to_string(dir.join("svg").join(name)).unwrap();
+    for name in [
+        "timeline.svg",
+        "paths.svg",
+        "sizes.svg",
+        "kernel.svg",
+        "flame-allocated.svg",
+        "flame-live.svg",
+    ] {
+        let text = svg(name);
+        assert!(
+            text.starts_with("<svg") || text.starts_with("<?xml"),
+            "{name}"
+        );
+        assert!(text.trim_end().ends_with("</svg>"), "{name}");
+    }
+    let timeline = svg("timeline.svg");
+    for label in ["Memory over time", "live heap", "resident", "mmap call"] {
+        assert!(timeline.contains(label), "timeline lacks {label}");
+    }
+    // The top site of the paths chart is the JSON's top site.
+    let top = v["user"]["sites"][0]["stack"][0]["function"]
+        .as_str()
+        .unwrap();
+    assert!(svg("paths.svg").contains(top), "paths chart lacks {top}");
+    // The allocated flamegraph's total is the sum of the sites' bytes.
+    let flame = svg("flame-allocated.svg");
+    let total = sum(&v, "bytes");
+    let expected = format!("all ({} bytes, 100%)", group_digits(total));
+    assert!(flame.contains(&expected), "flamegraph lacks {expected}");
+    // The folded file has a line per site with bytes, summing to the same total.
+    let folded = fs::read_to_string(dir.join("alloc.folded")).unwrap();
+    let folded_total: i64 = folded
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(folded_total, total);
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.ends_with(&format!("main;leak_here {}", 4242))),
+        "{folded}"
+    );
+}
+
+fn group_digits(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The HTML page has every section, the JSON's numbers, and the target's strings escaped.
+#[test]
+fn html_page() {
+    let (v, dir) = run_with_every_output("html");
+    let page = fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    for id in [
+        "id=\"paths\"",
+        "id=\"sites\"",
+        "id=\"leaks\"",
+        "id=\"slab-caches\"",
+        "id=\"flamegraphs\"",
+    ] {
+        assert!(page.contains(id), "{id}");
+    }
+    // The command line came from the target: escaped.
+    assert!(!page.contains("<script>alert(1)</script>"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    // Every site and leak has its row.
+    let sites = v["user"]["sites"].as_array().unwrap().len();
+    let leaks = v["user"]["leaks"].as_array().unwrap().len();
+    let kernel_caches = v["kernel"]["slab"]["by_cache"].as_object().unwrap().len();
+    assert_eq!(
+        page.matches("<tr><td class=\"l\">").count(),
+        sites + leaks + kernel_caches
+    );
+    assert!(page.contains(&format!("{} events received", v["events"]["received"])));
+    assert!(page.contains("leak_here (alloc.c:"));
+    assert_eq!(page.matches("<script>").count(), 1);
+}
