@@ -214,7 +214,11 @@ impl Session {
                 self.space.on_brk(e.ret as u64);
                 None
             }
-            Syscall::Openat | Syscall::Mprotect | Syscall::Madvise => None,
+            Syscall::Mprotect => {
+                self.space.on_mprotect(a[0], a[1], a[2]);
+                None
+            }
+            Syscall::Openat | Syscall::Madvise => None,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct Mapping {
     pub path: Option<Arc<Path>>,
     pub exec: bool,
     pub kind: RegionKind,
+    /// Accessible at all (not PROT_NONE): a reservation is address space, not memory.
+    pub accessible: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -107,6 +109,7 @@ impl AddressSpace {
                 path: path.starts_with('/').then(|| Arc::from(Path::new(&path))),
                 exec: perms.as_bytes().get(2) == Some(&b'x'),
                 kind,
+                accessible: perms.as_bytes().iter().take(3).any(|&b| b != b'-'),
             });
         }
         space
@@ -168,6 +171,7 @@ impl AddressSpace {
             path: path.clone(),
             exec,
             kind,
+            accessible: prot != 0,
         });
         path.filter(|_| exec)
     }
@@ -189,7 +193,34 @@ impl AddressSpace {
             path: None,
             exec: false,
             kind: RegionKind::Heap,
+            accessible: true,
         });
+    }
+
+    /// A successful `mprotect`: the range keeps its mappings, with new access.
+    pub fn on_mprotect(&mut self, addr: u64, len: u64, prot: u64) {
+        let end = addr.saturating_add(len.next_multiple_of(PAGE));
+        let pieces: Vec<Mapping> = self
+            .maps
+            .range(..end)
+            .rev()
+            .take_while(|(_, m)| m.end > addr)
+            .map(|(_, m)| {
+                let start = m.start.max(addr);
+                Mapping {
+                    start,
+                    end: m.end.min(end),
+                    offset: m.offset + (start - m.start),
+                    accessible: prot != 0,
+                    exec: prot & PROT_EXEC != 0,
+                    ..m.clone()
+                }
+            })
+            .collect();
+        self.remove_range(addr, end);
+        for piece in pieces {
+            self.insert(piece);
+        }
     }
 
     /// Bytes mapped for data: the brk heap, anonymous mmaps and thread arenas.
@@ -197,10 +228,11 @@ impl AddressSpace {
         self.maps
             .values()
             .filter(|m| {
-                matches!(
-                    m.kind,
-                    RegionKind::Heap | RegionKind::AnonMmap | RegionKind::ThreadArena
-                )
+                m.accessible
+                    && matches!(
+                        m.kind,
+                        RegionKind::Heap | RegionKind::AnonMmap | RegionKind::ThreadArena
+                    )
             })
             .map(|m| m.end - m.start)
             .sum()
@@ -376,10 +408,17 @@ mod tests {
         s.on_brk(0x55_0001_0010);
         assert_eq!(s.lookup(0x55_0000_0000).unwrap().end, 0x55_0001_1000);
         assert_eq!(s.region(0x55_0001_1000), RegionKind::Other);
-        // A thread arena: a 128 MiB PROT_NONE MAP_NORESERVE reservation, trimmed by munmap.
+        // A thread arena: a 128 MiB PROT_NONE MAP_NORESERVE reservation, trimmed by munmap,
+        // committed piecewise by mprotect.
+        let heap = s.data_bytes();
         s.on_mmap(0x7f00_0000_0000, 128 << 20, 0, 0x4022, -1, 0);
         s.on_munmap(0x7f00_0000_0000, 32 << 20);
         assert_eq!(s.region(0x7f00_0200_0000), RegionKind::ThreadArena);
+        assert_eq!(s.data_bytes(), heap, "a reservation is not memory");
+        s.on_mprotect(0x7f00_0200_0000, 135_168, 3);
+        assert_eq!(s.data_bytes(), heap + 135_168);
+        assert_eq!(s.region(0x7f00_0200_0000), RegionKind::ThreadArena);
+        assert_eq!(s.region(0x7f00_0300_0000), RegionKind::ThreadArena);
         // A thread stack, and an ordinary anonymous mapping.
         s.on_mmap(0x7e00_0000_0000, 8 << 20, 3, 0x20022, -1, 0);
         assert_eq!(s.region(0x7e00_0000_1000), RegionKind::Stack);

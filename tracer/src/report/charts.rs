@@ -155,7 +155,7 @@ fn site_label(stack: &[crate::symbolize::Frame]) -> String {
     }
 }
 
-/// Horizontal bars, one per entry, stacked from layers of (value, color).
+/// Horizontal bars, one per entry, stacked from layers of (value, color), in their own SVG.
 fn stacked_bars(
     title: &str,
     x_desc: &str,
@@ -164,78 +164,94 @@ fn stacked_bars(
     legend: &[(&str, RGBColor)],
     size: (u32, u32),
 ) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        bars_on(&root, title, x_desc, labels, rows, legend, 260)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// Draws stacked horizontal bars on `area`; the first entry at the top.
+fn bars_on<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_desc: &str,
+    labels: &[String],
+    rows: &[Vec<(f64, RGBColor)>],
+    legend: &[(&str, RGBColor)],
+    label_width: u32,
+) -> Result<()> {
     let n = labels.len().max(1) as u32;
+    // Rows are drawn bottom up.
+    let row_of = |i: usize| n - 1 - i as u32;
     let max = rows
         .iter()
         .map(|r| r.iter().map(|(v, _)| v).sum::<f64>())
         .fold(0.0, f64::max)
         .max(1e-9)
         * 1.05;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(260)
-            .build_cartesian_2d(0f64..max, (0u32..n).into_segmented())
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .x_desc(x_desc)
-            .y_labels(n as usize)
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                    labels.get(*i as usize).cloned().unwrap_or_default()
-                }
-                SegmentValue::Last => String::new(),
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(label_width)
+        .build_cartesian_2d(0f64..max, (0u32..n).into_segmented())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_labels(5)
+        .x_desc(x_desc)
+        .y_labels(n as usize)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if *i < n => labels
+                .get((n - 1 - i) as usize)
+                .cloned()
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(err)?;
+    for (i, row) in rows.iter().enumerate() {
+        let mut x0 = 0.0;
+        let bars: Vec<Rectangle<(f64, SegmentValue<u32>)>> = row
+            .iter()
+            .filter(|(v, _)| *v > 0.0)
+            .map(|(v, color)| {
+                let r = Rectangle::new(
+                    [
+                        (x0, SegmentValue::Exact(row_of(i))),
+                        (x0 + v, SegmentValue::Exact(row_of(i) + 1)),
+                    ],
+                    color.filled(),
+                );
+                x0 += v;
+                r
             })
+            .collect();
+        chart.draw_series(bars).map_err(err)?;
+    }
+    for (name, color) in legend {
+        let color = *color;
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, SegmentValue<u32>)>>())
+            .map_err(err)?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    if !legend.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
             .draw()
             .map_err(err)?;
-        for (i, row) in rows.iter().enumerate() {
-            let mut x0 = 0.0;
-            let bars: Vec<Rectangle<(f64, SegmentValue<u32>)>> = row
-                .iter()
-                .filter(|(v, _)| *v > 0.0)
-                .map(|(v, color)| {
-                    let r = Rectangle::new(
-                        [
-                            (x0, SegmentValue::Exact(i as u32)),
-                            (x0 + v, SegmentValue::Exact(i as u32 + 1)),
-                        ],
-                        color.filled(),
-                    );
-                    x0 += v;
-                    r
-                })
-                .collect();
-            chart.draw_series(bars).map_err(err)?;
-        }
-        for (name, color) in legend {
-            let color = *color;
-            chart
-                .draw_series(std::iter::empty::<Rectangle<(f64, SegmentValue<u32>)>>())
-                .map_err(err)?
-                .label(*name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-                });
-        }
-        if !legend.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(err)?;
-        }
-        root.present().map_err(err)?;
     }
-    Ok(svg)
+    Ok(())
 }
 
 /// Bytes per path (brk heap, mmap, thread arena) and the kernel memory charged (buddy pages,
@@ -293,31 +309,47 @@ pub fn sizes(s: &Summary) -> Result<String> {
     )
 }
 
-/// Buddy pages by order, and the slab caches with the most objects.
+/// Buddy blocks by order, and the slab caches with the most objects, side by side.
 pub fn kernel(s: &Summary) -> Result<String> {
     let b = &s.kernel.buddy;
-    let mut labels: Vec<String> = b
-        .by_order
-        .keys()
-        .map(|o| format!("buddy order {o}"))
-        .collect();
-    let mut rows: Vec<Vec<(f64, RGBColor)>> = b
+    let orders: Vec<String> = b.by_order.keys().map(|o| format!("order {o}")).collect();
+    let order_rows: Vec<Vec<(f64, RGBColor)>> = b
         .by_order
         .values()
         .map(|&n| vec![(n as f64, BUDDY)])
         .collect();
     let mut caches: Vec<_> = s.kernel.slab.by_cache.iter().collect();
     caches.sort_by_key(|(name, c)| (std::cmp::Reverse(c.allocs), (*name).clone()));
-    for (name, c) in caches.into_iter().take(10) {
-        labels.push(format!("slab {name}"));
-        rows.push(vec![(c.allocs as f64, SLAB)]);
+    caches.truncate(12);
+    let cache_names: Vec<String> = caches.iter().map(|(name, _)| (*name).clone()).collect();
+    let cache_rows: Vec<Vec<(f64, RGBColor)>> = caches
+        .iter()
+        .map(|(_, c)| vec![(c.allocs as f64, SLAB)])
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 460)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (left, right) = root.split_horizontally(400);
+        bars_on(
+            &left,
+            "Buddy blocks by order",
+            "blocks",
+            &orders,
+            &order_rows,
+            &[],
+            80,
+        )?;
+        bars_on(
+            &right,
+            "Slab objects by cache",
+            "objects",
+            &cache_names,
+            &cache_rows,
+            &[],
+            180,
+        )?;
+        root.present().map_err(err)?;
     }
-    stacked_bars(
-        "Buddy blocks by order and slab objects by cache",
-        "blocks / objects allocated",
-        &labels,
-        &rows,
-        &[("buddy blocks", BUDDY), ("slab objects", SLAB)],
-        (960, 120 + 26 * labels.len().max(1) as u32),
-    )
+    Ok(svg)
 }
