@@ -185,6 +185,10 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     };
     reader.drain(ring.get_mut(), &mut probes.ebpf)?;
     let elapsed = started.elapsed();
+    // Symbolizing and drawing can take a while for big programs: show that something happens
+    // (only when stderr is a terminal).
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("symbolizing and writing reports");
+    spinner.enable_steady_tick(Duration::from_millis(120));
 
     let (exit_code, signal) = match child {
         Some(pid) if ended_by == "exited" => wait_status(pid),
@@ -218,6 +222,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         recorder.finish(&finish)?;
     }
     let summary = session.summarize(&finish);
+    spinner.finish_and_clear();
     output::write_all(&summary, &cfg.outputs)?;
     Ok(match (exit_code, signal) {
         (Some(code), _) => code,

@@ -35,6 +35,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Load a tracer HTML report in headless Chromium (installed from Debian's packages if
+    /// missing): fail on any console message, save a screenshot. Without --html, reports on the
+    /// demo workload first.
+    HtmlCheck {
+        /// The page to check.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Run every test: unit tests, and the root tests that load the real eBPF programs.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test-name filter.
@@ -51,6 +59,7 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => run(args),
         Task::Test { args } => test(args),
+        Task::HtmlCheck { html } => html_check(html),
     }
 }
 
@@ -97,10 +106,17 @@ fn build_workload(name: &str) -> Result<PathBuf> {
 fn run(args: Vec<OsString>) -> Result<()> {
     build()?;
     let tracer = workspace_root().join("target/release/tracer");
-    let args = if args.is_empty() {
+    let report = workspace_root().join("tracer-report.html");
+    let demo = args.is_empty();
+    let args = if demo {
         let demo = build_workload("demo")?;
         eprintln!("xtask: profiling the demo workload ({})", demo.display());
-        vec!["--".into(), demo.into_os_string()]
+        vec![
+            "--html".into(),
+            report.clone().into_os_string(),
+            "--".into(),
+            demo.into_os_string(),
+        ]
     } else {
         args
     };
@@ -108,7 +124,82 @@ fn run(args: Vec<OsString>) -> Result<()> {
         .args(&args)
         .status()
         .with_context(|| format!("running {}", tracer.display()))?;
+    if demo && status.success() {
+        eprintln!(
+            "xtask: wrote the report to {} (open it in a browser; it works offline)",
+            report.display()
+        );
+    }
     std::process::exit(status.code().unwrap_or(1));
+}
+
+fn html_check(html: Option<PathBuf>) -> Result<()> {
+    setup::ensure_chromium()?;
+    let out = workspace_root().join("target/html-check");
+    std::fs::create_dir_all(&out)?;
+    let page = match html {
+        Some(page) => page,
+        None => {
+            build()?;
+            let page = out.join("report.html");
+            let demo = build_workload("demo")?;
+            status(
+                Command::new(workspace_root().join("target/release/tracer"))
+                    .args(["-q", "--html"])
+                    .arg(&page)
+                    .arg("--")
+                    .arg(&demo),
+            )?;
+            page
+        }
+    };
+    let page = std::fs::canonicalize(&page).with_context(|| format!("{}", page.display()))?;
+    let shot = out.join("screenshot.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = out.join("chromium-profile");
+    let _ = std::fs::remove_dir_all(&profile);
+    let result = Command::new("timeout")
+        .args([
+            "120",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+        ])
+        .args([
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+        ])
+        .args(["--disable-sync", "--enable-logging=stderr", "--log-level=0"])
+        .args(["--virtual-time-budget=5000", "--window-size=1280,2400"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .context("running chromium")?;
+    let log = String::from_utf8_lossy(&result.stderr);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    if !result.status.success() {
+        bail!("chromium failed ({}):\n{log}", result.status);
+    }
+    if !console.is_empty() {
+        bail!("the page logged to the console:\n{}", console.join("\n"));
+    }
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    if size < 10_000 {
+        bail!(
+            "no screenshot, or an empty one ({size} bytes) at {}",
+            shot.display()
+        );
+    }
+    println!(
+        "xtask html-check: {} loaded with no console messages; screenshot {}",
+        page.display(),
+        shot.display()
+    );
+    Ok(())
 }
 
 fn test(args: Vec<OsString>) -> Result<()> {

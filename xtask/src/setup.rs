@@ -217,6 +217,26 @@ pub fn ensure_test_tools() -> Result<()> {
     )
 }
 
+/// Debian's Chromium, for checking the HTML report in a real browser.
+pub fn ensure_chromium() -> Result<()> {
+    if which("chromium").is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing chromium");
+    status(Command::new("apt-get").arg("update").arg("-qq"))?;
+    status(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "chromium",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 fn which(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(tool))
