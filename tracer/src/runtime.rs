@@ -187,7 +187,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let elapsed = started.elapsed();
     // Symbolizing and drawing can take a while for big programs: show that something happens
     // (only when stderr is a terminal).
-    let spinner = indicatif::ProgressBar::new_spinner().with_message("symbolizing and writing reports");
+    let spinner =
+        indicatif::ProgressBar::new_spinner().with_message("symbolizing and writing reports");
     spinner.enable_steady_tick(Duration::from_millis(120));
 
     let (exit_code, signal) = match child {
