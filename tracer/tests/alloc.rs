@@ -2,11 +2,6 @@
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader, Read, Write},
-    process::{Command, Stdio},
-};
-
 use serde_json::{Value, json};
 use support::*;
 
@@ -96,11 +91,7 @@ fn leak_at_file_and_line() {
     let w = workload("alloc");
     let (v, _) = trace_command(&[w.to_str().unwrap(), "1"]);
     let line = line_of("alloc.c", "/* LEAK */") as i64;
-    let leaks = v["user"]["leaks"].as_array().unwrap();
-    let leak = leaks
-        .iter()
-        .find(|l| l["bytes"] == 4242)
-        .unwrap_or_else(|| panic!("no 4242-byte leak in {leaks:?}"));
+    let leak = &leak_of(&v, 4242);
     assert_eq!(leak["count"], 1);
     assert!(leak["oldest_age_ms"].as_f64().unwrap() >= 0.0);
     let f = frames(leak);
@@ -133,13 +124,7 @@ fn direct_caller_without_frame_pointers() {
     );
     let (v, _) = trace_command(&[w.to_str().unwrap(), "2"]);
     let line = line_of("alloc.c", "/* LEAK */") as i64;
-    let leak = v["user"]["leaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["bytes"] == 4242)
-        .cloned()
-        .unwrap();
+    let leak = leak_of(&v, 4242);
     assert_eq!(
         frames(&leak)[0],
         ("leak_here".into(), "alloc.c".into(), line)
@@ -294,32 +279,7 @@ fn dlopened_library() {
 #[test]
 fn attach_mid_run_counts_earlier_blocks_as_unknown() {
     let w = workload("alloc");
-    let mut child = Command::new(&w)
-        .args(["gate", "50", "20"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = [0u8; 6];
-    child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
-    let json = json_path("alloc-pid");
-    let mut tracer = tracer()
-        .arg("--pid")
-        .arg(child.id().to_string())
-        .arg("--json")
-        .arg(&json)
-        .arg("-q")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("tracer: attached"), "{first}");
-    child.stdin.take().unwrap().write_all(b"g").unwrap();
-    assert!(child.wait().unwrap().success());
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(tracer.wait().unwrap().success(), "{rest:?}");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v = trace_gated(&w, &["gate", "50", "20"], &["-q"], |_| {});
     assert_eq!(calls(&v, "malloc"), 20);
     assert_eq!(bytes(&v, "malloc"), 20 * 777);
     assert_eq!(
@@ -348,13 +308,7 @@ fn statically_linked_program() {
     assert_eq!(calls(&run, "realloc") - calls(&base, "realloc"), 2 * 3);
     assert_eq!(calls(&run, "valloc") - calls(&base, "valloc"), 2);
     let line = line_of("alloc.c", "/* LEAK */") as i64;
-    let leak = run["user"]["leaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["bytes"] == 4242)
-        .cloned()
-        .unwrap();
+    let leak = leak_of(&run, 4242);
     assert_eq!(
         frames(&leak)[0],
         ("leak_here".into(), "alloc.c".into(), line)

@@ -3,12 +3,7 @@
 
 mod support;
 
-use std::{
-    fs,
-    io::{BufRead, BufReader, Read, Write},
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{fs, path::PathBuf};
 
 use serde_json::Value;
 use support::*;
@@ -208,31 +203,13 @@ impl Drop for Ftrace {
 #[test]
 fn agrees_with_an_independent_count() {
     let w = workload("kernel");
-    let mut child = Command::new(&w)
-        .args(["gate", "200"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = [0u8; 6];
-    child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
-    let ftrace = Ftrace::for_pid(child.id());
-    let json = json_path("kernel-pid");
-    let mut tracer = tracer()
-        .args(["--pid", &child.id().to_string(), "-q", "--json"])
-        .arg(&json)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("tracer: attached"), "{first}");
-    child.stdin.take().unwrap().write_all(b"g").unwrap();
-    assert!(child.wait().unwrap().success());
-    assert!(tracer.wait().unwrap().success());
+    let mut ftrace = None;
+    let v = trace_gated(&w, &["gate", "200"], &["-q"], |pid| {
+        ftrace = Some(Ftrace::for_pid(pid))
+    });
+    let ftrace = ftrace.unwrap();
     let (counts, overrun) = ftrace.counts();
     assert!(!overrun, "the ftrace buffer overran");
-    let v: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["events"]["dropped"], 0);
     let k = &v["kernel"];
     let c = |name: &str| counts.get(name).copied().unwrap_or(0);

@@ -2,10 +2,7 @@
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader, Read, Write},
-    process::{Command, Stdio},
-};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use support::*;
@@ -57,38 +54,7 @@ fn threads_are_all_traced() {
 #[test]
 fn attach_to_running_process() {
     let w = workload("syscalls");
-    let mut child = Command::new(&w)
-        .args(["4", "--gate"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = [0u8; 6];
-    child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
-    assert_eq!(&ready, b"ready\n");
-
-    let json = json_path("pid");
-    let mut tracer = tracer()
-        .arg("--pid")
-        .arg(child.id().to_string())
-        .arg("--json")
-        .arg(&json)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(
-        first.starts_with(&format!("tracer: attached to pid {}", child.id())),
-        "{first}"
-    );
-    child.stdin.take().unwrap().write_all(b"g").unwrap();
-    assert!(child.wait().unwrap().success());
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(tracer.wait().unwrap().success(), "{rest:?}");
-
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(v["target"]["pid"], child.id());
+    let v = trace_gated(&w, &["4", "--gate"], &[], |_| {});
     assert!(v["target"]["exit_code"].is_null());
     assert_eq!(v["target"]["ended_by"], "exited");
     assert!(
@@ -98,8 +64,7 @@ fn attach_to_running_process() {
             .ends_with("syscalls")
     );
     // Nothing happens after the gate but the pattern (exit makes no such syscalls).
-    let expected = syscalls_pattern(4, 1, true);
-    assert_eq!(v["syscalls"], expected, "{v}");
+    assert_eq!(v["syscalls"], syscalls_pattern(4, 1, true), "{v}");
 }
 
 /// `--duration` ends a `--pid` run while the process lives on.

@@ -137,3 +137,62 @@ pub fn syscalls_pattern(iterations: i64, threads: i64, with_brk: bool) -> Value 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Starts `workload args...` (which prints "ready" and waits for a byte on stdin), calls
+/// `before_attach` with its pid, attaches `tracer --pid` (with `tracer_args`), releases the
+/// workload once tracer says it is attached, and returns the summary when both have ended.
+pub fn trace_gated(
+    workload: &Path,
+    args: &[&str],
+    tracer_args: &[&str],
+    before_attach: impl FnOnce(u32),
+) -> Value {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        process::Stdio,
+    };
+    let mut child = Command::new(workload)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    before_attach(child.id());
+    let json = json_path("gated");
+    let mut tracer = tracer()
+        .arg("--pid")
+        .arg(child.id().to_string())
+        .arg("--json")
+        .arg(&json)
+        .args(tracer_args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with(&format!("tracer: attached to pid {}", child.id())),
+        "{first}"
+    );
+    child.stdin.take().unwrap().write_all(b"g").unwrap();
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(tracer.wait().unwrap().success(), "{rest:?}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["target"]["pid"], child.id());
+    v
+}
+
+/// The leak of `bytes` bytes in a summary.
+pub fn leak_of(v: &Value, bytes: i64) -> Value {
+    v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["bytes"] == bytes)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {bytes}-byte leak in {}", v["user"]["leaks"]))
+}
