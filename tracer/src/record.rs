@@ -31,7 +31,7 @@ const FINISH: u8 = 3;
 
 #[derive(Debug, Error)]
 pub enum RecordError {
-    #[error("{path}")]
+    #[error("could not read or write {path}")]
     Io {
         path: PathBuf,
         #[source]

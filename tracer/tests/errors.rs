@@ -96,3 +96,34 @@ fn usage_errors_name_the_fix() {
         stderr(&out)
     );
 }
+
+#[test]
+fn bad_recordings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["report", "/nonexistent/run.trace"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line_error(&out);
+    assert!(line.contains("/nonexistent/run.trace") && line.contains("No such file"), "{line}");
+
+    let not_one = json_path("not-a-recording");
+    std::fs::write(&not_one, "just text").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .arg("report")
+        .arg(&not_one)
+        .output()
+        .unwrap();
+    assert!(one_line_error(&out).ends_with("is not a tracer recording (no TRACEREC header)"));
+}
+
+#[test]
+fn unwritable_recording() {
+    let out = tracer()
+        .args(["--record", "/nonexistent/dir/run.trace", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line_error(&out);
+    assert!(line.contains("could not read or write /nonexistent/dir/run.trace"), "{line}");
+}

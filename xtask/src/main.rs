@@ -35,6 +35,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Measure tracing overhead as ratios within one run: a malloc/free pair and a first-touch
+    /// page fault, untraced, traced, and traced with --no-kernel.
+    Bench {
+        /// Pairs and pages per measurement.
+        #[arg(long, default_value_t = 200_000)]
+        n: u64,
+    },
     /// Load a tracer HTML report in headless Chromium (installed from Debian's packages if
     /// missing): fail on any console message, save a screenshot. Without --html, reports on the
     /// demo workload first.
@@ -60,6 +67,7 @@ fn main() -> Result<()> {
         Task::Run { args } => run(args),
         Task::Test { args } => test(args),
         Task::HtmlCheck { html } => html_check(html),
+        Task::Bench { n } => bench(n),
     }
 }
 
@@ -131,6 +139,45 @@ fn run(args: Vec<OsString>) -> Result<()> {
         );
     }
     std::process::exit(status.code().unwrap_or(1));
+}
+
+fn bench(n: u64) -> Result<()> {
+    build()?;
+    let tracer = workspace_root().join("target/release/tracer");
+    let bench = build_workload("bench")?;
+    let measure = |cmd: &mut Command| -> Result<(f64, f64)> {
+        let out = cmd.output().context("running the benchmark")?;
+        if !out.status.success() {
+            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut v = text
+            .split_whitespace()
+            .map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
+        Ok((v.next().unwrap_or(f64::NAN), v.next().unwrap_or(f64::NAN)))
+    };
+    let n = n.to_string();
+    let plain = measure(Command::new(&bench).arg(&n))?;
+    let traced = measure(Command::new(&tracer).args(["-q", "--"]).arg(&bench).arg(&n))?;
+    let user_only = measure(
+        Command::new(&tracer)
+            .args(["-q", "--no-kernel", "--"])
+            .arg(&bench)
+            .arg(&n),
+    )?;
+    println!("{:<26} {:>14} {:>14}", "", "malloc+free", "page fault");
+    for (name, (pair, fault)) in [
+        ("untraced", plain),
+        ("traced", traced),
+        ("traced, --no-kernel", user_only),
+    ] {
+        println!(
+            "{name:<26} {pair:>9.1} ns {:>4.0}x {fault:>9.1} ns {:>4.1}x",
+            pair / plain.0,
+            fault / plain.1
+        );
+    }
+    Ok(())
 }
 
 fn html_check(html: Option<PathBuf>) -> Result<()> {
