@@ -52,9 +52,14 @@ pub enum DecodeError {
     UnknownAllocFn(u32),
 }
 
+/// The header of a record, without decoding the rest.
+pub fn decode_header(bytes: &[u8]) -> Result<EventHeader, DecodeError> {
+    read(bytes, "event header")
+}
+
 /// Decodes one event from the bytes of one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    let header: EventHeader = read(bytes, "event header")?;
+    let header = decode_header(bytes)?;
     match header.kind {
         kind::SYSCALL => {
             let event: SyscallEvent = read(bytes, "syscall event")?;

@@ -1,6 +1,7 @@
 //! One tracing session: start or find the target, attach, stream events until it ends, report.
 
 use std::{
+    collections::BTreeMap,
     ffi::OsString,
     io,
     os::fd::AsRawFd,
@@ -20,6 +21,7 @@ use tokio::{
 use tracer_common::{EVENTS_MAP, STACKS_MAP};
 
 use crate::{
+    events,
     launch::HeldChild,
     output::{self, Outputs},
     probes::{
@@ -151,6 +153,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         session: &mut session,
         recorder: recorder.as_mut(),
         allocators: &mut allocators,
+        threads: BTreeMap::new(),
     };
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -184,6 +187,9 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         }
     };
     reader.drain(ring.get_mut(), &mut probes.ebpf)?;
+    let mut threads = std::mem::take(&mut reader.threads);
+    // Threads gone before their name could be read stay unnamed.
+    threads.retain(|_, name| !name.is_empty());
     let elapsed = started.elapsed();
     // Symbolizing and drawing can take a while for big programs: show that something happens
     // (only when stderr is a terminal).
@@ -203,6 +209,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             exit_code,
             signal,
             ended_by: ended_by.into(),
+            threads,
         },
         duration_ms: elapsed.as_secs_f64() * 1e3,
         now_ns: monotonic_ns(),
@@ -271,11 +278,21 @@ struct Drain<'a> {
     session: &'a mut Session,
     recorder: Option<&'a mut Recorder>,
     allocators: &'a mut AllocatorProbes,
+    /// Thread names, read from /proc when a thread is first seen (while it still runs).
+    threads: BTreeMap<u32, String>,
 }
 
 impl Drain<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>, ebpf: &mut Ebpf) -> Result<()> {
         while let Some(record) = ring.next() {
+            if let Ok(header) = events::decode_header(&record)
+                && header.tgid == self.session.pid
+                && !self.threads.contains_key(&header.tid)
+            {
+                let comm = format!("/proc/{}/task/{}/comm", header.tgid, header.tid);
+                let name = std::fs::read_to_string(comm).unwrap_or_default();
+                self.threads.insert(header.tid, name.trim_end().to_string());
+            }
             if let Some(recorder) = self.recorder.as_deref_mut() {
                 recorder.event(&record)?;
             }

@@ -105,7 +105,10 @@ fn bad_recordings() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let line = one_line_error(&out);
-    assert!(line.contains("/nonexistent/run.trace") && line.contains("No such file"), "{line}");
+    assert!(
+        line.contains("/nonexistent/run.trace") && line.contains("No such file"),
+        "{line}"
+    );
 
     let not_one = json_path("not-a-recording");
     std::fs::write(&not_one, "just text").unwrap();
@@ -125,5 +128,8 @@ fn unwritable_recording() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let line = one_line_error(&out);
-    assert!(line.contains("could not read or write /nonexistent/dir/run.trace"), "{line}");
+    assert!(
+        line.contains("could not read or write /nonexistent/dir/run.trace"),
+        "{line}"
+    );
 }

@@ -34,6 +34,9 @@ fn replay_equals_the_live_run() {
     assert_eq!(fs::read_to_string(&replayed).unwrap(), live);
     let v: Value = serde_json::from_str(&live).unwrap();
     assert!(v["user"]["malloc"]["calls"].as_i64().unwrap() > 20_000);
+    // Thread names travel with the recording.
+    let pid = v["target"]["pid"].to_string();
+    assert_eq!(v["target"]["threads"][&pid], "demo");
     // The recording needs nothing from this machine: no file of the program is read again.
     let text = Command::new(env!("CARGO_BIN_EXE_tracer"))
         .args(["report", recording.to_str().unwrap()])

@@ -30,6 +30,9 @@ pub struct TargetInfo {
     pub signal: Option<i32>,
     /// Why tracing ended: "exited", "duration", "interrupted".
     pub ended_by: String,
+    /// Names of the threads seen (by thread id), read while they ran.
+    #[serde(default)]
+    pub threads: std::collections::BTreeMap<u32, String>,
 }
 
 /// What happened to the events on their way from the kernel.
@@ -136,6 +139,7 @@ pub(crate) mod tests {
                 exit_code: Some(3),
                 signal: None,
                 ended_by: "exited".into(),
+                threads: Default::default(),
             },
             duration_ms: 12.5,
             events: EventCounts {
