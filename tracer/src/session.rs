@@ -307,3 +307,38 @@ fn sample(
         buddy: kernel.buddy.live_pages_at_end * 4096,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replay must reproduce the live summary exactly, floats included: the recording's
+    /// JSON must give back the very same f64 (serde_json's float_roundtrip).
+    #[test]
+    fn finish_round_trips_exactly() {
+        // Bit patterns spread over every exponent and mantissa (a simple LCG).
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..50_000u64 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let value = f64::from_bits(x >> 2);
+            if !value.is_finite() {
+                continue;
+            }
+            let finish = Finish {
+                duration_ms: value,
+                now_ns: i,
+                ..Default::default()
+            };
+            let json = serde_json::to_vec(&finish).unwrap();
+            let back: Finish = serde_json::from_slice(&json).unwrap();
+            assert_eq!(
+                back.duration_ms.to_bits(),
+                finish.duration_ms.to_bits(),
+                "{}",
+                finish.duration_ms
+            );
+        }
+    }
+}
