@@ -100,6 +100,34 @@ fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// Builders of synthetic events for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use tracer_common::{AllocEvent, AllocFn, EventHeader, kind};
+
+    /// `func` called from `caller` (stack id 1) on thread 1 at `ts_ns`, returning `ptr` for a
+    /// request of `size` bytes; `enter_ns` equals `ts_ns`. Adjust the rest with `..`.
+    pub fn alloc(func: AllocFn, size: u64, ptr: u64, caller: u64, ts_ns: u64) -> AllocEvent {
+        AllocEvent {
+            header: EventHeader {
+                ts_ns,
+                kind: kind::ALLOC,
+                tgid: 1,
+                tid: 1,
+                cpu: 0,
+            },
+            func: func as u32,
+            stack_id: 1,
+            nmemb: 1,
+            size,
+            ptr,
+            old_ptr: 0,
+            caller,
+            enter_ns: ts_ns,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

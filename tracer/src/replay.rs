@@ -70,7 +70,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        events::encode,
+        events::{encode, testing},
         record::{Recorder, VERSION},
         session::{Finish, Start},
     };
@@ -107,16 +107,10 @@ mod tests {
             alloc_enter_ns: 0,
         }))
         .unwrap();
-        let alloc = |func: AllocFn, size, ptr| AllocEvent {
+        let alloc = |func, size, ptr| AllocEvent {
             header: header(kind::ALLOC, 20),
-            func: func as u32,
-            stack_id: 1,
-            nmemb: 1,
-            size,
-            ptr,
-            old_ptr: 0,
-            caller: 0x55d0_c0a0_1000,
             enter_ns: 19,
+            ..testing::alloc(func, size, ptr, 0x55d0_c0a0_1000, 20)
         };
         rec.event(encode(&alloc(AllocFn::Malloc, 100, 0xa0)))
             .unwrap();

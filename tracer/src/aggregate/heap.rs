@@ -275,9 +275,10 @@ impl HeapStats {
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::{EventHeader, kind};
+    use tracer_common::EventHeader;
 
     use super::*;
+    use crate::events::testing;
 
     struct Seq {
         heap: HeapStats,
@@ -299,22 +300,13 @@ mod tests {
             } else {
                 (1, size)
             };
+            let e = testing::alloc(func, size, ptr, 0x1000 + site, self.ts);
             self.heap.on_alloc(&AllocEvent {
-                header: EventHeader {
-                    ts_ns: self.ts,
-                    kind: kind::ALLOC,
-                    tgid: 1,
-                    tid,
-                    cpu: 0,
-                },
-                func: func as u32,
+                header: EventHeader { tid, ..e.header },
                 stack_id: site as i32,
                 nmemb,
-                size,
-                ptr,
                 old_ptr: old,
-                caller: 0x1000 + site,
-                enter_ns: self.ts,
+                ..e
             });
         }
 

@@ -6,6 +6,7 @@ use tracer_common::{
 };
 
 use super::*;
+use crate::events::testing;
 
 const TID: u32 = 7;
 
@@ -113,17 +114,10 @@ impl Seq {
     }
 
     fn alloc(&mut self, size: u64, ptr: u64, caller: u64, enter: u64) -> SiteKey {
-        let header = self.header(kind::ALLOC, 0);
         let e = AllocEvent {
-            header,
-            func: AllocFn::Malloc as u32,
-            stack_id: 1,
-            nmemb: 1,
-            size,
-            ptr,
-            old_ptr: 0,
-            caller,
+            header: self.header(kind::ALLOC, 0),
             enter_ns: enter,
+            ..testing::alloc(AllocFn::Malloc, size, ptr, caller, 0)
         };
         self.heap.on_alloc(&e);
         self.join.on_alloc(&e, &self.space);

@@ -315,23 +315,13 @@ mod tests {
             inlined: false,
         };
         let mut heap = crate::aggregate::HeapStats::default();
-        heap.on_alloc(&tracer_common::AllocEvent {
-            header: tracer_common::EventHeader {
-                kind: tracer_common::kind::ALLOC,
-                ts_ns: 1,
-                tgid: 1,
-                tid: 1,
-                cpu: 0,
-            },
-            func: tracer_common::AllocFn::Malloc as u32,
-            stack_id: -1,
-            nmemb: 1,
-            size: 64,
-            ptr: 0xa0,
-            old_ptr: 0,
-            caller: 0x1000,
-            enter_ns: 1,
-        });
+        heap.on_alloc(&crate::events::testing::alloc(
+            tracer_common::AllocFn::Malloc,
+            64,
+            0xa0,
+            0x1000,
+            1,
+        ));
         let mut sym = crate::symbolize::TableSymbolizer::default();
         sym.table.insert(0x1000, vec![evil]);
         s.user = crate::report::user::build(

@@ -203,7 +203,7 @@ pub fn build(
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::{AllocEvent, EventHeader, kind};
+    use crate::events::testing;
 
     use super::*;
     use crate::symbolize::TableSymbolizer;
@@ -240,23 +240,7 @@ mod tests {
     #[test]
     fn builds_sites_and_leaks_with_symbols() {
         let mut heap = HeapStats::default();
-        let ev = |func: AllocFn, size: u64, ptr: u64, caller: u64| AllocEvent {
-            header: EventHeader {
-                ts_ns: 1_000_000,
-                kind: kind::ALLOC,
-                tgid: 1,
-                tid: 1,
-                cpu: 0,
-            },
-            func: func as u32,
-            stack_id: 1,
-            nmemb: 1,
-            size,
-            ptr,
-            old_ptr: 0,
-            caller,
-            enter_ns: 1_000_000,
-        };
+        let ev = |func, size, ptr, caller| testing::alloc(func, size, ptr, caller, 1_000_000);
         heap.on_alloc(&ev(AllocFn::Malloc, 100, 0xa0, 0x4000_0100));
         heap.on_alloc(&ev(AllocFn::Malloc, 5000, 0xb0, 0x4000_0180));
         heap.on_alloc(&ev(AllocFn::Free, 0, 0xa0, 0));
