@@ -324,17 +324,12 @@ fn jemalloc_is_found() {
         "cargo xtask test installs libjemalloc2"
     );
     let w = workload("alloc");
-    let json = json_path("jemalloc");
-    let out = tracer()
-        .arg("--json")
-        .arg(&json)
-        .arg("--")
-        .args([w.to_str().unwrap(), "threads", "2", "50"])
-        .env("LD_PRELOAD", JEMALLOC)
-        .output()
-        .unwrap();
+    let (v, out) = trace_with(
+        &[],
+        &[w.to_str().unwrap(), "threads", "2", "50"],
+        &[("LD_PRELOAD", JEMALLOC)],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let files = v["user"]["allocator_files"].as_array().unwrap();
     assert!(files.iter().any(|f| f == JEMALLOC), "{files:?}");
     let site = v["user"]["sites"]

@@ -227,15 +227,12 @@ fn agrees_with_an_independent_count() {
 #[test]
 fn kernel_stacks_name_the_kernel_paths() {
     let w = workload("kernel");
-    let json = json_path("kstacks");
-    let out = tracer()
-        .args(["--kernel-stacks", "-q", "--json"])
-        .arg(&json)
-        .args(["--", w.to_str().unwrap(), "vmas", "20"])
-        .output()
-        .unwrap();
+    let (v, out) = trace_with(
+        &["--kernel-stacks", "-q"],
+        &[w.to_str().unwrap(), "vmas", "20"],
+        &[],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
     let stacks = v["kernel"]["stacks"].as_array().unwrap();
     let vma = stacks
         .iter()
@@ -265,15 +262,12 @@ fn kernel_stacks_name_the_kernel_paths() {
 #[test]
 fn no_kernel_skips_the_kmem_probes() {
     let w = workload("kernel");
-    let json = json_path("nokernel");
-    let out = tracer()
-        .args(["--no-kernel", "-q", "--json"])
-        .arg(&json)
-        .args(["--", w.to_str().unwrap(), "vmas", "5"])
-        .output()
-        .unwrap();
+    let (v, out) = trace_with(
+        &["--no-kernel", "-q"],
+        &[w.to_str().unwrap(), "vmas", "5"],
+        &[],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["kernel"]["traced"], false);
     assert_eq!(v["kernel"]["buddy"]["allocs"], 0);
     assert_eq!(v["kernel"]["faults"]["user"], 0);

@@ -79,12 +79,20 @@ pub fn json_path(tag: &str) -> PathBuf {
 
 /// Runs `tracer --json PATH -- argv...` and returns the summary and the tracer's output.
 pub fn trace_command(argv: &[&str]) -> (Value, Output) {
+    trace_with(&[], argv, &[])
+}
+
+/// Runs `tracer OPTIONS --json PATH -- argv...` with extra environment variables and returns the
+/// summary and the tracer's output.
+pub fn trace_with(options: &[&str], argv: &[&str], env: &[(&str, &str)]) -> (Value, Output) {
     let json = json_path("cmd");
     let out = tracer()
+        .args(options)
         .arg("--json")
         .arg(&json)
         .arg("--")
         .args(argv)
+        .envs(env.iter().copied())
         .output()
         .expect("running tracer");
     let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
