@@ -39,9 +39,10 @@ the ring buffer was full are counted and reported; raise --buffer-size if that h
 Call sites resolve to file:line where the program has debug info (build with -g; frame
 pointers, -fno-omit-frame-pointer, give whole stacks, without them the direct caller).";
 
-/// Memory-allocation tracer: follows a process's malloc family and C++ new/delete calls
-/// (uprobes) and its brk, mmap, munmap and mremap calls (kernel tracepoints) with eBPF, and
-/// reports where its memory came from: per call site, resolved to source lines, with leaks.
+/// Memory-allocation tracer: follows the four paths a process's memory comes from with eBPF
+/// (the malloc family and C++ new/delete; brk, mmap, munmap, mremap, mprotect, madvise; buddy
+/// pages, slab objects and page faults in the kernel), joins them per call site resolved to
+/// source lines, and reports where the memory came from, with leaks.
 #[derive(Debug, Parser)]
 #[command(
     name = "tracer",
@@ -73,7 +74,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub allocator_lib: Vec<PathBuf>,
 
-    /// Most call sites and leaks listed in the summary.
+    /// Most call sites and leaks listed in the summary (and so in the HTML, folded stacks and
+    /// pprof); the largest by bytes come first.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub max_sites: usize,
 
