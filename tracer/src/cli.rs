@@ -79,6 +79,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub max_sites: usize,
 
+    /// Distinct allocation stacks the kernel can keep (each takes about 1 KiB of kernel memory).
+    /// Allocations beyond it are counted without a stack, and the summary says how many.
+    /// Example: --max-stacks 65536
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
+    pub max_stacks: u32,
+
     /// Record the kernel stack of every buddy page and slab object the process is given, and
     /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation.
     #[arg(long)]
@@ -204,6 +210,7 @@ impl Cli {
             max_sites: self.max_sites,
             kernel_stacks: self.kernel_stacks,
             kernel: !self.no_kernel,
+            max_stacks: self.max_stacks,
             record: self.record,
             outputs: self.output.outputs(),
         })

@@ -57,6 +57,8 @@ pub struct RunConfig {
     pub kernel_stacks: bool,
     /// Follow the kernel's allocators (buddy, slab) and page faults.
     pub kernel: bool,
+    /// Entries of the user stack map: distinct allocation stacks that can be told apart.
+    pub max_stacks: u32,
     /// Write a recording here.
     pub record: Option<PathBuf>,
     pub outputs: Outputs,
@@ -93,6 +95,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         wakeup_bytes: (cfg.ring_bytes / 4).max(4096),
         kernel_stacks: cfg.kernel_stacks,
         kernel: cfg.kernel,
+        max_stacks: cfg.max_stacks,
     };
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
     let ring = probes

@@ -81,6 +81,7 @@ fn each_function_of_the_family_exactly() {
         base["user"]["live_bytes_at_end"]
     );
     assert_eq!(run["events"]["dropped"], 0);
+    assert_eq!(run["events"]["stacks_lost"], 0);
     let files = run["user"]["allocator_files"].to_string();
     assert!(files.contains("libc.so"), "{files}");
 }

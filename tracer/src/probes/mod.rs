@@ -12,8 +12,8 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, MAX_SYSCALL_ARGS, Syscall, SyscallOffsets,
-    config_flags, counter,
+    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, MAX_SYSCALL_ARGS, STACKS_MAP, Syscall,
+    SyscallOffsets, config_flags, counter,
 };
 
 use self::tracefs::{Tracefs, TracefsError};
@@ -71,6 +71,8 @@ pub struct LoadOptions {
     pub kernel_stacks: bool,
     /// Attach the kmem and fault tracepoints.
     pub kernel: bool,
+    /// Entries of the user stack map.
+    pub max_stacks: u32,
 }
 
 /// One tracepoint program and where it attaches.
@@ -163,6 +165,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
+            .map_max_entries(STACKS_MAP, opts.max_stacks)
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
         for a in attachments {

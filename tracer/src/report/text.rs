@@ -34,7 +34,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         e.received, e.dropped
     )?;
     if e.unpaired > 0 {
-        write!(out, ", {} syscalls in flight at attach", e.unpaired)?;
+        write!(out, ", {} calls in flight at attach", e.unpaired)?;
     }
     if e.read_failures > 0 || e.decode_errors > 0 {
         write!(
@@ -49,6 +49,13 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             out,
             "warning: {} events were lost; the counts below are incomplete (try a larger --buffer-size)",
             e.dropped
+        )?;
+    }
+    if e.stacks_lost > 0 {
+        writeln!(
+            out,
+            "warning: {} allocations have no stack (the stack map was full; try a larger --max-stacks)",
+            e.stacks_lost
         )?;
     }
 
@@ -475,6 +482,17 @@ mod tests {
     fn without_an_allocator_says_so() {
         let text = rendered(&sample_summary());
         assert!(text.contains("allocator: no malloc family found"), "{text}");
+    }
+
+    #[test]
+    fn warns_of_lost_stacks() {
+        let mut s = sample_summary();
+        s.events.stacks_lost = 7;
+        let text = rendered(&s);
+        assert!(
+            text.contains("warning: 7 allocations have no stack"),
+            "{text}"
+        );
     }
 
     #[test]
