@@ -348,8 +348,9 @@ fn jemalloc_is_found() {
 }
 
 /// A library loaded with dlopen that brings its own allocator functions (libstdc++'s operator
-/// new/delete, absent from the program) is probed once it is mapped. The program waits a
-/// moment after dlopen: calls made before the probes are attached are not seen.
+/// new/delete, absent from the program) is probed once it is mapped. The program waits 1.5 s
+/// after dlopen (room for a loaded machine): calls made before the probes are attached are not
+/// seen.
 #[test]
 fn dlopen_brings_a_new_allocator() {
     let lib = build(
@@ -362,7 +363,7 @@ fn dlopen_brings_a_new_allocator() {
         "dl_main.c",
         &["cc", "-O1", "-g", "-fno-omit-frame-pointer"],
     );
-    let (v, out) = trace_command(&[main.to_str().unwrap(), lib.to_str().unwrap(), "6", "500"]);
+    let (v, out) = trace_command(&[main.to_str().unwrap(), lib.to_str().unwrap(), "6", "1500"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(calls(&v, "operator_new"), 6);
     assert_eq!(bytes(&v, "operator_new"), 6 * 48);
