@@ -224,6 +224,25 @@ fn html_page() {
         sites + leaks + kernel_caches
     );
     assert!(page.contains(&format!("{} events received", v["events"]["received"])));
+    // The path cards show the JSON's totals.
+    let bytes =
+        |path: &str| tracer::report::human_bytes(v["paths"][path]["bytes"].as_u64().unwrap());
+    for (card, value) in [
+        ("brk heap", bytes("brk")),
+        ("mmap", bytes("mmap")),
+        ("thread arenas", bytes("thread_arena")),
+        (
+            "buddy pages",
+            format!("{} pages", v["paths"]["buddy"]["pages"]),
+        ),
+        (
+            "slab objects",
+            format!("{} objects", v["paths"]["slab"]["objects"]),
+        ),
+    ] {
+        let expected = format!("data-path=\"{card}\">{card}<b>{value}</b>");
+        assert!(page.contains(&expected), "no card {expected}");
+    }
     assert!(page.contains("leak_here (alloc.c:"));
     assert_eq!(page.matches("<script>").count(), 1);
 }
