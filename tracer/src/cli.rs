@@ -75,7 +75,7 @@ pub struct Cli {
     pub allocator_lib: Vec<PathBuf>,
 
     /// Most call sites and leaks listed in the summary (and so in the HTML, folded stacks and
-    /// pprof); the largest by bytes come first.
+    /// pprof); the largest by bytes come first. Example: --max-sites 1000
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub max_sites: usize,
 
@@ -87,12 +87,13 @@ pub struct Cli {
 
     /// Record the kernel stack of every buddy page and slab object the process is given, and
     /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation.
+    /// Example: --kernel-stacks -- ./app
     #[arg(long)]
     pub kernel_stacks: bool,
 
     /// Do not follow the kernel's allocators and page faults (buddy, slab, faults). Their
     /// tracepoints fire system-wide, so this makes tracing cheaper for the rest of the machine;
-    /// the user-space and syscall parts are unaffected.
+    /// the user-space and syscall parts are unaffected. Example: --no-kernel --pid 1234
     #[arg(long, conflicts_with = "kernel_stacks")]
     pub no_kernel: bool,
 
