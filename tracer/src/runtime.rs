@@ -1,7 +1,7 @@
 //! One tracing session: start or find the target, attach, stream events until it ends, report.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     ffi::OsString,
     io,
     os::fd::AsRawFd,
@@ -123,6 +123,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         },
     };
     let mut session = Session::new(&start);
+    // Programs and libraries deleted while the process runs stay readable through these.
+    let (_kept_files, substitutes) = target::keep_deleted_files(pid, &start.maps);
     let mut recorder = match &cfg.record {
         Some(path) => Some(Recorder::create(path, &start)?),
         None => None,
@@ -138,6 +140,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         &session,
         launched.as_deref(),
         &cfg.allocator_libs,
+        &substitutes,
     )?;
     if held.is_none() {
         eprintln!(
@@ -219,7 +222,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         counters: probes.counters()?.to_vec(),
         kernel_traced: probes.kernel_traced,
         allocator_files: allocators.files(),
-        symbols: session.symbol_table(&stacks),
+        symbols: session.symbol_table(&stacks, &substitutes),
         stacks,
         kernel_stacks: if cfg.kernel_stacks {
             kernel_stacks(&probes.ebpf, &session.kernel, 20)
@@ -250,8 +253,16 @@ fn attach_allocators(
     session: &Session,
     launched: Option<&Path>,
     extra: &[PathBuf],
+    substitutes: &HashMap<PathBuf, PathBuf>,
 ) -> Result<()> {
-    let mut files = session.space.exec_files();
+    // Files gone from their paths are read (and probed: uprobes go by inode) through the
+    // descriptors kept for them.
+    let mut files: Vec<PathBuf> = session
+        .space
+        .exec_files()
+        .into_iter()
+        .map(|f| substitutes.get(&f).cloned().unwrap_or(f))
+        .collect();
     if let Some(program) = launched
         && let Some(loader) = files.iter().find(|f| is_loader(f)).cloned()
     {

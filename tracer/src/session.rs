@@ -229,7 +229,11 @@ impl Session {
 
     /// Symbolizes every address of every site with the process's files (which must still be
     /// there): the table a summary and a recording use.
-    pub fn symbol_table(&self, stacks: &HashMap<i32, Vec<u64>>) -> HashMap<u64, Vec<Frame>> {
+    pub fn symbol_table(
+        &self,
+        stacks: &HashMap<i32, Vec<u64>>,
+        substitutes: &HashMap<PathBuf, PathBuf>,
+    ) -> HashMap<u64, Vec<Frame>> {
         let mut unique = Vec::new();
         let mut seen = HashSet::new();
         for (key, _) in self.agg.heap.sites() {
@@ -239,7 +243,7 @@ impl Session {
                 }
             }
         }
-        let mut symbolizer = BlazeSymbolizer::new(&self.space);
+        let mut symbolizer = BlazeSymbolizer::new(&self.space, substitutes);
         unique
             .iter()
             .copied()

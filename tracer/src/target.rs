@@ -1,6 +1,11 @@
 //! Facts about the traced process and about our own privileges, read from /proc.
 
-use std::{fs, io, os::fd::FromRawFd, os::fd::OwnedFd};
+use std::{
+    collections::HashMap,
+    fs, io,
+    os::fd::{FromRawFd, OwnedFd},
+    path::PathBuf,
+};
 
 use thiserror::Error;
 
@@ -114,6 +119,36 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, TargetError> {
     }
     // SAFETY: the syscall returned a fresh descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Files the process maps executable that are gone from their paths (` (deleted)` in its maps:
+/// upgraded or rebuilt while it runs). Each is opened through `/proc/PID/map_files` while the
+/// process is alive and kept open, so it can be symbolized later as `/proc/self/fd/N`.
+pub fn keep_deleted_files(pid: i32, maps: &str) -> (Vec<fs::File>, HashMap<PathBuf, PathBuf>) {
+    let mut files = Vec::new();
+    let mut substitutes = HashMap::new();
+    for line in maps.lines() {
+        let Some(path) = line.strip_suffix(" (deleted)") else {
+            continue;
+        };
+        let mut cols = line.split_whitespace();
+        let (Some(range), Some(perms)) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        let Some(start) = path.find('/') else {
+            continue;
+        };
+        let path = PathBuf::from(&path[start..]);
+        if !perms.contains('x') || substitutes.contains_key(&path) {
+            continue;
+        }
+        if let Ok(file) = fs::File::open(format!("/proc/{pid}/map_files/{range}")) {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            substitutes.insert(path, PathBuf::from(format!("/proc/self/fd/{fd}")));
+            files.push(file);
+        }
+    }
+    (files, substitutes)
 }
 
 pub fn page_size() -> u64 {

@@ -374,3 +374,20 @@ fn dlopen_brings_a_new_allocator() {
             .contains("libstdc++")
     );
 }
+
+/// A program deleted (rebuilt, upgraded) while it runs is still symbolized: its file is kept
+/// open through /proc/PID/map_files while the process lives.
+#[test]
+fn deleted_program_is_still_symbolized() {
+    let built = workload("alloc");
+    let copy = json_path("deleted-alloc").with_extension("bin");
+    std::fs::copy(&built, &copy).unwrap();
+    let v = trace_gated(&copy, &["gate", "5", "3"], &["-q"], |_| {
+        std::fs::remove_file(&copy).unwrap();
+    });
+    assert_eq!(calls(&v, "malloc"), 3);
+    let site = &v["user"]["sites"][0];
+    let f = frames(site);
+    assert_eq!(f[0].0, "after_gate", "{f:?}");
+    assert_eq!(f[0].1, "alloc.c");
+}

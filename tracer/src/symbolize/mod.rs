@@ -4,7 +4,11 @@
 //! process may be long gone; blazesym then reads symbols, DWARF lines and inlined frames from
 //! the files.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze, source::Elf, source::Source};
 use serde::{Deserialize, Serialize};
@@ -55,16 +59,23 @@ pub trait Symbolizer {
 pub struct BlazeSymbolizer<'a> {
     space: &'a AddressSpace,
     blaze: Blaze,
+    /// Where to read a file that is no longer at its path (deleted or replaced while mapped):
+    /// a descriptor opened through /proc/PID/map_files while the process ran.
+    substitutes: &'a HashMap<PathBuf, PathBuf>,
 }
 
 impl<'a> BlazeSymbolizer<'a> {
-    pub fn new(space: &'a AddressSpace) -> Self {
+    pub fn new(space: &'a AddressSpace, substitutes: &'a HashMap<PathBuf, PathBuf>) -> Self {
         let blaze = Blaze::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        BlazeSymbolizer { space, blaze }
+        BlazeSymbolizer {
+            space,
+            blaze,
+            substitutes,
+        }
     }
 }
 
@@ -84,7 +95,12 @@ impl Symbolizer for BlazeSymbolizer<'_> {
         }
         for (path, items) in by_file {
             let offsets: Vec<u64> = items.iter().map(|&(_, o)| o).collect();
-            let src = Source::Elf(Elf::new(path.to_path_buf()));
+            let file = self
+                .substitutes
+                .get(&*path)
+                .cloned()
+                .unwrap_or_else(|| path.to_path_buf());
+            let src = Source::Elf(Elf::new(file));
             let Ok(results) = self.blaze.symbolize(&src, Input::FileOffset(&offsets)) else {
                 log::debug!("could not symbolize addresses in {}", path.display());
                 continue;
