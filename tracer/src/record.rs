@@ -3,8 +3,10 @@
 //!
 //! Layout: the magic `TRACEREC`, a little-endian `u32` format version, a reserved `u32`, then
 //! records of `kind: u8, len: u32, crc32: u32, payload[len]` (little-endian). A `START` record
-//! (JSON [`Start`]) comes first, `EVENT` records carry ring-buffer bytes exactly as the kernel
-//! wrote them, and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it.
+//! (JSON [`Start`]) comes first, `EVENTS` records carry ring-buffer records exactly as the
+//! kernel wrote them (each as a little-endian `u16` length and its bytes, a batch deflated
+//! together), and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it. The
+//! checksum covers a record's stored bytes, so any damage is found before anything is decoded.
 
 use std::{
     fs::File,
@@ -12,6 +14,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use flate2::{Compression, read::DeflateDecoder, write::DeflateEncoder};
 use thiserror::Error;
 
 use crate::session::{Finish, Start};
@@ -26,8 +29,12 @@ const RECORD_HEADER_BYTES: u64 = 9;
 const MAX_RECORD_BYTES: u32 = 256 << 20;
 
 const START: u8 = 1;
-const EVENT: u8 = 2;
+const EVENTS: u8 = 2;
 const FINISH: u8 = 3;
+/// Events are deflated in batches of about this many bytes.
+const BATCH_BYTES: usize = 256 << 10;
+/// A batch never inflates beyond this (a corrupt one could claim more).
+const MAX_BATCH_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -56,6 +63,7 @@ pub enum RecordError {
 pub struct Recorder {
     out: BufWriter<File>,
     path: PathBuf,
+    batch: Vec<u8>,
 }
 
 impl Recorder {
@@ -68,6 +76,7 @@ impl Recorder {
         let mut r = Recorder {
             out: BufWriter::with_capacity(1 << 20, file),
             path: path.to_path_buf(),
+            batch: Vec::with_capacity(BATCH_BYTES + 4096),
         };
         let mut header = [0u8; HEADER_BYTES as usize];
         header[..8].copy_from_slice(MAGIC);
@@ -98,11 +107,34 @@ impl Recorder {
 
     /// One ring-buffer record, as the kernel wrote it.
     pub fn event(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
-        self.record(EVENT, bytes)
+        let len = u16::try_from(bytes.len()).expect("events are small");
+        self.batch.extend_from_slice(&len.to_le_bytes());
+        self.batch.extend_from_slice(bytes);
+        if self.batch.len() >= BATCH_BYTES {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), RecordError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut deflate = DeflateEncoder::new(Vec::new(), Compression::fast());
+        let packed = deflate
+            .write_all(&self.batch)
+            .and_then(|()| deflate.finish())
+            .map_err(|source| RecordError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.batch.clear();
+        self.record(EVENTS, &packed)
     }
 
     /// Ends the recording.
     pub fn finish(mut self, finish: &Finish) -> Result<(), RecordError> {
+        self.flush_batch()?;
         self.json(FINISH, finish)?;
         self.out.flush().map_err(|source| RecordError::Io {
             path: self.path.clone(),
@@ -125,6 +157,10 @@ pub struct Reader<R> {
     /// Total length, when known, for progress.
     pub len: Option<u64>,
     buf: Vec<u8>,
+    /// The inflated batch being read, where its next event starts, and the batch's offset.
+    batch: Vec<u8>,
+    batch_pos: usize,
+    batch_offset: u64,
 }
 
 impl Reader<BufReader<File>> {
@@ -182,6 +218,9 @@ impl<R: Read> Reader<R> {
             offset: HEADER_BYTES,
             len: None,
             buf: Vec::new(),
+            batch: Vec::new(),
+            batch_pos: 0,
+            batch_offset: 0,
         })
     }
 
@@ -192,7 +231,69 @@ impl<R: Read> Reader<R> {
 
     /// The next item, or `None` at a clean end.
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, RecordError> {
+        loop {
+            if self.batch_pos < self.batch.len() {
+                let range = self.next_in_batch()?;
+                return Ok(Some(Item::Event(&self.batch[range])));
+            }
+            match self.next_record()? {
+                None => return Ok(None),
+                Some(EVENTS) => self.inflate_batch()?,
+                Some(kind) => return self.decode_json(kind).map(Some),
+            }
+        }
+    }
+
+    /// The byte range of the next event in the current batch.
+    fn next_in_batch(&mut self) -> Result<std::ops::Range<usize>, RecordError> {
+        let pos = self.batch_pos;
+        let corrupt = || RecordError::Corrupt {
+            offset: self.batch_offset,
+            what: format!("an event overruns its batch at batch byte {pos}"),
+        };
+        let len_bytes = self.batch.get(pos..pos + 2).ok_or_else(corrupt)?;
+        let len = usize::from(u16::from_le_bytes([len_bytes[0], len_bytes[1]]));
+        let range = pos + 2..pos + 2 + len;
+        if range.end > self.batch.len() {
+            return Err(corrupt());
+        }
+        self.batch_pos = range.end;
+        Ok(range)
+    }
+
+    fn inflate_batch(&mut self) -> Result<(), RecordError> {
+        self.batch.clear();
+        self.batch_pos = 0;
+        let mut inflate = DeflateDecoder::new(&self.buf[..]).take(MAX_BATCH_BYTES);
+        inflate
+            .read_to_end(&mut self.batch)
+            .map_err(|e| RecordError::Corrupt {
+                offset: self.batch_offset,
+                what: format!("an events batch does not inflate: {e}"),
+            })?;
+        Ok(())
+    }
+
+    fn decode_json(&self, kind: u8) -> Result<Item<'_>, RecordError> {
+        let json_err = |e: serde_json::Error| RecordError::Corrupt {
+            offset: self.batch_offset,
+            what: format!("bad record contents: {e}"),
+        };
+        Ok(if kind == START {
+            Item::Start(Box::new(
+                serde_json::from_slice(&self.buf).map_err(json_err)?,
+            ))
+        } else {
+            Item::Finish(Box::new(
+                serde_json::from_slice(&self.buf).map_err(json_err)?,
+            ))
+        })
+    }
+
+    /// Reads and checks the next record into `buf`; returns its kind, or `None` at a clean end.
+    fn next_record(&mut self) -> Result<Option<u8>, RecordError> {
         let at = self.offset;
+        self.batch_offset = at;
         let mut head = [0u8; RECORD_HEADER_BYTES as usize];
         let n = read_full(&mut self.input, &mut head).map_err(|e| RecordError::Corrupt {
             offset: at,
@@ -240,19 +341,7 @@ impl<R: Read> Reader<R> {
             });
         }
         self.offset = at + RECORD_HEADER_BYTES + u64::from(len);
-        let json_err = |e: serde_json::Error| RecordError::Corrupt {
-            offset: at,
-            what: format!("bad record contents: {e}"),
-        };
-        Ok(Some(match kind {
-            START => Item::Start(Box::new(
-                serde_json::from_slice(&self.buf).map_err(json_err)?,
-            )),
-            EVENT => Item::Event(&self.buf),
-            _ => Item::Finish(Box::new(
-                serde_json::from_slice(&self.buf).map_err(json_err)?,
-            )),
-        }))
+        Ok(Some(kind))
     }
 }
 
