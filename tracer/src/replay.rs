@@ -185,6 +185,48 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// Many events: several deflated batches, read back in order; cut anywhere, an error.
+    #[test]
+    fn many_events_across_batches() {
+        let path = temp("many");
+        let start = Start {
+            pid: 1,
+            page_size: 4096,
+            ..Default::default()
+        };
+        let mut rec = Recorder::create(&path, &start).unwrap();
+        for i in 0..20_000u64 {
+            let e = testing::alloc(AllocFn::Malloc, 16 + i % 100, 0x1000 + 64 * i, 0x4000, i);
+            rec.event(encode(&e)).unwrap();
+        }
+        rec.finish(&Finish {
+            counters: vec![0; 9],
+            max_sites: 10,
+            ..Default::default()
+        })
+        .unwrap();
+        let summary = replay(&path, |_, _| {}).unwrap();
+        assert_eq!(summary.events.received, 20_000);
+        assert_eq!(summary.user.malloc.calls, 20_000);
+        let bytes: u64 = (0..20_000u64).map(|i| 16 + i % 100).sum();
+        assert_eq!(summary.user.live_bytes_at_end, bytes);
+        let full = std::fs::read(&path).unwrap();
+        assert!(
+            full.len() < 20_000 * 80 / 4,
+            "{} bytes: not compact",
+            full.len()
+        );
+        for cut in [full.len() / 3, full.len() / 2, full.len() - 10] {
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let err = replay(&path, |_, _| {}).err().expect("a cut recording");
+            assert!(
+                err.to_string().contains("truncated at byte offset"),
+                "{err}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn newer_versions_are_refused() {
         let path = temp("newer");
