@@ -218,7 +218,7 @@ mod tests {
         );
         for cut in [full.len() / 3, full.len() / 2, full.len() - 10] {
             std::fs::write(&path, &full[..cut]).unwrap();
-            let err = replay(&path, |_, _| {}).err().expect("a cut recording");
+            let err = replay(&path, |_, _| {}).expect_err("a cut recording");
             assert!(
                 err.to_string().contains("truncated at byte offset"),
                 "{err}"
