@@ -68,6 +68,10 @@ pub mod config_flags {
     pub const KERNEL_STACKS: u32 = 1;
     /// The kmem tracepoints are attached.
     pub const KMEM: u32 = 2;
+    /// Record the user stack of every page fault (`--fault-stacks`).
+    pub const FAULT_STACKS: u32 = 4;
+    /// `kmem:kmem_cache_alloc` has the cache's `name` (Linux 6.1 and later).
+    pub const CACHE_NAMES: u32 = 8;
 }
 
 /// Indices into the per-CPU counters array. Each counts occurrences on one CPU; userspace sums.
@@ -194,8 +198,8 @@ pub struct SyscallEvent {
     pub header: EventHeader,
     /// A [`Syscall`] discriminant.
     pub syscall: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// Id in the user stack map of the stack that made the call, or negative if none.
+    pub stack_id: i32,
     /// Arguments in the kernel's order; unused ones are zero.
     pub args: [u64; MAX_SYSCALL_ARGS],
     /// The syscall's return value (negative errno on failure).
@@ -379,7 +383,10 @@ pub struct FaultEvent {
     pub in_flight: InFlight,
     pub address: u64,
     pub ip: u64,
-    pub error_code: u64,
+    /// The fault's error code bits (x86: present, write, user, ...).
+    pub error_code: u32,
+    /// Id in the user stack map of the faulting stack (`--fault-stacks`), or negative.
+    pub stack_id: i32,
 }
 const _: () = assert!(size_of::<FaultEvent>() == 64);
 

@@ -6,11 +6,14 @@
 mod maps;
 mod probes;
 
+/// A loop, not `unreachable_unchecked`: that would let LLVM assume every panicking path away
+/// and delete the bounds checks before it, where a loop keeps them and makes any reachable
+/// panic a program the verifier rejects (an unbounded loop).
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: the verifier rejects any program with a reachable panic, so this is never reached.
-    unsafe { core::hint::unreachable_unchecked() }
+    #[allow(clippy::empty_loop)]
+    loop {}
 }
 
 #[unsafe(link_section = "license")]

@@ -1,18 +1,37 @@
 //! Maps and configuration shared by every probe family.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf, StackTrace},
+    programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    Config, EVENTS_RING_BYTES, EventHeader, KmemOffsets, Syscall, SyscallOffsets, counter,
+    Config, EVENTS_RING_BYTES, EventHeader, KmemOffsets, MAX_STACKS, Syscall, SyscallOffsets,
+    counter,
 };
 
 /// Every event, reserved and written in place.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// User stacks of allocations, syscalls and faults, referenced from events by id.
+#[map(name = "STACKS")]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+
+/// The current thread's user stack, stored in [`STACKS`]: its id, or -1 (counted) when it
+/// could not be stored.
+#[inline(always)]
+pub fn user_stack_id<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            bump(counter::STACK_FAILED);
+            -1
+        }
+    }
+}
 
 /// Per-CPU counters indexed by [`tracer_common::counter`].
 #[map(name = "COUNTERS")]

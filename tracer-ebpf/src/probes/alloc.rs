@@ -7,17 +7,14 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_F_USER_STACK,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
     macros::{map, uprobe, uretprobe},
-    maps::{LruHashMap, StackTrace},
-    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext as _},
+    maps::LruHashMap,
+    programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{
-    AllocEvent, AllocFn, AllocState, MAX_ALLOC_THREADS, MAX_STACKS, counter, kind,
-};
+use tracer_common::{AllocEvent, AllocFn, AllocState, MAX_ALLOC_THREADS, counter, kind};
 
-use crate::maps::{EVENTS, bump, header, traced_thread, wakeup_flags};
+use crate::maps::{EVENTS, bump, header, traced_thread, user_stack_id, wakeup_flags};
 
 /// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
 #[map(name = "ALLOC_STATE")]
@@ -28,10 +25,6 @@ pub static ALLOC_STATE: LruHashMap<u32, AllocState> =
 /// block is part of it, not a second call.
 #[map(name = "DELETE_PENDING")]
 static DELETE_PENDING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
-
-/// User stacks of allocations, referenced from events by id.
-#[map(name = "STACKS")]
-static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
 
 /// Entry time of the outermost allocator call in flight on thread `tid`, or 0.
 #[inline(always)]
@@ -131,13 +124,7 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         AllocFn::AlignedAlloc | AllocFn::Memalign => (1, a1, 0, 0),
         _ => (1, a0, 0, 0),
     };
-    let stack_id = match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
-        Ok(id) => id,
-        Err(_) => {
-            bump(counter::STACK_FAILED);
-            -1
-        }
-    };
+    let stack_id = i64::from(user_stack_id(ctx));
     let state = AllocState {
         func: func as u32,
         depth: 1,

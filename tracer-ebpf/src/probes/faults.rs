@@ -1,10 +1,12 @@
 //! `exceptions:page_fault_user`: the traced process touching memory, first touch included.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use tracer_common::{FaultEvent, counter, kind};
+use tracer_common::{FaultEvent, config_flags, counter, kind};
 
 use crate::{
-    maps::{EVENTS, bump, header, kmem_offsets, traced_thread, wakeup_flags},
+    maps::{
+        EVENTS, bump, config_flag, header, kmem_offsets, traced_thread, user_stack_id, wakeup_flags,
+    },
     probes::kmem::in_flight,
 };
 
@@ -26,6 +28,12 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         bump(counter::READ_FAILED);
         return 0;
     };
+    // Before the reservation: a stack walk while holding ring space delays the reader.
+    let stack_id = if config_flag(config_flags::FAULT_STACKS) {
+        user_stack_id(&ctx)
+    } else {
+        -1
+    };
     let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
         return 0;
@@ -35,7 +43,8 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         in_flight: in_flight(tid),
         address,
         ip,
-        error_code,
+        error_code: error_code as u32,
+        stack_id,
     });
     entry.submit(wakeup_flags());
     0

@@ -186,32 +186,66 @@ fn emit_page(
 
 #[tracepoint]
 pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
-    let o = kmem_offsets();
-    slab_alloc(
-        &ctx,
-        o.cache_alloc_ptr,
-        o.cache_alloc_call_site,
-        o.cache_alloc_bytes_req,
-        o.cache_alloc_bytes_alloc,
-        o.cache_alloc_gfp,
-        Some(o.cache_alloc_name),
-    );
+    cache_alloc(&ctx);
+    0
+}
+
+/// Before Linux 6.1, allocations on a given NUMA node had tracepoints of their own, laid out as
+/// the plain ones (userspace attaches them only when they are).
+#[tracepoint]
+pub fn kmem_cache_alloc_node(ctx: TracePointContext) -> u32 {
+    cache_alloc(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn kmalloc(ctx: TracePointContext) -> u32 {
+    kmalloc_alloc(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn kmalloc_node(ctx: TracePointContext) -> u32 {
+    kmalloc_alloc(&ctx);
+    0
+}
+
+#[inline(always)]
+fn cache_alloc(ctx: &TracePointContext) {
+    let o = kmem_offsets();
+    // Kernels before 6.1 do not name the cache.
+    let name = config_flag(config_flags::CACHE_NAMES).then_some(o.cache_alloc_name);
+    slab_alloc(
+        ctx,
+        o.cache_alloc_ptr,
+        o.cache_alloc_call_site,
+        o.cache_alloc_bytes_req,
+        o.cache_alloc_bytes_alloc,
+        o.cache_alloc_gfp,
+        SlabSource::Cache(name),
+    );
+}
+
+#[inline(always)]
+fn kmalloc_alloc(ctx: &TracePointContext) {
     let o = kmem_offsets();
     slab_alloc(
-        &ctx,
+        ctx,
         o.kmalloc_ptr,
         o.kmalloc_call_site,
         o.kmalloc_bytes_req,
         o.kmalloc_bytes_alloc,
         o.kmalloc_gfp,
-        None,
+        SlabSource::Kmalloc,
     );
-    0
+}
+
+/// Where a slab object came from: kmalloc (a cache named by size), or a cache, with the offset
+/// of its name's `__data_loc` field where the kernel has one.
+#[derive(Clone, Copy)]
+enum SlabSource {
+    Kmalloc,
+    Cache(Option<u16>),
 }
 
 #[tracepoint]
@@ -240,7 +274,7 @@ fn slab_alloc(
     req_off: u16,
     alloc_off: u16,
     gfp_off: u16,
-    name_off: Option<u16>,
+    source: SlabSource,
 ) {
     let Some((tgid, tid)) = traced_thread() else {
         return;
@@ -257,7 +291,10 @@ fn slab_alloc(
     if ptr == 0 {
         return;
     }
-    let flags = if name_off.is_some() { 0 } else { SLAB_KMALLOC };
+    let (flags, name_off) = match source {
+        SlabSource::Kmalloc => (SLAB_KMALLOC, None),
+        SlabSource::Cache(name_off) => (0, name_off),
+    };
     if LIVE_SLAB.insert(ptr, flags, 0).is_err() {
         bump(counter::KERNEL_LIVE_FULL);
     }

@@ -17,7 +17,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{EVENTS, bump, header, syscall_offsets, traced_thread, wakeup_flags},
+    maps::{EVENTS, bump, header, syscall_offsets, traced_thread, user_stack_id, wakeup_flags},
     probes::alloc::alloc_in_flight,
 };
 
@@ -118,6 +118,10 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
         }
         return;
     }
+    // Who made the call: in `--mode kernel` the only stack there is (for brk, that of the
+    // malloc that grew the heap), and for direct mmap calls in any mode. Walked before the
+    // reservation: a walk while holding ring space delays the reader.
+    let stack_id = user_stack_id(ctx);
     let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
         return;
@@ -127,7 +131,7 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
         duration_ns: header.ts_ns.wrapping_sub(pending.enter_ns),
         header,
         syscall: syscall as u32,
-        reserved: 0,
+        stack_id,
         args: pending.args,
         ret,
         alloc_enter_ns: alloc_in_flight(tid),
