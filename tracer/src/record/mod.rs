@@ -4,33 +4,39 @@
 //! Layout: the magic `TRACEREC`, a little-endian `u32` format version, a reserved `u32`, then
 //! records of `kind: u8, len: u32, crc32: u32, payload[len]` (little-endian). A `START` record
 //! (JSON [`Start`]) comes first, `EVENTS` records carry ring-buffer records exactly as the
-//! kernel wrote them (each as a little-endian `u16` length and its bytes, a batch deflated
-//! together), and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it. The
+//! kernel wrote them (a batch laid out by columns, see [`columns`], and deflated: about 11
+//! bytes an event), and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it. The
 //! checksum covers a record's stored bytes, so any damage is found before anything is decoded.
+
+mod columns;
 
 use std::{
     fs::File,
-    io::{self, BufReader, BufWriter, Read, Write},
+    io::{self, BufReader, Read, Write},
     path::{Path, PathBuf},
 };
 
 use flate2::{Compression, read::DeflateDecoder, write::DeflateEncoder};
 use thiserror::Error;
 
-use crate::session::{Finish, Start};
+use crate::{
+    output::Sink,
+    session::{Finish, Start},
+};
 
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// The format version this build writes and reads. Bump on any change to the layout, the
 /// wire types or the JSON records.
-pub const VERSION: u32 = 1;
-const HEADER_BYTES: u64 = 16;
+pub const VERSION: u32 = 2;
+pub const HEADER_BYTES: u64 = 16;
 const RECORD_HEADER_BYTES: u64 = 9;
 /// A record larger than this is corruption, not data.
 const MAX_RECORD_BYTES: u32 = 256 << 20;
 
-const START: u8 = 1;
-const EVENTS: u8 = 2;
-const FINISH: u8 = 3;
+/// Record kinds.
+pub const START: u8 = 1;
+pub const EVENTS: u8 = 2;
+pub const FINISH: u8 = 3;
 /// Events are deflated in batches of about this many bytes.
 const BATCH_BYTES: usize = 256 << 10;
 /// A batch never inflates beyond this (a corrupt one could claim more).
@@ -59,40 +65,36 @@ pub enum RecordError {
     Corrupt { offset: u64, what: String },
 }
 
-/// Writes a recording as the session goes.
+/// Writes a recording as the session goes. Dropped before [`Recorder::finish`], it leaves
+/// nothing behind at a file destination (see [`Sink`]).
 pub struct Recorder {
-    out: BufWriter<File>,
+    out: Sink,
     path: PathBuf,
     batch: Vec<u8>,
+    events: u64,
 }
 
 impl Recorder {
-    pub fn create(path: &Path, start: &Start) -> Result<Self, RecordError> {
+    pub fn create(out: Sink, start: &Start) -> Result<Self, RecordError> {
+        let path = out.shown().to_path_buf();
         let io_err = |source| RecordError::Io {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         };
-        let file = File::create(path).map_err(io_err)?;
         let mut r = Recorder {
-            out: BufWriter::with_capacity(1 << 20, file),
-            path: path.to_path_buf(),
+            out,
+            path: path.clone(),
             batch: Vec::with_capacity(BATCH_BYTES + 4096),
+            events: 0,
         };
-        let mut header = [0u8; HEADER_BYTES as usize];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        r.out.write_all(&header).map_err(io_err)?;
+        r.out.write_all(&file_header()).map_err(io_err)?;
         r.json(START, start)?;
         Ok(r)
     }
 
     fn record(&mut self, kind: u8, payload: &[u8]) -> Result<(), RecordError> {
-        let mut head = [0u8; RECORD_HEADER_BYTES as usize];
-        head[0] = kind;
-        head[1..5].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        head[5..9].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
         self.out
-            .write_all(&head)
+            .write_all(&record_header(kind, payload))
             .and_then(|()| self.out.write_all(payload))
             .map_err(|source| RecordError::Io {
                 path: self.path.clone(),
@@ -110,6 +112,7 @@ impl Recorder {
         let len = u16::try_from(bytes.len()).expect("events are small");
         self.batch.extend_from_slice(&len.to_le_bytes());
         self.batch.extend_from_slice(bytes);
+        self.events += 1;
         if self.batch.len() >= BATCH_BYTES {
             self.flush_batch()?;
         }
@@ -120,27 +123,57 @@ impl Recorder {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let mut deflate = DeflateEncoder::new(Vec::new(), Compression::fast());
-        let packed = deflate
-            .write_all(&self.batch)
-            .and_then(|()| deflate.finish())
-            .map_err(|source| RecordError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+        let packed = deflate(&columns::to_columns(&self.batch));
         self.batch.clear();
         self.record(EVENTS, &packed)
     }
 
-    /// Ends the recording.
+    /// Events taken so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Ends the recording and makes it final.
     pub fn finish(mut self, finish: &Finish) -> Result<(), RecordError> {
         self.flush_batch()?;
         self.json(FINISH, finish)?;
-        self.out.flush().map_err(|source| RecordError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        let path = self.path.clone();
+        self.out
+            .commit()
+            .map_err(|source| RecordError::Io { path, source })
     }
+}
+
+/// The header of a record of `kind` holding `payload`: kind, length, checksum.
+pub fn record_header(kind: u8, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES as usize] {
+    let mut head = [0u8; RECORD_HEADER_BYTES as usize];
+    head[0] = kind;
+    head[1..5].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    head[5..9].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    head
+}
+
+/// The file header of this format version.
+pub fn file_header() -> [u8; HEADER_BYTES as usize] {
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header
+}
+
+/// An events batch as stored, from its plain layout (each event as a little-endian `u16`
+/// length and its bytes): laid out by columns (see [`columns`]) and deflated.
+pub fn encode_batch(plain: &[u8]) -> Vec<u8> {
+    deflate(&columns::to_columns(plain))
+}
+
+/// Bytes deflated as they are (the fuzzer stores crafted column layouts with it).
+pub fn deflate(batch: &[u8]) -> Vec<u8> {
+    let mut deflate = DeflateEncoder::new(Vec::new(), Compression::fast());
+    deflate
+        .write_all(batch)
+        .and_then(|()| deflate.finish())
+        .expect("deflating into memory cannot fail")
 }
 
 /// What a recording holds, read back in order.
@@ -157,7 +190,9 @@ pub struct Reader<R> {
     /// Total length, when known, for progress.
     pub len: Option<u64>,
     buf: Vec<u8>,
-    /// The inflated batch being read, where its next event starts, and the batch's offset.
+    /// The inflated batch (column layout), then the same in the plain layout being read,
+    /// where its next event starts, and the batch's offset.
+    packed: Vec<u8>,
     batch: Vec<u8>,
     batch_pos: usize,
     batch_offset: u64,
@@ -218,6 +253,7 @@ impl<R: Read> Reader<R> {
             offset: HEADER_BYTES,
             len: None,
             buf: Vec::new(),
+            packed: Vec::new(),
             batch: Vec::new(),
             batch_pos: 0,
             batch_offset: 0,
@@ -262,16 +298,19 @@ impl<R: Read> Reader<R> {
     }
 
     fn inflate_batch(&mut self) -> Result<(), RecordError> {
-        self.batch.clear();
         self.batch_pos = 0;
+        self.packed.clear();
         let mut inflate = DeflateDecoder::new(&self.buf[..]).take(MAX_BATCH_BYTES);
         inflate
-            .read_to_end(&mut self.batch)
+            .read_to_end(&mut self.packed)
             .map_err(|e| RecordError::Corrupt {
                 offset: self.batch_offset,
                 what: format!("an events batch does not inflate: {e}"),
             })?;
-        Ok(())
+        columns::from_columns(&self.packed, &mut self.batch).map_err(|what| RecordError::Corrupt {
+            offset: self.batch_offset,
+            what: what.into(),
+        })
     }
 
     fn decode_json(&self, kind: u8) -> Result<Item<'_>, RecordError> {
@@ -323,12 +362,17 @@ impl<R: Read> Reader<R> {
                 what: format!("record length {len}"),
             });
         }
-        self.buf.resize(len as usize, 0);
-        let got = read_full(&mut self.input, &mut self.buf).map_err(|e| RecordError::Corrupt {
-            offset: at,
-            what: e.to_string(),
-        })?;
-        if got < self.buf.len() {
+        // Read what is there rather than allocate what the header claims: a short file that
+        // declares a huge record costs no more than its own size.
+        self.buf.clear();
+        let got = (&mut self.input)
+            .take(u64::from(len))
+            .read_to_end(&mut self.buf)
+            .map_err(|e| RecordError::Corrupt {
+                offset: at,
+                what: e.to_string(),
+            })?;
+        if got < len as usize {
             return Err(RecordError::Truncated {
                 offset: at + RECORD_HEADER_BYTES + got as u64,
                 what: "in a record's data",
@@ -357,4 +401,31 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// A 27-byte file whose one record claims 256 MiB: a truncation error, and the reader's
+    /// buffer never grows past what the file holds.
+    #[test]
+    fn a_record_claiming_more_than_the_file_allocates_nothing() {
+        let mut file = file_header().to_vec();
+        file.push(START);
+        file.extend_from_slice(&MAX_RECORD_BYTES.to_le_bytes());
+        file.extend_from_slice(&[0; 4]);
+        file.extend_from_slice(b"{}");
+        assert_eq!(file.len(), 27);
+        let mut reader = Reader::new(Cursor::new(&file), Path::new("small")).unwrap();
+        let err = reader.next_item().err().expect("a truncated record");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(
+            reader.buf.capacity() < 4096,
+            "{} bytes reserved",
+            reader.buf.capacity()
+        );
+    }
 }
