@@ -147,46 +147,59 @@ fn tokenize(expr: &str) -> Option<Vec<Tok>> {
     Some(toks)
 }
 
-/// Evaluates a constant C expression of `|`, `&`, `<<`, `~`, parentheses and casts.
+/// The longest flag expression evaluated: the kernel's are a few hundred bytes; a format
+/// from a recording may be anything.
+const MAX_EXPR_BYTES: usize = 4096;
+/// The deepest nesting of parentheses and `~` evaluated (the kernel's go about 8 deep).
+const MAX_DEPTH: u32 = 64;
+
+/// Evaluates a constant C expression of `|`, `&`, `<<`, `~`, parentheses and casts. `None`
+/// for anything else, and for expressions too long or too deeply nested.
 pub fn eval(expr: &str) -> Option<u64> {
+    if expr.len() > MAX_EXPR_BYTES {
+        return None;
+    }
     let toks = tokenize(expr)?;
     let mut pos = 0;
-    let v = parse_or(&toks, &mut pos)?;
+    let v = parse_or(&toks, &mut pos, 0)?;
     (pos == toks.len()).then_some(v)
 }
 
-fn parse_or(t: &[Tok], p: &mut usize) -> Option<u64> {
-    let mut v = parse_and(t, p)?;
+fn parse_or(t: &[Tok], p: &mut usize, depth: u32) -> Option<u64> {
+    let mut v = parse_and(t, p, depth)?;
     while t.get(*p) == Some(&Tok::Or) {
         *p += 1;
-        v |= parse_and(t, p)?;
+        v |= parse_and(t, p, depth)?;
     }
     Some(v)
 }
 
-fn parse_and(t: &[Tok], p: &mut usize) -> Option<u64> {
-    let mut v = parse_shift(t, p)?;
+fn parse_and(t: &[Tok], p: &mut usize, depth: u32) -> Option<u64> {
+    let mut v = parse_shift(t, p, depth)?;
     while t.get(*p) == Some(&Tok::And) {
         *p += 1;
-        v &= parse_shift(t, p)?;
+        v &= parse_shift(t, p, depth)?;
     }
     Some(v)
 }
 
-fn parse_shift(t: &[Tok], p: &mut usize) -> Option<u64> {
-    let mut v = parse_unary(t, p)?;
+fn parse_shift(t: &[Tok], p: &mut usize, depth: u32) -> Option<u64> {
+    let mut v = parse_unary(t, p, depth)?;
     while t.get(*p) == Some(&Tok::Shl) {
         *p += 1;
-        v = v.checked_shl(u32::try_from(parse_unary(t, p)?).ok()?)?;
+        v = v.checked_shl(u32::try_from(parse_unary(t, p, depth)?).ok()?)?;
     }
     Some(v)
 }
 
-fn parse_unary(t: &[Tok], p: &mut usize) -> Option<u64> {
+fn parse_unary(t: &[Tok], p: &mut usize, depth: u32) -> Option<u64> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
     match t.get(*p)? {
         Tok::Not => {
             *p += 1;
-            Some(!parse_unary(t, p)?)
+            Some(!parse_unary(t, p, depth + 1)?)
         }
         Tok::Num(n) => {
             *p += 1;
@@ -194,7 +207,7 @@ fn parse_unary(t: &[Tok], p: &mut usize) -> Option<u64> {
         }
         Tok::Open => {
             *p += 1;
-            let v = parse_or(t, p)?;
+            let v = parse_or(t, p, depth + 1)?;
             (t.get(*p) == Some(&Tok::Close)).then_some(())?;
             *p += 1;
             Some(v)
@@ -220,6 +233,30 @@ mod tests {
         assert_eq!(eval("0x20 | 3"), Some(0x23));
         assert_eq!(eval("(1 << 2"), None);
         assert_eq!(eval("foo"), None);
+    }
+
+    /// A recording's format text is not trusted: no stack overflow, no quadratic time.
+    #[test]
+    fn hostile_expressions_are_refused_quickly() {
+        let deep = format!("{}1{}", "(".repeat(65), ")".repeat(65));
+        assert_eq!(eval(&deep), None);
+        assert_eq!(
+            eval(&format!("{}1{}", "(".repeat(60), ")".repeat(60))),
+            Some(1)
+        );
+        assert_eq!(eval(&format!("{}1", "~".repeat(100))), None);
+        for junk in [
+            "~".repeat(1 << 20),
+            "(".repeat(1 << 20),
+            "((1".repeat(1 << 18),
+        ] {
+            let started = std::time::Instant::now();
+            assert_eq!(eval(&junk), None);
+            let table =
+                GfpTable::from_print_fmt(&format!("__print_flags(x, \"|\", {{{junk}, \"N\"}})"));
+            assert!(table.is_empty());
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! is loaded, before its first instruction. There its executable and dynamic loader are mapped,
 //! so they can be read from /proc; the tracer attaches every probe, then detaches and the command
 //! runs. An `exec` failure comes back through a close-on-exec pipe as an errno.
+//!
+//! The command starts as it would from a shell: every signal at its default disposition and
+//! none blocked (Rust ignores SIGPIPE in its own processes), none of our descriptors beyond
+//! 0, 1 and 2, and, when we are root under `sudo`, as the invoking user (uid, gid,
+//! supplementary groups, HOME/USER/LOGNAME; no capabilities) unless asked to keep root.
 
 use std::{
     env,
@@ -18,6 +23,8 @@ use std::{
 };
 
 use thiserror::Error;
+
+use crate::invoker::Invoker;
 
 #[derive(Debug, Error)]
 pub enum LaunchError {
@@ -89,8 +96,9 @@ pub struct HeldChild {
 }
 
 impl HeldChild {
-    /// Starts `argv` and returns once it is stopped after a successful `exec`.
-    pub fn spawn(argv: &[OsString]) -> Result<Self, LaunchError> {
+    /// Starts `argv` and returns once it is stopped after a successful `exec`; as `user` when
+    /// given.
+    pub fn spawn(argv: &[OsString], user: Option<&Invoker>) -> Result<Self, LaunchError> {
         let program = argv
             .first()
             .ok_or_else(|| LaunchError::NotFound(String::new()))?;
@@ -102,7 +110,21 @@ impl HeldChild {
             .iter()
             .map(|a| cstring(a.as_bytes(), "an argument"))
             .collect::<Result<Vec<_>, _>>()?;
+        let identity: Vec<(&str, &OsStr)> = match user {
+            Some(u) if !u.name.is_empty() => vec![
+                ("HOME", u.home.as_os_str()),
+                ("USER", u.name.as_os_str()),
+                ("LOGNAME", u.name.as_os_str()),
+            ],
+            _ => Vec::new(),
+        };
         let c_env = env::vars_os()
+            .filter(|(k, _)| !identity.iter().any(|(name, _)| k == name))
+            .chain(
+                identity
+                    .iter()
+                    .map(|(k, v)| (OsString::from(k), v.to_os_string())),
+            )
             .map(|(k, v)| {
                 let mut kv = k.as_bytes().to_vec();
                 kv.push(b'=');
@@ -115,9 +137,11 @@ impl HeldChild {
         let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
         env_ptrs.push(std::ptr::null());
 
+        let ids = user.map(|u| (u.uid, u.gid, u.groups.clone()));
         let (err_r, err_w) = pipe()?;
         // SAFETY: fork has no preconditions; the child below calls only async-signal-safe
-        // functions (ptrace, execve, write, _exit) on memory prepared before the fork.
+        // functions (sigaction, sigprocmask, close_range, setgroups, setgid, setuid, ptrace,
+        // execve, write, _exit) on memory prepared before the fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(os("fork")(io::Error::last_os_error()));
@@ -125,7 +149,7 @@ impl HeldChild {
         if pid == 0 {
             // SAFETY: async-signal-safe calls only, see above.
             unsafe {
-                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == 0 {
+                if clean_start(ids.as_ref()) && libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == 0 {
                     libc::execve(c_path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr());
                 }
                 let errno = *libc::__errno_location();
@@ -193,6 +217,44 @@ impl Drop for HeldChild {
     }
 }
 
+/// In the forked child: default signal dispositions, nothing blocked, none of our descriptors
+/// past stderr kept across exec, and the user's identity when given. False when a step that
+/// must not be skipped failed (errno tells which).
+///
+/// # Safety
+/// Only between fork and exec; calls async-signal-safe functions only.
+unsafe fn clean_start(ids: Option<&(u32, u32, Vec<libc::gid_t>)>) -> bool {
+    // SAFETY: plain system calls on valid, pre-allocated memory.
+    unsafe {
+        // The raw system call: glibc's sigaction refuses its own signals 32 and 33, which a
+        // parent may have left ignored too. All zero is SIG_DFL, no flags, nothing masked.
+        let dfl = [0u64; 4];
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0usize, 8usize);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // Close-on-exec rather than close: the error pipe must live until execve.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        if let Some((uid, gid, groups)) = ids
+            && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(*gid) != 0
+                || libc::setuid(*uid) != 0)
+        {
+            return false;
+        }
+        true
+    }
+}
+
 fn reap(pid: i32) {
     let mut status = 0;
     // SAFETY: waiting for our own child with a valid status pointer.
@@ -230,7 +292,7 @@ mod tests {
         let script = format!("touch {}", marker.display());
         let argv: Vec<OsString> = ["sh", "-c", &script].iter().map(Into::into).collect();
 
-        let held = HeldChild::spawn(&argv).unwrap();
+        let held = HeldChild::spawn(&argv, None).unwrap();
         // Stopped after exec: /proc shows the new program, which has not run yet.
         let exe = std::fs::read_link(format!("/proc/{}/exe", held.pid())).unwrap();
         assert!(
@@ -248,7 +310,7 @@ mod tests {
 
         // Dropped without release: killed, never runs.
         std::fs::remove_file(&marker).unwrap();
-        drop(HeldChild::spawn(&argv).unwrap());
+        drop(HeldChild::spawn(&argv, None).unwrap());
         assert!(!marker.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

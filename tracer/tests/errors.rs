@@ -127,9 +127,45 @@ fn unwritable_recording() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_line_error(&out),
+        "tracer: error: --record /nonexistent/dir/run.trace: the directory /nonexistent/dir \
+         does not exist"
+    );
+}
+
+/// With CAP_BPF and CAP_PERFMON but no root, tracefs (mode 0700) is what is missing: say that,
+/// not "not mounted".
+#[test]
+fn bpf_capabilities_without_tracefs_access() {
+    require_root();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata("/sys/kernel/tracing")
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "this test needs tracefs closed to others (mode {mode:o})"
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+bpf,+perfmon",
+            "--ambient-caps=+bpf,+perfmon",
+        ])
+        .arg(env!("CARGO_BIN_EXE_tracer"))
+        .args(["--", "true"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = one_line_error(&out);
     assert!(
-        line.contains("could not read or write /nonexistent/dir/run.trace"),
+        line.contains("tracefs is mounted at /sys/kernel/tracing but uid 65534 cannot read it"),
         "{line}"
     );
+    assert!(line.contains("CAP_DAC_READ_SEARCH"), "{line}");
 }

@@ -73,6 +73,8 @@ pub struct LoadOptions {
     pub kernel: bool,
     /// Entries of the user stack map.
     pub max_stacks: u32,
+    /// Record the user stack of every page fault.
+    pub fault_stacks: bool,
 }
 
 /// One tracepoint program and where it attaches.
@@ -109,11 +111,15 @@ pub fn build_config(
         .collect();
     if opts.kernel {
         match kernel::kmem_offsets(tracefs, &mut config.kmem) {
-            Ok(()) => {
+            Ok(layout) => {
                 config.flags |= config_flags::KMEM;
+                if layout.cache_names {
+                    config.flags |= config_flags::CACHE_NAMES;
+                }
                 attach.extend(
                     kernel::KMEM_TRACEPOINTS
                         .iter()
+                        .chain(&layout.node_variants)
                         .map(|n| Attachment::new("kmem", n)),
                 );
             }
@@ -126,6 +132,9 @@ pub fn build_config(
     }
     if opts.kernel_stacks {
         config.flags |= config_flags::KERNEL_STACKS;
+    }
+    if opts.fault_stacks {
+        config.flags |= config_flags::FAULT_STACKS;
     }
     for syscall in Syscall::ALL {
         let enter = tracefs.format("syscalls", &format!("sys_enter_{}", syscall.name()))?;

@@ -27,6 +27,18 @@ pub enum TracefsError {
         name: String,
         path: PathBuf,
     },
+    #[error(
+        "tracefs is mounted at {root} but uid {uid} cannot read it (mode {mode:04o}, owner uid \
+         {owner}): CAP_BPF and CAP_PERFMON load the programs, but the tracepoints' formats are \
+         read from tracefs; run tracer as root, give it CAP_DAC_READ_SEARCH too, or make tracefs \
+         readable (`mount -o remount,mode=755 {root}`)"
+    )]
+    Unreadable {
+        root: PathBuf,
+        uid: u32,
+        mode: u32,
+        owner: u32,
+    },
     #[error("reading {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error("tracepoint {tracepoint} has no field `{field}` (its format: {path})")]
@@ -48,6 +60,25 @@ impl Tracefs {
     pub fn find_or_mount() -> Result<Self, TracefsError> {
         if let Some(fs) = Self::find() {
             return Ok(fs);
+        }
+        // Mounted, but closed to us (mode 0700 and we are not root): say that, not "missing".
+        for root in MOUNT_POINTS.iter().map(Path::new) {
+            if let Err(e) = fs::metadata(root.join("events"))
+                && e.kind() == io::ErrorKind::PermissionDenied
+            {
+                use std::os::unix::fs::MetadataExt;
+                let meta = fs::metadata(root).map_err(|source| TracefsError::Read {
+                    path: root.into(),
+                    source,
+                })?;
+                return Err(TracefsError::Unreadable {
+                    root: root.into(),
+                    // SAFETY: geteuid has no preconditions.
+                    uid: unsafe { libc::geteuid() },
+                    mode: meta.mode() & 0o7777,
+                    owner: meta.uid(),
+                });
+            }
         }
         let target = CString::new(MOUNT_POINTS[0]).expect("no NUL");
         let fstype = CString::new("tracefs").expect("no NUL");

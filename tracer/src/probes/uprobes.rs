@@ -221,21 +221,80 @@ impl AllocatorProbes {
         files
     }
 
-    /// Probes every allocator function `path` defines, for process `pid` only. Returns how
-    /// many functions were attached (0 for files without any).
+    /// Probes every allocator function of the file the process calls `shown`, read through
+    /// `via`, for process `pid` only. Returns how many functions were attached (0 for files
+    /// without any).
     pub fn attach_file(
         &mut self,
         ebpf: &mut Ebpf,
-        path: &Path,
+        shown: &Path,
+        via: &Path,
         pid: u32,
     ) -> Result<usize, UprobeError> {
-        if !self.probed.insert(path.to_path_buf()) {
-            return Ok(0);
+        let files = [(shown.to_path_buf(), via.to_path_buf())];
+        let (attached, mut errors) = self.attach_files(ebpf, &files, pid, &|| false);
+        match errors.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(attached),
         }
-        let symbols = find_allocator(path)?;
-        if symbols.is_empty() {
-            return Ok(0);
+    }
+
+    /// Probes the allocator functions of every file in `files` (the process's path, and where
+    /// we read it: see [`crate::target::TargetFiles`]), releasing functions first in
+    /// all of them (free and delete, then realloc, then the rest): a block allocated once
+    /// probing began always has its release seen, so nothing looks live that is not. Stops
+    /// early when `stop` says so. Returns how many functions were attached, and the files that
+    /// failed with why (a failure to load the programs ends it).
+    pub fn attach_files(
+        &mut self,
+        ebpf: &mut Ebpf,
+        files: &[(PathBuf, PathBuf)],
+        pid: u32,
+        stop: &dyn Fn() -> bool,
+    ) -> (usize, Vec<(PathBuf, UprobeError)>) {
+        let mut errors = Vec::new();
+        let mut found = Vec::new();
+        for (shown, via) in files {
+            if !self.probed.insert(shown.clone()) {
+                continue;
+            }
+            match find_allocator(via) {
+                Ok(symbols) if !symbols.is_empty() => found.push((shown, via, symbols)),
+                Ok(_) => {}
+                Err(e) => errors.push((shown.clone(), e)),
+            }
         }
+        if found.is_empty() {
+            return (0, errors);
+        }
+        if let Err(e) = self.load(ebpf) {
+            errors.push((found[0].0.clone(), e));
+            return (0, errors);
+        }
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let mut attached = 0;
+        let rank = |f: AllocFn| match f {
+            _ if f.is_free() => 0,
+            AllocFn::Realloc | AllocFn::Reallocarray => 1,
+            _ => 2,
+        };
+        for phase in 0..3 {
+            for (shown, via, symbols) in &found {
+                if stop() {
+                    return (attached, errors);
+                }
+                for sym in symbols.iter().filter(|s| rank(s.func) == phase) {
+                    match self.attach_symbol(ebpf, shown, via, sym, scope) {
+                        Ok(()) => attached += 1,
+                        Err(e) => errors.push(((*shown).clone(), e)),
+                    }
+                }
+            }
+        }
+        (attached, errors)
+    }
+
+    fn load(&mut self, ebpf: &mut Ebpf) -> Result<(), UprobeError> {
         if !self.loaded {
             for name in [ENTER, EXIT, FREE] {
                 uprobe(ebpf, name)?
@@ -247,46 +306,79 @@ impl AllocatorProbes {
             }
             self.loaded = true;
         }
-        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        for sym in &symbols {
-            let programs: &[&'static str] = if sym.func.is_free() {
-                &[FREE]
-            } else {
-                &[ENTER, EXIT]
+        Ok(())
+    }
+
+    fn attach_symbol(
+        &mut self,
+        ebpf: &mut Ebpf,
+        shown: &Path,
+        via: &Path,
+        sym: &AllocatorSymbol,
+        scope: UProbeScope,
+    ) -> Result<(), UprobeError> {
+        let programs: &[&'static str] = if sym.func.is_free() {
+            &[FREE]
+        } else {
+            // The return probe first: an entry seen without it would leave state behind.
+            &[EXIT, ENTER]
+        };
+        for &program in programs {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(sym.probe),
+                cookie: Some(sym.func as u64),
             };
-            for &program in programs {
-                let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(sym.probe),
-                    cookie: Some(sym.func as u64),
-                };
-                uprobe(ebpf, program)?
-                    .attach(point, path, scope)
-                    .map_err(|source| UprobeError::Attach {
-                        symbol: sym.symbol.to_string(),
-                        path: path.to_path_buf(),
-                        source: Box::new(source),
-                    })?;
-            }
-            self.attached.push((path.to_path_buf(), sym.symbol));
+            uprobe(ebpf, program)?
+                .attach(point, via, scope)
+                .map_err(|source| UprobeError::Attach {
+                    symbol: sym.symbol.to_string(),
+                    path: shown.to_path_buf(),
+                    source: Box::new(source),
+                })?;
         }
-        Ok(symbols.len())
+        self.attached.push((shown.to_path_buf(), sym.symbol));
+        Ok(())
     }
 }
 
 /// The shared libraries a dynamically linked `program` will load, as its dynamic loader
 /// resolves them (`ld.so --list`, what `ldd` runs), with the process's environment.
+///
+/// The loader gets two seconds: a library path of the program's that leads to a FIFO must not
+/// hang us (what it did not list is still found when it is mapped).
 pub fn needed_libraries(loader: &Path, program: &Path) -> Vec<PathBuf> {
-    let Ok(out) = std::process::Command::new(loader)
+    use std::{io::Read, process::Stdio, time::Duration};
+    let Ok(mut child) = std::process::Command::new(loader)
         .arg("--list")
         .arg(program)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
     else {
         return Vec::new();
     };
-    if !out.status.success() {
-        return Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let mut text = String::new();
+    if status.is_some_and(|s| s.success())
+        && let Some(mut out) = child.stdout.take()
+    {
+        let _ = out.read_to_string(&mut text);
     }
-    parse_ld_list(&String::from_utf8_lossy(&out.stdout))
+    parse_ld_list(&text)
 }
 
 /// Paths in `ld.so --list` output: `libc.so.6 => /lib/.../libc.so.6 (0x...)` or

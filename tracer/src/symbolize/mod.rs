@@ -59,8 +59,9 @@ pub trait Symbolizer {
 pub struct BlazeSymbolizer<'a> {
     space: &'a AddressSpace,
     blaze: Blaze,
-    /// Where to read a file that is no longer at its path (deleted or replaced while mapped):
-    /// a descriptor opened through /proc/PID/map_files while the process ran.
+    /// Where to read each file: a descriptor opened while the process ran (see
+    /// [`crate::target::TargetFiles`]). Files without one are not read: opening the process's
+    /// paths by name reads the wrong file, or blocks on a FIFO planted there.
     substitutes: &'a HashMap<PathBuf, PathBuf>,
 }
 
@@ -95,11 +96,10 @@ impl Symbolizer for BlazeSymbolizer<'_> {
         }
         for (path, items) in by_file {
             let offsets: Vec<u64> = items.iter().map(|&(_, o)| o).collect();
-            let file = self
-                .substitutes
-                .get(&*path)
-                .cloned()
-                .unwrap_or_else(|| path.to_path_buf());
+            let Some(file) = self.substitutes.get(&*path).cloned() else {
+                log::debug!("{} could not be opened: not symbolized", path.display());
+                continue;
+            };
             let src = Source::Elf(Elf::new(file));
             let Ok(results) = self.blaze.symbolize(&src, Input::FileOffset(&offsets)) else {
                 log::debug!("could not symbolize addresses in {}", path.display());

@@ -1,10 +1,12 @@
 //! Facts about the traced process and about our own privileges, read from /proc.
 
+mod files;
+
+pub use files::TargetFiles;
+
 use std::{
-    collections::HashMap,
     fs, io,
     os::fd::{FromRawFd, OwnedFd},
-    path::PathBuf,
 };
 
 use thiserror::Error;
@@ -17,6 +19,12 @@ pub enum TargetError {
     IsThread(i32, i32),
     #[error("invalid pid {0}: must be a positive process id")]
     InvalidPid(i32),
+    #[error(
+        "pid {0} is a zombie: it has exited and waits for its parent to reap it; nothing to trace"
+    )]
+    Zombie(i32),
+    #[error("pid {0} ({1}) is a kernel thread: it has no user-space memory to trace")]
+    KernelThread(i32, String),
     #[error(
         "tracer needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
     )]
@@ -71,7 +79,46 @@ pub fn check_pid(pid: i32) -> Result<(), TargetError> {
     if tgid != pid {
         return Err(TargetError::IsThread(pid, tgid));
     }
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    if field("State:").is_some_and(|s| s.starts_with('Z')) {
+        return Err(TargetError::Zombie(pid));
+    }
+    if is_kernel_thread(pid) {
+        let name = field("Name:").unwrap_or_default().to_string();
+        return Err(TargetError::KernelThread(pid, name));
+    }
     Ok(())
+}
+
+/// PF_KTHREAD in the flags of `/proc/PID/stat`.
+fn is_kernel_thread(pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses: fields count from the last `)`.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// The pid of `pid` inside its own pid namespace, when that differs (a container).
+pub fn namespace_pid(pid: i32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let inner = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()?;
+    (inner != pid as u32).then_some(inner)
 }
 
 /// The command line of `pid`, as its arguments.
@@ -119,36 +166,6 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, TargetError> {
     }
     // SAFETY: the syscall returned a fresh descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Files the process maps executable that are gone from their paths (` (deleted)` in its maps:
-/// upgraded or rebuilt while it runs). Each is opened through `/proc/PID/map_files` while the
-/// process is alive and kept open, so it can be symbolized later as `/proc/self/fd/N`.
-pub fn keep_deleted_files(pid: i32, maps: &str) -> (Vec<fs::File>, HashMap<PathBuf, PathBuf>) {
-    let mut files = Vec::new();
-    let mut substitutes = HashMap::new();
-    for line in maps.lines() {
-        let Some(path) = line.strip_suffix(" (deleted)") else {
-            continue;
-        };
-        let mut cols = line.split_whitespace();
-        let (Some(range), Some(perms)) = (cols.next(), cols.next()) else {
-            continue;
-        };
-        let Some(start) = path.find('/') else {
-            continue;
-        };
-        let path = PathBuf::from(&path[start..]);
-        if !perms.contains('x') || substitutes.contains_key(&path) {
-            continue;
-        }
-        if let Ok(file) = fs::File::open(format!("/proc/{pid}/map_files/{range}")) {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-            substitutes.insert(path, PathBuf::from(format!("/proc/self/fd/{fd}")));
-            files.push(file);
-        }
-    }
-    (files, substitutes)
 }
 
 pub fn page_size() -> u64 {
@@ -210,5 +227,36 @@ mod tests {
         done_tx.send(()).unwrap();
         thread.join().unwrap();
         assert!(!cmdline(own).is_empty());
+    }
+
+    #[test]
+    fn zombies_and_kernel_threads_are_refused() {
+        // A child that exits and is not reaped yet is a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .contains("State:\tZ")
+        {
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let err = check_pid(pid).unwrap_err();
+        assert!(matches!(err, TargetError::Zombie(p) if p == pid), "{err}");
+        child.wait().unwrap();
+
+        // kthreadd, or whichever kernel thread this namespace shows.
+        let kthread = fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&p| is_kernel_thread(p))
+            .expect("a kernel thread in /proc");
+        let err = check_pid(kthread).unwrap_err();
+        assert!(
+            err.to_string().contains("is a kernel thread"),
+            "{kthread}: {err}"
+        );
+        assert!(!is_kernel_thread(std::process::id() as i32));
     }
 }
