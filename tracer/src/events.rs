@@ -142,7 +142,7 @@ mod tests {
                 cpu: 1,
             },
             syscall: Syscall::Mmap as u32,
-            reserved: 0,
+            stack_id: -1,
             args: [0, 8192, 3, 0x22, u64::MAX, 0],
             ret: 0x7f00_0000_0000,
             duration_ns: 1500,
@@ -312,6 +312,7 @@ mod tests {
             address: 0x7f00_0000_1234,
             ip: 0x5555_0000_0100,
             error_code: 6,
+            stack_id: -1,
         };
         let bytes = encode(&fault);
         assert_eq!(bytes.len(), 64);

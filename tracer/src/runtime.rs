@@ -1,7 +1,7 @@
 //! One tracing session: start or find the target, attach, stream events until it ends, report.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     ffi::OsString,
     io,
     os::fd::AsRawFd,
@@ -14,16 +14,13 @@ use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
 };
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
-};
+use tokio::io::{Interest, unix::AsyncFd};
 use tracer_common::{EVENTS_MAP, STACKS_MAP};
 
 use crate::{
-    events,
+    events, invoker,
     launch::HeldChild,
-    output::{self, Outputs},
+    output::{self, Outputs, Sink},
     probes::{
         LoadOptions, Probes,
         stacks::{kernel_stacks, read_stacks},
@@ -33,7 +30,8 @@ use crate::{
     record::Recorder,
     report::TargetInfo,
     session::{Finish, Session, Start, is_loader},
-    target,
+    signals::Signals,
+    target::{self, TargetFiles},
 };
 
 /// What to trace.
@@ -62,24 +60,65 @@ pub struct RunConfig {
     /// Write a recording here.
     pub record: Option<PathBuf>,
     pub outputs: Outputs,
+    /// Under sudo, run the command as root anyway (not as the invoking user).
+    pub run_as_root: bool,
+    pub mode: Mode,
+    /// Record the user stack of every page fault.
+    pub fault_stacks: bool,
+}
+
+/// What a run traces (see `--mode` in `tracer --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Allocator calls through uprobes, and the kernel's side.
+    #[default]
+    Full,
+    /// No uprobes: syscalls and faults with their user stacks, buddy and slab.
+    Kernel,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Kernel => "kernel",
+        }
+    }
 }
 
 /// The reader drains on this period even when no wakeup came (wakeups are batched).
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+/// Records taken from the ring in one go before the loop looks at signals and the target
+/// again: under a flood the ring never empties.
+const DRAIN_BUDGET: usize = 1 << 16;
 
 /// Traces as configured, writes the reports, and returns the exit code for the tracer:
-/// the command's own for launched commands, 0 for `--pid` runs.
+/// the command's own for launched commands, 0 for `--pid` runs (see [`output::exit_status`]
+/// when a report could not be written).
 pub async fn run(cfg: RunConfig) -> Result<i32> {
+    // From here on SIGINT and SIGTERM are ours: setup is never cut short without a word.
+    let mut signals = Signals::install().context("installing signal handlers")?;
     target::check_privileges()?;
+    // Every destination is checked before anything runs.
+    let (outputs, record) = cfg.outputs.check(cfg.record.as_ref())?;
+    let record = record.map(|d| Sink::open(&d)).transpose()?;
     let tracefs = Tracefs::find_or_mount()?;
+    if let TargetSpec::Pid(pid) = &cfg.target {
+        target::check_pid(*pid)?;
+    }
+    if signals.pending() {
+        anyhow::bail!("interrupted before tracing began");
+    }
 
     let (pid, mut held, command) = match &cfg.target {
-        TargetSpec::Pid(pid) => {
-            target::check_pid(*pid)?;
-            (*pid, None, target::cmdline(*pid))
-        }
+        TargetSpec::Pid(pid) => (*pid, None, target::cmdline(*pid)),
         TargetSpec::Command(argv) => {
-            let held = HeldChild::spawn(argv)?;
+            let user = if cfg.run_as_root {
+                None
+            } else {
+                invoker::sudo_invoker()
+            };
+            let held = HeldChild::spawn(argv, user.as_ref())?;
             let command = argv
                 .iter()
                 .map(|a| a.to_string_lossy().into_owned())
@@ -96,6 +135,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         kernel_stacks: cfg.kernel_stacks,
         kernel: cfg.kernel,
         max_stacks: cfg.max_stacks,
+        fault_stacks: cfg.fault_stacks,
     };
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
     let ring = probes
@@ -122,30 +162,35 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             None
         },
     };
+    let namespace_pid = target::namespace_pid(pid);
     let mut session = Session::new(&start);
-    // Programs and libraries deleted while the process runs stay readable through these.
-    let (_kept_files, substitutes) = target::keep_deleted_files(pid, &start.maps);
-    let mut recorder = match &cfg.record {
-        Some(path) => Some(Recorder::create(path, &start)?),
-        None => None,
-    };
+    // The process's files, opened as it sees them (its namespace, its working directory, the
+    // inode it mapped) and kept open: probed and symbolized through these only.
+    let mut files = TargetFiles::new(pid);
+    files.open_mapped(&start.maps);
+    let recorder = record
+        .map(|sink| Recorder::create(sink, &start))
+        .transpose()?;
     let launched = match &cfg.target {
         TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
         TargetSpec::Pid(_) => None,
     };
     let mut allocators = AllocatorProbes::default();
-    attach_allocators(
-        &mut allocators,
-        &mut probes.ebpf,
-        &session,
-        launched.as_deref(),
-        &cfg.allocator_libs,
-        &substitutes,
-    )?;
+    if cfg.mode == Mode::Full {
+        attach_allocators(
+            &mut allocators,
+            &mut probes.ebpf,
+            &session,
+            launched.as_deref(),
+            &cfg.allocator_libs,
+            &mut files,
+            &|| signals.pending(),
+        )?;
+    }
     if held.is_none() {
         eprintln!(
             "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
-            command.join(" ")
+            crate::report::visible(&command.join(" "))
         );
     }
 
@@ -157,42 +202,55 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
 
     let mut reader = Drain {
         session: &mut session,
-        recorder: recorder.as_mut(),
-        allocators: &mut allocators,
+        recorder,
+        record_failed: false,
+        allocators: (cfg.mode == Mode::Full).then_some(&mut allocators),
+        files: &mut files,
         threads: BTreeMap::new(),
     };
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(DRAIN_PERIOD);
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut interrupts = 0;
+    let mut signalled = 0;
     let ended_by = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                reader.drain(guard.get_inner_mut(), &mut probes.ebpf)?;
-                guard.clear_ready();
-            }
-            _ = tick.tick() => reader.drain(ring.get_mut(), &mut probes.ebpf)?,
-            _ = pidfd.readable() => break "exited",
-            _ = sleep_until(deadline) => break "duration",
-            _ = interrupt.recv() => {
-                interrupts += 1;
-                match child {
-                    // The terminal sent SIGINT to the command too; wait for it to exit. A second
-                    // Ctrl-C ends it.
-                    Some(pid) if interrupts >= 2 => kill(pid, libc::SIGKILL),
-                    Some(_) => {}
-                    None => break "interrupted",
+                // Still readable when the budget ran out: the loop comes back at once, after
+                // the other branches (signals, the target's exit) had their turn.
+                if !reader.drain(guard.get_inner_mut(), &mut probes.ebpf, DRAIN_BUDGET)? {
+                    guard.clear_ready();
                 }
             }
-            _ = terminate.recv() => match child {
-                Some(pid) => kill(pid, libc::SIGTERM),
-                None => break "interrupted",
-            },
+            _ = tick.tick() => {
+                reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+            }
+            _ = pidfd.readable() => break "exited",
+            _ = sleep_until(deadline) => break "duration",
+            arrived = signals.recv() => {
+                if !arrived.any() {
+                    continue;
+                }
+                let Some(pid) = child else { break "interrupted" };
+                signalled += 1;
+                // The first signal goes to the command (unless the terminal already sent it
+                // there) and we wait for it to end; a second one stops waiting.
+                if signalled >= 2 {
+                    eprintln!("tracer: stopped waiting for pid {pid}, which goes on untraced");
+                    break "interrupted";
+                }
+                if arrived.terminates > 0 {
+                    kill(pid, libc::SIGTERM);
+                } else if arrived.sent_interrupts > 0 {
+                    kill(pid, libc::SIGINT);
+                }
+            }
         }
     };
-    reader.drain(ring.get_mut(), &mut probes.ebpf)?;
+    // What the ring holds now, and no more: a target still running keeps filling it.
+    let in_ring = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
+    reader.drain(ring.get_mut(), &mut probes.ebpf, in_ring)?;
+    let recorder = reader.recorder.take();
+    let mut failed = usize::from(reader.record_failed);
     let mut threads = std::mem::take(&mut reader.threads);
     // Threads gone before their name could be read stay unnamed.
     threads.retain(|_, name| !name.is_empty());
@@ -211,6 +269,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let finish = Finish {
         target: TargetInfo {
             pid: pid as u32,
+            namespace_pid,
             command,
             exit_code,
             signal,
@@ -222,7 +281,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         counters: probes.counters()?.to_vec(),
         kernel_traced: probes.kernel_traced,
         allocator_files: allocators.files(),
-        symbols: session.symbol_table(&stacks, &substitutes),
+        symbols: session.symbol_table(&stacks, files.substitutes()),
         stacks,
         kernel_stacks: if cfg.kernel_stacks {
             kernel_stacks(&probes.ebpf, &session.kernel, 20)
@@ -230,19 +289,25 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             Vec::new()
         },
         max_sites: cfg.max_sites,
+        mode: cfg.mode.name().into(),
     };
     drop(probes);
-    if let Some(recorder) = recorder {
-        recorder.finish(&finish)?;
+    if let Some(recorder) = recorder
+        && let Err(e) = recorder.finish(&finish)
+    {
+        eprintln!("tracer: error: {:#}", anyhow::Error::from(e));
+        failed += 1;
     }
     let summary = session.summarize(&finish);
     spinner.finish_and_clear();
-    output::write_all(&summary, &cfg.outputs)?;
-    Ok(match (exit_code, signal) {
+    failed += output::write_all(&summary, &outputs);
+    let status = match (exit_code, signal) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,
+        (None, None) if child.is_some() && ended_by == "interrupted" => 128 + libc::SIGINT,
         (None, None) => 0,
-    })
+    };
+    Ok(output::exit_status(status, failed))
 }
 
 /// Attaches the allocator probes to every file the process has mapped or, for a command
@@ -253,31 +318,42 @@ fn attach_allocators(
     session: &Session,
     launched: Option<&Path>,
     extra: &[PathBuf],
-    substitutes: &HashMap<PathBuf, PathBuf>,
+    target_files: &mut TargetFiles,
+    stop: &dyn Fn() -> bool,
 ) -> Result<()> {
-    // Files gone from their paths are read (and probed: uprobes go by inode) through the
-    // descriptors kept for them.
-    let mut files: Vec<PathBuf> = session
-        .space
-        .exec_files()
-        .into_iter()
-        .map(|f| substitutes.get(&f).cloned().unwrap_or(f))
-        .collect();
+    let mut paths = session.space.exec_files();
+    // A launched command runs in our namespace: its loader can list what it will load.
     if let Some(program) = launched
-        && let Some(loader) = files.iter().find(|f| is_loader(f)).cloned()
+        && let Some(loader) = paths.iter().find(|f| is_loader(f)).cloned()
     {
-        files.extend(needed_libraries(&loader, program));
+        paths.extend(needed_libraries(&loader, program));
     }
-    files.retain(|f| !is_loader(f));
-    for file in files {
-        match allocators.attach_file(ebpf, &file, session.pid) {
-            Err(e @ (UprobeError::Load { .. } | UprobeError::Program(_))) => return Err(e.into()),
-            Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
-            Ok(_) => {}
+    paths.retain(|f| !is_loader(f));
+    // Each is probed through the descriptor opened for it (uprobes go by inode).
+    let mut files = Vec::new();
+    for path in paths {
+        match target_files.open_path(&path) {
+            Some(via) => files.push((path, via)),
+            None => log::warn!(
+                "{}: not a regular file the process can read; its allocator functions (if any) \
+                 are not probed",
+                path.display()
+            ),
         }
     }
+    let (_, errors) = allocators.attach_files(ebpf, &files, session.pid, stop);
+    for (_, e) in errors {
+        match e {
+            UprobeError::Load { .. } | UprobeError::Program(_) => return Err(e.into()),
+            e => log::warn!("{:#}", anyhow::Error::from(e)),
+        }
+    }
+    if stop() {
+        log::warn!("interrupted while attaching: some allocator functions may not be probed");
+        return Ok(());
+    }
     for file in extra {
-        allocators.attach_file(ebpf, file, session.pid)?;
+        allocators.attach_file(ebpf, file, file, session.pid)?;
     }
     if allocators.attached.is_empty() {
         log::warn!(
@@ -290,15 +366,29 @@ fn attach_allocators(
 /// Moves records from the ring buffer into the session (and the recording).
 struct Drain<'a> {
     session: &'a mut Session,
-    recorder: Option<&'a mut Recorder>,
-    allocators: &'a mut AllocatorProbes,
+    /// The recording, until writing it fails (a full disk): then it is dropped, which
+    /// removes it, and the run goes on.
+    recorder: Option<Recorder>,
+    record_failed: bool,
+    /// Probes for libraries loaded later; none in `--mode kernel`.
+    allocators: Option<&'a mut AllocatorProbes>,
+    files: &'a mut TargetFiles,
     /// Thread names, read from /proc when a thread is first seen (while it still runs).
     threads: BTreeMap<u32, String>,
 }
 
 impl Drain<'_> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, ebpf: &mut Ebpf) -> Result<()> {
-        while let Some(record) = ring.next() {
+    /// Takes at most `budget` records; returns whether the budget ran out (more may wait).
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        ebpf: &mut Ebpf,
+        budget: usize,
+    ) -> Result<bool> {
+        for _ in 0..budget {
+            let Some(record) = ring.next() else {
+                return Ok(false);
+            };
             if let Ok(header) = events::decode_header(&record)
                 && header.tgid == self.session.pid
                 && !self.threads.contains_key(&header.tid)
@@ -307,19 +397,35 @@ impl Drain<'_> {
                 let name = std::fs::read_to_string(comm).unwrap_or_default();
                 self.threads.insert(header.tid, name.trim_end().to_string());
             }
-            if let Some(recorder) = self.recorder.as_deref_mut() {
-                recorder.event(&record)?;
+            if let Some(recorder) = self.recorder.as_mut()
+                && let Err(e) = recorder.event(&record)
+            {
+                eprintln!(
+                    "tracer: warning: recording stopped after {} events ({:#}); the partial \
+                     recording is discarded and tracing goes on",
+                    recorder.events(),
+                    anyhow::Error::from(e)
+                );
+                self.recorder = None;
+                self.record_failed = true;
             }
             if let Some(lib) = self.session.process(&record) {
-                // A library mapped executable after start (dlopen): probe it if it brings an
-                // allocator. Calls made before this point are not seen.
+                // A file mapped executable after start (the libraries of a launched command,
+                // dlopen): kept open to symbolize, and probed if it brings an allocator. Calls
+                // made before this point are not seen.
                 drop(record);
-                if let Err(e) = self.allocators.attach_file(ebpf, &lib, self.session.pid) {
+                let Some(via) = self.files.open_mapping_at(&lib.path, lib.addr) else {
+                    log::warn!("{}: could not be opened: not probed", lib.path.display());
+                    continue;
+                };
+                if let Some(allocators) = self.allocators.as_deref_mut()
+                    && let Err(e) = allocators.attach_file(ebpf, &lib.path, &via, self.session.pid)
+                {
                     log::warn!("{:#}", anyhow::Error::from(e));
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 

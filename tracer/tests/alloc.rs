@@ -243,18 +243,7 @@ fn rust_program() {
 /// A library loaded with dlopen that then allocates: its call site resolves into the library.
 #[test]
 fn dlopened_library() {
-    let lib = build(
-        "libdl_lib.so",
-        "dl_lib.c",
-        &[
-            "cc",
-            "-O1",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-shared",
-            "-fPIC",
-        ],
-    );
+    let lib = dl_lib();
     let main = build(
         "dl_main",
         "dl_main.c",
@@ -390,4 +379,30 @@ fn deleted_program_is_still_symbolized() {
     let f = frames(site);
     assert_eq!(f[0].0, "after_gate", "{f:?}");
     assert_eq!(f[0].1, "alloc.c");
+}
+
+/// A statically linked program deleted before attaching: its allocator lives in the deleted
+/// file, probed through the mapping; no call is missed and no false warning is given.
+#[test]
+fn deleted_static_program_is_still_probed() {
+    let built = build(
+        "alloc-static",
+        "alloc.c",
+        &["cc", "-O1", "-g", "-static", "-pthread"],
+    );
+    let copy = json_path("deleted-static").with_extension("bin");
+    std::fs::copy(&built, &copy).unwrap();
+    let v = trace_gated(&copy, &["gate", "5", "3"], &[], |_| {
+        std::fs::remove_file(&copy).unwrap();
+    });
+    assert_eq!(
+        calls(&v, "malloc"),
+        3,
+        "the allocator of a deleted file is probed"
+    );
+    assert_eq!(
+        v["user"]["allocator_files"],
+        json!([copy.to_str().unwrap()])
+    );
+    assert_eq!(frames(&v["user"]["sites"][0])[0].0, "after_gate");
 }

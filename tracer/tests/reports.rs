@@ -219,9 +219,11 @@ fn html_page() {
     let sites = v["user"]["sites"].as_array().unwrap().len();
     let leaks = v["user"]["leaks"].as_array().unwrap().len();
     let kernel_caches = v["kernel"]["slab"]["by_cache"].as_object().unwrap().len();
+    let callers = v["callers"].as_array().unwrap().len();
+    assert!(callers > 0, "the memory syscalls have their callers");
     assert_eq!(
         page.matches("<tr><td class=\"l\">").count(),
-        sites + leaks + kernel_caches
+        sites + leaks + kernel_caches + callers
     );
     assert!(page.contains(&format!("{} events received", v["events"]["received"])));
     // The path cards show the JSON's totals.

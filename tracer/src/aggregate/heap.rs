@@ -171,10 +171,10 @@ impl HeapStats {
         let s = &mut self.sites[site as usize].1;
         s.allocs += 1;
         s.bytes = s.bytes.saturating_add(bytes);
-        s.live_bytes += bytes;
+        s.live_bytes = s.live_bytes.saturating_add(bytes);
         s.live_count += 1;
         s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
-        self.live_bytes += bytes;
+        self.live_bytes = self.live_bytes.saturating_add(bytes);
         self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
         self.histogram[bucket(bytes)] += 1;
         self.live.insert(
@@ -195,9 +195,9 @@ impl HeapStats {
         };
         let s = &mut self.sites[block.site as usize].1;
         s.frees += 1;
-        s.live_bytes -= block.size;
+        s.live_bytes = s.live_bytes.saturating_sub(block.size);
         s.live_count -= 1;
-        self.live_bytes -= block.size;
+        self.live_bytes = self.live_bytes.saturating_sub(block.size);
         if self.last_alloc.get(&tid) == Some(&ptr) {
             s.temporary += 1;
             self.last_alloc.remove(&tid);
@@ -256,7 +256,7 @@ impl HeapStats {
         for block in self.live.values() {
             let e = by_site.entry(block.site).or_insert((0, 0, u64::MAX));
             e.0 += 1;
-            e.1 += block.size;
+            e.1 = e.1.saturating_add(block.size);
             e.2 = e.2.min(block.ts_ns);
         }
         let mut leaks: Vec<Leak> = by_site

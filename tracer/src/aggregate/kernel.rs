@@ -106,6 +106,10 @@ pub fn cache_name(e: &SlabEvent) -> String {
         .iter()
         .position(|&b| b == 0)
         .unwrap_or(CACHE_NAME_BYTES);
+    if len == 0 {
+        // Kernels before 6.1 do not name the cache: name it by its object size.
+        return format!("cache-{}", e.bytes_alloc);
+    }
     String::from_utf8_lossy(&e.cache[..len]).into_owned()
 }
 
@@ -114,8 +118,8 @@ impl KernelStats {
         let b = &mut self.buddy;
         let pages = 1u64 << e.order.min(20);
         b.allocs += 1;
-        b.pages += pages;
-        b.bytes += pages * PAGE_BYTES;
+        b.pages = b.pages.saturating_add(pages);
+        b.bytes = b.bytes.saturating_add(pages * PAGE_BYTES);
         *b.by_order.entry(e.order).or_default() += 1;
         let (class, full) = gfp.decode(e.gfp_flags);
         *b.by_gfp.entry(class).or_default() += pages;
@@ -125,9 +129,9 @@ impl KernelStats {
             .or_default() += pages;
         // A pfn handed out again without a free we saw replaces the old record.
         if let Some(old) = b.live.insert(e.pfn, e.order) {
-            b.live_pages_at_end -= 1u64 << old.min(20);
+            b.live_pages_at_end = b.live_pages_at_end.saturating_sub(1u64 << old.min(20));
         }
-        b.live_pages_at_end += pages;
+        b.live_pages_at_end = b.live_pages_at_end.saturating_add(pages);
         if e.kstack_id >= 0 {
             self.kstacks.entry(e.kstack_id).or_default().pages += pages;
         }
@@ -138,8 +142,8 @@ impl KernelStats {
         if let Some(order) = b.live.remove(&e.pfn) {
             let pages = 1u64 << order.min(20);
             b.frees += 1;
-            b.freed_pages += pages;
-            b.live_pages_at_end -= pages;
+            b.freed_pages = b.freed_pages.saturating_add(pages);
+            b.live_pages_at_end = b.live_pages_at_end.saturating_sub(pages);
         }
     }
 
@@ -147,21 +151,21 @@ impl KernelStats {
         let s = &mut self.slab;
         let name = cache_name(e);
         s.allocs += 1;
-        s.bytes += e.bytes_alloc;
-        s.bytes_req += e.bytes_req;
+        s.bytes = s.bytes.saturating_add(e.bytes_alloc);
+        s.bytes_req = s.bytes_req.saturating_add(e.bytes_req);
         let c = s.by_cache.entry(name.clone()).or_default();
         c.allocs += 1;
-        c.bytes += e.bytes_alloc;
-        c.bytes_req += e.bytes_req;
+        c.bytes = c.bytes.saturating_add(e.bytes_alloc);
+        c.bytes_req = c.bytes_req.saturating_add(e.bytes_req);
         c.live_at_end += 1;
         s.live_at_end += 1;
-        s.live_bytes_at_end += e.bytes_alloc;
+        s.live_bytes_at_end = s.live_bytes_at_end.saturating_add(e.bytes_alloc);
         if e.kstack_id >= 0 {
             self.kstacks.entry(e.kstack_id).or_default().slab_objects += 1;
         }
         if let Some((old, bytes)) = s.live.insert(e.ptr, (name, e.bytes_alloc)) {
             s.live_at_end -= 1;
-            s.live_bytes_at_end -= bytes;
+            s.live_bytes_at_end = s.live_bytes_at_end.saturating_sub(bytes);
             if let Some(c) = s.by_cache.get_mut(&old) {
                 c.live_at_end -= 1;
             }
@@ -173,7 +177,7 @@ impl KernelStats {
         if let Some((name, bytes)) = s.live.remove(&e.ptr) {
             s.frees += 1;
             s.live_at_end -= 1;
-            s.live_bytes_at_end -= bytes;
+            s.live_bytes_at_end = s.live_bytes_at_end.saturating_sub(bytes);
             if let Some(c) = s.by_cache.get_mut(&name) {
                 c.frees += 1;
                 c.live_at_end -= 1;
@@ -227,6 +231,18 @@ mod tests {
             flags: if name.is_empty() { SLAB_KMALLOC } else { 0 },
             cache,
         }
+    }
+
+    #[test]
+    fn caches_are_named_by_the_kernel_or_by_object_size() {
+        let mut e = slab(kind::SLAB_ALLOC, 0x10, "vm_area_struct", 176, 184);
+        assert_eq!(cache_name(&e), "vm_area_struct");
+        e.flags = SLAB_KMALLOC;
+        assert_eq!(cache_name(&e), "kmalloc-184");
+        // Before Linux 6.1 kmem_cache_alloc has no name.
+        e.flags = 0;
+        e.cache = [0; CACHE_NAME_BYTES];
+        assert_eq!(cache_name(&e), "cache-184");
     }
 
     #[test]

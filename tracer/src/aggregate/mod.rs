@@ -1,5 +1,6 @@
 //! Aggregation of decoded events into the statistics a report shows: pure data, no I/O.
 
+pub mod callers;
 pub mod heap;
 pub mod kernel;
 pub mod syscalls;
@@ -13,6 +14,7 @@ pub use syscalls::SyscallStats;
 pub struct Aggregate {
     pub syscalls: SyscallStats,
     pub heap: HeapStats,
+    pub callers: callers::Callers,
 }
 
 impl Aggregate {
@@ -20,6 +22,7 @@ impl Aggregate {
         Aggregate {
             syscalls: SyscallStats::new(page_size),
             heap: HeapStats::default(),
+            callers: callers::Callers::default(),
         }
     }
 }

@@ -8,6 +8,12 @@ const MAP_PRIVATE: u64 = 0x02;
 const MAP_TYPE: u64 = 0x0f;
 const MAP_ANONYMOUS: u64 = 0x20;
 
+/// `len` rounded up to whole pages; lengths that no process can map stay at the top of the
+/// address range instead of wrapping to zero.
+pub fn page_up(len: u64) -> u64 {
+    len.checked_next_multiple_of(4096).unwrap_or(u64::MAX)
+}
+
 /// A raw syscall return value that is a `-errno`.
 pub fn is_error(ret: i64) -> bool {
     (-4095..0).contains(&ret)
@@ -135,21 +141,21 @@ impl SyscallStats {
                 let len = self.pages(a[1]);
                 let m = &mut self.mmap;
                 let flags = a[3];
-                m.bytes += len;
+                m.bytes = m.bytes.saturating_add(len);
                 if flags & MAP_ANONYMOUS != 0 {
                     m.anon_calls += 1;
-                    m.anon_bytes += len;
+                    m.anon_bytes = m.anon_bytes.saturating_add(len);
                 } else {
                     m.file_calls += 1;
-                    m.file_bytes += len;
+                    m.file_bytes = m.file_bytes.saturating_add(len);
                 }
                 // MAP_SHARED_VALIDATE (0x03) is a shared mapping too.
                 if flags & MAP_TYPE == MAP_PRIVATE {
                     m.private_calls += 1;
-                    m.private_bytes += len;
+                    m.private_bytes = m.private_bytes.saturating_add(len);
                 } else if flags & MAP_SHARED != 0 {
                     m.shared_calls += 1;
-                    m.shared_bytes += len;
+                    m.shared_bytes = m.shared_bytes.saturating_add(len);
                 }
             }
             Syscall::Munmap => {
@@ -157,7 +163,7 @@ impl SyscallStats {
                 if failed {
                     self.munmap.failed += 1;
                 } else {
-                    self.munmap.bytes += self.pages(a[1]);
+                    self.munmap.bytes = self.munmap.bytes.saturating_add(self.pages(a[1]));
                 }
             }
             // Arrives as an OpenEvent; it names files for the address-space model.
@@ -167,7 +173,8 @@ impl SyscallStats {
                 if failed {
                     self.mprotect.failed += 1;
                 } else if a[2] & PROT_WRITE != 0 {
-                    self.mprotect.commit_bytes += self.pages(a[1]);
+                    self.mprotect.commit_bytes =
+                        self.mprotect.commit_bytes.saturating_add(self.pages(a[1]));
                 }
             }
             Syscall::Madvise => {
@@ -175,9 +182,11 @@ impl SyscallStats {
                 if failed {
                     self.madvise.failed += 1;
                 } else if a[2] == MADV_DONTNEED {
-                    self.madvise.dontneed_bytes += self.pages(a[1]);
+                    self.madvise.dontneed_bytes =
+                        self.madvise.dontneed_bytes.saturating_add(self.pages(a[1]));
                 } else if a[2] == MADV_FREE {
-                    self.madvise.free_bytes += self.pages(a[1]);
+                    self.madvise.free_bytes =
+                        self.madvise.free_bytes.saturating_add(self.pages(a[1]));
                 }
             }
             Syscall::Mremap => {
@@ -185,8 +194,8 @@ impl SyscallStats {
                 if failed {
                     self.mremap.failed += 1;
                 } else {
-                    self.mremap.old_bytes += self.pages(a[1]);
-                    self.mremap.new_bytes += self.pages(a[2]);
+                    self.mremap.old_bytes = self.mremap.old_bytes.saturating_add(self.pages(a[1]));
+                    self.mremap.new_bytes = self.mremap.new_bytes.saturating_add(self.pages(a[2]));
                 }
             }
         }
@@ -203,9 +212,9 @@ impl SyscallStats {
             b.failed += 1;
         } else if let Some(prev) = b.current_break {
             if result > prev {
-                b.grow_bytes += result - prev;
+                b.grow_bytes = b.grow_bytes.saturating_add(result - prev);
             } else {
-                b.shrink_bytes += prev - result;
+                b.shrink_bytes = b.shrink_bytes.saturating_add(prev - result);
             }
         }
         b.current_break = Some(result);
@@ -227,7 +236,7 @@ mod tests {
                 ..Default::default()
             },
             syscall: syscall as u32,
-            reserved: 0,
+            stack_id: -1,
             args: a,
             ret,
             duration_ns: 0,

@@ -24,7 +24,7 @@ use tracer_common::{AllocEvent, AllocFn, FaultEvent, PageEvent, SlabEvent, Sysca
 use super::space::{AddressSpace, RegionKind};
 use crate::aggregate::{
     heap::{HeapStats, SiteKey},
-    syscalls::{MADV_DONTNEED, MADV_FREE, is_error},
+    syscalls::{MADV_DONTNEED, MADV_FREE, is_error, page_up},
 };
 
 const PAGE: u64 = 4096;
@@ -48,16 +48,16 @@ pub struct Caused {
 
 impl Caused {
     fn add(&mut self, o: &Caused) {
-        self.brk_calls += o.brk_calls;
-        self.brk_grow_bytes += o.brk_grow_bytes;
-        self.mmap_calls += o.mmap_calls;
-        self.mmap_bytes += o.mmap_bytes;
-        self.munmap_calls += o.munmap_calls;
-        self.mprotect_calls += o.mprotect_calls;
-        self.page_faults += o.page_faults;
-        self.buddy_pages += o.buddy_pages;
-        self.slab_objects += o.slab_objects;
-        self.slab_bytes += o.slab_bytes;
+        self.brk_calls = self.brk_calls.saturating_add(o.brk_calls);
+        self.brk_grow_bytes = self.brk_grow_bytes.saturating_add(o.brk_grow_bytes);
+        self.mmap_calls = self.mmap_calls.saturating_add(o.mmap_calls);
+        self.mmap_bytes = self.mmap_bytes.saturating_add(o.mmap_bytes);
+        self.munmap_calls = self.munmap_calls.saturating_add(o.munmap_calls);
+        self.mprotect_calls = self.mprotect_calls.saturating_add(o.mprotect_calls);
+        self.page_faults = self.page_faults.saturating_add(o.page_faults);
+        self.buddy_pages = self.buddy_pages.saturating_add(o.buddy_pages);
+        self.slab_objects = self.slab_objects.saturating_add(o.slab_objects);
+        self.slab_bytes = self.slab_bytes.saturating_add(o.slab_bytes);
     }
 }
 
@@ -173,8 +173,8 @@ impl Join {
             && pending_enter == enter_ns
         {
             let total = self.by_syscall.entry(syscall.name()).or_default();
-            total.buddy_pages += kernel.buddy_pages;
-            total.slab_objects += kernel.slab_objects;
+            total.buddy_pages = total.buddy_pages.saturating_add(kernel.buddy_pages);
+            total.slab_objects = total.slab_objects.saturating_add(kernel.slab_objects);
         }
         if is_error(e.ret) {
             return;
@@ -190,7 +190,7 @@ impl Join {
                 }
                 Syscall::Mmap => {
                     c.mmap_calls += 1;
-                    c.mmap_bytes += a[1].next_multiple_of(PAGE);
+                    c.mmap_bytes = c.mmap_bytes.saturating_add(page_up(a[1]));
                 }
                 Syscall::Munmap => c.munmap_calls += 1,
                 Syscall::Mprotect => c.mprotect_calls += 1,
@@ -206,10 +206,8 @@ impl Join {
                 if let Some(before) = brk_before
                     && (e.ret as u64) < before
                 {
-                    self.release(
-                        (e.ret as u64).next_multiple_of(PAGE),
-                        before.next_multiple_of(PAGE),
-                    );
+                    // Rounded without wrapping: a break near 2^64 (a crafted recording).
+                    self.release(page_up(e.ret as u64), page_up(before));
                 }
             }
             Syscall::Mremap => self.relocate(a[0], a[1], a[2], e.ret as u64),
@@ -219,11 +217,11 @@ impl Join {
 
     /// Resident pages in `[start, end)` are handed back.
     fn release(&mut self, start: u64, end: u64) {
-        let pages: Vec<u64> = self
-            .resident
-            .range(start & !(PAGE - 1)..end)
-            .map(|(&p, _)| p)
-            .collect();
+        let start = start & !(PAGE - 1);
+        if start >= end {
+            return;
+        }
+        let pages: Vec<u64> = self.resident.range(start..end).map(|(&p, _)| p).collect();
         for page in pages {
             if let Some(owner) = self.resident.remove(&page) {
                 self.unown(owner);
@@ -267,7 +265,7 @@ impl Join {
             self.resident.remove(&page);
             let offset = page - old;
             if offset < new_len {
-                self.resident.insert(new + offset, owner);
+                self.resident.insert(new.wrapping_add(offset), owner);
             } else {
                 self.unown(owner);
             }
@@ -319,7 +317,7 @@ impl Join {
             if slot.0 != e.in_flight.syscall_enter_ns {
                 *slot = (e.in_flight.syscall_enter_ns, SyscallKernel::default());
             }
-            slot.1.buddy_pages += pages;
+            slot.1.buddy_pages = slot.1.buddy_pages.saturating_add(pages);
         }
         // The first movable page a fault brings in is the touched user page; page tables and
         // other kernel pages come on top and are charged, but are not resident user memory.
@@ -337,7 +335,7 @@ impl Join {
         }
         if e.in_flight.alloc_enter_ns != 0 {
             let call = self.call(tid, e.in_flight.alloc_enter_ns);
-            call.caused.buddy_pages += pages;
+            call.caused.buddy_pages = call.caused.buddy_pages.saturating_add(pages);
             if let Some(Fault {
                 page, owner: None, ..
             }) = first_touch
@@ -405,15 +403,17 @@ impl Join {
         let bytes = e.nmemb.saturating_mul(e.size);
         let entry = self.sites.entry(site).or_default();
         match space.region(e.ptr) {
-            RegionKind::Heap => entry.0.brk_bytes += bytes,
-            RegionKind::AnonMmap => entry.0.mmap_bytes += bytes,
-            RegionKind::ThreadArena => entry.0.thread_arena_bytes += bytes,
-            _ => entry.0.other_bytes += bytes,
+            RegionKind::Heap => entry.0.brk_bytes = entry.0.brk_bytes.saturating_add(bytes),
+            RegionKind::AnonMmap => entry.0.mmap_bytes = entry.0.mmap_bytes.saturating_add(bytes),
+            RegionKind::ThreadArena => {
+                entry.0.thread_arena_bytes = entry.0.thread_arena_bytes.saturating_add(bytes)
+            }
+            _ => entry.0.other_bytes = entry.0.other_bytes.saturating_add(bytes),
         }
         if let Some(p) = pending {
-            entry.0.buddy_pages += p.caused.buddy_pages;
-            entry.0.slab_objects += p.caused.slab_objects;
-            entry.0.slab_bytes += p.caused.slab_bytes;
+            entry.0.buddy_pages = entry.0.buddy_pages.saturating_add(p.caused.buddy_pages);
+            entry.0.slab_objects = entry.0.slab_objects.saturating_add(p.caused.slab_objects);
+            entry.0.slab_bytes = entry.0.slab_bytes.saturating_add(p.caused.slab_bytes);
             entry.1.add(&p.caused);
             for page in p.touched {
                 self.own(page, Owner::Site(site));
@@ -436,7 +436,7 @@ impl Join {
         let end = start.saturating_add(size);
         self.resident
             .range(start & !(PAGE - 1)..end)
-            .map(|(&page, _)| end.min(page + PAGE) - start.max(page))
+            .map(|(&page, _)| end.min(page.saturating_add(PAGE)) - start.max(page))
             .sum()
     }
 }

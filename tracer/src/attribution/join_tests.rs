@@ -52,7 +52,7 @@ impl Seq {
         let e = SyscallEvent {
             header,
             syscall: syscall as u32,
-            reserved: 0,
+            stack_id: -1,
             args: a,
             ret,
             duration_ns: header.ts_ns - enter,
@@ -107,6 +107,7 @@ impl Seq {
                 address,
                 ip: 0,
                 error_code: 6,
+                stack_id: -1,
             },
             &self.heap,
             &self.space,

@@ -10,13 +10,14 @@ use std::{
     sync::Arc,
 };
 
+use crate::aggregate::syscalls::page_up;
+
 const PROT_EXEC: u64 = 0x4;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_NORESERVE: u64 = 0x4000;
 const MAP_STACK: u64 = 0x20000;
 /// glibc reserves a thread arena's heap as 2 x HEAP_MAX_SIZE (64 MiB on 64-bit) of PROT_NONE.
 const THREAD_ARENA_RESERVATION: u64 = 64 << 20;
-const PAGE: u64 = 4096;
 
 /// What a region of the address space is, for attributing faults and allocations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +92,10 @@ impl AddressSpace {
             ) else {
                 continue;
             };
+            // Not a mapping (a crafted recording's maps can say anything).
+            if end <= start {
+                continue;
+            }
             let path = path.strip_suffix(" (deleted)").unwrap_or(&path).to_string();
             let kind = match path.as_str() {
                 "[heap]" => {
@@ -146,7 +151,7 @@ impl AddressSpace {
         fd: i32,
         offset: u64,
     ) -> Option<Arc<Path>> {
-        let end = addr.saturating_add(len.next_multiple_of(4096));
+        let end = addr.saturating_add(page_up(len));
         self.remove_range(addr, end);
         let anonymous = flags & MAP_ANONYMOUS != 0;
         let path = if anonymous {
@@ -180,7 +185,7 @@ impl AddressSpace {
     /// where the heap starts when it is still empty.
     pub fn on_brk(&mut self, brk: u64) {
         let start = *self.heap_start.get_or_insert(brk);
-        let end = brk.next_multiple_of(PAGE);
+        let end = page_up(brk);
         let old_end = self
             .lookup(start)
             .filter(|m| m.kind == RegionKind::Heap)
@@ -199,7 +204,7 @@ impl AddressSpace {
 
     /// A successful `mprotect`: the range keeps its mappings, with new access.
     pub fn on_mprotect(&mut self, addr: u64, len: u64, prot: u64) {
-        let end = addr.saturating_add(len.next_multiple_of(PAGE));
+        let end = addr.saturating_add(page_up(len));
         let pieces: Vec<Mapping> = self
             .maps
             .range(..end)
@@ -210,7 +215,7 @@ impl AddressSpace {
                 Mapping {
                     start,
                     end: m.end.min(end),
-                    offset: m.offset + (start - m.start),
+                    offset: m.offset.wrapping_add(start - m.start),
                     accessible: prot != 0,
                     exec: prot & PROT_EXEC != 0,
                     ..m.clone()
@@ -234,8 +239,7 @@ impl AddressSpace {
                         RegionKind::Heap | RegionKind::AnonMmap | RegionKind::ThreadArena
                     )
             })
-            .map(|m| m.end - m.start)
-            .sum()
+            .fold(0u64, |sum, m| sum.saturating_add(m.end - m.start))
     }
 
     /// The kind of region `addr` lies in.
@@ -244,20 +248,20 @@ impl AddressSpace {
     }
 
     pub fn on_munmap(&mut self, addr: u64, len: u64) {
-        self.remove_range(addr, addr.saturating_add(len.next_multiple_of(4096)));
+        self.remove_range(addr, addr.saturating_add(page_up(len)));
     }
 
     /// A successful `mremap` of `[old, old + old_len)` to `new` with `new_len`.
     pub fn on_mremap(&mut self, old: u64, old_len: u64, new_len: u64, new: u64) {
         let template = self.lookup(old).cloned();
-        self.remove_range(old, old.saturating_add(old_len.next_multiple_of(4096)));
+        self.remove_range(old, old.saturating_add(page_up(old_len)));
         if let Some(t) = template {
-            let end = new.saturating_add(new_len.next_multiple_of(4096));
+            let end = new.saturating_add(page_up(new_len));
             self.remove_range(new, end);
             self.insert(Mapping {
                 start: new,
                 end,
-                offset: t.offset + (old - t.start),
+                offset: t.offset.wrapping_add(old - t.start),
                 ..t
             });
         }
@@ -283,7 +287,7 @@ impl AddressSpace {
             if m.end > end {
                 self.insert(Mapping {
                     start: end,
-                    offset: m.offset + (end - m.start),
+                    offset: m.offset.wrapping_add(end - m.start),
                     ..m
                 });
             }

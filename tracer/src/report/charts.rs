@@ -44,7 +44,7 @@ pub fn timeline(s: &Summary) -> Result<String> {
             x.mapped
                 .max(x.resident)
                 .max(x.live_heap)
-                .max(x.slab + x.buddy)
+                .max(x.slab.saturating_add(x.buddy))
         })
         .max()
         .unwrap_or(0) as f64
@@ -99,7 +99,7 @@ pub fn timeline(s: &Summary) -> Result<String> {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], MMAP.stroke_width(2)));
         chart
             .draw_series(LineSeries::new(
-                series(|x| x.slab + x.buddy),
+                series(|x| x.slab.saturating_add(x.buddy)),
                 BUDDY.stroke_width(1),
             ))
             .map_err(err)?
@@ -148,6 +148,7 @@ fn site_label(stack: &[crate::symbolize::Frame]) -> String {
                 .unwrap_or_else(|| format!("{:#x}", f.addr))
         })
         .unwrap_or_else(|| "(no stack)".into());
+    let name = super::visible(&name).into_owned();
     if name.chars().count() > 40 {
         format!("{}...", name.chars().take(37).collect::<String>())
     } else {
@@ -321,7 +322,10 @@ pub fn kernel(s: &Summary) -> Result<String> {
     let mut caches: Vec<_> = s.kernel.slab.by_cache.iter().collect();
     caches.sort_by_key(|(name, c)| (std::cmp::Reverse(c.allocs), (*name).clone()));
     caches.truncate(12);
-    let cache_names: Vec<String> = caches.iter().map(|(name, _)| (*name).clone()).collect();
+    let cache_names: Vec<String> = caches
+        .iter()
+        .map(|(name, _)| super::visible(name).into_owned())
+        .collect();
     let cache_rows: Vec<Vec<(f64, RGBColor)>> = caches
         .iter()
         .map(|(_, c)| vec![(c.allocs as f64, SLAB)])

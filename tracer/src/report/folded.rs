@@ -17,13 +17,13 @@ pub enum Weight {
 }
 
 /// A frame's name in a folded stack: its function, or its address; `;` (the separator) and
-/// newlines never appear in it.
+/// control characters (see [`super::visible`]) never appear in it.
 fn frame_name(f: &Frame) -> String {
     let name = match &f.function {
-        Some(name) => name.clone(),
+        Some(name) => super::visible(name).into_owned(),
         None => format!("{:#x}", f.addr),
     };
-    name.replace([';', '\n', '\r'], ":")
+    name.replace(';', ":")
 }
 
 /// The folded lines of a summary: one per site (or leak) with a non-zero weight, root first.
@@ -48,9 +48,13 @@ pub fn lines(summary: &Summary, weight: Weight) -> Vec<String> {
             .map(|l| (&l.stack[..], l.bytes))
             .collect(),
     };
+    // Flamegraph tools add the lines up: no line may weigh more than its share of 2^64 (never
+    // reached by a real run; a crafted recording can claim anything).
+    let cap = u64::MAX / (stacks.len() as u64).max(1);
     stacks
         .into_iter()
         .filter(|(_, w)| *w > 0)
+        .map(|(stack, w)| (stack, w.min(cap)))
         .map(|(stack, w)| {
             let names: Vec<String> = if stack.is_empty() {
                 vec!["[unknown]".into()]

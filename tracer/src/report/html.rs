@@ -16,10 +16,11 @@ use super::{
 };
 use crate::symbolize::Frame;
 
-/// Escapes text for HTML element content and quoted attribute values.
+/// Escapes text for HTML element content and quoted attribute values; control characters
+/// become visible escapes first (see [`super::visible`]).
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in super::visible(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -95,6 +96,40 @@ fn stack_list(stack: &[Frame]) -> String {
         .map(|f| format!("<li>{}</li>", esc(&frame_text(f))))
         .collect();
     format!("<ol class=\"stack\">{items}</ol>")
+}
+
+/// The memory syscalls and faults by the stack that made them.
+fn render_callers(s: &Summary, out: &mut impl Write) -> Result<()> {
+    writeln!(
+        out,
+        "<section id=\"callers\"><h2>Memory syscalls and faults by caller ({} stacks)</h2>\
+         <table class=\"sortable\"><thead><tr><th class=\"l\">stack</th><th>requested</th>\
+         <th>brk calls</th><th>brk grew</th><th>mmap calls</th><th>mmap bytes</th>\
+         <th>munmap calls</th><th>mprotect calls</th><th>madvise calls</th><th>page faults</th>\
+         </tr></thead><tbody>",
+        s.callers.len()
+    )?;
+    for c in &s.callers {
+        let st = &c.stats;
+        let requested = st.requested_bytes();
+        writeln!(
+            out,
+            "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td>{}{}{}{}{}{}{}{}{}</tr>",
+            esc(&describe_stack(&c.stack, 3)),
+            stack_list(&c.stack),
+            num(requested, human_bytes(requested)),
+            num(st.brk_calls, st.brk_calls.to_string()),
+            num(st.brk_grow_bytes, human_bytes(st.brk_grow_bytes)),
+            num(st.mmap_calls, st.mmap_calls.to_string()),
+            num(st.mmap_bytes, human_bytes(st.mmap_bytes)),
+            num(st.munmap_calls, st.munmap_calls.to_string()),
+            num(st.mprotect_calls, st.mprotect_calls.to_string()),
+            num(st.madvise_calls, st.madvise_calls.to_string()),
+            num(st.page_faults, st.page_faults.to_string()),
+        )?;
+    }
+    writeln!(out, "</tbody></table></section>")?;
+    Ok(())
 }
 
 /// A numeric cell: shown for people, sorted by the number.
@@ -177,6 +212,17 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
         )?;
     }
     writeln!(out, "</section>")?;
+
+    if s.mode == "kernel" {
+        writeln!(
+            out,
+            "<section id=\"mode\"><h2>Call sites</h2><p>Traced with <code>--mode kernel</code>: \
+             no uprobes, so allocator calls are not seen, and there are no per-allocation sites \
+             and no leaks. The call sites are those of the memory syscalls and page faults, \
+             below.</p></section>"
+        )?;
+    }
+    render_callers(s, &mut out)?;
 
     writeln!(
         out,
@@ -314,25 +360,7 @@ mod tests {
             line: Some(1),
             inlined: false,
         };
-        let mut heap = crate::aggregate::HeapStats::default();
-        heap.on_alloc(&crate::events::testing::alloc(
-            tracer_common::AllocFn::Malloc,
-            64,
-            0xa0,
-            0x1000,
-            1,
-        ));
-        let mut sym = crate::symbolize::TableSymbolizer::default();
-        sym.table.insert(0x1000, vec![evil]);
-        s.user = crate::report::user::build(
-            &heap,
-            &Default::default(),
-            &Default::default(),
-            &mut sym,
-            10,
-            10,
-            vec![],
-        );
+        s.user = crate::report::tests::one_site(evil, vec![]);
         s.kernel
             .slab
             .by_cache

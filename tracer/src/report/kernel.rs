@@ -101,11 +101,14 @@ impl PathsSummary {
         let mut p = PathsSummary::default();
         let count = |sites: &mut u64, n: u64| *sites += u64::from(n > 0);
         for (paths, _) in join.sites.values() {
-            p.brk.bytes += paths.brk_bytes;
+            p.brk.bytes = p.brk.bytes.saturating_add(paths.brk_bytes);
             count(&mut p.brk.sites, paths.brk_bytes);
-            p.mmap.bytes += paths.mmap_bytes;
+            p.mmap.bytes = p.mmap.bytes.saturating_add(paths.mmap_bytes);
             count(&mut p.mmap.sites, paths.mmap_bytes);
-            p.thread_arena.bytes += paths.thread_arena_bytes;
+            p.thread_arena.bytes = p
+                .thread_arena
+                .bytes
+                .saturating_add(paths.thread_arena_bytes);
             count(&mut p.thread_arena.sites, paths.thread_arena_bytes);
             p.buddy.pages += paths.buddy_pages;
             count(&mut p.buddy.sites, paths.buddy_pages);

@@ -2,6 +2,7 @@
 //!
 //! Every renderer is a pure `fn render(&Summary, impl Write)`; none does I/O of its own.
 
+pub mod callers;
 pub mod charts;
 pub mod flame;
 pub mod folded;
@@ -22,6 +23,9 @@ pub const SCHEMA: &str = "tracer.summary/1";
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TargetInfo {
     pub pid: u32,
+    /// The pid inside the process's own pid namespace (a container), when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_pid: Option<u32>,
     /// The launched command line, or the process's own (`/proc/PID/cmdline`) for `--pid`.
     pub command: Vec<String>,
     /// Exit status of a launched command; null for `--pid` runs or when killed by a signal.
@@ -58,6 +62,8 @@ pub struct EventCounts {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
     pub schema: &'static str,
+    /// `full`, or `kernel` (no uprobes: `user` is empty, `callers` are the call sites).
+    pub mode: String,
     pub target: TargetInfo,
     pub duration_ms: f64,
     pub events: EventCounts,
@@ -65,8 +71,37 @@ pub struct Summary {
     pub user: user::UserSummary,
     pub kernel: kernel::KernelSummary,
     pub paths: kernel::PathsSummary,
+    /// Memory syscalls and page faults by the user stack that made them.
+    pub callers: Vec<callers::CallerReport>,
     /// Memory over time, with markers for brk, mmap and munmap calls.
     pub timeline: crate::aggregate::timeline::Timeline,
+}
+
+/// A string from the traced program (a symbol, file, thread name or argument) made safe to
+/// show: control characters (C0, DEL, C1) become visible escapes such as `\x1b` and `\n`, and
+/// so do the Unicode bidirectional overrides that can make text read other than it is. What
+/// remains is plain text for a terminal, and valid character data for XML once its markup
+/// characters are escaped.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `n` bytes for people: `1.5 MiB`.
@@ -86,10 +121,41 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 #[cfg(test)]
+#[path = "hostile_tests.rs"]
+mod hostile_tests;
+
+#[cfg(test)]
 pub(crate) mod tests {
     use tracer_common::{EventHeader, Syscall, SyscallEvent, kind};
 
     use super::*;
+
+    /// The user part of a summary with one 64-byte block allocated at `frame.addr`, whose
+    /// stack symbolizes to `frame`.
+    pub fn one_site(
+        frame: crate::symbolize::Frame,
+        allocator_files: Vec<String>,
+    ) -> user::UserSummary {
+        let mut heap = crate::aggregate::HeapStats::default();
+        heap.on_alloc(&crate::events::testing::alloc(
+            tracer_common::AllocFn::Malloc,
+            64,
+            0xa0,
+            frame.addr,
+            1,
+        ));
+        let mut sym = crate::symbolize::TableSymbolizer::default();
+        sym.table.insert(frame.addr, vec![frame]);
+        user::build(
+            &heap,
+            &Default::default(),
+            &Default::default(),
+            &mut sym,
+            10,
+            10,
+            allocator_files,
+        )
+    }
 
     pub fn sample_summary() -> Summary {
         let mut syscalls = SyscallStats::new(4096);
@@ -100,7 +166,7 @@ pub(crate) mod tests {
                     ..Default::default()
                 },
                 syscall: syscall as u32,
-                reserved: 0,
+                stack_id: -1,
                 args,
                 ret,
                 duration_ns: 0,
@@ -133,8 +199,11 @@ pub(crate) mod tests {
         );
         Summary {
             schema: SCHEMA,
+            mode: "full".into(),
+            callers: Vec::new(),
             target: TargetInfo {
                 pid: 4242,
+                namespace_pid: None,
                 command: vec!["./app".into(), "--flag".into()],
                 exit_code: Some(3),
                 signal: None,

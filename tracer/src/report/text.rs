@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use super::{
     Summary, human_bytes,
     user::{SiteReport, UserSummary},
+    visible,
 };
 use crate::symbolize::Frame;
 
@@ -13,7 +14,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
     let command = if t.command.is_empty() {
         String::from("?")
     } else {
-        t.command.join(" ")
+        visible(&t.command.join(" ")).into_owned()
     };
     let outcome = match (t.ended_by.as_str(), t.exit_code, t.signal) {
         ("exited", Some(code), _) => format!("exited with status {code}"),
@@ -22,9 +23,13 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         ("duration", ..) => String::from("was traced for the requested duration"),
         _ => String::from("was traced until interrupted"),
     };
+    let inner = t
+        .namespace_pid
+        .map(|p| format!(", pid {p} in its namespace"))
+        .unwrap_or_default();
     writeln!(
         out,
-        "tracer: pid {} ({command}) {outcome}; traced {:.1} ms",
+        "tracer: pid {}{inner} ({command}) {outcome}; traced {:.1} ms",
         t.pid, s.duration_ms
     )?;
     let e = &s.events;
@@ -54,7 +59,8 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
     if e.stacks_lost > 0 {
         writeln!(
             out,
-            "warning: {} allocations have no stack (the stack map was full; try a larger --max-stacks)",
+            "warning: {} stacks (of allocations, syscalls or faults) could not be taken: the stack \
+             map was full or two stacks hashed alike; try a larger --max-stacks",
             e.stacks_lost
         )?;
     }
@@ -138,6 +144,15 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         writeln!(out, "{name:<8} {calls:>8} {failed:>7}  {what}")?;
     }
     render_kernel(s, &mut out)?;
+    if s.mode == "kernel" {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "allocator calls: not traced (--mode kernel attaches no uprobes): no per-allocation \
+             sites and no leaks; the call sites below are those of the syscalls and faults"
+        )?;
+        return render_callers(s, TOP, &mut out);
+    }
     render_user(&s.user, &mut out)
 }
 
@@ -174,7 +189,7 @@ fn top<K: std::fmt::Display>(entries: impl Iterator<Item = (K, u64)>, n: usize) 
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v.iter()
         .take(n)
-        .map(|(k, c)| format!("{k} {c}"))
+        .map(|(k, c)| format!("{} {c}", visible(&k.to_string())))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -262,14 +277,14 @@ pub fn describe_stack(stack: &[Frame], depth: usize) -> String {
         .iter()
         .take(depth)
         .map(|f| {
-            let name = f.function.as_deref().unwrap_or("?");
+            let name = visible(f.function.as_deref().unwrap_or("?"));
             match (&f.file, f.line) {
                 (Some(file), Some(line)) => {
-                    let file = file.rsplit('/').next().unwrap_or(file);
+                    let file = visible(file.rsplit('/').next().unwrap_or(file));
                     format!("{name} ({file}:{line})")
                 }
                 _ if f.function.is_none() => format!("{:#x}", f.addr),
-                _ => name.to_string(),
+                _ => name.into_owned(),
             }
         })
         .collect::<Vec<_>>()
@@ -326,6 +341,55 @@ pub fn describe_chain(site: &SiteReport) -> String {
     chain
 }
 
+/// The memory syscalls and faults by the stack that made them.
+fn render_callers(s: &Summary, top: usize, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out)?;
+    if s.callers.is_empty() {
+        return writeln!(out, "no memory syscalls or faults with a stack");
+    }
+    writeln!(
+        out,
+        "top callers of memory syscalls and faults ({} stacks):",
+        s.callers.len()
+    )?;
+    for c in s.callers.iter().take(top) {
+        let st = &c.stats;
+        let mut what: Vec<String> = Vec::new();
+        if st.brk_calls > 0 {
+            what.push(format!(
+                "{} brk +{} -{}",
+                st.brk_calls,
+                human_bytes(st.brk_grow_bytes),
+                human_bytes(st.brk_shrink_bytes)
+            ));
+        }
+        for (calls, bytes, name) in [
+            (st.mmap_calls, st.mmap_bytes, "mmap"),
+            (st.munmap_calls, st.munmap_bytes, "munmap"),
+            (st.mprotect_calls, st.mprotect_bytes, "mprotect"),
+            (st.madvise_calls, st.madvise_bytes, "madvise"),
+        ] {
+            if calls > 0 {
+                what.push(format!("{calls} {name} {}", human_bytes(bytes)));
+            }
+        }
+        if st.mremap_calls > 0 {
+            what.push(format!("{} mremap", st.mremap_calls));
+        }
+        if st.page_faults > 0 {
+            what.push(format!("{} faults", st.page_faults));
+        }
+        writeln!(
+            out,
+            "  {:>10}  {}  {}",
+            human_bytes(st.requested_bytes()),
+            describe_stack(&c.stack, 5),
+            what.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
     writeln!(out)?;
     if u.allocator_files.is_empty() {
@@ -334,7 +398,11 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
             "allocator: no malloc family found in the process; not traced"
         );
     }
-    writeln!(out, "allocator calls ({})", u.allocator_files.join(", "))?;
+    writeln!(
+        out,
+        "allocator calls ({})",
+        visible(&u.allocator_files.join(", "))
+    )?;
     let funcs = [
         ("malloc", u.malloc),
         ("calloc", u.calloc),
@@ -490,7 +558,9 @@ mod tests {
         s.events.stacks_lost = 7;
         let text = rendered(&s);
         assert!(
-            text.contains("warning: 7 allocations have no stack"),
+            text.contains(
+                "warning: 7 stacks (of allocations, syscalls or faults) could not be taken"
+            ),
             "{text}"
         );
     }

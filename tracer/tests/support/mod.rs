@@ -61,6 +61,22 @@ pub fn build(out: &str, src: &str, compiler: &[&str]) -> PathBuf {
     path
 }
 
+/// `workloads/dl_lib.c` built as a shared library (lib_alloc(n): n blocks of 333 bytes).
+pub fn dl_lib() -> PathBuf {
+    build(
+        "libdl_lib.so",
+        "dl_lib.c",
+        &[
+            "cc",
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-shared",
+            "-fPIC",
+        ],
+    )
+}
+
 /// The line of `workloads/<src>` that contains `marker`.
 pub fn line_of(src: &str, marker: &str) -> u64 {
     let text = std::fs::read_to_string(workspace_root().join("workloads").join(src)).unwrap();

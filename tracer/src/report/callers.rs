@@ -1,0 +1,63 @@
+//! The memory syscalls and page faults by the user stack that made them: the call sites of
+//! `--mode kernel`, and the direct callers of `mmap` and friends in any mode.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::{
+    aggregate::callers::{CallerStats, Callers},
+    symbolize::{Frame, Symbolizer},
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallerReport {
+    /// Innermost first: `stack[0]` is where the syscall or the faulting access happened.
+    pub stack: Vec<Frame>,
+    #[serde(flatten)]
+    pub stats: CallerStats,
+}
+
+/// The callers with the most address space requested (then the most faults), at most
+/// `max_sites`, with their stacks symbolized.
+pub fn build(
+    callers: &Callers,
+    stacks: &HashMap<i32, Vec<u64>>,
+    symbolizer: &mut dyn Symbolizer,
+    max_sites: usize,
+) -> Vec<CallerReport> {
+    let mut list: Vec<(i32, &CallerStats)> = callers.iter().collect();
+    list.sort_by(|a, b| {
+        (b.1.requested_bytes(), b.1.page_faults, a.0).cmp(&(
+            a.1.requested_bytes(),
+            a.1.page_faults,
+            b.0,
+        ))
+    });
+    list.truncate(max_sites);
+    let addresses = |id: i32| stacks.get(&id).map_or(&[][..], Vec::as_slice);
+    let mut unique = Vec::new();
+    let mut seen = HashSet::new();
+    for &(id, _) in &list {
+        unique.extend(addresses(id).iter().copied().filter(|a| seen.insert(*a)));
+    }
+    let frames: HashMap<u64, Vec<Frame>> = unique
+        .iter()
+        .copied()
+        .zip(symbolizer.symbolize(&unique))
+        .collect();
+    list.into_iter()
+        .map(|(id, stats)| CallerReport {
+            stack: addresses(id)
+                .iter()
+                .flat_map(|a| {
+                    frames
+                        .get(a)
+                        .cloned()
+                        .unwrap_or_else(|| vec![Frame::unknown(*a)])
+                })
+                .collect(),
+            stats: stats.clone(),
+        })
+        .collect()
+}
