@@ -3,6 +3,8 @@
 //! Every task runs `setup` first; setup is idempotent and returns in well under a second when
 //! there is nothing to do.
 
+mod bench;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -35,8 +37,11 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Measure tracing overhead as ratios within one run: a malloc/free pair and a first-touch
-    /// page fault, untraced, traced, and traced with --no-kernel.
+    /// Measure what tracing costs, as ratios within one run, in one table (also written to
+    /// docs/benchmarks.md): the malloc/free loop, the page-touch loop and a deep stack in each
+    /// mode and under bpftrace and heaptrack, redis-server's requests/s under redis-benchmark
+    /// (loopback, bounded), start and stop times, replay speed and recording size. Installs the
+    /// peers from Debian's packages when missing.
     Bench {
         /// Pairs and pages per measurement.
         #[arg(long, default_value_t = 200_000)]
@@ -49,6 +54,17 @@ enum Task {
         /// The page to check.
         #[arg(long)]
         html: Option<PathBuf>,
+    },
+    /// Fuzz `tracer report` with generated hostile recordings (valid checksums, crafted
+    /// contents) in two workers: fails on any panic, abort, or a worker above 200 MiB of RSS.
+    /// A crashing input is saved under target/fuzz/ to replay with `tracer report`.
+    Fuzz {
+        /// Inputs in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
+        /// Seed of the generated inputs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Run every test: unit tests, and the root tests that load the real eBPF programs.
     Test {
@@ -67,24 +83,25 @@ fn main() -> Result<()> {
         Task::Run { args } => run(args),
         Task::Test { args } => test(args),
         Task::HtmlCheck { html } => html_check(html),
-        Task::Bench { n } => bench(n),
+        Task::Bench { n } => bench::run(n),
+        Task::Fuzz { runs, seed } => fuzz::run(runs, seed),
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
     cmd
 }
 
-fn status(cmd: &mut Command) -> Result<()> {
+pub(crate) fn status(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
@@ -92,12 +109,12 @@ fn status(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn build() -> Result<()> {
+pub(crate) fn build() -> Result<()> {
     status(cargo().args(["build", "--release", "--package", "tracer"]))
 }
 
 /// Compiles a C workload from `workloads/` into `target/workloads/`.
-fn build_workload(name: &str) -> Result<PathBuf> {
+pub(crate) fn build_workload(name: &str) -> Result<PathBuf> {
     let root = workspace_root();
     let out_dir = root.join("target/workloads");
     std::fs::create_dir_all(&out_dir)?;
@@ -139,45 +156,6 @@ fn run(args: Vec<OsString>) -> Result<()> {
         );
     }
     std::process::exit(status.code().unwrap_or(1));
-}
-
-fn bench(n: u64) -> Result<()> {
-    build()?;
-    let tracer = workspace_root().join("target/release/tracer");
-    let bench = build_workload("bench")?;
-    let measure = |cmd: &mut Command| -> Result<(f64, f64)> {
-        let out = cmd.output().context("running the benchmark")?;
-        if !out.status.success() {
-            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut v = text
-            .split_whitespace()
-            .map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
-        Ok((v.next().unwrap_or(f64::NAN), v.next().unwrap_or(f64::NAN)))
-    };
-    let n = n.to_string();
-    let plain = measure(Command::new(&bench).arg(&n))?;
-    let traced = measure(Command::new(&tracer).args(["-q", "--"]).arg(&bench).arg(&n))?;
-    let user_only = measure(
-        Command::new(&tracer)
-            .args(["-q", "--no-kernel", "--"])
-            .arg(&bench)
-            .arg(&n),
-    )?;
-    println!("{:<26} {:>14} {:>14}", "", "malloc+free", "page fault");
-    for (name, (pair, fault)) in [
-        ("untraced", plain),
-        ("traced", traced),
-        ("traced, --no-kernel", user_only),
-    ] {
-        println!(
-            "{name:<26} {pair:>9.1} ns {:>4.0}x {fault:>9.1} ns {:>4.1}x",
-            pair / plain.0,
-            fault / plain.1
-        );
-    }
-    Ok(())
 }
 
 fn html_check(html: Option<PathBuf>) -> Result<()> {

@@ -217,6 +217,51 @@ pub fn ensure_test_tools() -> Result<()> {
     )
 }
 
+/// glibc, where the bench's bpftrace probes go.
+pub const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+
+/// Which of the bench's peers are there.
+pub struct BenchTools {
+    pub bpftrace: bool,
+    pub heaptrack: bool,
+    pub redis: bool,
+}
+
+/// The bench's peers and its real service, from Debian's packages: bpftrace, heaptrack,
+/// redis-server and redis-tools. What cannot be installed is left out of the table, and the
+/// table says so.
+pub fn ensure_bench_tools() -> BenchTools {
+    let missing: Vec<&str> = [
+        ("bpftrace", "bpftrace"),
+        ("heaptrack", "heaptrack"),
+        ("redis-server", "redis-server"),
+        ("redis-benchmark", "redis-tools"),
+    ]
+    .into_iter()
+    .filter(|(tool, _)| which(tool).is_none())
+    .map(|(_, package)| package)
+    .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing the bench's peers: {}", missing.join(" "));
+        let installed = status(Command::new("apt-get").arg("update").arg("-qq")).and_then(|()| {
+            status(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-qq", "--no-install-recommends"])
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        });
+        if let Err(e) = installed {
+            eprintln!("xtask: could not install them ({e:#}); their rows are left out");
+        }
+    }
+    BenchTools {
+        bpftrace: which("bpftrace").is_some(),
+        heaptrack: which("heaptrack").is_some(),
+        redis: which("redis-server").is_some() && which("redis-benchmark").is_some(),
+    }
+}
+
 /// Debian's Chromium, for checking the HTML report in a real browser.
 pub fn ensure_chromium() -> Result<()> {
     if which("chromium").is_some() {

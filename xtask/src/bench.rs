@@ -1,0 +1,475 @@
+//! `cargo xtask bench`: what tracing costs, as ratios measured in one run on this machine, in
+//! one table, written to docs/benchmarks.md.
+//!
+//! Timings come from the workloads themselves (`workloads/bench.c` times its own loops), so
+//! attaching and detaching are not in them; start and stop are measured on their own rows.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{build, build_workload, setup, workspace_root};
+
+/// One row of the table: what was measured, the value and its unit, and the ratio to the
+/// untraced run where that applies.
+struct Row {
+    what: String,
+    value: f64,
+    unit: &'static str,
+    ratio: Option<f64>,
+}
+
+struct Table {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+impl Table {
+    fn add(&mut self, what: impl Into<String>, value: f64, unit: &'static str, base: Option<f64>) {
+        let row = Row {
+            what: what.into(),
+            value,
+            unit,
+            ratio: base.map(|b| value / b),
+        };
+        println!("{}", format_row(&row));
+        self.rows.push(row);
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        println!("  ({text})");
+        self.notes.push(text);
+    }
+}
+
+fn format_row(r: &Row) -> String {
+    let ratio = r.ratio.map_or(String::new(), |x| format!("{x:.2}x"));
+    format!(
+        "| {:<58} | {:>12.1} {:<6} | {:>7} |",
+        r.what, r.value, r.unit, ratio
+    )
+}
+
+/// A measured configuration: its name, and how to start one run of it.
+type Config<'a> = (String, Box<dyn Fn() -> Command + 'a>);
+
+/// One run of a workload printing "PAIR_NS PAGE_NS" (among other lines, for the tools that
+/// wrap it).
+fn run_once(mut c: Command) -> Result<(f64, f64)> {
+    let out = c.output().with_context(|| format!("running {c:?}"))?;
+    if !out.status.success() {
+        bail!("{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace().map(str::parse::<f64>);
+            match (it.next(), it.next(), it.next()) {
+                (Some(Ok(a)), Some(Ok(b)), None) => Some((a, b)),
+                _ => None,
+            }
+        })
+        .with_context(|| format!("no timing line from {c:?}: {text}"))
+}
+
+/// Medians of `runs` rounds in which every configuration runs once, in turn: each sees the
+/// same state of the machine (page reclaim, other tenants), so their ratios are fair.
+fn measure_all(runs: usize, configs: &[Config<'_>]) -> Result<Vec<(f64, f64)>> {
+    let mut samples = vec![(Vec::new(), Vec::new()); configs.len()];
+    for _ in 0..runs {
+        for ((_, cmd), (pairs, pages)) in configs.iter().zip(&mut samples) {
+            let (pair, page) = run_once(cmd())?;
+            pairs.push(pair);
+            pages.push(page);
+        }
+    }
+    Ok(samples
+        .into_iter()
+        .map(|(mut pairs, mut pages)| (median(&mut pairs), median(&mut pages)))
+        .collect())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn tracer_cmd(tracer: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(tracer);
+    c.args(["-q"]).args(args);
+    c
+}
+
+fn machine() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("Linux {}, {cpu}, {cores} cores", kernel.trim())
+}
+
+pub fn run(n: u64) -> Result<()> {
+    build()?;
+    let tracer = workspace_root().join("target/release/tracer");
+    let bench = build_workload("bench")?;
+    let random_live = build_workload("random_live")?;
+    let peers = setup::ensure_bench_tools();
+    let mut t = Table {
+        rows: Vec::new(),
+        notes: Vec::new(),
+    };
+    let machine = machine();
+    println!("tracer bench on {machine}");
+    println!(
+        "| {:<58} | {:>19} | {:>7} |",
+        "measurement", "value", "ratio"
+    );
+    let n_s = n.to_string();
+    let b = bench.to_str().context("bench path")?;
+    const RUNS: usize = 3;
+
+    // The malloc/free loop and the page-touch loop, in each mode and under each peer.
+    let modes: [(&str, &[&str]); 5] = [
+        ("tracer (full)", &[]),
+        ("tracer --no-kernel", &["--no-kernel"]),
+        ("tracer --mode kernel", &["--mode", "kernel"]),
+        (
+            "tracer --mode kernel --fault-stacks",
+            &["--mode", "kernel", "--fault-stacks"],
+        ),
+        (
+            "tracer --mode kernel --no-kernel (syscalls only)",
+            &["--mode", "kernel", "--no-kernel"],
+        ),
+    ];
+    let script = format!(
+        "uprobe:{l}:malloc {{ @e = count(); }} uretprobe:{l}:malloc {{ @r = count(); }} \
+         uprobe:{l}:free {{ @f = count(); }}",
+        l = setup::LIBC
+    );
+    let heaptrack_out = std::env::temp_dir().join("tracer-bench-heaptrack");
+    // Where a pair costs nanoseconds (no uprobes), many more pairs, so the loop runs long
+    // enough to time; the pages stay the same.
+    let many = (n * 50).to_string();
+    let mut configs: Vec<Config> = vec![(
+        "untraced".into(),
+        Box::new(|| {
+            let mut c = Command::new(&bench);
+            c.args([&many, "0", &n_s]);
+            c
+        }),
+    )];
+    for (name, args) in modes {
+        let pairs = if args.starts_with(&["--mode", "kernel"]) {
+            &many
+        } else {
+            &n_s
+        };
+        let (tracer, bench, n_s) = (&tracer, &bench, &n_s);
+        configs.push((
+            name.into(),
+            Box::new(move || {
+                let mut c = tracer_cmd(tracer, args);
+                c.arg("--").arg(bench).args([pairs, "0", n_s]);
+                c
+            }),
+        ));
+    }
+    if peers.bpftrace {
+        let (script, b, n_s) = (&script, b, &n_s);
+        configs.push((
+            "bpftrace count-only".into(),
+            Box::new(move || {
+                let mut c = Command::new("bpftrace");
+                c.args(["-e", script, "-c", &format!("{b} {n_s}")]);
+                c
+            }),
+        ));
+    } else {
+        t.note("bpftrace is not installed: its row is missing");
+    }
+    if peers.heaptrack {
+        let (out, bench, n_s) = (&heaptrack_out, &bench, &n_s);
+        configs.push((
+            "heaptrack (LD_PRELOAD)".into(),
+            Box::new(move || {
+                let mut c = Command::new("heaptrack");
+                c.arg("-o").arg(out).arg(bench).arg(n_s);
+                c
+            }),
+        ));
+    } else {
+        t.note("heaptrack is not installed: its row is missing");
+    }
+    let results = measure_all(RUNS, &configs)?;
+    let plain = results[0];
+    for ((name, _), (pair, _)) in configs.iter().zip(&results) {
+        let base = (name != "untraced").then_some(plain.0);
+        t.add(format!("malloc+free pair, {name}"), *pair, "ns", base);
+    }
+    for ((name, _), (_, page)) in configs.iter().zip(&results).take(1 + modes.len()) {
+        let base = (name != "untraced").then_some(plain.1);
+        t.add(format!("page touch, {name}"), *page, "ns", base);
+    }
+
+    // A deep stack: the stack walk is per allocation.
+    let deep: Vec<Config> = vec![
+        (
+            "untraced".into(),
+            Box::new(|| {
+                let mut c = Command::new(&bench);
+                c.arg(&n_s).arg("64");
+                c
+            }),
+        ),
+        (
+            "tracer --no-kernel".into(),
+            Box::new(|| {
+                let mut c = tracer_cmd(&tracer, &["--no-kernel"]);
+                c.arg("--").arg(&bench).arg(&n_s).arg("64");
+                c
+            }),
+        ),
+    ];
+    let deep_results = measure_all(RUNS, &deep)?;
+    for ((name, _), (pair, _)) in deep.iter().zip(&deep_results) {
+        let base = (name != "untraced").then_some(deep_results[0].0);
+        t.add(
+            format!("malloc+free pair 64 frames deep, {name}"),
+            *pair,
+            "ns",
+            base,
+        );
+    }
+
+    // Start and stop.
+    let started = Instant::now();
+    let status = tracer_cmd(&tracer, &["--", "/bin/true"]).status()?;
+    if !status.success() {
+        bail!("tracer -q -- /bin/true failed: {status}");
+    }
+    t.add(
+        "tracer -q -- /bin/true, wall time",
+        started.elapsed().as_secs_f64(),
+        "s",
+        None,
+    );
+    let mut sleeper = Command::new("sleep").arg("30").spawn()?;
+    let pid = sleeper.id().to_string();
+    let started = Instant::now();
+    let json = std::env::temp_dir().join("tracer-bench-stop.json");
+    let status = tracer_cmd(&tracer, &["--pid", &pid, "--duration", "1", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    if !status.success() {
+        bail!("tracer --pid --duration 1 failed: {status}");
+    }
+    t.add(
+        "--pid --duration 1: from the end of the duration to the report",
+        started.elapsed().as_secs_f64() - 1.0,
+        "s",
+        None,
+    );
+
+    // Recording size and replay speed, on 100,000 live blocks replaced at random.
+    let (events, bytes, replay_s) = replay(&tracer, &random_live)?;
+    t.add(
+        format!("recording of random_live ({events} events)"),
+        bytes as f64 / events as f64,
+        "B/ev",
+        None,
+    );
+    t.add(
+        "replay (tracer report, one core)",
+        events as f64 / replay_s / 1e6,
+        "M ev/s",
+        None,
+    );
+
+    if peers.redis {
+        redis_rows(&tracer, &mut t)?;
+    } else {
+        t.note("redis-server and redis-benchmark are not installed: the redis rows are missing");
+    }
+    write_doc(&machine, &t, n)
+}
+
+/// Records `random_live` and replays it: (events, recording bytes, replay seconds).
+fn replay(tracer: &Path, workload: &Path) -> Result<(u64, u64, f64)> {
+    let dir = std::env::temp_dir();
+    let rec = dir.join("tracer-bench.trace");
+    let json = dir.join("tracer-bench-replay.json");
+    let status = tracer_cmd(tracer, &["--no-kernel", "--record"])
+        .arg(&rec)
+        .arg("--")
+        .arg(workload)
+        .arg("1000000")
+        .status()?;
+    if !status.success() {
+        bail!("recording random_live failed: {status}");
+    }
+    let started = Instant::now();
+    let status = Command::new(tracer)
+        .arg("report")
+        .arg(&rec)
+        .args(["-q", "--json"])
+        .arg(&json)
+        .status()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("tracer report failed: {status}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let events = summary["events"]["received"]
+        .as_u64()
+        .context("events.received")?;
+    Ok((events, std::fs::metadata(&rec)?.len(), seconds))
+}
+
+/// A redis-server on a loopback port, stopped when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Result<Self> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not listen on 127.0.0.1:{port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Redis { child, port })
+    }
+
+    /// Requests per second of SET and GET (averaged), in a bounded run on loopback.
+    fn throughput(&self) -> Result<f64> {
+        let out = Command::new("redis-benchmark")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-n", "40000", "-c", "10", "-q", "-t", "set,get"])
+            .output()
+            .context("running redis-benchmark")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rates: Vec<f64> = text
+            .split(['\r', '\n'])
+            .filter_map(|l| {
+                let (_, rest) = l.split_once(": ")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .collect();
+        if rates.is_empty() {
+            bail!("no rates from redis-benchmark: {text}");
+        }
+        Ok(rates.iter().sum::<f64>() / rates.len() as f64)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_rows(tracer: &Path, t: &mut Table) -> Result<()> {
+    let redis = Redis::start(6390)?;
+    let untraced = redis.throughput()?;
+    t.add(
+        "redis-server under redis-benchmark, untraced",
+        untraced,
+        "req/s",
+        None,
+    );
+    let pid = redis.child.id().to_string();
+    for (name, args) in [
+        ("tracer --pid (full)", &[][..]),
+        ("tracer --pid --mode kernel", &["--mode", "kernel"][..]),
+        (
+            "tracer --pid --mode kernel --no-kernel (syscalls only)",
+            &["--mode", "kernel", "--no-kernel"][..],
+        ),
+    ] {
+        let mut traced = tracer_cmd(tracer, &["--pid", &pid])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // Measure once tracer says it is attached.
+        let mut lines = BufReader::new(traced.stderr.take().context("stderr")?).lines();
+        let first = lines.next().transpose()?.unwrap_or_default();
+        if !first.starts_with("tracer: attached") {
+            bail!("tracer did not attach to redis-server: {first}");
+        }
+        let rate = redis.throughput()?;
+        // SAFETY: signalling the tracer we started.
+        unsafe { libc_kill(traced.id() as i32, 2) };
+        traced.wait()?;
+        t.add(
+            format!("redis-server under redis-benchmark, {name}"),
+            rate,
+            "req/s",
+            Some(untraced),
+        );
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn write_doc(machine: &str, t: &Table, n: u64) -> Result<()> {
+    let mut doc = String::new();
+    writeln!(doc, "# Benchmarks")?;
+    writeln!(doc)?;
+    writeln!(
+        doc,
+        "The latest `cargo xtask bench` (written by it): {n} pages a page-touch loop, {n} pairs \
+         a malloc loop ({m} where no uprobe is attached, so that it runs long enough to time), \
+         the median of 3 rounds in which every configuration runs in turn. Ratios are to the \
+         untraced run, measured in the same run on the same machine: {machine}. Machines here \
+         are shared and noisy: compare ratios, not times.",
+        m = n * 50
+    )?;
+    writeln!(doc)?;
+    writeln!(doc, "| measurement | value | ratio |")?;
+    writeln!(doc, "|---|---:|---:|")?;
+    for r in &t.rows {
+        let ratio = r.ratio.map_or(String::new(), |x| format!("{x:.2}x"));
+        writeln!(doc, "| {} | {:.1} {} | {ratio} |", r.what, r.value, r.unit)?;
+    }
+    for note in &t.notes {
+        writeln!(doc, "\n_{note}._")?;
+    }
+    let path: PathBuf = workspace_root().join("docs/benchmarks.md");
+    std::fs::create_dir_all(path.parent().context("docs")?)?;
+    std::fs::write(&path, doc)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
