@@ -6,7 +6,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::{
     output::Outputs,
-    runtime::{RunConfig, TargetSpec},
+    runtime::{Mode, RunConfig, TargetSpec},
 };
 
 /// What the command line asks for.
@@ -27,6 +27,10 @@ Examples:
   Attach to a running process (all its threads) for 30 seconds:
     sudo tracer --pid 1234 --duration 30
 
+  On a busy service, no uprobes: what reaches the kernel (brk, mmap, faults, pages, slab), each
+  with the code behind it; allocations that stay in the allocator cost nothing:
+    sudo tracer --mode kernel --fault-stacks --pid 1234 --duration 60
+
   Keep the summary as JSON (schema tracer.summary/1) as well:
     sudo tracer --json summary.json -- ./my-program
 
@@ -37,7 +41,21 @@ Examples:
 The summary goes to stderr, so the traced program's stdout stays its own. Events lost because
 the ring buffer was full are counted and reported; raise --buffer-size if that happens.
 Call sites resolve to file:line where the program has debug info (build with -g; frame
-pointers, -fno-omit-frame-pointer, give whole stacks, without them the direct caller).";
+pointers, -fno-omit-frame-pointer, give whole stacks, without them the direct caller).
+
+Privilege: tracer needs root (or CAP_BPF, CAP_PERFMON and read access to tracefs). Under sudo,
+the command runs as the user who ran sudo (their uid, groups, HOME; no capabilities), not as
+root; --run-as-root keeps root for it.
+
+Output files: every destination is checked before anything starts. `-` is stdout (for one
+output at most). A character device or FIFO (/dev/null, a named pipe) is written through; a
+regular file is replaced atomically (a temporary file in the same directory, renamed over it);
+a symlink is followed only if it belongs to root or to you. Under sudo, new files belong to you.
+
+Exit status: the command's own (128+N when signal N ended it); 0 after a --pid run. If a report
+could not be written (a full disk), the others still are, the failure is named, and the status
+is 74 when the command itself succeeded (its own status otherwise). 1 for tracer's own errors,
+2 for usage errors, 126 and 127 for a command that cannot run or is not found.";
 
 /// Memory-allocation tracer: follows the four paths a process's memory comes from with eBPF
 /// (the malloc family and C++ new/delete; brk, mmap, munmap, mremap, mprotect, madvise; buddy
@@ -59,7 +77,8 @@ pub struct Cli {
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<i32>,
 
-    /// With --pid: stop tracing after SECONDS (fractions allowed). Example: --duration 2.5
+    /// With --pid: stop tracing after SECONDS (fractions allowed, at most a year).
+    /// Example: --duration 2.5
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
 
@@ -85,6 +104,20 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
     pub max_stacks: u32,
 
+    /// What to trace. `full`: every call of the allocator family through uprobes, joined with
+    /// the kernel's side; about 4 µs per malloc/free pair. `kernel`: no uprobes at all, so
+    /// allocations that do not reach the kernel cost nothing: the memory syscalls with the user
+    /// stacks that made them (for brk, the malloc that grew the heap), page faults (by stack
+    /// with --fault-stacks), buddy pages and slab objects; no per-allocation sites or leaks.
+    /// Example: --mode kernel --pid 1234
+    #[arg(long, value_enum, default_value_t = Mode::Full)]
+    pub mode: Mode,
+
+    /// Record the user stack of every page fault and list faults by the code that touched the
+    /// memory. Costs a stack walk per fault. Example: --mode kernel --fault-stacks -- ./app
+    #[arg(long, conflicts_with = "no_kernel")]
+    pub fault_stacks: bool,
+
     /// Record the kernel stack of every buddy page and slab object the process is given, and
     /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation.
     /// Example: --kernel-stacks -- ./app
@@ -97,10 +130,16 @@ pub struct Cli {
     #[arg(long, conflicts_with = "kernel_stacks")]
     pub no_kernel: bool,
 
-    /// Write a recording of the run to PATH, to report on later with `tracer report PATH`.
-    /// Example: --record run.trace
+    /// Write a recording of the run to PATH, to report on later with `tracer report PATH`;
+    /// `-` streams it to stdout. If writing it fails mid-run (a full disk), the recording
+    /// stops with a warning and the run goes on. Example: --record run.trace
     #[arg(long, value_name = "PATH")]
     pub record: Option<PathBuf>,
+
+    /// Under sudo, run the command as root, as sudo would, instead of as the invoking user.
+    /// Example: sudo tracer --run-as-root -- ./needs-root
+    #[arg(long, conflicts_with = "pid")]
+    pub run_as_root: bool,
 
     #[command(flatten)]
     pub output: OutputArgs,
@@ -125,22 +164,25 @@ pub struct OutputArgs {
     pub json: Option<PathBuf>,
 
     /// Write one self-contained HTML page (charts, flamegraphs, sortable tables of sites, leaks
-    /// and slab caches, each site's chain) that works offline. Example: --html report.html
+    /// and slab caches, each site's chain) that works offline; `-` is stdout.
+    /// Example: --html report.html
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
     /// Write SVG charts (timeline, bytes per path, sizes, kernel) and flamegraphs (allocated,
-    /// live, resident bytes) into DIR. Example: --svg charts/
+    /// live, resident bytes) into DIR, created if missing (an existing path must be a
+    /// directory). Example: --svg charts/
     #[arg(long, value_name = "DIR")]
     pub svg: Option<PathBuf>,
 
-    /// Write folded stacks of allocated bytes (flamegraph.pl, inferno, speedscope).
-    /// Example: --folded alloc.folded
+    /// Write folded stacks of allocated bytes (flamegraph.pl, inferno, speedscope); `-` is
+    /// stdout. Example: --folded alloc.folded
     #[arg(long, value_name = "FILE")]
     pub folded: Option<PathBuf>,
 
     /// Write a gzipped pprof profile (alloc_objects, alloc_space, inuse_objects, inuse_space,
-    /// resident_space) for go tool pprof, Pyroscope or Parca. Example: --pprof heap.pb.gz
+    /// resident_space) for go tool pprof, Pyroscope or Parca; `-` is stdout when it is not a
+    /// terminal. Example: --pprof heap.pb.gz
     #[arg(long, value_name = "FILE")]
     pub pprof: Option<PathBuf>,
 
@@ -214,9 +256,14 @@ impl Cli {
             max_stacks: self.max_stacks,
             record: self.record,
             outputs: self.output.outputs(),
+            run_as_root: self.run_as_root,
+            mode: self.mode,
+            fault_stacks: self.fault_stacks,
         })
     }
 }
+
+const MAX_SECONDS: f64 = 365.0 * 86400.0;
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -224,6 +271,12 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("duration must be positive, got {s}"));
+    }
+    if secs > MAX_SECONDS {
+        return Err(format!(
+            "duration {s} is too long: at most {MAX_SECONDS} seconds (a year); leave --duration \
+             out to trace until the process exits or Ctrl-C"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -235,11 +288,15 @@ fn parse_buffer_size(s: &str) -> Result<u32, String> {
         t if t.ends_with('G') => (t[..t.len() - 1].to_string(), 1 << 30),
         t => (t, 1),
     };
-    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a size"))?;
-    let bytes = n.saturating_mul(mult).max(4096).next_power_of_two();
-    u32::try_from(bytes)
-        .ok()
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size"))?;
+    n.checked_mul(mult)
+        .map(|b| b.max(4096))
+        .and_then(u64::checked_next_power_of_two)
         .filter(|&b| b <= 1 << 30)
+        .and_then(|b| u32::try_from(b).ok())
         .ok_or_else(|| format!("buffer size {s} is above the 1G limit"))
 }
 
@@ -288,6 +345,9 @@ mod tests {
         assert!(parse(&["tracer", "--pid", "1", "--", "ls"]).is_err());
         assert!(parse(&["tracer", "--duration", "1", "--", "ls"]).is_err());
         assert!(parse(&["tracer", "--pid", "x"]).is_err());
+        let err = parse(&["tracer", "--pid", "1", "--duration", "1e20"]).unwrap_err();
+        assert!(err.to_string().contains("is too long"), "{err}");
+        assert!(parse(&["tracer", "--pid", "1", "--duration", "31536000"]).is_ok());
         let err = parse(&["tracer", "--pid", "1", "--duration", "0"]).unwrap_err();
         assert!(
             err.to_string().contains("duration must be positive"),
@@ -312,11 +372,31 @@ mod tests {
     }
 
     #[test]
+    fn modes() {
+        assert_eq!(parse(&["tracer", "--", "ls"]).unwrap().mode, Mode::Full);
+        let cfg = parse(&["tracer", "--mode", "kernel", "--fault-stacks", "--pid", "1"]).unwrap();
+        assert_eq!((cfg.mode, cfg.fault_stacks), (Mode::Kernel, true));
+        assert!(parse(&["tracer", "--mode", "sampled", "--", "ls"]).is_err());
+        // Fault stacks need the fault tracepoint.
+        assert!(parse(&["tracer", "--fault-stacks", "--no-kernel", "--", "ls"]).is_err());
+        assert!(parse(&["tracer", "--run-as-root", "--pid", "1"]).is_err());
+    }
+
+    #[test]
     fn buffer_sizes() {
         assert_eq!(parse_buffer_size("64M"), Ok(64 << 20));
         assert_eq!(parse_buffer_size("100k"), Ok(128 << 10));
         assert_eq!(parse_buffer_size("1"), Ok(4096));
         assert!(parse_buffer_size("2G").is_err());
+        // Values that would wrap are refused, not turned into 0.
+        for huge in [
+            "18446744073709551615",
+            "18446744073709551615K",
+            "9223372036854775809",
+        ] {
+            let err = parse_buffer_size(huge).unwrap_err();
+            assert!(err.contains("above the 1G limit"), "{huge}: {err}");
+        }
         assert!(parse_buffer_size("lots").is_err());
     }
 
@@ -330,6 +410,9 @@ mod tests {
             "--buffer-size",
             "Examples:",
             "sudo tracer -- ./my-program",
+            "--mode kernel",
+            "--run-as-root",
+            "Exit status:",
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
         }

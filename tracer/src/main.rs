@@ -9,10 +9,13 @@ use tracer::{
     cli::{Action, Cli},
     launch::LaunchError,
     output::{self, Outputs},
+    report::visible,
 };
 
 /// `tracer report`: replays a recording, with a progress bar when stderr is a terminal.
-fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<()> {
+fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
+    // Destinations first: a bad one fails now, not after a long replay.
+    let (outputs, _) = outputs.check(None)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
             .expect("valid template")
@@ -27,7 +30,8 @@ fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<()> {
     })
     .with_context(|| format!("reading {}", recording.display()))?;
     bar.finish_and_clear();
-    output::write_all(&summary, outputs)
+    let failed = output::write_all(&summary, &outputs);
+    Ok(output::exit_status(if failed > 0 { 1 } else { 0 }, 0))
 }
 
 fn main() -> ExitCode {
@@ -39,7 +43,16 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::new()
         .filter_level(level)
-        .format_timestamp(None)
+        .format(|buf, record| {
+            use std::io::Write as _;
+            // Paths and names in messages may come from the traced program.
+            let text = visible(&record.args().to_string()).into_owned();
+            writeln!(
+                buf,
+                "tracer: {}: {text}",
+                record.level().as_str().to_lowercase()
+            )
+        })
         .init();
     let action = match cli.into_action() {
         Ok(action) => action,
@@ -57,12 +70,12 @@ fn main() -> ExitCode {
     };
     let result = match action {
         Action::Run(config) => runtime.block_on(tracer::runtime::run(config)),
-        Action::Report { recording, outputs } => report(&recording, &outputs).map(|()| 0),
+        Action::Report { recording, outputs } => report(&recording, &outputs),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("tracer: error: {e:#}");
+            eprintln!("tracer: error: {}", visible(&format!("{e:#}")));
             // Like a shell: 127 for a command that is not there, 126 for one that cannot run.
             match e.downcast_ref::<LaunchError>() {
                 Some(LaunchError::NotFound(_)) => ExitCode::from(127),

@@ -1,6 +1,6 @@
 //! `tracer report`: a recording fed through the same session code as a live run.
 
-use std::path::Path;
+use std::{io::Read, path::Path};
 
 use crate::{
     record::{Item, Reader, RecordError},
@@ -13,7 +13,15 @@ pub fn replay(
     path: &Path,
     mut progress: impl FnMut(u64, Option<u64>),
 ) -> Result<Summary, RecordError> {
-    let mut reader = Reader::open(path)?;
+    let reader = Reader::open(path)?;
+    replay_from(reader, &mut progress)
+}
+
+/// Replays a recording from any reader (a file, or bytes in memory).
+pub fn replay_from<R: Read>(
+    mut reader: Reader<R>,
+    mut progress: impl FnMut(u64, Option<u64>),
+) -> Result<Summary, RecordError> {
     let total = reader.len;
     let start = match reader.next_item()? {
         Some(Item::Start(start)) => start,
@@ -30,6 +38,10 @@ pub fn replay(
             });
         }
     };
+    start.validate().map_err(|what| RecordError::Corrupt {
+        offset: crate::record::HEADER_BYTES,
+        what: format!("the start record: {what}"),
+    })?;
     let mut session = Session::new(&start);
     let mut events = 0u64;
     loop {
@@ -75,6 +87,10 @@ mod tests {
         session::{Finish, Start},
     };
 
+    fn sink(path: &std::path::Path) -> crate::output::Sink {
+        crate::output::Sink::open(&crate::output::dest::check_file(path, true).unwrap()).unwrap()
+    }
+
     fn temp(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("tracer-replay-{}-{name}", std::process::id()))
     }
@@ -89,7 +105,7 @@ mod tests {
             gfp_print_fmt: String::new(),
             initial_break: None,
         };
-        let mut rec = Recorder::create(path, &start).unwrap();
+        let mut rec = Recorder::create(sink(path), &start).unwrap();
         let header = |kind, ts| EventHeader {
             ts_ns: ts,
             kind,
@@ -100,7 +116,7 @@ mod tests {
         rec.event(encode(&SyscallEvent {
             header: header(kind::SYSCALL, 10),
             syscall: Syscall::Brk as u32,
-            reserved: 0,
+            stack_id: -1,
             args: [0; 6],
             ret: 0x5600_0000_0000,
             duration_ns: 1,
@@ -194,7 +210,7 @@ mod tests {
             page_size: 4096,
             ..Default::default()
         };
-        let mut rec = Recorder::create(&path, &start).unwrap();
+        let mut rec = Recorder::create(sink(&path), &start).unwrap();
         for i in 0..20_000u64 {
             let e = testing::alloc(AllocFn::Malloc, 16 + i % 100, 0x1000 + 64 * i, 0x4000, i);
             rec.event(encode(&e)).unwrap();

@@ -23,7 +23,7 @@ use crate::{
     events::{self, Event},
     gfp::GfpTable,
     report::{
-        EventCounts, SCHEMA, Summary, TargetInfo,
+        EventCounts, SCHEMA, Summary, TargetInfo, callers,
         kernel::{KernelStack, KernelSummary, PathsSummary},
         user,
     },
@@ -44,6 +44,27 @@ pub struct Start {
     pub initial_break: Option<u64>,
 }
 
+impl Start {
+    /// Checks what a recording's start record claims before a session is built on it.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.page_size.is_power_of_two() && (1 << 12..=1 << 16).contains(&self.page_size)) {
+            return Err(format!(
+                "page size {} is not a power of two from 4 KiB to 64 KiB",
+                self.page_size
+            ));
+        }
+        // User space ends below 2^57 even with five-level page tables.
+        if let Some(brk) = self.initial_break
+            && brk >= 1 << 57
+        {
+            return Err(format!(
+                "program break {brk:#x} is not a user-space address"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What a session ends with, besides its events: everything a summary needs that is not in
 /// them, read from the kernel and the process's files at the end of the live run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -62,6 +83,20 @@ pub struct Finish {
     pub symbols: HashMap<u64, Vec<Frame>>,
     pub kernel_stacks: Vec<KernelStack>,
     pub max_sites: usize,
+    /// What the run traced: `full` or `kernel`.
+    #[serde(default = "full_mode")]
+    pub mode: String,
+}
+
+fn full_mode() -> String {
+    "full".into()
+}
+
+/// A file the process newly mapped executable, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedFile {
+    pub path: PathBuf,
+    pub addr: u64,
 }
 
 pub struct Session {
@@ -109,7 +144,7 @@ impl Session {
 
     /// Processes one raw event record. Returns a file newly mapped executable (a library
     /// loaded with dlopen), which the live run probes for allocator functions.
-    pub fn process(&mut self, record: &[u8]) -> Option<PathBuf> {
+    pub fn process(&mut self, record: &[u8]) -> Option<MappedFile> {
         self.counts.received += 1;
         match events::decode(record) {
             Ok(event) => {
@@ -131,11 +166,12 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, event: &Event) -> Option<PathBuf> {
+    fn on_event(&mut self, event: &Event) -> Option<MappedFile> {
         match event {
             Event::Syscall(e) => {
                 let brk_before = self.agg.syscalls.brk.current_break;
                 self.agg.syscalls.on_syscall(e);
+                self.agg.callers.on_syscall(e, brk_before);
                 self.join.on_syscall(e, brk_before);
                 if e.syscall == Syscall::Brk as u32
                     && e.args[0] != 0
@@ -147,8 +183,11 @@ impl Session {
                             .mark(e.header.ts_ns.max(self.last_ts), "brk", moved);
                     }
                 }
-                let lib = self.follow_mapping(e)?;
-                (!is_loader(&lib) && self.seen_files.insert(lib.clone())).then_some(lib)
+                let path = self.follow_mapping(e)?;
+                (!is_loader(&path) && self.seen_files.insert(path.clone())).then_some(MappedFile {
+                    path,
+                    addr: e.ret as u64,
+                })
             }
             Event::Open(e) => {
                 self.space.on_open(e.fd, &e.path);
@@ -178,6 +217,7 @@ impl Session {
                 None
             }
             Event::Fault(e) => {
+                self.agg.callers.on_fault(e);
                 self.kernel.on_fault(self.space.region(e.address));
                 self.join.on_fault(e, &self.agg.heap, &self.space);
                 None
@@ -224,7 +264,11 @@ impl Session {
 
     /// Stack ids the summary needs.
     pub fn stack_ids(&self) -> Vec<i32> {
-        self.agg.heap.stack_ids()
+        let mut ids = self.agg.heap.stack_ids();
+        ids.extend(self.agg.callers.stack_ids());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Symbolizes every address of every site with the process's files (which must still be
@@ -238,6 +282,13 @@ impl Session {
         let mut seen = HashSet::new();
         for (key, _) in self.agg.heap.sites() {
             for addr in user::site_addresses(key, stacks) {
+                if seen.insert(addr) {
+                    unique.push(addr);
+                }
+            }
+        }
+        for id in self.agg.callers.stack_ids() {
+            for &addr in stacks.get(&id).into_iter().flatten() {
                 if seen.insert(addr) {
                     unique.push(addr);
                 }
@@ -270,10 +321,14 @@ impl Session {
         kernel.stacks = finish.kernel_stacks.clone();
         let mut counts = self.counts.clone();
         let k = |c: u32| finish.counters.get(c as usize).copied().unwrap_or(0);
-        counts.dropped += k(counter::RINGBUF_DROPPED)
-            + k(counter::SYSCALL_ENTRY_STORE_FAILED)
-            + k(counter::ALLOC_STATE_STORE_FAILED);
-        counts.unpaired = k(counter::SYSCALL_UNPAIRED_EXIT) + k(counter::ALLOC_UNPAIRED_EXIT);
+        // Saturating: the counters of a recording are whatever it says.
+        let sum = |cs: &[u32]| cs.iter().fold(0u64, |a, &c| a.saturating_add(k(c)));
+        counts.dropped = counts.dropped.saturating_add(sum(&[
+            counter::RINGBUF_DROPPED,
+            counter::SYSCALL_ENTRY_STORE_FAILED,
+            counter::ALLOC_STATE_STORE_FAILED,
+        ]));
+        counts.unpaired = sum(&[counter::SYSCALL_UNPAIRED_EXIT, counter::ALLOC_UNPAIRED_EXIT]);
         counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
         counts.stacks_lost = k(counter::STACK_FAILED);
         counts.read_failures = k(counter::READ_FAILED);
@@ -282,8 +337,21 @@ impl Session {
             self.last_ts,
             sample(&self.agg.heap, &self.space, &self.join, &self.kernel),
         );
+        let callers = callers::build(
+            &self.agg.callers,
+            &finish.stacks,
+            &mut symbolizer,
+            finish.max_sites,
+        );
         Summary {
             schema: SCHEMA,
+            // A `Finish::default()` (tests) says nothing: the default mode.
+            mode: if finish.mode.is_empty() {
+                full_mode()
+            } else {
+                finish.mode.clone()
+            },
+            callers,
             timeline,
             target: finish.target.clone(),
             duration_ms: finish.duration_ms,
@@ -343,6 +411,74 @@ mod tests {
                 "{}",
                 finish.duration_ms
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use tracer_common::{EventHeader, FaultEvent, PageEvent, Syscall, SyscallEvent, kind};
+
+    use super::*;
+    use crate::events::encode;
+
+    fn header(kind: u32) -> EventHeader {
+        EventHeader {
+            kind,
+            tgid: 1,
+            tid: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Values no real process produces, from a crafted recording: no panic, whatever they are.
+    #[test]
+    fn extreme_breaks_and_ranges_do_not_panic() {
+        for brk in [u64::MAX - 100, u64::MAX, 1 << 63] {
+            let mut s = Session::new(&Start {
+                pid: 1,
+                page_size: 4096,
+                initial_break: Some(brk),
+                maps: "5000-9000 rw-p 0 00:00 0 [heap]\n".into(),
+                ..Default::default()
+            });
+            // A page made resident, so that the releases below have something to range over.
+            s.process(encode(&FaultEvent {
+                header: header(kind::FAULT),
+                address: 0x6000,
+                ..Default::default()
+            }));
+            s.process(encode(&PageEvent {
+                header: header(kind::PAGE_ALLOC),
+                migratetype: 1,
+                ..Default::default()
+            }));
+            assert_eq!(
+                s.join.resident_bytes(),
+                4096,
+                "the setup makes a page resident"
+            );
+            for (syscall, args, ret) in [
+                (Syscall::Brk, [0x5000, 0, 0, 0, 0, 0], 0x5000i64),
+                (Syscall::Brk, [u64::MAX, 0, 0, 0, 0, 0], -1),
+                (Syscall::Munmap, [u64::MAX - 10, 1 << 40, 0, 0, 0, 0], 0),
+                (
+                    Syscall::Mremap,
+                    [u64::MAX - 10, 1 << 40, 1 << 41, 0, 0, 0],
+                    0x1000,
+                ),
+                (Syscall::Mmap, [0, u64::MAX, 3, 0x22, u64::MAX, 0], -4096),
+                (Syscall::Mprotect, [u64::MAX - 4095, 8192, 3, 0, 0, 0], 0),
+            ] {
+                s.process(encode(&SyscallEvent {
+                    header: header(kind::SYSCALL),
+                    syscall: syscall as u32,
+                    args,
+                    ret,
+                    ..Default::default()
+                }));
+            }
+            s.summarize(&Finish::default());
         }
     }
 }
