@@ -268,6 +268,7 @@ fn finish(rng: &mut Rng) -> Finish {
             .collect(),
         max_sites: *rng.pick(&[0, 1, 10, 200, usize::MAX]),
         mode: rng.pick(&["full", "kernel", "", "?"]).to_string(),
+        uprobe_links: rng.pick(&["session", "multi", "single", ""]).to_string(),
     }
 }
 

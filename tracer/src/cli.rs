@@ -6,6 +6,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::{
     output::Outputs,
+    probes::uprobes::UprobeLinks,
     runtime::{Mode, RunConfig, TargetSpec},
 };
 
@@ -117,6 +118,14 @@ pub struct Cli {
     /// memory. Costs a stack walk per fault. Example: --mode kernel --fault-stacks -- ./app
     #[arg(long, conflicts_with = "no_kernel")]
     pub fault_stacks: bool,
+
+    /// How the allocator uprobes attach. `auto` takes the best this kernel offers: `session`
+    /// (Linux 6.13+: one program per call, its return probed only for outermost calls),
+    /// `multi` (Linux 6.6+: all of a file's functions attach and detach as one link), or
+    /// `single` (one uprobe per function, slow to attach and detach). All see the same calls.
+    /// Example: --uprobe-links single
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = UprobeLinks::Auto)]
+    pub uprobe_links: UprobeLinks,
 
     /// Record the kernel stack of every buddy page and slab object the process is given, and
     /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation.
@@ -259,6 +268,7 @@ impl Cli {
             run_as_root: self.run_as_root,
             mode: self.mode,
             fault_stacks: self.fault_stacks,
+            uprobe_links: self.uprobe_links,
         })
     }
 }

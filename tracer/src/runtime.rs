@@ -22,10 +22,10 @@ use crate::{
     launch::HeldChild,
     output::{self, Outputs, Sink},
     probes::{
-        LoadOptions, Probes,
+        EBPF_OBJECT, LoadOptions, Probes,
         stacks::{kernel_stacks, read_stacks},
         tracefs::Tracefs,
-        uprobes::{AllocatorProbes, UprobeError, needed_libraries},
+        uprobes::{AllocatorProbes, UprobeError, UprobeLinks, needed_libraries},
     },
     record::Recorder,
     report::TargetInfo,
@@ -65,6 +65,8 @@ pub struct RunConfig {
     pub mode: Mode,
     /// Record the user stack of every page fault.
     pub fault_stacks: bool,
+    /// How allocator probes attach.
+    pub uprobe_links: UprobeLinks,
 }
 
 /// What a run traces (see `--mode` in `tracer --help`).
@@ -137,7 +139,21 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         max_stacks: cfg.max_stacks,
         fault_stacks: cfg.fault_stacks,
     };
+    let setup = Instant::now();
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
+    log::debug!(
+        "loaded and attached the kernel probes in {:?}",
+        setup.elapsed()
+    );
+    // Loaded now: the allocator programs are relocated against every map, the ring included.
+    let mut allocators = match cfg.mode {
+        Mode::Full => Some(AllocatorProbes::load(
+            EBPF_OBJECT,
+            &probes.ebpf,
+            cfg.uprobe_links,
+        )?),
+        Mode::Kernel => None,
+    };
     let ring = probes
         .ebpf
         .take_map(EVENTS_MAP)
@@ -175,10 +191,9 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
         TargetSpec::Pid(_) => None,
     };
-    let mut allocators = AllocatorProbes::default();
-    if cfg.mode == Mode::Full {
+    if let Some(allocators) = allocators.as_mut() {
         attach_allocators(
-            &mut allocators,
+            allocators,
             &mut probes.ebpf,
             &session,
             launched.as_deref(),
@@ -187,6 +202,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             &|| signals.pending(),
         )?;
     }
+    log::debug!("set up in {:?}", setup.elapsed());
     if held.is_none() {
         eprintln!(
             "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
@@ -204,7 +220,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         session: &mut session,
         recorder,
         record_failed: false,
-        allocators: (cfg.mode == Mode::Full).then_some(&mut allocators),
+        allocators: allocators.as_mut(),
         files: &mut files,
         threads: BTreeMap::new(),
     };
@@ -280,7 +296,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         now_ns: monotonic_ns(),
         counters: probes.counters()?.to_vec(),
         kernel_traced: probes.kernel_traced,
-        allocator_files: allocators.files(),
+        allocator_files: allocators.as_ref().map(|a| a.files()).unwrap_or_default(),
+        uprobe_links: allocators
+            .as_ref()
+            .map(|a| a.links().name().to_string())
+            .unwrap_or_default(),
         symbols: session.symbol_table(&stacks, files.substitutes()),
         stacks,
         kernel_stacks: if cfg.kernel_stacks {
@@ -291,7 +311,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         max_sites: cfg.max_sites,
         mode: cfg.mode.name().into(),
     };
+    let teardown = Instant::now();
+    if let Some(allocators) = allocators.as_mut() {
+        allocators.detach();
+    }
     drop(probes);
+    log::debug!("detached in {:?}", teardown.elapsed());
     if let Some(recorder) = recorder
         && let Err(e) = recorder.finish(&finish)
     {

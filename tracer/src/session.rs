@@ -77,6 +77,10 @@ pub struct Finish {
     pub counters: Vec<u64>,
     pub kernel_traced: bool,
     pub allocator_files: Vec<String>,
+    /// How the allocator probes were attached: `session`, `multi` or `single` (empty in
+    /// recordings made before it was kept, and without uprobes).
+    #[serde(default)]
+    pub uprobe_links: String,
     /// User stacks by id, innermost first.
     pub stacks: HashMap<i32, Vec<u64>>,
     /// Every address of every site's stack, symbolized.
@@ -316,6 +320,10 @@ impl Session {
             finish.max_sites,
             finish.allocator_files.clone(),
         );
+        let user = user::UserSummary {
+            uprobe_links: finish.uprobe_links.clone(),
+            ..user
+        };
         let mut kernel = KernelSummary::new(&self.kernel, &self.join);
         kernel.traced = finish.kernel_traced;
         kernel.stacks = finish.kernel_stacks.clone();

@@ -40,10 +40,21 @@ fn frames(entry: &Value) -> Vec<(String, String, i64)> {
 /// iterations.
 #[test]
 fn each_function_of_the_family_exactly() {
+    // This kernel (6.13+) has uprobe sessions: `auto` takes them.
+    let (v, _) = trace_command(&[workload("alloc").to_str().unwrap(), "0"]);
+    assert_eq!(v["user"]["uprobe_links"], "session");
+    for links in ["session", "multi", "single"] {
+        family_exactly(links);
+    }
+}
+
+fn family_exactly(links: &str) {
     let w = workload("alloc");
     let w = w.to_str().unwrap();
-    let (base, _) = trace_command(&[w, "0"]);
-    let (run, out) = trace_command(&[w, "3"]);
+    let options = ["--uprobe-links", links];
+    let (base, _) = trace_with(&options, &[w, "0"], &[]);
+    let (run, out) = trace_with(&options, &[w, "3"], &[]);
+    assert_eq!(run["user"]["uprobe_links"], links);
     assert!(out.status.success(), "{}", stderr(&out));
     let d = |f: &str| calls(&run, f) - calls(&base, f);
     let db = |f: &str| bytes(&run, f) - bytes(&base, f);
@@ -156,16 +167,26 @@ fn frees_from_other_threads() {
 }
 
 /// C++: operator new/delete counted once each, their inner malloc/free not again.
+///
+/// With every kind of uprobe link: in a session the nested calls skip their return probe, and
+/// operator new[]'s tail call into operator new must still end as one call.
 #[test]
 fn cxx_new_and_delete() {
+    for links in ["session", "multi", "single"] {
+        cxx_exactly(links);
+    }
+}
+
+fn cxx_exactly(links: &str) {
     let w = build(
         "cxx",
         "cxx.cpp",
         &["g++", "-O1", "-g", "-fno-omit-frame-pointer"],
     );
     let w = w.to_str().unwrap();
-    let (base, _) = trace_command(&[w, "0"]);
-    let (run, _) = trace_command(&[w, "5"]);
+    let options = ["--uprobe-links", links];
+    let (base, _) = trace_with(&options, &[w, "0"], &[]);
+    let (run, _) = trace_with(&options, &[w, "5"], &[]);
     assert_eq!(
         calls(&run, "operator_new") - calls(&base, "operator_new"),
         5 * 4

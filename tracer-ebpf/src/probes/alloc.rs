@@ -44,15 +44,59 @@ pub fn alloc_in_flight(tid: u32) -> u64 {
 
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
-    on_alloc_enter(&ctx);
+    on_alloc_enter(&ctx, false);
     0
 }
 
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
-    on_alloc_exit(&ctx);
+    if let Some((tgid, tid)) = traced_thread() {
+        on_alloc_exit(tgid, tid, ctx.ret());
+    }
     0
 }
+
+/// Entry and return of every allocating function in one program, attached as a uprobe session
+/// (Linux 6.13+, loaded by tracer's own loader: see `tracer/src/probes/multi.rs`). At entry it
+/// returns [`KEEP_RETURN`] only for an outermost call, so nested calls (operator new's malloc,
+/// realloc's tail call) cost one uprobe hit instead of two.
+///
+/// The kernel runs the same program at the return; it is recognised as the return of the call
+/// this thread's state describes by its registers: the stack pointer is one slot above the one
+/// at entry (the return address was popped) and the instruction pointer is that return address.
+// Written out, not with `#[uprobe]`: that macro's wrapper returns 0 whatever the function
+// returns, and a session program's return value is what matters.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe/alloc_session")]
+pub fn alloc_session(ctx: *mut core::ffi::c_void) -> u32 {
+    on_session(&ProbeContext::new(ctx))
+}
+
+#[inline(always)]
+fn on_session(ctx: &ProbeContext) -> u32 {
+    let Some((tgid, tid)) = traced_thread() else {
+        return SKIP_RETURN;
+    };
+    // SAFETY: `regs` is the probe's register snapshot.
+    let (sp, ip, ret) = unsafe { ((*ctx.regs).rsp, (*ctx.regs).rip, (*ctx.regs).rax) };
+    if let Some(state) = ALLOC_STATE.get_ptr(tid) {
+        // SAFETY: pointer from a successful lookup, read at once.
+        let (depth, entry_sp, caller) = unsafe { ((*state).depth, (*state).sp, (*state).caller) };
+        if depth > 0 && sp == entry_sp.wrapping_add(8) && ip == caller {
+            on_alloc_exit(tgid, tid, ret);
+            return KEEP_RETURN;
+        }
+    }
+    if on_alloc_enter(ctx, true) {
+        KEEP_RETURN
+    } else {
+        SKIP_RETURN
+    }
+}
+
+/// What a session program's entry returns to have its return run too, or skipped.
+const KEEP_RETURN: u32 = 0;
+const SKIP_RETURN: u32 = 1;
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
@@ -91,13 +135,16 @@ fn return_address(sp: u64) -> u64 {
     unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0)
 }
 
+/// Handles an allocating function's entry. Returns whether this is an outermost call whose
+/// return must be seen. In a `session`, nested calls are not counted in the depth: their return
+/// is skipped.
 #[inline(always)]
-fn on_alloc_enter(ctx: &ProbeContext) {
+fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     let Some((_, tid)) = traced_thread() else {
-        return;
+        return false;
     };
     let Some(func) = func_of(ctx) else {
-        return;
+        return false;
     };
     let sp = stack_pointer(ctx);
     let caller = return_address(sp);
@@ -105,9 +152,11 @@ fn on_alloc_enter(ctx: &ProbeContext) {
         // SAFETY: pointer from a successful lookup; only this thread touches its entry.
         let state = unsafe { &mut *state };
         if nested_in(state, sp, caller) {
-            state.depth += 1;
+            if !session {
+                state.depth += 1;
+            }
             bump(counter::ALLOC_NESTED);
-            return;
+            return false;
         }
     }
     // Constant register offsets only: the verifier rejects a computed context pointer.
@@ -140,14 +189,14 @@ fn on_alloc_enter(ctx: &ProbeContext) {
     };
     if ALLOC_STATE.insert(tid, state, 0).is_err() {
         bump(counter::ALLOC_STATE_STORE_FAILED);
+        return false;
     }
+    true
 }
 
+/// Handles the return, with value `ret`, of the outermost call in flight on thread `tid`.
 #[inline(always)]
-fn on_alloc_exit(ctx: &RetProbeContext) {
-    let Some((tgid, tid)) = traced_thread() else {
-        return;
-    };
+fn on_alloc_exit(tgid: u32, tid: u32, ret: u64) {
     let Some(state) = ALLOC_STATE.get_ptr_mut(tid) else {
         bump(counter::ALLOC_UNPAIRED_EXIT);
         return;
@@ -160,7 +209,6 @@ fn on_alloc_exit(ctx: &RetProbeContext) {
     }
     let state = *state;
     let _ = ALLOC_STATE.remove(tid);
-    let ret: u64 = ctx.ret();
     let ptr = if state.func == AllocFn::PosixMemalign as u32 {
         if ret == 0 {
             // SAFETY: reading user memory through the helper, which handles faults.

@@ -1,6 +1,7 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
 pub mod kernel;
+pub mod multi;
 pub mod stacks;
 pub mod tracefs;
 pub mod uprobes;
@@ -19,7 +20,7 @@ use tracer_common::{
 use self::tracefs::{Tracefs, TracefsError};
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 
 #[derive(Debug, Error)]
 pub enum ProbeError {

@@ -10,6 +10,7 @@ use std::{
     fs::File,
     io::{Read, Seek, SeekFrom},
     num::NonZeroU32,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -27,6 +28,8 @@ use blazesym::{
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 use thiserror::Error;
 use tracer_common::AllocFn;
+
+use super::multi::{MultiError, MultiKind, MultiLink, MultiLoader};
 
 /// Symbol names of the family, C first, then the Itanium-mangled C++ operators.
 pub const SYMBOLS: &[(&str, AllocFn)] = &[
@@ -83,6 +86,14 @@ pub enum UprobeError {
         program: &'static str,
         #[source]
         source: Box<ProgramError>,
+    },
+    #[error("loading the allocator programs")]
+    MultiLoad(#[from] MultiError),
+    #[error("attaching the allocator probes of {path}")]
+    Multi {
+        path: PathBuf,
+        #[source]
+        source: Box<MultiError>,
     },
     #[error("attaching to {symbol} in {path}")]
     Attach {
@@ -189,17 +200,98 @@ pub fn probe_offset(code: &[u8]) -> u64 {
     0
 }
 
+/// How allocator probes are attached, best first. `Auto` takes the best the kernel accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum UprobeLinks {
+    #[default]
+    Auto,
+    /// One multi-uprobe link per file and kind; one program for entry and return (Linux 6.13+).
+    Session,
+    /// Multi-uprobe links, separate entry and return programs (Linux 6.6+).
+    Multi,
+    /// One perf-event uprobe per function and program (any kernel with uprobes).
+    Single,
+}
+
+impl UprobeLinks {
+    pub fn name(self) -> &'static str {
+        match self {
+            UprobeLinks::Auto => "auto",
+            UprobeLinks::Session => "session",
+            UprobeLinks::Multi => "multi",
+            UprobeLinks::Single => "single",
+        }
+    }
+}
+
+/// The allocator programs, loaded for the way they attach.
+enum Backend {
+    Session {
+        alloc: OwnedFd,
+        free: OwnedFd,
+    },
+    Multi {
+        enter: OwnedFd,
+        exit: OwnedFd,
+        free: OwnedFd,
+    },
+    Single,
+}
+
+impl Backend {
+    /// Loads the programs for `wanted`, or with `Auto` for the best the kernel accepts.
+    fn load(loader: &MultiLoader, wanted: UprobeLinks) -> Result<Backend, MultiError> {
+        let session = || -> Result<Backend, MultiError> {
+            Ok(Backend::Session {
+                alloc: loader.load(SESSION, MultiKind::Session)?,
+                free: loader.load(FREE, MultiKind::Entry)?,
+            })
+        };
+        let multi = || -> Result<Backend, MultiError> {
+            Ok(Backend::Multi {
+                enter: loader.load(ENTER, MultiKind::Entry)?,
+                exit: loader.load(EXIT, MultiKind::Return)?,
+                free: loader.load(FREE, MultiKind::Entry)?,
+            })
+        };
+        match wanted {
+            UprobeLinks::Session => session(),
+            UprobeLinks::Multi => multi(),
+            UprobeLinks::Single => Ok(Backend::Single),
+            UprobeLinks::Auto => session()
+                .or_else(|e| {
+                    log::debug!("no uprobe sessions: {e}");
+                    multi()
+                })
+                .or_else(|e| {
+                    log::debug!("no multi-uprobe links: {e}");
+                    Ok(Backend::Single)
+                }),
+        }
+    }
+
+    fn links(&self) -> UprobeLinks {
+        match self {
+            Backend::Session { .. } => UprobeLinks::Session,
+            Backend::Multi { .. } => UprobeLinks::Multi,
+            Backend::Single => UprobeLinks::Single,
+        }
+    }
+}
+
 /// The attached allocator probes of one session.
-#[derive(Default)]
 pub struct AllocatorProbes {
     probed: HashSet<PathBuf>,
-    loaded: bool,
+    backend: Backend,
+    single_loaded: bool,
+    links: Vec<MultiLink>,
     /// Each attached function, for diagnostics: (file, symbol).
     pub attached: Vec<(PathBuf, &'static str)>,
 }
 
 const ENTER: &str = "alloc_enter";
 const EXIT: &str = "alloc_exit";
+const SESSION: &str = "alloc_session";
 const FREE: &str = "free_enter";
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, UprobeError> {
@@ -209,16 +301,62 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
 }
 
 impl AllocatorProbes {
+    /// Loads the allocator programs of `object` (the bytes `ebpf` was loaded from) for the
+    /// links `wanted`. Call it before any map is taken out of `ebpf`.
+    pub fn load(object: &[u8], ebpf: &Ebpf, wanted: UprobeLinks) -> Result<Self, UprobeError> {
+        let backend = match wanted {
+            UprobeLinks::Single => Backend::Single,
+            _ => match MultiLoader::new(object, ebpf) {
+                Ok(loader) => Backend::load(&loader, wanted)?,
+                Err(e) if wanted == UprobeLinks::Auto => {
+                    log::debug!("tracer's own loader failed, using aya's uprobes: {e}");
+                    Backend::Single
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        log::debug!(
+            "allocator probes attach as {} links",
+            backend.links().name()
+        );
+        Ok(AllocatorProbes {
+            probed: HashSet::new(),
+            backend,
+            single_loaded: false,
+            links: Vec::new(),
+            attached: Vec::new(),
+        })
+    }
+
+    /// How the probes are attached.
+    pub fn links(&self) -> UprobeLinks {
+        self.backend.links()
+    }
+
     /// The files whose functions were attached, in the order they were probed.
     pub fn files(&self) -> Vec<String> {
         let mut files: Vec<String> = Vec::new();
         for (path, _) in &self.attached {
             let path = path.display().to_string();
-            if files.last() != Some(&path) {
+            if files.last() != Some(&path) && !files.contains(&path) {
                 files.push(path);
             }
         }
         files
+    }
+
+    /// Detaches every probe now, the multi-uprobe links in parallel: each waits for a grace
+    /// period of its own, and the waits overlap.
+    pub fn detach(&mut self) {
+        let links = std::mem::take(&mut self.links);
+        if links.len() <= 1 {
+            return;
+        }
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
     }
 
     /// Probes every allocator function of the file the process calls `shown`, read through
@@ -267,7 +405,7 @@ impl AllocatorProbes {
         if found.is_empty() {
             return (0, errors);
         }
-        if let Err(e) = self.load(ebpf) {
+        if let Err(e) = self.load_single(ebpf) {
             errors.push((found[0].0.clone(), e));
             return (0, errors);
         }
@@ -283,19 +421,70 @@ impl AllocatorProbes {
                 if stop() {
                     return (attached, errors);
                 }
-                for sym in symbols.iter().filter(|s| rank(s.func) == phase) {
-                    match self.attach_symbol(ebpf, shown, via, sym, scope) {
-                        Ok(()) => attached += 1,
-                        Err(e) => errors.push(((*shown).clone(), e)),
-                    }
+                let symbols: Vec<&AllocatorSymbol> =
+                    symbols.iter().filter(|s| rank(s.func) == phase).collect();
+                if symbols.is_empty() {
+                    continue;
+                }
+                let result = if matches!(self.backend, Backend::Single) {
+                    symbols.iter().try_for_each(|sym| {
+                        self.attach_single(ebpf, shown, via, sym, scope)?;
+                        attached += 1;
+                        Ok(())
+                    })
+                } else {
+                    self.attach_multi(shown, via, &symbols, pid)
+                        .map(|()| attached += symbols.len())
+                };
+                if let Err(e) = result {
+                    errors.push(((*shown).clone(), e));
                 }
             }
         }
         (attached, errors)
     }
 
-    fn load(&mut self, ebpf: &mut Ebpf) -> Result<(), UprobeError> {
-        if !self.loaded {
+    /// Attaches `symbols` of one file as multi-uprobe links.
+    fn attach_multi(
+        &mut self,
+        shown: &Path,
+        via: &Path,
+        symbols: &[&AllocatorSymbol],
+        pid: u32,
+    ) -> Result<(), UprobeError> {
+        let offsets: Vec<u64> = symbols.iter().map(|s| s.probe).collect();
+        let cookies: Vec<u64> = symbols.iter().map(|s| s.func as u64).collect();
+        let releasing = symbols[0].func.is_free();
+        let programs: Vec<(BorrowedFd<'_>, MultiKind)> = match &self.backend {
+            Backend::Session { free, .. } | Backend::Multi { free, .. } if releasing => {
+                vec![(free.as_fd(), MultiKind::Entry)]
+            }
+            Backend::Session { alloc, .. } => vec![(alloc.as_fd(), MultiKind::Session)],
+            // The return probe first: an entry seen without it would leave state behind.
+            Backend::Multi { enter, exit, .. } => vec![
+                (exit.as_fd(), MultiKind::Return),
+                (enter.as_fd(), MultiKind::Entry),
+            ],
+            Backend::Single => unreachable!("single uprobes attach one by one"),
+        };
+        let mut links = Vec::new();
+        for (program, kind) in programs {
+            let link = MultiLink::attach(program, kind, via, &offsets, &cookies, pid).map_err(
+                |source| UprobeError::Multi {
+                    path: shown.to_path_buf(),
+                    source: Box::new(source),
+                },
+            )?;
+            links.push(link);
+        }
+        self.links.extend(links);
+        self.attached
+            .extend(symbols.iter().map(|s| (shown.to_path_buf(), s.symbol)));
+        Ok(())
+    }
+
+    fn load_single(&mut self, ebpf: &mut Ebpf) -> Result<(), UprobeError> {
+        if matches!(self.backend, Backend::Single) && !self.single_loaded {
             for name in [ENTER, EXIT, FREE] {
                 uprobe(ebpf, name)?
                     .load()
@@ -304,12 +493,12 @@ impl AllocatorProbes {
                         source: Box::new(source),
                     })?;
             }
-            self.loaded = true;
+            self.single_loaded = true;
         }
         Ok(())
     }
 
-    fn attach_symbol(
+    fn attach_single(
         &mut self,
         ebpf: &mut Ebpf,
         shown: &Path,

@@ -398,9 +398,14 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
             "allocator: no malloc family found in the process; not traced"
         );
     }
+    let links = if u.uprobe_links.is_empty() {
+        String::new()
+    } else {
+        format!("; {} links", visible(&u.uprobe_links))
+    };
     writeln!(
         out,
-        "allocator calls ({})",
+        "allocator calls ({}{links})",
         visible(&u.allocator_files.join(", "))
     )?;
     let funcs = [

@@ -68,6 +68,8 @@ pub struct UserSummary {
     pub leaks: Vec<LeakReport>,
     /// The files whose allocator functions were probed.
     pub allocator_files: Vec<String>,
+    /// How the probes were attached (`session`, `multi`, `single`; see `--uprobe-links`).
+    pub uprobe_links: String,
 }
 
 /// The return addresses of a site, innermost first: the direct caller (read at entry), then
@@ -198,6 +200,7 @@ pub fn build(
             })
             .collect(),
         allocator_files,
+        uprobe_links: String::new(),
     }
 }
 
