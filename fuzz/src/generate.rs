@@ -138,6 +138,7 @@ fn start(rng: &mut Rng) -> Start {
         maps: maps(rng),
         gfp_print_fmt: gfp_format(rng),
         initial_break: rng.chance(3).then(|| word(rng)),
+        sample_bytes: *rng.pick(&[0, 0, 1, 4096, 1 << 19, u64::from(u32::MAX), u64::MAX]),
     }
 }
 

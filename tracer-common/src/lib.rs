@@ -30,6 +30,16 @@ pub const STACKS_MAP: &str = "STACKS";
 pub const MAX_STACKS: u32 = 16384;
 /// Entries of the per-thread allocator-call map.
 pub const MAX_ALLOC_THREADS: u32 = 16384;
+/// Name of the map of sampled blocks still live (`--sample`).
+pub const SAMPLED_MAP: &str = "SAMPLED";
+/// Entries of [`SAMPLED_MAP`] when sampling (1 otherwise): sampled blocks live at once.
+pub const MAX_SAMPLED_BLOCKS: u32 = 1 << 18;
+/// Name of the table of sampling intervals (`--sample`).
+pub const SAMPLE_TABLE_MAP: &str = "SAMPLE_TABLE";
+/// Entries of [`SAMPLE_TABLE_MAP`]: quantiles of the exponential distribution.
+pub const SAMPLE_TABLE_LEN: u32 = 1024;
+/// Fixed-point scale of [`SAMPLE_TABLE_MAP`]'s entries: the table's mean is this.
+pub const SAMPLE_TABLE_ONE: u32 = 1 << 16;
 /// Bytes of a path carried by an [`OpenEvent`], NUL included.
 pub const PATH_BYTES: usize = 256;
 
@@ -94,8 +104,12 @@ pub mod counter {
     pub const ALLOC_NESTED: u32 = 7;
     /// A page or slab object could not be remembered, so its free will not be matched.
     pub const KERNEL_LIVE_FULL: u32 = 8;
+    /// `--sample`: an outermost allocator call that was not sampled.
+    pub const ALLOC_UNSAMPLED: u32 = 9;
+    /// `--sample`: a sampled block could not be remembered, so its free will not be seen.
+    pub const SAMPLED_FULL: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 11;
 }
 
 /// The header that starts every event.
@@ -476,7 +490,8 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// [`config_flags`] bits.
     pub flags: u32,
-    pub reserved: u32,
+    /// `--sample`: mean bytes between sampled allocations (0: every allocation is traced).
+    pub sample_bytes: u32,
     pub syscalls: [SyscallOffsets; SYSCALL_SLOTS],
     pub kmem: KmemOffsets,
 }
@@ -488,7 +503,7 @@ impl Config {
         target_tgid: 0,
         wakeup_bytes: 0,
         flags: 0,
-        reserved: 0,
+        sample_bytes: 0,
         kmem: KmemOffsets {
             page_alloc_pfn: 0,
             page_alloc_order: 0,

@@ -97,6 +97,13 @@ pub fn kmem_offsets() -> KmemOffsets {
     unsafe { core::ptr::read_volatile(&raw const CONFIG.kmem) }
 }
 
+/// `--sample`: mean bytes between sampled allocations, or 0 to trace every one.
+#[inline(always)]
+pub fn sample_bytes() -> u32 {
+    // SAFETY: as in `target_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.sample_bytes) }
+}
+
 /// Whether a [`tracer_common::config_flags`] bit is set.
 #[inline(always)]
 pub fn config_flag(flag: u32) -> bool {

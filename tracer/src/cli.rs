@@ -119,6 +119,14 @@ pub struct Cli {
     #[arg(long, conflicts_with = "no_kernel")]
     pub fault_stacks: bool,
 
+    /// Sample allocations instead of tracing every call: one per BYTES allocated on average
+    /// (a Poisson process over each thread's bytes, as tcmalloc and jemalloc heap profilers
+    /// do), with every count and size scaled to an estimate and its 95% error shown. An
+    /// unsampled call costs one uprobe hit and sends nothing; frees of unsampled blocks send
+    /// nothing. Example: --sample 512K --pid 1234
+    #[arg(long, value_name = "BYTES", value_parser = parse_sample_bytes)]
+    pub sample: Option<u32>,
+
     /// How the allocator uprobes attach. `auto` takes the best this kernel offers: `session`
     /// (Linux 6.13+: one program per call, its return probed only for outermost calls),
     /// `multi` (Linux 6.6+: all of a file's functions attach and detach as one link), or
@@ -254,6 +262,12 @@ impl Cli {
                 "--duration applies to --pid runs; a launched command is traced until it exits",
             ));
         }
+        if self.sample.is_some() && self.mode == Mode::Kernel {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                "--sample samples allocator calls, which --mode kernel does not probe",
+            ));
+        }
         Ok(RunConfig {
             target,
             duration: self.duration,
@@ -269,6 +283,7 @@ impl Cli {
             mode: self.mode,
             fault_stacks: self.fault_stacks,
             uprobe_links: self.uprobe_links,
+            sample_bytes: self.sample.unwrap_or(0),
         })
     }
 }
@@ -291,7 +306,8 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_buffer_size(s: &str) -> Result<u32, String> {
+/// A size with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, mult) = match s.trim().to_ascii_uppercase() {
         t if t.ends_with('K') => (t[..t.len() - 1].to_string(), 1u64 << 10),
         t if t.ends_with('M') => (t[..t.len() - 1].to_string(), 1 << 20),
@@ -302,7 +318,20 @@ fn parse_buffer_size(s: &str) -> Result<u32, String> {
         .trim()
         .parse()
         .map_err(|_| format!("`{s}` is not a size"))?;
-    n.checked_mul(mult)
+    // Saturating: callers bound it, and say so in their own terms.
+    Ok(n.saturating_mul(mult))
+}
+
+fn parse_sample_bytes(s: &str) -> Result<u32, String> {
+    let n = parse_size(s)?;
+    if n == 0 {
+        return Err("the sampling interval must be at least 1 byte".into());
+    }
+    u32::try_from(n).map_err(|_| format!("the sampling interval {s} is above 4G-1"))
+}
+
+fn parse_buffer_size(s: &str) -> Result<u32, String> {
+    Some(parse_size(s)?)
         .map(|b| b.max(4096))
         .and_then(u64::checked_next_power_of_two)
         .filter(|&b| b <= 1 << 30)
@@ -390,6 +419,21 @@ mod tests {
         // Fault stacks need the fault tracepoint.
         assert!(parse(&["tracer", "--fault-stacks", "--no-kernel", "--", "ls"]).is_err());
         assert!(parse(&["tracer", "--run-as-root", "--pid", "1"]).is_err());
+    }
+
+    #[test]
+    fn sample_sizes() {
+        assert_eq!(parse_sample_bytes("512K"), Ok(512 << 10));
+        assert_eq!(parse_sample_bytes("1"), Ok(1));
+        assert!(parse_sample_bytes("0").unwrap_err().contains("at least 1"));
+        assert!(parse_sample_bytes("4G").unwrap_err().contains("above 4G-1"));
+        assert!(parse_sample_bytes("18446744073709551615K").is_err());
+        assert!(parse_sample_bytes("lots").is_err());
+        let cfg = parse(&["tracer", "--sample", "1M", "--", "true"]).unwrap();
+        assert_eq!(cfg.sample_bytes, 1 << 20);
+        assert_eq!(parse(&["tracer", "--", "true"]).unwrap().sample_bytes, 0);
+        let err = parse(&["tracer", "--sample", "1M", "--mode", "kernel", "--", "true"]);
+        assert!(err.unwrap_err().to_string().contains("--mode kernel"));
     }
 
     #[test]

@@ -104,6 +104,7 @@ mod tests {
             maps: "55d0c0a00000-55d0c0a21000 r-xp 00000000 fd:00 1 /usr/bin/app\n".into(),
             gfp_print_fmt: String::new(),
             initial_break: None,
+            sample_bytes: 0,
         };
         let mut rec = Recorder::create(sink(path), &start).unwrap();
         let header = |kind, ts| EventHeader {

@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub fault_stacks: bool,
     /// How allocator probes attach.
     pub uprobe_links: UprobeLinks,
+    /// `--sample`: mean bytes between sampled allocations (0: trace every call).
+    pub sample_bytes: u32,
 }
 
 /// What a run traces (see `--mode` in `tracer --help`).
@@ -138,6 +140,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         kernel: cfg.kernel,
         max_stacks: cfg.max_stacks,
         fault_stacks: cfg.fault_stacks,
+        sample_bytes: cfg.sample_bytes,
     };
     let setup = Instant::now();
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
@@ -177,6 +180,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         } else {
             None
         },
+        sample_bytes: u64::from(cfg.sample_bytes),
     };
     let namespace_pid = target::namespace_pid(pid);
     let mut session = Session::new(&start);

@@ -42,6 +42,9 @@ pub struct Start {
     pub gfp_print_fmt: String,
     /// The program break when attaching to a running process.
     pub initial_break: Option<u64>,
+    /// `--sample`: mean bytes between sampled allocations; 0 when every call was traced.
+    #[serde(default)]
+    pub sample_bytes: u64,
 }
 
 impl Start {
@@ -51,6 +54,12 @@ impl Start {
             return Err(format!(
                 "page size {} is not a power of two from 4 KiB to 64 KiB",
                 self.page_size
+            ));
+        }
+        if self.sample_bytes > u64::from(u32::MAX) {
+            return Err(format!(
+                "sampling interval {} is above the 4 GiB tracer allows",
+                self.sample_bytes
             ));
         }
         // User space ends below 2^57 even with five-level page tables.
@@ -129,6 +138,7 @@ impl Session {
         let space = AddressSpace::from_proc_maps(&start.maps);
         let seen_files = space.exec_files().into_iter().collect();
         let mut agg = Aggregate::new(start.page_size);
+        agg.heap = HeapStats::sampled(start.sample_bytes);
         if let Some(brk) = start.initial_break {
             agg.syscalls.set_initial_break(brk);
         }
@@ -320,8 +330,18 @@ impl Session {
             finish.max_sites,
             finish.allocator_files.clone(),
         );
+        let sampling = (self.agg.heap.sample_bytes() > 0).then(|| user::Sampling {
+            mean_bytes: self.agg.heap.sample_bytes(),
+            sampled_calls: self.agg.heap.seen_calls,
+            unsampled_calls: finish
+                .counters
+                .get(counter::ALLOC_UNSAMPLED as usize)
+                .copied()
+                .unwrap_or(0),
+        });
         let user = user::UserSummary {
             uprobe_links: finish.uprobe_links.clone(),
+            sampling,
             ..user
         };
         let mut kernel = KernelSummary::new(&self.kernel, &self.join);

@@ -7,14 +7,20 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
+    helpers::{
+        bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_get_attach_cookie,
+    },
     macros::{map, uprobe, uretprobe},
-    maps::LruHashMap,
+    maps::{Array, HashMap, LruHashMap},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{AllocEvent, AllocFn, AllocState, MAX_ALLOC_THREADS, counter, kind};
+use tracer_common::{
+    AllocEvent, AllocFn, AllocState, MAX_ALLOC_THREADS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_ONE,
+    counter, kind,
+};
 
-use crate::maps::{EVENTS, bump, header, traced_thread, user_stack_id, wakeup_flags};
+use crate::maps::{EVENTS, bump, header, sample_bytes, traced_thread, user_stack_id, wakeup_flags};
 
 /// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
 #[map(name = "ALLOC_STATE")]
@@ -25,6 +31,58 @@ pub static ALLOC_STATE: LruHashMap<u32, AllocState> =
 /// block is part of it, not a second call.
 #[map(name = "DELETE_PENDING")]
 static DELETE_PENDING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
+
+/// `--sample`: bytes each thread has left to allocate before its next sampled allocation.
+#[map(name = "SAMPLE_LEFT")]
+static SAMPLE_LEFT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
+
+/// `--sample`: quantiles of the exponential distribution with mean [`SAMPLE_TABLE_ONE`],
+/// written by userspace: the next interval is one, picked at random, times the mean.
+#[map(name = "SAMPLE_TABLE")]
+static SAMPLE_TABLE: Array<u32> = Array::with_max_entries(SAMPLE_TABLE_LEN, 0);
+
+/// `--sample`: the sampled blocks still live. Only their release is reported; the size is set
+/// by userspace at load (one entry when not sampling).
+#[map(name = "SAMPLED")]
+static SAMPLED: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
+
+/// `--sample`: an unsampled call that may call another allocator function (operator new calls
+/// malloc, realloc(NULL, n) jumps to it), by thread: (stack pointer, return address). The next
+/// allocator call on the thread consumes it; if it runs inside that call, it is part of it.
+#[map(name = "UNSAMPLED_OUTER")]
+static UNSAMPLED_OUTER: LruHashMap<u32, [u64; 2]> =
+    LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
+
+/// How far below an unsampled call's stack pointer an allocator call counts as inside it.
+const NESTED_SPAN: u64 = 1024;
+
+/// A sampling interval: the mean times a random quantile of the exponential distribution.
+#[inline(always)]
+fn draw_interval(mean: u32) -> u64 {
+    // SAFETY: helper without preconditions.
+    let index = unsafe { bpf_get_prandom_u32() } % SAMPLE_TABLE_LEN;
+    let q = SAMPLE_TABLE.get(index).copied().unwrap_or(SAMPLE_TABLE_ONE);
+    (u64::from(mean) * u64::from(q)) >> 16
+}
+
+/// Whether an allocation of `bytes` on thread `tid` is sampled: a Poisson process over the
+/// thread's allocated bytes with mean interval `mean` (what tcmalloc and jemalloc do), so a
+/// block of `bytes` is sampled with probability 1 - exp(-bytes / mean).
+#[inline(always)]
+fn take_sample(tid: u32, bytes: u64, mean: u32) -> bool {
+    // SAFETY: value copied out at once.
+    let left = match unsafe { SAMPLE_LEFT.get(tid) } {
+        Some(left) => *left,
+        None => draw_interval(mean),
+    };
+    let (sampled, left) = if bytes < left {
+        (false, left - bytes)
+    } else {
+        (true, draw_interval(mean))
+    };
+    let _ = SAMPLE_LEFT.insert(tid, left, 0);
+    sampled
+}
 
 /// Entry time of the outermost allocator call in flight on thread `tid`, or 0.
 #[inline(always)]
@@ -140,7 +198,7 @@ fn return_address(sp: u64) -> u64 {
 /// is skipped.
 #[inline(always)]
 fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
-    let Some((_, tid)) = traced_thread() else {
+    let Some((tgid, tid)) = traced_thread() else {
         return false;
     };
     let Some(func) = func_of(ctx) else {
@@ -159,6 +217,23 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
             return false;
         }
     }
+    let mean = sample_bytes();
+    if mean != 0 {
+        // SAFETY: value copied out at once.
+        if let Some(outer) = unsafe { UNSAMPLED_OUTER.get(tid) }.copied() {
+            let _ = UNSAMPLED_OUTER.remove(tid);
+            let inside = (sp < outer[0] && outer[0] - sp <= NESTED_SPAN)
+                || (sp == outer[0] && caller == outer[1]);
+            if inside {
+                // operator new[] jumps to operator new, which calls malloc: still inside.
+                if func == AllocFn::OperatorNew {
+                    let _ = UNSAMPLED_OUTER.insert(tid, [sp, caller], 0);
+                }
+                bump(counter::ALLOC_NESTED);
+                return false;
+            }
+        }
+    }
     // Constant register offsets only: the verifier rejects a computed context pointer.
     let a0: u64 = ctx.arg(0).unwrap_or(0);
     let a1: u64 = ctx.arg(1).unwrap_or(0);
@@ -173,6 +248,38 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
         AllocFn::AlignedAlloc | AllocFn::Memalign => (1, a1, 0, 0),
         _ => (1, a0, 0, 0),
     };
+    if mean != 0 {
+        // The BPF target has no 128-bit multiply for an overflow check: factors below 2^32
+        // cannot overflow, and a product that might is as good as certain to be sampled.
+        let bytes = if nmemb > 1 && (nmemb | size) >> 32 != 0 {
+            u64::MAX
+        } else {
+            nmemb.wrapping_mul(size)
+        };
+        if !take_sample(tid, bytes, mean) {
+            bump(counter::ALLOC_UNSAMPLED);
+            let resizes = matches!(func, AllocFn::Realloc | AllocFn::Reallocarray);
+            if func == AllocFn::OperatorNew || (resizes && old_ptr == 0) {
+                let _ = UNSAMPLED_OUTER.insert(tid, [sp, caller], 0);
+            }
+            if resizes && old_ptr != 0 && SAMPLED.remove(&old_ptr).is_ok() {
+                // The block moves or goes: its sampled life ends here.
+                let header = header(kind::ALLOC, tgid, tid);
+                emit(AllocEvent {
+                    enter_ns: header.ts_ns,
+                    header,
+                    func: AllocFn::Free as u32,
+                    stack_id: -1,
+                    nmemb: 0,
+                    size: 0,
+                    ptr: old_ptr,
+                    old_ptr: 0,
+                    caller,
+                });
+            }
+            return false;
+        }
+    }
     let stack_id = i64::from(user_stack_id(ctx));
     let state = AllocState {
         func: func as u32,
@@ -198,7 +305,10 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
 #[inline(always)]
 fn on_alloc_exit(tgid: u32, tid: u32, ret: u64) {
     let Some(state) = ALLOC_STATE.get_ptr_mut(tid) else {
-        bump(counter::ALLOC_UNPAIRED_EXIT);
+        // Sampling: the return of an unsampled call (probed when sessions are not available).
+        if sample_bytes() == 0 {
+            bump(counter::ALLOC_UNPAIRED_EXIT);
+        }
         return;
     };
     // SAFETY: pointer from a successful lookup; only this thread touches its entry.
@@ -219,6 +329,14 @@ fn on_alloc_exit(tgid: u32, tid: u32, ret: u64) {
     } else {
         ret
     };
+    if sample_bytes() != 0 {
+        if state.old_ptr != 0 {
+            let _ = SAMPLED.remove(&state.old_ptr);
+        }
+        if ptr != 0 && SAMPLED.insert(&ptr, &1, 0).is_err() {
+            bump(counter::SAMPLED_FULL);
+        }
+    }
     emit(AllocEvent {
         header: header(kind::ALLOC, tgid, tid),
         func: state.func,
@@ -241,6 +359,12 @@ fn on_free_enter(ctx: &ProbeContext) {
         return;
     };
     let ptr = ctx.arg::<u64>(0).unwrap_or(0);
+    let sampling = sample_bytes() != 0;
+    // Sampling: only the release of a sampled block is reported (operator delete's inner free
+    // finds it already gone).
+    if sampling && (ptr == 0 || SAMPLED.remove(&ptr).is_err()) {
+        return;
+    }
     let sp = stack_pointer(ctx);
     let caller = return_address(sp);
     if let Some(state) = ALLOC_STATE.get_ptr(tid) {
@@ -262,7 +386,7 @@ fn on_free_enter(ctx: &ProbeContext) {
         bump(counter::ALLOC_NESTED);
         return;
     }
-    if func == AllocFn::OperatorDelete && DELETE_PENDING.insert(tid, ptr, 0).is_err() {
+    if !sampling && func == AllocFn::OperatorDelete && DELETE_PENDING.insert(tid, ptr, 0).is_err() {
         bump(counter::ALLOC_STATE_STORE_FAILED);
     }
     let header = header(kind::ALLOC, tgid, tid);

@@ -3,6 +3,11 @@
 //! Fed with the outermost allocator calls the eBPF side reports. A call site is the user stack
 //! at the call together with the direct caller (see [`SiteKey`]); stacks are symbolized only
 //! when a report is made.
+//!
+//! With `--sample`, only sampled calls arrive: a block of `b` bytes was sampled with
+//! probability `p = 1 - exp(-b / mean)`, so it stands for `1/p` blocks and `b/p` bytes
+//! (Horvitz-Thompson estimates, unbiased), whose variance `(1-p)/p²·b²` is summed per site for
+//! the error of the estimate.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,7 +23,7 @@ pub struct SiteKey {
 }
 
 /// Statistics of one call site.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SiteStats {
     pub allocs: u64,
     pub bytes: u64,
@@ -29,13 +34,43 @@ pub struct SiteStats {
     pub temporary: u64,
     #[serde(skip)]
     pub live_count: u64,
+    /// Sampling: the variance of the `bytes` estimate.
+    #[serde(skip)]
+    pub bytes_variance: f64,
 }
+
+impl Eq for SiteStats {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LiveBlock {
     size: u64,
     site: u32,
     ts_ns: u64,
+}
+
+/// How many blocks, and how many bytes, a sampled block of `bytes` stands for when one is
+/// sampled per `mean` bytes on average (`mean` 0: exact, one block), and the variance of the
+/// bytes estimate.
+pub fn sample_weight(bytes: u64, mean: u64) -> (f64, f64) {
+    if mean == 0 {
+        return (1.0, 0.0);
+    }
+    let p = -(-(bytes.max(1) as f64) / mean as f64).exp_m1();
+    if p <= 0.0 {
+        return (1.0, 0.0);
+    }
+    let w = 1.0 / p;
+    let b = bytes as f64;
+    (w, (w * w - w) * b * b)
+}
+
+/// `x` scaled by `w`, rounded to a count.
+fn scaled(x: u64, w: f64) -> u64 {
+    if w == 1.0 {
+        x
+    } else {
+        (x as f64 * w).round() as u64
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -61,6 +96,10 @@ pub struct Leak {
     pub count: u64,
     pub bytes: u64,
     pub oldest_age_ms: f64,
+    /// Sampling: the variance of the `bytes` estimate.
+    pub bytes_variance: f64,
+    /// Bytes of the blocks seen (with sampling, `bytes` is the estimate they stand for).
+    pub seen_bytes: u64,
 }
 
 /// Number of power-of-two size buckets: sizes up to 2^63.
@@ -80,6 +119,10 @@ pub struct HeapStats {
     site_index: HashMap<SiteKey, u32>,
     /// Per thread: the block it allocated last, while it is still the last.
     last_alloc: HashMap<u32, u64>,
+    /// `--sample`: mean bytes between sampled allocations (0: every call is seen).
+    sample_bytes: u64,
+    /// Allocating calls seen (with sampling, the sampled ones).
+    pub seen_calls: u64,
 }
 
 impl Default for HeapStats {
@@ -96,6 +139,8 @@ impl Default for HeapStats {
             sites: Vec::new(),
             site_index: HashMap::new(),
             last_alloc: HashMap::new(),
+            sample_bytes: 0,
+            seen_calls: 0,
         }
     }
 }
@@ -109,6 +154,19 @@ fn bucket(bytes: u64) -> usize {
 }
 
 impl HeapStats {
+    /// Statistics of a run that sampled one allocation per `mean` bytes on average.
+    pub fn sampled(mean: u64) -> Self {
+        HeapStats {
+            sample_bytes: mean,
+            ..Default::default()
+        }
+    }
+
+    /// `--sample`'s mean interval in bytes, or 0.
+    pub fn sample_bytes(&self) -> u64 {
+        self.sample_bytes
+    }
+
     pub fn on_alloc(&mut self, e: &AllocEvent) {
         let Ok(func) = AllocFn::try_from(e.func) else {
             return;
@@ -120,23 +178,33 @@ impl HeapStats {
             } else {
                 &mut self.operator_delete
             };
-            stats.calls += 1;
             if e.ptr == 0 {
+                stats.calls += 1;
                 stats.null += 1;
-            } else if !self.release(e.ptr, tid) {
+            } else if let Some(weight) = self.release(e.ptr, tid) {
                 let stats = if func == AllocFn::Free {
                     &mut self.free
                 } else {
                     &mut self.operator_delete
                 };
+                stats.calls = stats.calls.saturating_add(weight);
+            } else {
+                let stats = if func == AllocFn::Free {
+                    &mut self.free
+                } else {
+                    &mut self.operator_delete
+                };
+                stats.calls += 1;
                 stats.unknown += 1;
             }
             return;
         }
         let bytes = e.nmemb.saturating_mul(e.size);
+        self.seen_calls += 1;
+        let (w, _) = sample_weight(bytes, self.sample_bytes);
         let f = &mut self.funcs[func as usize - 1];
-        f.calls += 1;
-        f.bytes = f.bytes.saturating_add(bytes);
+        f.calls = f.calls.saturating_add(scaled(1, w));
+        f.bytes = f.bytes.saturating_add(scaled(bytes, w));
         let resizes = matches!(func, AllocFn::Realloc | AllocFn::Reallocarray);
         if e.ptr == 0 {
             if resizes && bytes == 0 && e.old_ptr != 0 {
@@ -144,7 +212,7 @@ impl HeapStats {
                 self.release(e.old_ptr, tid);
             } else {
                 // A failed call leaves any old block where it was.
-                self.failed += 1;
+                self.failed = self.failed.saturating_add(scaled(1, w));
             }
             return;
         }
@@ -168,15 +236,19 @@ impl HeapStats {
         if self.live.contains_key(&e.ptr) {
             self.release(e.ptr, u32::MAX);
         }
+        let (w, variance) = sample_weight(bytes, self.sample_bytes);
+        let (count, est) = (scaled(1, w), scaled(bytes, w));
         let s = &mut self.sites[site as usize].1;
-        s.allocs += 1;
-        s.bytes = s.bytes.saturating_add(bytes);
-        s.live_bytes = s.live_bytes.saturating_add(bytes);
+        s.allocs = s.allocs.saturating_add(count);
+        s.bytes = s.bytes.saturating_add(est);
+        s.bytes_variance += variance;
+        s.live_bytes = s.live_bytes.saturating_add(est);
         s.live_count += 1;
         s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
-        self.live_bytes = self.live_bytes.saturating_add(bytes);
+        self.live_bytes = self.live_bytes.saturating_add(est);
         self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
-        self.histogram[bucket(bytes)] += 1;
+        let slot = &mut self.histogram[bucket(bytes)];
+        *slot = slot.saturating_add(count);
         self.live.insert(
             e.ptr,
             LiveBlock {
@@ -188,21 +260,21 @@ impl HeapStats {
         self.last_alloc.insert(e.header.tid, e.ptr);
     }
 
-    /// Releases a live block; false when it was not known.
-    fn release(&mut self, ptr: u64, tid: u32) -> bool {
-        let Some(block) = self.live.remove(&ptr) else {
-            return false;
-        };
+    /// Releases a live block: how many blocks it stood for, or None when it was not known.
+    fn release(&mut self, ptr: u64, tid: u32) -> Option<u64> {
+        let block = self.live.remove(&ptr)?;
+        let (w, _) = sample_weight(block.size, self.sample_bytes);
+        let (count, est) = (scaled(1, w), scaled(block.size, w));
         let s = &mut self.sites[block.site as usize].1;
-        s.frees += 1;
-        s.live_bytes = s.live_bytes.saturating_sub(block.size);
+        s.frees = s.frees.saturating_add(count);
+        s.live_bytes = s.live_bytes.saturating_sub(est);
         s.live_count -= 1;
-        self.live_bytes = self.live_bytes.saturating_sub(block.size);
+        self.live_bytes = self.live_bytes.saturating_sub(est);
         if self.last_alloc.get(&tid) == Some(&ptr) {
-            s.temporary += 1;
+            s.temporary = s.temporary.saturating_add(count);
             self.last_alloc.remove(&tid);
         }
-        true
+        Some(count)
     }
 
     /// Calls and bytes of `func`.
@@ -252,22 +324,25 @@ impl HeapStats {
 
     /// Live blocks grouped by site, most bytes first, aged against `now_ns` (CLOCK_MONOTONIC).
     pub fn leaks(&self, now_ns: u64) -> Vec<Leak> {
-        let mut by_site: HashMap<u32, (u64, u64, u64)> = HashMap::new();
+        let mut by_site: HashMap<u32, Leak> = HashMap::new();
         for block in self.live.values() {
-            let e = by_site.entry(block.site).or_insert((0, 0, u64::MAX));
-            e.0 += 1;
-            e.1 = e.1.saturating_add(block.size);
-            e.2 = e.2.min(block.ts_ns);
+            let (w, variance) = sample_weight(block.size, self.sample_bytes);
+            let e = by_site.entry(block.site).or_insert(Leak {
+                site: self.sites[block.site as usize].0,
+                count: 0,
+                bytes: 0,
+                oldest_age_ms: 0.0,
+                bytes_variance: 0.0,
+                seen_bytes: 0,
+            });
+            e.count = e.count.saturating_add(scaled(1, w));
+            e.bytes = e.bytes.saturating_add(scaled(block.size, w));
+            let age = now_ns.saturating_sub(block.ts_ns) as f64 / 1e6;
+            e.oldest_age_ms = e.oldest_age_ms.max(age);
+            e.bytes_variance += variance;
+            e.seen_bytes = e.seen_bytes.saturating_add(block.size);
         }
-        let mut leaks: Vec<Leak> = by_site
-            .into_iter()
-            .map(|(site, (count, bytes, oldest))| Leak {
-                site: self.sites[site as usize].0,
-                count,
-                bytes,
-                oldest_age_ms: now_ns.saturating_sub(oldest) as f64 / 1e6,
-            })
-            .collect();
+        let mut leaks: Vec<Leak> = by_site.into_values().collect();
         leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.site.cmp(&b.site)));
         leaks
     }
@@ -348,7 +423,8 @@ mod tests {
                 live_bytes: 200,
                 peak_live_bytes: 300,
                 temporary: 0,
-                live_count: 1
+                live_count: 1,
+                bytes_variance: 0.0,
             }
         );
         assert_eq!(
@@ -409,6 +485,51 @@ mod tests {
         assert_eq!(s.site(1).frees, 1);
         assert_eq!(s.site(3).frees, 1);
         assert!(s.heap.leaks(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn sampled_blocks_stand_for_the_blocks_they_represent() {
+        // Exact tracing: weight one, no variance.
+        assert_eq!(sample_weight(64, 0), (1.0, 0.0));
+        // A 64-byte block sampled once per 64 bytes on average: p = 1 - 1/e.
+        let (w, var) = sample_weight(64, 64);
+        let p = 1.0 - (-1.0f64).exp();
+        assert!((w - 1.0 / p).abs() < 1e-12);
+        assert!((var - (1.0 - p) / (p * p) * 64.0 * 64.0).abs() < 1e-9);
+        // Blocks much larger than the interval are as good as certain.
+        assert!((sample_weight(1 << 30, 4096).0 - 1.0).abs() < 1e-12);
+
+        let mut s = Seq::new();
+        s.heap = HeapStats::sampled(1000);
+        // A 10-byte sampled block stands for about 100.5 blocks of 1005 bytes.
+        s.alloc(1, 10, 0xa0, 1);
+        let (w, _) = sample_weight(10, 1000);
+        let (count, bytes) = ((w).round() as u64, (10.0 * w).round() as u64);
+        assert_eq!((count, bytes), (101, 1005));
+        assert_eq!((s.site(1).allocs, s.site(1).bytes), (count, bytes));
+        assert_eq!(s.heap.live_bytes, bytes);
+        assert_eq!(s.heap.func(AllocFn::Malloc).calls, count);
+        assert_eq!(s.heap.seen_calls, 1);
+        assert_eq!(s.heap.leaks(0)[0].count, count);
+        assert_eq!(s.heap.leaks(0)[0].seen_bytes, 10);
+        // Its free takes all of it back.
+        s.free(1, 0xa0);
+        assert_eq!((s.site(1).frees, s.site(1).live_bytes), (count, 0));
+        assert_eq!(s.heap.free.calls, count);
+        assert_eq!(s.heap.live_bytes, 0);
+        assert!(s.site(1).bytes_variance > 0.0);
+    }
+
+    #[test]
+    fn extreme_weights_saturate() {
+        let mut s = Seq::new();
+        s.heap = HeapStats::sampled(u64::MAX);
+        for i in 0..4 {
+            s.alloc(1, 1, 0xa0 + i * 16, 1);
+        }
+        assert_eq!(s.site(1).allocs, u64::MAX);
+        s.free(1, 0xa0);
+        assert!(s.heap.leaks(0)[0].count > 0);
     }
 
     #[test]

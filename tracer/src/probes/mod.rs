@@ -8,12 +8,13 @@ pub mod uprobes;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{MapError, PerCpuArray},
+    maps::{Array, MapError, PerCpuArray},
     programs::{ProgramError, TracePoint},
 };
 use thiserror::Error;
 use tracer_common::{
-    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, MAX_SYSCALL_ARGS, STACKS_MAP, Syscall,
+    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS,
+    SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall,
     SyscallOffsets, config_flags, counter,
 };
 
@@ -76,6 +77,8 @@ pub struct LoadOptions {
     pub max_stacks: u32,
     /// Record the user stack of every page fault.
     pub fault_stacks: bool,
+    /// `--sample`: mean bytes between sampled allocations (0: all).
+    pub sample_bytes: u32,
 }
 
 /// One tracepoint program and where it attaches.
@@ -105,6 +108,7 @@ pub fn build_config(
     let mut config = Config::ZERO;
     config.target_tgid = opts.target_tgid;
     config.wakeup_bytes = opts.wakeup_bytes;
+    config.sample_bytes = opts.sample_bytes;
     let mut attach: Vec<Attachment> = Syscall::ALL
         .iter()
         .flat_map(|s| ["enter", "exit"].map(|dir| format!("sys_{dir}_{}", s.name())))
@@ -176,8 +180,31 @@ impl Probes {
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .map_max_entries(STACKS_MAP, opts.max_stacks)
+            .map_max_entries(
+                SAMPLED_MAP,
+                if opts.sample_bytes > 0 {
+                    MAX_SAMPLED_BLOCKS
+                } else {
+                    1
+                },
+            )
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        if opts.sample_bytes > 0 {
+            let map_error = |source| ProbeError::Map {
+                name: SAMPLE_TABLE_MAP,
+                source: Box::new(source),
+            };
+            let map = ebpf.map_mut(SAMPLE_TABLE_MAP).ok_or_else(|| {
+                map_error(MapError::InvalidName {
+                    name: SAMPLE_TABLE_MAP.into(),
+                })
+            })?;
+            let mut table = Array::<_, u32>::try_from(map).map_err(map_error)?;
+            for (i, q) in exponential_quantiles().into_iter().enumerate() {
+                table.set(i as u32, q, 0).map_err(map_error)?;
+            }
+        }
         for a in attachments {
             let program: &mut TracePoint = ebpf
                 .program_mut(&a.program)
@@ -225,6 +252,21 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// The table the sampling programs draw their intervals from: quantiles of the exponential
+/// distribution at the middle of [`SAMPLE_TABLE_LEN`] equal slices, in units of
+/// 1/[`SAMPLE_TABLE_ONE`] of the mean, scaled so that their mean is exactly one: the estimates
+/// are weighted by the exact inclusion probability, which assumes that mean.
+pub fn exponential_quantiles() -> Vec<u32> {
+    let n = SAMPLE_TABLE_LEN as usize;
+    let raw: Vec<f64> = (0..n)
+        .map(|i| -((i as f64 + 0.5) / n as f64).ln())
+        .collect();
+    let mean = raw.iter().sum::<f64>() / n as f64;
+    raw.iter()
+        .map(|q| (q / mean * f64::from(SAMPLE_TABLE_ONE)).round() as u32)
+        .collect()
 }
 
 /// Kernels before 5.11 charge eBPF memory to RLIMIT_MEMLOCK; newer ones (and this tool's

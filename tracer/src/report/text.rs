@@ -408,6 +408,16 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
         "allocator calls ({}{links})",
         visible(&u.allocator_files.join(", "))
     )?;
+    if let Some(s) = &u.sampling {
+        writeln!(
+            out,
+            "  sampled: {} of {} calls, one per {} allocated on average; counts and bytes \
+             below are estimates (the JSON has each one's 95% error)",
+            s.sampled_calls,
+            s.sampled_calls.saturating_add(s.unsampled_calls),
+            human_bytes(s.mean_bytes),
+        )?;
+    }
     let funcs = [
         ("malloc", u.malloc),
         ("calloc", u.calloc),

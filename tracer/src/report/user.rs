@@ -28,6 +28,9 @@ pub struct SiteReport {
     pub paths: SitePaths,
     /// What its calls caused: syscalls, faults, pages, slab objects.
     pub caused: Caused,
+    /// `--sample`: half the width of the 95% confidence interval of `bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_error: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,6 +45,24 @@ pub struct LeakReport {
     pub virtual_bytes: u64,
     pub path: &'static str,
     pub paths: SitePaths,
+    /// `--sample`: half the width of the 95% confidence interval of `bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_error: Option<u64>,
+}
+
+/// `--sample`: how the estimates were made.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Sampling {
+    /// Mean bytes between sampled allocations.
+    pub mean_bytes: u64,
+    /// Allocator calls seen (sampled), and calls that were not.
+    pub sampled_calls: u64,
+    pub unsampled_calls: u64,
+}
+
+/// Half the width of a 95% confidence interval, from a variance; None when not sampling.
+pub fn error_95(sampling: bool, variance: f64) -> Option<u64> {
+    sampling.then(|| (1.96 * variance.max(0.0).sqrt()).round() as u64)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,6 +91,9 @@ pub struct UserSummary {
     pub allocator_files: Vec<String>,
     /// How the probes were attached (`session`, `multi`, `single`; see `--uprobe-links`).
     pub uprobe_links: String,
+    /// `--sample`: every count and byte total above is an estimate from sampled calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
 }
 
 /// The return addresses of a site, innermost first: the direct caller (read at entry), then
@@ -143,6 +167,7 @@ pub fn build(
         *leak_resident.entry(site).or_default() += join.resident_in(start, size);
     }
     let f = |func| heap.func(func);
+    let sampling = heap.sample_bytes() > 0;
     UserSummary {
         malloc: f(AllocFn::Malloc),
         calloc: f(AllocFn::Calloc),
@@ -175,17 +200,21 @@ pub fn build(
                     path: paths.path(),
                     paths,
                     caused,
+                    bytes_error: error_95(sampling, stats.bytes_variance),
                 }
             })
             .collect(),
         leaks: leaks
             .iter()
             .map(|l| {
-                let resident = leak_resident
-                    .get(&l.site)
-                    .copied()
-                    .unwrap_or(0)
-                    .min(l.bytes);
+                // Resident bytes are known of the blocks seen; with sampling, scaled as they are.
+                let seen = leak_resident.get(&l.site).copied().unwrap_or(0);
+                let resident = if l.seen_bytes > 0 && l.seen_bytes != l.bytes {
+                    (seen as f64 * l.bytes as f64 / l.seen_bytes as f64).round() as u64
+                } else {
+                    seen
+                }
+                .min(l.bytes);
                 let (paths, _) = paths_of(&l.site);
                 LeakReport {
                     stack: stack_of(&l.site),
@@ -196,11 +225,13 @@ pub fn build(
                     virtual_bytes: l.bytes - resident,
                     path: paths.path(),
                     paths,
+                    bytes_error: error_95(sampling, l.bytes_variance),
                 }
             })
             .collect(),
         allocator_files,
         uprobe_links: String::new(),
+        sampling: None,
     }
 }
 
