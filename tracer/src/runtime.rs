@@ -272,6 +272,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let recorder = reader.recorder.take();
     let mut failed = usize::from(reader.record_failed);
     let mut threads = std::mem::take(&mut reader.threads);
+    // Tracing is over: the allocator probes go first, at once, so the target stops paying.
+    if let Some(allocators) = allocators.as_mut() {
+        let detach = Instant::now();
+        allocators.detach();
+        log::debug!("detached the allocator probes in {:?}", detach.elapsed());
+    }
     // Threads gone before their name could be read stay unnamed.
     threads.retain(|_, name| !name.is_empty());
     let elapsed = started.elapsed();
@@ -315,12 +321,6 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         max_sites: cfg.max_sites,
         mode: cfg.mode.name().into(),
     };
-    let teardown = Instant::now();
-    if let Some(allocators) = allocators.as_mut() {
-        allocators.detach();
-    }
-    drop(probes);
-    log::debug!("detached in {:?}", teardown.elapsed());
     if let Some(recorder) = recorder
         && let Err(e) = recorder.finish(&finish)
     {
@@ -330,6 +330,14 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let summary = session.summarize(&finish);
     spinner.finish_and_clear();
     failed += output::write_all(&summary, &outputs);
+    // The reports are out; the syscall and kmem tracepoints detach one by one, each waiting for
+    // the kernel's grace periods, which takes a while.
+    let teardown = Instant::now();
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("detaching the probes");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    drop(probes);
+    spinner.finish_and_clear();
+    log::debug!("detached the kernel probes in {:?}", teardown.elapsed());
     let status = match (exit_code, signal) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,
