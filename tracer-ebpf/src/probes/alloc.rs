@@ -262,7 +262,7 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
             if func == AllocFn::OperatorNew || (resizes && old_ptr == 0) {
                 let _ = UNSAMPLED_OUTER.insert(tid, [sp, caller], 0);
             }
-            if resizes && old_ptr != 0 && SAMPLED.remove(&old_ptr).is_ok() {
+            if resizes && old_ptr != 0 && SAMPLED.remove(old_ptr).is_ok() {
                 // The block moves or goes: its sampled life ends here.
                 let header = header(kind::ALLOC, tgid, tid);
                 emit(AllocEvent {
@@ -331,9 +331,9 @@ fn on_alloc_exit(tgid: u32, tid: u32, ret: u64) {
     };
     if sample_bytes() != 0 {
         if state.old_ptr != 0 {
-            let _ = SAMPLED.remove(&state.old_ptr);
+            let _ = SAMPLED.remove(state.old_ptr);
         }
-        if ptr != 0 && SAMPLED.insert(&ptr, &1, 0).is_err() {
+        if ptr != 0 && SAMPLED.insert(ptr, 1, 0).is_err() {
             bump(counter::SAMPLED_FULL);
         }
     }
@@ -362,7 +362,7 @@ fn on_free_enter(ctx: &ProbeContext) {
     let sampling = sample_bytes() != 0;
     // Sampling: only the release of a sampled block is reported (operator delete's inner free
     // finds it already gone).
-    if sampling && (ptr == 0 || SAMPLED.remove(&ptr).is_err()) {
+    if sampling && (ptr == 0 || SAMPLED.remove(ptr).is_err()) {
         return;
     }
     let sp = stack_pointer(ctx);
