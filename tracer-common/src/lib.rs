@@ -108,8 +108,10 @@ pub mod counter {
     pub const ALLOC_UNSAMPLED: u32 = 9;
     /// `--sample`: a sampled block could not be remembered, so its free will not be seen.
     pub const SAMPLED_FULL: u32 = 10;
+    /// The traced process created a child process (not a thread), which is not traced.
+    pub const CHILD_PROCESSES: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// The header that starts every event.
@@ -431,7 +433,8 @@ pub struct KmemOffsets {
     pub fault_address: u16,
     pub fault_ip: u16,
     pub fault_error_code: u16,
-    pub reserved: u16,
+    /// `task:task_newtask`'s `clone_flags`.
+    pub newtask_clone_flags: u16,
 }
 const _: () = assert!(size_of::<KmemOffsets>() == 48);
 
@@ -528,7 +531,7 @@ impl Config {
             fault_address: 0,
             fault_ip: 0,
             fault_error_code: 0,
-            reserved: 0,
+            newtask_clone_flags: 0,
         },
         syscalls: [SyscallOffsets {
             args: [0; MAX_SYSCALL_ARGS],

@@ -359,6 +359,7 @@ impl Session {
         counts.unpaired = sum(&[counter::SYSCALL_UNPAIRED_EXIT, counter::ALLOC_UNPAIRED_EXIT]);
         counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
         counts.stacks_lost = k(counter::STACK_FAILED);
+        counts.child_processes = k(counter::CHILD_PROCESSES);
         counts.read_failures = k(counter::READ_FAILED);
         let mut timeline = self.timeline.clone();
         timeline.close(

@@ -132,3 +132,35 @@ fn fault_stacks_name_the_code_that_touched_the_memory() {
     assert_eq!(callers_sum(&v, "page_faults"), 0);
     assert!(n(&v["kernel"]["faults"]["user"]) >= 20);
 }
+
+/// Child processes are not traced, and the summary says how many there were; threads are
+/// followed and not counted as children. In every mode.
+#[test]
+fn child_processes_are_counted_not_traced() {
+    for mode in ["full", "kernel"] {
+        let (v, out) = trace_with(
+            &["--mode", mode, "--no-kernel"],
+            &["sh", "-c", "/bin/true & /bin/true & /bin/true & wait"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(v["events"]["child_processes"], 3, "{mode}");
+        assert!(
+            stderr(&out).contains("created 3 child processes, which were not traced"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let w = workload("syscalls");
+    let (v, out) = trace_with(
+        &["--no-kernel"],
+        &[w.to_str().unwrap(), "1", "--threads", "4"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        v["events"]["child_processes"], 0,
+        "threads are not children"
+    );
+    assert!(!stderr(&out).contains("child process"));
+}

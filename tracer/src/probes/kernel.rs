@@ -82,6 +82,15 @@ pub fn kmem_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<KmemLayout, 
     Ok(layout)
 }
 
+/// Where `task:task_newtask` has the new task's clone flags.
+pub fn newtask_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<(), TracefsError> {
+    into.newtask_clone_flags = fs
+        .format("task", "task_newtask")?
+        .field("clone_flags")?
+        .offset;
+    Ok(())
+}
+
 /// Reads the field offsets of `exceptions:page_fault_user`.
 pub fn fault_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<(), TracefsError> {
     let fault = fs.format("exceptions", "page_fault_user")?;

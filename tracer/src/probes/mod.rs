@@ -135,6 +135,11 @@ pub fn build_config(
             Err(e) => log::warn!("page faults are not traced: {e}"),
         }
     }
+    // Child processes are counted in every mode: the summary says they were not traced.
+    match kernel::newtask_offsets(tracefs, &mut config.kmem) {
+        Ok(()) => attach.push(Attachment::new("task", "task_newtask")),
+        Err(e) => log::warn!("child processes are not counted: {e}"),
+    }
     if opts.kernel_stacks {
         config.flags |= config_flags::KERNEL_STACKS;
     }

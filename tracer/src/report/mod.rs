@@ -56,6 +56,9 @@ pub struct EventCounts {
     pub nested_allocator_calls: u64,
     /// Allocations recorded without a stack (the stack map was full or the walk failed).
     pub stacks_lost: u64,
+    /// Child processes the traced process created: not traced.
+    #[serde(default)]
+    pub child_processes: u64,
 }
 
 /// Everything a report shows: the `tracer.summary/1` document.

@@ -65,6 +65,22 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         )?;
     }
 
+    if e.child_processes > 0 {
+        writeln!(
+            out,
+            "note: the process created {} child process{}, which {} not traced: only pid {} \
+             itself is followed",
+            e.child_processes,
+            if e.child_processes == 1 { "" } else { "es" },
+            if e.child_processes == 1 {
+                "was"
+            } else {
+                "were"
+            },
+            s.target.pid,
+        )?;
+    }
+
     render_paths(s, &mut out)?;
 
     let sc = &s.syscalls;

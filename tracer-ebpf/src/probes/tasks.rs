@@ -1,0 +1,26 @@
+//! `task:task_newtask`: the traced process creating child processes, which are not traced;
+//! counted so that the summary can say so.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use tracer_common::counter;
+
+use crate::maps::{bump, kmem_offsets, traced_thread};
+
+/// `CLONE_THREAD`: the new task is a thread of the same process.
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    // The tracepoint fires in the parent, which is current.
+    if traced_thread().is_none() {
+        return 0;
+    }
+    let offset = usize::from(kmem_offsets().newtask_clone_flags);
+    // SAFETY: the offset comes from the tracepoint's own format description.
+    match unsafe { ctx.read_at::<u64>(offset) } {
+        Ok(flags) if flags & CLONE_THREAD == 0 => bump(counter::CHILD_PROCESSES),
+        Ok(_) => {}
+        Err(_) => bump(counter::READ_FAILED),
+    }
+    0
+}
