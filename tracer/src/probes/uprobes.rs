@@ -338,7 +338,7 @@ impl AllocatorProbes {
         let mut files: Vec<String> = Vec::new();
         for (path, _) in &self.attached {
             let path = path.display().to_string();
-            if files.last() != Some(&path) && !files.contains(&path) {
+            if !files.contains(&path) {
                 files.push(path);
             }
         }
@@ -426,18 +426,18 @@ impl AllocatorProbes {
                 if symbols.is_empty() {
                     continue;
                 }
-                let result = if matches!(self.backend, Backend::Single) {
-                    symbols.iter().try_for_each(|sym| {
-                        self.attach_single(ebpf, shown, via, sym, scope)?;
-                        attached += 1;
-                        Ok(())
-                    })
+                if matches!(self.backend, Backend::Single) {
+                    for sym in symbols {
+                        match self.attach_single(ebpf, shown, via, sym, scope) {
+                            Ok(()) => attached += 1,
+                            Err(e) => errors.push(((*shown).clone(), e)),
+                        }
+                    }
                 } else {
-                    self.attach_multi(shown, via, &symbols, pid)
-                        .map(|()| attached += symbols.len())
-                };
-                if let Err(e) = result {
-                    errors.push(((*shown).clone(), e));
+                    match self.attach_multi(shown, via, &symbols, pid) {
+                        Ok(()) => attached += symbols.len(),
+                        Err(e) => errors.push(((*shown).clone(), e)),
+                    }
                 }
             }
         }
