@@ -1,13 +1,13 @@
 //! The memory syscalls and page faults by the user stack that made them: the call sites of
 //! `--mode kernel`, and the direct callers of `mmap` and friends in any mode.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::{
     aggregate::callers::{CallerStats, Callers},
-    symbolize::{Frame, Symbolizer},
+    symbolize::{Frame, Symbolizer, symbolize_stacks},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -35,28 +35,15 @@ pub fn build(
         ))
     });
     list.truncate(max_sites);
-    let addresses = |id: i32| stacks.get(&id).map_or(&[][..], Vec::as_slice);
-    let mut unique = Vec::new();
-    let mut seen = HashSet::new();
-    for &(id, _) in &list {
-        unique.extend(addresses(id).iter().copied().filter(|a| seen.insert(*a)));
-    }
-    let frames: HashMap<u64, Vec<Frame>> = unique
+    let addresses: Vec<&[u64]> = list
         .iter()
-        .copied()
-        .zip(symbolizer.symbolize(&unique))
+        .map(|(id, _)| stacks.get(id).map_or(&[][..], Vec::as_slice))
         .collect();
+    let frames = symbolize_stacks(symbolizer, &addresses);
     list.into_iter()
-        .map(|(id, stats)| CallerReport {
-            stack: addresses(id)
-                .iter()
-                .flat_map(|a| {
-                    frames
-                        .get(a)
-                        .cloned()
-                        .unwrap_or_else(|| vec![Frame::unknown(*a)])
-                })
-                .collect(),
+        .zip(frames)
+        .map(|((_, stats), stack)| CallerReport {
+            stack,
             stats: stats.clone(),
         })
         .collect()

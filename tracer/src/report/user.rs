@@ -1,6 +1,6 @@
 //! The `user` section of the summary: the allocator family, call sites and leaks, symbolized.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 use tracer_common::AllocFn;
@@ -8,7 +8,7 @@ use tracer_common::AllocFn;
 use crate::{
     aggregate::heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
     attribution::join::{Caused, Join, SitePaths},
-    symbolize::{Frame, Symbolizer},
+    symbolize::{Frame, Symbolizer, symbolize_stacks},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,37 +129,16 @@ pub fn build(
     let mut leaks = heap.leaks(now_ns);
     leaks.truncate(max_sites);
 
-    // Symbolize every address that appears, once.
-    let keys: Vec<SiteKey> = sites
+    // Symbolize every address that appears, once: the sites' stacks, then the leaks'.
+    let addresses: Vec<Vec<u64>> = sites
         .iter()
-        .map(|(k, _)| *k)
-        .chain(leaks.iter().map(|l| l.site))
+        .map(|(k, _)| k)
+        .chain(leaks.iter().map(|l| &l.site))
+        .map(|k| site_addresses(k, stacks))
         .collect();
-    let mut unique: Vec<u64> = Vec::new();
-    let mut seen = HashSet::new();
-    for key in &keys {
-        for a in site_addresses(key, stacks) {
-            if seen.insert(a) {
-                unique.push(a);
-            }
-        }
-    }
-    let frames: HashMap<u64, Vec<Frame>> = unique
-        .iter()
-        .copied()
-        .zip(symbolizer.symbolize(&unique))
-        .collect();
-    let stack_of = |key: &SiteKey| -> Vec<Frame> {
-        site_addresses(key, stacks)
-            .iter()
-            .flat_map(|a| {
-                frames
-                    .get(a)
-                    .cloned()
-                    .unwrap_or_else(|| vec![Frame::unknown(*a)])
-            })
-            .collect()
-    };
+    let slices: Vec<&[u64]> = addresses.iter().map(Vec::as_slice).collect();
+    let mut site_stacks = symbolize_stacks(symbolizer, &slices);
+    let leak_stacks = site_stacks.split_off(sites.len());
 
     let paths_of = |key: &SiteKey| join.site(key).cloned().unwrap_or_default();
     let mut leak_resident: HashMap<SiteKey, u64> = HashMap::new();
@@ -192,10 +171,11 @@ pub fn build(
         site_count: heap.sites().len(),
         sites: sites
             .iter()
-            .map(|(key, stats)| {
+            .zip(site_stacks)
+            .map(|((key, stats), stack)| {
                 let (paths, caused) = paths_of(key);
                 SiteReport {
-                    stack: stack_of(key),
+                    stack,
                     stats: stats.clone(),
                     path: paths.path(),
                     paths,
@@ -206,7 +186,8 @@ pub fn build(
             .collect(),
         leaks: leaks
             .iter()
-            .map(|l| {
+            .zip(leak_stacks)
+            .map(|(l, stack)| {
                 // Resident bytes are known of the blocks seen; with sampling, scaled as they are.
                 let seen = leak_resident.get(&l.site).copied().unwrap_or(0);
                 let resident = if l.seen_bytes > 0 && l.seen_bytes != l.bytes {
@@ -217,7 +198,7 @@ pub fn build(
                 .min(l.bytes);
                 let (paths, _) = paths_of(&l.site);
                 LeakReport {
-                    stack: stack_of(&l.site),
+                    stack,
                     count: l.count,
                     bytes: l.bytes,
                     oldest_age_ms: l.oldest_age_ms,

@@ -55,6 +55,35 @@ pub trait Symbolizer {
     fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>>;
 }
 
+/// The frames of each stack of return addresses, every distinct address symbolized once (an
+/// address that does not resolve is an unknown frame).
+pub fn symbolize_stacks(symbolizer: &mut dyn Symbolizer, stacks: &[&[u64]]) -> Vec<Vec<Frame>> {
+    let mut unique = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for stack in stacks {
+        unique.extend(stack.iter().copied().filter(|a| seen.insert(*a)));
+    }
+    let frames: HashMap<u64, Vec<Frame>> = unique
+        .iter()
+        .copied()
+        .zip(symbolizer.symbolize(&unique))
+        .collect();
+    stacks
+        .iter()
+        .map(|stack| {
+            stack
+                .iter()
+                .flat_map(|a| {
+                    frames
+                        .get(a)
+                        .cloned()
+                        .unwrap_or_else(|| vec![Frame::unknown(*a)])
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// blazesym over the files of an [`AddressSpace`].
 pub struct BlazeSymbolizer<'a> {
     space: &'a AddressSpace,
