@@ -2,6 +2,7 @@
 
 pub mod kernel;
 pub mod multi;
+pub mod offset;
 pub mod stacks;
 pub mod tracefs;
 pub mod uprobes;

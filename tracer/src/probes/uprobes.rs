@@ -2,8 +2,9 @@
 //!
 //! Any file that defines one of the family's names is probed: glibc, libstdc++ (operator
 //! new/delete), a statically linked program, or jemalloc/tcmalloc/mimalloc exporting `malloc`.
-//! Each probe's offset is chosen by decoding the function's first instructions: a uprobe on an
-//! instruction the kernel must single-step costs about four times one it emulates.
+//! Each probe's offset is chosen by decoding the function's first instructions (see
+//! [`super::offset`]): a uprobe on an instruction the kernel must single-step costs about four
+//! times one it emulates.
 
 use std::{
     collections::HashSet,
@@ -25,11 +26,13 @@ use blazesym::{
     SymType,
     inspect::{Inspector, source::Elf, source::Source},
 };
-use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 use thiserror::Error;
 use tracer_common::AllocFn;
 
-use super::multi::{MultiError, MultiKind, MultiLink, MultiLoader};
+use super::{
+    multi::{MultiError, MultiKind, MultiLink, MultiLoader},
+    offset::{arguments_read, probe_offset},
+};
 
 /// Symbol names of the family, C first, then the Itanium-mangled C++ operators.
 pub const SYMBOLS: &[(&str, AllocFn)] = &[
@@ -115,6 +118,24 @@ pub struct AllocatorSymbol {
     pub probe: u64,
 }
 
+/// The most of a function's body read to place its probe.
+const MAX_BODY: usize = 16 << 10;
+
+/// Fills as much of `buf` as the file has; false when it has none of it.
+fn read_some(file: &mut File, buf: &mut Vec<u8>) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    buf.truncate(got);
+    got > 0
+}
+
 /// The family's functions that `path` defines, one per address (aliases such as glibc's
 /// `memalign`/`aligned_alloc` share one probe, reported under the first name in [`SYMBOLS`]).
 pub fn find_allocator(path: &Path) -> Result<Vec<AllocatorSymbol>, UprobeError> {
@@ -140,12 +161,14 @@ pub fn find_allocator(path: &Path) -> Result<Vec<AllocatorSymbol>, UprobeError> 
             if entry == 0 || !seen.insert(entry) {
                 continue;
             }
-            let mut code = [0u8; 32];
-            let read = file.as_mut().is_some_and(|f| {
-                f.seek(SeekFrom::Start(entry)).is_ok() && f.read_exact(&mut code).is_ok()
-            });
+            // The whole body, for the branches into its first instructions.
+            let len = info.size.unwrap_or(MAX_BODY).clamp(16, MAX_BODY);
+            let mut code = vec![0u8; len];
+            let read = file
+                .as_mut()
+                .is_some_and(|f| f.seek(SeekFrom::Start(entry)).is_ok() && read_some(f, &mut code));
             let probe = if read {
-                entry + probe_offset(&code)
+                entry + probe_offset(&code, arguments_read(*func))
             } else {
                 entry
             };
@@ -158,46 +181,6 @@ pub fn find_allocator(path: &Path) -> Result<Vec<AllocatorSymbol>, UprobeError> 
         }
     }
     Ok(out)
-}
-
-/// How far into a function, starting with `code`, its probe can go.
-///
-/// The kernel emulates a few x86 instructions at a uprobe (push of a register, relative jumps
-/// and calls, conditional jumps, nops) and single-steps all others out of line, which costs
-/// several times more. Instructions that only set flags (`test`, `cmp`, `endbr64`) can be
-/// stepped over: the registers holding the arguments and the stack pointer, with the return
-/// address at its top, are the same after them. So the probe moves past such instructions onto
-/// the first emulated one; if none comes within four instructions, it stays at the entry.
-pub fn probe_offset(code: &[u8]) -> u64 {
-    let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
-    for _ in 0..4 {
-        if !decoder.can_decode() {
-            break;
-        }
-        let insn = decoder.decode();
-        if insn.is_invalid() {
-            break;
-        }
-        let emulated = insn.is_jcc_short_or_near()
-            || insn.is_jmp_short_or_near()
-            || insn.is_call_near()
-            || insn.mnemonic() == Mnemonic::Nop
-            || (insn.mnemonic() == Mnemonic::Push
-                && insn.op0_kind() == OpKind::Register
-                && insn.op0_register().is_gpr64());
-        if emulated {
-            return insn.ip();
-        }
-        let flags_only = matches!(
-            insn.mnemonic(),
-            Mnemonic::Test | Mnemonic::Cmp | Mnemonic::Endbr64
-        ) && (0..insn.op_count())
-            .all(|i| insn.op_kind(i) != OpKind::Register || insn.op_register(i) != Register::RSP);
-        if !flags_only {
-            break;
-        }
-    }
-    0
 }
 
 /// How allocator probes are attached, best first. `Auto` takes the best the kernel accepts.
@@ -589,27 +572,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probe_moves_past_flag_setting_instructions_onto_emulated_ones() {
-        // glibc free: test %rdi,%rdi; je ...; push %rbp
-        let free = [0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0, 0, 0, 0x55];
-        assert_eq!(probe_offset(&free), 3);
-        // glibc malloc: push %r12 is emulated already.
-        assert_eq!(probe_offset(&[0x41, 0x54, 0x55, 0x53]), 0);
-        // endbr64; push %rbp
-        assert_eq!(probe_offset(&[0xf3, 0x0f, 0x1e, 0xfa, 0x55]), 4);
-        // cmpb $0,0x140e71(%rip); je ...
-        let memalign = [0x80, 0x3d, 0x71, 0x0e, 0x14, 0, 0, 0x74, 0x07];
-        assert_eq!(probe_offset(&memalign), 7);
-        // mov %rdi,%rbx changes state: stay at the entry.
-        assert_eq!(probe_offset(&[0x48, 0x89, 0xfb, 0x55]), 0);
-        // sub $0x18,%rsp moves the stack: stay.
-        assert_eq!(probe_offset(&[0x48, 0x83, 0xec, 0x18, 0x55]), 0);
-        // Garbage or nothing: stay.
-        assert_eq!(probe_offset(&[]), 0);
-        assert_eq!(probe_offset(&[0x0f, 0x0b]), 0);
-    }
-
-    #[test]
     fn parses_loader_list() {
         let text = "\tlinux-vdso.so.1 (0x00007ffd3a5f2000)\n\
                     \tlibstdc++.so.6 => /lib/x86_64-linux-gnu/libstdc++.so.6 (0x00007f1b2a000000)\n\
@@ -656,5 +618,33 @@ mod tests {
         let mut entries: Vec<u64> = syms.iter().map(|s| s.entry).collect();
         entries.dedup();
         assert_eq!(entries.len(), syms.len());
+    }
+
+    /// jemalloc's `free` starts with eleven register instructions the kernel would single-step;
+    /// its probe goes past them onto its first branch.
+    #[test]
+    fn jemalloc_free_is_probed_on_an_emulated_instruction() {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2");
+        assert!(lib.exists(), "cargo xtask test installs libjemalloc2");
+        let syms = find_allocator(lib).unwrap();
+        for name in ["malloc", "free", "calloc", "realloc"] {
+            let sym = syms.iter().find(|s| s.symbol == name).unwrap();
+            let mut code = [0u8; 16];
+            let mut f = File::open(lib).unwrap();
+            f.seek(SeekFrom::Start(sym.probe)).unwrap();
+            f.read_exact(&mut code).unwrap();
+            let insn = iced_x86::Decoder::new(64, &code, 0).decode();
+            assert!(
+                insn.is_jcc_short_or_near()
+                    || insn.is_jmp_short_or_near()
+                    || insn.is_call_near()
+                    || insn.mnemonic() == iced_x86::Mnemonic::Push,
+                "{name} probed at +{:#x} on {:?}",
+                sym.probe - sym.entry,
+                insn.mnemonic()
+            );
+        }
+        let free = syms.iter().find(|s| s.symbol == "free").unwrap();
+        assert!(free.probe > free.entry, "free is probed past its entry");
     }
 }
