@@ -357,6 +357,9 @@ const _: () = assert!(size_of::<InFlight>() == 16);
 pub struct PageEvent {
     pub header: EventHeader,
     pub in_flight: InFlight,
+    /// Names the page block, to pair its allocation and free: its frame number from the perf
+    /// tracepoints, its `struct page` address over that struct's size from the raw ones (the
+    /// same one-to-one naming, shifted).
     pub pfn: u64,
     pub gfp_flags: u64,
     /// The block is 2^order pages.
@@ -438,6 +441,25 @@ pub struct KmemOffsets {
 }
 const _: () = assert!(size_of::<KmemOffsets>() == 48);
 
+/// Where the raw kmem and fault programs find what the tracepoint records would have held, in
+/// kernel structures (offsets from BTF). Raw tracepoints skip the
+/// building of a record that every hit of a perf tracepoint pays, filter or not: the kmem
+/// tracepoints fire for the whole machine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// log2 of `sizeof(struct page)`.
+    pub page_shift: u32,
+    /// `struct kmem_cache`: `name` (a `const char *`), `object_size` and `size` (u32 each).
+    pub cache_name: u16,
+    pub cache_object_size: u16,
+    pub cache_size: u16,
+    /// `struct pt_regs`: `ip`.
+    pub regs_ip: u16,
+    pub reserved: u32,
+}
+const _: () = assert!(size_of::<KernelLayout>() == 16);
+
 /// Per-thread state of the outermost allocator call in flight.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -497,8 +519,9 @@ pub struct Config {
     pub sample_bytes: u32,
     pub syscalls: [SyscallOffsets; SYSCALL_SLOTS],
     pub kmem: KmemOffsets,
+    pub layout: KernelLayout,
 }
-const _: () = assert!(size_of::<Config>() == 16 + 16 * SYSCALL_SLOTS + 48);
+const _: () = assert!(size_of::<Config>() == 16 + 16 * SYSCALL_SLOTS + 48 + 16);
 
 impl Config {
     /// The configuration the eBPF object is compiled with: trace nothing.
@@ -538,6 +561,14 @@ impl Config {
             nargs: 0,
             ret: 0,
         }; SYSCALL_SLOTS],
+        layout: KernelLayout {
+            page_shift: 0,
+            cache_name: 0,
+            cache_object_size: 0,
+            cache_size: 0,
+            regs_ip: 0,
+            reserved: 0,
+        },
     };
 }
 

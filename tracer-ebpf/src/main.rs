@@ -2,6 +2,9 @@
 //! shared between families in `maps.rs`.
 #![no_std]
 #![no_main]
+// Atomic adds on map values (`probes/kmem.rs`): the BPF target's core has no atomic types.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics, for atomic adds")]
 
 mod maps;
 mod probes;

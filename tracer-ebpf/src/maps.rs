@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    Config, EVENTS_RING_BYTES, EventHeader, KmemOffsets, MAX_STACKS, Syscall, SyscallOffsets,
-    counter,
+    Config, EVENTS_RING_BYTES, EventHeader, KernelLayout, KmemOffsets, MAX_STACKS, Syscall,
+    SyscallOffsets, counter,
 };
 
 /// Every event, reserved and written in place.
@@ -95,6 +95,26 @@ pub fn header(kind: u32, tgid: u32, tid: u32) -> EventHeader {
 pub fn kmem_offsets() -> KmemOffsets {
     // SAFETY: as in `target_tgid`.
     unsafe { core::ptr::read_volatile(&raw const CONFIG.kmem) }
+}
+
+/// Where the raw programs find their values in kernel structures.
+#[inline(always)]
+pub fn kernel_layout() -> KernelLayout {
+    // SAFETY: as in `target_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.layout) }
+}
+
+/// A value read from kernel memory, or `None` (counted) when it cannot be read.
+#[inline(always)]
+pub fn read_kernel<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address and fails cleanly.
+    match unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            bump(counter::READ_FAILED);
+            None
+        }
+    }
 }
 
 /// `--sample`: mean bytes between sampled allocations, or 0 to trace every one.

@@ -6,7 +6,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::{
     output::Outputs,
-    probes::uprobes::UprobeLinks,
+    probes::{kernel::KernelProbes, uprobes::UprobeLinks},
     runtime::{Mode, RunConfig, TargetSpec},
 };
 
@@ -134,6 +134,14 @@ pub struct Cli {
     /// Example: --uprobe-links single
     #[arg(long, value_enum, value_name = "KIND", default_value_t = UprobeLinks::Auto)]
     pub uprobe_links: UprobeLinks,
+
+    /// How the kmem and fault programs attach. They fire for every allocation of the machine,
+    /// so `auto` takes raw tracepoints, which cost a pid check outside the traced process,
+    /// where this kernel's BTF shows the prototypes the programs know (Linux 6.1+); `perf`
+    /// reads the tracepoints' records on any kernel, at several times the cost of each hit.
+    /// Both see the same events. Example: --kernel-probes perf
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = KernelProbes::Auto)]
+    pub kernel_probes: KernelProbes,
 
     /// Record the kernel stack of every buddy page and slab object the process is given, and
     /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation.
@@ -283,6 +291,7 @@ impl Cli {
             mode: self.mode,
             fault_stacks: self.fault_stacks,
             uprobe_links: self.uprobe_links,
+            kernel_probes: self.kernel_probes,
             sample_bytes: self.sample.unwrap_or(0),
         })
     }

@@ -23,6 +23,7 @@ use crate::{
     output::{self, Outputs, Sink},
     probes::{
         EBPF_OBJECT, LoadOptions, Probes,
+        kernel::KernelProbes,
         stacks::{kernel_stacks, read_stacks},
         tracefs::Tracefs,
         uprobes::{AllocatorProbes, UprobeError, UprobeLinks, needed_libraries},
@@ -67,6 +68,8 @@ pub struct RunConfig {
     pub fault_stacks: bool,
     /// How allocator probes attach.
     pub uprobe_links: UprobeLinks,
+    /// How the kmem and fault programs attach.
+    pub kernel_probes: KernelProbes,
     /// `--sample`: mean bytes between sampled allocations (0: trace every call).
     pub sample_bytes: u32,
 }
@@ -141,6 +144,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         max_stacks: cfg.max_stacks,
         fault_stacks: cfg.fault_stacks,
         sample_bytes: cfg.sample_bytes,
+        kernel_probes: cfg.kernel_probes,
     };
     let setup = Instant::now();
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;

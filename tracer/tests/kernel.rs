@@ -273,3 +273,51 @@ fn no_kernel_skips_the_kmem_probes() {
     assert_eq!(v["kernel"]["faults"]["user"], 0);
     assert!(n(&v["syscalls"]["mmap"]["shared_calls"]) >= 5);
 }
+
+/// The raw kmem and fault programs see what the perf tracepoints see: the same faults, pages,
+/// VMAs and frees on a workload whose kernel work is known, run under each.
+#[test]
+fn raw_and_perf_kernel_probes_agree() {
+    const K: i64 = 200;
+    let w = workload("kernel");
+    let w = w.to_str().unwrap();
+    let run = |kind: &str, args: &[&str]| {
+        let (v, out) = trace_with(&["--kernel-probes", kind], args, &[]);
+        assert!(
+            out.status.success(),
+            "--kernel-probes {kind}: {}",
+            stderr(&out)
+        );
+        v
+    };
+    for kind in ["raw", "perf"] {
+        let touch = run(kind, &[w, "touch", &K.to_string()]);
+        let block = site(&touch, "touch_block");
+        // The block's K pages, each faulted in and given an order-0 page.
+        assert!(n(&block["caused"]["page_faults"]) >= K, "{kind}: {block}");
+        assert!(n(&block["paths"]["buddy_pages"]) >= K, "{kind}: {block}");
+        assert_eq!(
+            block["paths"]["resident_bytes"],
+            K * 4096,
+            "{kind}: {block}"
+        );
+        let buddy = &touch["kernel"]["buddy"];
+        assert!(
+            n(&buddy["frees"]) > 0 && n(&buddy["frees"]) <= n(&buddy["allocs"]),
+            "{kind}"
+        );
+
+        let vmas = run(kind, &[w, "vmas", &K.to_string()]);
+        let base = run(kind, &[w, "vmas", "0"]);
+        let cache = |v: &Value, f: &str| n(&v["kernel"]["slab"]["by_cache"]["vm_area_struct"][f]);
+        assert_eq!(cache(&vmas, "allocs") - cache(&base, "allocs"), K, "{kind}");
+        // Freed at exit, in the process's own context, before tracing stops.
+        assert_eq!(cache(&vmas, "frees") - cache(&base, "frees"), K, "{kind}");
+        let slab = &vmas["kernel"]["slab"];
+        assert!(n(&slab["bytes"]) >= n(&slab["bytes_req"]), "{kind}: {slab}");
+        assert!(
+            slab["by_cache"]["kmalloc-64"]["allocs"].as_i64().is_some(),
+            "{kind}: kmalloc"
+        );
+    }
+}

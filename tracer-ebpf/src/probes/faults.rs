@@ -1,6 +1,9 @@
 //! `exceptions:page_fault_user`: the traced process touching memory, first touch included.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::tracepoint,
+    programs::{TracePointContext, tracing::StackIdContext},
+};
 use tracer_common::{FaultEvent, config_flags, counter, kind};
 
 use crate::{
@@ -28,15 +31,29 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         bump(counter::READ_FAILED);
         return 0;
     };
+    fault(&ctx, tgid, tid, address, ip, error_code);
+    0
+}
+
+/// A fault of the traced thread `tid` at `address`, from the instruction at `ip`: sent.
+#[inline(always)]
+pub fn fault<C: StackIdContext>(
+    ctx: &C,
+    tgid: u32,
+    tid: u32,
+    address: u64,
+    ip: u64,
+    error_code: u64,
+) {
     // Before the reservation: a stack walk while holding ring space delays the reader.
     let stack_id = if config_flag(config_flags::FAULT_STACKS) {
-        user_stack_id(&ctx)
+        user_stack_id(ctx)
     } else {
         -1
     };
     let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
-        return 0;
+        return;
     };
     entry.write(FaultEvent {
         header: header(kind::FAULT, tgid, tid),
@@ -47,5 +64,4 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
         stack_id,
     });
     entry.submit(wakeup_flags());
-    0
 }

@@ -5,14 +5,17 @@
 //! context against the blocks the process was given (pages and objects are often freed later
 //! by RCU callbacks or other tasks), through maps of what is live.
 
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+};
 
 use aya_ebpf::{
     EbpfContext,
     helpers::generated::bpf_probe_read_kernel_str,
     macros::{map, tracepoint},
-    maps::{HashMap, StackTrace},
-    programs::{TracePointContext, tracing::StackIdContext as _},
+    maps::{Array, HashMap, StackTrace},
+    programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
     CACHE_NAME_BYTES, InFlight, MAX_LIVE_KERNEL_OBJECTS, MAX_STACKS, PageEvent, SLAB_KMALLOC,
@@ -32,6 +35,63 @@ static LIVE_PAGES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL
 #[map(name = "LIVE_SLAB")]
 static LIVE_SLAB: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
 
+/// Slots of each counting filter in front of LIVE_PAGES and LIVE_SLAB.
+const FILTER_BITS: u32 = 14;
+
+/// How many keys of LIVE_PAGES (LIVE_SLAB) fall in each slot, counted up before a key goes in
+/// and down after it comes out, so a zero proves a key absent. Frees come from the whole
+/// machine and nearly all are of blocks the traced process never had: a lookup in a small
+/// array, which stays in the cache, spares them a lookup in a large hash map, which does not.
+#[map(name = "LIVE_PAGES_FILTER")]
+static LIVE_PAGES_FILTER: Array<u32> = Array::with_max_entries(1 << FILTER_BITS, 0);
+
+#[map(name = "LIVE_SLAB_FILTER")]
+static LIVE_SLAB_FILTER: Array<u32> = Array::with_max_entries(1 << FILTER_BITS, 0);
+
+#[inline(always)]
+fn filter_slot(key: u64) -> u32 {
+    // Fibonacci hashing: the top bits of the product mix every bit of the key.
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FILTER_BITS)) as u32
+}
+
+/// Adds `delta` (wrapping: `u32::MAX` subtracts one) to a filter slot. The BPF target has no
+/// atomic types; the add compiles to the instruction the kernel's atomics use.
+#[inline(always)]
+fn count(slot: *mut u32, delta: u32) {
+    // SAFETY: `slot` is a map value's address, valid for the program's run.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(slot, delta) };
+}
+
+/// Remembers that the traced process has `key` (with `value`).
+#[inline(always)]
+fn remember(live: &HashMap<u64, u32>, filter: &Array<u32>, key: u64, value: u32) {
+    let Some(slot) = filter.get_ptr_mut(filter_slot(key)) else {
+        return;
+    };
+    count(slot, 1);
+    if live.insert(key, value, 0).is_err() {
+        count(slot, u32::MAX);
+        bump(counter::KERNEL_LIVE_FULL);
+    }
+}
+
+/// Takes `key` out of what the traced process has, if it is there.
+#[inline(always)]
+fn take(live: &HashMap<u64, u32>, filter: &Array<u32>, key: u64) -> Option<u32> {
+    let slot = filter.get_ptr_mut(filter_slot(key))?;
+    // SAFETY: as in `count`; a stale read errs towards a lookup, never against one, since a
+    // slot is counted up before its key goes in.
+    if unsafe { core::ptr::read_volatile(slot) } == 0 {
+        return None;
+    }
+    // SAFETY: value copied out at once.
+    let value = (unsafe { live.get(key) }).copied()?;
+    if live.remove(key).is_ok() {
+        count(slot, u32::MAX);
+    }
+    Some(value)
+}
+
 /// Kernel stacks of page and slab allocations (`--kernel-stacks`).
 #[map(name = "KSTACKS")]
 static KSTACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
@@ -46,7 +106,7 @@ pub fn in_flight(tid: u32) -> InFlight {
 }
 
 #[inline(always)]
-fn kernel_stack(ctx: &TracePointContext) -> i32 {
+fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {
     if !config_flag(config_flags::KERNEL_STACKS) {
         return -1;
     }
@@ -88,9 +148,22 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     if pfn == u64::MAX {
         return 0; // a failed allocation
     }
-    if LIVE_PAGES.insert(pfn, order, 0).is_err() {
-        bump(counter::KERNEL_LIVE_FULL);
-    }
+    page_allocated(&ctx, tgid, tid, pfn, order, gfp_flags, migratetype);
+    0
+}
+
+/// A page block given to the traced thread `tid`: remembered, and sent.
+#[inline(always)]
+pub fn page_allocated<C: StackIdContext>(
+    ctx: &C,
+    tgid: u32,
+    tid: u32,
+    pfn: u64,
+    order: u32,
+    gfp_flags: u64,
+    migratetype: i32,
+) {
+    remember(&LIVE_PAGES, &LIVE_PAGES_FILTER, pfn, order);
     emit_page(
         kind::PAGE_ALLOC,
         tgid,
@@ -100,9 +173,8 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
         order,
         gfp_flags,
         migratetype,
-        kernel_stack(&ctx),
+        kernel_stack(ctx),
     );
-    0
 }
 
 #[tracepoint]
@@ -123,13 +195,12 @@ pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A page block freed, by anyone: sent if the traced process had it.
 #[inline(always)]
-fn page_freed(pfn: u64) {
-    // SAFETY: value copied out at once.
-    let Some(order) = (unsafe { LIVE_PAGES.get(pfn) }).copied() else {
+pub fn page_freed(pfn: u64) {
+    let Some(order) = take(&LIVE_PAGES, &LIVE_PAGES_FILTER, pfn) else {
         return;
     };
-    let _ = LIVE_PAGES.remove(pfn);
     let (tgid, tid) = current();
     emit_page(
         kind::PAGE_FREE,
@@ -288,16 +359,52 @@ fn slab_alloc(
     ) else {
         return;
     };
-    if ptr == 0 {
+    let (flags, name) = match source {
+        SlabSource::Kmalloc => (SLAB_KMALLOC, None),
+        // A __data_loc field: the string's offset in the record (low 16 bits).
+        SlabSource::Cache(name_off) => (
+            0,
+            name_off
+                .and_then(|off| read::<u32>(ctx, off))
+                .map(|loc| ctx.as_ptr() as u64 + u64::from(loc & 0xffff)),
+        ),
+    };
+    let object = SlabObject {
+        ptr,
+        call_site,
+        bytes_req,
+        bytes_alloc,
+        gfp_flags,
+        flags,
+    };
+    slab_allocated(ctx, tgid, tid, &object, name);
+}
+
+/// A slab object as the allocation tracepoints describe it.
+pub struct SlabObject {
+    pub ptr: u64,
+    pub call_site: u64,
+    pub bytes_req: u64,
+    pub bytes_alloc: u64,
+    pub gfp_flags: u64,
+    /// [`SLAB_KMALLOC`] or 0.
+    pub flags: u32,
+}
+
+/// A slab object given to the traced thread `tid`: remembered, and sent with its cache's name
+/// copied from the kernel address `name` when there is one.
+#[inline(always)]
+pub fn slab_allocated<C: StackIdContext>(
+    ctx: &C,
+    tgid: u32,
+    tid: u32,
+    object: &SlabObject,
+    name: Option<u64>,
+) {
+    if object.ptr == 0 {
         return;
     }
-    let (flags, name_off) = match source {
-        SlabSource::Kmalloc => (SLAB_KMALLOC, None),
-        SlabSource::Cache(name_off) => (0, name_off),
-    };
-    if LIVE_SLAB.insert(ptr, flags, 0).is_err() {
-        bump(counter::KERNEL_LIVE_FULL);
-    }
+    remember(&LIVE_SLAB, &LIVE_SLAB_FILTER, object.ptr, object.flags);
     let kstack_id = kernel_stack(ctx);
     let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
@@ -308,25 +415,17 @@ fn slab_alloc(
     unsafe {
         (*event).header = header(kind::SLAB_ALLOC, tgid, tid);
         (*event).in_flight = in_flight(tid);
-        (*event).ptr = ptr;
-        (*event).call_site = call_site;
-        (*event).bytes_req = bytes_req;
-        (*event).bytes_alloc = bytes_alloc;
-        (*event).gfp_flags = gfp_flags;
+        (*event).ptr = object.ptr;
+        (*event).call_site = object.call_site;
+        (*event).bytes_req = object.bytes_req;
+        (*event).bytes_alloc = object.bytes_alloc;
+        (*event).gfp_flags = object.gfp_flags;
         (*event).kstack_id = kstack_id;
-        (*event).flags = flags;
+        (*event).flags = object.flags;
         (*event).cache = [0; CACHE_NAME_BYTES];
-        if let Some(off) = name_off
-            && let Some(loc) = read::<u32>(ctx, off)
-        {
-            // A __data_loc field: the string's offset in the record (low 16 bits).
-            let src = ctx
-                .as_ptr()
-                .cast::<u8>()
-                .add((loc & 0xffff) as usize)
-                .cast::<c_void>();
+        if let Some(src) = name {
             let dst = (&raw mut (*event).cache).cast::<c_void>();
-            if bpf_probe_read_kernel_str(dst, CACHE_NAME_BYTES as u32, src) < 0 {
+            if bpf_probe_read_kernel_str(dst, CACHE_NAME_BYTES as u32, src as *const c_void) < 0 {
                 bump(counter::READ_FAILED);
             }
         }
@@ -334,13 +433,12 @@ fn slab_alloc(
     entry.submit(wakeup_flags());
 }
 
+/// A slab object freed, by anyone: sent if the traced process had it.
 #[inline(always)]
-fn slab_freed(ptr: u64) {
-    // SAFETY: value copied out at once.
-    let Some(flags) = (unsafe { LIVE_SLAB.get(ptr) }).copied() else {
+pub fn slab_freed(ptr: u64) {
+    let Some(flags) = take(&LIVE_SLAB, &LIVE_SLAB_FILTER, ptr) else {
         return;
     };
-    let _ = LIVE_SLAB.remove(ptr);
     let (tgid, tid) = current();
     let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);

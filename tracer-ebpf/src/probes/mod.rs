@@ -1,5 +1,6 @@
 pub mod alloc;
 pub mod faults;
 pub mod kmem;
+pub mod kmem_raw;
 pub mod syscalls;
 pub mod tasks;

@@ -1,8 +1,110 @@
-//! Layouts of the kmem and fault tracepoints, read from tracefs.
+//! Layouts of the kmem and fault tracepoints: their records, read from tracefs, and their
+//! arguments and the kernel structures behind them, read from BTF for the raw programs.
 
-use tracer_common::KmemOffsets;
+use tracer_common::{KernelLayout, KmemOffsets};
 
-use super::tracefs::{Tracefs, TracefsError};
+use super::{
+    btf::Btf,
+    tracefs::{Tracefs, TracefsError},
+};
+
+/// How the kmem and fault programs attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KernelProbes {
+    /// Raw tracepoints where this kernel's prototypes are the ones the programs know.
+    #[default]
+    Auto,
+    /// Raw tracepoints, or an error.
+    Raw,
+    /// Perf tracepoints (the tracefs records), on any kernel.
+    Perf,
+}
+
+/// The raw tracepoints the raw programs attach to (program `raw_<name>`), with the leading
+/// arguments of `TP_PROTO` that the programs read, in order, as BTF names their types.
+pub const RAW_TRACEPOINTS: [(&str, &[&str]); 8] = [
+    (
+        "kmem_cache_alloc",
+        &[
+            "long unsigned int",
+            "const void *",
+            "struct kmem_cache *",
+            "gfp_t",
+        ],
+    ),
+    (
+        "kmalloc",
+        &[
+            "long unsigned int",
+            "const void *",
+            "size_t",
+            "size_t",
+            "gfp_t",
+        ],
+    ),
+    ("kfree", &["long unsigned int", "const void *"]),
+    ("kmem_cache_free", &["long unsigned int", "const void *"]),
+    (
+        "mm_page_alloc",
+        &["struct page *", "unsigned int", "gfp_t", "int"],
+    ),
+    ("mm_page_free", &["struct page *"]),
+    ("mm_page_free_batched", &["struct page *"]),
+    (
+        "page_fault_user",
+        &["long unsigned int", "struct pt_regs *", "long unsigned int"],
+    ),
+];
+
+/// Why the raw programs cannot run on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RawUnsupported(pub String);
+
+/// Whether raw tracepoint `name`, taking `args` (`None`: not in BTF), starts with the arguments
+/// its program reads.
+fn check_prototype(
+    name: &str,
+    args: Option<Vec<String>>,
+    expected: &[&str],
+) -> Result<(), RawUnsupported> {
+    let args = args
+        .ok_or_else(|| RawUnsupported(format!("the kernel's BTF has no raw tracepoint {name}")))?;
+    if args.len() < expected.len() || args.iter().zip(expected).any(|(a, e)| a != e) {
+        return Err(RawUnsupported(format!(
+            "raw tracepoint {name} takes ({}), not ({}, ...)",
+            args.join(", "),
+            expected.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Checks every raw tracepoint's prototype against the programs' and finds the struct members
+/// they read.
+pub fn raw_layout(btf: &Btf) -> Result<KernelLayout, RawUnsupported> {
+    let no = |why: String| RawUnsupported(why);
+    for (name, expected) in RAW_TRACEPOINTS {
+        check_prototype(name, btf.tracepoint_args(name), expected)?;
+    }
+    let member = |s: &str, m: &str| {
+        btf.member_offset(s, m)
+            .and_then(|o| u16::try_from(o).ok())
+            .ok_or_else(|| no(format!("struct {s} has no member {m} in the kernel's BTF")))
+    };
+    let page = btf
+        .struct_size("page")
+        .filter(|s| s.is_power_of_two())
+        .ok_or_else(|| no("struct page's size is not a power of two".into()))?;
+    Ok(KernelLayout {
+        page_shift: page.trailing_zeros(),
+        cache_name: member("kmem_cache", "name")?,
+        cache_object_size: member("kmem_cache", "object_size")?,
+        cache_size: member("kmem_cache", "size")?,
+        regs_ip: member("pt_regs", "ip")?,
+        reserved: 0,
+    })
+}
 
 /// The kmem tracepoints tracer attaches, as (tracepoint, program).
 pub const KMEM_TRACEPOINTS: [&str; 7] = [
@@ -176,6 +278,51 @@ mod tests {
         let layout = kmem_offsets(&Tracefs::at(&root), &mut offsets).unwrap();
         assert_eq!(layout.node_variants, ["kmem_cache_alloc_node"]);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn raw_programs_refuse_other_prototypes() {
+        let args = |a: &[&str]| Some(a.iter().map(|s| s.to_string()).collect());
+        let (name, expected) = RAW_TRACEPOINTS[0];
+        // Linux 6.1+, with the trailing node the program does not read.
+        let now = [
+            "long unsigned int",
+            "const void *",
+            "struct kmem_cache *",
+            "gfp_t",
+            "int",
+        ];
+        assert_eq!(check_prototype(name, args(&now), expected), Ok(()));
+        // Linux 5.15: sizes where the cache is.
+        let old = [
+            "long unsigned int",
+            "const void *",
+            "size_t",
+            "size_t",
+            "gfp_t",
+        ];
+        let err = check_prototype(name, args(&old), expected).unwrap_err();
+        assert!(
+            err.0
+                .contains("takes (long unsigned int, const void *, size_t"),
+            "{err}"
+        );
+        assert!(check_prototype(name, args(&now[..3]), expected).is_err());
+        assert!(
+            check_prototype(name, None, expected)
+                .unwrap_err()
+                .0
+                .contains("no raw tracepoint")
+        );
+    }
+
+    #[test]
+    fn this_kernel_takes_the_raw_programs() {
+        let btf = Btf::from_sys().expect("the kernel has BTF");
+        let layout = raw_layout(&btf).expect("Linux 6.18 has the known prototypes");
+        assert_eq!(layout.page_shift, 6);
+        assert_eq!(layout.regs_ip, 128);
+        assert!(layout.cache_name > layout.cache_size, "{layout:?}");
     }
 
     #[test]

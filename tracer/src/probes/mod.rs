@@ -1,5 +1,6 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
+pub mod btf;
 pub mod kernel;
 pub mod multi;
 pub mod offset;
@@ -10,16 +11,19 @@ pub mod uprobes;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, MapError, PerCpuArray},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use thiserror::Error;
 use tracer_common::{
-    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS,
-    SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall,
-    SyscallOffsets, config_flags, counter,
+    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, KernelLayout, MAX_SAMPLED_BLOCKS,
+    MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP,
+    STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
 };
 
-use self::tracefs::{Tracefs, TracefsError};
+use self::{
+    kernel::{KernelProbes, RawUnsupported},
+    tracefs::{Tracefs, TracefsError},
+};
 
 /// The eBPF object built by `build.rs`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -36,6 +40,8 @@ pub enum ProbeError {
         found: usize,
         expected: usize,
     },
+    #[error("the kmem and fault programs cannot attach as raw tracepoints (--kernel-probes raw)")]
+    Raw(#[source] RawUnsupported),
     #[error("loading the eBPF programs failed")]
     Load(#[source] Box<EbpfError>),
     #[error("the eBPF object has no program {0}")]
@@ -80,12 +86,15 @@ pub struct LoadOptions {
     pub fault_stacks: bool,
     /// `--sample`: mean bytes between sampled allocations (0: all).
     pub sample_bytes: u32,
+    /// How the kmem and fault programs attach.
+    pub kernel_probes: KernelProbes,
 }
 
 /// One tracepoint program and where it attaches.
 pub struct Attachment {
     program: String,
-    category: &'static str,
+    /// The perf tracepoint's category; `None` for a raw tracepoint.
+    category: Option<&'static str>,
     name: String,
 }
 
@@ -93,8 +102,34 @@ impl Attachment {
     fn new(category: &'static str, name: &str) -> Self {
         Attachment {
             program: name.to_string(),
-            category,
+            category: Some(category),
             name: name.to_string(),
+        }
+    }
+
+    fn raw(name: &str) -> Self {
+        Attachment {
+            program: format!("raw_{name}"),
+            category: None,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The kernel layout for the raw kmem and fault programs, when `wanted` and possible.
+fn raw_kernel_layout(wanted: KernelProbes) -> Result<Option<KernelLayout>, ProbeError> {
+    if wanted == KernelProbes::Perf {
+        return Ok(None);
+    }
+    let layout = btf::Btf::from_sys()
+        .map_err(|e| RawUnsupported(format!("{e}")))
+        .and_then(|btf| kernel::raw_layout(&btf));
+    match (layout, wanted) {
+        (Ok(layout), _) => Ok(Some(layout)),
+        (Err(e), KernelProbes::Raw) => Err(ProbeError::Raw(e)),
+        (Err(e), _) => {
+            log::debug!("kmem and fault programs attach as perf tracepoints: {e}");
+            Ok(None)
         }
     }
 }
@@ -116,24 +151,16 @@ pub fn build_config(
         .map(|name| Attachment::new("syscalls", &name))
         .collect();
     if opts.kernel {
-        match kernel::kmem_offsets(tracefs, &mut config.kmem) {
-            Ok(layout) => {
-                config.flags |= config_flags::KMEM;
-                if layout.cache_names {
-                    config.flags |= config_flags::CACHE_NAMES;
-                }
-                attach.extend(
-                    kernel::KMEM_TRACEPOINTS
-                        .iter()
-                        .chain(&layout.node_variants)
-                        .map(|n| Attachment::new("kmem", n)),
-                );
-            }
-            Err(e) => log::warn!("buddy and slab allocations are not traced: {e}"),
-        }
-        match kernel::fault_offsets(tracefs, &mut config.kmem) {
-            Ok(()) => attach.push(Attachment::new("exceptions", "page_fault_user")),
-            Err(e) => log::warn!("page faults are not traced: {e}"),
+        if let Some(layout) = raw_kernel_layout(opts.kernel_probes)? {
+            config.flags |= config_flags::KMEM;
+            config.layout = layout;
+            attach.extend(
+                kernel::RAW_TRACEPOINTS
+                    .iter()
+                    .map(|(n, _)| Attachment::raw(n)),
+            );
+        } else {
+            attach_perf_kernel(tracefs, &mut config, &mut attach);
         }
     }
     // Child processes are counted in every mode: the summary says they were not traced.
@@ -169,6 +196,30 @@ pub fn build_config(
         config.syscalls[syscall as usize] = offsets;
     }
     Ok((config, attach))
+}
+
+/// The kmem and fault perf tracepoints, laid out as tracefs says, each group left out with a
+/// warning when its layout cannot be read.
+fn attach_perf_kernel(tracefs: &Tracefs, config: &mut Config, attach: &mut Vec<Attachment>) {
+    match kernel::kmem_offsets(tracefs, &mut config.kmem) {
+        Ok(layout) => {
+            config.flags |= config_flags::KMEM;
+            if layout.cache_names {
+                config.flags |= config_flags::CACHE_NAMES;
+            }
+            attach.extend(
+                kernel::KMEM_TRACEPOINTS
+                    .iter()
+                    .chain(&layout.node_variants)
+                    .map(|n| Attachment::new("kmem", n)),
+            );
+        }
+        Err(e) => log::warn!("buddy and slab allocations are not traced: {e}"),
+    }
+    match kernel::fault_offsets(tracefs, &mut config.kmem) {
+        Ok(()) => attach.push(Attachment::new("exceptions", "page_fault_user")),
+        Err(e) => log::warn!("page faults are not traced: {e}"),
+    }
 }
 
 /// The loaded and attached programs. Dropping it detaches everything.
@@ -212,26 +263,7 @@ impl Probes {
             }
         }
         for a in attachments {
-            let program: &mut TracePoint = ebpf
-                .program_mut(&a.program)
-                .ok_or_else(|| ProbeError::MissingProgram(a.program.clone()))?
-                .try_into()
-                .map_err(|source| ProbeError::ProgramLoad {
-                    program: a.program.clone(),
-                    source: Box::new(source),
-                })?;
-            program.load().map_err(|source| ProbeError::ProgramLoad {
-                program: a.program.clone(),
-                source: Box::new(source),
-            })?;
-            program
-                .attach(a.category, &a.name)
-                .map_err(|source| ProbeError::Attach {
-                    program: a.program.clone(),
-                    category: a.category.into(),
-                    name: a.name.clone(),
-                    source: Box::new(source),
-                })?;
+            attach(&mut ebpf, &a)?;
         }
         Ok(Probes {
             ebpf,
@@ -258,6 +290,36 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// Loads and attaches one tracepoint program, perf or raw.
+fn attach(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> {
+    let program_error = |source| ProbeError::ProgramLoad {
+        program: a.program.clone(),
+        source: Box::new(source),
+    };
+    let attach_error = |source| ProbeError::Attach {
+        program: a.program.clone(),
+        category: a.category.unwrap_or("raw").into(),
+        name: a.name.clone(),
+        source: Box::new(source),
+    };
+    let program = ebpf
+        .program_mut(&a.program)
+        .ok_or_else(|| ProbeError::MissingProgram(a.program.clone()))?;
+    match a.category {
+        Some(category) => {
+            let program: &mut TracePoint = program.try_into().map_err(program_error)?;
+            program.load().map_err(program_error)?;
+            program.attach(category, &a.name).map_err(attach_error)?;
+        }
+        None => {
+            let program: &mut RawTracePoint = program.try_into().map_err(program_error)?;
+            program.load().map_err(program_error)?;
+            program.attach(&a.name).map_err(attach_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// The table the sampling programs draw their intervals from: quantiles of the exponential
