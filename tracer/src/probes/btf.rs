@@ -165,7 +165,7 @@ impl Btf {
             };
             if self.name(name_off) == member {
                 let bitfield = t.kind_flag && offset >> 24 != 0;
-                return (!bitfield && bits % 8 == 0).then_some(bits / 8);
+                return (!bitfield && bits.is_multiple_of(8)).then_some(bits / 8);
             }
             if name_off == 0
                 && let Some(inner) = self.get(type_id)
@@ -265,10 +265,13 @@ mod tests {
         assert_eq!(args[2], "struct kmem_cache *");
         assert!(btf.tracepoint_args("no_such_tracepoint").is_none());
         assert_eq!(btf.struct_size("page"), Some(64));
-        // pt_regs is the x86-64 register frame: ip follows the 16 registers and orig_ax.
+        // pt_regs is the x86-64 register frame: ip follows 15 registers and orig_ax.
         assert_eq!(btf.member_offset("pt_regs", "ip"), Some(16 * 8));
         let name = btf.member_offset("kmem_cache", "name").unwrap();
-        assert!(name > 0 && name % 8 == 0, "kmem_cache.name at {name}");
+        assert!(
+            name > 0 && name.is_multiple_of(8),
+            "kmem_cache.name at {name}"
+        );
         assert!(btf.member_offset("kmem_cache", "no_such_member").is_none());
     }
 
