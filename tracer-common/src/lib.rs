@@ -456,9 +456,16 @@ pub struct KernelLayout {
     pub cache_size: u16,
     /// `struct pt_regs`: `ip`.
     pub regs_ip: u16,
-    pub reserved: u32,
+    /// `struct pt_regs`: the registers of a syscall's six arguments, in order (x86-64: `di`,
+    /// `si`, `dx`, `r10`, `r8`, `r9`), and `orig_ax`, its number.
+    pub regs_args: [u16; MAX_SYSCALL_ARGS],
+    pub regs_orig_ax: u16,
+    pub reserved: u16,
+    /// The number of each [`Syscall`] (by discriminant) on this architecture, for the raw
+    /// `sys_enter`/`sys_exit` programs; `u32::MAX` in unused slots.
+    pub syscall_nrs: [u32; SYSCALL_SLOTS],
 }
-const _: () = assert!(size_of::<KernelLayout>() == 16);
+const _: () = assert!(size_of::<KernelLayout>() == 28 + 4 * SYSCALL_SLOTS);
 
 /// Per-thread state of the outermost allocator call in flight.
 #[repr(C)]
@@ -521,7 +528,7 @@ pub struct Config {
     pub kmem: KmemOffsets,
     pub layout: KernelLayout,
 }
-const _: () = assert!(size_of::<Config>() == 16 + 16 * SYSCALL_SLOTS + 48 + 16);
+const _: () = assert!(size_of::<Config>() == 16 + 16 * SYSCALL_SLOTS + 48 + 28 + 4 * SYSCALL_SLOTS);
 
 impl Config {
     /// The configuration the eBPF object is compiled with: trace nothing.
@@ -567,7 +574,10 @@ impl Config {
             cache_object_size: 0,
             cache_size: 0,
             regs_ip: 0,
+            regs_args: [0; MAX_SYSCALL_ARGS],
+            regs_orig_ax: 0,
             reserved: 0,
+            syscall_nrs: [u32::MAX; SYSCALL_SLOTS],
         },
     };
 }

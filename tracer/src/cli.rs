@@ -135,11 +135,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "KIND", default_value_t = UprobeLinks::Auto)]
     pub uprobe_links: UprobeLinks,
 
-    /// How the kmem and fault programs attach. They fire for every allocation of the machine,
-    /// so `auto` takes raw tracepoints, which cost a pid check outside the traced process,
-    /// where this kernel's BTF shows the prototypes the programs know (Linux 6.1+); `perf`
-    /// reads the tracepoints' records on any kernel, at several times the cost of each hit.
-    /// Both see the same events. Example: --kernel-probes perf
+    /// How the syscall, task, kmem and fault programs attach. `auto` takes raw tracepoints
+    /// where this kernel's BTF shows the prototypes the programs know (Linux 6.1+, x86-64):
+    /// they detach at once, where each perf tracepoint waits for a grace period of its own
+    /// (about 1 s at the end of every run), and a kmem hit outside the traced process costs a
+    /// pid check. `perf` reads the tracepoints' tracefs records, on any kernel. Both see the
+    /// same events. Example: --kernel-probes perf
     #[arg(long, value_enum, value_name = "KIND", default_value_t = KernelProbes::Auto)]
     pub kernel_probes: KernelProbes,
 

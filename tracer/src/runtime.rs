@@ -68,7 +68,7 @@ pub struct RunConfig {
     pub fault_stacks: bool,
     /// How allocator probes attach.
     pub uprobe_links: UprobeLinks,
-    /// How the kmem and fault programs attach.
+    /// How the tracepoint programs attach.
     pub kernel_probes: KernelProbes,
     /// `--sample`: mean bytes between sampled allocations (0: trace every call).
     pub sample_bytes: u32,
@@ -334,8 +334,9 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let summary = session.summarize(&finish);
     spinner.finish_and_clear();
     failed += output::write_all(&summary, &outputs);
-    // The reports are out; the syscall and kmem tracepoints detach one by one, each waiting for
-    // the kernel's grace periods, which takes a while.
+    // The reports are out. Raw tracepoints detach at once; perf ones (`--kernel-probes perf`, or
+    // kernels without the known prototypes) one by one, each waiting for the kernel's grace
+    // periods, which takes a while.
     let teardown = Instant::now();
     let spinner = indicatif::ProgressBar::new_spinner().with_message("detaching the probes");
     spinner.enable_steady_tick(Duration::from_millis(120));

@@ -274,8 +274,8 @@ fn no_kernel_skips_the_kmem_probes() {
     assert!(n(&v["syscalls"]["mmap"]["shared_calls"]) >= 5);
 }
 
-/// The raw kmem and fault programs see what the perf tracepoints see: the same faults, pages,
-/// VMAs and frees on a workload whose kernel work is known, run under each.
+/// The raw tracepoint programs see what the perf tracepoints see: the same syscalls, faults,
+/// pages, VMAs and frees on workloads whose kernel work is known, run under each.
 #[test]
 fn raw_and_perf_kernel_probes_agree() {
     const K: i64 = 200;
@@ -290,6 +290,19 @@ fn raw_and_perf_kernel_probes_agree() {
         );
         v
     };
+    let syscalls = workload("syscalls");
+    let threads = ["3", "--threads", "2"];
+    let syscalls_of = |kind: &str| {
+        let argv: Vec<&str> = [syscalls.to_str().unwrap()]
+            .into_iter()
+            .chain(threads)
+            .collect();
+        run(kind, &argv)["syscalls"].clone()
+    };
+    let raw = syscalls_of("raw");
+    assert_eq!(raw, syscalls_of("perf"));
+    // 2 threads of 3 iterations, 4 mmap calls each (and the threads' stacks and arenas).
+    assert!(n(&raw["mmap"]["calls"]) >= 2 * 3 * 4, "{raw}");
     for kind in ["raw", "perf"] {
         let touch = run(kind, &[w, "touch", &K.to_string()]);
         let block = site(&touch, "touch_block");

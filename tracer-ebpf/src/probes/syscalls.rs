@@ -9,7 +9,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user_str},
     macros::{map, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
     MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, OpenEvent, PATH_BYTES, PendingSyscall, Syscall,
@@ -68,20 +68,27 @@ fn syscall_enter(ctx: &TracePointContext, syscall: Syscall) {
         return;
     };
     let offsets = syscall_offsets(syscall);
-    let mut pending = PendingSyscall {
+    let mut args = [0; MAX_SYSCALL_ARGS];
+    for (i, arg) in args.iter_mut().enumerate().take(syscall.arg_count()) {
+        // SAFETY: the offset comes from the tracepoint's own format description.
+        match unsafe { ctx.read_at::<u64>(usize::from(offsets.args[i])) } {
+            Ok(v) => *arg = v,
+            Err(_) => bump(counter::READ_FAILED),
+        }
+    }
+    entered(tid, syscall, args);
+}
+
+/// The traced thread `tid` entered `syscall` with `args`: kept until it returns.
+#[inline(always)]
+pub fn entered(tid: u32, syscall: Syscall, args: [u64; MAX_SYSCALL_ARGS]) {
+    let pending = PendingSyscall {
         // SAFETY: helper without preconditions.
         enter_ns: unsafe { bpf_ktime_get_ns() },
         syscall: syscall as u32,
         reserved: 0,
-        args: [0; MAX_SYSCALL_ARGS],
+        args,
     };
-    for i in 0..syscall.arg_count() {
-        // SAFETY: the offset comes from the tracepoint's own format description.
-        match unsafe { ctx.read_at::<u64>(usize::from(offsets.args[i])) } {
-            Ok(v) => pending.args[i] = v,
-            Err(_) => bump(counter::READ_FAILED),
-        }
-    }
     if PENDING_SYSCALLS.insert(tid, pending, 0).is_err() {
         bump(counter::SYSCALL_ENTRY_STORE_FAILED);
     }
@@ -92,6 +99,17 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
     let Some((tgid, tid)) = traced_thread() else {
         return;
     };
+    let offsets = syscall_offsets(syscall);
+    // SAFETY: the offset comes from the tracepoint's own format description.
+    match unsafe { ctx.read_at::<i64>(usize::from(offsets.ret)) } {
+        Ok(ret) => returned(ctx, tgid, tid, syscall, ret),
+        Err(_) => bump(counter::READ_FAILED),
+    }
+}
+
+/// The traced thread `tid` returned `ret` from `syscall`: joined with its entry and sent.
+#[inline(always)]
+pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscall, ret: i64) {
     let Some(pending) = PENDING_SYSCALLS.get_ptr(tid) else {
         bump(counter::SYSCALL_UNPAIRED_EXIT);
         return;
@@ -103,15 +121,6 @@ fn syscall_exit(ctx: &TracePointContext, syscall: Syscall) {
         bump(counter::SYSCALL_UNPAIRED_EXIT);
         return;
     }
-    let offsets = syscall_offsets(syscall);
-    // SAFETY: the offset comes from the tracepoint's own format description.
-    let ret = match unsafe { ctx.read_at::<i64>(usize::from(offsets.ret)) } {
-        Ok(v) => v,
-        Err(_) => {
-            bump(counter::READ_FAILED);
-            return;
-        }
-    };
     if syscall == Syscall::Openat {
         if ret >= 0 {
             emit_open(tgid, tid, &pending, ret as i32);

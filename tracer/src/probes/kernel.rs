@@ -1,14 +1,14 @@
 //! Layouts of the kmem and fault tracepoints: their records, read from tracefs, and their
 //! arguments and the kernel structures behind them, read from BTF for the raw programs.
 
-use tracer_common::{KernelLayout, KmemOffsets};
+use tracer_common::{KernelLayout, KmemOffsets, MAX_SYSCALL_ARGS, SYSCALL_SLOTS, Syscall};
 
 use super::{
     btf::Btf,
     tracefs::{Tracefs, TracefsError},
 };
 
-/// How the kmem and fault programs attach.
+/// How the tracepoint programs attach (syscalls, task, kmem, faults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum KernelProbes {
     /// Raw tracepoints where this kernel's prototypes are the ones the programs know.
@@ -21,8 +21,19 @@ pub enum KernelProbes {
 }
 
 /// The raw tracepoints the raw programs attach to (program `raw_<name>`), with the leading
-/// arguments of `TP_PROTO` that the programs read, in order, as BTF names their types.
-pub const RAW_TRACEPOINTS: [(&str, &[&str]); 8] = [
+/// arguments of `TP_PROTO` that the programs read, in order, as BTF names their types (`a|b`:
+/// either). The syscall and task programs attach in every mode.
+pub const RAW_TRACEPOINTS: [(&str, &[&str]); 3] = [
+    ("sys_enter", &["struct pt_regs *", "long int"]),
+    ("sys_exit", &["struct pt_regs *", "long int"]),
+    (
+        "task_newtask",
+        &["struct task_struct *", "u64|long unsigned int"],
+    ),
+];
+
+/// The kmem and fault raw tracepoints, attached with the kernel paths.
+pub const RAW_KERNEL_TRACEPOINTS: [(&str, &[&str]); 8] = [
     (
         "kmem_cache_alloc",
         &[
@@ -56,6 +67,26 @@ pub const RAW_TRACEPOINTS: [(&str, &[&str]); 8] = [
     ),
 ];
 
+/// The `struct pt_regs` members holding a syscall's arguments, in order, and its number, as
+/// x86-64 names them (other architectures' BTF has no such members: they take the perf
+/// programs).
+const SYSCALL_REGS: ([&str; MAX_SYSCALL_ARGS], &str) =
+    (["di", "si", "dx", "r10", "r8", "r9"], "orig_ax");
+
+/// Each traced syscall's number on this architecture.
+fn syscall_nr(syscall: Syscall) -> u32 {
+    let nr = match syscall {
+        Syscall::Brk => libc::SYS_brk,
+        Syscall::Mmap => libc::SYS_mmap,
+        Syscall::Munmap => libc::SYS_munmap,
+        Syscall::Mremap => libc::SYS_mremap,
+        Syscall::Openat => libc::SYS_openat,
+        Syscall::Mprotect => libc::SYS_mprotect,
+        Syscall::Madvise => libc::SYS_madvise,
+    };
+    nr as u32
+}
+
 /// Why the raw programs cannot run on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -70,7 +101,8 @@ fn check_prototype(
 ) -> Result<(), RawUnsupported> {
     let args = args
         .ok_or_else(|| RawUnsupported(format!("the kernel's BTF has no raw tracepoint {name}")))?;
-    if args.len() < expected.len() || args.iter().zip(expected).any(|(a, e)| a != e) {
+    let differs = |a: &String, e: &&str| !e.split('|').any(|alt| alt == a);
+    if args.len() < expected.len() || args.iter().zip(expected).any(|(a, e)| differs(a, e)) {
         return Err(RawUnsupported(format!(
             "raw tracepoint {name} takes ({}), not ({}, ...)",
             args.join(", "),
@@ -84,7 +116,7 @@ fn check_prototype(
 /// they read.
 pub fn raw_layout(btf: &Btf) -> Result<KernelLayout, RawUnsupported> {
     let no = |why: String| RawUnsupported(why);
-    for (name, expected) in RAW_TRACEPOINTS {
+    for (name, expected) in RAW_TRACEPOINTS.iter().chain(&RAW_KERNEL_TRACEPOINTS) {
         check_prototype(name, btf.tracepoint_args(name), expected)?;
     }
     let member = |s: &str, m: &str| {
@@ -96,13 +128,24 @@ pub fn raw_layout(btf: &Btf) -> Result<KernelLayout, RawUnsupported> {
         .struct_size("page")
         .filter(|s| s.is_power_of_two())
         .ok_or_else(|| no("struct page's size is not a power of two".into()))?;
+    let mut regs_args = [0; MAX_SYSCALL_ARGS];
+    for (slot, name) in regs_args.iter_mut().zip(SYSCALL_REGS.0) {
+        *slot = member("pt_regs", name)?;
+    }
+    let mut syscall_nrs = [u32::MAX; SYSCALL_SLOTS];
+    for syscall in Syscall::ALL {
+        syscall_nrs[syscall as usize] = syscall_nr(syscall);
+    }
     Ok(KernelLayout {
         page_shift: page.trailing_zeros(),
         cache_name: member("kmem_cache", "name")?,
         cache_object_size: member("kmem_cache", "object_size")?,
         cache_size: member("kmem_cache", "size")?,
         regs_ip: member("pt_regs", "ip")?,
+        regs_args,
+        regs_orig_ax: member("pt_regs", SYSCALL_REGS.1)?,
         reserved: 0,
+        syscall_nrs,
     })
 }
 
@@ -283,7 +326,7 @@ mod tests {
     #[test]
     fn raw_programs_refuse_other_prototypes() {
         let args = |a: &[&str]| Some(a.iter().map(|s| s.to_string()).collect());
-        let (name, expected) = RAW_TRACEPOINTS[0];
+        let (name, expected) = RAW_KERNEL_TRACEPOINTS[0];
         // Linux 6.1+, with the trailing node the program does not read.
         let now = [
             "long unsigned int",
@@ -323,6 +366,11 @@ mod tests {
         assert_eq!(layout.page_shift, 6);
         assert_eq!(layout.regs_ip, 128);
         assert!(layout.cache_name > layout.cache_size, "{layout:?}");
+        // x86-64's syscall frame: di at 112, r10 at 56, orig_ax at 120; mmap is syscall 9.
+        assert_eq!(layout.regs_args, [112, 104, 96, 56, 72, 64]);
+        assert_eq!(layout.regs_orig_ax, 120);
+        assert_eq!(layout.syscall_nrs[Syscall::Mmap as usize], 9);
+        assert_eq!(layout.syscall_nrs[0], u32::MAX, "slot 0 is no syscall");
     }
 
     #[test]

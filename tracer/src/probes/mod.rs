@@ -40,7 +40,7 @@ pub enum ProbeError {
         found: usize,
         expected: usize,
     },
-    #[error("the kmem and fault programs cannot attach as raw tracepoints (--kernel-probes raw)")]
+    #[error("the tracepoint programs cannot attach as raw tracepoints (--kernel-probes raw)")]
     Raw(#[source] RawUnsupported),
     #[error("loading the eBPF programs failed")]
     Load(#[source] Box<EbpfError>),
@@ -86,7 +86,7 @@ pub struct LoadOptions {
     pub fault_stacks: bool,
     /// `--sample`: mean bytes between sampled allocations (0: all).
     pub sample_bytes: u32,
-    /// How the kmem and fault programs attach.
+    /// How the tracepoint programs attach.
     pub kernel_probes: KernelProbes,
 }
 
@@ -116,7 +116,7 @@ impl Attachment {
     }
 }
 
-/// The kernel layout for the raw kmem and fault programs, when `wanted` and possible.
+/// The kernel layout for the raw programs, when `wanted` and possible.
 fn raw_kernel_layout(wanted: KernelProbes) -> Result<Option<KernelLayout>, ProbeError> {
     if wanted == KernelProbes::Perf {
         return Ok(None);
@@ -128,15 +128,16 @@ fn raw_kernel_layout(wanted: KernelProbes) -> Result<Option<KernelLayout>, Probe
         (Ok(layout), _) => Ok(Some(layout)),
         (Err(e), KernelProbes::Raw) => Err(ProbeError::Raw(e)),
         (Err(e), _) => {
-            log::debug!("kmem and fault programs attach as perf tracepoints: {e}");
+            log::debug!("the tracepoint programs attach as perf tracepoints: {e}");
             Ok(None)
         }
     }
 }
 
-/// Reads every tracepoint layout the programs need from tracefs, and lists the tracepoints to
-/// attach. The syscall tracepoints are required; the kmem and fault ones are optional: without
-/// them the run goes on, with a warning, without the kernel paths.
+/// Reads every tracepoint layout the programs need (from BTF for raw tracepoints, from tracefs
+/// for perf ones), and lists the tracepoints to attach. The syscall tracepoints are required;
+/// the kmem, fault and task ones are optional: without them the run goes on, with a warning,
+/// without what they show.
 pub fn build_config(
     tracefs: &Tracefs,
     opts: &LoadOptions,
@@ -145,28 +146,31 @@ pub fn build_config(
     config.target_tgid = opts.target_tgid;
     config.wakeup_bytes = opts.wakeup_bytes;
     config.sample_bytes = opts.sample_bytes;
-    let mut attach: Vec<Attachment> = Syscall::ALL
-        .iter()
-        .flat_map(|s| ["enter", "exit"].map(|dir| format!("sys_{dir}_{}", s.name())))
-        .map(|name| Attachment::new("syscalls", &name))
-        .collect();
-    if opts.kernel {
-        if let Some(layout) = raw_kernel_layout(opts.kernel_probes)? {
+    let mut attach = Vec::new();
+    if let Some(layout) = raw_kernel_layout(opts.kernel_probes)? {
+        config.layout = layout;
+        let kernel: &[_] = if opts.kernel {
             config.flags |= config_flags::KMEM;
-            config.layout = layout;
-            attach.extend(
-                kernel::RAW_TRACEPOINTS
-                    .iter()
-                    .map(|(n, _)| Attachment::raw(n)),
-            );
+            &kernel::RAW_KERNEL_TRACEPOINTS
         } else {
+            &[]
+        };
+        attach.extend(
+            kernel::RAW_TRACEPOINTS
+                .iter()
+                .chain(kernel)
+                .map(|(n, _)| Attachment::raw(n)),
+        );
+    } else {
+        attach_perf_syscalls(tracefs, &mut config, &mut attach)?;
+        if opts.kernel {
             attach_perf_kernel(tracefs, &mut config, &mut attach);
         }
-    }
-    // Child processes are counted in every mode: the summary says they were not traced.
-    match kernel::newtask_offsets(tracefs, &mut config.kmem) {
-        Ok(()) => attach.push(Attachment::new("task", "task_newtask")),
-        Err(e) => log::warn!("child processes are not counted: {e}"),
+        // Child processes are counted in every mode: the summary says they were not traced.
+        match kernel::newtask_offsets(tracefs, &mut config.kmem) {
+            Ok(()) => attach.push(Attachment::new("task", "task_newtask")),
+            Err(e) => log::warn!("child processes are not counted: {e}"),
+        }
     }
     if opts.kernel_stacks {
         config.flags |= config_flags::KERNEL_STACKS;
@@ -174,6 +178,15 @@ pub fn build_config(
     if opts.fault_stacks {
         config.flags |= config_flags::FAULT_STACKS;
     }
+    Ok((config, attach))
+}
+
+/// A perf tracepoint per traced syscall and direction, laid out as tracefs says.
+fn attach_perf_syscalls(
+    tracefs: &Tracefs,
+    config: &mut Config,
+    attach: &mut Vec<Attachment>,
+) -> Result<(), ProbeError> {
     for syscall in Syscall::ALL {
         let enter = tracefs.format("syscalls", &format!("sys_enter_{}", syscall.name()))?;
         let exit = tracefs.format("syscalls", &format!("sys_exit_{}", syscall.name()))?;
@@ -194,8 +207,12 @@ pub fn build_config(
             *slot = field.offset;
         }
         config.syscalls[syscall as usize] = offsets;
+        for dir in ["enter", "exit"] {
+            let name = format!("sys_{dir}_{}", syscall.name());
+            attach.push(Attachment::new("syscalls", &name));
+        }
     }
-    Ok((config, attach))
+    Ok(())
 }
 
 /// The kmem and fault perf tracepoints, laid out as tracefs says, each group left out with a
