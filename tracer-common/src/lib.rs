@@ -98,7 +98,7 @@ pub mod counter {
     pub const ALLOC_UNPAIRED_EXIT: u32 = 4;
     /// An allocator call's state could not be stored: the call is lost.
     pub const ALLOC_STATE_STORE_FAILED: u32 = 5;
-    /// A user stack could not be collected (the allocation is still counted, without a stack).
+    /// A stack could not be walked (the event is still counted, without a stack).
     pub const STACK_FAILED: u32 = 6;
     /// An allocator call nested in another on the same thread, counted as part of the outer one.
     pub const ALLOC_NESTED: u32 = 7;
@@ -110,8 +110,12 @@ pub mod counter {
     pub const SAMPLED_FULL: u32 = 10;
     /// The traced process created a child process (not a thread), which is not traced.
     pub const CHILD_PROCESSES: u32 = 11;
+    /// A stack hashed to the slot of another one in the stack map, so it was not stored.
+    pub const STACK_COLLIDED: u32 = 12;
+    /// The stack map had no free entry for a new stack.
+    pub const STACK_MAP_FULL: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 }
 
 /// The header that starts every event.

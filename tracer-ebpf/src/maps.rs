@@ -2,6 +2,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    cty::c_long,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
     maps::{PerCpuArray, RingBuf, StackTrace},
@@ -24,10 +25,23 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
 /// could not be stored.
 #[inline(always)]
 pub fn user_stack_id<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)) {
+    stack_id(ctx.get_stackid(&STACKS, u64::from(BPF_F_USER_STACK)))
+}
+
+/// A stack id from `bpf_get_stackid`, or -1 with the reason counted: the two that a larger map
+/// helps with (a hash collision, no free entry) apart from a failed walk.
+#[inline(always)]
+pub fn stack_id(result: Result<c_long, i32>) -> i32 {
+    const EEXIST: i32 = 17;
+    const ENOMEM: i32 = 12;
+    match result {
         Ok(id) => id as i32,
-        Err(_) => {
-            bump(counter::STACK_FAILED);
+        Err(e) => {
+            bump(match -e {
+                EEXIST => counter::STACK_COLLIDED,
+                ENOMEM => counter::STACK_MAP_FULL,
+                _ => counter::STACK_FAILED,
+            });
             -1
         }
     }

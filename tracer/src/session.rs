@@ -358,7 +358,13 @@ impl Session {
         ]));
         counts.unpaired = sum(&[counter::SYSCALL_UNPAIRED_EXIT, counter::ALLOC_UNPAIRED_EXIT]);
         counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
-        counts.stacks_lost = k(counter::STACK_FAILED);
+        counts.stack_collisions = k(counter::STACK_COLLIDED);
+        counts.stack_map_full = k(counter::STACK_MAP_FULL);
+        counts.stacks_lost = sum(&[
+            counter::STACK_FAILED,
+            counter::STACK_COLLIDED,
+            counter::STACK_MAP_FULL,
+        ]);
         counts.child_processes = k(counter::CHILD_PROCESSES);
         counts.read_failures = k(counter::READ_FAILED);
         let mut timeline = self.timeline.clone();

@@ -225,8 +225,10 @@ fn the_command_starts_clean() {
     assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
 
     // A descriptor tracer inherited (7) does not reach the command; signals are at defaults.
+    // The masks are read by the command itself (grep exec'd in sh's place keeps them): sh's own,
+    // read from a child, would show what sh blocks around spawning that child.
     let script = format!(
-        "exec 7>/dev/null; exec {} -q -- sh -c 'ls /proc/$$/fd; grep -E \"^Sig(Ign|Blk)\" /proc/$$/status'",
+        "exec 7>/dev/null; exec {} -q -- sh -c 'ls /proc/$$/fd; exec grep -E \"^Sig(Ign|Blk)\" /proc/self/status'",
         env!("CARGO_BIN_EXE_tracer")
     );
     let out = Command::new("sh").args(["-c", &script]).output().unwrap();

@@ -265,18 +265,28 @@ pub fn run(n: u64) -> Result<()> {
         );
     }
 
-    // Start and stop.
-    let started = Instant::now();
-    let status = tracer_cmd(&tracer, &["--", "/bin/true"]).status()?;
-    if !status.success() {
-        bail!("tracer -q -- /bin/true failed: {status}");
+    // Start and stop, with the default probes and with raw tracepoints throughout.
+    for (name, args) in [
+        ("tracer -q -- /bin/true", &[][..]),
+        (
+            "tracer -q --kernel-probes raw -- /bin/true",
+            &["--kernel-probes", "raw"][..],
+        ),
+    ] {
+        let started = Instant::now();
+        let status = tracer_cmd(&tracer, args)
+            .args(["--", "/bin/true"])
+            .status()?;
+        if !status.success() {
+            bail!("{name} failed: {status}");
+        }
+        t.add(
+            format!("{name}, wall time"),
+            started.elapsed().as_secs_f64(),
+            "s",
+            None,
+        );
     }
-    t.add(
-        "tracer -q -- /bin/true, wall time",
-        started.elapsed().as_secs_f64(),
-        "s",
-        None,
-    );
     let mut sleeper = Command::new("sleep").arg("30").spawn()?;
     let pid = sleeper.id().to_string();
     let json = std::env::temp_dir().join("tracer-bench-stop.json");

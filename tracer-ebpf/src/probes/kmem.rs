@@ -23,7 +23,9 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{EVENTS, bump, config_flag, header, kmem_offsets, traced_thread, wakeup_flags},
+    maps::{
+        EVENTS, bump, config_flag, header, kmem_offsets, stack_id, traced_thread, wakeup_flags,
+    },
     probes::{alloc::alloc_in_flight, syscalls::syscall_in_flight},
 };
 
@@ -110,13 +112,7 @@ fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {
     if !config_flag(config_flags::KERNEL_STACKS) {
         return -1;
     }
-    match ctx.get_stackid(&KSTACKS, 0) {
-        Ok(id) => id as i32,
-        Err(_) => {
-            bump(counter::STACK_FAILED);
-            -1
-        }
-    }
+    stack_id(ctx.get_stackid(&KSTACKS, 0))
 }
 
 #[inline(always)]

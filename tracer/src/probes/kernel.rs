@@ -11,10 +11,11 @@ use super::{
 /// How the tracepoint programs attach (syscalls, task, kmem, faults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum KernelProbes {
-    /// Raw tracepoints where this kernel's prototypes are the ones the programs know.
+    /// Raw tracepoints for the task, kmem and fault programs where this kernel's prototypes are
+    /// the ones the programs know; perf tracepoints for the syscalls.
     #[default]
     Auto,
-    /// Raw tracepoints, or an error.
+    /// Raw tracepoints for every program, the syscalls' included, or an error.
     Raw,
     /// Perf tracepoints (the tracefs records), on any kernel.
     Perf,
@@ -22,7 +23,7 @@ pub enum KernelProbes {
 
 /// The raw tracepoints the raw programs attach to (program `raw_<name>`), with the leading
 /// arguments of `TP_PROTO` that the programs read, in order, as BTF names their types (`a|b`:
-/// either). The syscall and task programs attach in every mode.
+/// either). These attach in every mode: the two syscall ones first.
 pub const RAW_TRACEPOINTS: [(&str, &[&str]); 3] = [
     ("sys_enter", &["struct pt_regs *", "long int"]),
     ("sys_exit", &["struct pt_regs *", "long int"]),

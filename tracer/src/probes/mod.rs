@@ -149,18 +149,22 @@ pub fn build_config(
     let mut attach = Vec::new();
     if let Some(layout) = raw_kernel_layout(opts.kernel_probes)? {
         config.layout = layout;
+        // Raw syscall programs run on every syscall of the machine; the perf ones only on the
+        // traced syscalls, which costs the rest of the machine less while tracing and the run
+        // a grace period per tracepoint at its end: `raw` takes that trade, `auto` does not.
+        let (syscalls, other) = kernel::RAW_TRACEPOINTS.split_at(2);
+        if opts.kernel_probes == KernelProbes::Raw {
+            attach.extend(syscalls.iter().map(|(n, _)| Attachment::raw(n)));
+        } else {
+            attach_perf_syscalls(tracefs, &mut config, &mut attach)?;
+        }
         let kernel: &[_] = if opts.kernel {
             config.flags |= config_flags::KMEM;
             &kernel::RAW_KERNEL_TRACEPOINTS
         } else {
             &[]
         };
-        attach.extend(
-            kernel::RAW_TRACEPOINTS
-                .iter()
-                .chain(kernel)
-                .map(|(n, _)| Attachment::raw(n)),
-        );
+        attach.extend(other.iter().chain(kernel).map(|(n, _)| Attachment::raw(n)));
     } else {
         attach_perf_syscalls(tracefs, &mut config, &mut attach)?;
         if opts.kernel {

@@ -54,8 +54,14 @@ pub struct EventCounts {
     pub decode_errors: u64,
     /// Allocator calls made inside another (operator new's malloc), counted once as the outer.
     pub nested_allocator_calls: u64,
-    /// Allocations recorded without a stack (the stack map was full or the walk failed).
+    /// Events recorded without a stack, for any of the reasons below or a failed walk.
     pub stacks_lost: u64,
+    /// Of those: stacks that hashed to the slot of another one in the stack map.
+    #[serde(default)]
+    pub stack_collisions: u64,
+    /// Of those: stacks that found the stack map with no free entry.
+    #[serde(default)]
+    pub stack_map_full: u64,
     /// Child processes the traced process created: not traced.
     #[serde(default)]
     pub child_processes: u64,

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{
-    Summary, human_bytes,
+    EventCounts, Summary, human_bytes,
     user::{SiteReport, UserSummary},
     visible,
 };
@@ -57,12 +57,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         )?;
     }
     if e.stacks_lost > 0 {
-        writeln!(
-            out,
-            "warning: {} stacks (of allocations, syscalls or faults) could not be taken: the stack \
-             map was full or two stacks hashed alike; try a larger --max-stacks",
-            e.stacks_lost
-        )?;
+        writeln!(out, "{}", lost_stacks(e))?;
     }
 
     if e.child_processes > 0 {
@@ -509,6 +504,37 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// Why stacks were lost, in the words that say what helps.
+fn lost_stacks(e: &EventCounts) -> String {
+    let mut why = Vec::new();
+    if e.stack_collisions > 0 {
+        why.push(format!(
+            "{} hashed to the slot of another stack in the stack map",
+            e.stack_collisions
+        ));
+    }
+    if e.stack_map_full > 0 {
+        why.push(format!("{} found the stack map full", e.stack_map_full));
+    }
+    let walk = e
+        .stacks_lost
+        .saturating_sub(e.stack_collisions)
+        .saturating_sub(e.stack_map_full);
+    if walk > 0 {
+        why.push(format!("{walk} could not be walked"));
+    }
+    let hint = if e.stack_collisions > 0 || e.stack_map_full > 0 {
+        "; a larger --max-stacks makes both rarer"
+    } else {
+        ""
+    };
+    format!(
+        "warning: {} stacks (of allocations, syscalls or faults) could not be taken: {}{hint}",
+        e.stacks_lost,
+        why.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,7 +616,20 @@ mod tests {
         let text = rendered(&s);
         assert!(
             text.contains(
-                "warning: 7 stacks (of allocations, syscalls or faults) could not be taken"
+                "warning: 7 stacks (of allocations, syscalls or faults) could not be taken: \
+                 7 could not be walked\n"
+            ),
+            "{text}"
+        );
+        // Collisions and a full map are told apart, and only they suggest a larger map.
+        s.events.stack_collisions = 4;
+        s.events.stack_map_full = 1;
+        let text = rendered(&s);
+        assert!(
+            text.contains(
+                "could not be taken: 4 hashed to the slot of another stack in the stack map, \
+                 1 found the stack map full, 2 could not be walked; a larger --max-stacks \
+                 makes both rarer"
             ),
             "{text}"
         );
