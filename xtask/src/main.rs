@@ -234,8 +234,15 @@ fn test(args: Vec<OsString>) -> Result<()> {
     }
     setup::ensure_test_tools()?;
     // Doc tests are left out: the crates have none, and their empty runs would close the log.
+    // Every test binary runs even after one fails, so the count covers all of them.
     let mut child = cargo()
-        .args(["test", "--workspace", "--exclude", "tracer-ebpf"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+            "--no-fail-fast",
+        ])
         .args(["--lib", "--bins", "--tests", "--"])
         .args(args)
         .stdout(Stdio::piped())
