@@ -101,7 +101,9 @@ mod tests {
             pid: 42,
             command: vec!["./app".into(), "<script>".into()],
             page_size: 4096,
-            maps: "55d0c0a00000-55d0c0a21000 r-xp 00000000 fd:00 1 /usr/bin/app\n".into(),
+            maps: "55d0c0a00000-55d0c0a21000 r-xp 00000000 fd:00 1 /usr/bin/app\n\
+                   7f0000000000-7f0000100000 r-xp 00000000 fd:00 2 /lib/libc.so.6\n"
+                .into(),
             gfp_print_fmt: String::new(),
             initial_break: None,
             sample_bytes: 0,

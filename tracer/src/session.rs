@@ -285,6 +285,15 @@ impl Session {
         ids
     }
 
+    /// Each stack as far as its frames lie in code the process mapped (see
+    /// [`AddressSpace::frames_in_code`]): what every report shows.
+    pub fn code_stacks(&self, stacks: &HashMap<i32, Vec<u64>>) -> HashMap<i32, Vec<u64>> {
+        stacks
+            .iter()
+            .map(|(&id, stack)| (id, self.space.frames_in_code(stack).to_vec()))
+            .collect()
+    }
+
     /// Symbolizes every address of every site with the process's files (which must still be
     /// there): the table a summary and a recording use.
     pub fn symbol_table(
@@ -292,6 +301,7 @@ impl Session {
         stacks: &HashMap<i32, Vec<u64>>,
         substitutes: &HashMap<PathBuf, PathBuf>,
     ) -> HashMap<u64, Vec<Frame>> {
+        let stacks = &self.code_stacks(stacks);
         let mut unique = Vec::new();
         let mut seen = HashSet::new();
         for (key, _) in self.agg.heap.sites() {
@@ -321,10 +331,11 @@ impl Session {
         let mut symbolizer = TableSymbolizer {
             table: finish.symbols.clone(),
         };
+        let stacks = self.code_stacks(&finish.stacks);
         let user = user::build(
             &self.agg.heap,
             &self.join,
-            &finish.stacks,
+            &stacks,
             &mut symbolizer,
             finish.now_ns,
             finish.max_sites,
@@ -374,7 +385,7 @@ impl Session {
         );
         let callers = callers::build(
             &self.agg.callers,
-            &finish.stacks,
+            &stacks,
             &mut symbolizer,
             finish.max_sites,
         );

@@ -16,7 +16,7 @@ use tracer_common::{AllocEvent, AllocFn};
 
 /// Where an allocation was made: the stack-trace id and the return address into the caller.
 /// Both are needed: the stack walk from inside the allocator misses the direct caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SiteKey {
     pub stack_id: i32,
     pub caller: u64,
@@ -40,6 +40,22 @@ pub struct SiteStats {
 }
 
 impl Eq for SiteStats {}
+
+impl SiteStats {
+    /// Adds another site's statistics to this one, as reports merge sites that resolve to the
+    /// same frames. The peak becomes the sum of the peaks: an upper bound, as the two need not
+    /// have peaked together.
+    pub fn merge(&mut self, o: &SiteStats) {
+        self.allocs = self.allocs.saturating_add(o.allocs);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.frees = self.frees.saturating_add(o.frees);
+        self.live_bytes = self.live_bytes.saturating_add(o.live_bytes);
+        self.peak_live_bytes = self.peak_live_bytes.saturating_add(o.peak_live_bytes);
+        self.temporary = self.temporary.saturating_add(o.temporary);
+        self.live_count = self.live_count.saturating_add(o.live_count);
+        self.bytes_variance += o.bytes_variance;
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LiveBlock {

@@ -47,7 +47,7 @@ pub struct Caused {
 }
 
 impl Caused {
-    fn add(&mut self, o: &Caused) {
+    pub fn add(&mut self, o: &Caused) {
         self.brk_calls = self.brk_calls.saturating_add(o.brk_calls);
         self.brk_grow_bytes = self.brk_grow_bytes.saturating_add(o.brk_grow_bytes);
         self.mmap_calls = self.mmap_calls.saturating_add(o.mmap_calls);
@@ -82,6 +82,18 @@ pub struct SitePaths {
 }
 
 impl SitePaths {
+    /// Adds another site's paths to these (reports merge sites that resolve alike).
+    pub fn add(&mut self, o: &SitePaths) {
+        self.brk_bytes = self.brk_bytes.saturating_add(o.brk_bytes);
+        self.mmap_bytes = self.mmap_bytes.saturating_add(o.mmap_bytes);
+        self.thread_arena_bytes = self.thread_arena_bytes.saturating_add(o.thread_arena_bytes);
+        self.other_bytes = self.other_bytes.saturating_add(o.other_bytes);
+        self.buddy_pages = self.buddy_pages.saturating_add(o.buddy_pages);
+        self.slab_objects = self.slab_objects.saturating_add(o.slab_objects);
+        self.slab_bytes = self.slab_bytes.saturating_add(o.slab_bytes);
+        self.resident_bytes = self.resident_bytes.saturating_add(o.resident_bytes);
+    }
+
     /// "brk", "mmap", "thread_arena", "mixed", or "other".
     pub fn path(&self) -> &'static str {
         let served = [

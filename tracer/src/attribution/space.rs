@@ -68,6 +68,9 @@ pub struct AddressSpace {
     fds: HashMap<i32, Arc<Path>>,
     /// Where the brk heap starts, once known.
     heap_start: Option<u64>,
+    /// Every range ever mapped executable, by start: where a return address can be, code
+    /// unmapped since (a dlclose'd library) included.
+    code: BTreeMap<u64, u64>,
 }
 
 impl AddressSpace {
@@ -128,8 +131,31 @@ impl AddressSpace {
 
     fn insert(&mut self, m: Mapping) {
         if m.end > m.start {
+            if m.exec {
+                let end = self.code.entry(m.start).or_insert(m.end);
+                *end = (*end).max(m.end);
+            }
             self.maps.insert(m.start, m);
         }
+    }
+
+    /// Whether `addr` lies in code the process has mapped at some point.
+    pub fn was_code(&self, addr: u64) -> bool {
+        self.code
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(_, &end)| addr < end)
+    }
+
+    /// `stack` up to its first address outside code: a frame-pointer walk through code built
+    /// without frame pointers reads data for return addresses, and everything from there on is
+    /// not a frame.
+    pub fn frames_in_code<'a>(&self, stack: &'a [u64]) -> &'a [u64] {
+        let end = stack
+            .iter()
+            .position(|&a| !self.was_code(a))
+            .unwrap_or(stack.len());
+        &stack[..end]
     }
 
     /// An `openat` that returned `fd` for `path` (relative paths are kept as given).
@@ -333,6 +359,35 @@ impl AddressSpace {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stacks_end_at_the_first_address_outside_code() {
+        let mut s = AddressSpace::from_proc_maps(
+            "555555554000-555555556000 r-xp 00000000 08:01 1 /usr/bin/app\n\
+             555555556000-555555558000 rw-p 00002000 08:01 1 /usr/bin/app\n\
+             7f0000000000-7f0000100000 r-xp 00000000 08:01 2 /lib/libc.so.6\n",
+        );
+        let stack = [
+            0x7f00_0000_1000,
+            0x5555_5555_4100,
+            0x5555_5555_6010,
+            0x5555_5555_4200,
+        ];
+        // Data (the program's own .data) taken for a return address ends the stack there.
+        assert_eq!(s.frames_in_code(&stack), &stack[..2]);
+        assert_eq!(
+            s.frames_in_code(&[0x0404_0404_0404_0404, 0x5555_5555_4100]),
+            &[] as &[u64]
+        );
+        assert!(!s.was_code(0x5555_5555_6000) && s.was_code(0x5555_5555_5fff));
+        // A library mapped executable later, and unmapped again, still held code.
+        let lib = 0x7f10_0000_0000;
+        s.on_mmap(lib, 0x2000, 5, 0x02, 3, 0);
+        s.on_munmap(lib, 0x2000);
+        assert!(s.lookup(lib).is_none());
+        assert_eq!(s.frames_in_code(&[lib + 0x10, 0x5555_5555_4100]).len(), 2);
+    }
+
     use super::*;
 
     const MAPS: &str = "\

@@ -9,6 +9,7 @@ pub mod folded;
 pub mod html;
 pub mod json;
 pub mod kernel;
+pub mod merge;
 pub mod pprof;
 pub mod text;
 pub mod user;

@@ -8,6 +8,7 @@ use tracer_common::AllocFn;
 use crate::{
     aggregate::heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
     attribution::join::{Caused, Join, SitePaths},
+    report::merge::{MergedLeak, merge_leaks, merge_sites},
     symbolize::{Frame, Symbolizer, symbolize_stacks},
 };
 
@@ -123,28 +124,30 @@ pub fn build(
     max_sites: usize,
     allocator_files: Vec<String>,
 ) -> UserSummary {
-    let mut sites: Vec<&(SiteKey, SiteStats)> = heap.sites().iter().collect();
-    sites.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(&b.0)));
-    sites.truncate(max_sites);
-    let mut leaks = heap.leaks(now_ns);
-    leaks.truncate(max_sites);
-
-    // Symbolize every address that appears, once: the sites' stacks, then the leaks'.
-    let addresses: Vec<Vec<u64>> = sites
+    // Every site's stack symbolized (each address once), so that sites resolving to the same
+    // frames are listed as one.
+    let addresses: Vec<Vec<u64>> = heap
+        .sites()
         .iter()
-        .map(|(k, _)| k)
-        .chain(leaks.iter().map(|l| &l.site))
-        .map(|k| site_addresses(k, stacks))
+        .map(|(k, _)| site_addresses(k, stacks))
         .collect();
     let slices: Vec<&[u64]> = addresses.iter().map(Vec::as_slice).collect();
-    let mut site_stacks = symbolize_stacks(symbolizer, &slices);
-    let leak_stacks = site_stacks.split_off(sites.len());
-
+    let site_stacks = symbolize_stacks(symbolizer, &slices);
     let paths_of = |key: &SiteKey| join.site(key).cloned().unwrap_or_default();
+    let (mut sites, group_of) = merge_sites(
+        heap.sites()
+            .iter()
+            .zip(site_stacks)
+            .map(|((key, stats), stack)| (*key, stats.clone(), stack, paths_of(key))),
+    );
     let mut leak_resident: HashMap<SiteKey, u64> = HashMap::new();
     for (start, size, site) in heap.live_blocks() {
         *leak_resident.entry(site).or_default() += join.resident_in(start, size);
     }
+    let mut leaks = merge_leaks(heap.leaks(now_ns), &sites, &group_of, &leak_resident);
+    let site_count = sites.len();
+    sites.truncate(max_sites);
+    leaks.truncate(max_sites);
     let f = |func| heap.func(func);
     let sampling = heap.sample_bytes() > 0;
     UserSummary {
@@ -168,47 +171,47 @@ pub fn build(
             .into_iter()
             .map(|(le, count)| Bucket { le, count })
             .collect(),
-        site_count: heap.sites().len(),
+        site_count,
         sites: sites
-            .iter()
-            .zip(site_stacks)
-            .map(|((key, stats), stack)| {
-                let (paths, caused) = paths_of(key);
-                SiteReport {
-                    stack,
-                    stats: stats.clone(),
-                    path: paths.path(),
-                    paths,
-                    caused,
-                    bytes_error: error_95(sampling, stats.bytes_variance),
-                }
+            .into_iter()
+            .map(|m| SiteReport {
+                bytes_error: error_95(sampling, m.stats.bytes_variance),
+                stack: m.stack,
+                stats: m.stats,
+                path: m.paths.path(),
+                paths: m.paths,
+                caused: m.caused,
             })
             .collect(),
         leaks: leaks
-            .iter()
-            .zip(leak_stacks)
-            .map(|(l, stack)| {
-                // Resident bytes are known of the blocks seen; with sampling, scaled as they are.
-                let seen = leak_resident.get(&l.site).copied().unwrap_or(0);
-                let resident = if l.seen_bytes > 0 && l.seen_bytes != l.bytes {
-                    (seen as f64 * l.bytes as f64 / l.seen_bytes as f64).round() as u64
-                } else {
-                    seen
-                }
-                .min(l.bytes);
-                let (paths, _) = paths_of(&l.site);
-                LeakReport {
-                    stack,
-                    count: l.count,
-                    bytes: l.bytes,
-                    oldest_age_ms: l.oldest_age_ms,
-                    resident_bytes: resident,
-                    virtual_bytes: l.bytes - resident,
-                    path: paths.path(),
-                    paths,
-                    bytes_error: error_95(sampling, l.bytes_variance),
-                }
-            })
+            .into_iter()
+            .map(
+                |MergedLeak {
+                     leak: l,
+                     stack,
+                     paths,
+                     resident_seen: seen,
+                 }| {
+                    // Resident bytes are known of the blocks seen; with sampling, scaled as they are.
+                    let resident = if l.seen_bytes > 0 && l.seen_bytes != l.bytes {
+                        (seen as f64 * l.bytes as f64 / l.seen_bytes as f64).round() as u64
+                    } else {
+                        seen
+                    }
+                    .min(l.bytes);
+                    LeakReport {
+                        stack,
+                        count: l.count,
+                        bytes: l.bytes,
+                        oldest_age_ms: l.oldest_age_ms,
+                        resident_bytes: resident,
+                        virtual_bytes: l.bytes - resident,
+                        path: paths.path(),
+                        paths,
+                        bytes_error: error_95(sampling, l.bytes_variance),
+                    }
+                },
+            )
             .collect(),
         allocator_files,
         uprobe_links: String::new(),
@@ -218,6 +221,8 @@ pub fn build(
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::AllocEvent;
+
     use crate::events::testing;
 
     use super::*;
@@ -314,5 +319,80 @@ mod tests {
 
         let limited = build(&heap, &join, &stacks, &mut sym, 3_000_000, 1, vec![]);
         assert_eq!((limited.site_count, limited.sites.len()), (2, 1));
+    }
+
+    /// Two return addresses on one line, and a stack id that differs only below it: one site,
+    /// its counts, bytes and leaks summed; another function stays apart.
+    #[test]
+    fn sites_resolving_to_the_same_frames_are_one() {
+        let mut heap = HeapStats::default();
+        let alloc = |size, ptr, caller, stack_id| AllocEvent {
+            stack_id,
+            ..testing::alloc(AllocFn::Malloc, size, ptr, caller, 1_000_000)
+        };
+        heap.on_alloc(&alloc(100, 0xa0, 0x4000_0100, 1));
+        heap.on_alloc(&alloc(200, 0xb0, 0x4000_0104, 2));
+        heap.on_alloc(&alloc(400, 0xc0, 0x4000_0100, 3));
+        heap.on_alloc(&alloc(50, 0xd0, 0x4000_0200, 1));
+        heap.on_alloc(&testing::alloc(AllocFn::Free, 0, 0xb0, 0, 1_000_000));
+        // Stack 3 walked on into a frame stack 1 and 2 do not have (the walk's first frame,
+        // inside malloc, is dropped).
+        let stacks = HashMap::from([
+            (1, vec![0x7f00_0000_1234, 0x4000_0900]),
+            (2, vec![0x7f00_0000_1234, 0x4000_0900]),
+            (3, vec![0x7f00_0000_1234, 0x4000_0900, 0x4000_0a00]),
+        ]);
+        let mut sym = TableSymbolizer::default();
+        for (addr, function, line) in [
+            (0x4000_0100, "build", 10),
+            (0x4000_0104, "build", 10),
+            (0x4000_0200, "other", 20),
+            (0x4000_0900, "main", 30),
+            (0x4000_0a00, "start", 40),
+        ] {
+            sym.table.insert(addr, vec![frame(addr, function, line)]);
+        }
+        let u = build(
+            &heap,
+            &Join::default(),
+            &stacks,
+            &mut sym,
+            3_000_000,
+            10,
+            vec![],
+        );
+        assert_eq!(u.site_count, 3, "{:#?}", u.sites);
+        let build_main = &u.sites[1];
+        let names: Vec<_> = build_main
+            .stack
+            .iter()
+            .map(|f| f.function.as_deref())
+            .collect();
+        assert_eq!(names, [Some("build"), Some("main")]);
+        assert_eq!(
+            (
+                build_main.stats.allocs,
+                build_main.stats.bytes,
+                build_main.stats.frees
+            ),
+            (2, 300, 1)
+        );
+        assert_eq!(build_main.stats.live_bytes, 100);
+        // The longer stack stays its own site, listed first for its 400 bytes.
+        assert_eq!(u.sites[0].stats.bytes, 400);
+        assert_eq!(u.sites[0].stack.len(), 3);
+        assert_eq!(u.sites[2].stack[0].function.as_deref(), Some("other"));
+        // The leaks follow the same sites.
+        let leak = |function: &str, depth: usize| {
+            u.leaks
+                .iter()
+                .find(|l| {
+                    l.stack[0].function.as_deref() == Some(function) && l.stack.len() == depth
+                })
+                .unwrap_or_else(|| panic!("no leak in {function}: {:#?}", u.leaks))
+        };
+        assert_eq!((leak("build", 2).count, leak("build", 2).bytes), (1, 100));
+        assert_eq!(leak("build", 3).bytes, 400);
+        assert_eq!(u.leaks.len(), 3);
     }
 }
