@@ -462,6 +462,56 @@ mod tests {
 }
 
 #[cfg(test)]
+mod stack_tests {
+    use tracer_common::{AllocEvent, AllocFn};
+
+    use super::*;
+    use crate::events::{encode, testing};
+
+    /// A frame-pointer walk through code built without frame pointers: one call site, its
+    /// stacks differing only past the first address that is no code (program data, heap bytes
+    /// read as return addresses), is one site, with no such frame in it.
+    #[test]
+    fn walks_into_data_end_there_and_merge() {
+        let mut s = Session::new(&Start {
+            pid: 1,
+            page_size: 4096,
+            maps: "555555554000-555555556000 r-xp 00000000 08:01 1 /usr/bin/app\n\
+                   555555556000-555555558000 rw-p 00002000 08:01 1 /usr/bin/app\n\
+                   7f0000000000-7f0000100000 r-xp 00000000 08:01 2 /lib/libc.so.6\n"
+                .into(),
+            ..Default::default()
+        });
+        let caller = 0x5555_5555_4100;
+        for (i, stack_id) in [1, 2, 3].into_iter().enumerate() {
+            s.process(encode(&AllocEvent {
+                stack_id,
+                ..testing::alloc(AllocFn::Malloc, 64, 0x1000 + 64 * i as u64, caller, 10)
+            }));
+        }
+        let in_malloc = 0x7f00_0000_1234;
+        let main = 0x5555_5555_4200;
+        let finish = Finish {
+            max_sites: 10,
+            stacks: HashMap::from([
+                (1, vec![in_malloc, main, 0x0404_0404_0404_0404]),
+                (2, vec![in_malloc, main, 0x5555_5555_6010, main]),
+                (3, vec![in_malloc, main]),
+            ]),
+            ..Default::default()
+        };
+        let summary = s.summarize(&finish);
+        let sites = &summary.user.sites;
+        assert_eq!(summary.user.site_count, 1, "{sites:#?}");
+        assert_eq!(sites[0].stats.allocs, 3);
+        let addrs: Vec<u64> = sites[0].stack.iter().map(|f| f.addr).collect();
+        assert_eq!(addrs, [caller, main]);
+        assert_eq!(summary.user.leaks.len(), 1);
+        assert_eq!(summary.user.leaks[0].count, 3);
+    }
+}
+
+#[cfg(test)]
 mod hostile_tests {
     use tracer_common::{EventHeader, FaultEvent, PageEvent, Syscall, SyscallEvent, kind};
 
