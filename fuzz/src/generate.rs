@@ -235,6 +235,8 @@ fn finish(rng: &mut Rng) -> Finish {
                 file: rng.chance(2).then(|| text(rng, 30)),
                 line: rng.chance(2).then(|| word(rng) as u32),
                 inlined: rng.chance(3),
+                module: rng.chance(2).then(|| text(rng, 30)),
+                offset: rng.chance(2).then(|| word(rng)),
             })
             .collect();
         symbols.insert(addr, frames);

@@ -109,20 +109,23 @@ fn leak_at_file_and_line() {
     let f = frames(leak);
     assert_eq!(f[0], ("leak_here".into(), "alloc.c".into(), line), "{f:?}");
     assert_eq!(f[1].0, "main", "{f:?}");
-    // The site of the family's 10-byte malloc: allocated and freed once.
+    // The family's first line: malloc(10), malloc(100) and malloc(1000), one site since its
+    // three calls resolve to the same frames; each block allocated and freed once.
+    let first_line = line_of("alloc.c", "void *a = keep(malloc(10))") as i64;
     let site = v["user"]["sites"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["bytes"] == 10 && frames(s)[0].0 == "family")
-        .expect("the malloc(10) site");
+        .find(|s| frames(s)[0] == ("family".into(), "alloc.c".into(), first_line))
+        .expect("the site of the family's first line");
     assert_eq!(
         (
             site["allocs"].clone(),
+            site["bytes"].clone(),
             site["frees"].clone(),
             site["live_bytes"].clone()
         ),
-        (json!(1), json!(1), json!(0))
+        (json!(3), json!(1110), json!(3), json!(0))
     );
 }
 

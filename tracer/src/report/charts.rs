@@ -142,11 +142,7 @@ pub fn timeline(s: &Summary) -> Result<String> {
 fn site_label(stack: &[crate::symbolize::Frame]) -> String {
     let name = stack
         .first()
-        .map(|f| {
-            f.function
-                .clone()
-                .unwrap_or_else(|| format!("{:#x}", f.addr))
-        })
+        .map(crate::symbolize::Frame::name)
         .unwrap_or_else(|| "(no stack)".into());
     let name = super::visible(&name).into_owned();
     if name.chars().count() > 40 {

@@ -16,14 +16,10 @@ pub enum Weight {
     Resident,
 }
 
-/// A frame's name in a folded stack: its function, or its address; `;` (the separator) and
+/// A frame's name in a folded stack (see [`Frame::name`]); `;` (the separator) and
 /// control characters (see [`super::visible`]) never appear in it.
 fn frame_name(f: &Frame) -> String {
-    let name = match &f.function {
-        Some(name) => super::visible(name).into_owned(),
-        None => format!("{:#x}", f.addr),
-    };
-    name.replace(';', ":")
+    super::visible(&f.name()).replace(';', ":")
 }
 
 /// The folded lines of a summary: one per site (or leak) with a non-zero weight, root first.

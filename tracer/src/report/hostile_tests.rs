@@ -17,6 +17,8 @@ fn hostile_summary() -> Summary {
         file: Some(format!("/src/{EVIL}.c")),
         line: Some(3),
         inlined: false,
+        module: Some(format!("/lib/{EVIL}.so")),
+        offset: Some(0x10),
     };
     s.user = tests::one_site(frame, vec![format!("/lib/{EVIL}.so")]);
     s.kernel.slab.by_cache.insert(

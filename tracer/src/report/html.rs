@@ -80,7 +80,7 @@ fn svg_data(svg: &[u8]) -> String {
 }
 
 fn frame_text(f: &Frame) -> String {
-    let name = f.function.clone().unwrap_or_else(|| "?".into());
+    let name = f.name();
     let place = match (&f.file, f.line) {
         (Some(file), Some(line)) => format!(" ({file}:{line})"),
         (Some(file), None) => format!(" ({file})"),
@@ -359,6 +359,8 @@ mod tests {
             file: Some("<b>file.c</b>".into()),
             line: Some(1),
             inlined: false,
+            module: None,
+            offset: None,
         };
         s.user = crate::report::tests::one_site(evil, vec![]);
         s.kernel

@@ -294,7 +294,7 @@ pub fn describe_stack(stack: &[Frame], depth: usize) -> String {
                     let file = visible(file.rsplit('/').next().unwrap_or(file));
                     format!("{name} ({file}:{line})")
                 }
-                _ if f.function.is_none() => format!("{:#x}", f.addr),
+                _ if f.function.is_none() => visible(&f.name()).into_owned(),
                 _ => name.into_owned(),
             }
         })
@@ -589,6 +589,8 @@ mod tests {
             file: file.map(Into::into),
             line,
             inlined: false,
+            module: None,
+            offset: None,
         };
         let stack = [
             frame(Some("leak_here"), Some("/src/app/alloc.c"), Some(49)),
@@ -601,6 +603,14 @@ mod tests {
             "leak_here (alloc.c:49) <- main <- 0x4010"
         );
         assert_eq!(describe_stack(&[], 3), "(no stack)");
+        // Unresolved in a mapped file: the file and the offset in it, never a bare address.
+        let mut lib = frame(None, None, None);
+        lib.module = Some("/usr/lib/x86_64-linux-gnu/libsqlite3.so.0".into());
+        lib.offset = Some(0x4a2f1);
+        assert_eq!(
+            describe_stack(&[stack[1].clone(), lib], 3),
+            "main <- libsqlite3.so.0+0x4a2f1"
+        );
     }
 
     #[test]

@@ -235,6 +235,8 @@ mod tests {
             file: Some("app.c".into()),
             line: Some(line),
             inlined: false,
+            module: None,
+            offset: None,
         }
     }
 

@@ -27,6 +27,13 @@ pub struct Frame {
     /// This frame was inlined into the next one (same address).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inlined: bool,
+    /// The file mapped where `addr` lies, and `addr`'s offset in that file: what re-symbolizes
+    /// it elsewhere (absent for anonymous memory, and in recordings made before they were
+    /// kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 fn hex<S: serde::Serializer>(addr: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -46,6 +53,21 @@ impl Frame {
             file: None,
             line: None,
             inlined: false,
+            module: None,
+            offset: None,
+        }
+    }
+
+    /// What names the frame: its function; unresolved, where it lies (`libz.so.1+0x4a2f1`);
+    /// in anonymous memory, its address. Unescaped: renderers escape it.
+    pub fn name(&self) -> String {
+        match (&self.function, &self.module, self.offset) {
+            (Some(function), _, _) => function.clone(),
+            (None, Some(module), Some(offset)) => {
+                let file = module.rsplit('/').next().unwrap_or(module);
+                format!("{file}+{offset:#x}")
+            }
+            _ => format!("{:#x}", self.addr),
         }
     }
 }
@@ -111,7 +133,17 @@ impl<'a> BlazeSymbolizer<'a> {
 
 impl Symbolizer for BlazeSymbolizer<'_> {
     fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
-        let mut out: Vec<Vec<Frame>> = addrs.iter().map(|&a| vec![Frame::unknown(a)]).collect();
+        let mut out: Vec<Vec<Frame>> = addrs
+            .iter()
+            .map(|&addr| {
+                let place = self.space.file_offset(addr);
+                vec![Frame {
+                    module: place.map(|(path, _)| path.display().to_string()),
+                    offset: place.map(|(_, offset)| offset),
+                    ..Frame::unknown(addr)
+                }]
+            })
+            .collect();
         // Group by file; look up return address - 1, inside the call instruction, so the line
         // is the call's and not the next statement's.
         let mut by_file: HashMap<Arc<Path>, Vec<(usize, u64)>> = HashMap::new();
@@ -138,7 +170,8 @@ impl Symbolizer for BlazeSymbolizer<'_> {
                 let Symbolized::Sym(sym) = result else {
                     continue;
                 };
-                let addr = addrs[i];
+                // Where the address lies, kept on every frame made of it.
+                let unresolved = out[i][0].clone();
                 let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
                     info.map(|c| (c.to_path().display().to_string(), c.line))
                 };
@@ -151,22 +184,21 @@ impl Symbolizer for BlazeSymbolizer<'_> {
                     .map(|f| {
                         let (file, line) = location(f.code_info.as_ref()).unzip();
                         Frame {
-                            addr,
                             function: Some(f.name.to_string()),
                             file,
                             line: line.flatten(),
                             inlined: true,
+                            ..unresolved.clone()
                         }
                     })
                     .collect();
                 // blazesym already gives each frame the location inside its own function:
                 // the outer symbol's is where the first inlined call was made.
                 frames.push(Frame {
-                    addr,
                     function: Some(sym.name.to_string()),
                     file,
                     line: line.flatten(),
-                    inlined: false,
+                    ..unresolved
                 });
                 out[i] = frames;
             }
@@ -208,9 +240,29 @@ mod tests {
             file: None,
             line: Some(3),
             inlined: true,
+            module: Some("/usr/lib/libz.so.1".into()),
+            offset: Some(0x4a2f1),
         };
         let json = serde_json::to_string(&f).unwrap();
         assert!(json.contains("\"0x555500001234\""), "{json}");
+        assert!(
+            json.contains("\"module\":\"/usr/lib/libz.so.1\",\"offset\":303857"),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<Frame>(&json).unwrap(), f);
+        // Recordings made before modules were kept.
+        let old: Frame = serde_json::from_str(r#"{"addr":"0x10","function":null}"#).unwrap();
+        assert_eq!(old, Frame::unknown(0x10));
+    }
+
+    #[test]
+    fn unresolved_frames_are_named_by_where_they_lie() {
+        let mut f = Frame::unknown(0x7f00_0004_a2f1);
+        assert_eq!(f.name(), "0x7f000004a2f1");
+        f.module = Some("/usr/lib/x86_64-linux-gnu/libsqlite3.so.0".into());
+        f.offset = Some(0x4a2f1);
+        assert_eq!(f.name(), "libsqlite3.so.0+0x4a2f1");
+        f.function = Some("sqlite3_malloc".into());
+        assert_eq!(f.name(), "sqlite3_malloc");
     }
 }
