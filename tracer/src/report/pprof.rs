@@ -169,6 +169,56 @@ impl Strings {
     }
 }
 
+/// The files the profile's addresses lie in, one mapping per file and load bias (address minus
+/// file offset), so that a profile can be symbolized again from the files (`go tool pprof`,
+/// Parca).
+#[derive(Default)]
+struct Mappings {
+    /// By (file, bias): the mapping's id, its lowest and highest address, and whether every
+    /// frame in it was resolved.
+    by_file: HashMap<(String, u64), (u64, u64, u64, bool)>,
+}
+
+impl Mappings {
+    /// The id of the mapping `f` lies in, or 0 (anonymous memory, or a frame from a recording
+    /// made before frames kept their file).
+    fn of(&mut self, f: &crate::symbolize::Frame, resolved: bool) -> u64 {
+        let (Some(module), Some(offset)) = (&f.module, f.offset) else {
+            return 0;
+        };
+        let next = self.by_file.len() as u64 + 1;
+        let e = self
+            .by_file
+            .entry((module.clone(), f.addr.wrapping_sub(offset)))
+            .or_insert((next, f.addr, f.addr, true));
+        e.1 = e.1.min(f.addr);
+        e.2 = e.2.max(f.addr);
+        e.3 &= resolved;
+        e.0
+    }
+
+    fn finish(self, strings: &mut Strings) -> Vec<Mapping> {
+        let mut out: Vec<Mapping> = self
+            .by_file
+            .into_iter()
+            .map(|((file, bias), (id, low, high, resolved))| Mapping {
+                id,
+                memory_start: low,
+                memory_limit: high + 1,
+                file_offset: low.wrapping_sub(bias),
+                filename: strings.get(&file),
+                build_id: 0,
+                has_functions: resolved,
+                has_filenames: resolved,
+                has_line_numbers: resolved,
+                has_inline_frames: resolved,
+            })
+            .collect();
+        out.sort_by_key(|m| m.id);
+        out
+    }
+}
+
 /// The profile of a summary's call sites: one sample per site, one location per address (with
 /// a line per inlined frame, innermost first), one function per name and file.
 pub fn profile(summary: &Summary) -> Profile {
@@ -184,6 +234,7 @@ pub fn profile(summary: &Summary) -> Profile {
     let mut function_ids: HashMap<(String, String), u64> = HashMap::new();
     let mut locations: Vec<Location> = Vec::new();
     let mut location_ids: HashMap<u64, u64> = HashMap::new();
+    let mut mappings = Mappings::default();
     let mut samples = Vec::new();
     for site in &summary.user.sites {
         let mut ids: Vec<u64> = Vec::new();
@@ -225,9 +276,10 @@ pub fn profile(summary: &Summary) -> Profile {
                     })
                     .collect();
                 let id = locations.len() as u64 + 1;
+                let resolved = site.stack[i].function.is_some();
                 locations.push(Location {
                     id,
-                    mapping_id: 0,
+                    mapping_id: mappings.of(&site.stack[i], resolved),
                     address: addr,
                     line: lines,
                     is_folded: false,
@@ -265,7 +317,7 @@ pub fn profile(summary: &Summary) -> Profile {
     Profile {
         sample_type,
         sample: samples,
-        mapping: Vec::new(),
+        mapping: mappings.finish(&mut strings),
         location: locations,
         function: functions,
         drop_frames: 0,
@@ -286,4 +338,37 @@ pub fn render(summary: &Summary, out: impl Write) -> io::Result<()> {
     gz.write_all(&profile(summary).encode_to_vec())?;
     gz.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{report::tests::one_site, symbolize::Frame};
+
+    /// A frame in a file: its location names the mapping, whose start and offset give the
+    /// frame's file offset back, so the profile can be symbolized again.
+    #[test]
+    fn locations_name_their_mappings() {
+        let mut summary = crate::report::tests::sample_summary();
+        summary.user = one_site(
+            Frame {
+                module: Some("/usr/lib/libz.so.1".into()),
+                offset: Some(0x4a2f1),
+                ..Frame::unknown(0x7f00_0004_a2f1)
+            },
+            vec![],
+        );
+        let p = profile(&summary);
+        assert_eq!(p.mapping.len(), 1);
+        let m = &p.mapping[0];
+        assert_eq!(p.string_table[m.filename as usize], "/usr/lib/libz.so.1");
+        let loc = &p.location[0];
+        assert_eq!(loc.mapping_id, m.id);
+        assert_eq!(loc.address - m.memory_start + m.file_offset, 0x4a2f1);
+        assert!(loc.address < m.memory_limit && !m.has_functions);
+        // Anonymous memory has no mapping.
+        summary.user = one_site(Frame::unknown(0x1000), vec![]);
+        let p = profile(&summary);
+        assert!(p.mapping.is_empty() && p.location[0].mapping_id == 0);
+    }
 }
