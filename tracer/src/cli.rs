@@ -158,6 +158,27 @@ pub struct Cli {
     #[arg(long, conflicts_with = "kernel_stacks")]
     pub no_kernel: bool,
 
+    /// Every SECONDS while tracing, print what changed on stderr: the four paths (this
+    /// interval and totals), live and resident bytes, the sites with the most live bytes and
+    /// their growth, leak suspects, drops. Redrawn in place on a terminal, appended (each block
+    /// headed by a UTC timestamp) otherwise. Example: --interval 5 --pid 1234
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+
+    /// With --interval: also write each interval as one JSON line (schema tracer.interval/1:
+    /// t_ms, interval_ms, events, paths, paths_delta, live_bytes, resident_bytes, sites with
+    /// live_delta_bytes, leak_suspects) to PATH, visible from the first line (tail -f works);
+    /// the last line, "final": true, is taken as the run ends. `-` is stdout.
+    /// Example: --interval 1 --jsonl live.jsonl
+    #[arg(long, value_name = "PATH", requires = "interval")]
+    pub jsonl: Option<PathBuf>,
+
+    /// Leaks count only blocks at least SECONDS old when the report is made (as memleak's -o):
+    /// what a long-running process has just allocated and will free soon is not a leak.
+    /// Example: --min-age 30 --pid 1234
+    #[arg(long, value_name = "SECONDS", value_parser = parse_min_age)]
+    pub min_age: Option<Duration>,
+
     /// Write a recording of the run to PATH, to report on later with `tracer report PATH`;
     /// `-` streams it to stdout. If writing it fails mid-run (a full disk), the recording
     /// stops with a warning and the run goes on. Example: --record run.trace
@@ -296,6 +317,9 @@ impl Cli {
             uprobe_links: self.uprobe_links,
             kernel_probes: self.kernel_probes,
             sample_bytes: self.sample.unwrap_or(0),
+            interval: self.interval,
+            jsonl: self.jsonl,
+            min_age: self.min_age.unwrap_or_default(),
         })
     }
 }
@@ -316,6 +340,19 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// At least 50 ms: each interval summarizes every site.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_seconds(s).map_err(|e| e.replace("duration", "interval"))?;
+    if d < Duration::from_millis(50) {
+        return Err(format!("interval {s} is too short: at least 0.05 seconds"));
+    }
+    Ok(d)
+}
+
+fn parse_min_age(s: &str) -> Result<Duration, String> {
+    parse_seconds(s).map_err(|e| e.replace("duration", "minimum age"))
 }
 
 /// A size with an optional K, M or G suffix (powers of 1024).
@@ -431,6 +468,26 @@ mod tests {
         // Fault stacks need the fault tracepoint.
         assert!(parse(&["tracer", "--fault-stacks", "--no-kernel", "--", "ls"]).is_err());
         assert!(parse(&["tracer", "--run-as-root", "--pid", "1"]).is_err());
+    }
+
+    #[test]
+    fn live_options() {
+        let cfg = parse(&["tracer", "--interval", "0.5", "--jsonl", "-", "--pid", "1"]).unwrap();
+        assert_eq!(cfg.interval, Some(Duration::from_millis(500)));
+        assert_eq!(cfg.jsonl, Some(PathBuf::from("-")));
+        assert_eq!(cfg.min_age, Duration::ZERO);
+        let err = parse(&["tracer", "--jsonl", "x.jsonl", "--pid", "1"]).unwrap_err();
+        assert!(err.to_string().contains("--interval"), "{err}");
+        let err = parse(&["tracer", "--interval", "0.01", "--pid", "1"]).unwrap_err();
+        assert!(err.to_string().contains("at least 0.05"), "{err}");
+        let err = parse(&["tracer", "--interval=-1", "--pid", "1"]).unwrap_err();
+        assert!(
+            err.to_string().contains("interval must be positive"),
+            "{err}"
+        );
+        let cfg = parse(&["tracer", "--min-age", "30", "--", "true"]).unwrap();
+        assert_eq!(cfg.min_age, Duration::from_secs(30));
+        assert!(parse(&["tracer", "--min-age", "soon", "--", "true"]).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod events;
 pub mod gfp;
 pub mod invoker;
 pub mod launch;
+pub mod live;
 pub mod output;
 pub mod probes;
 pub mod record;

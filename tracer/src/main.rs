@@ -15,7 +15,7 @@ use tracer::{
 /// `tracer report`: replays a recording, with a progress bar when stderr is a terminal.
 fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
     // Destinations first: a bad one fails now, not after a long replay.
-    let (outputs, _) = outputs.check(None)?;
+    let (outputs, _, _) = outputs.check(None, None)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
             .expect("valid template")

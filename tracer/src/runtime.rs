@@ -15,16 +15,20 @@ use aya::{
     maps::{MapData, RingBuf},
 };
 use tokio::io::{Interest, unix::AsyncFd};
-use tracer_common::{EVENTS_MAP, STACKS_MAP};
+use tracer_common::EVENTS_MAP;
 
 use crate::{
     events, invoker,
     launch::HeldChild,
+    live::{
+        Live,
+        snapshot::{Ending, Now, Snapshotter},
+        write_snapshot,
+    },
     output::{self, Outputs, Sink},
     probes::{
         EBPF_OBJECT, LoadOptions, Probes,
         kernel::KernelProbes,
-        stacks::{kernel_stacks, read_stacks},
         tracefs::Tracefs,
         uprobes::{AllocatorProbes, UprobeError, UprobeLinks, needed_libraries},
     },
@@ -72,6 +76,12 @@ pub struct RunConfig {
     pub kernel_probes: KernelProbes,
     /// `--sample`: mean bytes between sampled allocations (0: trace every call).
     pub sample_bytes: u32,
+    /// `--interval`: a summary of what changed, this often, while the run goes on.
+    pub interval: Option<Duration>,
+    /// `--jsonl`: the intervals as JSON lines here.
+    pub jsonl: Option<PathBuf>,
+    /// `--min-age`: leaks count only blocks at least this old.
+    pub min_age: Duration,
 }
 
 /// What a run traces (see `--mode` in `tracer --help`).
@@ -107,8 +117,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let mut signals = Signals::install().context("installing signal handlers")?;
     target::check_privileges()?;
     // Every destination is checked before anything runs.
-    let (outputs, record) = cfg.outputs.check(cfg.record.as_ref())?;
+    let (outputs, record, jsonl) = cfg.outputs.check(cfg.record.as_ref(), cfg.jsonl.as_ref())?;
     let record = record.map(|d| Sink::open(&d)).transpose()?;
+    let jsonl = jsonl.map(|d| Sink::open(&d)).transpose()?;
+    let mut snapshot_requests = signals
+        .take_snapshot_requests()
+        .context("installing the SIGUSR1 handler")?;
     let tracefs = Tracefs::find_or_mount()?;
     if let TargetSpec::Pid(pid) = &cfg.target {
         target::check_pid(*pid)?;
@@ -218,7 +232,32 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         );
     }
 
+    let mut snapshotter = Snapshotter::new(
+        TargetInfo {
+            pid: pid as u32,
+            namespace_pid,
+            command: command.clone(),
+            ..TargetInfo::default()
+        },
+        cfg.max_sites,
+        cfg.min_age.as_nanos().min(u128::from(u64::MAX)) as u64,
+        cfg.mode.name(),
+    );
+    snapshotter.kernel_stacks = cfg.kernel_stacks;
+    let mut live = match cfg.interval {
+        Some(_) => Some(Live::new(
+            jsonl,
+            outputs.text,
+            cfg.max_sites,
+            format!(
+                "tracer: pid {pid} ({})",
+                command.first().map_or("", String::as_str)
+            ),
+        )?),
+        None => None,
+    };
     let started = Instant::now();
+    snapshotter.started = started;
     let child = match held.take() {
         Some(h) => Some(h.release()?),
         None => None,
@@ -231,7 +270,13 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         allocators: allocators.as_mut(),
         files: &mut files,
         threads: BTreeMap::new(),
+        new_code: false,
     };
+    let mut interval = cfg.interval.map(|period| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let mut tick = tokio::time::interval(DRAIN_PERIOD);
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
     let mut signalled = 0;
@@ -250,6 +295,19 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             }
             _ = pidfd.readable() => break "exited",
             _ = sleep_until(deadline) => break "duration",
+            _ = next_tick(interval.as_mut()) => {
+                let Some(live) = live.as_mut() else { continue };
+                let at = started.elapsed();
+                // Everything the ring holds now first: the interval is as of this moment.
+                reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+                let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), Some(usize::MAX));
+                live.interval(&reader.session.summarize(&finish), at, false);
+            }
+            _ = snapshot_requests.recv() => {
+                reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+                let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), None);
+                write_snapshot(&reader.session.summarize(&finish), &outputs);
+            }
             arrived = signals.recv() => {
                 if !arrived.any() {
                     continue;
@@ -273,18 +331,16 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     // What the ring holds now, and no more: a target still running keeps filling it.
     let in_ring = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
     reader.drain(ring.get_mut(), &mut probes.ebpf, in_ring)?;
+    let elapsed = started.elapsed();
+    snapshotter.stopped = Some(elapsed);
     let recorder = reader.recorder.take();
     let mut failed = usize::from(reader.record_failed);
-    let mut threads = std::mem::take(&mut reader.threads);
     // Tracing is over: the allocator probes go first, at once, so the target stops paying.
-    if let Some(allocators) = allocators.as_mut() {
+    if let Some(allocators) = reader.allocators.as_deref_mut() {
         let detach = Instant::now();
         allocators.detach();
         log::debug!("detached the allocator probes in {:?}", detach.elapsed());
     }
-    // Threads gone before their name could be read stay unnamed.
-    threads.retain(|_, name| !name.is_empty());
-    let elapsed = started.elapsed();
     // Symbolizing and drawing can take a while for big programs: show that something happens
     // (only when stderr is a terminal).
     let spinner =
@@ -295,36 +351,18 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         Some(pid) if ended_by == "exited" => wait_status(pid),
         _ => (None, None),
     };
-    let stacks = read_stacks(&probes.ebpf, STACKS_MAP, session.stack_ids());
-    let finish = Finish {
-        target: TargetInfo {
-            pid: pid as u32,
-            namespace_pid,
-            command,
-            exit_code,
-            signal,
-            ended_by: ended_by.into(),
-            threads,
-        },
-        duration_ms: elapsed.as_secs_f64() * 1e3,
-        now_ns: monotonic_ns(),
-        counters: probes.counters()?.to_vec(),
-        kernel_traced: probes.kernel_traced,
-        allocator_files: allocators.as_ref().map(|a| a.files()).unwrap_or_default(),
-        uprobe_links: allocators
-            .as_ref()
-            .map(|a| a.links().name().to_string())
-            .unwrap_or_default(),
-        symbols: session.symbol_table(&stacks, files.substitutes()),
-        stacks,
-        kernel_stacks: if cfg.kernel_stacks {
-            kernel_stacks(&probes.ebpf, &session.kernel, 20)
-        } else {
-            Vec::new()
-        },
-        max_sites: cfg.max_sites,
-        mode: cfg.mode.name().into(),
+    let ending = Ending {
+        ended_by: ended_by.into(),
+        exit_code,
+        signal,
     };
+    let finish = reader.snapshot(&mut snapshotter, &probes, ending.clone(), None);
+    if let Some(live) = live.as_mut() {
+        // The last interval line, as of the end: its sites summed over the lines are the
+        // summary's.
+        let all = reader.snapshot(&mut snapshotter, &probes, ending, Some(usize::MAX));
+        failed += live.finish(&reader.session.summarize(&all), elapsed);
+    }
     if let Some(recorder) = recorder
         && let Err(e) = recorder.finish(&finish)
     {
@@ -417,6 +455,8 @@ struct Drain<'a> {
     files: &'a mut TargetFiles,
     /// Thread names, read from /proc when a thread is first seen (while it still runs).
     threads: BTreeMap<u32, String>,
+    /// A file was mapped executable since the last snapshot.
+    new_code: bool,
 }
 
 impl Drain<'_> {
@@ -452,6 +492,7 @@ impl Drain<'_> {
                 self.record_failed = true;
             }
             if let Some(lib) = self.session.process(&record) {
+                self.new_code = true;
                 // A file mapped executable after start (the libraries of a launched command,
                 // dlopen): kept open to symbolize, and probed if it brings an allocator. Calls
                 // made before this point are not seen.
@@ -471,21 +512,57 @@ impl Drain<'_> {
     }
 }
 
+impl Drain<'_> {
+    /// What a report needs as of now (see [`Snapshotter::finish`]).
+    fn snapshot(
+        &mut self,
+        snapshotter: &mut Snapshotter,
+        probes: &Probes,
+        ending: Ending,
+        max_sites: Option<usize>,
+    ) -> Finish {
+        if std::mem::take(&mut self.new_code) {
+            snapshotter.forget_symbols();
+        }
+        let counters = probes.counters().map(|c| c.to_vec()).unwrap_or_else(|e| {
+            log::warn!("reading the kernel-side counters: {e}");
+            Vec::new()
+        });
+        let allocators = self.allocators.as_deref();
+        snapshotter.finish(
+            Now {
+                session: self.session,
+                ebpf: &probes.ebpf,
+                counters,
+                kernel_traced: probes.kernel_traced,
+                allocator_files: allocators.map(|a| a.files()).unwrap_or_default(),
+                uprobe_links: allocators
+                    .map(|a| a.links().name().to_string())
+                    .unwrap_or_default(),
+                substitutes: self.files.substitutes(),
+                threads: &self.threads,
+            },
+            ending,
+            max_sites,
+        )
+    }
+}
+
+/// The next tick of an optional interval; never, without one.
+async fn next_tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Registers a descriptor-owning value with the reactor for readability.
 fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: both callers pass values that own their descriptor (an `OwnedFd`, aya's ring
     // buffer map) and keep it open and unchanged until the `AsyncFd` drops them.
     Ok(unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }?)
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

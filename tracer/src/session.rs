@@ -18,6 +18,7 @@ use crate::{
         kernel::KernelStats,
         syscalls::is_error,
         timeline::{self, Timeline},
+        trend::SiteTrend,
     },
     attribution::{AddressSpace, join::Join},
     events::{self, Event},
@@ -99,6 +100,9 @@ pub struct Finish {
     /// What the run traced: `full` or `kernel`.
     #[serde(default = "full_mode")]
     pub mode: String,
+    /// `--min-age`: leaks count only blocks at least this old.
+    #[serde(default)]
+    pub min_age_ns: u64,
 }
 
 fn full_mode() -> String {
@@ -121,6 +125,8 @@ pub struct Session {
     pub join: Join,
     pub gfp: GfpTable,
     pub timeline: Timeline,
+    /// Every site's live bytes over time: the leak suspects.
+    pub trend: SiteTrend,
     /// Executable files already seen mapped.
     seen_files: HashSet<PathBuf>,
     last_ts: u64,
@@ -151,6 +157,7 @@ impl Session {
             join: Join::default(),
             gfp: GfpTable::from_print_fmt(&start.gfp_print_fmt),
             timeline: Timeline::default(),
+            trend: SiteTrend::default(),
             seen_files,
             last_ts: 0,
         }
@@ -170,6 +177,7 @@ impl Session {
                     (&self.agg.heap, &self.space, &self.join, &self.kernel);
                 self.timeline
                     .observe(self.last_ts, || sample(heap, space, join, kernel));
+                self.trend.observe(self.last_ts, heap);
                 lib
             }
             Err(e) => {
@@ -295,11 +303,13 @@ impl Session {
     }
 
     /// Symbolizes every address of every site with the process's files (which must still be
-    /// there): the table a summary and a recording use.
+    /// there): the table a summary and a recording use. Addresses already in `cache` are not
+    /// resolved again; new ones are added to it.
     pub fn symbol_table(
         &self,
         stacks: &HashMap<i32, Vec<u64>>,
         substitutes: &HashMap<PathBuf, PathBuf>,
+        cache: &mut HashMap<u64, Vec<Frame>>,
     ) -> HashMap<u64, Vec<Frame>> {
         let stacks = &self.code_stacks(stacks);
         let mut unique = Vec::new();
@@ -318,11 +328,18 @@ impl Session {
                 }
             }
         }
-        let mut symbolizer = BlazeSymbolizer::new(&self.space, substitutes);
-        unique
+        let missing: Vec<u64> = unique
             .iter()
             .copied()
-            .zip(symbolizer.symbolize(&unique))
+            .filter(|a| !cache.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            let mut symbolizer = BlazeSymbolizer::new(&self.space, substitutes);
+            cache.extend(missing.iter().copied().zip(symbolizer.symbolize(&missing)));
+        }
+        unique
+            .into_iter()
+            .filter_map(|a| Some((a, cache.get(&a)?.clone())))
             .collect()
     }
 
@@ -332,14 +349,19 @@ impl Session {
             table: finish.symbols.clone(),
         };
         let stacks = self.code_stacks(&finish.stacks);
+        let trend = self.trend.closed(self.last_ts, &self.agg.heap);
         let user = user::build(
             &self.agg.heap,
             &self.join,
             &stacks,
             &mut symbolizer,
-            finish.now_ns,
-            finish.max_sites,
-            finish.allocator_files.clone(),
+            user::BuildOptions {
+                now_ns: finish.now_ns,
+                max_sites: finish.max_sites,
+                min_age_ns: finish.min_age_ns,
+                trend: &trend,
+                allocator_files: finish.allocator_files.clone(),
+            },
         );
         let sampling = (self.agg.heap.sample_bytes() > 0).then(|| user::Sampling {
             mean_bytes: self.agg.heap.sample_bytes(),

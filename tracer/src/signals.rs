@@ -1,4 +1,4 @@
-//! SIGINT and SIGTERM, handled from the first moment of a run.
+//! SIGINT and SIGTERM (and SIGUSR1, a snapshot), handled from the first moment of a run.
 //!
 //! A terminal's Ctrl-C goes to the whole foreground process group, the traced command
 //! included; `kill -INT <tracer>` reaches tracer alone. The two differ in `si_code`
@@ -37,6 +37,8 @@ static TERM: AtomicU32 = AtomicU32::new(0);
 pub struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    /// SIGUSR1: a snapshot of every report (taken by the run loop).
+    snapshot: Option<Signal>,
 }
 
 impl Signals {
@@ -44,6 +46,8 @@ impl Signals {
     pub fn install() -> std::io::Result<Self> {
         let interrupt = signal(SignalKind::interrupt())?;
         let terminate = signal(SignalKind::terminate())?;
+        // Installed first thing too: SIGUSR1's default action would kill us.
+        let snapshot = Some(signal(SignalKind::user_defined1())?);
         // SAFETY: the actions only touch atomics, which is async-signal-safe.
         unsafe {
             signal_hook_registry::register_sigaction(libc::SIGINT, |info: &libc::siginfo_t| {
@@ -60,7 +64,13 @@ impl Signals {
         Ok(Signals {
             interrupt,
             terminate,
+            snapshot,
         })
+    }
+
+    /// The SIGUSR1 stream, for the run loop to wait on beside [`Signals::recv`].
+    pub fn take_snapshot_requests(&mut self) -> Option<Signal> {
+        self.snapshot.take()
     }
 
     /// Whether a signal is waiting, without taking it: setup stops at its next step.

@@ -338,10 +338,21 @@ impl HeapStats {
             .map(|(&start, b)| (start, b.size, self.sites[b.site as usize].0))
     }
 
-    /// Live blocks grouped by site, most bytes first, aged against `now_ns` (CLOCK_MONOTONIC).
-    pub fn leaks(&self, now_ns: u64) -> Vec<Leak> {
+    /// Every live block: (its site's index in [`Self::sites`], allocation time, size).
+    pub fn live_block_times(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+        self.live
+            .values()
+            .map(|b| (b.site as usize, b.ts_ns, b.size))
+    }
+
+    /// Live blocks grouped by site, most bytes first, aged against `now_ns` (CLOCK_MONOTONIC);
+    /// blocks younger than `min_age_ns` are left out (`--min-age`).
+    pub fn leaks(&self, now_ns: u64, min_age_ns: u64) -> Vec<Leak> {
         let mut by_site: HashMap<u32, Leak> = HashMap::new();
         for block in self.live.values() {
+            if now_ns.saturating_sub(block.ts_ns) < min_age_ns {
+                continue;
+            }
             let (w, variance) = sample_weight(block.size, self.sample_bytes);
             let e = by_site.entry(block.site).or_insert(Leak {
                 site: self.sites[block.site as usize].0,
@@ -500,7 +511,7 @@ mod tests {
         assert_eq!(s.heap.live_bytes, 0);
         assert_eq!(s.site(1).frees, 1);
         assert_eq!(s.site(3).frees, 1);
-        assert!(s.heap.leaks(u64::MAX).is_empty());
+        assert!(s.heap.leaks(u64::MAX, 0).is_empty());
     }
 
     #[test]
@@ -526,8 +537,8 @@ mod tests {
         assert_eq!(s.heap.live_bytes, bytes);
         assert_eq!(s.heap.func(AllocFn::Malloc).calls, count);
         assert_eq!(s.heap.seen_calls, 1);
-        assert_eq!(s.heap.leaks(0)[0].count, count);
-        assert_eq!(s.heap.leaks(0)[0].seen_bytes, 10);
+        assert_eq!(s.heap.leaks(0, 0)[0].count, count);
+        assert_eq!(s.heap.leaks(0, 0)[0].seen_bytes, 10);
         // Its free takes all of it back.
         s.free(1, 0xa0);
         assert_eq!((s.site(1).frees, s.site(1).live_bytes), (count, 0));
@@ -545,7 +556,7 @@ mod tests {
         }
         assert_eq!(s.site(1).allocs, u64::MAX);
         s.free(1, 0xa0);
-        assert!(s.heap.leaks(0)[0].count > 0);
+        assert!(s.heap.leaks(0, 0)[0].count > 0);
     }
 
     #[test]
@@ -587,7 +598,7 @@ mod tests {
         s.alloc(1, 20, 0xb0, 1); // 3 ms
         s.alloc(1, 300, 0xc0, 2); // 4 ms
         s.free(1, 0xb0);
-        let leaks = s.heap.leaks(10_000_000);
+        let leaks = s.heap.leaks(10_000_000, 0);
         assert_eq!(leaks.len(), 2);
         assert_eq!(
             (leaks[0].site.caller, leaks[0].count, leaks[0].bytes),
@@ -599,6 +610,11 @@ mod tests {
             (0x1001, 1, 10)
         );
         assert_eq!(leaks[1].oldest_age_ms, 8.0);
+        // --min-age 7ms: only the block aged 8 ms is left.
+        let old = s.heap.leaks(10_000_000, 7_000_000);
+        assert_eq!(old.len(), 1);
+        assert_eq!((old[0].site.caller, old[0].bytes), (0x1001, 10));
+        assert!(s.heap.leaks(10_000_000, 9_000_000).is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod heap;
 pub mod kernel;
 pub mod syscalls;
 pub mod timeline;
+pub mod trend;
 
 pub use heap::HeapStats;
 pub use syscalls::SyscallStats;

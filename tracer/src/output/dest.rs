@@ -107,6 +107,37 @@ impl Dest {
     pub fn is_stdout(&self) -> bool {
         matches!(self, Dest::Fd { fd: 1, .. })
     }
+
+    /// The destination of a snapshot of this report: a regular file gets `suffix` before its
+    /// extension (`out.json` → `out.SUFFIX.json`) in the same checked directory; a descriptor,
+    /// device or FIFO is written through again.
+    pub fn suffixed(&self, suffix: &str) -> Dest {
+        match self {
+            Dest::File { dir, name, shown } => {
+                let name = suffixed_name(Path::new(name), suffix);
+                let shown = shown.with_file_name(&name);
+                Dest::File {
+                    dir: dir.clone(),
+                    name,
+                    shown,
+                }
+            }
+            other => other.clone(),
+        }
+    }
+}
+
+/// `stem.SUFFIX.ext`, or `name.SUFFIX` without an extension.
+fn suffixed_name(name: &Path, suffix: &str) -> OsString {
+    let stem = name.file_stem().unwrap_or(name.as_os_str());
+    let mut out = stem.to_os_string();
+    out.push(".");
+    out.push(suffix);
+    if let Some(ext) = name.extension() {
+        out.push(".");
+        out.push(ext);
+    }
+    out
 }
 
 /// An own-descriptor path: `-`, `/dev/stdout`, `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N`.
@@ -313,6 +344,22 @@ pub fn check_dir(shown: &Path) -> Result<DestDir, DestError> {
 }
 
 impl DestDir {
+    /// A sibling directory for a snapshot: `charts` → `charts.SUFFIX`, created when written.
+    pub fn suffixed(&self, suffix: &str) -> DestDir {
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(OsString::new, |n| n.to_os_string());
+        let mut new = name;
+        new.push(".");
+        new.push(suffix);
+        DestDir {
+            path: self.path.with_file_name(&new),
+            exists: false,
+            shown: self.shown.with_file_name(&new),
+        }
+    }
+
     /// Creates the directory if it is new (given to the sudo user), and the destination of
     /// `name` in it.
     pub fn file(&self, name: &str) -> Result<Dest, DestError> {
@@ -483,6 +530,24 @@ impl Sink {
 
     pub fn shown(&self) -> &Path {
         &self.shown
+    }
+
+    /// Makes a file written as it goes (`--jsonl`) visible at its path now: the temporary
+    /// file is renamed over the target at once, and what is written later lands there.
+    pub fn publish(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        if let Some((dir, tmp, fin)) = self.rename.take() {
+            // SAFETY: valid descriptor and names; renameat replaces, never follows, the target.
+            let rc = unsafe {
+                libc::renameat(dir.as_raw_fd(), tmp.as_ptr(), dir.as_raw_fd(), fin.as_ptr())
+            };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                self.rename = Some((dir, tmp, fin));
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Flushes and, for a regular file, renames the temporary file over the target.

@@ -198,3 +198,41 @@ fn bad_paths_are_named_before_anything_runs() {
     assert!(dir.join("charts").is_dir());
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn snapshots_go_beside_the_report_and_devices_stay_devices() {
+    let dir = scratch("suffix");
+    let dest = check_file(&dir.join("out.json"), false).unwrap();
+    let snap = dest.suffixed("20261201T210000.123Z");
+    assert_eq!(
+        snap.shown(),
+        dir.join("out.20261201T210000.123Z.json").as_path()
+    );
+    write_to(&snap, |out| Ok(out.write_all(b"{}")?)).unwrap();
+    let bare = check_file(&dir.join("profile"), true)
+        .unwrap()
+        .suffixed("S");
+    write_to(&bare, |out| Ok(out.write_all(b"x")?)).unwrap();
+    assert_eq!(names(&dir), ["out.20261201T210000.123Z.json", "profile.S"]);
+    let null = check_file(Path::new("/dev/null"), false).unwrap();
+    assert_eq!(null.suffixed("S"), null);
+    let charts = check_dir(&dir.join("charts")).unwrap().suffixed("S");
+    charts.file("a.svg").unwrap();
+    assert!(dir.join("charts.S").is_dir());
+}
+
+#[test]
+fn a_published_sink_is_visible_while_it_is_written() {
+    let dir = scratch("publish");
+    let path = dir.join("live.jsonl");
+    write(&path, "old").unwrap();
+    let mut sink = Sink::open(&check_file(&path, false).unwrap()).unwrap();
+    sink.write_all(b"{\"n\":1}\n").unwrap();
+    sink.publish().unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "{\"n\":1}\n");
+    sink.write_all(b"{\"n\":2}\n").unwrap();
+    sink.flush().unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 2);
+    sink.commit().unwrap();
+    assert_eq!(names(&dir), ["live.jsonl"]);
+}

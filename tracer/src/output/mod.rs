@@ -41,6 +41,53 @@ pub struct Checked {
     pub pprof: Option<Dest>,
 }
 
+impl Checked {
+    /// Where a snapshot taken now writes the same reports: see [`Dest::suffixed`].
+    pub fn suffixed(&self, suffix: &str) -> Checked {
+        let file = |d: &Option<Dest>| d.as_ref().map(|d| d.suffixed(suffix));
+        Checked {
+            text: self.text,
+            json: file(&self.json),
+            svg: self.svg.as_ref().map(|d| d.suffixed(suffix)),
+            html: file(&self.html),
+            folded: file(&self.folded),
+            pprof: file(&self.pprof),
+        }
+    }
+
+    /// Whether any report goes to a file, device or descriptor (not only the text summary).
+    pub fn any_file(&self) -> bool {
+        self.json.is_some()
+            || self.svg.is_some()
+            || self.html.is_some()
+            || self.folded.is_some()
+            || self.pprof.is_some()
+    }
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ` for a time since the epoch: a snapshot's suffix, sorting by time.
+pub fn utc_stamp(since_epoch: std::time::Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
 /// A destination that could not be used, named by its option.
 #[derive(Debug, thiserror::Error)]
 #[error("--{option} {problem}")]
@@ -50,9 +97,13 @@ pub struct OptionError {
 }
 
 impl Outputs {
-    /// Checks every destination, with `record` (the `--record` path, streamed) among them: each
-    /// must be writable, and at most one may be stdout.
-    pub fn check(&self, record: Option<&PathBuf>) -> Result<(Checked, Option<Dest>)> {
+    /// Checks every destination, with `record` and `jsonl` (the `--record` and `--jsonl` paths,
+    /// streamed) among them: each must be writable, and at most one may be stdout.
+    pub fn check(
+        &self,
+        record: Option<&PathBuf>,
+        jsonl: Option<&PathBuf>,
+    ) -> Result<(Checked, Option<Dest>, Option<Dest>)> {
         let file = |option: &'static str, path: &Option<PathBuf>, binary: bool| {
             path.as_ref()
                 .map(|p| dest::check_file(p, binary))
@@ -76,12 +127,14 @@ impl Outputs {
                 })?,
         };
         let record = file("record", &record.cloned(), true)?;
+        let jsonl = file("jsonl", &jsonl.cloned(), false)?;
         let on_stdout: Vec<&str> = [
             ("--json", &checked.json),
             ("--html", &checked.html),
             ("--folded", &checked.folded),
             ("--pprof", &checked.pprof),
             ("--record", &record),
+            ("--jsonl", &jsonl),
         ]
         .into_iter()
         .filter(|(_, d)| d.as_ref().is_some_and(Dest::is_stdout))
@@ -94,7 +147,7 @@ impl Outputs {
                 on_stdout.join(" and ")
             );
         }
-        Ok((checked, record))
+        Ok((checked, record, jsonl))
     }
 }
 
@@ -169,3 +222,24 @@ pub fn exit_status(command_status: i32, failed: usize) -> i32 {
 
 /// Exit status of a run whose command succeeded but one of whose reports was not written.
 pub const OUTPUT_FAILED: i32 = 74;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc_calendar_times() {
+        use std::time::Duration;
+        assert_eq!(utc_stamp(Duration::ZERO), "19700101T000000.000Z");
+        // 2026-12-01 21:04:49.250 UTC.
+        assert_eq!(
+            utc_stamp(Duration::from_millis(1_796_159_089_250)),
+            "20261201T210449.250Z"
+        );
+        // A leap day.
+        assert_eq!(
+            utc_stamp(Duration::from_secs(951_782_400)),
+            "20000229T000000.000Z"
+        );
+    }
+}

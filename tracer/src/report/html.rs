@@ -284,6 +284,33 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
     }
     writeln!(out, "</tbody></table></section>")?;
 
+    if !u.leak_suspects.is_empty() {
+        writeln!(
+            out,
+            "<section id=\"suspects\"><h2>Leak suspects: live bytes kept growing, old blocks \
+             still alive</h2><table class=\"sortable\"><thead><tr><th class=\"l\">site</th>\
+             <th>growth per minute</th><th>live</th><th>blocks</th><th>median age (s)</th>\
+             <th class=\"l\">live bytes over time</th></tr></thead><tbody>"
+        )?;
+        for suspect in &u.leak_suspects {
+            let rate = suspect.growth_bytes_per_min.max(0.0) as u64;
+            writeln!(
+                out,
+                "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td>{}{}{}\
+                 <td data-v=\"{:.3}\">{:.1}</td><td class=\"l\">{}</td></tr>",
+                esc(&describe_stack(&suspect.stack, 2)),
+                stack_list(&suspect.stack),
+                num(rate, human_bytes(rate)),
+                num(suspect.live_bytes, human_bytes(suspect.live_bytes)),
+                num(suspect.live_blocks, suspect.live_blocks.to_string()),
+                suspect.age_ms.median / 1e3,
+                suspect.age_ms.median / 1e3,
+                sparkline(&suspect.points),
+            )?;
+        }
+        writeln!(out, "</tbody></table></section>")?;
+    }
+
     let k = &s.kernel;
     writeln!(
         out,
@@ -337,6 +364,26 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
         "</section>\n<script>{SORT_SCRIPT}</script>\n</body></html>"
     )?;
     Ok(())
+}
+
+/// A small inline SVG of (ms, bytes) points, from zero to the largest value.
+fn sparkline(points: &[(f64, u64)]) -> String {
+    const W: f64 = 160.0;
+    const H: f64 = 32.0;
+    let t_max = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
+    let v_max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1) as f64;
+    let coords: Vec<String> = points
+        .iter()
+        .map(|&(t, v)| format!("{:.1},{:.1}", t / t_max * W, H - v as f64 / v_max * H))
+        .collect();
+    format!(
+        "<svg class=\"spark\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" \
+         role=\"img\"><title>{} over {:.1} s</title><polyline fill=\"none\" stroke=\"#c0392b\" \
+         stroke-width=\"1.5\" points=\"{}\"/></svg>",
+        human_bytes(v_max as u64),
+        t_max / 1e3,
+        coords.join(" ")
+    )
 }
 
 #[cfg(test)]
@@ -419,5 +466,37 @@ mod tests {
         }
         assert_eq!(page.matches("<img class=\"chart\"").count(), 4);
         assert!(page.trim_end().ends_with("</html>"));
+        // No suspects, no section.
+        assert!(!page.contains("id=\"suspects\""));
+    }
+
+    #[test]
+    fn suspects_have_a_growth_chart() {
+        let mut s = sample_summary();
+        s.user
+            .leak_suspects
+            .push(crate::report::suspects::LeakSuspect {
+                stack: vec![crate::symbolize::Frame {
+                    function: Some("leak_step".into()),
+                    ..crate::symbolize::Frame::unknown(0x401000)
+                }],
+                live_bytes: 3000,
+                live_blocks: 3,
+                growth_bytes_per_min: 60_000.0,
+                rank_correlation: 1.0,
+                old_live_bytes: 1000,
+                age_ms: Default::default(),
+                points: vec![(0.0, 1000), (1000.0, 2000), (2000.0, 3000)],
+            });
+        let mut page = Vec::new();
+        render(&s, &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("id=\"suspects\""));
+        assert!(page.contains("leak_step"));
+        assert!(
+            page.contains("points=\"0.0,21.3 80.0,10.7 160.0,0.0\""),
+            "{}",
+            &page[page.find("<polyline").unwrap()..][..200]
+        );
     }
 }

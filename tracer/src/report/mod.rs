@@ -11,6 +11,7 @@ pub mod json;
 pub mod kernel;
 pub mod merge;
 pub mod pprof;
+pub mod suspects;
 pub mod text;
 pub mod user;
 
@@ -161,9 +162,13 @@ pub(crate) mod tests {
             &Default::default(),
             &Default::default(),
             &mut sym,
-            10,
-            10,
-            allocator_files,
+            user::BuildOptions {
+                now_ns: 10,
+                max_sites: 10,
+                min_age_ns: 0,
+                trend: &Default::default(),
+                allocator_files,
+            },
         )
     }
 
@@ -203,9 +208,13 @@ pub(crate) mod tests {
             &Default::default(),
             &Default::default(),
             &mut sym,
-            0,
-            10,
-            Vec::new(),
+            user::BuildOptions {
+                now_ns: 0,
+                max_sites: 10,
+                min_age_ns: 0,
+                trend: &Default::default(),
+                allocator_files: Vec::new(),
+            },
         );
         Summary {
             schema: SCHEMA,

@@ -501,6 +501,25 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
             )?;
         }
     }
+    if !u.leak_suspects.is_empty() {
+        writeln!(
+            out,
+            "\nleak suspects (live bytes kept growing, old blocks still alive):"
+        )?;
+        for s in u.leak_suspects.iter().take(TOP) {
+            writeln!(
+                out,
+                "  {:>10}/min  {:>10} live in {} blocks, ages {:.1}–{:.1} s (median {:.1} s)  {}",
+                human_bytes(s.growth_bytes_per_min.max(0.0) as u64),
+                human_bytes(s.live_bytes),
+                s.live_blocks,
+                s.age_ms.min / 1e3,
+                s.age_ms.max / 1e3,
+                s.age_ms.median / 1e3,
+                describe_stack(&s.stack, 3)
+            )?;
+        }
+    }
     Ok(())
 }
 

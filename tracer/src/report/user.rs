@@ -6,9 +6,15 @@ use serde::Serialize;
 use tracer_common::AllocFn;
 
 use crate::{
-    aggregate::heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
+    aggregate::{
+        heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
+        trend::SiteTrend,
+    },
     attribution::join::{Caused, Join, SitePaths},
-    report::merge::{MergedLeak, merge_leaks, merge_sites},
+    report::{
+        merge::{Merged, MergedLeak, merge_leaks, merge_sites},
+        suspects::{self, LeakSuspect},
+    },
     symbolize::{Frame, Symbolizer, symbolize_stacks},
 };
 
@@ -95,6 +101,9 @@ pub struct UserSummary {
     /// `--sample`: every count and byte total above is an estimate from sampled calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling: Option<Sampling>,
+    /// Sites whose live bytes kept growing with their old blocks alive (see
+    /// [`suspects`](crate::report::suspects)), fastest first.
+    pub leak_suspects: Vec<LeakSuspect>,
 }
 
 /// The return addresses of a site, innermost first: the direct caller (read at entry), then
@@ -113,17 +122,34 @@ pub fn site_addresses(key: &SiteKey, stacks: &HashMap<i32, Vec<u64>>) -> Vec<u64
     addrs
 }
 
-/// Builds the section. `stacks` holds each stack id's frames as read from the kernel;
-/// `now_ns` (CLOCK_MONOTONIC) ages the leaks; at most `max_sites` sites and leaks are listed.
+/// What the user section is built from besides the heap and its stacks.
+pub struct BuildOptions<'a> {
+    /// CLOCK_MONOTONIC at the end: ages the leaks.
+    pub now_ns: u64,
+    /// At most this many sites, leaks and leak suspects are listed.
+    pub max_sites: usize,
+    /// Leaks count only blocks at least this old (`--min-age`).
+    pub min_age_ns: u64,
+    /// Every site's live bytes over time, closed at `now_ns`.
+    pub trend: &'a SiteTrend,
+    pub allocator_files: Vec<String>,
+}
+
+/// Builds the section. `stacks` holds each stack id's frames as read from the kernel.
 pub fn build(
     heap: &HeapStats,
     join: &Join,
     stacks: &HashMap<i32, Vec<u64>>,
     symbolizer: &mut dyn Symbolizer,
-    now_ns: u64,
-    max_sites: usize,
-    allocator_files: Vec<String>,
+    opts: BuildOptions,
 ) -> UserSummary {
+    let BuildOptions {
+        now_ns,
+        max_sites,
+        min_age_ns,
+        trend,
+        allocator_files,
+    } = opts;
     // Every site's stack symbolized (each address once), so that sites resolving to the same
     // frames are listed as one.
     let addresses: Vec<Vec<u64>> = heap
@@ -144,7 +170,14 @@ pub fn build(
     for (start, size, site) in heap.live_blocks() {
         *leak_resident.entry(site).or_default() += join.resident_in(start, size);
     }
-    let mut leaks = merge_leaks(heap.leaks(now_ns), &sites, &group_of, &leak_resident);
+    let mut leaks = merge_leaks(
+        heap.leaks(now_ns, min_age_ns),
+        &sites,
+        &group_of,
+        &leak_resident,
+    );
+    let mut leak_suspects = suspects(heap, trend, &sites, &group_of, now_ns);
+    leak_suspects.truncate(max_sites);
     let site_count = sites.len();
     sites.truncate(max_sites);
     leaks.truncate(max_sites);
@@ -216,7 +249,66 @@ pub fn build(
         allocator_files,
         uprobe_links: String::new(),
         sampling: None,
+        leak_suspects,
     }
+}
+
+/// The listed sites that [`suspects::judge`] finds leaking, fastest growth first: each listed
+/// site's series is the sum of its allocation sites' series.
+fn suspects(
+    heap: &HeapStats,
+    trend: &SiteTrend,
+    sites: &[Merged],
+    group_of: &HashMap<SiteKey, usize>,
+    now_ns: u64,
+) -> Vec<LeakSuspect> {
+    let points = trend.times().len();
+    let group = |i: usize| group_of.get(&heap.sites()[i].0).copied();
+    let mut series: HashMap<usize, Vec<u64>> = HashMap::new();
+    for i in 0..heap.sites().len() {
+        let (Some(g), s) = (group(i), trend.series(i)) else {
+            continue;
+        };
+        if s.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let sum = series.entry(g).or_insert_with(|| vec![0; points]);
+        for (a, &b) in sum.iter_mut().zip(s) {
+            *a = a.saturating_add(b);
+        }
+    }
+    let mut blocks: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
+    for (site, ts, size) in heap.live_block_times() {
+        if let Some(g) = group(site)
+            && series.contains_key(&g)
+        {
+            blocks.entry(g).or_default().push((ts, size));
+        }
+    }
+    let mut out: Vec<LeakSuspect> = series
+        .into_iter()
+        .filter_map(|(g, s)| {
+            let b = blocks.get(&g).map_or(&[][..], Vec::as_slice);
+            let v = suspects::judge(trend.times(), &s, b, now_ns)?;
+            let live_bytes = sites[g].stats.live_bytes;
+            Some(LeakSuspect {
+                stack: sites[g].stack.clone(),
+                live_bytes,
+                live_blocks: v.live_blocks,
+                growth_bytes_per_min: v.growth_bytes_per_min,
+                rank_correlation: v.rank_correlation,
+                old_live_bytes: (live_bytes as f64 * v.old_fraction).round() as u64,
+                age_ms: v.age_ms,
+                points: v.points,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.growth_bytes_per_min
+            .total_cmp(&a.growth_bytes_per_min)
+            .then(b.live_bytes.cmp(&a.live_bytes))
+    });
+    out
 }
 
 #[cfg(test)]
@@ -238,6 +330,100 @@ mod tests {
             module: None,
             offset: None,
         }
+    }
+
+    fn opts(trend: &SiteTrend, now_ns: u64, max_sites: usize) -> BuildOptions<'_> {
+        BuildOptions {
+            now_ns,
+            max_sites,
+            min_age_ns: 0,
+            trend,
+            allocator_files: vec![],
+        }
+    }
+
+    /// A site that leaks 64 bytes every 10 ms, a cache that fills in its first 100 ms and
+    /// holds, and a buffer allocated and freed: only the first is a suspect, at its rate.
+    #[test]
+    fn finds_the_growing_site_among_a_plateau_and_churn() {
+        let mut heap = HeapStats::default();
+        let mut trend = SiteTrend::default();
+        let ms = 1_000_000u64;
+        let mut cache = std::collections::VecDeque::new();
+        for i in 0..300u64 {
+            let ts = 1_000 * ms + i * 10 * ms;
+            heap.on_alloc(&testing::alloc(
+                AllocFn::Malloc,
+                64,
+                0x1_0000 + i * 64,
+                0x4000_0100,
+                ts,
+            ));
+            // The cache keeps its newest 10 entries.
+            let addr = 0x20_0000 + i * 256;
+            heap.on_alloc(&testing::alloc(AllocFn::Malloc, 256, addr, 0x4000_0200, ts));
+            cache.push_back(addr);
+            if cache.len() > 10 {
+                let old = cache.pop_front().unwrap();
+                heap.on_alloc(&testing::alloc(AllocFn::Free, 0, old, 0, ts));
+            }
+            heap.on_alloc(&testing::alloc(
+                AllocFn::Malloc,
+                4096,
+                0x90_0000,
+                0x4000_0300,
+                ts,
+            ));
+            heap.on_alloc(&testing::alloc(AllocFn::Free, 0, 0x90_0000, 0, ts));
+            trend.observe(ts, &heap);
+        }
+        let now = 1_000 * ms + 3_000 * ms;
+        let trend = trend.closed(now, &heap);
+        let mut sym = TableSymbolizer::default();
+        for (addr, function, line) in [
+            (0x4000_0100, "leaky", 10),
+            (0x4000_0200, "cache", 20),
+            (0x4000_0300, "churn", 30),
+        ] {
+            sym.table.insert(addr, vec![frame(addr, function, line)]);
+        }
+        let stacks = HashMap::new();
+        let u = build(
+            &heap,
+            &Join::default(),
+            &stacks,
+            &mut sym,
+            opts(&trend, now, 10),
+        );
+        assert_eq!(u.leak_suspects.len(), 1, "{:#?}", u.leak_suspects);
+        let s = &u.leak_suspects[0];
+        assert_eq!(s.stack[0].function.as_deref(), Some("leaky"));
+        assert_eq!((s.live_bytes, s.live_blocks), (300 * 64, 300));
+        // 64 bytes per 10 ms: 384,000 bytes a minute.
+        assert!(
+            (s.growth_bytes_per_min - 384_000.0).abs() < 4_000.0,
+            "{s:?}"
+        );
+        assert!(s.old_live_bytes >= 300 * 64 * 4 / 10, "{s:?}");
+        assert_eq!(s.age_ms.max, 3_000.0);
+        // --min-age leaves the cache's young entries out of the leaks.
+        let aged = build(
+            &heap,
+            &Join::default(),
+            &stacks,
+            &mut sym,
+            BuildOptions {
+                min_age_ns: 200 * ms,
+                ..opts(&trend, now, 10)
+            },
+        );
+        let names: Vec<_> = aged
+            .leaks
+            .iter()
+            .map(|l| l.stack[0].function.as_deref())
+            .collect();
+        assert_eq!(names, [Some("leaky")]);
+        assert_eq!(aged.leaks[0].count, 281);
     }
 
     #[test]
@@ -276,14 +462,16 @@ mod tests {
             .insert(0x4000_0900, vec![frame(0x4000_0900, "main", 30)]);
 
         let join = Join::default();
+        let trend = SiteTrend::default();
         let u = build(
             &heap,
             &join,
             &stacks,
             &mut sym,
-            3_000_000,
-            10,
-            vec!["/lib/libc.so.6".into()],
+            BuildOptions {
+                allocator_files: vec!["/lib/libc.so.6".into()],
+                ..opts(&trend, 3_000_000, 10)
+            },
         );
         assert_eq!(
             u.malloc,
@@ -319,7 +507,7 @@ mod tests {
         assert_eq!(json["free"]["unknown"], 0);
         assert_eq!(json["operator_new"]["calls"], 0);
 
-        let limited = build(&heap, &join, &stacks, &mut sym, 3_000_000, 1, vec![]);
+        let limited = build(&heap, &join, &stacks, &mut sym, opts(&trend, 3_000_000, 1));
         assert_eq!((limited.site_count, limited.sites.len()), (2, 1));
     }
 
@@ -354,14 +542,13 @@ mod tests {
         ] {
             sym.table.insert(addr, vec![frame(addr, function, line)]);
         }
+        let trend = SiteTrend::default();
         let u = build(
             &heap,
             &Join::default(),
             &stacks,
             &mut sym,
-            3_000_000,
-            10,
-            vec![],
+            opts(&trend, 3_000_000, 10),
         );
         assert_eq!(u.site_count, 3, "{:#?}", u.sites);
         let build_main = &u.sites[1];

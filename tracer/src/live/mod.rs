@@ -1,0 +1,150 @@
+//! A run while it goes on: `--interval` summaries on stderr and `--jsonl`, snapshots of every
+//! report on SIGUSR1, and the state the HTTP endpoints serve.
+
+pub mod interval;
+pub mod snapshot;
+
+use std::{
+    io::{self, IsTerminal, Write},
+    time::{Duration, SystemTime},
+};
+
+use crate::{
+    output::{self, Checked, Sink},
+    report::{self, Summary},
+};
+use interval::{IntervalView, render_text};
+
+/// The live outputs of one run.
+pub struct Live {
+    view: IntervalView,
+    jsonl: Option<Sink>,
+    /// Whether to print interval blocks on stderr (not with `--quiet`).
+    text: bool,
+    /// stderr is a terminal: redraw the block in place.
+    tty: bool,
+    /// Lines of the block drawn last, to redraw over.
+    drawn: usize,
+    max_sites: usize,
+    header: String,
+}
+
+impl Live {
+    /// `jsonl` is published at once, so it can be followed (`tail -f`) from the first line.
+    pub fn new(
+        jsonl: Option<Sink>,
+        text: bool,
+        max_sites: usize,
+        header: String,
+    ) -> io::Result<Self> {
+        let jsonl = match jsonl {
+            Some(mut sink) => {
+                sink.publish()?;
+                Some(sink)
+            }
+            None => None,
+        };
+        Ok(Live {
+            view: IntervalView::default(),
+            jsonl,
+            text,
+            tty: io::stderr().is_terminal(),
+            drawn: 0,
+            max_sites,
+            header,
+        })
+    }
+
+    /// One interval, from a summary that lists every site. Writing `--jsonl` failing stops
+    /// it with a warning; tracing goes on.
+    pub fn interval(&mut self, summary: &Summary, elapsed: Duration, is_final: bool) {
+        let record = self.view.next(
+            summary,
+            elapsed.as_secs_f64() * 1e3,
+            self.max_sites,
+            is_final,
+        );
+        if let Some(sink) = self.jsonl.as_mut() {
+            let written = serde_json::to_writer(&mut *sink, &record)
+                .map_err(io::Error::from)
+                .and_then(|()| sink.write_all(b"\n"))
+                .and_then(|()| sink.flush());
+            if let Err(e) = written {
+                eprintln!(
+                    "tracer: warning: --jsonl {}: {e}; no more interval lines are written",
+                    sink.shown().display()
+                );
+                self.jsonl = None;
+            }
+        }
+        if self.text && !is_final {
+            let mut block = Vec::new();
+            let header = if self.tty {
+                self.header.clone()
+            } else {
+                format!(
+                    "--- {} {}",
+                    output::utc_stamp(since_epoch()),
+                    report::visible(&self.header)
+                )
+            };
+            let Ok(lines) = render_text(&record, &header, &mut block) else {
+                return;
+            };
+            let mut err = io::stderr().lock();
+            if self.tty && self.drawn > 0 {
+                // Up to the first line of the last block, and clear from there down.
+                let _ = write!(err, "\x1b[{}F\x1b[J", self.drawn);
+            }
+            let _ = err.write_all(&block);
+            self.drawn = lines;
+        }
+    }
+
+    /// Ends the run's live output: the final interval line, and the `--jsonl` file closed.
+    pub fn finish(&mut self, summary: &Summary, elapsed: Duration) -> usize {
+        if self.jsonl.is_none() {
+            return 0;
+        }
+        self.interval(summary, elapsed, true);
+        match self.jsonl.take().map(Sink::commit) {
+            Some(Err(e)) => {
+                eprintln!("tracer: error: --jsonl: {e}");
+                1
+            }
+            None => 1,
+            Some(Ok(())) => 0,
+        }
+    }
+}
+
+pub fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Writes every requested report as of now, each named with a timestamp (see
+/// [`Checked::suffixed`]); with no report file requested, the text summary goes to stderr.
+/// Returns how many could not be written.
+pub fn write_snapshot(summary: &Summary, outputs: &Checked) -> usize {
+    let stamp = output::utc_stamp(since_epoch());
+    let snap = Checked {
+        text: !outputs.any_file(),
+        ..outputs.suffixed(&stamp)
+    };
+    let failed = output::write_all(summary, &snap);
+    let names: Vec<String> = [&snap.json, &snap.html, &snap.folded, &snap.pprof]
+        .into_iter()
+        .flatten()
+        .map(|d| d.shown().display().to_string())
+        .chain(snap.svg.iter().map(|d| d.shown.display().to_string()))
+        .collect();
+    if !names.is_empty() {
+        eprintln!(
+            "tracer: snapshot {stamp}: {}",
+            report::visible(&names.join(", "))
+        );
+    }
+    failed
+}
