@@ -13,7 +13,7 @@ use crate::{
 /// What the command line asks for.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Run(RunConfig),
+    Run(Box<RunConfig>),
     Report {
         recording: PathBuf,
         outputs: Outputs,
@@ -179,6 +179,30 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = parse_min_age)]
     pub min_age: Option<Duration>,
 
+    /// While tracing, serve over HTTP at ADDR (a loopback address and port): /metrics for
+    /// Prometheus (bytes and calls per path, live and resident bytes, allocator calls, faults,
+    /// slab caches, the top sites, leak suspects; OpenMetrics when asked), /debug/pprof/heap and
+    /// /debug/pprof/allocs (?seconds=N) for go tool pprof, Parca and Pyroscope, /report.html.
+    /// Refreshed every --interval (1 s without it). Port 0 picks a free one (printed).
+    /// Example: --listen 127.0.0.1:9464 --pid 1234
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Allow --listen on an address other than loopback. The endpoints expose the target's
+    /// symbols and memory layout to whoever can reach them: use with --listen-token.
+    #[arg(long, requires = "listen")]
+    pub listen_any: bool,
+
+    /// Require `Authorization: Bearer TOKEN` on every request, the token being the first line
+    /// of FILE. Example: --listen-token /etc/tracer/token
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub listen_token: Option<PathBuf>,
+
+    /// Call sites with their own series in /metrics: those with the most live bytes. Bounds
+    /// the label cardinality Prometheus stores. Example: --max-metric-sites 50
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "listen")]
+    pub max_metric_sites: usize,
+
     /// Write a recording of the run to PATH, to report on later with `tracer report PATH`;
     /// `-` streams it to stdout. If writing it fails mid-run (a full disk), the recording
     /// stops with a warning and the run goes on. Example: --record run.trace
@@ -273,7 +297,7 @@ impl Cli {
                 outputs: output.outputs(),
             });
         }
-        self.into_config().map(Action::Run)
+        self.into_config().map(|c| Action::Run(Box::new(c)))
     }
 
     pub fn into_config(self) -> Result<RunConfig, clap::Error> {
@@ -320,6 +344,12 @@ impl Cli {
             interval: self.interval,
             jsonl: self.jsonl,
             min_age: self.min_age.unwrap_or_default(),
+            listen: self.listen.map(|addr| crate::runtime::Listen {
+                addr,
+                any: self.listen_any,
+                token: self.listen_token,
+                max_metric_sites: self.max_metric_sites,
+            }),
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod record;
 pub mod replay;
 pub mod report;
 pub mod runtime;
+pub mod serve;
 pub mod session;
 pub mod signals;
 pub mod symbolize;

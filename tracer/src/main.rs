@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match action {
-        Action::Run(config) => runtime.block_on(tracer::runtime::run(config)),
+        Action::Run(config) => runtime.block_on(tracer::runtime::run(*config)),
         Action::Report { recording, outputs } => report(&recording, &outputs),
     };
     match result {

@@ -33,7 +33,8 @@ use crate::{
         uprobes::{AllocatorProbes, UprobeError, UprobeLinks, needed_libraries},
     },
     record::Recorder,
-    report::TargetInfo,
+    report::{Summary, TargetInfo},
+    serve::{self, Published, Server},
     session::{Finish, Session, Start, is_loader},
     signals::Signals,
     target::{self, TargetFiles},
@@ -82,7 +83,24 @@ pub struct RunConfig {
     pub jsonl: Option<PathBuf>,
     /// `--min-age`: leaks count only blocks at least this old.
     pub min_age: Duration,
+    /// `--listen`: serve metrics and profiles over HTTP while tracing.
+    pub listen: Option<Listen>,
 }
+
+/// `--listen` and its options.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: String,
+    /// `--listen-any`: a non-loopback address is allowed.
+    pub any: bool,
+    /// `--listen-token`: requests need `Authorization: Bearer` with this file's token.
+    pub token: Option<PathBuf>,
+    /// `--max-metric-sites`.
+    pub max_metric_sites: usize,
+}
+
+/// How often a `--listen` run publishes what it serves, without `--interval`.
+const SERVE_PERIOD: Duration = Duration::from_secs(1);
 
 /// What a run traces (see `--mode` in `tracer --help`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -120,6 +138,14 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let (outputs, record, jsonl) = cfg.outputs.check(cfg.record.as_ref(), cfg.jsonl.as_ref())?;
     let record = record.map(|d| Sink::open(&d)).transpose()?;
     let jsonl = jsonl.map(|d| Sink::open(&d)).transpose()?;
+    // The address is bound now: a port in use fails before anything runs.
+    let listener = match &cfg.listen {
+        Some(l) => {
+            let token = l.token.as_deref().map(serve::read_token).transpose()?;
+            Some((serve::bind(&l.addr, l.any)?, token, l.max_metric_sites))
+        }
+        None => None,
+    };
     let mut snapshot_requests = signals
         .take_snapshot_requests()
         .context("installing the SIGUSR1 handler")?;
@@ -272,7 +298,36 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         threads: BTreeMap::new(),
         new_code: false,
     };
-    let mut interval = cfg.interval.map(|period| {
+    let server = match listener {
+        Some((listener, token, max_metric_sites)) => {
+            let server = Server::start(listener, token).context("starting the HTTP server")?;
+            let addr = server.addr;
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "tracer: warning: serving on {addr}, beyond this machine: the endpoints \
+                     expose the target's symbols and memory layout"
+                );
+            }
+            eprintln!(
+                "tracer: serving http://{addr}/ (/metrics, /debug/pprof/heap, /debug/pprof/allocs, /report.html)"
+            );
+            Some((server, max_metric_sites))
+        }
+        None => None,
+    };
+    let publish = |server: &Option<(Server, usize)>, summary: Summary| {
+        if let Some((server, max_metric_sites)) = server {
+            server.publish(Published {
+                summary,
+                max_sites: cfg.max_sites,
+                max_metric_sites: *max_metric_sites,
+                page_size: start.page_size,
+                taken: std::time::SystemTime::now(),
+            });
+        }
+    };
+    let refresh = cfg.interval.or(server.as_ref().map(|_| SERVE_PERIOD));
+    let mut interval = refresh.map(|period| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
@@ -296,12 +351,15 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             _ = pidfd.readable() => break "exited",
             _ = sleep_until(deadline) => break "duration",
             _ = next_tick(interval.as_mut()) => {
-                let Some(live) = live.as_mut() else { continue };
                 let at = started.elapsed();
                 // Everything the ring holds now first: the interval is as of this moment.
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
                 let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), Some(usize::MAX));
-                live.interval(&reader.session.summarize(&finish), at, false);
+                let summary = reader.session.summarize(&finish);
+                if let Some(live) = live.as_mut() {
+                    live.interval(&summary, at, false);
+                }
+                publish(&server, summary);
             }
             _ = snapshot_requests.recv() => {
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
@@ -357,11 +415,15 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         signal,
     };
     let finish = reader.snapshot(&mut snapshotter, &probes, ending.clone(), None);
-    if let Some(live) = live.as_mut() {
+    if live.is_some() || server.is_some() {
         // The last interval line, as of the end: its sites summed over the lines are the
-        // summary's.
+        // summary's. A scrape from now on sees the end.
         let all = reader.snapshot(&mut snapshotter, &probes, ending, Some(usize::MAX));
-        failed += live.finish(&reader.session.summarize(&all), elapsed);
+        let all = reader.session.summarize(&all);
+        if let Some(live) = live.as_mut() {
+            failed += live.finish(&all, elapsed);
+        }
+        publish(&server, all);
     }
     if let Some(recorder) = recorder
         && let Err(e) = recorder.finish(&finish)

@@ -184,7 +184,8 @@ pub const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 
 /// Tools the root tests use besides tracer: compilers for the workloads, strace as an
 /// independent count of syscalls, setpriv to run as an unprivileged user, jemalloc as a second
-/// allocator. Installed from Debian's packages when missing.
+/// allocator, Prometheus and Go's pprof as real scrapers of `--listen`, tmux to drive
+/// `tracer top`. Installed from Debian's packages when missing.
 pub fn ensure_test_tools() -> Result<()> {
     let present = |tool: &str| {
         if tool.starts_with('/') {
@@ -199,6 +200,10 @@ pub fn ensure_test_tools() -> Result<()> {
         ("strace", "strace"),
         ("setpriv", "util-linux"),
         (JEMALLOC, "libjemalloc2"),
+        ("prometheus", "prometheus"),
+        ("go", "golang-go"),
+        ("tmux", "tmux"),
+        ("curl", "curl"),
     ]
     .into_iter()
     .filter(|(tool, _)| !present(tool))

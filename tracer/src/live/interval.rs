@@ -8,7 +8,10 @@ use std::{collections::HashMap, io};
 use serde::Serialize;
 
 use crate::{
-    report::{Summary, human_bytes, kernel::PathsSummary, text::describe_stack, user::SiteReport},
+    report::{
+        Summary, human_bytes, kernel::PathsSummary, merge::frames_key, text::describe_stack,
+        user::SiteReport,
+    },
     symbolize::Frame,
 };
 
@@ -78,19 +81,6 @@ pub struct IntervalView {
     live: HashMap<String, u64>,
 }
 
-/// What tells a listed site from the others: its resolved frames.
-fn site_key(stack: &[Frame]) -> String {
-    let mut key = String::new();
-    for f in stack {
-        key.push_str(&f.name());
-        if let (Some(file), Some(line)) = (&f.file, f.line) {
-            key.push_str(&format!("@{file}:{line}"));
-        }
-        key.push(';');
-    }
-    key
-}
-
 impl IntervalView {
     /// The record for `summary` (built with every site listed) at `t_ms` since the start;
     /// lists the `max_sites` sites with the most live bytes.
@@ -115,7 +105,7 @@ impl IntervalView {
         let mut live = HashMap::with_capacity(ranked.len());
         let mut sites = Vec::new();
         for site in ranked {
-            let key = site_key(&site.stack);
+            let key = frames_key(&site.stack);
             let before = self.live.get(&key).copied().unwrap_or(0);
             if sites.len() < max_sites {
                 sites.push(IntervalSite {

@@ -45,6 +45,19 @@ fn frame_keys(stack: &[Frame]) -> Vec<FrameKey> {
         .collect()
 }
 
+/// A listed site's identity across snapshots and runs: its resolved frames as one string.
+pub fn frames_key(stack: &[Frame]) -> String {
+    let mut key = String::new();
+    for f in stack {
+        key.push_str(&f.name());
+        if let (Some(file), Some(line)) = (&f.file, f.line) {
+            key.push_str(&format!("@{file}:{line}"));
+        }
+        key.push(';');
+    }
+    key
+}
+
 /// The allocation sites, in the heap's order, as listed sites, most bytes first. `sites` pairs
 /// each allocation site with its statistics, symbolized stack, paths and what it caused.
 pub fn merge_sites(

@@ -88,6 +88,19 @@ pub struct Summary {
     pub timeline: crate::aggregate::timeline::Timeline,
 }
 
+impl Summary {
+    /// The summary with at most `max` sites, leaks, leak suspects and callers, as a report
+    /// built with `--max-sites max` lists them (each list is already in its order).
+    pub fn truncated(&self, max: usize) -> Summary {
+        let mut s = self.clone();
+        s.user.sites.truncate(max);
+        s.user.leaks.truncate(max);
+        s.user.leak_suspects.truncate(max);
+        s.callers.truncate(max);
+        s
+    }
+}
+
 /// A string from the traced program (a symbol, file, thread name or argument) made safe to
 /// show: control characters (C0, DEL, C1) become visible escapes such as `\x1b` and `\n`, and
 /// so do the Unicode bidirectional overrides that can make text read other than it is. What

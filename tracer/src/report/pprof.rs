@@ -334,8 +334,29 @@ pub fn profile(summary: &Summary) -> Profile {
 
 /// Writes the gzipped profile.
 pub fn render(summary: &Summary, out: impl Write) -> io::Result<()> {
+    write_gzipped(&profile(summary), out)
+}
+
+/// The profile as an HTTP endpoint serves it, like Go's net/http/pprof: taken at
+/// `time_nanos` (since the epoch), with `default_type` (`inuse_space` for heap,
+/// `alloc_space` for allocs) the one tools show first.
+pub fn render_served(
+    summary: &Summary,
+    default_type: &str,
+    time_nanos: i64,
+    out: impl Write,
+) -> io::Result<()> {
+    let mut p = profile(summary);
+    p.time_nanos = time_nanos;
+    if let Some(i) = p.string_table.iter().position(|s| s == default_type) {
+        p.default_sample_type = i as i64;
+    }
+    write_gzipped(&p, out)
+}
+
+fn write_gzipped(p: &Profile, out: impl Write) -> io::Result<()> {
     let mut gz = GzEncoder::new(out, Compression::default());
-    gz.write_all(&profile(summary).encode_to_vec())?;
+    gz.write_all(&p.encode_to_vec())?;
     gz.finish()?;
     Ok(())
 }

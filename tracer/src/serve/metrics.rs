@@ -1,0 +1,439 @@
+//! `/metrics`: a summary in the Prometheus text exposition format (0.0.4), or OpenMetrics 1.0
+//! when the scraper asks for it.
+//!
+//! Counters are monotonic totals since tracing began (`_total`), gauges are values now; names
+//! follow Prometheus conventions (`tracer_…`, base units). Every series carries `pid` and
+//! `comm`. Per-site series are bounded: the `max_sites` sites with the most live bytes, named
+//! by their first frame (`function (file:line)`); sites that share a name are summed, so no
+//! two series share their labels.
+
+use std::fmt::Write as _;
+
+use crate::report::{Summary, text::describe_stack};
+
+/// The exposition formats, by what the scraper accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Prometheus,
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when `Accept` names it, as Prometheus's scraper does.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Writer {
+    out: String,
+    format: Format,
+    /// `pid="…",comm="…"`: on every series.
+    base: String,
+}
+
+impl Writer {
+    /// One metric family: `name` without `_total`; `series` are (extra labels, value).
+    fn family(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        help: &str,
+        series: impl IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
+    ) {
+        let (type_name, sample_name) = match (kind, self.format) {
+            (Kind::Counter, Format::OpenMetrics) => (name.to_string(), format!("{name}_total")),
+            (Kind::Counter, Format::Prometheus) => {
+                (format!("{name}_total"), format!("{name}_total"))
+            }
+            (Kind::Gauge, _) => (name.to_string(), name.to_string()),
+        };
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.out, "# HELP {type_name} {help}");
+        let _ = writeln!(self.out, "# TYPE {type_name} {kind}");
+        for (labels, value) in series {
+            let mut l = self.base.clone();
+            for (k, v) in labels {
+                let _ = write!(l, ",{k}=\"{}\"", escape(&v));
+            }
+            let _ = writeln!(self.out, "{sample_name}{{{l}}} {value}");
+        }
+    }
+
+    fn one(&mut self, name: &str, kind: Kind, help: &str, value: u64) {
+        self.family(name, kind, help, [(vec![], value as f64)]);
+    }
+}
+
+fn label(k: &'static str, v: impl Into<String>) -> Vec<(&'static str, String)> {
+    vec![(k, v.into())]
+}
+
+/// The exposition of `summary` (built with every site listed); at most `max_sites` sites.
+pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u64) -> String {
+    let comm = summary
+        .target
+        .command
+        .first()
+        .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
+        .unwrap_or_default();
+    let mut w = Writer {
+        out: String::new(),
+        format,
+        base: format!("pid=\"{}\",comm=\"{}\"", summary.target.pid, escape(&comm)),
+    };
+    let p = &summary.paths;
+    let k = &summary.kernel;
+    w.family(
+        "tracer_path_allocated_bytes",
+        Kind::Counter,
+        "Bytes allocated through each path: user allocations served by the brk heap, dedicated \
+         mmaps and thread arenas; buddy pages and slab objects the kernel gave the process.",
+        [
+            (label("path", "brk"), p.brk.bytes as f64),
+            (label("path", "mmap"), p.mmap.bytes as f64),
+            (label("path", "thread_arena"), p.thread_arena.bytes as f64),
+            (label("path", "buddy"), k.buddy.bytes as f64),
+            (label("path", "slab"), k.slab.bytes as f64),
+        ],
+    );
+    w.family(
+        "tracer_path_allocations",
+        Kind::Counter,
+        "Allocations through the kernel's paths: buddy page blocks and slab objects.",
+        [
+            (label("path", "buddy"), k.buddy.allocs as f64),
+            (label("path", "slab"), k.slab.allocs as f64),
+        ],
+    );
+    let last = summary.timeline.points.last().map(|p| p.sample);
+    let gauge = |f: fn(&crate::aggregate::timeline::Sample) -> u64| last.as_ref().map_or(0, f);
+    w.one(
+        "tracer_live_bytes",
+        Kind::Gauge,
+        "Bytes in live user allocations.",
+        gauge(|s| s.live_heap),
+    );
+    w.one(
+        "tracer_resident_bytes",
+        Kind::Gauge,
+        "Bytes of the process's data pages resident, of those first touched while traced.",
+        gauge(|s| s.resident),
+    );
+    w.one(
+        "tracer_mapped_bytes",
+        Kind::Gauge,
+        "Bytes mapped for data: the brk heap, anonymous mmaps, thread arenas.",
+        gauge(|s| s.mapped),
+    );
+    w.one(
+        "tracer_buddy_held_bytes",
+        Kind::Gauge,
+        "Bytes of buddy pages given to the process and still held.",
+        k.buddy.live_pages_at_end.saturating_mul(page_size),
+    );
+    w.one(
+        "tracer_slab_live_bytes",
+        Kind::Gauge,
+        "Bytes of slab objects made for the process and still live.",
+        k.slab.live_bytes_at_end,
+    );
+    w.one(
+        "tracer_events_received",
+        Kind::Counter,
+        "Events read from the kernel.",
+        summary.events.received,
+    );
+    w.one(
+        "tracer_events_dropped",
+        Kind::Counter,
+        "Events lost (the ring buffer was full, or per-thread state could not be stored).",
+        summary.events.dropped,
+    );
+    let u = &summary.user;
+    let funcs = [
+        ("malloc", u.malloc),
+        ("calloc", u.calloc),
+        ("realloc", u.realloc),
+        ("reallocarray", u.reallocarray),
+        ("posix_memalign", u.posix_memalign),
+        ("aligned_alloc", u.aligned_alloc),
+        ("memalign", u.memalign),
+        ("valloc", u.valloc),
+        ("pvalloc", u.pvalloc),
+        ("operator_new", u.operator_new),
+    ];
+    w.family(
+        "tracer_allocator_calls",
+        Kind::Counter,
+        "Calls of each allocator function (outermost calls; free and operator delete too).",
+        funcs
+            .iter()
+            .map(|(f, s)| (label("function", *f), s.calls as f64))
+            .chain([
+                (label("function", "free"), u.free.calls as f64),
+                (
+                    label("function", "operator_delete"),
+                    u.operator_delete.calls as f64,
+                ),
+            ]),
+    );
+    w.family(
+        "tracer_allocator_requested_bytes",
+        Kind::Counter,
+        "Bytes requested from each allocator function.",
+        funcs
+            .iter()
+            .map(|(f, s)| (label("function", *f), s.bytes as f64)),
+    );
+    w.family(
+        "tracer_page_faults",
+        Kind::Counter,
+        "User page faults, by the kind of region that faulted.",
+        k.faults
+            .by_region
+            .iter()
+            .map(|(r, n)| (label("region", *r), *n as f64)),
+    );
+    w.family(
+        "tracer_slab_objects",
+        Kind::Gauge,
+        "Slab objects made for the process and still live, by cache.",
+        k.slab
+            .by_cache
+            .iter()
+            .map(|(c, s)| (label("cache", c.as_str()), s.live_at_end as f64)),
+    );
+    w.family(
+        "tracer_slab_allocations",
+        Kind::Counter,
+        "Slab objects made for the process, by cache.",
+        k.slab
+            .by_cache
+            .iter()
+            .map(|(c, s)| (label("cache", c.as_str()), s.allocs as f64)),
+    );
+    // The sites with the most live bytes, summed by name.
+    let mut ranked: Vec<_> = u.sites.iter().collect();
+    ranked.sort_by_key(|s| std::cmp::Reverse(s.stats.live_bytes));
+    let mut named: Vec<(String, [u64; 4])> = Vec::new();
+    for s in ranked {
+        let name = describe_stack(&s.stack, 1);
+        let values = [
+            s.stats.live_bytes,
+            s.stats.allocs,
+            s.stats.bytes,
+            s.paths.resident_bytes,
+        ];
+        if let Some((_, v)) = named.iter_mut().find(|(n, _)| *n == name) {
+            for (a, b) in v.iter_mut().zip(values) {
+                *a = a.saturating_add(b);
+            }
+        } else if named.len() < max_sites {
+            named.push((name, values));
+        }
+    }
+    let site_family = |w: &mut Writer, name: &str, kind, help: &str, i: usize| {
+        w.family(
+            name,
+            kind,
+            help,
+            named
+                .iter()
+                .map(|(n, v)| (label("site", n.as_str()), v[i] as f64)),
+        )
+    };
+    site_family(
+        &mut w,
+        "tracer_site_live_bytes",
+        Kind::Gauge,
+        "Live bytes of the call sites with the most (--max-metric-sites).",
+        0,
+    );
+    site_family(
+        &mut w,
+        "tracer_site_allocations",
+        Kind::Counter,
+        "Allocations made by each listed call site.",
+        1,
+    );
+    site_family(
+        &mut w,
+        "tracer_site_allocated_bytes",
+        Kind::Counter,
+        "Bytes allocated by each listed call site.",
+        2,
+    );
+    site_family(
+        &mut w,
+        "tracer_site_resident_bytes",
+        Kind::Gauge,
+        "Resident bytes of each listed call site's live blocks.",
+        3,
+    );
+    w.family(
+        "tracer_leak_suspect_growth_bytes_per_second",
+        Kind::Gauge,
+        "Growth rate of the live bytes of sites that keep growing with old blocks alive.",
+        u.leak_suspects.iter().take(max_sites).map(|s| {
+            (
+                label("site", describe_stack(&s.stack, 1)),
+                s.growth_bytes_per_min / 60.0,
+            )
+        }),
+    );
+    w.one(
+        "tracer_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since tracing began.",
+        (summary.duration_ms / 1e3) as u64,
+    );
+    if format == Format::OpenMetrics {
+        w.out.push_str("# EOF\n");
+    }
+    w.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::heap::SiteStats,
+        report::{tests::sample_summary, user::SiteReport},
+        symbolize::Frame,
+    };
+
+    fn site(function: &str, line: u32, live: u64) -> SiteReport {
+        SiteReport {
+            stack: vec![Frame {
+                function: Some(function.into()),
+                file: Some("/src/app.c".into()),
+                line: Some(line),
+                ..Frame::unknown(0x401000)
+            }],
+            stats: SiteStats {
+                allocs: 3,
+                bytes: 300,
+                live_bytes: live,
+                ..Default::default()
+            },
+            path: "brk",
+            paths: Default::default(),
+            caused: Default::default(),
+            bytes_error: None,
+        }
+    }
+
+    /// The value of the series whose line starts with `prefix`.
+    fn value(text: &str, prefix: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn families_are_typed_labelled_and_bounded() {
+        let mut s = sample_summary();
+        s.target.command = vec!["/usr/bin/my\"app".into()];
+        s.paths.brk.bytes = 4096;
+        s.user.malloc.calls = 7;
+        s.user.sites = vec![
+            site("small", 1, 10),
+            site("big", 2, 1000),
+            site("big", 2, 500),
+            site("mid", 3, 100),
+        ];
+        let text = render(&s, Format::Prometheus, 2, 4096);
+        let base = "pid=\"4242\",comm=\"my\\\"app\"";
+        assert!(text.contains("# TYPE tracer_path_allocated_bytes_total counter"));
+        assert_eq!(
+            value(
+                &text,
+                &format!("tracer_path_allocated_bytes_total{{{base},path=\"brk\"}}")
+            ),
+            4096.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("tracer_allocator_calls_total{{{base},function=\"malloc\"}}")
+            ),
+            7.0
+        );
+        assert!(text.contains("# TYPE tracer_live_bytes gauge"));
+        // Two sites at most; the two "big" ones are one series.
+        let sites: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tracer_site_live_bytes{"))
+            .collect();
+        assert_eq!(sites.len(), 2, "{sites:?}");
+        assert_eq!(
+            value(
+                &text,
+                &format!("tracer_site_live_bytes{{{base},site=\"big (app.c:2)\"}}")
+            ),
+            1500.0
+        );
+        assert!(sites[1].contains("site=\"mid (app.c:3)\""));
+        // Every sample line has the pid and comm labels; every family has HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains(base), "{line}");
+        }
+        let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(
+            types,
+            text.lines().filter(|l| l.starts_with("# HELP")).count()
+        );
+        assert!(!text.contains("# EOF"));
+
+        let om = render(&s, Format::OpenMetrics, 2, 4096);
+        assert!(om.contains("# TYPE tracer_path_allocated_bytes counter"));
+        assert!(om.contains("tracer_path_allocated_bytes_total{"));
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn accept_picks_the_format() {
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
+        let prometheus =
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
+        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+}

@@ -1,0 +1,455 @@
+//! `--listen`: live measurements over HTTP, for Prometheus and pprof scrapers.
+//!
+//! The run loop publishes a summary every refresh period ([`Server::publish`]: an `Arc` swapped
+//! into a watch channel, nothing rendered); the server runs on its own thread and runtime and
+//! renders for each request from the latest one. A slow or stalled client holds a connection
+//! task on that thread, never the event path.
+//!
+//! - `/metrics`: Prometheus text (OpenMetrics when `Accept` asks), see [`metrics`];
+//! - `/debug/pprof/heap` and `/debug/pprof/allocs` (`?seconds=N`: the allocations of the next N
+//!   seconds): gzipped pprof, as Go's net/http/pprof serves them;
+//! - `/report.html`: the HTML report as of now; `/`: an index.
+
+pub mod metrics;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, header, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{oneshot, watch};
+
+use crate::report::{self, Summary, html, merge::frames_key, pprof};
+
+/// The longest `?seconds=` of a delta profile.
+pub const MAX_DELTA_SECONDS: u64 = 3600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--listen {addr}: not an address and port such as 127.0.0.1:9464 or [::1]:9464")]
+    BadAddress { addr: String },
+    #[error(
+        "--listen {addr} is not a loopback address: the endpoints expose the target's symbols \
+         and memory layout; add --listen-any to serve it anyway"
+    )]
+    NotLoopback { addr: SocketAddr },
+    #[error("--listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--listen-token {path}: {problem}")]
+    Token { path: String, problem: String },
+}
+
+/// Checks and binds the address before anything runs (a port in use fails at once).
+pub fn bind(addr: &str, any: bool) -> Result<TcpListener, ServeError> {
+    let parsed: SocketAddr = addr.parse().map_err(|_| ServeError::BadAddress {
+        addr: addr.to_string(),
+    })?;
+    if !parsed.ip().is_loopback() && !any {
+        return Err(ServeError::NotLoopback { addr: parsed });
+    }
+    let listener = TcpListener::bind(parsed).map_err(|source| ServeError::Bind {
+        addr: parsed,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind {
+            addr: parsed,
+            source,
+        })?;
+    Ok(listener)
+}
+
+/// Reads a bearer token: the file's first line, which must not be empty.
+pub fn read_token(path: &std::path::Path) -> Result<String, ServeError> {
+    let err = |problem: String| ServeError::Token {
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(err("the file holds no token".into()));
+    }
+    Ok(token)
+}
+
+/// One published state of the run.
+pub struct Published {
+    /// Every site listed (metrics rank them by live bytes).
+    pub summary: Summary,
+    /// Sites in the HTML and pprof (`--max-sites`).
+    pub max_sites: usize,
+    /// Sites with their own series in `/metrics` (`--max-metric-sites`).
+    pub max_metric_sites: usize,
+    pub page_size: u64,
+    pub taken: SystemTime,
+}
+
+type Latest = watch::Receiver<Option<Arc<Published>>>;
+
+struct State {
+    latest: Latest,
+    token: Option<String>,
+    started: SystemTime,
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    tx: watch::Sender<Option<Arc<Published>>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves on `listener` from a thread of its own until dropped.
+    pub fn start(listener: TcpListener, token: Option<String>) -> std::io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let (tx, latest) = watch::channel(None);
+        let (shutdown, stop) = oneshot::channel();
+        let state = Arc::new(State {
+            latest,
+            token,
+            started: SystemTime::now(),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("tracer-http".into())
+            .spawn(move || runtime.block_on(serve(listener, state, stop)))?;
+        Ok(Server {
+            addr,
+            tx,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// Makes `p` what requests see from now on.
+    pub fn publish(&self, p: Published) {
+        self.tx.send_replace(Some(Arc::new(p)));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>, mut stop: oneshot::Receiver<()>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tracer: warning: --listen: {e}; not serving");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(req, &state).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    reply(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+}
+
+fn query_seconds(query: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(q) = query else { return Ok(None) };
+    for pair in q.split('&') {
+        if let Some(v) = pair.strip_prefix("seconds=") {
+            let n: u64 = v
+                .parse()
+                .map_err(|_| format!("seconds={v} is not a whole number of seconds"))?;
+            if n == 0 || n > MAX_DELTA_SECONDS {
+                return Err(format!(
+                    "seconds={v}: from 1 to {MAX_DELTA_SECONDS} seconds"
+                ));
+            }
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
+}
+
+async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    if let Some(token) = &state.token
+        && !authorized(&req, token)
+    {
+        let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"tracer\""),
+        );
+        return r;
+    }
+    let path = req.uri().path().to_string();
+    if path == "/" {
+        return index(state);
+    }
+    let Some(now) = state.latest.borrow().clone() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no measurements yet: the first is published a refresh period after tracing starts\n",
+        );
+    };
+    match path.as_str() {
+        "/metrics" => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = metrics::Format::from_accept(accept);
+            let body = metrics::render(&now.summary, format, now.max_metric_sites, now.page_size);
+            reply(StatusCode::OK, format.content_type(), body)
+        }
+        "/debug/pprof/heap" => profile(
+            &now.summary.truncated(now.max_sites),
+            "inuse_space",
+            now.taken,
+        ),
+        "/debug/pprof/allocs" => match query_seconds(req.uri().query()) {
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            Ok(None) => profile(
+                &now.summary.truncated(now.max_sites),
+                "alloc_space",
+                now.taken,
+            ),
+            Ok(Some(seconds)) => {
+                let later = after(state.latest.clone(), seconds).await;
+                let delta = allocations_between(&now.summary, &later.summary);
+                profile(
+                    &delta.truncated(later.max_sites),
+                    "alloc_space",
+                    later.taken,
+                )
+            }
+        },
+        "/report.html" => {
+            let mut page = Vec::new();
+            match html::render(&now.summary.truncated(now.max_sites), &mut page) {
+                Ok(()) => reply(StatusCode::OK, "text/html; charset=utf-8", page),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")),
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: see / for the endpoints\n",
+        ),
+    }
+}
+
+/// The first state published at least `seconds` from now (or the last, if the run ends first).
+async fn after(mut latest: Latest, seconds: u64) -> Arc<Published> {
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let _ = latest.borrow_and_update();
+    // The next refresh: at most a period away, unless the run ended.
+    let _ = tokio::time::timeout(Duration::from_secs(5), latest.changed()).await;
+    latest.borrow().clone().expect("published before")
+}
+
+fn profile(summary: &Summary, default_type: &str, taken: SystemTime) -> Response<Full<Bytes>> {
+    let nanos = taken
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let mut body = Vec::new();
+    match pprof::render_served(summary, default_type, nanos, &mut body) {
+        Ok(()) => {
+            let mut r = reply(StatusCode::OK, "application/octet-stream", body);
+            r.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                header::HeaderValue::from_static("attachment; filename=\"profile\""),
+            );
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// `later` with each site's allocation counts and bytes less those of `earlier` (sites matched
+/// by their frames): what was allocated in between. Live and resident values stay `later`'s.
+pub fn allocations_between(earlier: &Summary, later: &Summary) -> Summary {
+    let before: HashMap<String, (u64, u64)> = earlier
+        .user
+        .sites
+        .iter()
+        .map(|s| (frames_key(&s.stack), (s.stats.allocs, s.stats.bytes)))
+        .collect();
+    let mut delta = later.clone();
+    for s in &mut delta.user.sites {
+        if let Some(&(allocs, bytes)) = before.get(&frames_key(&s.stack)) {
+            s.stats.allocs = s.stats.allocs.saturating_sub(allocs);
+            s.stats.bytes = s.stats.bytes.saturating_sub(bytes);
+        }
+    }
+    delta.duration_ms = later.duration_ms - earlier.duration_ms;
+    delta
+}
+
+fn index(state: &State) -> Response<Full<Bytes>> {
+    let latest = state.latest.borrow().clone();
+    let (pid, command) = latest.as_ref().map_or((0, String::new()), |p| {
+        (p.summary.target.pid, p.summary.target.command.join(" "))
+    });
+    let uptime = state.started.elapsed().unwrap_or_default().as_secs();
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tracer: pid {pid}</title></head>\
+         <body><h1>tracer: pid {pid}</h1><p>{}</p><p>serving for {uptime} s{}</p><ul>\
+         <li><a href=\"/metrics\">/metrics</a>: Prometheus and OpenMetrics</li>\
+         <li><a href=\"/debug/pprof/heap\">/debug/pprof/heap</a>: in-use space and objects, \
+         resident space (pprof)</li>\
+         <li><a href=\"/debug/pprof/allocs\">/debug/pprof/allocs</a>: allocated since the start; \
+         <code>?seconds=N</code> for the next N seconds (pprof)</li>\
+         <li><a href=\"/report.html\">/report.html</a>: the HTML report as of now</li>\
+         </ul></body></html>\n",
+        html::esc(&report::visible(&command)),
+        if latest.is_none() {
+            " (no measurements yet)"
+        } else {
+            ""
+        },
+    );
+    reply(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_loopback_unless_told() {
+        assert!(matches!(
+            bind("0.0.0.0:0", false),
+            Err(ServeError::NotLoopback { .. })
+        ));
+        assert!(matches!(
+            bind("localhost", false),
+            Err(ServeError::BadAddress { .. })
+        ));
+        let l = bind("127.0.0.1:0", false).unwrap();
+        let taken = l.local_addr().unwrap().to_string();
+        let err = bind(&taken, false).unwrap_err().to_string();
+        assert!(err.contains("in use"), "{err}");
+        let msg = ServeError::NotLoopback {
+            addr: "10.0.0.1:9464".parse().unwrap(),
+        }
+        .to_string();
+        assert!(msg.contains("--listen-any"), "{msg}");
+    }
+
+    #[test]
+    fn tokens_and_queries() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT") && !same(b"secret", b"secret2"));
+        assert_eq!(query_seconds(None), Ok(None));
+        assert_eq!(query_seconds(Some("debug=1&seconds=30")), Ok(Some(30)));
+        assert!(query_seconds(Some("seconds=0")).is_err());
+        assert!(query_seconds(Some("seconds=abc")).is_err());
+        assert!(query_seconds(Some("seconds=99999")).is_err());
+        let dir = std::env::temp_dir().join(format!("tracer-token-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret\n").unwrap();
+        assert_eq!(read_token(&dir).unwrap(), "s3cret");
+        std::fs::write(&dir, "\n").unwrap();
+        assert!(
+            read_token(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("no token")
+        );
+        let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn a_delta_counts_what_was_allocated_in_between() {
+        use crate::{aggregate::heap::SiteStats, report::user::SiteReport, symbolize::Frame};
+        let site = |f: &str, allocs, bytes| SiteReport {
+            stack: vec![Frame {
+                function: Some(f.into()),
+                ..Frame::unknown(0x1000)
+            }],
+            stats: SiteStats {
+                allocs,
+                bytes,
+                live_bytes: bytes,
+                ..Default::default()
+            },
+            path: "brk",
+            paths: Default::default(),
+            caused: Default::default(),
+            bytes_error: None,
+        };
+        let mut a = report::tests::sample_summary();
+        a.user.sites = vec![site("old", 10, 1000)];
+        let mut b = a.clone();
+        b.user.sites = vec![site("old", 15, 1500), site("new", 2, 64)];
+        b.duration_ms += 1000.0;
+        let d = allocations_between(&a, &b);
+        let got: Vec<_> = d
+            .user
+            .sites
+            .iter()
+            .map(|s| (s.stats.allocs, s.stats.bytes, s.stats.live_bytes))
+            .collect();
+        assert_eq!(got, [(5, 500, 1500), (2, 64, 64)]);
+        assert_eq!(d.duration_ms, 1000.0);
+    }
+}

@@ -1,0 +1,331 @@
+//! Root tests of `--listen` with the real scrapers: a Prometheus server scraping `/metrics`
+//! and `go tool pprof` reading `/debug/pprof/heap`, on workloads/growing.c (1000-byte blocks
+//! that leak, a cache of fifty 2000-byte blocks). `cargo xtask setup` installs both.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::*;
+
+/// A traced workload serving on a free loopback port, killed when dropped.
+struct Served {
+    /// The workload, when traced by --pid.
+    target: Option<Child>,
+    tracer: Child,
+    addr: SocketAddr,
+    _stderr: mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(t) = self.target.as_mut() {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+        // A launched workload ends the run when killed with tracer's SIGTERM.
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.tracer.id() as i32, libc::SIGTERM) };
+        let _ = self.tracer.wait();
+    }
+}
+
+/// `tracer` of `growing STEPS` (by `--pid` when `by_pid`, else launched) with `--listen
+/// 127.0.0.1:0` and `options`; returns once it says where it serves (after attaching).
+fn serve(steps: &str, by_pid: bool, options: &[&str]) -> Served {
+    let w = workload("growing");
+    let mut cmd = tracer();
+    cmd.args(["-q", "--no-kernel", "--listen", "127.0.0.1:0"])
+        .args(options)
+        .stderr(Stdio::piped());
+    let target = if by_pid {
+        let target = Command::new(&w).arg(steps).spawn().unwrap();
+        cmd.arg("--pid").arg(target.id().to_string());
+        Some(target)
+    } else {
+        cmd.arg("--").arg(&w).arg(steps);
+        None
+    };
+    let mut tracer = cmd.spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pipe = tracer.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            eprintln!("tracer: {line}");
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let (mut addr, mut attached) = (None, false);
+    for line in rx.iter() {
+        if let Some(rest) = line.strip_prefix("tracer: serving http://") {
+            addr = rest.split('/').next().and_then(|a| a.parse().ok());
+        }
+        attached |= line.contains("attached to pid") || !by_pid;
+        if attached && addr.is_some() {
+            break;
+        }
+    }
+    Served {
+        target,
+        tracer,
+        addr: addr.expect("tracer said where it serves"),
+        _stderr: rx,
+    }
+}
+
+/// A plain HTTP/1.0 GET: (status, headers, body).
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, all[split + 4..].to_vec())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Prometheus scrapes `tracer --pid` every second: its API shows `tracer_live_bytes` rising
+/// and the leaking site's series, labelled with the pid and comm.
+#[test]
+fn prometheus_scrapes_live_bytes_and_sites() {
+    let served = serve("1500", true, &["--interval", "0.5"]);
+    let dir = scratch("prometheus");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: \
+             tracer\n    static_configs:\n      - targets: ['{}']\n",
+            served.addr
+        ),
+    )
+    .unwrap();
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed by `cargo xtask setup`");
+    let query = |q: &str| -> Value {
+        let path = format!("/api/v1/query?query={}", q.replace(' ', "%20"));
+        let (status, _, body) = get(web, &path, &[]);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    };
+    // Until five scrapes of live bytes are stored (or a minute passes).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let samples = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let up = TcpStream::connect(web).is_ok();
+        if up {
+            let v = query("tracer_live_bytes[30s]");
+            let values = v["data"]["result"][0]["values"].as_array().cloned();
+            if let Some(values) = values
+                && values.len() >= 5
+            {
+                break (v, values);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus stored no five scrapes"
+        );
+    };
+    let (v, values) = samples;
+    let metric = &v["data"]["result"][0]["metric"];
+    assert_eq!(metric["comm"], "growing");
+    assert_eq!(
+        metric["pid"],
+        served.target.as_ref().unwrap().id().to_string()
+    );
+    let live: Vec<f64> = values
+        .iter()
+        .map(|p| p[1].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(live.windows(2).all(|w| w[0] <= w[1]), "{live:?}");
+    assert!(live.last() > live.first(), "{live:?}");
+    let site = query("tracer_site_live_bytes");
+    let sites: Vec<String> = site["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metric"]["site"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        sites.iter().any(|s| s.starts_with("leak_step (growing.c:")),
+        "{sites:?}"
+    );
+    let rate = query("rate(tracer_site_allocations_total{site=~\"leak_step.*\"}[5s])");
+    let per_second: f64 = rate["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // One a step of at least 10 ms.
+    assert!(per_second > 10.0 && per_second <= 101.0, "{per_second}");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
+
+/// `go tool pprof -raw` reads the heap profile of a launched workload: the leak's in-use bytes
+/// are 1000 per in-use block, the filled cache holds its 50 blocks of 2000 bytes.
+#[test]
+fn go_pprof_reads_the_heap_profile() {
+    // Launched, so the cache's every block is seen.
+    let served = serve("1500", false, &[]);
+    // The cache fills in its first 50 steps, and the first publish comes a second in.
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-raw", "-symbolize=none"])
+        .arg(format!("http://{}/debug/pprof/heap", served.addr))
+        .env("HOME", scratch("gohome"))
+        .output()
+        .expect("go is installed by `cargo xtask setup`");
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{raw}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values = |function: &str| -> Vec<i64> {
+        let loc = raw
+            .lines()
+            .find(|l| l.contains(&format!(" {function} ")) && l.contains("growing.c"))
+            .unwrap_or_else(|| panic!("no location of {function} in\n{raw}"))
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string();
+        // A sample line: "values: location ids"; its first location is the site's frame.
+        raw.lines()
+            .find_map(|l| {
+                let (values, ids) = l.split_once(':')?;
+                (ids.split_whitespace().next()? == loc).then(|| {
+                    values
+                        .split_whitespace()
+                        .map(|v| v.parse().unwrap())
+                        .collect()
+                })
+            })
+            .unwrap_or_else(|| panic!("no sample of {function} in\n{raw}"))
+    };
+    assert!(raw.contains("inuse_space/bytes"), "{raw}");
+    // alloc_objects alloc_space inuse_objects inuse_space resident_space
+    let leak = values("leak_step");
+    assert!(leak[2] > 0 && leak[3] == 1000 * leak[2], "{leak:?}");
+    let cache = values("cache_fill");
+    assert_eq!(&cache[..4], &[50, 100_000, 50, 100_000], "{cache:?}");
+    // The index and the other endpoints answer.
+    let (status, _, page) = get(served.addr, "/", &[]);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("/debug/pprof/allocs"));
+    let (status, head, _) = get(served.addr, "/report.html", &[]);
+    assert_eq!(status, 200);
+    assert!(head.contains("text/html"));
+    let (status, _, _) = get(served.addr, "/debug/pprof/allocs?seconds=0", &[]);
+    assert_eq!(status, 400);
+    let (status, _, _) = get(served.addr, "/nothing", &[]);
+    assert_eq!(status, 404);
+}
+
+/// `?seconds=2` on allocs: the allocations of those two seconds, about 200 of the leak's.
+#[test]
+fn allocs_over_seconds_is_a_delta_and_tokens_are_required() {
+    let dir = scratch("token");
+    let token = dir.join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let served = serve("1500", true, &["--listen-token", token.to_str().unwrap()]);
+    let (status, head, _) = get(served.addr, "/metrics", &[]);
+    assert_eq!(status, 401);
+    assert!(head.contains("WWW-Authenticate: Bearer") || head.contains("www-authenticate: Bearer"));
+    let auth = [("Authorization", "Bearer s3cret")];
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, head, _) = get(
+        served.addr,
+        "/metrics",
+        &[
+            ("Authorization", "Bearer s3cret"),
+            ("Accept", "application/openmetrics-text; version=1.0.0"),
+        ],
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    let (status, _, body) = get(served.addr, "/debug/pprof/allocs?seconds=2", &auth);
+    assert_eq!(status, 200);
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-raw", "-symbolize=none"])
+        .arg(write_profile(&dir, &body))
+        .env("HOME", &dir)
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loc = raw
+        .lines()
+        .find(|l| l.contains(" leak_step ") && l.contains("growing.c"))
+        .unwrap_or_else(|| panic!("{raw}"))
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let allocs: i64 = raw
+        .lines()
+        .find_map(|l| {
+            let (values, ids) = l.split_once(':')?;
+            (ids.split_whitespace().next()? == loc)
+                .then(|| values.split_whitespace().next()?.parse().ok())?
+        })
+        .unwrap();
+    // Two seconds (and up to one refresh more) at one allocation per step of at least 10 ms.
+    assert!((20..=320).contains(&allocs), "{allocs}\n{raw}");
+}
+
+fn write_profile(dir: &Path, gzipped: &[u8]) -> PathBuf {
+    let path = dir.join("allocs.pb.gz");
+    std::fs::write(&path, gzipped).unwrap();
+    path
+}
