@@ -279,6 +279,22 @@ impl OutputArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// An interactive view of a live run, refreshed every --interval (1 s): the paths, drops,
+    /// and a table of sites sortable by live bytes (l), growth (g), allocation rate (r), bytes
+    /// (b) and resident bytes (p); Enter shows a site's whole stack and chain, s writes a
+    /// snapshot of every report (or a JSON summary, when none was asked for), q quits (and
+    /// ends a command top launched). The reports asked for are written when it ends, as for
+    /// any run. Takes the options of a run.
+    /// Example: sudo tracer top --pid 1234
+    Top {
+        /// Run options and the target: --pid PID or -- COMMAND, as for `tracer`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "OPTIONS"
+        )]
+        args: Vec<OsString>,
+    },
     /// Report on a recording made with --record: the same summary and files as the live run.
     /// Example: tracer report run.trace --json summary.json
     Report {
@@ -290,12 +306,51 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Parses the command line, exiting on errors as clap does. `tracer top ARGS...` is a run
+    /// with ARGS and the interactive view (the `bool`): its options are a run's, `--` included.
+    pub fn parse_with_top(args: impl IntoIterator<Item = OsString>) -> (Cli, bool) {
+        match Cli::try_parse_with_top(args) {
+            Ok(parsed) => parsed,
+            Err(e) => e.exit(),
+        }
+    }
+
+    pub fn try_parse_with_top(
+        args: impl IntoIterator<Item = OsString>,
+    ) -> Result<(Cli, bool), clap::Error> {
+        let args: Vec<OsString> = args.into_iter().collect();
+        if args.get(1).is_some_and(|a| a == "top") {
+            let rest =
+                std::iter::once(OsString::from("tracer top")).chain(args[2..].iter().cloned());
+            let cli = Cli::try_parse_from(rest)?;
+            if cli.subcommand.is_some() {
+                return Err(<Cli as clap::CommandFactory>::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "tracer top takes run options and a target, not another subcommand",
+                ));
+            }
+            return Ok((cli, true));
+        }
+        Ok((Cli::try_parse_from(args)?, false))
+    }
+
     pub fn into_action(self) -> Result<Action, clap::Error> {
-        if let Some(Command::Report { recording, output }) = self.subcommand {
-            return Ok(Action::Report {
-                recording,
-                outputs: output.outputs(),
-            });
+        match self.subcommand {
+            Some(Command::Report { recording, output }) => {
+                return Ok(Action::Report {
+                    recording,
+                    outputs: output.outputs(),
+                });
+            }
+            Some(Command::Top { .. }) => {
+                // `tracer top ARGS` is parsed by `parse_with_top` as a run; only `--help`'s
+                // listing sees the subcommand.
+                return Err(<Cli as clap::CommandFactory>::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "tracer top takes run options and a target: tracer top --pid PID",
+                ));
+            }
+            None => {}
         }
         self.into_config().map(|c| Action::Run(Box::new(c)))
     }
@@ -350,6 +405,7 @@ impl Cli {
                 token: self.listen_token,
                 max_metric_sites: self.max_metric_sites,
             }),
+            top: false,
         })
     }
 }
@@ -498,6 +554,41 @@ mod tests {
         // Fault stacks need the fault tracepoint.
         assert!(parse(&["tracer", "--fault-stacks", "--no-kernel", "--", "ls"]).is_err());
         assert!(parse(&["tracer", "--run-as-root", "--pid", "1"]).is_err());
+    }
+
+    #[test]
+    fn top_takes_run_options() {
+        let top = |args: &[&str]| {
+            let (cli, top) = Cli::try_parse_with_top(args.iter().map(OsString::from))?;
+            let mut action = cli.into_action()?;
+            if let Action::Run(cfg) = &mut action {
+                cfg.top = top;
+            }
+            Ok::<_, clap::Error>(action)
+        };
+        match top(&["tracer", "top", "--pid", "12", "--interval", "2"]).unwrap() {
+            Action::Run(cfg) => {
+                assert!(cfg.top);
+                assert!(matches!(cfg.target, TargetSpec::Pid(12)));
+                assert_eq!(cfg.interval, Some(Duration::from_secs(2)));
+            }
+            other => panic!("{other:?}"),
+        }
+        match top(&["tracer", "top", "--", "./app", "-x"]).unwrap() {
+            Action::Run(cfg) => match &cfg.target {
+                TargetSpec::Command(argv) => assert_eq!(argv, &["./app", "-x"]),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            top(&["tracer", "top"])
+                .unwrap_err()
+                .to_string()
+                .contains("nothing to trace")
+        );
+        assert!(top(&["tracer", "top", "report", "x"]).is_err());
+        assert!(!parse(&["tracer", "--pid", "1"]).unwrap().top);
     }
 
     #[test]

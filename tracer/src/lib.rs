@@ -23,3 +23,4 @@ pub mod session;
 pub mod signals;
 pub mod symbolize;
 pub mod target;
+pub mod top;

@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -35,7 +34,7 @@ fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, top) = Cli::parse_with_top(std::env::args_os());
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
@@ -55,6 +54,10 @@ fn main() -> ExitCode {
         })
         .init();
     let action = match cli.into_action() {
+        Ok(Action::Run(mut cfg)) => {
+            cfg.top = top;
+            Action::Run(cfg)
+        }
         Ok(action) => action,
         Err(e) => e.exit(),
     };

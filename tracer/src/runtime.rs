@@ -38,6 +38,7 @@ use crate::{
     session::{Finish, Session, Start, is_loader},
     signals::Signals,
     target::{self, TargetFiles},
+    top::{self, Action, TopState, term::Screen},
 };
 
 /// What to trace.
@@ -85,6 +86,8 @@ pub struct RunConfig {
     pub min_age: Duration,
     /// `--listen`: serve metrics and profiles over HTTP while tracing.
     pub listen: Option<Listen>,
+    /// `tracer top`: the interactive view while tracing.
+    pub top: bool,
 }
 
 /// `--listen` and its options.
@@ -273,7 +276,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let mut live = match cfg.interval {
         Some(_) => Some(Live::new(
             jsonl,
-            outputs.text,
+            // The interval blocks would write over top's screen.
+            outputs.text && !cfg.top,
             cfg.max_sites,
             format!(
                 "tracer: pid {pid} ({})",
@@ -326,7 +330,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             });
         }
     };
-    let refresh = cfg.interval.or(server.as_ref().map(|_| SERVE_PERIOD));
+    let refresh = cfg
+        .interval
+        .or((server.is_some() || cfg.top).then_some(SERVE_PERIOD));
+    // The terminal is taken over last, once everything that can fail to start has started.
+    let mut top = if cfg.top { Some(TopUi::enter()?) } else { None };
     let mut interval = refresh.map(|period| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,12 +367,41 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
                 if let Some(live) = live.as_mut() {
                     live.interval(&summary, at, false);
                 }
+                if let Some(ui) = top.as_mut() {
+                    ui.update(&summary, at);
+                }
                 publish(&server, summary);
             }
             _ = snapshot_requests.recv() => {
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
                 let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), None);
-                write_snapshot(&reader.session.summarize(&finish), &outputs);
+                let (_, said) = write_snapshot(&reader.session.summarize(&finish), &outputs, top.is_some());
+                match top.as_mut() {
+                    Some(top) => top.say(said),
+                    None => eprintln!("{said}"),
+                }
+            }
+            key = next_key(top.as_mut()) => {
+                let Some(ui) = top.as_mut() else { continue };
+                match ui.key(key) {
+                    Action::None => {}
+                    Action::Snapshot => {
+                        reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+                        let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), None);
+                        let (_, said) = write_snapshot(&reader.session.summarize(&finish), &outputs, true);
+                        ui.say(said);
+                    }
+                    Action::Quit => match child {
+                        // Quitting ends the command top launched, as Ctrl-C would; the run
+                        // ends when it exits.
+                        Some(pid) if signalled == 0 => {
+                            signalled += 1;
+                            kill(pid, libc::SIGTERM);
+                            ui.say(format!("tracer: ended pid {pid}; waiting for it to exit"));
+                        }
+                        _ => break "interrupted",
+                    },
+                }
             }
             arrived = signals.recv() => {
                 if !arrived.any() {
@@ -391,6 +428,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     reader.drain(ring.get_mut(), &mut probes.ebpf, in_ring)?;
     let elapsed = started.elapsed();
     snapshotter.stopped = Some(elapsed);
+    // The terminal is given back before anything is printed.
+    drop(top.take());
     let recorder = reader.recorder.take();
     let mut failed = usize::from(reader.record_failed);
     // Tracing is over: the allocator probes go first, at once, so the target stops paying.
@@ -607,6 +646,70 @@ impl Drain<'_> {
             ending,
             max_sites,
         )
+    }
+}
+
+/// The next key of `tracer top`; never, without it.
+async fn next_key(top: Option<&mut TopUi>) -> crossterm::event::KeyEvent {
+    match top {
+        Some(ui) => match ui.keys.recv().await {
+            Some(k) => k,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// `tracer top`'s screen, state and keys.
+struct TopUi {
+    screen: Screen,
+    state: TopState,
+    keys: tokio::sync::mpsc::UnboundedReceiver<crossterm::event::KeyEvent>,
+}
+
+impl TopUi {
+    fn enter() -> Result<Self> {
+        let screen = Screen::enter().context("taking over the terminal")?;
+        let mut ui = TopUi {
+            screen,
+            state: TopState::default(),
+            keys: top::term::keys(),
+        };
+        ui.state.message = Some("tracer: attached; the first refresh comes in a moment".into());
+        ui.draw();
+        Ok(ui)
+    }
+
+    fn draw(&mut self) {
+        let state = &self.state;
+        let _ = self.screen.term.draw(|f| top::view::draw(f, state));
+    }
+
+    fn update(&mut self, summary: &Summary, at: Duration) {
+        self.state.update(summary, at.as_secs_f64());
+        if self
+            .state
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("first refresh"))
+        {
+            self.state.message = None;
+        }
+        self.draw();
+    }
+
+    fn say(&mut self, message: String) {
+        self.state.message = Some(message);
+        self.draw();
+    }
+
+    fn key(&mut self, k: crossterm::event::KeyEvent) -> Action {
+        let height = self.screen.term.size().map_or(24, |s| s.height);
+        let action = self
+            .state
+            .key(k, top::view::page(height, self.state.detail));
+        self.draw();
+        action
     }
 }
 

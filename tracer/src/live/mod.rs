@@ -125,26 +125,38 @@ pub fn since_epoch() -> Duration {
 }
 
 /// Writes every requested report as of now, each named with a timestamp (see
-/// [`Checked::suffixed`]); with no report file requested, the text summary goes to stderr.
-/// Returns how many could not be written.
-pub fn write_snapshot(summary: &Summary, outputs: &Checked) -> usize {
+/// [`Checked::suffixed`]); with no report file requested, the text summary goes to stderr, or
+/// when `quiet_text` (a full-screen view owns the terminal) a JSON summary to the working
+/// directory. Returns how many could not be written, and the line that says where they went.
+pub fn write_snapshot(summary: &Summary, outputs: &Checked, quiet_text: bool) -> (usize, String) {
     let stamp = output::utc_stamp(since_epoch());
-    let snap = Checked {
-        text: !outputs.any_file(),
+    let mut snap = Checked {
+        text: !outputs.any_file() && !quiet_text,
         ..outputs.suffixed(&stamp)
     };
-    let failed = output::write_all(summary, &snap);
+    if !outputs.any_file() && quiet_text {
+        let name = format!("tracer-{}.{stamp}.json", summary.target.pid);
+        match output::dest::check_file(std::path::Path::new(&name), false) {
+            Ok(d) => snap.json = Some(d),
+            Err(e) => return (1, format!("tracer: snapshot {stamp}: {e}")),
+        }
+    }
+    let failed = output::write_all_quietly(summary, &snap);
     let names: Vec<String> = [&snap.json, &snap.html, &snap.folded, &snap.pprof]
         .into_iter()
         .flatten()
         .map(|d| d.shown().display().to_string())
         .chain(snap.svg.iter().map(|d| d.shown.display().to_string()))
         .collect();
-    if !names.is_empty() {
-        eprintln!(
-            "tracer: snapshot {stamp}: {}",
-            report::visible(&names.join(", "))
-        );
+    let mut line = format!(
+        "tracer: snapshot {stamp}: {}",
+        report::visible(&names.join(", "))
+    );
+    if !failed.is_empty() {
+        line.push_str(&format!(
+            "; failed: {}",
+            report::visible(&failed.join("; "))
+        ));
     }
-    failed
+    (failed.len(), line)
 }

@@ -161,11 +161,19 @@ pub const FLAMEGRAPHS: [(&str, Weight); 3] = [
 /// Writes every report; each failure is printed and counted, and the rest are still written.
 /// Returns how many failed.
 pub fn write_all(summary: &Summary, outputs: &Checked) -> usize {
-    let mut failed = 0;
+    let failed = write_all_quietly(summary, outputs);
+    for e in &failed {
+        eprintln!("tracer: error: {}", report::visible(e));
+    }
+    failed.len()
+}
+
+/// As [`write_all`], returning the failures instead of printing them.
+pub fn write_all_quietly(summary: &Summary, outputs: &Checked) -> Vec<String> {
+    let mut failed = Vec::new();
     let mut run = |result: Result<()>| {
         if let Err(e) = result {
-            eprintln!("tracer: error: {}", report::visible(&format!("{e:#}")));
-            failed += 1;
+            failed.push(format!("{e:#}"));
         }
     };
     if outputs.text {
