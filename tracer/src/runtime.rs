@@ -371,6 +371,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
                     ui.update(&summary, at);
                 }
                 publish(&server, summary);
+                // A full period from now: a slow summary (the first one symbolizes) does not
+                // make the next interval a short one.
+                if let Some(i) = interval.as_mut() {
+                    i.reset();
+                }
             }
             _ = snapshot_requests.recv() => {
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
