@@ -272,6 +272,7 @@ fn finish(rng: &mut Rng) -> Finish {
         max_sites: *rng.pick(&[0, 1, 10, 200, usize::MAX]),
         mode: rng.pick(&["full", "kernel", "", "?"]).to_string(),
         uprobe_links: rng.pick(&["session", "multi", "single", ""]).to_string(),
+        min_age_ns: *rng.pick(&[0, 1_000_000_000, u64::MAX]),
     }
 }
 

@@ -5,6 +5,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::{
+    diff::gate::Gate,
     output::Outputs,
     probes::{kernel::KernelProbes, uprobes::UprobeLinks},
     runtime::{Mode, RunConfig, TargetSpec},
@@ -17,6 +18,14 @@ pub enum Action {
     Report {
         recording: PathBuf,
         outputs: Outputs,
+    },
+    Diff {
+        before: PathBuf,
+        after: PathBuf,
+        json: Option<PathBuf>,
+        html: Option<PathBuf>,
+        fail_if: Vec<Gate>,
+        quiet: bool,
     },
 }
 
@@ -203,6 +212,16 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 20, requires = "listen")]
     pub max_metric_sites: usize,
 
+    /// Exit with status 3 (when the command itself succeeded) if CONDITION holds on the run's
+    /// summary: `METRIC OP VALUE`, OP one of > >= < <= ==, VALUE a number with an optional K,
+    /// M or G. Repeatable; each is reported. Metrics: allocs, bytes, frees, live_bytes,
+    /// peak_live_bytes, leaked_bytes, leaked_blocks, leak_suspects, brk_bytes, mmap_bytes,
+    /// thread_arena_bytes, buddy_pages, slab_objects, page_faults, memory_syscalls,
+    /// dropped_events. Changes from a baseline (+N, N%) belong to `tracer diff`.
+    /// Example: tracer --fail-if 'leaked_bytes>0' -- ./run-tests
+    #[arg(long, value_name = "CONDITION", value_parser = parse_run_gate)]
+    pub fail_if: Vec<Gate>,
+
     /// Write a recording of the run to PATH, to report on later with `tracer report PATH`;
     /// `-` streams it to stdout. If writing it fails mid-run (a full disk), the recording
     /// stops with a warning and the run goes on. Example: --record run.trace
@@ -279,6 +298,32 @@ impl OutputArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Compare two runs, each a recording (--record) or a JSON summary (--json): totals per
+    /// path, sites matched by their resolved frames (so two builds compare), new and vanished
+    /// sites, leak suspects that appeared or went; text on stderr, --json, --html.
+    /// With --fail-if, exit status 3 when a condition holds: gate CI on memory.
+    /// Example: tracer diff before.trace after.trace --fail-if 'live_bytes>+10%'
+    Diff {
+        /// The baseline: a recording or a tracer.summary/1 JSON file.
+        before: PathBuf,
+        /// The run to compare with it.
+        after: PathBuf,
+        /// Also write the comparison as JSON (schema tracer.diff/1); `-` is stdout.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Also write it as a self-contained HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Exit with status 3 if CONDITION holds: `METRIC OP VALUE`, where VALUE is the
+        /// metric in AFTER (`leaked_bytes>0`), its change from BEFORE (`mmap_bytes>+1M`), or
+        /// the change in percent (`live_bytes>+10%`, `allocs>+5%`). Repeatable. Metrics as
+        /// for a run's --fail-if (see `tracer --help`).
+        #[arg(long, value_name = "CONDITION", value_parser = parse_gate)]
+        fail_if: Vec<Gate>,
+        /// Do not print the comparison on stderr.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// An interactive view of a live run, refreshed every --interval (1 s): the paths, drops,
     /// and a table of sites sortable by live bytes (l), growth (g), allocation rate (r), bytes
     /// (b) and resident bytes (p); Enter shows a site's whole stack and chain, s writes a
@@ -340,6 +385,23 @@ impl Cli {
                 return Ok(Action::Report {
                     recording,
                     outputs: output.outputs(),
+                });
+            }
+            Some(Command::Diff {
+                before,
+                after,
+                json,
+                html,
+                fail_if,
+                quiet,
+            }) => {
+                return Ok(Action::Diff {
+                    before,
+                    after,
+                    json,
+                    html,
+                    fail_if,
+                    quiet,
                 });
             }
             Some(Command::Top { .. }) => {
@@ -406,6 +468,7 @@ impl Cli {
                 max_metric_sites: self.max_metric_sites,
             }),
             top: false,
+            fail_if: self.fail_if,
         })
     }
 }
@@ -426,6 +489,19 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_gate(s: &str) -> Result<Gate, String> {
+    Gate::parse(s).map_err(|e| e.to_string())
+}
+
+/// A run's condition: on its own numbers (no baseline).
+fn parse_run_gate(s: &str) -> Result<Gate, String> {
+    let g = parse_gate(s)?;
+    if g.relative() {
+        return Err(crate::diff::gate::GateError::NeedsBaseline(s.into()).to_string());
+    }
+    Ok(g)
 }
 
 /// At least 50 ms: each interval summarizes every site.
@@ -589,6 +665,42 @@ mod tests {
         );
         assert!(top(&["tracer", "top", "report", "x"]).is_err());
         assert!(!parse(&["tracer", "--pid", "1"]).unwrap().top);
+    }
+
+    #[test]
+    fn gates_and_diff() {
+        let cfg = parse(&["tracer", "--fail-if", "leaked_bytes>0", "--", "true"]).unwrap();
+        assert_eq!(cfg.fail_if.len(), 1);
+        let err = parse(&["tracer", "--fail-if", "live_bytes>+10%", "--", "true"]).unwrap_err();
+        assert!(err.to_string().contains("tracer diff"), "{err}");
+        let err = parse(&["tracer", "--fail-if", "nonsense>1", "--", "true"]).unwrap_err();
+        assert!(err.to_string().contains("unknown metric"), "{err}");
+        let cli = Cli::try_parse_from([
+            "tracer",
+            "diff",
+            "a.trace",
+            "b.json",
+            "--fail-if",
+            "allocs>+5%",
+            "--json",
+            "-",
+        ])
+        .unwrap();
+        match cli.into_action().unwrap() {
+            Action::Diff {
+                before,
+                after,
+                fail_if,
+                json,
+                ..
+            } => {
+                assert_eq!((before, after), ("a.trace".into(), "b.json".into()));
+                assert_eq!(fail_if[0].metric, "allocs");
+                assert_eq!(json, Some(PathBuf::from("-")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["tracer", "diff", "a.trace"]).is_err());
     }
 
     #[test]

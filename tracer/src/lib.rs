@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod attribution;
 pub mod cli;
+pub mod diff;
 pub mod events;
 pub mod gfp;
 pub mod invoker;

@@ -33,6 +33,59 @@ fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
     Ok(output::exit_status(if failed > 0 { 1 } else { 0 }, 0))
 }
 
+/// `tracer diff`: the comparison on stderr and in the files asked for; status 3 when a
+/// `--fail-if` condition holds.
+fn diff(
+    before: &Path,
+    after: &Path,
+    json: Option<&Path>,
+    html: Option<&Path>,
+    gates: &[tracer::diff::gate::Gate],
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    use tracer::{diff, output::dest};
+    let check = |option: &str, p: Option<&Path>| {
+        p.map(|p| dest::check_file(p, false))
+            .transpose()
+            .with_context(|| format!("--{option}"))
+    };
+    let (json, html) = (check("json", json)?, check("html", html)?);
+    let d = diff::compare(&diff::load(before)?, &diff::load(after)?, gates)?;
+    if !quiet {
+        diff::render::text(&d, std::io::stderr().lock())?;
+    }
+    let mut failed = 0;
+    if let Some(j) = &json {
+        failed += usize::from(
+            dest::write_to(j, |out| {
+                serde_json::to_writer_pretty(&mut *out, &d)?;
+                Ok(out.write_all(b"\n")?)
+            })
+            .map_err(|e| eprintln!("tracer: error: {e:#}"))
+            .is_err(),
+        );
+    }
+    if let Some(h) = &html {
+        failed += usize::from(
+            dest::write_to(h, |out| Ok(diff::render::html(&d, out)?))
+                .map_err(|e| eprintln!("tracer: error: {e:#}"))
+                .is_err(),
+        );
+    }
+    if quiet {
+        for g in d.gates.iter().filter(|g| g.failed) {
+            eprintln!("tracer: --fail-if FAILED: {}", visible(&g.message));
+        }
+    }
+    Ok(if d.gates.iter().any(|g| g.failed) {
+        diff::GATE_FAILED
+    } else if failed > 0 {
+        output::OUTPUT_FAILED
+    } else {
+        0
+    })
+}
+
 fn main() -> ExitCode {
     let (cli, top) = Cli::parse_with_top(std::env::args_os());
     let level = match cli.verbose {
@@ -74,6 +127,21 @@ fn main() -> ExitCode {
     let result = match action {
         Action::Run(config) => runtime.block_on(tracer::runtime::run(*config)),
         Action::Report { recording, outputs } => report(&recording, &outputs),
+        Action::Diff {
+            before,
+            after,
+            json,
+            html,
+            fail_if,
+            quiet,
+        } => diff(
+            &before,
+            &after,
+            json.as_deref(),
+            html.as_deref(),
+            &fail_if,
+            quiet,
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

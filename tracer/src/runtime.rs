@@ -88,6 +88,8 @@ pub struct RunConfig {
     pub listen: Option<Listen>,
     /// `tracer top`: the interactive view while tracing.
     pub top: bool,
+    /// `--fail-if`: conditions on the summary that fail the run.
+    pub fail_if: Vec<crate::diff::gate::Gate>,
 }
 
 /// `--listen` and its options.
@@ -478,6 +480,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let summary = session.summarize(&finish);
     spinner.finish_and_clear();
     failed += output::write_all(&summary, &outputs);
+    let gate_failed = check_gates(&summary, &cfg.fail_if);
     // The reports are out. Raw tracepoints detach at once; perf ones (`--kernel-probes perf`, or
     // kernels without the known prototypes) one by one, each waiting for the kernel's grace
     // periods, which takes a while.
@@ -493,7 +496,33 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         (None, None) if child.is_some() && ended_by == "interrupted" => 128 + libc::SIGINT,
         (None, None) => 0,
     };
-    Ok(output::exit_status(status, failed))
+    let status = output::exit_status(status, failed);
+    Ok(if gate_failed && status == 0 {
+        crate::diff::GATE_FAILED
+    } else {
+        status
+    })
+}
+
+/// Evaluates `--fail-if` on the summary and says how each went; true when one held.
+fn check_gates(summary: &Summary, gates: &[crate::diff::gate::Gate]) -> bool {
+    if gates.is_empty() {
+        return false;
+    }
+    let doc = serde_json::to_value(summary).expect("summaries serialize");
+    match crate::diff::check_run(&doc, gates) {
+        Ok(results) => {
+            for r in &results {
+                let verdict = if r.failed { "FAILED" } else { "passed" };
+                eprintln!("tracer: --fail-if {verdict}: {}", r.message);
+            }
+            results.iter().any(|r| r.failed)
+        }
+        Err(e) => {
+            eprintln!("tracer: error: {e}");
+            true
+        }
+    }
 }
 
 /// Attaches the allocator probes to every file the process has mapped or, for a command

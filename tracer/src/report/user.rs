@@ -94,6 +94,10 @@ pub struct UserSummary {
     pub site_count: usize,
     pub sites: Vec<SiteReport>,
     pub leaks: Vec<LeakReport>,
+    /// All leaks together (`leaks` lists the largest): bytes and blocks not freed by the end
+    /// (with `--min-age`, old enough).
+    pub leaked_bytes: u64,
+    pub leaked_blocks: u64,
     /// The files whose allocator functions were probed.
     pub allocator_files: Vec<String>,
     /// How the probes were attached (`session`, `multi`, `single`; see `--uprobe-links`).
@@ -176,6 +180,12 @@ pub fn build(
         &group_of,
         &leak_resident,
     );
+    let leaked_bytes = leaks
+        .iter()
+        .fold(0u64, |a, l| a.saturating_add(l.leak.bytes));
+    let leaked_blocks = leaks
+        .iter()
+        .fold(0u64, |a, l| a.saturating_add(l.leak.count));
     let mut leak_suspects = suspects(heap, trend, &sites, &group_of, now_ns);
     leak_suspects.truncate(max_sites);
     let site_count = sites.len();
@@ -246,6 +256,8 @@ pub fn build(
                 },
             )
             .collect(),
+        leaked_bytes,
+        leaked_blocks,
         allocator_files,
         uprobe_links: String::new(),
         sampling: None,
@@ -424,6 +436,8 @@ mod tests {
             .collect();
         assert_eq!(names, [Some("leaky")]);
         assert_eq!(aged.leaks[0].count, 281);
+        assert_eq!((aged.leaked_blocks, aged.leaked_bytes), (281, 281 * 64));
+        assert_eq!(u.leaked_blocks, 300 + 10);
     }
 
     #[test]

@@ -1,0 +1,470 @@
+//! `tracer diff BEFORE AFTER`: two runs compared, each a recording or a JSON summary.
+//!
+//! Both sides are read as `tracer.summary/1` documents (a recording is replayed first), so a
+//! summary from another machine or an older build compares the same way. Sites are matched by
+//! their resolved frames (function, file name, line; `lib.so+0xoff` where unresolved), never by
+//! address, so two builds of a program compare site by site.
+
+pub mod gate;
+pub mod render;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Read,
+    path::Path,
+};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::record::MAGIC;
+use gate::{Gate, GateError, METRICS, Verdict};
+
+pub const SCHEMA: &str = "tracer.diff/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Replay {
+        path: String,
+        #[source]
+        source: crate::record::RecordError,
+    },
+    #[error("{path} is neither a tracer recording nor a tracer.summary/1 JSON document ({why})")]
+    NotASummary { path: String, why: String },
+    #[error(transparent)]
+    Gate(#[from] GateError),
+}
+
+/// Reads a recording (replayed) or a JSON summary as a summary document.
+pub fn load(path: &Path) -> Result<Value, DiffError> {
+    let shown = path.display().to_string();
+    let mut head = [0u8; 8];
+    let mut file = std::fs::File::open(path).map_err(|source| DiffError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let n = file.read(&mut head).map_err(|source| DiffError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    if n == head.len() && &head == MAGIC {
+        let summary =
+            crate::replay::replay(path, |_, _| {}).map_err(|source| DiffError::Replay {
+                path: shown.clone(),
+                source,
+            })?;
+        return Ok(serde_json::to_value(&summary).expect("summaries serialize"));
+    }
+    let bytes = std::fs::read(path).map_err(|source| DiffError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| DiffError::NotASummary {
+        path: shown.clone(),
+        why: e.to_string(),
+    })?;
+    if v["schema"] != crate::report::SCHEMA {
+        return Err(DiffError::NotASummary {
+            path: shown,
+            why: format!("its schema is {}", v["schema"]),
+        });
+    }
+    Ok(v)
+}
+
+fn n(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+const ALLOCATING: [&str; 10] = [
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "operator_new",
+];
+
+/// The numbers `--fail-if` and the totals table name (see [`METRICS`]).
+pub fn metrics(s: &Value) -> BTreeMap<&'static str, f64> {
+    let u = &s["user"];
+    let k = &s["kernel"];
+    let sum = |field: &str| ALLOCATING.iter().map(|f| n(&u[f][field])).sum::<f64>();
+    let syscalls = ["brk", "mmap", "munmap", "mremap", "mprotect", "madvise"]
+        .iter()
+        .map(|c| n(&s["syscalls"][c]["calls"]))
+        .sum::<f64>();
+    let values = [
+        sum("calls"),
+        sum("bytes"),
+        n(&u["free"]["calls"]) + n(&u["operator_delete"]["calls"]),
+        n(&u["live_bytes_at_end"]),
+        n(&u["peak_live_bytes"]),
+        n(&u["leaked_bytes"]),
+        n(&u["leaked_blocks"]),
+        u["leak_suspects"].as_array().map_or(0, Vec::len) as f64,
+        n(&s["paths"]["brk"]["bytes"]),
+        n(&s["paths"]["mmap"]["bytes"]),
+        n(&s["paths"]["thread_arena"]["bytes"]),
+        n(&k["buddy"]["pages"]),
+        n(&k["slab"]["allocs"]),
+        n(&k["faults"]["user"]),
+        syscalls,
+        n(&s["events"]["dropped"]),
+    ];
+    METRICS.iter().map(|(m, _)| *m).zip(values).collect()
+}
+
+/// A site's identity across builds: its frames by function, file name and line.
+fn site_key(stack: &Value) -> String {
+    let mut key = String::new();
+    for f in stack.as_array().into_iter().flatten() {
+        let file = f["file"]
+            .as_str()
+            .map(|p| p.rsplit('/').next().unwrap_or(p));
+        match (
+            f["function"].as_str(),
+            f["module"].as_str(),
+            f["offset"].as_u64(),
+        ) {
+            (Some(func), _, _) => {
+                key.push_str(func);
+                if let (Some(file), Some(line)) = (file, f["line"].as_u64()) {
+                    key.push_str(&format!("@{file}:{line}"));
+                }
+            }
+            (None, Some(m), Some(off)) => {
+                key.push_str(&format!("{}+{off:#x}", m.rsplit('/').next().unwrap_or(m)));
+            }
+            _ => key.push_str(f["addr"].as_str().unwrap_or("?")),
+        }
+        key.push(';');
+    }
+    key
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SiteNumbers {
+    pub allocs: u64,
+    pub bytes: u64,
+    pub live_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteDelta {
+    pub stack: Value,
+    /// "changed", "same", "new" or "vanished".
+    pub status: &'static str,
+    pub before: SiteNumbers,
+    pub after: SiteNumbers,
+    pub bytes_change: i64,
+    pub live_bytes_change: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TotalDelta {
+    pub metric: &'static str,
+    pub before: f64,
+    pub after: f64,
+    pub change: f64,
+    /// Relative to before; null when before is zero.
+    pub percent: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Side {
+    pub command: Value,
+    pub duration_ms: f64,
+    pub mode: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diff {
+    pub schema: &'static str,
+    pub before: Side,
+    pub after: Side,
+    pub totals: Vec<TotalDelta>,
+    /// Every site of either side, largest change in bytes first.
+    pub sites: Vec<SiteDelta>,
+    pub new_sites: usize,
+    pub vanished_sites: usize,
+    /// Leak suspects of AFTER that BEFORE did not have, and the reverse (by first frames).
+    pub suspects_appeared: Vec<String>,
+    pub suspects_vanished: Vec<String>,
+    /// The `--fail-if` conditions and whether each held.
+    pub gates: Vec<GateResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateResult {
+    pub condition: String,
+    pub failed: bool,
+    pub message: String,
+}
+
+fn numbers(site: &Value) -> SiteNumbers {
+    SiteNumbers {
+        allocs: site["allocs"].as_u64().unwrap_or(0),
+        bytes: site["bytes"].as_u64().unwrap_or(0),
+        live_bytes: site["live_bytes"].as_u64().unwrap_or(0),
+    }
+}
+
+fn suspects(s: &Value) -> Vec<String> {
+    s["user"]["leak_suspects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| render::describe(&x["stack"], 2))
+        .collect()
+}
+
+/// Compares two summary documents and evaluates `gates` (AFTER against BEFORE).
+pub fn compare(before: &Value, after: &Value, gates: &[Gate]) -> Result<Diff, DiffError> {
+    let (mb, ma) = (metrics(before), metrics(after));
+    let totals = METRICS
+        .iter()
+        .map(|(m, _)| {
+            let (b, a) = (mb[m], ma[m]);
+            TotalDelta {
+                metric: m,
+                before: b,
+                after: a,
+                change: a - b,
+                percent: (b != 0.0).then(|| (a - b) / b * 100.0),
+            }
+        })
+        .collect();
+    let list = |s: &Value| s["user"]["sites"].as_array().cloned().unwrap_or_default();
+    let mut old: HashMap<String, (Value, SiteNumbers)> = HashMap::new();
+    for site in list(before) {
+        let e = old
+            .entry(site_key(&site["stack"]))
+            .or_insert((site["stack"].clone(), SiteNumbers::default()));
+        let x = numbers(&site);
+        e.1.allocs += x.allocs;
+        e.1.bytes += x.bytes;
+        e.1.live_bytes += x.live_bytes;
+    }
+    let mut sites = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for site in list(after) {
+        let key = site_key(&site["stack"]);
+        let x = numbers(&site);
+        if let Some(&i) = seen.get(&key) {
+            let d: &mut SiteDelta = &mut sites[i];
+            d.after.allocs += x.allocs;
+            d.after.bytes += x.bytes;
+            d.after.live_bytes += x.live_bytes;
+            continue;
+        }
+        let before = old.remove(&key).map(|(_, n)| n);
+        seen.insert(key, sites.len());
+        sites.push(SiteDelta {
+            stack: site["stack"].clone(),
+            status: if before.is_some() { "changed" } else { "new" },
+            before: before.unwrap_or_default(),
+            after: x,
+            bytes_change: 0,
+            live_bytes_change: 0,
+        });
+    }
+    for (_, (stack, n)) in old {
+        sites.push(SiteDelta {
+            stack,
+            status: "vanished",
+            before: n,
+            after: SiteNumbers::default(),
+            bytes_change: 0,
+            live_bytes_change: 0,
+        });
+    }
+    for d in &mut sites {
+        d.bytes_change = d.after.bytes as i64 - d.before.bytes as i64;
+        d.live_bytes_change = d.after.live_bytes as i64 - d.before.live_bytes as i64;
+        if d.status == "changed" && d.before == d.after {
+            d.status = "same";
+        }
+    }
+    sites.sort_by(|a, b| {
+        b.bytes_change
+            .unsigned_abs()
+            .cmp(&a.bytes_change.unsigned_abs())
+            .then(b.after.bytes.cmp(&a.after.bytes))
+    });
+    let (sb, sa) = (suspects(before), suspects(after));
+    let mut results = Vec::new();
+    for g in gates {
+        let Verdict { failed, message } = g.holds(Some(&mb), &ma)?;
+        results.push(GateResult {
+            condition: g.text.clone(),
+            failed,
+            message,
+        });
+    }
+    let side = |s: &Value| Side {
+        command: s["target"]["command"].clone(),
+        duration_ms: n(&s["duration_ms"]),
+        mode: s["mode"].clone(),
+    };
+    Ok(Diff {
+        schema: SCHEMA,
+        before: side(before),
+        after: side(after),
+        totals,
+        new_sites: sites.iter().filter(|s| s.status == "new").count(),
+        vanished_sites: sites.iter().filter(|s| s.status == "vanished").count(),
+        sites,
+        suspects_appeared: sa.iter().filter(|x| !sb.contains(x)).cloned().collect(),
+        suspects_vanished: sb.iter().filter(|x| !sa.contains(x)).cloned().collect(),
+        gates: results,
+    })
+}
+
+/// The `--fail-if` conditions of a live run, on its own summary.
+pub fn check_run(summary: &Value, gates: &[Gate]) -> Result<Vec<GateResult>, GateError> {
+    let m = metrics(summary);
+    gates
+        .iter()
+        .map(|g| {
+            let v = g.holds(None, &m)?;
+            Ok(GateResult {
+                condition: g.text.clone(),
+                failed: v.failed,
+                message: v.message,
+            })
+        })
+        .collect()
+}
+
+/// Exit status when a `--fail-if` condition held.
+pub const GATE_FAILED: i32 = 3;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn frame(f: &str, file: &str, line: u32, addr: &str) -> Value {
+        json!({"addr": addr, "function": f, "file": file, "line": line})
+    }
+
+    fn summary(sites: Value, malloc_calls: u64, live: u64) -> Value {
+        json!({
+            "schema": "tracer.summary/1",
+            "mode": "full",
+            "target": {"command": ["./app"]},
+            "duration_ms": 10.0,
+            "events": {"dropped": 0},
+            "syscalls": {"brk": {"calls": 2}, "mmap": {"calls": 3}},
+            "paths": {"brk": {"bytes": 100}, "mmap": {"bytes": 0}, "thread_arena": {"bytes": 0}},
+            "kernel": {"buddy": {"pages": 4}, "slab": {"allocs": 1}, "faults": {"user": 9}},
+            "user": {
+                "malloc": {"calls": malloc_calls, "bytes": 640},
+                "free": {"calls": 1},
+                "live_bytes_at_end": live,
+                "leaked_bytes": live,
+                "leaked_blocks": 1,
+                "sites": sites,
+                "leak_suspects": [],
+            },
+        })
+    }
+
+    #[test]
+    fn sites_match_by_frames_not_addresses() {
+        let before = summary(
+            json!([
+                {"stack": [frame("parse", "/a/src/p.c", 10, "0x401000")], "allocs": 5, "bytes": 500, "live_bytes": 0},
+                {"stack": [frame("gone", "/a/src/g.c", 3, "0x402000")], "allocs": 1, "bytes": 64, "live_bytes": 64},
+            ]),
+            6,
+            64,
+        );
+        // Another build: other addresses and another checkout directory, same lines.
+        let after = summary(
+            json!([
+                {"stack": [frame("parse", "/b/src/p.c", 10, "0x501000")], "allocs": 8, "bytes": 800, "live_bytes": 0},
+                {"stack": [frame("fresh", "/b/src/f.c", 7, "0x503000")], "allocs": 2, "bytes": 128, "live_bytes": 128},
+            ]),
+            10,
+            128,
+        );
+        let gates = [
+            Gate::parse("allocs>+50%").unwrap(),
+            Gate::parse("live_bytes>+10%").unwrap(),
+            Gate::parse("leaked_bytes>1K").unwrap(),
+        ];
+        let d = compare(&before, &after, &gates).unwrap();
+        assert_eq!(d.schema, "tracer.diff/1");
+        let parse = d
+            .sites
+            .iter()
+            .find(|s| s.stack[0]["function"] == "parse")
+            .unwrap();
+        assert_eq!((parse.status, parse.bytes_change), ("changed", 300));
+        assert_eq!((d.new_sites, d.vanished_sites), (1, 1));
+        let gone = d.sites.iter().find(|s| s.status == "vanished").unwrap();
+        assert_eq!((gone.before.bytes, gone.bytes_change), (64, -64));
+        // Largest change first.
+        assert_eq!(d.sites[0].stack[0]["function"], "parse");
+        let allocs = d.totals.iter().find(|t| t.metric == "allocs").unwrap();
+        assert_eq!(
+            (allocs.before, allocs.after, allocs.percent),
+            (6.0, 10.0, Some((10.0 - 6.0) / 6.0 * 100.0))
+        );
+        let syscalls = d
+            .totals
+            .iter()
+            .find(|t| t.metric == "memory_syscalls")
+            .unwrap();
+        assert_eq!(syscalls.after, 5.0);
+        let failed: Vec<bool> = d.gates.iter().map(|g| g.failed).collect();
+        assert_eq!(failed, [true, true, false]);
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["gates"][0]["condition"], "allocs>+50%");
+        assert_eq!(json["sites"][0]["status"], "changed");
+    }
+
+    #[test]
+    fn a_run_checks_its_own_numbers_and_refuses_baselines() {
+        let s = summary(json!([]), 3, 64);
+        let r = check_run(&s, &[Gate::parse("leaked_bytes>0").unwrap()]).unwrap();
+        assert!(r[0].failed);
+        assert!(
+            r[0].message.contains("leaked_bytes = 64"),
+            "{}",
+            r[0].message
+        );
+        assert!(check_run(&s, &[Gate::parse("allocs>+5%").unwrap()]).is_err());
+    }
+
+    #[test]
+    fn inputs_that_are_not_summaries_are_named() {
+        let dir = std::env::temp_dir().join(format!("tracer-diff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let other = dir.join("other.json");
+        std::fs::write(&other, r#"{"schema":"something/1"}"#).unwrap();
+        let e = load(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("neither a tracer recording nor") && e.contains("something/1"),
+            "{e}"
+        );
+        std::fs::write(&other, "not json").unwrap();
+        assert!(load(&other).unwrap_err().to_string().contains("neither"));
+        let e = load(&dir.join("missing.json")).unwrap_err().to_string();
+        assert!(e.contains("missing.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
