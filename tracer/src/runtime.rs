@@ -304,9 +304,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         threads: BTreeMap::new(),
         new_code: false,
     };
+    let mut refresh_requests = None;
     let server = match listener {
         Some((listener, token, max_metric_sites)) => {
-            let server = Server::start(listener, token).context("starting the HTTP server")?;
+            let (server, requests) =
+                Server::start(listener, token).context("starting the HTTP server")?;
+            refresh_requests = Some(requests);
             let addr = server.addr;
             if !addr.ip().is_loopback() {
                 eprintln!(
@@ -360,7 +363,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             }
             _ = pidfd.readable() => break "exited",
             _ = sleep_until(deadline) => break "duration",
-            _ = next_tick(interval.as_mut()) => {
+            _ = next_refresh(interval.as_mut(), refresh_requests.as_mut()) => {
                 let at = started.elapsed();
                 // Everything the ring holds now first: the interval is as of this moment.
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
@@ -744,6 +747,27 @@ impl TopUi {
             .key(k, top::view::page(height, self.state.detail));
         self.draw();
         action
+    }
+}
+
+/// The next refresh: a tick of the interval, or a request of the HTTP server.
+async fn next_refresh(
+    interval: Option<&mut tokio::time::Interval>,
+    requests: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
+) {
+    let requested = async {
+        match requests {
+            Some(r) => {
+                if r.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = next_tick(interval) => {}
+        _ = requested => {}
     }
 }
 

@@ -20,11 +20,11 @@ use crate::{
         timeline::{self, Timeline},
         trend::SiteTrend,
     },
-    attribution::{AddressSpace, join::Join},
+    attribution::{AddressSpace, join::Join, space::RegionKind},
     events::{self, Event},
     gfp::GfpTable,
     report::{
-        EventCounts, SCHEMA, Summary, TargetInfo, callers,
+        EventCounts, SCHEMA, Summary, TargetInfo, callers, findings,
         kernel::{KernelStack, KernelSummary, PathsSummary},
         user,
     },
@@ -127,6 +127,7 @@ pub struct Session {
     pub timeline: Timeline,
     /// Every site's live bytes over time: the leak suspects.
     pub trend: SiteTrend,
+    page_size: u64,
     /// Executable files already seen mapped.
     seen_files: HashSet<PathBuf>,
     last_ts: u64,
@@ -158,6 +159,7 @@ impl Session {
             gfp: GfpTable::from_print_fmt(&start.gfp_print_fmt),
             timeline: Timeline::default(),
             trend: SiteTrend::default(),
+            page_size: start.page_size,
             seen_files,
             last_ts: 0,
         }
@@ -411,7 +413,8 @@ impl Session {
             &mut symbolizer,
             finish.max_sites,
         );
-        Summary {
+        let heap_top = self.heap_top(&stacks, &mut symbolizer);
+        let mut summary = Summary {
             schema: SCHEMA,
             // A `Finish::default()` (tests) says nothing: the default mode.
             mode: if finish.mode.is_empty() {
@@ -428,7 +431,45 @@ impl Session {
             user,
             kernel,
             paths: PathsSummary::new(&self.join),
-        }
+            findings: Vec::new(),
+        };
+        let in_heap = |addr: u64| {
+            matches!(
+                self.space.region(addr),
+                RegionKind::Heap | RegionKind::ThreadArena
+            )
+        };
+        let facts = findings::Facts {
+            page_size: self.page_size,
+            heap_top,
+            heap_resident: self.join.resident_bytes_where(in_heap),
+            heap_live: self
+                .agg
+                .heap
+                .live_blocks()
+                .filter(|&(start, _, _)| in_heap(start))
+                .map(|(_, size, _)| size)
+                .sum(),
+        };
+        summary.findings = findings::find(&summary, &facts);
+        summary
+    }
+
+    /// The live block highest in the brk heap (what keeps `brk` from shrinking): its size and
+    /// its stack.
+    fn heap_top(
+        &self,
+        stacks: &HashMap<i32, Vec<u64>>,
+        symbolizer: &mut TableSymbolizer,
+    ) -> Option<(u64, Vec<Frame>)> {
+        let (_, size, key) = self
+            .agg
+            .heap
+            .live_blocks_from_top()
+            .find(|&(start, _, _)| self.space.region(start) == RegionKind::Heap)?;
+        let addrs = user::site_addresses(&key, stacks);
+        let frames = symbolizer.symbolize(&addrs).into_iter().flatten().collect();
+        Some((size, frames))
     }
 }
 

@@ -37,6 +37,19 @@ pub struct SiteStats {
     /// Sampling: the variance of the `bytes` estimate.
     #[serde(skip)]
     pub bytes_variance: f64,
+    /// `realloc` calls here that moved the block (the new address differs from the old),
+    /// the bytes they copied (the old block, or the new one when it shrank) and the sizes they
+    /// moved to.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub realloc_moves: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub realloc_copied_bytes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub realloc_moved_to_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Eq for SiteStats {}
@@ -54,6 +67,13 @@ impl SiteStats {
         self.temporary = self.temporary.saturating_add(o.temporary);
         self.live_count = self.live_count.saturating_add(o.live_count);
         self.bytes_variance += o.bytes_variance;
+        self.realloc_moves = self.realloc_moves.saturating_add(o.realloc_moves);
+        self.realloc_copied_bytes = self
+            .realloc_copied_bytes
+            .saturating_add(o.realloc_copied_bytes);
+        self.realloc_moved_to_bytes = self
+            .realloc_moved_to_bytes
+            .saturating_add(o.realloc_moved_to_bytes);
     }
 }
 
@@ -232,13 +252,26 @@ impl HeapStats {
             }
             return;
         }
+        // A block that moved: its old bytes were copied (as far as both hold them).
+        let moved = (resizes && e.old_ptr != 0 && e.old_ptr != e.ptr)
+            .then(|| self.live.get(&e.old_ptr).map(|b| b.size))
+            .flatten();
         if resizes && e.old_ptr != 0 {
             self.release(e.old_ptr, tid);
         }
-        self.record(e, bytes);
+        let site = self.record(e, bytes);
+        if let Some(old) = moved {
+            let s = &mut self.sites[site as usize].1;
+            s.realloc_moves = s.realloc_moves.saturating_add(scaled(1, w));
+            s.realloc_copied_bytes = s
+                .realloc_copied_bytes
+                .saturating_add(scaled(old.min(bytes), w));
+            s.realloc_moved_to_bytes = s.realloc_moved_to_bytes.saturating_add(scaled(bytes, w));
+        }
     }
 
-    fn record(&mut self, e: &AllocEvent, bytes: u64) {
+    /// Records a new live block; returns its site's index.
+    fn record(&mut self, e: &AllocEvent, bytes: u64) -> u32 {
         let key = SiteKey {
             stack_id: e.stack_id,
             caller: e.caller,
@@ -274,6 +307,7 @@ impl HeapStats {
             },
         );
         self.last_alloc.insert(e.header.tid, e.ptr);
+        site
     }
 
     /// Releases a live block: how many blocks it stood for, or None when it was not known.
@@ -335,6 +369,14 @@ impl HeapStats {
     pub fn live_blocks(&self) -> impl Iterator<Item = (u64, u64, SiteKey)> + '_ {
         self.live
             .iter()
+            .map(|(&start, b)| (start, b.size, self.sites[b.site as usize].0))
+    }
+
+    /// Every live block from the highest address down: (start, size, site).
+    pub fn live_blocks_from_top(&self) -> impl Iterator<Item = (u64, u64, SiteKey)> + '_ {
+        self.live
+            .iter()
+            .rev()
             .map(|(&start, b)| (start, b.size, self.sites[b.site as usize].0))
     }
 
@@ -452,6 +494,7 @@ mod tests {
                 temporary: 0,
                 live_count: 1,
                 bytes_variance: 0.0,
+                ..Default::default()
             }
         );
         assert_eq!(
@@ -502,6 +545,17 @@ mod tests {
         s.ev(1, AllocFn::Realloc, 16, 0xa0, 0, 1); // realloc(NULL, 16): an allocation
         s.ev(1, AllocFn::Realloc, 64, 0xb0, 0xa0, 2); // moved
         s.ev(1, AllocFn::Realloc, 128, 0xb0, 0xb0, 3); // grown in place
+        // One move, from the site-1 block of 16 bytes to 64 bytes at site 2; the in-place
+        // growth at site 3 copied nothing.
+        assert_eq!(
+            (
+                s.site(2).realloc_moves,
+                s.site(2).realloc_copied_bytes,
+                s.site(2).realloc_moved_to_bytes
+            ),
+            (1, 16, 64)
+        );
+        assert_eq!(s.site(3).realloc_moves, 0);
         s.ev(1, AllocFn::Realloc, 1 << 40, 0, 0xb0, 4); // failed: 0xb0 stays live
         assert_eq!(s.heap.failed, 1);
         assert_eq!(s.heap.live_bytes, 128);

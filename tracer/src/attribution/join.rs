@@ -443,6 +443,12 @@ impl Join {
         self.resident.len() as u64 * PAGE
     }
 
+    /// Bytes of the resident user pages first touched while tracing whose address passes
+    /// `keep`.
+    pub fn resident_bytes_where(&self, keep: impl Fn(u64) -> bool) -> u64 {
+        self.resident.keys().filter(|&&p| keep(p)).count() as u64 * PAGE
+    }
+
     /// Resident bytes of the pages overlapping `[start, start + size)`.
     pub fn resident_in(&self, start: u64, size: u64) -> u64 {
         let end = start.saturating_add(size);

@@ -166,6 +166,25 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
         )?;
     }
 
+    if !s.findings.is_empty() {
+        writeln!(out, "<section id=\"findings\"><h2>Findings</h2><ol>")?;
+        for f in &s.findings {
+            writeln!(
+                out,
+                "<li class=\"finding {}\"><b>{}</b> <span class=\"sev\">{}</span>: {}\
+                 <br><i>What to do:</i> {}<details><summary>evidence</summary><pre>{}</pre>\
+                 </details></li>",
+                f.severity,
+                f.kind,
+                f.severity,
+                esc(&f.message),
+                esc(&f.suggestion),
+                esc(&serde_json::to_string_pretty(&f.evidence).unwrap_or_default()),
+            )?;
+        }
+        writeln!(out, "</ol></section>")?;
+    }
+
     let p = &s.paths;
     writeln!(
         out,

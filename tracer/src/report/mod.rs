@@ -4,6 +4,7 @@
 
 pub mod callers;
 pub mod charts;
+pub mod findings;
 pub mod flame;
 pub mod folded;
 pub mod html;
@@ -86,6 +87,8 @@ pub struct Summary {
     pub callers: Vec<callers::CallerReport>,
     /// Memory over time, with markers for brk, mmap and munmap calls.
     pub timeline: crate::aggregate::timeline::Timeline,
+    /// What the numbers say, most bytes at stake first (see [`findings`]).
+    pub findings: Vec<findings::Finding>,
 }
 
 impl Summary {
@@ -253,6 +256,7 @@ pub(crate) mod tests {
             kernel: Default::default(),
             paths: Default::default(),
             timeline: Default::default(),
+            findings: Vec::new(),
         }
     }
 

@@ -56,6 +56,20 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             e.dropped
         )?;
     }
+    if !s.findings.is_empty() {
+        writeln!(out, "\nfindings (most at stake first):")?;
+        for f in &s.findings {
+            writeln!(
+                out,
+                "  [{}] {}: {}",
+                f.severity,
+                f.kind,
+                visible(&f.message)
+            )?;
+            writeln!(out, "      what to do: {}", f.suggestion)?;
+        }
+        writeln!(out)?;
+    }
     if e.stacks_lost > 0 {
         writeln!(out, "{}", lost_stacks(e))?;
     }

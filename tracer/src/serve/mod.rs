@@ -6,8 +6,9 @@
 //! task on that thread, never the event path.
 //!
 //! - `/metrics`: Prometheus text (OpenMetrics when `Accept` asks), see [`metrics`];
-//! - `/debug/pprof/heap` and `/debug/pprof/allocs` (`?seconds=N`: the allocations of the next N
-//!   seconds): gzipped pprof, as Go's net/http/pprof serves them;
+//! - `/debug/pprof/heap` and `/debug/pprof/allocs` (`?seconds=N`: the allocations between a
+//!   state taken at the request and one taken N seconds later, each published on demand):
+//!   gzipped pprof, as Go's net/http/pprof serves them;
 //! - `/report.html`: the HTML report as of now; `/`: an index.
 
 pub mod metrics;
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::report::{self, Summary, html, merge::frames_key, pprof};
 
@@ -103,6 +104,8 @@ struct State {
     latest: Latest,
     token: Option<String>,
     started: SystemTime,
+    /// Asks the run loop to publish now (a delta profile's ends).
+    refresh: mpsc::UnboundedSender<()>,
 }
 
 pub struct Server {
@@ -113,15 +116,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves on `listener` from a thread of its own until dropped.
-    pub fn start(listener: TcpListener, token: Option<String>) -> std::io::Result<Server> {
+    /// Serves on `listener` from a thread of its own until dropped. The receiver gets a
+    /// message whenever a request needs a state newer than the last published: the run loop
+    /// then publishes at once.
+    pub fn start(
+        listener: TcpListener,
+        token: Option<String>,
+    ) -> std::io::Result<(Server, mpsc::UnboundedReceiver<()>)> {
         let addr = listener.local_addr()?;
         let (tx, latest) = watch::channel(None);
         let (shutdown, stop) = oneshot::channel();
+        let (refresh, requests) = mpsc::unbounded_channel();
         let state = Arc::new(State {
             latest,
             token,
             started: SystemTime::now(),
+            refresh,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -129,12 +139,15 @@ impl Server {
         let thread = std::thread::Builder::new()
             .name("tracer-http".into())
             .spawn(move || runtime.block_on(serve(listener, state, stop)))?;
-        Ok(Server {
-            addr,
-            tx,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        })
+        Ok((
+            Server {
+                addr,
+                tx,
+                shutdown: Some(shutdown),
+                thread: Some(thread),
+            },
+            requests,
+        ))
     }
 
     /// Makes `p` what requests see from now on.
@@ -275,13 +288,12 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
                 now.taken,
             ),
             Ok(Some(seconds)) => {
-                let later = after(state.latest.clone(), seconds).await;
-                let delta = allocations_between(&now.summary, &later.summary);
-                profile(
-                    &delta.truncated(later.max_sites),
-                    "alloc_space",
-                    later.taken,
-                )
+                // From a state taken now to one taken N seconds later.
+                let first = fresh(state).await;
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+                let last = fresh(state).await;
+                let delta = allocations_between(&first.summary, &last.summary);
+                profile(&delta.truncated(last.max_sites), "alloc_space", last.taken)
             }
         },
         "/report.html" => {
@@ -298,12 +310,13 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
     }
 }
 
-/// The first state published at least `seconds` from now (or the last, if the run ends first).
-async fn after(mut latest: Latest, seconds: u64) -> Arc<Published> {
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+/// A state published after this call: the run loop is asked for one (and if it has ended,
+/// the last one stands).
+async fn fresh(state: &State) -> Arc<Published> {
+    let mut latest = state.latest.clone();
     let _ = latest.borrow_and_update();
-    // The next refresh: at most a period away, unless the run ended.
-    let _ = tokio::time::timeout(Duration::from_secs(5), latest.changed()).await;
+    let _ = state.refresh.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), latest.changed()).await;
     latest.borrow().clone().expect("published before")
 }
 

@@ -1,0 +1,398 @@
+//! Findings: what the numbers say, in plain words, with the evidence and what to do.
+//!
+//! Each finding is derived from the summary (and, for the heap's top, from the live blocks),
+//! carries the numbers it rests on, and is ordered by the bytes at stake, so the first is the
+//! one worth reading. The thresholds below keep a clean program free of findings.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Summary, human_bytes, text::describe_stack, user::SiteReport};
+use crate::symbolize::Frame;
+
+/// `retained_heap`: at least this many resident bytes hold nothing live...
+pub const RETAINED_MIN_BYTES: u64 = 1 << 20;
+/// ...and they are at least this share of the resident heap.
+pub const RETAINED_MIN_SHARE: f64 = 0.25;
+/// `mmap_churn`: a site whose blocks cost at least this many mmaps, nearly all freed again.
+pub const CHURN_MIN_MMAPS: u64 = 16;
+/// `realloc_moves`: a site whose reallocs moved its block at least this often.
+pub const REALLOC_MIN_MOVES: u64 = 32;
+/// `short_lived_hotspot`: a site with at least this many allocations, at least
+/// [`SHORT_LIVED_SHARE`] of them freed before the thread's next allocation.
+pub const SHORT_LIVED_MIN_ALLOCS: u64 = 10_000;
+pub const SHORT_LIVED_SHARE: f64 = 0.5;
+/// `leak`: a site that left at least this many bytes allocated at the end.
+pub const LEAK_MIN_BYTES: u64 = 64 << 10;
+/// `kernel_overhead`: at least this many bytes of slab objects made for the process still live.
+pub const KERNEL_MIN_SLAB_BYTES: u64 = 512 << 10;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: &'static str,
+    /// `high` (64 MiB or more at stake), `medium` (1 MiB or more) or `low`.
+    pub severity: &'static str,
+    /// The bytes at stake: what orders the findings.
+    pub bytes: u64,
+    /// The call site to blame, when there is one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub site: Vec<Frame>,
+    /// The numbers it rests on (an object).
+    pub evidence: Value,
+    pub message: String,
+    pub suggestion: String,
+}
+
+/// What findings need that the summary does not hold.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub page_size: u64,
+    /// The live block highest in the brk heap: its size and its stack.
+    pub heap_top: Option<(u64, Vec<Frame>)>,
+    /// Resident bytes of the brk heap and thread arenas (pages first touched while traced),
+    /// and the live bytes allocated there.
+    pub heap_resident: u64,
+    pub heap_live: u64,
+}
+
+fn severity(bytes: u64) -> &'static str {
+    match bytes {
+        b if b >= 64 << 20 => "high",
+        b if b >= 1 << 20 => "medium",
+        _ => "low",
+    }
+}
+
+fn finding(
+    kind: &'static str,
+    bytes: u64,
+    site: Vec<Frame>,
+    evidence: Value,
+    message: String,
+    suggestion: &str,
+) -> Finding {
+    Finding {
+        kind,
+        severity: severity(bytes),
+        bytes,
+        site,
+        evidence,
+        message,
+        suggestion: suggestion.into(),
+    }
+}
+
+fn at(s: &SiteReport) -> String {
+    describe_stack(&s.stack, 2)
+}
+
+/// Every finding of `s`, most bytes at stake first.
+pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    // Freed memory the allocator keeps: resident heap pages that hold no live block.
+    let retained = facts.heap_resident.saturating_sub(facts.heap_live);
+    let live = facts.heap_live;
+    if retained >= RETAINED_MIN_BYTES
+        && retained as f64 >= RETAINED_MIN_SHARE * (retained + live) as f64
+    {
+        let (why, site) = match &facts.heap_top {
+            Some((size, stack)) => (
+                format!(
+                    " The top of the brk heap is held by a live {} block from {}, so `brk` cannot \
+                     shrink below it.",
+                    human_bytes(*size),
+                    describe_stack(stack, 2)
+                ),
+                stack.clone(),
+            ),
+            None => (
+                " Nothing live pins the top: the free chunks stay below glibc's trim threshold \
+                 or between live blocks."
+                    .into(),
+                Vec::new(),
+            ),
+        };
+        out.push(finding(
+            "retained_heap",
+            retained,
+            site,
+            json!({
+                "retained_resident_bytes": retained,
+                "resident_bytes": facts.heap_resident,
+                "live_bytes": live,
+                "peak_live_bytes": s.user.peak_live_bytes,
+                "page_size": facts.page_size,
+            }),
+            format!(
+                "{} of heap pages are resident but hold no live allocation (live: {}): memory \
+                 freed to malloc and kept.{why}",
+                human_bytes(retained),
+                human_bytes(live)
+            ),
+            "Call malloc_trim(0) after freeing a large working set (it returns free pages \
+             from the whole heap, not only its top); lower M_TRIM_THRESHOLD (mallopt or \
+             GLIBC_TUNABLES=glibc.malloc.trim_threshold); allocate long-lived blocks before the \
+             temporary ones, or from their own arena or mmap.",
+        ));
+    }
+
+    for site in &s.user.sites {
+        let st = &site.stats;
+        let c = &site.caused;
+        // Blocks above the mmap threshold, each an mmap, a munmap and faults, again and again.
+        if c.mmap_calls >= CHURN_MIN_MMAPS
+            && site.paths.mmap_bytes > 0
+            && st.frees as f64 >= 0.9 * st.allocs as f64
+        {
+            out.push(finding(
+                "mmap_churn",
+                c.mmap_bytes,
+                site.stack.clone(),
+                json!({
+                    "allocs": st.allocs,
+                    "bytes": st.bytes,
+                    "frees": st.frees,
+                    "mmap_calls": c.mmap_calls,
+                    "page_faults": c.page_faults,
+                    "mmapped_bytes": c.mmap_bytes,
+                }),
+                format!(
+                    "{} allocated and freed {} blocks of {} each through their own mmap: {} \
+                     mmaps, a munmap at each free, and {} page faults to touch fresh pages \
+                     every time.",
+                    at(site),
+                    st.allocs,
+                    human_bytes(st.bytes / st.allocs.max(1)),
+                    c.mmap_calls,
+                    c.page_faults
+                ),
+                "Reuse the buffer across iterations, or raise the mmap threshold \
+                 (mallopt(M_MMAP_THRESHOLD, n) or GLIBC_TUNABLES=glibc.malloc.mmap_threshold) \
+                 above the block size. glibc raises it by itself to the size of a freed mmapped \
+                 block, but only up to 32 MiB, and not at all once M_MMAP_THRESHOLD, \
+                 M_TRIM_THRESHOLD, M_TOP_PAD or M_MMAP_MAX was set.",
+            ));
+        }
+        if st.realloc_moves >= REALLOC_MIN_MOVES {
+            let factor = st.realloc_moved_to_bytes as f64 / st.realloc_copied_bytes.max(1) as f64;
+            out.push(finding(
+                "realloc_moves",
+                st.realloc_copied_bytes,
+                site.stack.clone(),
+                json!({
+                    "moves": st.realloc_moves,
+                    "copied_bytes": st.realloc_copied_bytes,
+                    "growth_factor": (factor * 100.0).round() / 100.0,
+                }),
+                format!(
+                    "{} grew its block by realloc and moved it {} times, copying {} in all \
+                     (each move {:.2}x the size before).",
+                    at(site),
+                    st.realloc_moves,
+                    human_bytes(st.realloc_copied_bytes),
+                    factor
+                ),
+                "Reserve the capacity up front, or grow geometrically (doubling) so that moves \
+                 become rare; a growth factor near 1 copies the whole block on almost every \
+                 append.",
+            ));
+        }
+        if st.allocs >= SHORT_LIVED_MIN_ALLOCS
+            && st.temporary as f64 >= SHORT_LIVED_SHARE * st.allocs as f64
+        {
+            let temp_bytes = (st.bytes as f64 * st.temporary as f64 / st.allocs as f64) as u64;
+            out.push(finding(
+                "short_lived_hotspot",
+                temp_bytes,
+                site.stack.clone(),
+                json!({
+                    "allocs": st.allocs,
+                    "temporary": st.temporary,
+                    "bytes": st.bytes,
+                }),
+                format!(
+                    "{} made {} allocations, {} of them freed before the thread's next \
+                     allocation: a malloc and a free each, for memory used only briefly.",
+                    at(site),
+                    st.allocs,
+                    st.temporary
+                ),
+                "Use a stack buffer or a buffer reused across calls, or an arena freed at \
+                 once, for objects that do not outlive the function.",
+            ));
+        }
+    }
+
+    for leak in s.user.leaks.iter().filter(|l| l.bytes >= LEAK_MIN_BYTES) {
+        out.push(finding(
+            "leak",
+            leak.bytes,
+            leak.stack.clone(),
+            json!({
+                "blocks": leak.count,
+                "bytes": leak.bytes,
+                "resident_bytes": leak.resident_bytes,
+                "never_touched_bytes": leak.virtual_bytes,
+                "oldest_age_ms": leak.oldest_age_ms,
+            }),
+            format!(
+                "{} left {} in {} blocks allocated at the end ({} resident, {} never touched).",
+                describe_stack(&leak.stack, 2),
+                human_bytes(leak.bytes),
+                leak.count,
+                human_bytes(leak.resident_bytes),
+                human_bytes(leak.virtual_bytes)
+            ),
+            "Free them, or make their owner explicit; memory never touched costs address \
+             space only, resident memory costs RAM.",
+        ));
+    }
+    for x in &s.user.leak_suspects {
+        // What it would add in ten more minutes.
+        let stake = (x.growth_bytes_per_min.max(0.0) * 10.0) as u64;
+        out.push(finding(
+            "leak_suspect",
+            stake.max(x.live_bytes),
+            x.stack.clone(),
+            json!({
+                "live_bytes": x.live_bytes,
+                "live_blocks": x.live_blocks,
+                "growth_bytes_per_min": x.growth_bytes_per_min.round(),
+                "old_live_bytes": x.old_live_bytes,
+                "median_age_ms": x.age_ms.median,
+            }),
+            format!(
+                "{} keeps growing: {}/min, {} live now, its old blocks still alive.",
+                describe_stack(&x.stack, 2),
+                human_bytes(x.growth_bytes_per_min.max(0.0) as u64),
+                human_bytes(x.live_bytes)
+            ),
+            "Find what holds these blocks (a cache without eviction, a list only appended \
+             to, a missing free on a path); watch it with --interval or tracer top.",
+        ));
+    }
+
+    // What the process costs the kernel in slab objects.
+    let slab = &s.kernel.slab;
+    if slab.live_bytes_at_end >= KERNEL_MIN_SLAB_BYTES {
+        let mut caches: Vec<(&String, u64)> = slab
+            .by_cache
+            .iter()
+            .map(|(name, c)| (name, c.live_at_end))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        caches.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        caches.truncate(5);
+        let top: Vec<String> = caches.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        out.push(finding(
+            "kernel_overhead",
+            slab.live_bytes_at_end,
+            Vec::new(),
+            json!({
+                "slab_live_bytes": slab.live_bytes_at_end,
+                "slab_live_objects": slab.live_at_end,
+                "mmap_calls": s.syscalls.mmap.calls,
+                "top_caches": caches.iter().map(|(c, n)| json!({"cache": c, "objects": n})).collect::<Vec<_>>(),
+            }),
+            format!(
+                "The kernel holds {} of slab objects made for this process ({} objects; {}).",
+                human_bytes(slab.live_bytes_at_end),
+                slab.live_at_end,
+                top.join(", ")
+            ),
+            "Each mapping costs the kernel objects of its own (a VMA, maple-tree nodes, page \
+             tables once touched): fewer, larger mappings (one pool instead of many small \
+             mmaps) cost it less.",
+        ));
+    }
+
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.kind.cmp(b.kind)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{aggregate::heap::SiteStats, report::tests::sample_summary};
+
+    fn site(f: &str, stats: SiteStats) -> SiteReport {
+        SiteReport {
+            stack: vec![Frame {
+                function: Some(f.into()),
+                ..Frame::unknown(0x1000)
+            }],
+            stats,
+            path: "brk",
+            paths: Default::default(),
+            caused: Default::default(),
+            bytes_error: None,
+        }
+    }
+
+    #[test]
+    fn thresholds_order_and_evidence() {
+        let mut s = sample_summary();
+        let mut churn = site(
+            "churn",
+            SiteStats {
+                allocs: 20,
+                frees: 20,
+                bytes: 20 << 20,
+                ..Default::default()
+            },
+        );
+        churn.caused.mmap_calls = 20;
+        churn.caused.mmap_bytes = 20 << 20;
+        churn.paths.mmap_bytes = 20 << 20;
+        let temps = site(
+            "temps",
+            SiteStats {
+                allocs: 20_000,
+                temporary: 15_000,
+                bytes: 640_000,
+                ..Default::default()
+            },
+        );
+        // Below every threshold: 15 mmaps, 9,999 allocations.
+        let mut quiet = site(
+            "quiet",
+            SiteStats {
+                allocs: 9_999,
+                temporary: 9_999,
+                frees: 9_999,
+                bytes: 100,
+                realloc_moves: 31,
+                ..Default::default()
+            },
+        );
+        quiet.caused.mmap_calls = 15;
+        quiet.paths.mmap_bytes = 1;
+        s.user.sites = vec![temps, quiet, churn];
+        let facts = Facts {
+            page_size: 4096,
+            heap_top: None,
+            heap_resident: 3 << 20,
+            heap_live: 1 << 20,
+        };
+        let found = find(&s, &facts);
+        let kinds: Vec<&str> = found.iter().map(|f| f.kind).collect();
+        // Most bytes at stake first: 20 MiB mapped, 2 MiB retained, 480,000 temporary bytes.
+        assert_eq!(
+            kinds,
+            ["mmap_churn", "retained_heap", "short_lived_hotspot"]
+        );
+        assert_eq!(found[0].severity, "medium");
+        assert_eq!(found[0].evidence["mmap_calls"], 20);
+        assert_eq!(found[1].evidence["retained_resident_bytes"], 2 << 20);
+        assert!(found[1].message.contains("Nothing live pins the top"));
+        assert_eq!(found[2].bytes, 480_000);
+        assert_eq!(found[2].severity, "low");
+        // Retained memory that is a small share of the heap is not a finding.
+        let facts = Facts {
+            heap_resident: 9 << 20,
+            heap_live: 8 << 20,
+            ..facts
+        };
+        assert!(find(&s, &facts).iter().all(|f| f.kind != "retained_heap"));
+    }
+}

@@ -1,0 +1,121 @@
+//! Root tests of the findings, one pattern of workloads/findings.c each, with the numbers the
+//! workload makes; and a clean run that has none.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+fn run(pattern: &str) -> (Value, String) {
+    let w = workload("findings");
+    let (v, out) = trace_with(&[], &[w.to_str().unwrap(), pattern], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (v, stderr(&out))
+}
+
+/// The finding of `kind`, which must also be the first (the most at stake).
+fn first<'a>(v: &'a Value, kind: &str) -> &'a Value {
+    let f = &v["findings"][0];
+    assert_eq!(f["kind"], kind, "{:#}", v["findings"]);
+    f
+}
+
+fn site_function(f: &Value) -> &str {
+    f["site"][0]["function"].as_str().unwrap_or("?")
+}
+
+#[test]
+fn retained_heap_names_the_block_pinning_the_top() {
+    let (v, text) = run("retained");
+    let f = first(&v, "retained_heap");
+    // 20,000 blocks of 512 bytes (chunks of 528) were touched and freed; 64 bytes stay live.
+    let retained = f["evidence"]["retained_resident_bytes"].as_u64().unwrap();
+    assert!((10_000_000..12_000_000).contains(&retained), "{retained}");
+    assert_eq!(f["evidence"]["live_bytes"], 64);
+    assert_eq!(site_function(f), "pin_top");
+    assert_eq!(f["severity"], "medium");
+    assert!(f["suggestion"].as_str().unwrap().contains("malloc_trim"));
+    // Shown first in the text summary.
+    let findings = text.find("findings (most at stake first)").unwrap();
+    assert!(findings < text.find("memory path").unwrap(), "{text}");
+    assert!(text.contains("[medium] retained_heap:"), "{text}");
+}
+
+#[test]
+fn mmap_churn_counts_maps_and_faults() {
+    let (v, _) = run("churn");
+    let f = first(&v, "mmap_churn");
+    assert_eq!(site_function(f), "churn_big");
+    let e = &f["evidence"];
+    assert_eq!(
+        (
+            e["allocs"].clone(),
+            e["frees"].clone(),
+            e["mmap_calls"].clone()
+        ),
+        (50.into(), 50.into(), 50.into())
+    );
+    assert_eq!(e["bytes"], 50 * (33u64 << 20));
+    // Four pages touched each time (and the allocator's header page among them).
+    let faults = e["page_faults"].as_u64().unwrap();
+    assert!((200..=260).contains(&faults), "{faults}");
+    assert!(f["suggestion"].as_str().unwrap().contains("32 MiB"));
+}
+
+#[test]
+fn realloc_moves_count_copies() {
+    let (v, _) = run("realloc");
+    let f = first(&v, "realloc_moves");
+    assert_eq!(site_function(f), "grow_buffer");
+    let e = &f["evidence"];
+    assert_eq!(e["moves"], 99);
+    assert_eq!(e["copied_bytes"], 5_068_800);
+    assert_eq!(e["growth_factor"], 1.02);
+}
+
+#[test]
+fn short_lived_hotspot_counts_temporaries() {
+    let (v, _) = run("temporary");
+    let f = first(&v, "short_lived_hotspot");
+    assert_eq!(site_function(f), "scratch64");
+    let e = &f["evidence"];
+    assert_eq!(
+        (e["allocs"].clone(), e["temporary"].clone()),
+        (100_000.into(), 100_000.into())
+    );
+    assert_eq!(e["bytes"], 6_400_000);
+}
+
+#[test]
+fn leaks_are_findings_split_resident_and_untouched() {
+    let (v, _) = run("leak");
+    let f = first(&v, "leak");
+    assert_eq!(site_function(f), "leak100");
+    let e = &f["evidence"];
+    assert_eq!(
+        (e["blocks"].clone(), e["bytes"].clone()),
+        (2000.into(), 200_000.into())
+    );
+    assert_eq!(
+        e["resident_bytes"].as_u64().unwrap() + e["never_touched_bytes"].as_u64().unwrap(),
+        200_000
+    );
+}
+
+#[test]
+fn many_small_maps_cost_the_kernel() {
+    let (v, _) = run("mmaps");
+    let f = first(&v, "kernel_overhead");
+    let e = &f["evidence"];
+    assert!(e["mmap_calls"].as_u64().unwrap() >= 5000, "{e}");
+    // Each kept mapping holds kernel objects (here maple-tree nodes and the like).
+    assert!(e["slab_live_objects"].as_u64().unwrap() >= 2000, "{e}");
+    assert!(e["slab_live_bytes"].as_u64().unwrap() >= 512 << 10, "{e}");
+}
+
+#[test]
+fn a_clean_run_has_no_findings() {
+    let (v, text) = run("clean");
+    assert_eq!(v["findings"], serde_json::json!([]), "{:#}", v["findings"]);
+    assert!(!text.contains("findings (most at stake first)"), "{text}");
+}
