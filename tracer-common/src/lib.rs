@@ -62,6 +62,8 @@ pub mod kind {
     pub const SLAB_FREE: u32 = 7;
     /// A [`super::FaultEvent`]: `exceptions:page_fault_user`.
     pub const FAULT: u32 = 8;
+    /// An [`super::ExecEvent`]: `sched:sched_process_exec`, the process ran a new program.
+    pub const EXEC: u32 = 9;
 }
 
 /// Name of the kernel stack-trace map (`--kernel-stacks`).
@@ -82,6 +84,9 @@ pub mod config_flags {
     pub const FAULT_STACKS: u32 = 4;
     /// `kmem:kmem_cache_alloc` has the cache's `name` (Linux 6.1 and later).
     pub const CACHE_NAMES: u32 = 8;
+    /// Stop the process (SIGSTOP) when it runs a new program, until userspace has probed the
+    /// new image and continues it: for launched commands, whose parent is tracer.
+    pub const HOLD_EXEC: u32 = 16;
 }
 
 /// Indices into the per-CPU counters array. Each counts occurrences on one CPU; userspace sums.
@@ -231,6 +236,18 @@ pub struct SyscallEvent {
     pub alloc_enter_ns: u64,
 }
 const _: () = assert!(size_of::<SyscallEvent>() == 104);
+
+/// The traced process replaced its program image (`execve`): the new image is mapped, not yet
+/// run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Whether the process was stopped for userspace to probe the new image first.
+    pub held: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ExecEvent>() == 32);
 
 /// A successful `openat`: the descriptor and the path it was opened with.
 #[repr(C)]
@@ -609,4 +626,6 @@ mod pod {
     unsafe impl aya::Pod for super::SlabEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FaultEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecEvent {}
 }

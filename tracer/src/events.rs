@@ -5,8 +5,8 @@ use std::mem::size_of;
 use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
-    AllocEvent, AllocFn, EventHeader, FaultEvent, OpenEvent, PageEvent, SlabEvent, Syscall,
-    SyscallEvent, kind,
+    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, OpenEvent, PageEvent, SlabEvent,
+    Syscall, SyscallEvent, kind,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
@@ -21,6 +21,7 @@ pub enum Event {
     SlabAlloc(SlabEvent),
     SlabFree(SlabEvent),
     Fault(FaultEvent),
+    Exec(ExecEvent),
 }
 
 impl Event {
@@ -32,6 +33,7 @@ impl Event {
             Event::PageAlloc(e) | Event::PageFree(e) => &e.header,
             Event::SlabAlloc(e) | Event::SlabFree(e) => &e.header,
             Event::Fault(e) => &e.header,
+            Event::Exec(e) => &e.header,
         }
     }
 }
@@ -77,6 +79,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::SLAB_ALLOC => Ok(Event::SlabAlloc(read(bytes, "slab event")?)),
         kind::SLAB_FREE => Ok(Event::SlabFree(read(bytes, "slab event")?)),
         kind::FAULT => Ok(Event::Fault(read(bytes, "fault event")?)),
+        kind::EXEC => Ok(Event::Exec(read(bytes, "exec event")?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

@@ -54,6 +54,7 @@ pub fn replay_from<R: Read>(
                     progress(offset, total);
                 }
             }
+            Some(Item::Exec(image)) => session.on_exec(&image),
             Some(Item::Finish(finish)) => {
                 progress(reader.offset(), total);
                 return Ok(session.summarize(&finish));
@@ -169,6 +170,82 @@ mod tests {
             2,
             "caller spliced before the walk"
         );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// An exec in the middle: the old image's live block is released by it, not leaked, the
+    /// new image's block is, and the summary lists both programs.
+    #[test]
+    fn an_exec_closes_the_old_images_books() {
+        use crate::session::ExecImage;
+        let path = temp("exec");
+        let start = Start {
+            pid: 42,
+            command: vec!["/bin/sh".into(), "wrap.sh".into()],
+            page_size: 4096,
+            maps: "55d0c0a00000-55d0c0a21000 r-xp 00000000 fd:00 1 /bin/sh\n".into(),
+            gfp_print_fmt: String::new(),
+            initial_break: None,
+            sample_bytes: 0,
+        };
+        let mut rec = Recorder::create(sink(&path), &start).unwrap();
+        let alloc = |size, ptr, ts| AllocEvent {
+            header: EventHeader {
+                ts_ns: ts,
+                kind: kind::ALLOC,
+                tgid: 42,
+                tid: 42,
+                cpu: 0,
+            },
+            ..testing::alloc(AllocFn::Malloc, size, ptr, 0x55d0_c0a0_1000, ts)
+        };
+        rec.event(encode(&alloc(100, 0xa0, 10))).unwrap();
+        rec.event(encode(&tracer_common::ExecEvent {
+            header: EventHeader {
+                ts_ns: 20,
+                kind: kind::EXEC,
+                tgid: 42,
+                tid: 42,
+                cpu: 0,
+            },
+            held: 1,
+            _pad: 0,
+        }))
+        .unwrap();
+        rec.exec(&ExecImage {
+            ts_ns: 20,
+            command: vec!["./app".into()],
+            exe: "/usr/bin/app".into(),
+            maps: "600000000000-600000021000 r-xp 00000000 fd:00 2 /usr/bin/app\n".into(),
+        })
+        .unwrap();
+        rec.event(encode(&AllocEvent {
+            caller: 0x6000_0000_1000,
+            ..alloc(300, 0xb0, 30)
+        }))
+        .unwrap();
+        rec.finish(&Finish {
+            max_sites: 10,
+            ..Default::default()
+        })
+        .unwrap();
+        let s = replay(&path, |_, _| {}).unwrap();
+        assert_eq!(s.user.live_bytes_at_end, 300);
+        assert_eq!((s.user.leaked_blocks, s.user.leaked_bytes), (1, 300));
+        assert_eq!(s.images.len(), 2);
+        assert_eq!(s.images[0].command, ["/bin/sh", "wrap.sh"]);
+        assert_eq!(
+            (
+                s.images[0].live_blocks_at_exec,
+                s.images[0].live_bytes_at_exec
+            ),
+            (Some(1), Some(100))
+        );
+        assert_eq!(
+            (s.images[1].exe.as_str(), s.images[1].started_ms),
+            ("/usr/bin/app", 0.00001)
+        );
+        assert_eq!(s.user.leaks[0].stack[0].addr, 0x6000_0000_1000);
         std::fs::remove_file(&path).unwrap();
     }
 

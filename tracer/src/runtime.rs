@@ -30,12 +30,14 @@ use crate::{
         EBPF_OBJECT, LoadOptions, Probes,
         kernel::KernelProbes,
         tracefs::Tracefs,
-        uprobes::{AllocatorProbes, UprobeError, UprobeLinks, needed_libraries},
+        uprobes::{
+            AllocatorProbes, UprobeError, UprobeLinks, needed_libraries, needed_libraries_with,
+        },
     },
     record::Recorder,
     report::{Summary, TargetInfo},
     serve::{self, Published, Server},
-    session::{Finish, Session, Start, is_loader},
+    session::{ExecImage, Finish, Followup, Session, Start, is_loader},
     signals::Signals,
     target::{self, TargetFiles},
     top::{self, Action, TopState, term::Screen},
@@ -190,6 +192,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         fault_stacks: cfg.fault_stacks,
         sample_bytes: cfg.sample_bytes,
         kernel_probes: cfg.kernel_probes,
+        // A launched command's parent is us: stopping it at an exec disturbs no shell.
+        hold_exec: held.is_some(),
     };
     let setup = Instant::now();
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
@@ -303,6 +307,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         files: &mut files,
         threads: BTreeMap::new(),
         new_code: false,
+        command: None,
     };
     let mut refresh_requests = None;
     let server = match listener {
@@ -595,6 +600,8 @@ struct Drain<'a> {
     threads: BTreeMap<u32, String>,
     /// A file was mapped executable since the last snapshot.
     new_code: bool,
+    /// The command line of the program the process runs now, after an exec.
+    command: Option<Vec<String>>,
 }
 
 impl Drain<'_> {
@@ -629,21 +636,29 @@ impl Drain<'_> {
                 self.recorder = None;
                 self.record_failed = true;
             }
-            if let Some(lib) = self.session.process(&record) {
-                self.new_code = true;
-                // A file mapped executable after start (the libraries of a launched command,
-                // dlopen): kept open to symbolize, and probed if it brings an allocator. Calls
-                // made before this point are not seen.
-                drop(record);
-                let Some(via) = self.files.open_mapping_at(&lib.path, lib.addr) else {
-                    log::warn!("{}: could not be opened: not probed", lib.path.display());
-                    continue;
-                };
-                if let Some(allocators) = self.allocators.as_deref_mut()
-                    && let Err(e) = allocators.attach_file(ebpf, &lib.path, &via, self.session.pid)
-                {
-                    log::warn!("{:#}", anyhow::Error::from(e));
+            match self.session.process(&record) {
+                Some(Followup::Mapped(lib)) => {
+                    self.new_code = true;
+                    // A file mapped executable after start (the libraries of a launched
+                    // command, dlopen): kept open to symbolize, and probed if it brings an
+                    // allocator. Calls made before this point are not seen.
+                    drop(record);
+                    let Some(via) = self.files.open_mapping_at(&lib.path, lib.addr) else {
+                        log::warn!("{}: could not be opened: not probed", lib.path.display());
+                        continue;
+                    };
+                    if let Some(allocators) = self.allocators.as_deref_mut()
+                        && let Err(e) =
+                            allocators.attach_file(ebpf, &lib.path, &via, self.session.pid)
+                    {
+                        log::warn!("{:#}", anyhow::Error::from(e));
+                    }
                 }
+                Some(Followup::Exec { held, ts_ns }) => {
+                    drop(record);
+                    self.on_exec(ebpf, held, ts_ns);
+                }
+                None => {}
             }
         }
         Ok(true)
@@ -651,6 +666,55 @@ impl Drain<'_> {
 }
 
 impl Drain<'_> {
+    /// The process ran a new program: the session and the recording learn its image, its
+    /// files are opened and probed (with what its loader will load, when it is held), and a
+    /// held process is continued.
+    fn on_exec(&mut self, ebpf: &mut Ebpf, held: bool, ts_ns: u64) {
+        let pid = self.session.pid;
+        let image = ExecImage {
+            ts_ns,
+            command: target::cmdline(pid as i32),
+            exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            maps: std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default(),
+        };
+        self.session.on_exec(&image);
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) = recorder.exec(&image)
+        {
+            eprintln!(
+                "tracer: warning: recording stopped ({:#}); the partial recording is discarded \
+                 and tracing goes on",
+                anyhow::Error::from(e)
+            );
+            self.recorder = None;
+            self.record_failed = true;
+        }
+        self.files.open_mapped(&image.maps);
+        self.new_code = true;
+        self.command = Some(image.command.clone());
+        if let Some(allocators) = self.allocators.as_deref_mut() {
+            let mut paths = self.session.space.exec_files();
+            if held && let Some(loader) = paths.iter().find(|f| is_loader(f)).cloned() {
+                let env = target::loader_env(pid as i32);
+                paths.extend(needed_libraries_with(&loader, Path::new(&image.exe), &env));
+            }
+            paths.retain(|f| !is_loader(f));
+            for path in paths {
+                let Some(via) = self.files.open_path(&path) else {
+                    continue;
+                };
+                if let Err(e) = allocators.attach_file(ebpf, &path, &via, pid) {
+                    log::warn!("{:#}", anyhow::Error::from(e));
+                }
+            }
+        }
+        if held {
+            kill(pid as i32, libc::SIGCONT);
+        }
+    }
+
     /// What a report needs as of now (see [`Snapshotter::finish`]).
     fn snapshot(
         &mut self,
@@ -661,6 +725,9 @@ impl Drain<'_> {
     ) -> Finish {
         if std::mem::take(&mut self.new_code) {
             snapshotter.forget_symbols();
+        }
+        if let Some(command) = self.command.take() {
+            snapshotter.target.command = command;
         }
         let counters = probes.counters().map(|c| c.to_vec()).unwrap_or_else(|e| {
             log::warn!("reading the kernel-side counters: {e}");

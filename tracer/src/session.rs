@@ -24,7 +24,7 @@ use crate::{
     events::{self, Event},
     gfp::GfpTable,
     report::{
-        EventCounts, SCHEMA, Summary, TargetInfo, callers, findings,
+        EventCounts, ImageReport, SCHEMA, Summary, TargetInfo, callers, findings,
         kernel::{KernelStack, KernelSummary, PathsSummary},
         user,
     },
@@ -109,6 +109,30 @@ fn full_mode() -> String {
     "full".into()
 }
 
+/// A new program image of the process (after `execve`), read from /proc when it was seen: what
+/// a replay needs of it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecImage {
+    /// CLOCK_MONOTONIC of the exec event.
+    pub ts_ns: u64,
+    /// The new command line (`/proc/PID/cmdline`).
+    pub command: Vec<String>,
+    /// The new program (`/proc/PID/exe`).
+    pub exe: String,
+    /// `/proc/PID/maps` of the new image.
+    pub maps: String,
+}
+
+/// What a processed event asks of the live run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Followup {
+    /// A file newly mapped executable (a library loaded with dlopen): probe it.
+    Mapped(MappedFile),
+    /// The process ran a new program: read it and call [`Session::on_exec`]; `held`: it is
+    /// stopped until continued.
+    Exec { held: bool, ts_ns: u64 },
+}
+
 /// A file the process newly mapped executable, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedFile {
@@ -131,6 +155,10 @@ pub struct Session {
     /// Executable files already seen mapped.
     seen_files: HashSet<PathBuf>,
     last_ts: u64,
+    /// The first event's time: what image start times count from.
+    first_ts: Option<u64>,
+    /// The program images that ran, the first one's command from the start.
+    images: Vec<ImageReport>,
 }
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
@@ -162,16 +190,25 @@ impl Session {
             page_size: start.page_size,
             seen_files,
             last_ts: 0,
+            first_ts: None,
+            images: vec![ImageReport {
+                command: start.command.clone(),
+                exe: String::new(),
+                started_ms: 0.0,
+                live_blocks_at_exec: None,
+                live_bytes_at_exec: None,
+            }],
         }
     }
 
-    /// Processes one raw event record. Returns a file newly mapped executable (a library
-    /// loaded with dlopen), which the live run probes for allocator functions.
-    pub fn process(&mut self, record: &[u8]) -> Option<MappedFile> {
+    /// Processes one raw event record. Returns what the live run has to do about it (see
+    /// [`Followup`]).
+    pub fn process(&mut self, record: &[u8]) -> Option<Followup> {
         self.counts.received += 1;
         match events::decode(record) {
             Ok(event) => {
                 let ts = event.header().ts_ns;
+                self.first_ts.get_or_insert(ts);
                 let lib = self.on_event(&event);
                 // Stamps from different CPUs may be slightly out of order: time only moves on.
                 self.last_ts = self.last_ts.max(ts);
@@ -190,7 +227,7 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, event: &Event) -> Option<MappedFile> {
+    fn on_event(&mut self, event: &Event) -> Option<Followup> {
         match event {
             Event::Syscall(e) => {
                 let brk_before = self.agg.syscalls.brk.current_break;
@@ -208,10 +245,12 @@ impl Session {
                     }
                 }
                 let path = self.follow_mapping(e)?;
-                (!is_loader(&path) && self.seen_files.insert(path.clone())).then_some(MappedFile {
-                    path,
-                    addr: e.ret as u64,
-                })
+                (!is_loader(&path) && self.seen_files.insert(path.clone())).then_some(
+                    Followup::Mapped(MappedFile {
+                        path,
+                        addr: e.ret as u64,
+                    }),
+                )
             }
             Event::Open(e) => {
                 self.space.on_open(e.fd, &e.path);
@@ -246,7 +285,34 @@ impl Session {
                 self.join.on_fault(e, &self.agg.heap, &self.space);
                 None
             }
+            Event::Exec(e) => Some(Followup::Exec {
+                held: e.held != 0,
+                ts_ns: e.header.ts_ns,
+            }),
         }
+    }
+
+    /// The process ran a new program: the old image's books are closed (its live blocks were
+    /// released by the exec, not leaked, and said so), and the model follows the new one.
+    pub fn on_exec(&mut self, image: &ExecImage) {
+        let (blocks, bytes) = self.agg.heap.release_all();
+        if let Some(last) = self.images.last_mut() {
+            last.live_blocks_at_exec = Some(blocks);
+            last.live_bytes_at_exec = Some(bytes);
+        }
+        let start = *self.first_ts.get_or_insert(image.ts_ns);
+        self.images.push(ImageReport {
+            command: image.command.clone(),
+            exe: image.exe.clone(),
+            started_ms: image.ts_ns.saturating_sub(start) as f64 / 1e6,
+            live_blocks_at_exec: None,
+            live_bytes_at_exec: None,
+        });
+        self.space.on_exec(&image.maps);
+        self.seen_files.extend(self.space.exec_files());
+        self.join.on_exec();
+        self.agg.syscalls.brk.current_break = None;
+        self.last_ts = self.last_ts.max(image.ts_ns);
     }
 
     /// Keeps the address-space model current; returns a file newly mapped executable.
@@ -432,6 +498,11 @@ impl Session {
             kernel,
             paths: PathsSummary::new(&self.join),
             findings: Vec::new(),
+            images: if self.images.len() > 1 {
+                self.images.clone()
+            } else {
+                Vec::new()
+            },
         };
         let in_heap = |addr: u64| {
             matches!(

@@ -327,6 +327,25 @@ impl HeapStats {
         Some(count)
     }
 
+    /// The process ran a new program: every live block went with the old image (released,
+    /// not freed, not leaked). Returns how many blocks and bytes were live.
+    pub fn release_all(&mut self) -> (u64, u64) {
+        let (mut blocks, mut bytes) = (0u64, 0u64);
+        for block in self.live.values() {
+            let (w, _) = sample_weight(block.size, self.sample_bytes);
+            blocks = blocks.saturating_add(scaled(1, w));
+            bytes = bytes.saturating_add(scaled(block.size, w));
+        }
+        self.live.clear();
+        self.last_alloc.clear();
+        for (_, s) in &mut self.sites {
+            s.live_bytes = 0;
+            s.live_count = 0;
+        }
+        self.live_bytes = 0;
+        (blocks, bytes)
+    }
+
     /// Calls and bytes of `func`.
     pub fn func(&self, func: AllocFn) -> FuncStats {
         self.funcs[func as usize - 1]

@@ -443,6 +443,18 @@ impl Join {
         self.resident.len() as u64 * PAGE
     }
 
+    /// The process ran a new program: its old address space, and every page in it, is gone.
+    pub fn on_exec(&mut self) {
+        self.pending_call.clear();
+        self.pending_syscall.clear();
+        self.faulting.clear();
+        self.resident.clear();
+        self.region_resident_pages.values_mut().for_each(|n| *n = 0);
+        for (paths, _) in self.sites.values_mut() {
+            paths.resident_bytes = 0;
+        }
+    }
+
     /// Bytes of the resident user pages first touched while tracing whose address passes
     /// `keep`.
     pub fn resident_bytes_where(&self, keep: impl Fn(u64) -> bool) -> u64 {

@@ -68,6 +68,8 @@ pub struct AddressSpace {
     fds: HashMap<i32, Arc<Path>>,
     /// Where the brk heap starts, once known.
     heap_start: Option<u64>,
+    /// The file mappings of program images replaced by `execve`, to symbolize their stacks.
+    retired: BTreeMap<u64, Mapping>,
     /// Every range ever mapped executable, by start: where a return address can be, code
     /// unmapped since (a dlclose'd library) included.
     code: BTreeMap<u64, u64>,
@@ -331,8 +333,34 @@ impl AddressSpace {
 
     /// The file and file offset of `addr`, if it lies in a file mapping.
     pub fn file_offset(&self, addr: u64) -> Option<(&Arc<Path>, u64)> {
-        let m = self.lookup(addr)?;
+        let current = self.lookup(addr).filter(|m| m.path.is_some());
+        let m = current.or_else(|| {
+            self.retired
+                .range(..=addr)
+                .next_back()
+                .map(|(_, m)| m)
+                .filter(|m| addr < m.end)
+        })?;
         Some((m.path.as_ref()?, addr - m.start + m.offset))
+    }
+
+    /// The process ran a new program: its mappings are those of `maps` now. The old image's
+    /// file mappings stay known for symbolizing what it did (where the new image does not
+    /// lie), and its code ranges for [`Self::was_code`].
+    pub fn on_exec(&mut self, maps: &str) {
+        let new = AddressSpace::from_proc_maps(maps);
+        let old = std::mem::replace(&mut self.maps, new.maps);
+        for (start, m) in old {
+            if m.path.is_some() {
+                self.retired.insert(start, m);
+            }
+        }
+        for (start, end) in new.code {
+            let e = self.code.entry(start).or_insert(end);
+            *e = (*e).max(end);
+        }
+        self.fds.clear();
+        self.heap_start = new.heap_start;
     }
 
     /// Every file mapped executable, once each.
@@ -449,6 +477,28 @@ mod tests {
         assert_eq!(s.lookup(0x43fff).unwrap().end, 0x44000);
         assert_eq!(s.region(0x20000), RegionKind::AnonMmap);
         assert_eq!(s.region(0x99999), RegionKind::Other);
+    }
+
+    #[test]
+    fn an_exec_replaces_the_maps_and_keeps_the_old_files_for_symbols() {
+        let mut s = AddressSpace::from_proc_maps(
+            "400000-401000 r-xp 00000000 fd:00 1 /bin/sh\n\
+             500000-501000 rw-p 00000000 00:00 0 [heap]\n",
+        );
+        s.on_exec(
+            "600000-601000 r-xp 00001000 fd:00 2 /usr/bin/app\n\
+             700000-701000 rw-p 00000000 00:00 0 [heap]\n",
+        );
+        assert_eq!(s.region(0x600100), RegionKind::File);
+        assert_eq!(s.region(0x500100), RegionKind::Other);
+        assert_eq!(s.region(0x700100), RegionKind::Heap);
+        let (file, offset) = s.file_offset(0x600100).unwrap();
+        assert_eq!((file.to_str(), offset), (Some("/usr/bin/app"), 0x1100));
+        // The old program's code still symbolizes, and still counts as code.
+        let (file, offset) = s.file_offset(0x400010).unwrap();
+        assert_eq!((file.to_str(), offset), (Some("/bin/sh"), 0x10));
+        assert!(s.was_code(0x400010) && s.was_code(0x600010));
+        assert_eq!(s.exec_files(), [PathBuf::from("/usr/bin/app")]);
     }
 
     #[test]

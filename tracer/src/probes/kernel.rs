@@ -24,13 +24,15 @@ pub enum KernelProbes {
 /// The raw tracepoints the raw programs attach to (program `raw_<name>`), with the leading
 /// arguments of `TP_PROTO` that the programs read, in order, as BTF names their types (`a|b`:
 /// either). These attach in every mode: the two syscall ones first.
-pub const RAW_TRACEPOINTS: [(&str, &[&str]); 3] = [
+pub const RAW_TRACEPOINTS: [(&str, &[&str]); 4] = [
     ("sys_enter", &["struct pt_regs *", "long int"]),
     ("sys_exit", &["struct pt_regs *", "long int"]),
     (
         "task_newtask",
         &["struct task_struct *", "u64|long unsigned int"],
     ),
+    // Its program reads no argument.
+    ("sched_process_exec", &[]),
 ];
 
 /// The kmem and fault raw tracepoints, attached with the kernel paths.

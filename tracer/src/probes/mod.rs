@@ -88,6 +88,8 @@ pub struct LoadOptions {
     pub sample_bytes: u32,
     /// How the tracepoint programs attach.
     pub kernel_probes: KernelProbes,
+    /// Stop the process when it runs a new program until it is probed (launched commands).
+    pub hold_exec: bool,
 }
 
 /// One tracepoint program and where it attaches.
@@ -175,6 +177,10 @@ pub fn build_config(
             Ok(()) => attach.push(Attachment::new("task", "task_newtask")),
             Err(e) => log::warn!("child processes are not counted: {e}"),
         }
+        attach.push(Attachment::new("sched", "sched_process_exec"));
+    }
+    if opts.hold_exec {
+        config.flags |= config_flags::HOLD_EXEC;
     }
     if opts.kernel_stacks {
         config.flags |= config_flags::KERNEL_STACKS;

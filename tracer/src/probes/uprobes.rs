@@ -519,10 +519,21 @@ impl AllocatorProbes {
 /// The loader gets two seconds: a library path of the program's that leads to a FIFO must not
 /// hang us (what it did not list is still found when it is mapped).
 pub fn needed_libraries(loader: &Path, program: &Path) -> Vec<PathBuf> {
+    needed_libraries_with(loader, program, &[])
+}
+
+/// As [`needed_libraries`], with the program's own loader variables (`LD_PRELOAD`,
+/// `LD_LIBRARY_PATH`) set as it will see them.
+pub fn needed_libraries_with(
+    loader: &Path,
+    program: &Path,
+    env: &[(String, String)],
+) -> Vec<PathBuf> {
     use std::{io::Read, process::Stdio, time::Duration};
     let Ok(mut child) = std::process::Command::new(loader)
         .arg("--list")
         .arg(program)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

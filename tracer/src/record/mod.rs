@@ -3,7 +3,8 @@
 //!
 //! Layout: the magic `TRACEREC`, a little-endian `u32` format version, a reserved `u32`, then
 //! records of `kind: u8, len: u32, crc32: u32, payload[len]` (little-endian). A `START` record
-//! (JSON [`Start`]) comes first, `EVENTS` records carry ring-buffer records exactly as the
+//! (JSON [`Start`]) comes first, `EXEC` records (JSON [`ExecImage`]) mark a new program image
+//! in order with the events, `EVENTS` records carry ring-buffer records exactly as the
 //! kernel wrote them (a batch laid out by columns, see [`columns`], and deflated: about 11
 //! bytes an event), and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it. The
 //! checksum covers a record's stored bytes, so any damage is found before anything is decoded.
@@ -21,13 +22,15 @@ use thiserror::Error;
 
 use crate::{
     output::Sink,
-    session::{Finish, Start},
+    session::{ExecImage, Finish, Start},
 };
 
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// The format version this build writes and reads. Bump on any change to the layout, the
 /// wire types or the JSON records.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+/// The oldest version this build reads: version 2 is version 3 without `EXEC` records.
+pub const OLDEST_VERSION: u32 = 2;
 pub const HEADER_BYTES: u64 = 16;
 const RECORD_HEADER_BYTES: u64 = 9;
 /// A record larger than this is corruption, not data.
@@ -37,6 +40,8 @@ const MAX_RECORD_BYTES: u32 = 256 << 20;
 pub const START: u8 = 1;
 pub const EVENTS: u8 = 2;
 pub const FINISH: u8 = 3;
+/// The process ran a new program: JSON [`ExecImage`], after the events before it.
+pub const EXEC: u8 = 4;
 /// Events are deflated in batches of about this many bytes.
 const BATCH_BYTES: usize = 256 << 10;
 /// A batch never inflates beyond this (a corrupt one could claim more).
@@ -128,6 +133,13 @@ impl Recorder {
         self.record(EVENTS, &packed)
     }
 
+    /// The process ran a new program: what the replay needs of its new image, in order with
+    /// the events (the batch so far goes first).
+    pub fn exec(&mut self, image: &ExecImage) -> Result<(), RecordError> {
+        self.flush_batch()?;
+        self.json(EXEC, image)
+    }
+
     /// Events taken so far.
     pub fn events(&self) -> u64 {
         self.events
@@ -180,6 +192,7 @@ pub fn deflate(batch: &[u8]) -> Vec<u8> {
 pub enum Item<'a> {
     Start(Box<Start>),
     Event(&'a [u8]),
+    Exec(Box<ExecImage>),
     Finish(Box<Finish>),
 }
 
@@ -242,7 +255,7 @@ impl<R: Read> Reader<R> {
                 found,
             });
         }
-        if found != VERSION {
+        if found < OLDEST_VERSION {
             return Err(RecordError::UnknownVersion {
                 path: path.to_path_buf(),
                 found,
@@ -322,6 +335,10 @@ impl<R: Read> Reader<R> {
             Item::Start(Box::new(
                 serde_json::from_slice(&self.buf).map_err(json_err)?,
             ))
+        } else if kind == EXEC {
+            Item::Exec(Box::new(
+                serde_json::from_slice(&self.buf).map_err(json_err)?,
+            ))
         } else {
             Item::Finish(Box::new(
                 serde_json::from_slice(&self.buf).map_err(json_err)?,
@@ -350,7 +367,7 @@ impl<R: Read> Reader<R> {
         let kind = head[0];
         let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
-        if !(START..=FINISH).contains(&kind) {
+        if !(START..=EXEC).contains(&kind) {
             return Err(RecordError::Corrupt {
                 offset: at,
                 what: format!("unknown record kind {kind}"),

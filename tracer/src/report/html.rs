@@ -157,6 +157,20 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
          {} events received, {} dropped</p></header>",
         t.pid, s.duration_ms, s.events.received, s.events.dropped
     )?;
+    if !s.images.is_empty() {
+        let steps: Vec<String> = s
+            .images
+            .iter()
+            .map(|i| {
+                let live = match i.live_bytes_at_exec {
+                    Some(b) => format!(" ({} live at its exec, released)", human_bytes(b)),
+                    None => String::new(),
+                };
+                format!("<code>{}</code>{live}", esc(&i.command.join(" ")))
+            })
+            .collect();
+        writeln!(out, "<p>Programs run: {}</p>", steps.join(" → "))?;
+    }
     if s.events.dropped > 0 {
         writeln!(
             out,

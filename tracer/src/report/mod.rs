@@ -89,6 +89,23 @@ pub struct Summary {
     pub timeline: crate::aggregate::timeline::Timeline,
     /// What the numbers say, most bytes at stake first (see [`findings`]).
     pub findings: Vec<findings::Finding>,
+    /// The program images that ran, when the process ran more than one (`execve`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageReport>,
+}
+
+/// A program image the process ran.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ImageReport {
+    pub command: Vec<String>,
+    /// The program file (empty for the first image, which is the command started or attached).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub exe: String,
+    /// Milliseconds after the first event.
+    pub started_ms: f64,
+    /// What was live when it ran the next program: released by the exec, not leaked.
+    pub live_blocks_at_exec: Option<u64>,
+    pub live_bytes_at_exec: Option<u64>,
 }
 
 impl Summary {
@@ -257,6 +274,7 @@ pub(crate) mod tests {
             paths: Default::default(),
             timeline: Default::default(),
             findings: Vec::new(),
+            images: Vec::new(),
         }
     }
 

@@ -56,6 +56,24 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             e.dropped
         )?;
     }
+    if !s.images.is_empty() {
+        let steps: Vec<String> = s
+            .images
+            .iter()
+            .map(|i| {
+                let command = visible(&i.command.join(" ")).into_owned();
+                match (i.live_blocks_at_exec, i.live_bytes_at_exec) {
+                    (Some(blocks), Some(bytes)) => format!(
+                        "{command} (ran a new program with {} in {blocks} blocks live, \
+                         released by the exec)",
+                        human_bytes(bytes)
+                    ),
+                    _ => command,
+                }
+            })
+            .collect();
+        writeln!(out, "programs: {}", steps.join(" -> "))?;
+    }
     if !s.findings.is_empty() {
         writeln!(out, "\nfindings (most at stake first):")?;
         for f in &s.findings {

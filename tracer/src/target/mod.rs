@@ -174,6 +174,20 @@ pub fn page_size() -> u64 {
     if size > 0 { size as u64 } else { 4096 }
 }
 
+/// The loader variables of the process's environment (`LD_PRELOAD`, `LD_LIBRARY_PATH`), as
+/// its loader will see them.
+pub fn loader_env(pid: i32) -> Vec<(String, String)> {
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return Vec::new();
+    };
+    environ
+        .split(|&b| b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+        .filter(|(k, _)| matches!(*k, "LD_PRELOAD" | "LD_LIBRARY_PATH"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,123 @@
+//! Root tests of programs that run other programs (`execve`): a shell script ending in
+//! `exec`, and `env LD_PRELOAD=libjemalloc.so.2`. The new image is re-read and re-probed
+//! before its first instruction, its frames resolve, the old image's blocks are released (not
+//! leaked), the header names the new command, and a recording replays the same.
+
+mod support;
+
+use std::{fs, os::unix::fs::PermissionsExt, process::Command};
+
+use serde_json::Value;
+use support::*;
+
+const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
+fn leak100(v: &Value) -> Value {
+    v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["stack"][0]["function"] == "leak100")
+        .cloned()
+        .unwrap_or_else(|| panic!("no leak100 leak in {:#}", v["user"]["leaks"]))
+}
+
+#[test]
+fn a_script_that_execs_is_followed_into_the_new_program() {
+    let w = workload("findings");
+    let dir = json_path("exec").with_extension("d");
+    fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("wrap.sh");
+    // The shell allocates (a command substitution) before it execs.
+    fs::write(
+        &script,
+        format!("#!/bin/sh\nx=$(echo hi)\nexec {} leak\n", w.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let live = dir.join("live.json");
+    let recording = dir.join("run.trace");
+    let out = tracer()
+        .arg("--json")
+        .arg(&live)
+        .arg("--record")
+        .arg(&recording)
+        .arg("--")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(&live).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    // The header names the program that ran last.
+    assert_eq!(
+        v["target"]["command"],
+        serde_json::json!([w.to_str().unwrap(), "leak"])
+    );
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{images:#?}");
+    assert_eq!(images[0]["command"][0], script.to_str().unwrap());
+    assert!(
+        images[0]["live_blocks_at_exec"].as_u64().unwrap() > 0,
+        "{images:#?}"
+    );
+    assert_eq!(images[1]["exe"], w.to_str().unwrap());
+    // The new image's leak, resolved to its line, and nothing of the shell's as a leak.
+    let leak = leak100(&v);
+    assert_eq!(
+        (leak["count"].clone(), leak["bytes"].clone()),
+        (2000.into(), 200_000.into())
+    );
+    assert_eq!(
+        leak["stack"][0]["file"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next(),
+        Some("findings.c")
+    );
+    let leaked = v["user"]["leaked_bytes"].as_u64().unwrap();
+    assert!((200_000..200_000 + 16_384).contains(&leaked), "{leaked}");
+    assert!(stderr(&out).contains("programs: "), "{}", stderr(&out));
+
+    // The recording replays to the same summary.
+    let replayed = dir.join("replayed.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["report", "-q", "--json"])
+        .arg(&replayed)
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&replayed).unwrap(), text);
+}
+
+/// `env LD_PRELOAD=libjemalloc.so.2 ./app`: jemalloc arrives with the new image, and every one
+/// of the program's calls is seen.
+#[test]
+fn an_allocator_preloaded_through_env_is_probed_from_the_first_call() {
+    assert!(
+        std::path::Path::new(JEMALLOC).exists(),
+        "cargo xtask test installs libjemalloc2"
+    );
+    let w = workload("findings");
+    let (v, out) = trace_with(
+        &["--no-kernel"],
+        &[
+            "env",
+            &format!("LD_PRELOAD={JEMALLOC}"),
+            w.to_str().unwrap(),
+            "leak",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files = v["user"]["allocator_files"].to_string();
+    assert!(files.contains("libjemalloc.so.2"), "{files}");
+    let leak = leak100(&v);
+    assert_eq!(
+        (leak["count"].clone(), leak["bytes"].clone()),
+        (2000.into(), 200_000.into())
+    );
+    assert_eq!(v["images"][0]["command"][0], "env");
+}
