@@ -351,6 +351,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         t
     });
     let mut tick = tokio::time::interval(DRAIN_PERIOD);
+    let mut names_read = Instant::now();
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
     let mut signalled = 0;
     let ended_by = loop {
@@ -365,6 +366,10 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             }
             _ = tick.tick() => {
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+                if names_read.elapsed() >= Duration::from_secs(1) {
+                    reader.refresh_thread_names();
+                    names_read = Instant::now();
+                }
             }
             _ = pidfd.readable() => break "exited",
             _ = sleep_until(deadline) => break "duration",
@@ -620,9 +625,8 @@ impl Drain<'_> {
                 && header.tgid == self.session.pid
                 && !self.threads.contains_key(&header.tid)
             {
-                let comm = format!("/proc/{}/task/{}/comm", header.tgid, header.tid);
-                let name = std::fs::read_to_string(comm).unwrap_or_default();
-                self.threads.insert(header.tid, name.trim_end().to_string());
+                let name = thread_name(header.tgid, header.tid).unwrap_or_default();
+                self.threads.insert(header.tid, name);
             }
             if let Some(recorder) = self.recorder.as_mut()
                 && let Err(e) = recorder.event(&record)
@@ -666,6 +670,19 @@ impl Drain<'_> {
 }
 
 impl Drain<'_> {
+    /// Reads every known thread's name again: threads rename themselves
+    /// (pthread_setname_np) after they start. A thread gone keeps its last name.
+    fn refresh_thread_names(&mut self) {
+        let pid = self.session.pid;
+        for (&tid, name) in self.threads.iter_mut() {
+            if let Some(now) = thread_name(pid, tid)
+                && !now.is_empty()
+            {
+                *name = now;
+            }
+        }
+    }
+
     /// The process ran a new program: the session and the recording learn its image, its
     /// files are opened and probed (with what its loader will load, when it is held), and a
     /// held process is continued.
@@ -726,6 +743,7 @@ impl Drain<'_> {
         if std::mem::take(&mut self.new_code) {
             snapshotter.forget_symbols();
         }
+        self.refresh_thread_names();
         if let Some(command) = self.command.take() {
             snapshotter.target.command = command;
         }
@@ -751,6 +769,12 @@ impl Drain<'_> {
             max_sites,
         )
     }
+}
+
+/// A thread's name now (`/proc/PID/task/TID/comm`), if it still runs.
+fn thread_name(pid: u32, tid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+    Some(comm.trim_end().to_string())
 }
 
 /// The next key of `tracer top`; never, without it.

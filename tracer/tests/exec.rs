@@ -1,7 +1,8 @@
 //! Root tests of programs that run other programs (`execve`): a shell script ending in
 //! `exec`, and `env LD_PRELOAD=libjemalloc.so.2`. The new image is re-read and re-probed
 //! before its first instruction, its frames resolve, the old image's blocks are released (not
-//! leaked), the header names the new command, and a recording replays the same.
+//! leaked), the header names the new command, and a recording replays the same. And threads
+//! that rename themselves.
 
 mod support;
 
@@ -120,4 +121,20 @@ fn an_allocator_preloaded_through_env_is_probed_from_the_first_call() {
         (2000.into(), 200_000.into())
     );
     assert_eq!(v["images"][0]["command"][0], "env");
+}
+
+/// A thread that renames itself after it was first seen is named as it is now.
+#[test]
+fn renamed_threads_are_named_as_they_are_now() {
+    let w = workload("renamed");
+    let (v, out) = trace_with(&["--no-kernel"], &[w.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<&str> = v["target"]["threads"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(names.contains(&"worker-2"), "{names:?}");
+    assert!(names.contains(&"renamed"), "{names:?}");
 }
