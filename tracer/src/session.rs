@@ -519,8 +519,7 @@ impl Session {
                 .heap
                 .live_blocks()
                 .filter(|&(start, _, _)| in_heap(start))
-                .map(|(_, size, _)| size)
-                .sum(),
+                .fold(0u64, |a, (_, size, _)| a.saturating_add(size)),
         };
         summary.findings = findings::find(&summary, &facts);
         summary

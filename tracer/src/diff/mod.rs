@@ -17,7 +17,7 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::record::MAGIC;
+use crate::{live::interval::delta, record::MAGIC};
 use gate::{Gate, GateError, METRICS, Verdict};
 
 pub const SCHEMA: &str = "tracer.diff/1";
@@ -212,6 +212,14 @@ pub struct GateResult {
     pub message: String,
 }
 
+impl SiteNumbers {
+    fn add(&mut self, o: SiteNumbers) {
+        self.allocs = self.allocs.saturating_add(o.allocs);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.live_bytes = self.live_bytes.saturating_add(o.live_bytes);
+    }
+}
+
 fn numbers(site: &Value) -> SiteNumbers {
     SiteNumbers {
         allocs: site["allocs"].as_u64().unwrap_or(0),
@@ -251,10 +259,7 @@ pub fn compare(before: &Value, after: &Value, gates: &[Gate]) -> Result<Diff, Di
         let e = old
             .entry(site_key(&site["stack"]))
             .or_insert((site["stack"].clone(), SiteNumbers::default()));
-        let x = numbers(&site);
-        e.1.allocs += x.allocs;
-        e.1.bytes += x.bytes;
-        e.1.live_bytes += x.live_bytes;
+        e.1.add(numbers(&site));
     }
     let mut sites = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -263,9 +268,7 @@ pub fn compare(before: &Value, after: &Value, gates: &[Gate]) -> Result<Diff, Di
         let x = numbers(&site);
         if let Some(&i) = seen.get(&key) {
             let d: &mut SiteDelta = &mut sites[i];
-            d.after.allocs += x.allocs;
-            d.after.bytes += x.bytes;
-            d.after.live_bytes += x.live_bytes;
+            d.after.add(x);
             continue;
         }
         let before = old.remove(&key).map(|(_, n)| n);
@@ -290,8 +293,8 @@ pub fn compare(before: &Value, after: &Value, gates: &[Gate]) -> Result<Diff, Di
         });
     }
     for d in &mut sites {
-        d.bytes_change = d.after.bytes as i64 - d.before.bytes as i64;
-        d.live_bytes_change = d.after.live_bytes as i64 - d.before.live_bytes as i64;
+        d.bytes_change = delta(d.after.bytes, d.before.bytes);
+        d.live_bytes_change = delta(d.after.live_bytes, d.before.live_bytes);
         if d.status == "changed" && d.before == d.after {
             d.status = "same";
         }

@@ -114,7 +114,7 @@ impl IntervalView {
                     bytes: site.stats.bytes,
                     frees: site.stats.frees,
                     live_bytes: site.stats.live_bytes,
-                    live_delta_bytes: site.stats.live_bytes as i64 - before as i64,
+                    live_delta_bytes: delta(site.stats.live_bytes, before),
                 });
             }
             live.insert(key, site.stats.live_bytes);
@@ -151,6 +151,11 @@ impl IntervalView {
         self.live = live;
         record
     }
+}
+
+/// `now - before` as a signed count, saturating.
+pub fn delta(now: u64, before: u64) -> i64 {
+    (i128::from(now) - i128::from(before)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 fn minus(a: &PathsSummary, b: &PathsSummary) -> PathsSummary {

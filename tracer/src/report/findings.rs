@@ -93,7 +93,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
     let retained = facts.heap_resident.saturating_sub(facts.heap_live);
     let live = facts.heap_live;
     if retained >= RETAINED_MIN_BYTES
-        && retained as f64 >= RETAINED_MIN_SHARE * (retained + live) as f64
+        && retained as f64 >= RETAINED_MIN_SHARE * (retained as f64 + live as f64)
     {
         let (why, site) = match &facts.heap_top {
             Some((size, stack)) => (

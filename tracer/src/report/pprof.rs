@@ -204,7 +204,7 @@ impl Mappings {
             .map(|((file, bias), (id, low, high, resolved))| Mapping {
                 id,
                 memory_start: low,
-                memory_limit: high + 1,
+                memory_limit: high.saturating_add(1),
                 file_offset: low.wrapping_sub(bias),
                 filename: strings.get(&file),
                 build_id: 0,

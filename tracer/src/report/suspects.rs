@@ -80,12 +80,11 @@ pub fn judge(times: &[u64], series: &[u64], blocks: &[(u64, u64)], now_ns: u64) 
         return None;
     }
     let middle = t[n / 2];
-    let all: u64 = blocks.iter().map(|&(_, b)| b).sum();
-    let old: u64 = blocks
+    let all = blocks.iter().fold(0u64, |a, &(_, b)| a.saturating_add(b));
+    let old = blocks
         .iter()
         .filter(|&&(ts, _)| ts < middle)
-        .map(|&(_, b)| b)
-        .sum();
+        .fold(0u64, |a, &(_, b)| a.saturating_add(b));
     let old_fraction = old as f64 / all.max(1) as f64;
     if old_fraction < MIN_OLD {
         return None;

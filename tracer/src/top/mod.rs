@@ -144,7 +144,7 @@ impl TopState {
                     bytes: site.stats.bytes,
                     resident_bytes: site.paths.resident_bytes,
                     rate: site.stats.allocs.saturating_sub(allocs_before) as f64 / dt,
-                    growth: site.stats.live_bytes as i64 - live_before as i64,
+                    growth: crate::live::interval::delta(site.stats.live_bytes, live_before),
                     chain: describe_chain(site),
                 }
             })
