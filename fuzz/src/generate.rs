@@ -273,6 +273,12 @@ fn finish(rng: &mut Rng) -> Finish {
         mode: rng.pick(&["full", "kernel", "", "?"]).to_string(),
         uprobe_links: rng.pick(&["session", "multi", "single", ""]).to_string(),
         min_age_ns: *rng.pick(&[0, 1_000_000_000, u64::MAX]),
+        resident: rng
+            .chance(2)
+            .then(|| tracer::attribution::resident::PageSet {
+                page_size: *rng.pick(&[0, 1, 4096, u64::MAX]),
+                runs: (0..rng.below(4)).map(|_| [word(rng), word(rng)]).collect(),
+            }),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::{
         timeline::{self, Timeline},
         trend::SiteTrend,
     },
-    attribution::{AddressSpace, join::Join, space::RegionKind},
+    attribution::{AddressSpace, join::Join, resident::PageSet, space::RegionKind},
     events::{self, Event},
     gfp::GfpTable,
     report::{
@@ -103,6 +103,10 @@ pub struct Finish {
     /// `--min-age`: leaks count only blocks at least this old.
     #[serde(default)]
     pub min_age_ns: u64,
+    /// The data regions' resident pages (`/proc/PID/pagemap`), when the process could still be
+    /// read: what every resident figure is then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident: Option<PageSet>,
 }
 
 fn full_mode() -> String {
@@ -428,6 +432,7 @@ impl Session {
                 max_sites: finish.max_sites,
                 min_age_ns: finish.min_age_ns,
                 trend: &trend,
+                resident: finish.resident.as_ref(),
                 allocator_files: finish.allocator_files.clone(),
             },
         );
@@ -469,10 +474,11 @@ impl Session {
         counts.child_processes = k(counter::CHILD_PROCESSES);
         counts.read_failures = k(counter::READ_FAILED);
         let mut timeline = self.timeline.clone();
-        timeline.close(
-            self.last_ts,
-            sample(&self.agg.heap, &self.space, &self.join, &self.kernel),
-        );
+        let mut end = sample(&self.agg.heap, &self.space, &self.join, &self.kernel);
+        if let Some(pages) = &finish.resident {
+            end.resident = pages.bytes();
+        }
+        timeline.close(self.last_ts, end);
         let callers = callers::build(
             &self.agg.callers,
             &stacks,
@@ -513,7 +519,14 @@ impl Session {
         let facts = findings::Facts {
             page_size: self.page_size,
             heap_top,
-            heap_resident: self.join.resident_bytes_where(in_heap),
+            heap_resident: match &finish.resident {
+                Some(pages) => pages.bytes_in_ranges(
+                    &self
+                        .space
+                        .ranges_of(&[RegionKind::Heap, RegionKind::ThreadArena]),
+                ),
+                None => self.join.resident_bytes_where(in_heap),
+            },
             heap_live: self
                 .agg
                 .heap
@@ -521,6 +534,7 @@ impl Session {
                 .filter(|&(start, _, _)| in_heap(start))
                 .fold(0u64, |a, (_, size, _)| a.saturating_add(size)),
         };
+        summary.user.heap_resident_bytes = facts.heap_resident;
         summary.findings = findings::find(&summary, &facts);
         summary
     }

@@ -363,6 +363,25 @@ impl AddressSpace {
         self.heap_start = new.heap_start;
     }
 
+    /// The data regions (the brk heap, anonymous mmaps, thread arenas), accessible ones only:
+    /// where allocations live. `[start, end)` in address order.
+    pub fn data_ranges(&self) -> Vec<(u64, u64)> {
+        self.ranges_of(&[
+            RegionKind::Heap,
+            RegionKind::AnonMmap,
+            RegionKind::ThreadArena,
+        ])
+    }
+
+    /// The accessible mappings of the given kinds, `[start, end)` in address order.
+    pub fn ranges_of(&self, kinds: &[RegionKind]) -> Vec<(u64, u64)> {
+        self.maps
+            .values()
+            .filter(|m| m.accessible && kinds.contains(&m.kind))
+            .map(|m| (m.start, m.end))
+            .collect()
+    }
+
     /// Every file mapped executable, once each.
     pub fn exec_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self

@@ -50,6 +50,10 @@ impl Ending {
     }
 }
 
+/// The most pages of data regions read from pagemap per snapshot (16 GiB of 4 KiB pages, 32 MiB
+/// read): the rest counts as not resident.
+const MAX_PAGEMAP_PAGES: u64 = 1 << 22;
+
 pub struct Snapshotter {
     /// pid, namespace pid and command: the rest is filled in per snapshot.
     pub target: TargetInfo,
@@ -104,6 +108,19 @@ impl Snapshotter {
         let symbols = now
             .session
             .symbol_table(&stacks, now.substitutes, &mut self.symbols);
+        // What is resident now, while the process can still be read.
+        let resident = if ending.ended_by == "exited" {
+            None
+        } else {
+            crate::target::read_pagemap(
+                self.target.pid,
+                &now.session.space.data_ranges(),
+                crate::target::page_size(),
+                MAX_PAGEMAP_PAGES,
+            )
+            .map_err(|e| log::debug!("reading /proc/{}/pagemap: {e}", self.target.pid))
+            .ok()
+        };
         let mut threads = now.threads.clone();
         // Threads gone before their name could be read stay unnamed.
         threads.retain(|_, name| !name.is_empty());
@@ -135,6 +152,7 @@ impl Snapshotter {
             max_sites: max_sites.unwrap_or(self.max_sites),
             mode: self.mode.clone(),
             min_age_ns: self.min_age_ns,
+            resident,
         }
     }
 }

@@ -200,6 +200,7 @@ pub(crate) mod tests {
                 max_sites: 10,
                 min_age_ns: 0,
                 trend: &Default::default(),
+                resident: None,
                 allocator_files,
             },
         )
@@ -246,6 +247,7 @@ pub(crate) mod tests {
                 max_sites: 10,
                 min_age_ns: 0,
                 trend: &Default::default(),
+                resident: None,
                 allocator_files: Vec::new(),
             },
         );

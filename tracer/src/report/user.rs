@@ -10,7 +10,10 @@ use crate::{
         heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
         trend::SiteTrend,
     },
-    attribution::join::{Caused, Join, SitePaths},
+    attribution::{
+        join::{Caused, Join, SitePaths},
+        resident::PageSet,
+    },
     report::{
         merge::{Merged, MergedLeak, merge_leaks, merge_sites},
         suspects::{self, LeakSuspect},
@@ -105,6 +108,12 @@ pub struct UserSummary {
     /// `--sample`: every count and byte total above is an estimate from sampled calls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling: Option<Sampling>,
+    /// What the resident figures of sites and leaks are: `pagemap` (the kernel's present
+    /// pages at the end, each split between the live blocks on it) or `first_touch` (pages
+    /// first touched while traced, when the process was gone before they could be read).
+    pub resident_source: &'static str,
+    /// Resident bytes of the brk heap and thread arenas (by `resident_source`).
+    pub heap_resident_bytes: u64,
     /// Sites whose live bytes kept growing with their old blocks alive (see
     /// [`suspects`](crate::report::suspects)), fastest first.
     pub leak_suspects: Vec<LeakSuspect>,
@@ -136,6 +145,10 @@ pub struct BuildOptions<'a> {
     pub min_age_ns: u64,
     /// Every site's live bytes over time, closed at `now_ns`.
     pub trend: &'a SiteTrend,
+    /// Resident pages read from the kernel, when they could be: resident bytes are then
+    /// those, split between the blocks on each page; otherwise pages first touched while
+    /// traced.
+    pub resident: Option<&'a PageSet>,
     pub allocator_files: Vec<String>,
 }
 
@@ -152,6 +165,7 @@ pub fn build(
         max_sites,
         min_age_ns,
         trend,
+        resident,
         allocator_files,
     } = opts;
     // Every site's stack symbolized (each address once), so that sites resolving to the same
@@ -171,8 +185,26 @@ pub fn build(
             .map(|((key, stats), stack)| (*key, stats.clone(), stack, paths_of(key))),
     );
     let mut leak_resident: HashMap<SiteKey, u64> = HashMap::new();
-    for (start, size, site) in heap.live_blocks() {
-        *leak_resident.entry(site).or_default() += join.resident_in(start, size);
+    match resident {
+        Some(pages) => {
+            leak_resident = pages.split(heap.live_blocks());
+            // A site's resident bytes are its live blocks' share of the resident pages.
+            for m in &mut sites {
+                m.paths.resident_bytes = 0;
+            }
+            for (key, bytes) in &leak_resident {
+                if let Some(&g) = group_of.get(key) {
+                    let r = &mut sites[g].paths.resident_bytes;
+                    *r = r.saturating_add(*bytes);
+                }
+            }
+        }
+        None => {
+            for (start, size, site) in heap.live_blocks() {
+                let e = leak_resident.entry(site).or_default();
+                *e = e.saturating_add(join.resident_in(start, size));
+            }
+        }
     }
     let mut leaks = merge_leaks(
         heap.leaks(now_ns, min_age_ns),
@@ -262,6 +294,12 @@ pub fn build(
         uprobe_links: String::new(),
         sampling: None,
         leak_suspects,
+        heap_resident_bytes: 0,
+        resident_source: if resident.is_some() {
+            "pagemap"
+        } else {
+            "first_touch"
+        },
     }
 }
 
@@ -350,6 +388,7 @@ mod tests {
             max_sites,
             min_age_ns: 0,
             trend,
+            resident: None,
             allocator_files: vec![],
         }
     }

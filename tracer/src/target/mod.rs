@@ -188,6 +188,45 @@ pub fn loader_env(pid: i32) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The present pages of `ranges` (page-aligned `[start, end)`, in address order) from
+/// `/proc/PID/pagemap`: bit 63 of each page's entry. Needs root (CAP_SYS_ADMIN) for the
+/// entries to mean anything; reading stops at `max_pages` pages in all.
+pub fn read_pagemap(
+    pid: u32,
+    ranges: &[(u64, u64)],
+    page_size: u64,
+    max_pages: u64,
+) -> std::io::Result<crate::attribution::resident::PageSet> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut set = crate::attribution::resident::PageSet {
+        page_size,
+        runs: Vec::new(),
+    };
+    let mut budget = max_pages;
+    let mut buf = Vec::new();
+    let mut read_any = ranges.is_empty();
+    for &(start, end) in ranges {
+        let pages = (end.saturating_sub(start) / page_size).min(budget);
+        if pages == 0 {
+            continue;
+        }
+        budget -= pages;
+        buf.resize(pages as usize * 8, 0);
+        let got = file.read_at(&mut buf, start / page_size * 8)?;
+        read_any |= got > 0;
+        let present = buf[..got - got % 8]
+            .chunks_exact(8)
+            .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")) >> 63 == 1);
+        set.add_range(start, present);
+    }
+    // A process that exited has no pages to tell (its pagemap reads empty).
+    if !read_any {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+    }
+    Ok(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,82 @@
+//! Root test of resident memory read from the kernel (`/proc/PID/pagemap`): a `--pid` target
+//! that touched its memory before tracer attached, and reuses it after (workloads/prefilled.c).
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+use support::*;
+
+#[test]
+fn memory_touched_before_attach_is_resident() {
+    let w = workload("prefilled");
+    let dir = json_path("resident").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    let mut target = Command::new(&w)
+        .arg(&go)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(target.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let json = dir.join("out.json");
+    let mut tracer = tracer()
+        .args(["-q", "--no-kernel", "--duration", "3", "--pid"])
+        .arg(target.id().to_string())
+        .arg("--json")
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached: then the workload may go on.
+    let err = BufReader::new(tracer.stderr.take().unwrap());
+    let mut lines = err.lines().map_while(Result::ok);
+    assert!(lines.any(|l| l.contains("attached to pid")));
+    std::fs::write(&go, "").unwrap();
+    let status = tracer.wait().unwrap();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(status.success());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let user = &v["user"];
+    assert_eq!(user["resident_source"], "pagemap");
+    let leak = user["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["stack"][0]["function"] == "leak_reused")
+        .unwrap_or_else(|| panic!("{:#}", user["leaks"]))
+        .clone();
+    assert_eq!(
+        (leak["count"].clone(), leak["bytes"].clone()),
+        (5000.into(), 5_120_000.into())
+    );
+    // Written before the attach, resident now: not "never touched".
+    let resident = leak["resident_bytes"].as_u64().unwrap();
+    assert!(resident >= 5_000_000, "{leak:#}");
+    assert!(
+        leak["virtual_bytes"].as_u64().unwrap() <= 120_000,
+        "{leak:#}"
+    );
+    // Sites' resident bytes add up to the heap's, within a page a site.
+    let sites = user["sites"].as_array().unwrap();
+    let sum: u64 = sites
+        .iter()
+        .map(|s| s["paths"]["resident_bytes"].as_u64().unwrap())
+        .sum();
+    let heap = user["heap_resident_bytes"].as_u64().unwrap();
+    assert!(sum <= heap, "{sum} > {heap}");
+    assert!(
+        heap - sum <= 4096 * (sites.len() as u64 + 8),
+        "{sum} vs {heap}"
+    );
+}
