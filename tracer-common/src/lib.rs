@@ -545,11 +545,14 @@ pub struct Config {
     pub flags: u32,
     /// `--sample`: mean bytes between sampled allocations (0: every allocation is traced).
     pub sample_bytes: u32,
+    /// `--tid`: only this thread's allocator calls are traced (0: every thread's).
+    pub target_tid: u32,
+    pub reserved: u32,
     pub syscalls: [SyscallOffsets; SYSCALL_SLOTS],
     pub kmem: KmemOffsets,
     pub layout: KernelLayout,
 }
-const _: () = assert!(size_of::<Config>() == 16 + 16 * SYSCALL_SLOTS + 48 + 28 + 4 * SYSCALL_SLOTS);
+const _: () = assert!(size_of::<Config>() == 24 + 16 * SYSCALL_SLOTS + 48 + 28 + 4 * SYSCALL_SLOTS);
 
 impl Config {
     /// The configuration the eBPF object is compiled with: trace nothing.
@@ -558,6 +561,8 @@ impl Config {
         wakeup_bytes: 0,
         flags: 0,
         sample_bytes: 0,
+        target_tid: 0,
+        reserved: 0,
         kmem: KmemOffsets {
             page_alloc_pfn: 0,
             page_alloc_order: 0,

@@ -74,6 +74,16 @@ pub fn traced_thread() -> Option<(u32, u32)> {
     Some((tgid, pid_tgid as u32))
 }
 
+/// The current thread if its allocator calls are traced: a thread of the traced process, and
+/// the one `--tid` names when it names one.
+#[inline(always)]
+pub fn traced_alloc_thread() -> Option<(u32, u32)> {
+    let (tgid, tid) = traced_thread()?;
+    // SAFETY: as in `target_tgid`.
+    let only = unsafe { core::ptr::read_volatile(&raw const CONFIG.target_tid) };
+    (only == 0 || only == tid).then_some((tgid, tid))
+}
+
 /// Where `syscall`'s tracepoint fields are.
 #[inline(always)]
 pub fn syscall_offsets(syscall: Syscall) -> SyscallOffsets {

@@ -87,6 +87,11 @@ pub struct Cli {
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<i32>,
 
+    /// With --pid: trace the allocator calls of this one thread only (syscalls, faults and the
+    /// kernel's side stay the whole process's). Example: --pid 1234 --tid 1240
+    #[arg(long, value_name = "TID", requires = "pid", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tid: Option<u32>,
+
     /// With --pid: stop tracing after SECONDS (fractions allowed, at most a year).
     /// Example: --duration 2.5
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -469,6 +474,7 @@ impl Cli {
             }),
             top: false,
             fail_if: self.fail_if,
+            tid: self.tid,
         })
     }
 }

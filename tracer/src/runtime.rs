@@ -90,6 +90,8 @@ pub struct RunConfig {
     pub listen: Option<Listen>,
     /// `tracer top`: the interactive view while tracing.
     pub top: bool,
+    /// `--tid`: only this thread's allocator calls are traced.
+    pub tid: Option<u32>,
     /// `--fail-if`: conditions on the summary that fail the run.
     pub fail_if: Vec<crate::diff::gate::Gate>,
 }
@@ -159,6 +161,9 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let tracefs = Tracefs::find_or_mount()?;
     if let TargetSpec::Pid(pid) = &cfg.target {
         target::check_pid(*pid)?;
+        if let Some(tid) = cfg.tid {
+            target::check_tid(*pid, tid)?;
+        }
     }
     if signals.pending() {
         anyhow::bail!("interrupted before tracing began");
@@ -194,6 +199,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         kernel_probes: cfg.kernel_probes,
         // A launched command's parent is us: stopping it at an exec disturbs no shell.
         hold_exec: held.is_some(),
+        target_tid: cfg.tid.unwrap_or(0),
     };
     let setup = Instant::now();
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;

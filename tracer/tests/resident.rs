@@ -1,5 +1,6 @@
 //! Root test of resident memory read from the kernel (`/proc/PID/pagemap`): a `--pid` target
 //! that touched its memory before tracer attached, and reuses it after (workloads/prefilled.c).
+//! And `--tid`, which narrows a `--pid` run to one thread.
 
 mod support;
 
@@ -79,4 +80,74 @@ fn memory_touched_before_attach_is_resident() {
         heap - sum <= 4096 * (sites.len() as u64 + 8),
         "{sum} vs {heap}"
     );
+}
+
+/// `--tid`: only that thread's allocator calls are traced.
+#[test]
+fn tid_traces_one_thread() {
+    let w = workload("two_threads");
+    let dir = json_path("tid").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    let mut target = Command::new(&w)
+        .arg(&go)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(target.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let tids: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let json = dir.join("out.json");
+    let mut tracer = tracer()
+        .args(["-q", "--no-kernel", "--duration", "2", "--pid"])
+        .arg(target.id().to_string())
+        .arg("--tid")
+        .arg(tids[1].to_string())
+        .arg("--json")
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(tracer.stderr.take().unwrap());
+    assert!(
+        err.lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("attached to pid"))
+    );
+    std::fs::write(&go, "").unwrap();
+    let status = tracer.wait().unwrap();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(status.success());
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let sites = v["user"]["sites"].as_array().unwrap();
+    let of = |f: &str| {
+        sites
+            .iter()
+            .find(|s| s["stack"][0]["function"] == f)
+            .cloned()
+    };
+    let b = of("thread_b").unwrap_or_else(|| panic!("{sites:#?}"));
+    assert_eq!(
+        (b["allocs"].clone(), b["bytes"].clone()),
+        (500.into(), 100_000.into())
+    );
+    assert!(of("thread_a").is_none(), "{sites:#?}");
+    assert_eq!(v["user"]["malloc"]["calls"], 500);
+
+    // A thread of another process is refused.
+    let out = support::tracer()
+        .args(["-q", "--pid", "1", "--tid"])
+        .arg(tids[1].to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no thread"), "{}", stderr(&out));
 }

@@ -20,7 +20,9 @@ use tracer_common::{
     counter, kind,
 };
 
-use crate::maps::{EVENTS, bump, header, sample_bytes, traced_thread, user_stack_id, wakeup_flags};
+use crate::maps::{
+    EVENTS, bump, header, sample_bytes, traced_alloc_thread, user_stack_id, wakeup_flags,
+};
 
 /// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
 #[map(name = "ALLOC_STATE")]
@@ -108,7 +110,7 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
-    if let Some((tgid, tid)) = traced_thread() {
+    if let Some((tgid, tid)) = traced_alloc_thread() {
         on_alloc_exit(tgid, tid, ctx.ret());
     }
     0
@@ -132,7 +134,7 @@ pub fn alloc_session(ctx: *mut core::ffi::c_void) -> u32 {
 
 #[inline(always)]
 fn on_session(ctx: &ProbeContext) -> u32 {
-    let Some((tgid, tid)) = traced_thread() else {
+    let Some((tgid, tid)) = traced_alloc_thread() else {
         return SKIP_RETURN;
     };
     // SAFETY: `regs` is the probe's register snapshot.
@@ -198,7 +200,7 @@ fn return_address(sp: u64) -> u64 {
 /// is skipped.
 #[inline(always)]
 fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
-    let Some((tgid, tid)) = traced_thread() else {
+    let Some((tgid, tid)) = traced_alloc_thread() else {
         return false;
     };
     let Some(func) = func_of(ctx) else {
@@ -352,7 +354,7 @@ fn on_alloc_exit(tgid: u32, tid: u32, ret: u64) {
 
 #[inline(always)]
 fn on_free_enter(ctx: &ProbeContext) {
-    let Some((tgid, tid)) = traced_thread() else {
+    let Some((tgid, tid)) = traced_alloc_thread() else {
         return;
     };
     let Some(func) = func_of(ctx) else {

@@ -90,6 +90,8 @@ pub struct LoadOptions {
     pub kernel_probes: KernelProbes,
     /// Stop the process when it runs a new program until it is probed (launched commands).
     pub hold_exec: bool,
+    /// `--tid`: only this thread's allocator calls (0: all).
+    pub target_tid: u32,
 }
 
 /// One tracepoint program and where it attaches.
@@ -148,6 +150,7 @@ pub fn build_config(
     config.target_tgid = opts.target_tgid;
     config.wakeup_bytes = opts.wakeup_bytes;
     config.sample_bytes = opts.sample_bytes;
+    config.target_tid = opts.target_tid;
     let mut attach = Vec::new();
     if let Some(layout) = raw_kernel_layout(opts.kernel_probes)? {
         config.layout = layout;

@@ -19,6 +19,8 @@ pub enum TargetError {
     IsThread(i32, i32),
     #[error("invalid pid {0}: must be a positive process id")]
     InvalidPid(i32),
+    #[error("--tid {tid}: no thread {tid} in process {pid} (its threads are in /proc/{pid}/task)")]
+    NoSuchThread { pid: i32, tid: u32 },
     #[error(
         "pid {0} is a zombie: it has exited and waits for its parent to reap it; nothing to trace"
     )]
@@ -225,6 +227,14 @@ pub fn read_pagemap(
         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
     }
     Ok(set)
+}
+
+/// Checks that `tid` is a thread of process `pid` (for `--tid`).
+pub fn check_tid(pid: i32, tid: u32) -> Result<(), TargetError> {
+    if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
+        return Ok(());
+    }
+    Err(TargetError::NoSuchThread { pid, tid })
 }
 
 #[cfg(test)]
