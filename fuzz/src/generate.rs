@@ -273,6 +273,7 @@ fn finish(rng: &mut Rng) -> Finish {
         mode: rng.pick(&["full", "kernel", "", "?"]).to_string(),
         uprobe_links: rng.pick(&["session", "multi", "single", ""]).to_string(),
         min_age_ns: *rng.pick(&[0, 1_000_000_000, u64::MAX]),
+        recording_cut_events: *rng.pick(&[0, 1, u64::MAX]),
         resident: rng
             .chance(2)
             .then(|| tracer::attribution::resident::PageSet {

@@ -233,6 +233,13 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub record: Option<PathBuf>,
 
+    /// With --record: keep the recording within about BYTES (K, M, G suffixes, at least 1M) on
+    /// a long run: its newest whole batches of events are kept, the oldest cut, and the report
+    /// says how many events were cut (blocks allocated before then are not known to it).
+    /// Example: --record run.trace --record-max 1G
+    #[arg(long, value_name = "BYTES", requires = "record", value_parser = parse_record_max)]
+    pub record_max: Option<u64>,
+
     /// Under sudo, run the command as root, as sudo would, instead of as the invoking user.
     /// Example: sudo tracer --run-as-root -- ./needs-root
     #[arg(long, conflicts_with = "pid")]
@@ -456,6 +463,7 @@ impl Cli {
             kernel: !self.no_kernel,
             max_stacks: self.max_stacks,
             record: self.record,
+            record_max: self.record_max,
             outputs: self.output.outputs(),
             run_as_root: self.run_as_root,
             mode: self.mode,
@@ -495,6 +503,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_record_max(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < 1 << 20 {
+        return Err(format!("--record-max {s} is below 1M"));
+    }
+    Ok(n)
 }
 
 fn parse_gate(s: &str) -> Result<Gate, String> {

@@ -68,6 +68,8 @@ pub struct RunConfig {
     pub max_stacks: u32,
     /// Write a recording here.
     pub record: Option<PathBuf>,
+    /// `--record-max`: keep the recording's newest events within about this many bytes.
+    pub record_max: Option<u64>,
     pub outputs: Outputs,
     /// Under sudo, run the command as root anyway (not as the invoking user).
     pub run_as_root: bool,
@@ -145,6 +147,15 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     target::check_privileges()?;
     // Every destination is checked before anything runs.
     let (outputs, record, jsonl) = cfg.outputs.check(cfg.record.as_ref(), cfg.jsonl.as_ref())?;
+    // A recording that rotates needs a directory for its segments: a regular file's.
+    let record_dir = match (&record, cfg.record_max) {
+        (Some(output::Dest::File { dir, .. }), Some(_)) => Some(dir.clone()),
+        (Some(d), Some(_)) => anyhow::bail!(
+            "--record-max needs --record to be a regular file, not {}",
+            d.shown().display()
+        ),
+        _ => None,
+    };
     let record = record.map(|d| Sink::open(&d)).transpose()?;
     let jsonl = jsonl.map(|d| Sink::open(&d)).transpose()?;
     // The address is bound now: a port in use fails before anything runs.
@@ -247,9 +258,20 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     // inode it mapped) and kept open: probed and symbolized through these only.
     let mut files = TargetFiles::new(pid);
     files.open_mapped(&start.maps);
-    let recorder = record
-        .map(|sink| Recorder::create(sink, &start))
-        .transpose()?;
+    let recorder = match (record, cfg.record_max, record_dir) {
+        (Some(sink), Some(max), Some(dir)) => {
+            let base = start.clone();
+            let now = Box::new(move || Start {
+                maps: std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                    .unwrap_or_else(|_| base.maps.clone()),
+                initial_break: target::current_break(pid),
+                ..base.clone()
+            });
+            Some(Recorder::rotating(sink, &start, max, &dir, now)?)
+        }
+        (Some(sink), _, _) => Some(Recorder::create(sink, &start)?),
+        (None, ..) => None,
+    };
     let launched = match &cfg.target {
         TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
         TargetSpec::Pid(_) => None,

@@ -107,6 +107,13 @@ pub struct Finish {
     /// read: what every resident figure is then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident: Option<PageSet>,
+    /// `--record-max`: events cut from the start of the recording (a live run has them all).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recording_cut_events: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn full_mode() -> String {
@@ -473,6 +480,7 @@ impl Session {
         ]);
         counts.child_processes = k(counter::CHILD_PROCESSES);
         counts.read_failures = k(counter::READ_FAILED);
+        counts.cut_from_recording = finish.recording_cut_events;
         let mut timeline = self.timeline.clone();
         let mut end = sample(&self.agg.heap, &self.space, &self.join, &self.kernel);
         if let Some(pages) = &finish.resident {

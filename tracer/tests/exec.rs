@@ -138,3 +138,51 @@ fn renamed_threads_are_named_as_they_are_now() {
     assert!(names.contains(&"worker-2"), "{names:?}");
     assert!(names.contains(&"renamed"), "{names:?}");
 }
+
+/// `--record-max`: a long run's recording keeps its newest events within the size, and the
+/// report on it says how many were cut.
+#[test]
+fn a_rotating_recording_keeps_the_newest_events() {
+    let w = workload("sampled");
+    let dir = json_path("rotate").with_extension("d");
+    fs::create_dir_all(&dir).unwrap();
+    let recording = dir.join("run.trace");
+    let (live, out) = trace_with(
+        &[
+            "--no-kernel",
+            "--record",
+            recording.to_str().unwrap(),
+            "--record-max",
+            "1M",
+        ],
+        &[w.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let size = fs::metadata(&recording).unwrap().len();
+    // About the limit: the kept segments, at most one batch over.
+    assert!((400_000..1_400_000).contains(&size), "{size}");
+    // Nothing else was left in the directory.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+    let replayed = dir.join("replayed.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["report", "--json"])
+        .arg(&replayed)
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the first "), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&fs::read_to_string(&replayed).unwrap()).unwrap();
+    let cut = v["events"]["cut_from_recording"].as_u64().unwrap();
+    let kept = v["events"]["received"].as_u64().unwrap();
+    let all = live["events"]["received"].as_u64().unwrap();
+    assert!(cut > 0 && kept > 0, "{cut} {kept}");
+    assert_eq!(cut + kept, all);
+    assert!(live["events"].get("cut_from_recording").is_none());
+    // The newest events are the leak's and the tiny ones at the end of the workload.
+    assert!(
+        v["user"]["malloc"]["calls"].as_u64().unwrap()
+            < live["user"]["malloc"]["calls"].as_u64().unwrap()
+    );
+}

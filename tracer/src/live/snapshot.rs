@@ -153,6 +153,7 @@ impl Snapshotter {
             mode: self.mode.clone(),
             min_age_ns: self.min_age_ns,
             resident,
+            recording_cut_events: 0,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! checksum covers a record's stored bytes, so any damage is found before anything is decoded.
 
 mod columns;
+mod rotate;
 
 use std::{
     fs::File,
@@ -77,6 +78,11 @@ pub struct Recorder {
     path: PathBuf,
     batch: Vec<u8>,
     events: u64,
+    /// Events in `batch`.
+    batch_events: u64,
+    /// `--record-max`: the segments records go to, and the start of the process as it is now
+    /// (for a new segment).
+    rotating: Option<(rotate::Segments, Box<dyn FnMut() -> Start>)>,
 }
 
 impl Recorder {
@@ -91,20 +97,58 @@ impl Recorder {
             path: path.clone(),
             batch: Vec::with_capacity(BATCH_BYTES + 4096),
             events: 0,
+            batch_events: 0,
+            rotating: None,
         };
         r.out.write_all(&file_header()).map_err(io_err)?;
         r.json(START, start)?;
         Ok(r)
     }
 
+    /// A recording of at most about `max` bytes, in the directory `dir` of its destination:
+    /// the newest whole batches are kept (see [`rotate`]); `now` gives the process's start
+    /// record as of now, for each new segment.
+    pub fn rotating(
+        out: Sink,
+        start: &Start,
+        max: u64,
+        dir: &Path,
+        now: Box<dyn FnMut() -> Start>,
+    ) -> Result<Self, RecordError> {
+        let path = out.shown().to_path_buf();
+        let io_err = |source| RecordError::Io {
+            path: path.clone(),
+            source,
+        };
+        let segments =
+            rotate::Segments::new(max, dir, &json_record(START, start)).map_err(io_err)?;
+        let mut r = Recorder {
+            out,
+            path: path.clone(),
+            batch: Vec::with_capacity(BATCH_BYTES + 4096),
+            events: 0,
+            batch_events: 0,
+            rotating: Some((segments, now)),
+        };
+        r.out.write_all(&file_header()).map_err(io_err)?;
+        Ok(r)
+    }
+
     fn record(&mut self, kind: u8, payload: &[u8]) -> Result<(), RecordError> {
+        let io_err = |source| RecordError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some((segments, _)) = self.rotating.as_mut() {
+            let mut bytes = record_header(kind, payload).to_vec();
+            bytes.extend_from_slice(payload);
+            let events = if kind == EVENTS { self.batch_events } else { 0 };
+            return segments.write(&bytes, events).map_err(io_err);
+        }
         self.out
             .write_all(&record_header(kind, payload))
             .and_then(|()| self.out.write_all(payload))
-            .map_err(|source| RecordError::Io {
-                path: self.path.clone(),
-                source,
-            })
+            .map_err(io_err)
     }
 
     fn json<T: serde::Serialize>(&mut self, kind: u8, value: &T) -> Result<(), RecordError> {
@@ -118,6 +162,7 @@ impl Recorder {
         self.batch.extend_from_slice(&len.to_le_bytes());
         self.batch.extend_from_slice(bytes);
         self.events += 1;
+        self.batch_events += 1;
         if self.batch.len() >= BATCH_BYTES {
             self.flush_batch()?;
         }
@@ -130,7 +175,18 @@ impl Recorder {
         }
         let packed = deflate(&columns::to_columns(&self.batch));
         self.batch.clear();
-        self.record(EVENTS, &packed)
+        self.record(EVENTS, &packed)?;
+        self.batch_events = 0;
+        if let Some((segments, now)) = self.rotating.as_mut()
+            && segments.full()
+        {
+            let start = json_record(START, &now());
+            segments.rotate(&start).map_err(|source| RecordError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// The process ran a new program: what the replay needs of its new image, in order with
@@ -145,15 +201,41 @@ impl Recorder {
         self.events
     }
 
+    /// Events and bytes cut from the start of a rotating recording so far.
+    pub fn cut(&self) -> (u64, u64) {
+        self.rotating
+            .as_ref()
+            .map_or((0, 0), |(s, _)| (s.cut_events, s.cut_bytes))
+    }
+
     /// Ends the recording and makes it final.
     pub fn finish(mut self, finish: &Finish) -> Result<(), RecordError> {
         self.flush_batch()?;
-        self.json(FINISH, finish)?;
         let path = self.path.clone();
-        self.out
-            .commit()
-            .map_err(|source| RecordError::Io { path, source })
+        let io_err = |source| RecordError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some((mut segments, _)) = self.rotating.take() {
+            segments.copy_into(&mut self.out).map_err(io_err)?;
+            let finish = Finish {
+                recording_cut_events: segments.cut_events,
+                ..finish.clone()
+            };
+            self.json(FINISH, &finish)?;
+        } else {
+            self.json(FINISH, finish)?;
+        }
+        self.out.commit().map_err(io_err)
     }
+}
+
+/// A whole record of `kind` holding `value` as JSON.
+fn json_record<T: serde::Serialize>(kind: u8, value: &T) -> Vec<u8> {
+    let payload = serde_json::to_vec(value).expect("session types serialize");
+    let mut bytes = record_header(kind, &payload).to_vec();
+    bytes.extend_from_slice(&payload);
+    bytes
 }
 
 /// The header of a record of `kind` holding `payload`: kind, length, checksum.

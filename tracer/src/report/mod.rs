@@ -68,6 +68,14 @@ pub struct EventCounts {
     /// Child processes the traced process created: not traced.
     #[serde(default)]
     pub child_processes: u64,
+    /// A recording made with `--record-max`: events cut from its start (the report covers
+    /// the rest; blocks allocated before it are not known).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cut_from_recording: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Everything a report shows: the `tracer.summary/1` document.

@@ -56,6 +56,14 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             e.dropped
         )?;
     }
+    if e.cut_from_recording > 0 {
+        writeln!(
+            out,
+            "note: the recording kept its newest events (--record-max): the first {} were cut, \
+             and blocks allocated before then are not known",
+            e.cut_from_recording
+        )?;
+    }
     if !s.images.is_empty() {
         let steps: Vec<String> = s
             .images
