@@ -274,6 +274,9 @@ fn finish(rng: &mut Rng) -> Finish {
         uprobe_links: rng.pick(&["session", "multi", "single", ""]).to_string(),
         min_age_ns: *rng.pick(&[0, 1_000_000_000, u64::MAX]),
         recording_cut_events: *rng.pick(&[0, 1, u64::MAX]),
+        slab_merges: (0..rng.below(2))
+            .map(|_| (text(rng, 10), vec![text(rng, 10)]))
+            .collect(),
         resident: rng
             .chance(2)
             .then(|| tracer::attribution::resident::PageSet {

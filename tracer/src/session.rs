@@ -5,7 +5,7 @@
 //! recording stores, so a replay's summary equals the live run's.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
 };
 
@@ -107,6 +107,10 @@ pub struct Finish {
     /// read: what every resident figure is then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident: Option<PageSet>,
+    /// Slab caches the kernel merged, by the name its tracepoints give: the other names of
+    /// the same cache (read from /sys/kernel/slab on the machine that ran).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slab_merges: BTreeMap<String, Vec<String>>,
     /// `--record-max`: events cut from the start of the recording (a live run has them all).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recording_cut_events: u64,
@@ -460,6 +464,7 @@ impl Session {
         let mut kernel = KernelSummary::new(&self.kernel, &self.join);
         kernel.traced = finish.kernel_traced;
         kernel.stacks = finish.kernel_stacks.clone();
+        kernel.slab_merges = finish.slab_merges.clone();
         let mut counts = self.counts.clone();
         let k = |c: u32| finish.counters.get(c as usize).copied().unwrap_or(0);
         // Saturating: the counters of a recording are whatever it says.
@@ -507,7 +512,11 @@ impl Session {
             target: finish.target.clone(),
             duration_ms: finish.duration_ms,
             events: counts,
-            syscalls: self.agg.syscalls.clone(),
+            syscalls: {
+                let mut sc = self.agg.syscalls.clone();
+                sc.madvise.resident_bytes = self.join.madvise_resident_bytes;
+                sc
+            },
             user,
             kernel,
             paths: PathsSummary::new(&self.join),

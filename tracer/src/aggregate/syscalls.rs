@@ -84,6 +84,9 @@ pub struct MadviseStats {
     pub calls: u64,
     pub dontneed_bytes: u64,
     pub free_bytes: u64,
+    /// Of the bytes handed back (DONTNEED and FREE), those on pages resident then, first
+    /// touched while traced (the lengths above count address space, reserved or not).
+    pub resident_bytes: u64,
     pub failed: u64,
 }
 
@@ -402,6 +405,7 @@ mod tests {
                 calls: 3,
                 dontneed_bytes: 8192,
                 free_bytes: 4096,
+                resident_bytes: 0,
                 failed: 0
             }
         );

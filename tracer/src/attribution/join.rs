@@ -153,6 +153,9 @@ pub struct Join {
     /// Resident pages by region kind (of pages touched outside any live block).
     pub region_resident_pages: BTreeMap<&'static str, u64>,
     pub by_syscall: BTreeMap<&'static str, SyscallKernel>,
+    /// Of what `madvise` handed back: bytes of pages resident then (first touched while
+    /// traced). The syscall's own length counts address space, reserved or not.
+    pub madvise_resident_bytes: u64,
 }
 
 impl Join {
@@ -210,9 +213,14 @@ impl Join {
             }
         }
         match syscall {
-            Syscall::Munmap => self.release(a[0], a[0].saturating_add(a[1])),
+            Syscall::Munmap => {
+                self.release(a[0], a[0].saturating_add(a[1]));
+            }
             Syscall::Madvise if a[2] == MADV_DONTNEED || a[2] == MADV_FREE => {
-                self.release(a[0], a[0].saturating_add(a[1]))
+                let pages = self.release(a[0], a[0].saturating_add(a[1]));
+                self.madvise_resident_bytes = self
+                    .madvise_resident_bytes
+                    .saturating_add(pages.saturating_mul(PAGE));
             }
             Syscall::Brk => {
                 if let Some(before) = brk_before
@@ -227,18 +235,20 @@ impl Join {
         }
     }
 
-    /// Resident pages in `[start, end)` are handed back.
-    fn release(&mut self, start: u64, end: u64) {
+    /// Resident pages in `[start, end)` are handed back; returns how many there were.
+    fn release(&mut self, start: u64, end: u64) -> u64 {
         let start = start & !(PAGE - 1);
         if start >= end {
-            return;
+            return 0;
         }
         let pages: Vec<u64> = self.resident.range(start..end).map(|(&p, _)| p).collect();
+        let n = pages.len() as u64;
         for page in pages {
             if let Some(owner) = self.resident.remove(&page) {
                 self.unown(owner);
             }
         }
+        n
     }
 
     fn unown(&mut self, owner: Owner) {

@@ -154,6 +154,7 @@ impl Snapshotter {
             min_age_ns: self.min_age_ns,
             resident,
             recording_cut_events: 0,
+            slab_merges: crate::target::slab_merges(now.session.kernel.slab.by_cache.keys()),
         }
     }
 }

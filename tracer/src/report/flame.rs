@@ -23,7 +23,56 @@ pub fn render(summary: &Summary, weight: Weight, out: impl Write) -> anyhow::Res
     }
     .to_string();
     opts.count_name = "bytes".into();
+    // Colours by function name, the same in every report and on every run.
+    opts.hash = true;
+    opts.deterministic = true;
     opts.name_type = "Function:".into();
     flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)?;
     Ok(true)
+}
+
+/// The height an inferno SVG declares on its root element.
+pub fn height(svg: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(svg).ok()?;
+    let root = &text[text.find("<svg")?..];
+    let root = &root[..root.find('>')?];
+    let at = root.find(" height=\"")? + " height=\"".len();
+    let value = &root[at..];
+    value[..value.find('"')?].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{report::tests::one_site, symbolize::Frame};
+
+    /// The same stacks draw the same colours every time (so --svg, a live --html and
+    /// `tracer report --html` agree), and the page frames each flamegraph to its height.
+    #[test]
+    fn colours_are_stable_and_frames_fit() {
+        let mut s = crate::report::tests::sample_summary();
+        s.user = one_site(
+            Frame {
+                function: Some("build_index".into()),
+                ..Frame::unknown(0x401000)
+            },
+            vec![],
+        );
+        let draw = || {
+            let mut svg = Vec::new();
+            assert!(render(&s, Weight::Allocated, &mut svg).unwrap());
+            svg
+        };
+        let (a, b) = (draw(), draw());
+        assert_eq!(a, b);
+        let h = height(&a).unwrap();
+        assert!((100..2000).contains(&h), "{h}");
+        let mut page = Vec::new();
+        crate::report::html::render(&s, &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(
+            page.contains(&format!("style=\"height:{}px\"", h + 4)),
+            "no frame of {h}px"
+        );
+    }
 }

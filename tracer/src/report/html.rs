@@ -146,10 +146,13 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>tracer: {command}</title><style>{STYLE}</style></head><body>\n"
     )?;
-    let outcome = match (t.exit_code, t.signal) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => format!("traced until {}", esc(&t.ended_by)),
+    let outcome = match (t.exit_code, t.signal, t.ended_by.as_str()) {
+        (Some(code), _, _) => format!("exited with status {code}"),
+        (None, Some(sig), _) => format!("killed by signal {sig}"),
+        (_, _, "exited") => "exited".to_string(),
+        (_, _, "duration") => "traced for the requested duration".to_string(),
+        (_, _, "running") => "still running (a snapshot)".to_string(),
+        _ => "traced until interrupted".to_string(),
     };
     writeln!(
         out,
@@ -213,12 +216,12 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
             p.thread_arena.sites,
         ),
         (
-            "buddy pages",
+            "buddy pages charged to sites",
             format!("{} pages", p.buddy.pages),
             p.buddy.sites,
         ),
         (
-            "slab objects",
+            "slab objects charged to sites",
             format!("{} objects", p.slab.objects),
             p.slab.sites,
         ),
@@ -228,6 +231,13 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
             "<div class=\"card\" data-path=\"{name}\">{name}<b>{value}</b>{sites} call sites</div>"
         )?;
     }
+    let k = &s.kernel;
+    writeln!(
+        out,
+        "<div class=\"card\">the process in all<b>{} pages, {} slab objects</b>the kernel's \
+         totals, charged to a site or not</div>",
+        k.buddy.pages, k.slab.allocs
+    )?;
     let u = &s.user;
     writeln!(
         out,
@@ -366,7 +376,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
         writeln!(
             out,
             "<tr><td class=\"l\">{}</td>{}{}{}{}{}</tr>",
-            esc(name),
+            esc(&k.cache_name(name)),
             num(c.allocs, c.allocs.to_string()),
             num(c.bytes, human_bytes(c.bytes)),
             num(c.bytes_req, human_bytes(c.bytes_req)),
@@ -384,10 +394,13 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
     ] {
         let mut svg = Vec::new();
         if flame::render(s, weight, &mut svg)? {
+            // Framed to its own height: no empty band below it.
+            let height = flame::height(&svg).unwrap_or(520);
             writeln!(
                 out,
                 "<h3>{title}</h3><object class=\"flame\" id=\"flame-{stem}\" type=\"image/svg+xml\" \
-                 data=\"{}\"></object>",
+                 style=\"height:{}px\" data=\"{}\"></object>",
+                height + 4,
                 svg_data(&svg)
             )?;
         }

@@ -41,6 +41,21 @@ pub struct KernelSummary {
     pub resident_pages_by_region: BTreeMap<&'static str, u64>,
     /// With `--kernel-stacks`: the kernel paths that allocated most, symbolized.
     pub stacks: Vec<KernelStack>,
+    /// Caches the kernel merged: a cache's objects (named after the merge's first cache) may
+    /// be any of these.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub slab_merges: BTreeMap<String, Vec<String>>,
+}
+
+impl KernelSummary {
+    /// A cache's name, with the caches merged into it: `pool_workqueue (merged with
+    /// skbuff_fclone_cache, ...)`.
+    pub fn cache_name(&self, name: &str) -> String {
+        match self.slab_merges.get(name) {
+            Some(others) => format!("{name} (merged with {})", others.join(", ")),
+            None => name.to_string(),
+        }
+    }
 }
 
 impl KernelSummary {
@@ -59,6 +74,7 @@ impl KernelSummary {
             by_syscall: join.by_syscall.clone(),
             resident_pages_by_region: resident,
             stacks: Vec::new(),
+            slab_merges: BTreeMap::new(),
         }
     }
 }

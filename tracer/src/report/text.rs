@@ -21,6 +21,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         ("exited", None, Some(sig)) => format!("was killed by signal {sig}"),
         ("exited", None, None) => String::from("exited"),
         ("duration", ..) => String::from("was traced for the requested duration"),
+        ("running", ..) => String::from("is still running (a snapshot)"),
         _ => String::from("was traced until interrupted"),
     };
     let inner = t
@@ -186,9 +187,10 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             sc.madvise.calls,
             sc.madvise.failed,
             format!(
-                "{} handed back (DONTNEED), {} (FREE)",
+                "{} of address space handed back (DONTNEED), {} (FREE); {} of it was resident",
                 human_bytes(sc.madvise.dontneed_bytes),
-                human_bytes(sc.madvise.free_bytes)
+                human_bytes(sc.madvise.free_bytes),
+                human_bytes(sc.madvise.resident_bytes)
             ),
         ),
     ] {
@@ -287,7 +289,12 @@ fn render_kernel(s: &Summary, out: &mut impl Write) -> io::Result<()> {
         writeln!(
             out,
             "         top caches: {}",
-            top(sl.by_cache.iter().map(|(k, v)| (k, v.allocs)), 5)
+            top(
+                sl.by_cache
+                    .iter()
+                    .map(|(name, v)| (visible(&s.kernel.cache_name(name)).into_owned(), v.allocs)),
+                5
+            )
         )?;
     }
     writeln!(

@@ -237,6 +237,40 @@ pub fn check_tid(pid: i32, tid: u32) -> Result<(), TargetError> {
     Err(TargetError::NoSuchThread { pid, tid })
 }
 
+/// The slab caches the kernel merged (`/sys/kernel/slab`: names linked to one cache): for each
+/// of `names` that shares its cache, the other names. The kernel's tracepoints name a merged
+/// cache after the first that was created, whatever its objects are.
+pub fn slab_merges<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut by_target: std::collections::BTreeMap<std::ffi::OsString, Vec<String>> =
+        Default::default();
+    let Ok(dir) = std::fs::read_dir("/sys/kernel/slab") else {
+        return Default::default();
+    };
+    for entry in dir.flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path())
+            && let Some(name) = entry.file_name().to_str()
+        {
+            by_target
+                .entry(target.into_os_string())
+                .or_default()
+                .push(name.to_string());
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for name in names {
+        if let Some(group) = by_target.values().find(|g| g.contains(name))
+            && group.len() > 1
+        {
+            let mut others: Vec<String> = group.iter().filter(|n| *n != name).cloned().collect();
+            others.sort();
+            out.insert(name.clone(), others);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +355,35 @@ mod tests {
             "{kthread}: {err}"
         );
         assert!(!is_kernel_thread(std::process::id() as i32));
+    }
+
+    /// Every name of a cache the kernel merged lists the other names of the same cache.
+    #[test]
+    fn merged_slab_caches_name_each_other() {
+        let link = |n: &str| std::fs::read_link(format!("/sys/kernel/slab/{n}")).ok();
+        let names: Vec<String> = std::fs::read_dir("/sys/kernel/slab")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let merges = slab_merges(names.iter());
+        for (name, others) in &merges {
+            assert!(!others.is_empty() && !others.contains(name));
+            for other in others {
+                assert_eq!(link(name), link(other), "{name} and {other}");
+            }
+        }
+        assert!(slab_merges([&"no-such-cache".to_string()]).is_empty());
+        let kernel = crate::report::kernel::KernelSummary {
+            slab_merges: [("pool_workqueue".into(), vec!["skbuff_fclone_cache".into()])].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            kernel.cache_name("pool_workqueue"),
+            "pool_workqueue (merged with skbuff_fclone_cache)"
+        );
+        assert_eq!(kernel.cache_name("filp"), "filp");
     }
 }
