@@ -11,8 +11,11 @@
  *   leak:       2,000 x malloc(100) never freed (leak100: 200,000 bytes).
  *   mmaps:      5,000 x mmap(4 KiB) kept, alternating protections so that no two merge
  *               (many_maps): 5,000 VMAs.
+ *   arenas:     8 threads alive together, each malloc(64) once (arena_user): a thread arena
+ *               each, 64 MiB of address space apiece, almost none of it touched.
  *   clean:      100 x malloc(100), all freed.
  * Nothing is printed (stdio would allocate). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -74,6 +77,25 @@ __attribute__((noinline)) static void many_maps(void) {
     }
 }
 
+static pthread_barrier_t all_in;
+
+__attribute__((noinline)) static void *arena_user(void *arg) {
+    (void)arg;
+    pthread_barrier_wait(&all_in);
+    void *p = malloc(64);
+    sink = p;
+    pthread_barrier_wait(&all_in);
+    free(p);
+    return NULL;
+}
+
+static void arenas(void) {
+    pthread_t t[8];
+    pthread_barrier_init(&all_in, NULL, 8);
+    for (int i = 0; i < 8; i++) pthread_create(&t[i], NULL, arena_user, NULL);
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL);
+}
+
 static void clean(void) {
     for (int i = 0; i < 100; i++) keep[i] = malloc(100);
     for (int i = 0; i < 100; i++) free(keep[i]);
@@ -87,6 +109,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(what, "temporary")) scratch64();
     else if (!strcmp(what, "leak")) leak100();
     else if (!strcmp(what, "mmaps")) many_maps();
+    else if (!strcmp(what, "arenas")) arenas();
     else clean();
     return 0;
 }

@@ -174,6 +174,8 @@ pub struct Session {
     first_ts: Option<u64>,
     /// The program images that ran, the first one's command from the start.
     images: Vec<ImageReport>,
+    /// Threads that called the allocator.
+    allocating_threads: HashSet<u32>,
 }
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
@@ -206,6 +208,7 @@ impl Session {
             seen_files,
             last_ts: 0,
             first_ts: None,
+            allocating_threads: HashSet::new(),
             images: vec![ImageReport {
                 command: start.command.clone(),
                 exe: String::new(),
@@ -272,6 +275,7 @@ impl Session {
                 None
             }
             Event::Alloc(e) => {
+                self.allocating_threads.insert(e.header.tid);
                 self.agg.heap.on_alloc(e);
                 self.join.on_alloc(e, &self.space);
                 None
@@ -543,6 +547,16 @@ impl Session {
                         .ranges_of(&[RegionKind::Heap, RegionKind::ThreadArena]),
                 ),
                 None => self.join.resident_bytes_where(in_heap),
+            },
+            arena_mapped: self.space.mapped_bytes_of(RegionKind::ThreadArena),
+            threads: self.allocating_threads.len(),
+            arena_resident: match &finish.resident {
+                Some(pages) => {
+                    pages.bytes_in_ranges(&self.space.ranges_of(&[RegionKind::ThreadArena]))
+                }
+                None => self
+                    .join
+                    .resident_bytes_where(|p| self.space.region(p) == RegionKind::ThreadArena),
             },
             heap_live: self
                 .agg

@@ -114,6 +114,20 @@ fn many_small_maps_cost_the_kernel() {
 }
 
 #[test]
+fn thread_arenas_reserve_far_more_than_they_use() {
+    let (v, _) = run("arenas");
+    let f = first(&v, "arena_sprawl");
+    let e = &f["evidence"];
+    // Eight arenas of 64 MiB reserved; a few pages touched in each.
+    let mapped = e["arena_mapped_bytes"].as_u64().unwrap();
+    assert!(mapped >= 8 * (64 << 20), "{e}");
+    assert!(e["arena_resident_bytes"].as_u64().unwrap() < 8 << 20, "{e}");
+    assert_eq!(e["threads"], 9);
+    assert_eq!(e["thread_arena_allocated_bytes"], 8 * 64);
+    assert_eq!(f["severity"], "high");
+}
+
+#[test]
 fn a_clean_run_has_no_findings() {
     let (v, text) = run("clean");
     assert_eq!(v["findings"], serde_json::json!([]), "{:#}", v["findings"]);

@@ -270,6 +270,14 @@ impl AddressSpace {
             .fold(0u64, |sum, m| sum.saturating_add(m.end - m.start))
     }
 
+    /// Address space mapped as `kind`, reserved (PROT_NONE) or not.
+    pub fn mapped_bytes_of(&self, kind: RegionKind) -> u64 {
+        self.maps
+            .values()
+            .filter(|m| m.kind == kind)
+            .fold(0u64, |sum, m| sum.saturating_add(m.end - m.start))
+    }
+
     /// The kind of region `addr` lies in.
     pub fn region(&self, addr: u64) -> RegionKind {
         self.lookup(addr).map_or(RegionKind::Other, |m| m.kind)

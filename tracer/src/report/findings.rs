@@ -24,6 +24,10 @@ pub const SHORT_LIVED_MIN_ALLOCS: u64 = 10_000;
 pub const SHORT_LIVED_SHARE: f64 = 0.5;
 /// `leak`: a site that left at least this many bytes allocated at the end.
 pub const LEAK_MIN_BYTES: u64 = 64 << 10;
+/// `arena_sprawl`: thread arenas mapping at least this much address space...
+pub const ARENA_MIN_MAPPED: u64 = 256 << 20;
+/// ...of which at most this share is resident.
+pub const ARENA_MAX_RESIDENT_SHARE: f64 = 0.1;
 /// `kernel_overhead`: at least this many bytes of slab objects made for the process still live.
 pub const KERNEL_MIN_SLAB_BYTES: u64 = 512 << 10;
 
@@ -53,6 +57,11 @@ pub struct Facts {
     /// and the live bytes allocated there.
     pub heap_resident: u64,
     pub heap_live: u64,
+    /// Address space of thread arenas (reserved or committed), and resident bytes there.
+    pub arena_mapped: u64,
+    pub arena_resident: u64,
+    /// Threads that called the allocator.
+    pub threads: usize,
 }
 
 fn severity(bytes: u64) -> &'static str {
@@ -272,6 +281,35 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
         ));
     }
 
+    // Threads' arenas: address space reserved against memory used.
+    if facts.arena_mapped >= ARENA_MIN_MAPPED
+        && (facts.arena_resident as f64) <= ARENA_MAX_RESIDENT_SHARE * facts.arena_mapped as f64
+    {
+        let threads = facts.threads;
+        out.push(finding(
+            "arena_sprawl",
+            facts.arena_mapped,
+            Vec::new(),
+            json!({
+                "arena_mapped_bytes": facts.arena_mapped,
+                "arena_resident_bytes": facts.arena_resident,
+                "thread_arena_allocated_bytes": s.paths.thread_arena.bytes,
+                "threads": threads,
+            }),
+            format!(
+                "Thread arenas map {} of address space for {} threads, of which {} is resident \
+                 ({} allocated there).",
+                human_bytes(facts.arena_mapped),
+                threads,
+                human_bytes(facts.arena_resident),
+                human_bytes(s.paths.thread_arena.bytes)
+            ),
+            "Reserved but untouched memory costs no RAM, but it counts in VSZ, in overcommit and \
+             in container limits on address space; MALLOC_ARENA_MAX (GLIBC_TUNABLES=\
+             glibc.malloc.arena_max) caps the arenas (8 times the cores by default).",
+        ));
+    }
+
     // What the process costs the kernel in slab objects.
     let slab = &s.kernel.slab;
     if slab.live_bytes_at_end >= KERNEL_MIN_SLAB_BYTES {
@@ -373,6 +411,9 @@ mod tests {
             heap_top: None,
             heap_resident: 3 << 20,
             heap_live: 1 << 20,
+            arena_mapped: 0,
+            arena_resident: 0,
+            threads: 1,
         };
         let found = find(&s, &facts);
         let kinds: Vec<&str> = found.iter().map(|f| f.kind).collect();
