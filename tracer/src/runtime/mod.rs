@@ -528,15 +528,14 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     spinner.finish_and_clear();
     failed += output::write_all(&summary, &outputs);
     let gate_failed = check_gates(&summary, &cfg.fail_if);
-    // The reports are out. Raw tracepoints detach at once; perf ones (`--kernel-probes perf`, or
-    // kernels without the known prototypes) one by one, each waiting for the kernel's grace
-    // periods, which takes a while.
+    // The reports are out. Raw tracepoints detach at once; perf ones (the syscalls in `auto`)
+    // one by one, each waiting for the kernel's grace periods: a helper process finishes that
+    // after we have exited.
     let teardown = Instant::now();
-    let spinner = indicatif::ProgressBar::new_spinner().with_message("detaching the probes");
-    spinner.enable_steady_tick(Duration::from_millis(120));
-    drop(probes);
-    spinner.finish_and_clear();
-    log::debug!("detached the kernel probes in {:?}", teardown.elapsed());
+    // Nothing of ours may outlive us in the helper: the HTTP server closes its socket now.
+    drop(server);
+    detach_in_background(probes);
+    log::debug!("let go of the kernel probes in {:?}", teardown.elapsed());
     let status = match (exit_code, signal) {
         (Some(code), _) => code,
         (None, Some(sig)) => 128 + sig,
@@ -653,6 +652,47 @@ async fn next_tick(interval: Option<&mut tokio::time::Interval>) {
             i.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// Detaches the kernel probes without making the user wait for it. A child process inherits
+/// every descriptor; ours close at once (the child still holds them), and once we have exited
+/// (the pipe it waits on reads end of file) the child closes its copies, which is where the
+/// kernel waits a grace period per perf tracepoint, then exits. It lets go of stdin, stdout and
+/// stderr first, so nothing waiting on them waits for it. Without a child (fork failed), the
+/// probes are closed here, with a spinner.
+fn detach_in_background(probes: Probes) {
+    let mut pipe = [0i32; 2];
+    // SAFETY: a valid array of two descriptors.
+    let piped = unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } == 0;
+    // SAFETY: the child makes only raw syscalls (close, read, close_range, _exit), which are
+    // async-signal-safe, so forking a multithreaded process is sound; it touches none of our
+    // state.
+    let child = if piped { unsafe { libc::fork() } } else { -1 };
+    match child {
+        0 => unsafe {
+            for fd in [0, 1, 2, pipe[1]] {
+                libc::close(fd);
+            }
+            let mut byte = 0u8;
+            while libc::read(pipe[0], (&raw mut byte).cast(), 1) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            libc::_exit(0);
+        },
+        -1 => {
+            let spinner =
+                indicatif::ProgressBar::new_spinner().with_message("detaching the probes");
+            spinner.enable_steady_tick(Duration::from_millis(120));
+            drop(probes);
+            spinner.finish_and_clear();
+        }
+        _ => {
+            // SAFETY: our read end; the write end stays open until we exit.
+            unsafe { libc::close(pipe[0]) };
+            drop(probes);
+        }
     }
 }
 
