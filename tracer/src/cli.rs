@@ -152,11 +152,12 @@ pub struct Cli {
     /// How the syscall, task, kmem and fault programs attach. `auto`: the task, kmem and fault
     /// programs as raw tracepoints where this kernel's BTF shows the prototypes they know
     /// (Linux 6.1+), so a kmem hit outside the traced process costs a pid check, and the
-    /// syscalls as perf tracepoints, one per traced syscall. `raw`: the syscalls too, as
-    /// raw_syscalls sys_enter/sys_exit (x86-64): the run ends about a second sooner (each perf
-    /// tracepoint waits for a grace period when closed), but every syscall of the machine runs a
-    /// program while tracing (about +0.16 µs here, against +0.07 µs). `perf`: tracefs records
-    /// for all, on any kernel. All see the same events. Example: --kernel-probes raw -- ./test
+    /// syscalls as perf tracepoints, one per traced syscall (each waits for a grace period when
+    /// closed: a helper process does that after tracer exits). `raw`: the syscalls too, as
+    /// raw_syscalls sys_enter/sys_exit (x86-64), which detach at once, but every syscall of the
+    /// machine runs a program while tracing (about +0.16 µs here, against +0.07 µs). `perf`:
+    /// tracefs records for all, on any kernel. All see the same events.
+    /// Example: --kernel-probes raw -- ./test
     #[arg(long, value_enum, value_name = "KIND", default_value_t = KernelProbes::Auto)]
     pub kernel_probes: KernelProbes,
 
