@@ -201,6 +201,9 @@ pub struct Diff {
     /// Leak suspects of AFTER that BEFORE did not have, and the reverse (by first frames).
     pub suspects_appeared: Vec<String>,
     pub suspects_vanished: Vec<String>,
+    /// Findings of AFTER that BEFORE did not have, and the reverse, as `kind: site`.
+    pub findings_appeared: Vec<String>,
+    pub findings_vanished: Vec<String>,
     /// The `--fail-if` conditions and whether each held.
     pub gates: Vec<GateResult>,
 }
@@ -226,6 +229,23 @@ fn numbers(site: &Value) -> SiteNumbers {
         bytes: site["bytes"].as_u64().unwrap_or(0),
         live_bytes: site["live_bytes"].as_u64().unwrap_or(0),
     }
+}
+
+fn findings(s: &Value) -> Vec<String> {
+    s["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let kind = f["kind"].as_str().unwrap_or("?");
+            match f["site"].as_array() {
+                Some(site) if !site.is_empty() => {
+                    format!("{kind}: {}", render::describe(&f["site"], 2))
+                }
+                _ => kind.to_string(),
+            }
+        })
+        .collect()
 }
 
 fn suspects(s: &Value) -> Vec<String> {
@@ -306,6 +326,7 @@ pub fn compare(before: &Value, after: &Value, gates: &[Gate]) -> Result<Diff, Di
             .then(b.after.bytes.cmp(&a.after.bytes))
     });
     let (sb, sa) = (suspects(before), suspects(after));
+    let (fb, fa) = (findings(before), findings(after));
     let mut results = Vec::new();
     for g in gates {
         let Verdict { failed, message } = g.holds(Some(&mb), &ma)?;
@@ -330,6 +351,8 @@ pub fn compare(before: &Value, after: &Value, gates: &[Gate]) -> Result<Diff, Di
         sites,
         suspects_appeared: sa.iter().filter(|x| !sb.contains(x)).cloned().collect(),
         suspects_vanished: sb.iter().filter(|x| !sa.contains(x)).cloned().collect(),
+        findings_appeared: fa.iter().filter(|x| !fb.contains(x)).cloned().collect(),
+        findings_vanished: fb.iter().filter(|x| !fa.contains(x)).cloned().collect(),
         gates: results,
     })
 }
@@ -433,11 +456,30 @@ mod tests {
             .find(|t| t.metric == "memory_syscalls")
             .unwrap();
         assert_eq!(syscalls.after, 5.0);
+        assert!(d.findings_appeared.is_empty() && d.findings_vanished.is_empty());
         let failed: Vec<bool> = d.gates.iter().map(|g| g.failed).collect();
         assert_eq!(failed, [true, true, false]);
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["gates"][0]["condition"], "allocs>+50%");
         assert_eq!(json["sites"][0]["status"], "changed");
+    }
+
+    #[test]
+    fn findings_that_appear_and_go_are_named() {
+        let mut before = summary(json!([]), 1, 0);
+        let mut after = before.clone();
+        before["findings"] =
+            json!([{"kind": "mmap_churn", "site": [frame("big", "/a/b.c", 9, "0x1")]}]);
+        after["findings"] = json!([
+            {"kind": "leak", "site": [frame("keep", "/x/k.c", 4, "0x2")]},
+            {"kind": "kernel_overhead", "site": []},
+        ]);
+        let d = compare(&before, &after, &[]).unwrap();
+        assert_eq!(
+            d.findings_appeared,
+            ["leak: keep (k.c:4)", "kernel_overhead"]
+        );
+        assert_eq!(d.findings_vanished, ["mmap_churn: big (b.c:9)"]);
     }
 
     #[test]

@@ -128,6 +128,12 @@ pub fn text(d: &Diff, mut out: impl Write) -> io::Result<()> {
     for s in &d.suspects_vanished {
         writeln!(out, "leak suspect gone: {s}")?;
     }
+    for f in &d.findings_appeared {
+        writeln!(out, "finding appeared: {f}")?;
+    }
+    for f in &d.findings_vanished {
+        writeln!(out, "finding gone: {f}")?;
+    }
     for g in &d.gates {
         let verdict = if g.failed { "FAILED" } else { "passed" };
         writeln!(out, "--fail-if {verdict}: {}", g.message)?;
@@ -213,6 +219,16 @@ pub fn html(d: &Diff, mut out: impl Write) -> io::Result<()> {
         )?;
     }
     writeln!(out, "</tbody></table></section>")?;
+    if !d.findings_appeared.is_empty() || !d.findings_vanished.is_empty() {
+        writeln!(out, "<section id=\"findings\"><h2>Findings</h2><ul>")?;
+        for f in &d.findings_appeared {
+            writeln!(out, "<li class=\"up\">appeared: {}</li>", esc(f))?;
+        }
+        for f in &d.findings_vanished {
+            writeln!(out, "<li class=\"down\">gone: {}</li>", esc(f))?;
+        }
+        writeln!(out, "</ul></section>")?;
+    }
     if !d.suspects_appeared.is_empty() || !d.suspects_vanished.is_empty() {
         writeln!(out, "<section id=\"suspects\"><h2>Leak suspects</h2><ul>")?;
         for s in &d.suspects_appeared {
