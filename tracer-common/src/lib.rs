@@ -12,6 +12,10 @@ use core::mem::size_of;
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU array of counters (see [`counter`]).
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the one-slot array userspace writes while the programs run: slot 0 nonzero holds a
+/// launched command at each exec ([`config_flags::HOLD_EXEC`]); cleared when tracing ends, so
+/// that probes still attached during teardown stop nothing.
+pub const CONTROL_MAP: &str = "CONTROL";
 /// Name of the per-thread map of syscalls entered but not yet returned.
 pub const PENDING_SYSCALLS_MAP: &str = "PENDING_SYSCALLS";
 /// Name of the read-only global holding the [`Config`].

@@ -5,7 +5,7 @@ use aya_ebpf::{
     cty::c_long,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
-    maps::{PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, PerCpuArray, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
@@ -16,6 +16,16 @@ use tracer_common::{
 /// Every event, reserved and written in place.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// What userspace switches while tracing (see `tracer_common::CONTROL_MAP`).
+#[map(name = "CONTROL")]
+pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether userspace still holds a launched command at each exec.
+#[inline(always)]
+pub fn holding_exec() -> bool {
+    CONTROL.get(0).is_some_and(|&v| v != 0)
+}
 
 /// User stacks of allocations, syscalls and faults, referenced from events by id.
 #[map(name = "STACKS")]

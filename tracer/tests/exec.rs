@@ -186,3 +186,39 @@ fn a_rotating_recording_keeps_the_newest_events() {
             < live["user"]["malloc"]["calls"].as_u64().unwrap()
     );
 }
+
+/// A command left to run untraced (a second Ctrl-C) is not stopped when it execs afterwards,
+/// while the probes are still being torn down.
+#[test]
+fn a_command_left_running_is_not_held_at_a_later_exec() {
+    let dir = json_path("left").with_extension("d");
+    fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("ran");
+    let script = dir.join("late-exec.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntrap '' INT TERM\nsleep 1.5\nexec /bin/sh -c 'touch {}'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let tracer = tracer().args(["-q", "--"]).arg(&script).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    for _ in 0..2 {
+        // SAFETY: signals to our own child.
+        unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = tracer.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ran its exec"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

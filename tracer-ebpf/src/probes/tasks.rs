@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{ExecEvent, config_flags, counter, kind};
 
-use crate::maps::{EVENTS, bump, config_flag, header, kmem_offsets, traced_thread};
+use crate::maps::{EVENTS, bump, config_flag, header, holding_exec, kmem_offsets, traced_thread};
 
 /// `SIGSTOP` on every Linux architecture tracer builds for.
 const SIGSTOP: u32 = 19;
@@ -68,7 +68,7 @@ fn exec_seen() {
     let Some((tgid, tid)) = traced_thread() else {
         return;
     };
-    let hold = config_flag(config_flags::HOLD_EXEC);
+    let hold = config_flag(config_flags::HOLD_EXEC) && holding_exec();
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
         return;

@@ -15,7 +15,7 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    CONFIG_GLOBAL, COUNTERS_MAP, Config, EVENTS_MAP, KernelLayout, MAX_SAMPLED_BLOCKS,
+    CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, EVENTS_MAP, KernelLayout, MAX_SAMPLED_BLOCKS,
     MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP,
     STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
 };
@@ -252,6 +252,22 @@ fn attach_perf_kernel(tracefs: &Tracefs, config: &mut Config, attach: &mut Vec<A
     }
 }
 
+/// Writes slot 0 of the control map (see [`CONTROL_MAP`]).
+fn set_control(ebpf: &mut Ebpf, value: u32) -> Result<(), ProbeError> {
+    let map_error = |source| ProbeError::Map {
+        name: CONTROL_MAP,
+        source: Box::new(source),
+    };
+    let map = ebpf.map_mut(CONTROL_MAP).ok_or_else(|| {
+        map_error(MapError::InvalidName {
+            name: CONTROL_MAP.into(),
+        })
+    })?;
+    Array::<_, u32>::try_from(map)
+        .and_then(|mut a| a.set(0, value, 0))
+        .map_err(map_error)
+}
+
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     pub ebpf: Ebpf,
@@ -292,6 +308,9 @@ impl Probes {
                 table.set(i as u32, q, 0).map_err(map_error)?;
             }
         }
+        if opts.hold_exec {
+            set_control(&mut ebpf, 1)?;
+        }
         for a in attachments {
             attach(&mut ebpf, &a)?;
         }
@@ -299,6 +318,11 @@ impl Probes {
             ebpf,
             kernel_traced: config.flags & config_flags::KMEM != 0,
         })
+    }
+
+    /// Tracing is over: probes still attached while they are torn down hold nothing.
+    pub fn stop_holding(&mut self) -> Result<(), ProbeError> {
+        set_control(&mut self.ebpf, 0)
     }
 
     /// The kernel-side counters, summed over CPUs, indexed by [`tracer_common::counter`].

@@ -532,8 +532,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     // one by one, each waiting for the kernel's grace periods: a helper process finishes that
     // after we have exited.
     let teardown = Instant::now();
-    // Nothing of ours may outlive us in the helper: the HTTP server closes its socket now.
+    // Nothing of ours may outlive us in the helper: the HTTP server closes its socket now. And
+    // a command still running (left to run untraced) is not stopped at an exec meanwhile.
     drop(server);
+    if let Err(e) = probes.stop_holding() {
+        log::warn!("{e}");
+    }
     detach_in_background(probes);
     log::debug!("let go of the kernel probes in {:?}", teardown.elapsed());
     let status = match (exit_code, signal) {
