@@ -262,27 +262,19 @@ pub fn render_text(r: &IntervalRecord, header: &str, mut out: impl io::Write) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{aggregate::heap::SiteStats, report::tests::sample_summary};
+    use crate::{
+        aggregate::heap::SiteStats,
+        report::tests::{sample_summary, site_at},
+    };
 
     fn site(function: &str, live: u64, allocs: u64) -> SiteReport {
-        SiteReport {
-            stack: vec![Frame {
-                function: Some(function.into()),
-                file: Some("app.c".into()),
-                line: Some(7),
-                ..Frame::unknown(0x401000)
-            }],
-            stats: SiteStats {
-                allocs,
-                bytes: allocs * 100,
-                live_bytes: live,
-                ..Default::default()
-            },
-            path: "brk",
-            paths: Default::default(),
-            caused: Default::default(),
-            bytes_error: None,
-        }
+        let stats = SiteStats {
+            allocs,
+            bytes: allocs * 100,
+            live_bytes: live,
+            ..Default::default()
+        };
+        site_at(function, 7, stats)
     }
 
     #[test]

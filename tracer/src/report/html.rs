@@ -165,10 +165,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
             .images
             .iter()
             .map(|i| {
-                let live = match i.live_bytes_at_exec {
-                    Some(b) => format!(" ({} live at its exec, released)", human_bytes(b)),
-                    None => String::new(),
-                };
+                let live = i.released().map(|r| format!(" ({r})")).unwrap_or_default();
                 format!("<code>{}</code>{live}", esc(&i.command.join(" ")))
             })
             .collect();

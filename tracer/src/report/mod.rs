@@ -102,6 +102,17 @@ pub struct Summary {
     pub images: Vec<ImageReport>,
 }
 
+impl ImageReport {
+    /// What was live when it ran the next program, in words; `None` for the last image.
+    pub fn released(&self) -> Option<String> {
+        let (blocks, bytes) = (self.live_blocks_at_exec?, self.live_bytes_at_exec?);
+        Some(format!(
+            "{} in {blocks} blocks live at its exec, released",
+            human_bytes(bytes)
+        ))
+    }
+}
+
 /// A program image the process ran.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ImageReport {
@@ -212,6 +223,27 @@ pub(crate) mod tests {
                 allocator_files,
             },
         )
+    }
+
+    /// A listed site on the brk path whose one frame is `function` at `app.c:line`.
+    pub fn site_at(
+        function: &str,
+        line: u32,
+        stats: crate::aggregate::heap::SiteStats,
+    ) -> user::SiteReport {
+        user::SiteReport {
+            stack: vec![crate::symbolize::Frame {
+                function: Some(function.into()),
+                file: Some("app.c".into()),
+                line: Some(line),
+                ..crate::symbolize::Frame::unknown(0x401000)
+            }],
+            stats,
+            path: "brk",
+            paths: Default::default(),
+            caused: Default::default(),
+            bytes_error: None,
+        }
     }
 
     pub fn sample_summary() -> Summary {

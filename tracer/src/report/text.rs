@@ -71,13 +71,9 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             .iter()
             .map(|i| {
                 let command = visible(&i.command.join(" ")).into_owned();
-                match (i.live_blocks_at_exec, i.live_bytes_at_exec) {
-                    (Some(blocks), Some(bytes)) => format!(
-                        "{command} (ran a new program with {} in {blocks} blocks live, \
-                         released by the exec)",
-                        human_bytes(bytes)
-                    ),
-                    _ => command,
+                match i.released() {
+                    Some(released) => format!("{command} ({released})"),
+                    None => command,
                 }
             })
             .collect();
@@ -476,19 +472,12 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
             human_bytes(s.mean_bytes),
         )?;
     }
-    let funcs = [
-        ("malloc", u.malloc),
-        ("calloc", u.calloc),
-        ("realloc", u.realloc),
-        ("reallocarray", u.reallocarray),
-        ("posix_memalign", u.posix_memalign),
-        ("aligned_alloc", u.aligned_alloc),
-        ("memalign", u.memalign),
-        ("valloc", u.valloc),
-        ("pvalloc", u.pvalloc),
-        ("operator new", u.operator_new),
-    ];
-    for (name, f) in funcs.iter().filter(|(_, f)| f.calls > 0) {
+    for (name, f) in u.functions().iter().filter(|(_, f)| f.calls > 0) {
+        let name = if *name == "operator_new" {
+            "operator new"
+        } else {
+            name
+        };
         writeln!(
             out,
             "  {name:<15} {:>10} calls  {:>10}",

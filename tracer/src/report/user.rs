@@ -119,6 +119,25 @@ pub struct UserSummary {
     pub leak_suspects: Vec<LeakSuspect>,
 }
 
+impl UserSummary {
+    /// The allocating functions and what each was asked for, by the names the metrics use
+    /// (`operator_new`; the text writes it `operator new`).
+    pub fn functions(&self) -> [(&'static str, FuncStats); 10] {
+        [
+            ("malloc", self.malloc),
+            ("calloc", self.calloc),
+            ("realloc", self.realloc),
+            ("reallocarray", self.reallocarray),
+            ("posix_memalign", self.posix_memalign),
+            ("aligned_alloc", self.aligned_alloc),
+            ("memalign", self.memalign),
+            ("valloc", self.valloc),
+            ("pvalloc", self.pvalloc),
+            ("operator_new", self.operator_new),
+        ]
+    }
+}
+
 /// The return addresses of a site, innermost first: the direct caller (read at entry), then
 /// the frame-pointer walk without its first frame, which is inside the allocator itself.
 pub fn site_addresses(key: &SiteKey, stacks: &HashMap<i32, Vec<u64>>) -> Vec<u64> {

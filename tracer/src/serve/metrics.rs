@@ -184,18 +184,7 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
         summary.events.dropped,
     );
     let u = &summary.user;
-    let funcs = [
-        ("malloc", u.malloc),
-        ("calloc", u.calloc),
-        ("realloc", u.realloc),
-        ("reallocarray", u.reallocarray),
-        ("posix_memalign", u.posix_memalign),
-        ("aligned_alloc", u.aligned_alloc),
-        ("memalign", u.memalign),
-        ("valloc", u.valloc),
-        ("pvalloc", u.pvalloc),
-        ("operator_new", u.operator_new),
-    ];
+    let funcs = u.functions();
     w.family(
         "tracer_allocator_calls",
         Kind::Counter,
@@ -332,29 +321,20 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::heap::SiteStats,
-        report::{tests::sample_summary, user::SiteReport},
-        symbolize::Frame,
+        report::{
+            tests::{sample_summary, site_at},
+            user::SiteReport,
+        },
     };
 
     fn site(function: &str, line: u32, live: u64) -> SiteReport {
-        SiteReport {
-            stack: vec![Frame {
-                function: Some(function.into()),
-                file: Some("/src/app.c".into()),
-                line: Some(line),
-                ..Frame::unknown(0x401000)
-            }],
-            stats: SiteStats {
-                allocs: 3,
-                bytes: 300,
-                live_bytes: live,
-                ..Default::default()
-            },
-            path: "brk",
-            paths: Default::default(),
-            caused: Default::default(),
-            bytes_error: None,
-        }
+        let stats = SiteStats {
+            allocs: 3,
+            bytes: 300,
+            live_bytes: live,
+            ..Default::default()
+        };
+        site_at(function, line, stats)
     }
 
     /// The value of the series whose line starts with `prefix`.

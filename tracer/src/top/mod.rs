@@ -215,28 +215,20 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::heap::SiteStats,
-        report::{tests::sample_summary, user::SiteReport},
+        report::{
+            tests::{sample_summary, site_at},
+            user::SiteReport,
+        },
     };
 
     fn site(f: &str, allocs: u64, bytes: u64, live: u64) -> SiteReport {
-        SiteReport {
-            stack: vec![Frame {
-                function: Some(f.into()),
-                file: Some("app.c".into()),
-                line: Some(3),
-                ..Frame::unknown(0x1000)
-            }],
-            stats: SiteStats {
-                allocs,
-                bytes,
-                live_bytes: live,
-                ..Default::default()
-            },
-            path: "brk",
-            paths: Default::default(),
-            caused: Default::default(),
-            bytes_error: None,
-        }
+        let stats = SiteStats {
+            allocs,
+            bytes,
+            live_bytes: live,
+            ..Default::default()
+        };
+        site_at(f, 3, stats)
     }
 
     fn key(c: KeyCode) -> KeyEvent {
