@@ -48,6 +48,18 @@ Examples:
     sudo tracer --record run.trace -- ./my-program
     tracer report run.trace --json summary.json
 
+  Watch a service while it runs: a summary every 5 s (and as JSON lines), or an interactive view;
+  `kill -USR1 <tracer>` writes every report as of now:
+    sudo tracer --pid 1234 --interval 5 --jsonl live.jsonl
+    sudo tracer top --pid 1234
+
+  Serve it to Prometheus and pprof scrapers (go tool pprof, Parca, Pyroscope):
+    sudo tracer --pid 1234 --mode kernel --listen 127.0.0.1:9464
+
+  Compare two runs, and fail CI on memory:
+    tracer diff before.trace after.trace --fail-if 'live_bytes>+10%'
+    sudo tracer --fail-if 'leaked_bytes>0' -- ./run-tests
+
 The summary goes to stderr, so the traced program's stdout stays its own. Events lost because
 the ring buffer was full are counted and reported; raise --buffer-size if that happens.
 Call sites resolve to file:line where the program has debug info (build with -g; frame
@@ -64,8 +76,9 @@ a symlink is followed only if it belongs to root or to you. Under sudo, new file
 
 Exit status: the command's own (128+N when signal N ended it); 0 after a --pid run. If a report
 could not be written (a full disk), the others still are, the failure is named, and the status
-is 74 when the command itself succeeded (its own status otherwise). 1 for tracer's own errors,
-2 for usage errors, 126 and 127 for a command that cannot run or is not found.";
+is 74 when the command itself succeeded (its own status otherwise); 3 when a --fail-if condition
+held (and the command succeeded). 1 for tracer's own errors, 2 for usage errors, 126 and 127 for
+a command that cannot run or is not found.";
 
 /// Memory-allocation tracer: follows the four paths a process's memory comes from with eBPF
 /// (the malloc family and C++ new/delete; brk, mmap, munmap, mremap, mprotect, madvise; buddy
@@ -791,6 +804,9 @@ mod tests {
             "sudo tracer -- ./my-program",
             "--mode kernel",
             "--run-as-root",
+            "tracer top --pid",
+            "--listen 127.0.0.1:9464",
+            "tracer diff",
             "Exit status:",
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
