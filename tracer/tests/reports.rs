@@ -234,11 +234,11 @@ fn html_page() {
         ("mmap", bytes("mmap")),
         ("thread arenas", bytes("thread_arena")),
         (
-            "buddy pages",
+            "buddy pages charged to sites",
             format!("{} pages", v["paths"]["buddy"]["pages"]),
         ),
         (
-            "slab objects",
+            "slab objects charged to sites",
             format!("{} objects", v["paths"]["slab"]["objects"]),
         ),
     ] {

@@ -154,7 +154,7 @@ pub fn syscalls_pattern(iterations: i64, threads: i64, with_brk: bool) -> Value 
         "munmap": { "calls": 4 * n, "bytes": 8 * p * n, "failed": n },
         "mremap": { "calls": n, "old_bytes": 3 * p * n, "new_bytes": 5 * p * n, "failed": 0 },
         "mprotect": { "calls": 0, "commit_bytes": 0, "failed": 0 },
-        "madvise": { "calls": 0, "dontneed_bytes": 0, "free_bytes": 0, "failed": 0 },
+        "madvise": { "calls": 0, "dontneed_bytes": 0, "free_bytes": 0, "resident_bytes": 0, "failed": 0 },
     })
 }
 
