@@ -19,14 +19,31 @@ pub enum Action {
         recording: PathBuf,
         outputs: Outputs,
     },
-    Diff {
-        before: PathBuf,
-        after: PathBuf,
-        json: Option<PathBuf>,
-        html: Option<PathBuf>,
-        fail_if: Vec<Gate>,
-        quiet: bool,
-    },
+    Diff(DiffArgs),
+}
+
+/// `tracer diff`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The baseline: a recording or a tracer.summary/1 JSON file.
+    pub before: PathBuf,
+    /// The run to compare with it.
+    pub after: PathBuf,
+    /// Also write the comparison as JSON (schema tracer.diff/1); `-` is stdout.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Also write it as a self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Exit with status 3 if CONDITION holds: `METRIC OP VALUE`, where VALUE is the
+    /// metric in AFTER (`leaked_bytes>0`), its change from BEFORE (`mmap_bytes>+1M`), or
+    /// the change in percent (`live_bytes>+10%`, `allocs>+5%`). Repeatable. Metrics as
+    /// for a run's --fail-if (see `tracer --help`).
+    #[arg(long, value_name = "CONDITION", value_parser = parse_gate)]
+    pub fail_if: Vec<Gate>,
+    /// Do not print the comparison on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 const EXAMPLES: &str = "\
@@ -326,30 +343,10 @@ impl OutputArgs {
 pub enum Command {
     /// Compare two runs, each a recording (--record) or a JSON summary (--json): totals per
     /// path, sites matched by their resolved frames (so two builds compare), new and vanished
-    /// sites, leak suspects that appeared or went; text on stderr, --json, --html.
+    /// sites, findings and leak suspects that appeared or went; text on stderr, --json, --html.
     /// With --fail-if, exit status 3 when a condition holds: gate CI on memory.
     /// Example: tracer diff before.trace after.trace --fail-if 'live_bytes>+10%'
-    Diff {
-        /// The baseline: a recording or a tracer.summary/1 JSON file.
-        before: PathBuf,
-        /// The run to compare with it.
-        after: PathBuf,
-        /// Also write the comparison as JSON (schema tracer.diff/1); `-` is stdout.
-        #[arg(long, value_name = "PATH")]
-        json: Option<PathBuf>,
-        /// Also write it as a self-contained HTML page.
-        #[arg(long, value_name = "FILE")]
-        html: Option<PathBuf>,
-        /// Exit with status 3 if CONDITION holds: `METRIC OP VALUE`, where VALUE is the
-        /// metric in AFTER (`leaked_bytes>0`), its change from BEFORE (`mmap_bytes>+1M`), or
-        /// the change in percent (`live_bytes>+10%`, `allocs>+5%`). Repeatable. Metrics as
-        /// for a run's --fail-if (see `tracer --help`).
-        #[arg(long, value_name = "CONDITION", value_parser = parse_gate)]
-        fail_if: Vec<Gate>,
-        /// Do not print the comparison on stderr.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Diff(DiffArgs),
     /// An interactive view of a live run, refreshed every --interval (1 s): the paths, drops,
     /// and a table of sites sortable by live bytes (l), growth (g), allocation rate (r), bytes
     /// (b) and resident bytes (p); Enter shows a site's whole stack and chain, s writes a
@@ -413,23 +410,7 @@ impl Cli {
                     outputs: output.outputs(),
                 });
             }
-            Some(Command::Diff {
-                before,
-                after,
-                json,
-                html,
-                fail_if,
-                quiet,
-            }) => {
-                return Ok(Action::Diff {
-                    before,
-                    after,
-                    json,
-                    html,
-                    fail_if,
-                    quiet,
-                });
-            }
+            Some(Command::Diff(args)) => return Ok(Action::Diff(args)),
             Some(Command::Top { .. }) => {
                 // `tracer top ARGS` is parsed by `parse_with_top` as a run; only `--help`'s
                 // listing sees the subcommand.
@@ -723,16 +704,10 @@ mod tests {
         ])
         .unwrap();
         match cli.into_action().unwrap() {
-            Action::Diff {
-                before,
-                after,
-                fail_if,
-                json,
-                ..
-            } => {
-                assert_eq!((before, after), ("a.trace".into(), "b.json".into()));
-                assert_eq!(fail_if[0].metric, "allocs");
-                assert_eq!(json, Some(PathBuf::from("-")));
+            Action::Diff(d) => {
+                assert_eq!((d.before, d.after), ("a.trace".into(), "b.json".into()));
+                assert_eq!(d.fail_if[0].metric, "allocs");
+                assert_eq!(d.json, Some(PathBuf::from("-")));
             }
             other => panic!("{other:?}"),
         }

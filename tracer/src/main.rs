@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracer::{
-    cli::{Action, Cli},
+    cli::{Action, Cli, DiffArgs},
     launch::LaunchError,
     output::{self, Outputs},
     report::visible,
@@ -35,14 +35,9 @@ fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
 
 /// `tracer diff`: the comparison on stderr and in the files asked for; status 3 when a
 /// `--fail-if` condition holds.
-fn diff(
-    before: &Path,
-    after: &Path,
-    json: Option<&Path>,
-    html: Option<&Path>,
-    gates: &[tracer::diff::gate::Gate],
-    quiet: bool,
-) -> anyhow::Result<i32> {
+fn diff(args: &DiffArgs) -> anyhow::Result<i32> {
+    let (before, after, gates, quiet) = (&args.before, &args.after, &args.fail_if, args.quiet);
+    let (json, html) = (args.json.as_deref(), args.html.as_deref());
     use tracer::{diff, output::dest};
     let check = |option: &str, p: Option<&Path>| {
         p.map(|p| dest::check_file(p, false))
@@ -127,21 +122,7 @@ fn main() -> ExitCode {
     let result = match action {
         Action::Run(config) => runtime.block_on(tracer::runtime::run(*config)),
         Action::Report { recording, outputs } => report(&recording, &outputs),
-        Action::Diff {
-            before,
-            after,
-            json,
-            html,
-            fail_if,
-            quiet,
-        } => diff(
-            &before,
-            &after,
-            json.as_deref(),
-            html.as_deref(),
-            &fail_if,
-            quiet,
-        ),
+        Action::Diff(args) => diff(&args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

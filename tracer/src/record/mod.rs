@@ -87,20 +87,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn create(out: Sink, start: &Start) -> Result<Self, RecordError> {
-        let path = out.shown().to_path_buf();
-        let io_err = |source| RecordError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut r = Recorder {
-            out,
-            path: path.clone(),
-            batch: Vec::with_capacity(BATCH_BYTES + 4096),
-            events: 0,
-            batch_events: 0,
-            rotating: None,
-        };
-        r.out.write_all(&file_header()).map_err(io_err)?;
+        let mut r = Recorder::open(out, None)?;
         r.json(START, start)?;
         Ok(r)
     }
@@ -115,22 +102,36 @@ impl Recorder {
         dir: &Path,
         now: Box<dyn FnMut() -> Start>,
     ) -> Result<Self, RecordError> {
-        let path = out.shown().to_path_buf();
-        let io_err = |source| RecordError::Io {
-            path: path.clone(),
-            source,
-        };
         let segments =
-            rotate::Segments::new(max, dir, &json_record(START, start)).map_err(io_err)?;
+            rotate::Segments::new(max, dir, &json_record(START, start)).map_err(|source| {
+                RecordError::Io {
+                    path: out.shown().to_path_buf(),
+                    source,
+                }
+            })?;
+        Recorder::open(out, Some((segments, now)))
+    }
+
+    /// A recorder writing to `out`, its file header written.
+    fn open(
+        out: Sink,
+        rotating: Option<(rotate::Segments, Box<dyn FnMut() -> Start>)>,
+    ) -> Result<Self, RecordError> {
+        let path = out.shown().to_path_buf();
         let mut r = Recorder {
             out,
-            path: path.clone(),
+            path,
             batch: Vec::with_capacity(BATCH_BYTES + 4096),
             events: 0,
             batch_events: 0,
-            rotating: Some((segments, now)),
+            rotating,
         };
-        r.out.write_all(&file_header()).map_err(io_err)?;
+        r.out
+            .write_all(&file_header())
+            .map_err(|source| RecordError::Io {
+                path: r.path.clone(),
+                source,
+            })?;
         Ok(r)
     }
 
