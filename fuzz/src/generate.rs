@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tracer::{
     record::{self, EVENTS, FINISH, START},
     report::{TargetInfo, kernel::KernelStack},
-    session::{Finish, Start},
+    session::{Finish, ProcessFinish, Start},
     symbolize::Frame,
 };
 use tracer_common::kind;
@@ -153,6 +153,8 @@ fn event(rng: &mut Rng) -> Vec<u8> {
         (kind::SLAB_ALLOC, 120),
         (kind::SLAB_FREE, 120),
         (kind::FAULT, 64),
+        (kind::FORK, 32),
+        (kind::EXIT, 32),
     ];
     let (k, size) = if rng.chance(50) {
         (rng.below(20) as u32, 64)
@@ -165,12 +167,16 @@ fn event(rng: &mut Rng) -> Vec<u8> {
     let ts = rng.below(1 << 40);
     bytes[..8].copy_from_slice(&ts.to_le_bytes());
     bytes[8..12].copy_from_slice(&k.to_le_bytes());
-    let tgid = if rng.chance(10) {
-        word(rng) as u32
-    } else {
-        PID
+    // Children (--follow): forks name PID+1..PID+3, whose events follow.
+    let tgid = match rng.below(10) {
+        0 => word(rng) as u32,
+        1..=2 => PID + rng.below(4) as u32,
+        _ => PID,
     };
     bytes[12..16].copy_from_slice(&tgid.to_le_bytes());
+    if matches!(k, kind::FORK | kind::EXIT) && !rng.chance(8) {
+        bytes[24..28].copy_from_slice(&(PID + rng.below(4) as u32).to_le_bytes());
+    }
     bytes[16..20].copy_from_slice(&(rng.below(2) as u32 + PID).to_le_bytes());
     // The small enums after the header: syscall number, allocator function, fd.
     if rng.chance(4) || k == kind::ALLOC || k == kind::SYSCALL {
@@ -277,13 +283,30 @@ fn finish(rng: &mut Rng) -> Finish {
         slab_merges: (0..rng.below(2))
             .map(|_| (text(rng, 10), vec![text(rng, 10)]))
             .collect(),
-        resident: rng
-            .chance(2)
-            .then(|| tracer::attribution::resident::PageSet {
-                page_size: *rng.pick(&[0, 1, 4096, u64::MAX]),
-                runs: (0..rng.below(4)).map(|_| [word(rng), word(rng)]).collect(),
-            }),
+        resident: page_set(rng),
+        processes: (0..rng.below(4))
+            .map(|i| ProcessFinish {
+                pid: if rng.chance(4) {
+                    word(rng) as u32
+                } else {
+                    PID + 1 + i as u32
+                },
+                threads: (0..rng.below(2))
+                    .map(|t| (t as u32, text(rng, 16)))
+                    .collect(),
+                symbols: HashMap::new(),
+                resident: page_set(rng),
+            })
+            .collect(),
     }
+}
+
+fn page_set(rng: &mut Rng) -> Option<tracer::attribution::resident::PageSet> {
+    rng.chance(2)
+        .then(|| tracer::attribution::resident::PageSet {
+            page_size: *rng.pick(&[0, 1, 4096, u64::MAX]),
+            runs: (0..rng.below(4)).map(|_| [word(rng), word(rng)]).collect(),
+        })
 }
 
 fn push_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {

@@ -68,6 +68,12 @@ pub mod kind {
     pub const FAULT: u32 = 8;
     /// An [`super::ExecEvent`]: `sched:sched_process_exec`, the process ran a new program.
     pub const EXEC: u32 = 9;
+    /// A [`super::ProcessEvent`]: `task:task_newtask`, a traced process created a child
+    /// process (`--follow`), which is traced from now on.
+    pub const FORK: u32 = 10;
+    /// A [`super::ProcessEvent`]: `sched:sched_process_exit` of a traced process's last thread
+    /// (`--follow`).
+    pub const EXIT: u32 = 11;
 }
 
 /// Name of the kernel stack-trace map (`--kernel-stacks`).
@@ -91,7 +97,15 @@ pub mod config_flags {
     /// Stop the process (SIGSTOP) when it runs a new program, until userspace has probed the
     /// new image and continues it: for launched commands, whose parent is tracer.
     pub const HOLD_EXEC: u32 = 16;
+    /// `--follow`: the child processes of traced processes are traced too (kept in
+    /// [`super::FOLLOWED_MAP`]), and every traced process's fork and exit is an event.
+    pub const FOLLOW: u32 = 32;
 }
+
+/// Name of the map of the processes `--follow` traces besides the target: tgid to parent tgid.
+pub const FOLLOWED_MAP: &str = "FOLLOWED";
+/// Entries of [`FOLLOWED_MAP`]: processes traced at once besides the target.
+pub const MAX_FOLLOWED: u32 = 8192;
 
 /// Indices into the per-CPU counters array. Each counts occurrences on one CPU; userspace sums.
 pub mod counter {
@@ -123,8 +137,10 @@ pub mod counter {
     pub const STACK_COLLIDED: u32 = 12;
     /// The stack map had no free entry for a new stack.
     pub const STACK_MAP_FULL: u32 = 13;
+    /// `--follow`: a child process could not be added to the followed set: it is not traced.
+    pub const FOLLOW_FULL: u32 = 14;
     /// Number of counters.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 }
 
 /// The header that starts every event.
@@ -252,6 +268,20 @@ pub struct ExecEvent {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<ExecEvent>() == 32);
+
+/// A traced process created a child process ([`kind::FORK`], from the parent) or ended
+/// ([`kind::EXIT`], from its last thread).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub header: EventHeader,
+    /// FORK: the child's pid (its tgid). EXIT: the process's own.
+    pub pid: u32,
+    /// EXIT: the status as `wait` reports it (`code << 8`, or the signal number), or -1 when it
+    /// could not be read. FORK: the low half of the clone flags.
+    pub status: i32,
+}
+const _: () = assert!(size_of::<ProcessEvent>() == 32);
 
 /// A successful `openat`: the descriptor and the path it was opened with.
 #[repr(C)]
@@ -463,8 +493,12 @@ pub struct KmemOffsets {
     pub fault_error_code: u16,
     /// `task:task_newtask`'s `clone_flags`.
     pub newtask_clone_flags: u16,
+    /// `task:task_newtask`'s `pid`: the new task's.
+    pub newtask_pid: u16,
+    /// `sched:sched_process_exit`'s `group_dead`: the last thread of its process.
+    pub exit_group_dead: u16,
 }
-const _: () = assert!(size_of::<KmemOffsets>() == 48);
+const _: () = assert!(size_of::<KmemOffsets>() == 52);
 
 /// Where the raw kmem and fault programs find what the tracepoint records would have held, in
 /// kernel structures (offsets from BTF). Raw tracepoints skip the
@@ -485,12 +519,15 @@ pub struct KernelLayout {
     /// `si`, `dx`, `r10`, `r8`, `r9`), and `orig_ax`, its number.
     pub regs_args: [u16; MAX_SYSCALL_ARGS],
     pub regs_orig_ax: u16,
+    /// `struct task_struct`: `pid` and `exit_code` (an int each), for fork and exit events.
+    pub task_pid: u16,
+    pub task_exit_code: u16,
     pub reserved: u16,
     /// The number of each [`Syscall`] (by discriminant) on this architecture, for the raw
     /// `sys_enter`/`sys_exit` programs; `u32::MAX` in unused slots.
     pub syscall_nrs: [u32; SYSCALL_SLOTS],
 }
-const _: () = assert!(size_of::<KernelLayout>() == 28 + 4 * SYSCALL_SLOTS);
+const _: () = assert!(size_of::<KernelLayout>() == 32 + 4 * SYSCALL_SLOTS);
 
 /// Per-thread state of the outermost allocator call in flight.
 #[repr(C)]
@@ -556,7 +593,7 @@ pub struct Config {
     pub kmem: KmemOffsets,
     pub layout: KernelLayout,
 }
-const _: () = assert!(size_of::<Config>() == 24 + 16 * SYSCALL_SLOTS + 48 + 28 + 4 * SYSCALL_SLOTS);
+const _: () = assert!(size_of::<Config>() == 24 + 16 * SYSCALL_SLOTS + 52 + 32 + 4 * SYSCALL_SLOTS);
 
 impl Config {
     /// The configuration the eBPF object is compiled with: trace nothing.
@@ -592,6 +629,8 @@ impl Config {
             fault_ip: 0,
             fault_error_code: 0,
             newtask_clone_flags: 0,
+            newtask_pid: 0,
+            exit_group_dead: 0,
         },
         syscalls: [SyscallOffsets {
             args: [0; MAX_SYSCALL_ARGS],
@@ -606,6 +645,8 @@ impl Config {
             regs_ip: 0,
             regs_args: [0; MAX_SYSCALL_ARGS],
             regs_orig_ax: 0,
+            task_pid: 0,
+            task_exit_code: 0,
             reserved: 0,
             syscall_nrs: [u32::MAX; SYSCALL_SLOTS],
         },
@@ -637,4 +678,6 @@ mod pod {
     unsafe impl aya::Pod for super::FaultEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcessEvent {}
 }

@@ -5,12 +5,12 @@ use aya_ebpf::{
     cty::c_long,
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
     programs::tracing::StackIdContext,
 };
 use tracer_common::{
-    Config, EVENTS_RING_BYTES, EventHeader, KernelLayout, KmemOffsets, MAX_STACKS, Syscall,
-    SyscallOffsets, counter,
+    Config, EVENTS_RING_BYTES, EventHeader, KernelLayout, KmemOffsets, MAX_FOLLOWED, MAX_STACKS,
+    Syscall, SyscallOffsets, config_flags, counter,
 };
 
 /// Every event, reserved and written in place.
@@ -73,12 +73,29 @@ pub fn target_tgid() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const CONFIG.target_tgid) }
 }
 
-/// The current thread if it belongs to the traced process: `(tgid, tid)`.
+/// `--follow`: the other traced processes, tgid to parent tgid (see
+/// `tracer_common::FOLLOWED_MAP`).
+#[map(name = "FOLLOWED")]
+pub static FOLLOWED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_FOLLOWED, 0);
+
+/// Whether process `tgid` is traced: the target, or with `--follow` one of its descendants.
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    if tgid == 0 {
+        return false;
+    }
+    // The target first: without --follow that is all there is, and no map is looked up.
+    tgid == target_tgid()
+        // SAFETY: the value is only tested for presence.
+        || (config_flag(config_flags::FOLLOW) && unsafe { FOLLOWED.get(&tgid) }.is_some())
+}
+
+/// The current thread if it belongs to a traced process: `(tgid, tid)`.
 #[inline(always)]
 pub fn traced_thread() -> Option<(u32, u32)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == 0 || tgid != target_tgid() {
+    if !is_traced(tgid) {
         return None;
     }
     Some((tgid, pid_tgid as u32))

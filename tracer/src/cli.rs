@@ -119,8 +119,19 @@ pub struct Cli {
 
     /// With --pid: trace the allocator calls of this one thread only (syscalls, faults and the
     /// kernel's side stay the whole process's). Example: --pid 1234 --tid 1240
-    #[arg(long, value_name = "TID", requires = "pid", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "TID", requires = "pid", conflicts_with = "follow", value_parser = clap::value_parser!(u32).range(1..))]
     pub tid: Option<u32>,
+
+    /// Trace the processes the target creates too (fork, vfork, clone without CLONE_THREAD),
+    /// theirs, and every program they run; the run lasts until all of them have exited. The
+    /// reports give the totals and each process (JSON `processes`, a table in the text, a
+    /// process selector in the HTML). Without it, children run untraced and the summary says
+    /// how many. Each followed process is stopped for a moment at every exec while its new
+    /// image is read. The allocator probes then fire in every process mapping the same files
+    /// (the kernel filters out the untraced ones, each paying a trap per call).
+    /// Example: tracer --follow -- make -j2
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 
     /// With --pid: stop tracing after SECONDS (fractions allowed, at most a year).
     /// Example: --duration 2.5
@@ -478,6 +489,7 @@ impl Cli {
             top: false,
             fail_if: self.fail_if,
             tid: self.tid,
+            follow: self.follow,
         })
     }
 }

@@ -5,8 +5,8 @@ use std::mem::size_of;
 use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
-    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, OpenEvent, PageEvent, SlabEvent,
-    Syscall, SyscallEvent, kind,
+    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, OpenEvent, PageEvent, ProcessEvent,
+    SlabEvent, Syscall, SyscallEvent, kind,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
@@ -22,6 +22,10 @@ pub enum Event {
     SlabFree(SlabEvent),
     Fault(FaultEvent),
     Exec(ExecEvent),
+    /// `--follow`: a traced process created child process `pid`.
+    Fork(ProcessEvent),
+    /// `--follow`: a traced process ended.
+    Exit(ProcessEvent),
 }
 
 impl Event {
@@ -34,6 +38,7 @@ impl Event {
             Event::SlabAlloc(e) | Event::SlabFree(e) => &e.header,
             Event::Fault(e) => &e.header,
             Event::Exec(e) => &e.header,
+            Event::Fork(e) | Event::Exit(e) => &e.header,
         }
     }
 }
@@ -80,6 +85,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::SLAB_FREE => Ok(Event::SlabFree(read(bytes, "slab event")?)),
         kind::FAULT => Ok(Event::Fault(read(bytes, "fault event")?)),
         kind::EXEC => Ok(Event::Exec(read(bytes, "exec event")?)),
+        kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
+        kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

@@ -15,6 +15,7 @@ pub mod launch;
 pub mod live;
 pub mod output;
 pub mod probes;
+pub mod processes;
 pub mod record;
 pub mod replay;
 pub mod report;

@@ -3,9 +3,9 @@
 use std::{io::Read, path::Path};
 
 use crate::{
+    processes::Processes,
     record::{Item, Reader, RecordError},
     report::Summary,
-    session::Session,
 };
 
 /// Replays the recording at `path`; `progress` is told the bytes read so far and the total.
@@ -42,22 +42,30 @@ pub fn replay_from<R: Read>(
         offset: crate::record::HEADER_BYTES,
         what: format!("the start record: {what}"),
     })?;
-    let mut session = Session::new(&start);
+    let root = start.pid;
+    let mut processes = Processes::new(&start);
     let mut events = 0u64;
     loop {
         let offset = reader.offset();
         match reader.next_item()? {
             Some(Item::Event(bytes)) => {
-                session.process(bytes);
+                processes.process(bytes);
                 events += 1;
                 if events.is_multiple_of(65536) {
                     progress(offset, total);
                 }
             }
-            Some(Item::Exec(image)) => session.on_exec(&image),
+            Some(Item::Exec(image)) => {
+                let pid = if image.pid == 0 { root } else { image.pid };
+                // An exec of a process the events never created is the recording's error;
+                // it has nothing to apply to.
+                if let Some(session) = processes.get_mut(pid) {
+                    session.on_exec(&image);
+                }
+            }
             Some(Item::Finish(finish)) => {
                 progress(reader.offset(), total);
-                return Ok(session.summarize(&finish));
+                return Ok(processes.summarize(&finish));
             }
             Some(Item::Start(_)) => {
                 return Err(RecordError::Corrupt {
@@ -213,6 +221,7 @@ mod tests {
         }))
         .unwrap();
         rec.exec(&ExecImage {
+            pid: 0,
             ts_ns: 20,
             command: vec!["./app".into()],
             exe: "/usr/bin/app".into(),

@@ -114,9 +114,31 @@ pub struct Finish {
     /// `--record-max`: events cut from the start of the recording (a live run has them all).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recording_cut_events: u64,
+    /// `--follow`: what the other processes end with (the first process's is the rest of this),
+    /// in the order they were created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessFinish>,
+}
+
+/// What a followed process ends with besides its events (see [`Finish`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcessFinish {
+    pub pid: u32,
+    /// Names of its threads seen, by thread id.
+    #[serde(default)]
+    pub threads: BTreeMap<u32, String>,
+    /// Its sites' addresses, symbolized with its files.
+    pub symbols: HashMap<u64, Vec<Frame>>,
+    /// Its data regions' resident pages, when it was still running at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident: Option<PageSet>,
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -128,6 +150,9 @@ fn full_mode() -> String {
 /// a replay needs of it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ExecImage {
+    /// The process that ran it (0 in recordings made before `--follow`: the traced one).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub pid: u32,
     /// CLOCK_MONOTONIC of the exec event.
     pub ts_ns: u64,
     /// The new command line (`/proc/PID/cmdline`).
@@ -146,6 +171,9 @@ pub enum Followup {
     /// The process ran a new program: read it and call [`Session::on_exec`]; `held`: it is
     /// stopped until continued.
     Exec { held: bool, ts_ns: u64 },
+    /// `--follow`: the process created child process `child`, traced from now on (see
+    /// [`crate::processes::Processes`]).
+    Forked { child: u32 },
 }
 
 /// A file the process newly mapped executable, and where.
@@ -222,27 +250,78 @@ impl Session {
     /// Processes one raw event record. Returns what the live run has to do about it (see
     /// [`Followup`]).
     pub fn process(&mut self, record: &[u8]) -> Option<Followup> {
-        self.counts.received += 1;
         match events::decode(record) {
-            Ok(event) => {
-                let ts = event.header().ts_ns;
-                self.first_ts.get_or_insert(ts);
-                let lib = self.on_event(&event);
-                // Stamps from different CPUs may be slightly out of order: time only moves on.
-                self.last_ts = self.last_ts.max(ts);
-                let (heap, space, join, kernel) =
-                    (&self.agg.heap, &self.space, &self.join, &self.kernel);
-                self.timeline
-                    .observe(self.last_ts, || sample(heap, space, join, kernel));
-                self.trend.observe(self.last_ts, heap);
-                lib
-            }
+            Ok(event) => self.apply(&event),
             Err(e) => {
+                self.counts.received += 1;
                 self.counts.decode_errors += 1;
                 log::debug!("undecodable record: {e}");
                 None
             }
         }
+    }
+
+    /// Processes one decoded event of this process.
+    pub fn apply(&mut self, event: &Event) -> Option<Followup> {
+        self.counts.received += 1;
+        let ts = event.header().ts_ns;
+        self.first_ts.get_or_insert(ts);
+        let lib = self.on_event(event);
+        // Stamps from different CPUs may be slightly out of order: time only moves on.
+        self.last_ts = self.last_ts.max(ts);
+        let (heap, space, join, kernel) = (&self.agg.heap, &self.space, &self.join, &self.kernel);
+        self.timeline
+            .observe(self.last_ts, || sample(heap, space, join, kernel));
+        self.trend.observe(self.last_ts, heap);
+        lib
+    }
+
+    /// The session of child process `pid`, forked from this one at `ts_ns`: its address space
+    /// and program break are this process's as of now. Its heap starts empty: the blocks it
+    /// inherited are the parent's (a free of one counts as a free of an unknown block).
+    pub fn forked(&self, pid: u32, ts_ns: u64) -> Session {
+        let mut agg = Aggregate::new(self.page_size);
+        agg.heap = HeapStats::sampled(self.agg.heap.sample_bytes());
+        agg.syscalls.brk.current_break = self.agg.syscalls.brk.current_break;
+        let image = self.images.last();
+        Session {
+            pid,
+            agg,
+            space: self.space.clone(),
+            counts: EventCounts::default(),
+            kernel: KernelStats::default(),
+            join: Join::default(),
+            gfp: self.gfp.clone(),
+            timeline: Timeline::default(),
+            trend: SiteTrend::default(),
+            page_size: self.page_size,
+            seen_files: self.seen_files.clone(),
+            last_ts: ts_ns,
+            first_ts: Some(ts_ns),
+            allocating_threads: HashSet::new(),
+            images: vec![ImageReport {
+                command: image.map(|i| i.command.clone()).unwrap_or_default(),
+                exe: image.map(|i| i.exe.clone()).unwrap_or_default(),
+                started_ms: 0.0,
+                live_blocks_at_exec: None,
+                live_bytes_at_exec: None,
+            }],
+        }
+    }
+
+    /// The command line of the program the process runs now.
+    pub fn command(&self) -> &[String] {
+        self.images.last().map_or(&[], |i| &i.command)
+    }
+
+    /// The first event's time.
+    pub fn first_ts(&self) -> Option<u64> {
+        self.first_ts
+    }
+
+    /// The last event's time.
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
     }
 
     fn on_event(&mut self, event: &Event) -> Option<Followup> {
@@ -308,6 +387,8 @@ impl Session {
                 held: e.held != 0,
                 ts_ns: e.header.ts_ns,
             }),
+            // Processes come and go in [`crate::processes::Processes`].
+            Event::Fork(_) | Event::Exit(_) => None,
         }
     }
 
@@ -328,7 +409,8 @@ impl Session {
             live_bytes_at_exec: None,
         });
         self.space.on_exec(&image.maps);
-        self.seen_files.extend(self.space.exec_files());
+        // A new address space: a library mapped again is news to the new image's files.
+        self.seen_files = self.space.exec_files().into_iter().collect();
         self.join.on_exec();
         self.agg.syscalls.brk.current_break = None;
         self.last_ts = self.last_ts.max(image.ts_ns);
@@ -470,26 +552,7 @@ impl Session {
         kernel.stacks = finish.kernel_stacks.clone();
         kernel.slab_merges = finish.slab_merges.clone();
         let mut counts = self.counts.clone();
-        let k = |c: u32| finish.counters.get(c as usize).copied().unwrap_or(0);
-        // Saturating: the counters of a recording are whatever it says.
-        let sum = |cs: &[u32]| cs.iter().fold(0u64, |a, &c| a.saturating_add(k(c)));
-        counts.dropped = counts.dropped.saturating_add(sum(&[
-            counter::RINGBUF_DROPPED,
-            counter::SYSCALL_ENTRY_STORE_FAILED,
-            counter::ALLOC_STATE_STORE_FAILED,
-        ]));
-        counts.unpaired = sum(&[counter::SYSCALL_UNPAIRED_EXIT, counter::ALLOC_UNPAIRED_EXIT]);
-        counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
-        counts.stack_collisions = k(counter::STACK_COLLIDED);
-        counts.stack_map_full = k(counter::STACK_MAP_FULL);
-        counts.stacks_lost = sum(&[
-            counter::STACK_FAILED,
-            counter::STACK_COLLIDED,
-            counter::STACK_MAP_FULL,
-        ]);
-        counts.child_processes = k(counter::CHILD_PROCESSES);
-        counts.read_failures = k(counter::READ_FAILED);
-        counts.cut_from_recording = finish.recording_cut_events;
+        add_counters(&mut counts, finish);
         let mut timeline = self.timeline.clone();
         let mut end = sample(&self.agg.heap, &self.space, &self.join, &self.kernel);
         if let Some(pages) = &finish.resident {
@@ -530,6 +593,7 @@ impl Session {
             } else {
                 Vec::new()
             },
+            processes: Vec::new(),
         };
         let in_heap = |addr: u64| {
             matches!(
@@ -588,6 +652,32 @@ impl Session {
     }
 }
 
+/// Adds what the kernel-side counters of `finish` say to `counts` (drops, unpaired calls,
+/// lost stacks, ...), and the events cut from a recording.
+pub fn add_counters(counts: &mut EventCounts, finish: &Finish) {
+    let k = |c: u32| finish.counters.get(c as usize).copied().unwrap_or(0);
+    // Saturating: the counters of a recording are whatever it says.
+    let sum = |cs: &[u32]| cs.iter().fold(0u64, |a, &c| a.saturating_add(k(c)));
+    counts.dropped = counts.dropped.saturating_add(sum(&[
+        counter::RINGBUF_DROPPED,
+        counter::SYSCALL_ENTRY_STORE_FAILED,
+        counter::ALLOC_STATE_STORE_FAILED,
+    ]));
+    counts.unpaired = sum(&[counter::SYSCALL_UNPAIRED_EXIT, counter::ALLOC_UNPAIRED_EXIT]);
+    counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
+    counts.stack_collisions = k(counter::STACK_COLLIDED);
+    counts.stack_map_full = k(counter::STACK_MAP_FULL);
+    counts.stacks_lost = sum(&[
+        counter::STACK_FAILED,
+        counter::STACK_COLLIDED,
+        counter::STACK_MAP_FULL,
+    ]);
+    counts.child_processes = k(counter::CHILD_PROCESSES);
+    counts.children_lost = k(counter::FOLLOW_FULL);
+    counts.read_failures = k(counter::READ_FAILED);
+    counts.cut_from_recording = finish.recording_cut_events;
+}
+
 /// The process's memory now, for the timeline.
 fn sample(
     heap: &HeapStats,
@@ -605,154 +695,5 @@ fn sample(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A replay must reproduce the live summary exactly, floats included: the recording's
-    /// JSON must give back the very same f64 (serde_json's float_roundtrip).
-    #[test]
-    fn finish_round_trips_exactly() {
-        // Bit patterns spread over every exponent and mantissa (a simple LCG).
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for i in 0..50_000u64 {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let value = f64::from_bits(x >> 2);
-            if !value.is_finite() {
-                continue;
-            }
-            let finish = Finish {
-                duration_ms: value,
-                now_ns: i,
-                ..Default::default()
-            };
-            let json = serde_json::to_vec(&finish).unwrap();
-            let back: Finish = serde_json::from_slice(&json).unwrap();
-            assert_eq!(
-                back.duration_ms.to_bits(),
-                finish.duration_ms.to_bits(),
-                "{}",
-                finish.duration_ms
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod stack_tests {
-    use tracer_common::{AllocEvent, AllocFn};
-
-    use super::*;
-    use crate::events::{encode, testing};
-
-    /// A frame-pointer walk through code built without frame pointers: one call site, its
-    /// stacks differing only past the first address that is no code (program data, heap bytes
-    /// read as return addresses), is one site, with no such frame in it.
-    #[test]
-    fn walks_into_data_end_there_and_merge() {
-        let mut s = Session::new(&Start {
-            pid: 1,
-            page_size: 4096,
-            maps: "555555554000-555555556000 r-xp 00000000 08:01 1 /usr/bin/app\n\
-                   555555556000-555555558000 rw-p 00002000 08:01 1 /usr/bin/app\n\
-                   7f0000000000-7f0000100000 r-xp 00000000 08:01 2 /lib/libc.so.6\n"
-                .into(),
-            ..Default::default()
-        });
-        let caller = 0x5555_5555_4100;
-        for (i, stack_id) in [1, 2, 3].into_iter().enumerate() {
-            s.process(encode(&AllocEvent {
-                stack_id,
-                ..testing::alloc(AllocFn::Malloc, 64, 0x1000 + 64 * i as u64, caller, 10)
-            }));
-        }
-        let in_malloc = 0x7f00_0000_1234;
-        let main = 0x5555_5555_4200;
-        let finish = Finish {
-            max_sites: 10,
-            stacks: HashMap::from([
-                (1, vec![in_malloc, main, 0x0404_0404_0404_0404]),
-                (2, vec![in_malloc, main, 0x5555_5555_6010, main]),
-                (3, vec![in_malloc, main]),
-            ]),
-            ..Default::default()
-        };
-        let summary = s.summarize(&finish);
-        let sites = &summary.user.sites;
-        assert_eq!(summary.user.site_count, 1, "{sites:#?}");
-        assert_eq!(sites[0].stats.allocs, 3);
-        let addrs: Vec<u64> = sites[0].stack.iter().map(|f| f.addr).collect();
-        assert_eq!(addrs, [caller, main]);
-        assert_eq!(summary.user.leaks.len(), 1);
-        assert_eq!(summary.user.leaks[0].count, 3);
-    }
-}
-
-#[cfg(test)]
-mod hostile_tests {
-    use tracer_common::{EventHeader, FaultEvent, PageEvent, Syscall, SyscallEvent, kind};
-
-    use super::*;
-    use crate::events::encode;
-
-    fn header(kind: u32) -> EventHeader {
-        EventHeader {
-            kind,
-            tgid: 1,
-            tid: 1,
-            ..Default::default()
-        }
-    }
-
-    /// Values no real process produces, from a crafted recording: no panic, whatever they are.
-    #[test]
-    fn extreme_breaks_and_ranges_do_not_panic() {
-        for brk in [u64::MAX - 100, u64::MAX, 1 << 63] {
-            let mut s = Session::new(&Start {
-                pid: 1,
-                page_size: 4096,
-                initial_break: Some(brk),
-                maps: "5000-9000 rw-p 0 00:00 0 [heap]\n".into(),
-                ..Default::default()
-            });
-            // A page made resident, so that the releases below have something to range over.
-            s.process(encode(&FaultEvent {
-                header: header(kind::FAULT),
-                address: 0x6000,
-                ..Default::default()
-            }));
-            s.process(encode(&PageEvent {
-                header: header(kind::PAGE_ALLOC),
-                migratetype: 1,
-                ..Default::default()
-            }));
-            assert_eq!(
-                s.join.resident_bytes(),
-                4096,
-                "the setup makes a page resident"
-            );
-            for (syscall, args, ret) in [
-                (Syscall::Brk, [0x5000, 0, 0, 0, 0, 0], 0x5000i64),
-                (Syscall::Brk, [u64::MAX, 0, 0, 0, 0, 0], -1),
-                (Syscall::Munmap, [u64::MAX - 10, 1 << 40, 0, 0, 0, 0], 0),
-                (
-                    Syscall::Mremap,
-                    [u64::MAX - 10, 1 << 40, 1 << 41, 0, 0, 0],
-                    0x1000,
-                ),
-                (Syscall::Mmap, [0, u64::MAX, 3, 0x22, u64::MAX, 0], -4096),
-                (Syscall::Mprotect, [u64::MAX - 4095, 8192, 3, 0, 0, 0], 0),
-            ] {
-                s.process(encode(&SyscallEvent {
-                    header: header(kind::SYSCALL),
-                    syscall: syscall as u32,
-                    args,
-                    ret,
-                    ..Default::default()
-                }));
-            }
-            s.summarize(&Finish::default());
-        }
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

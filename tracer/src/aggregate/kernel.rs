@@ -137,6 +137,16 @@ impl KernelStats {
         }
     }
 
+    /// Whether page `pfn` was allocated here and is not freed yet.
+    pub fn has_page(&self, pfn: u64) -> bool {
+        self.buddy.live.contains_key(&pfn)
+    }
+
+    /// Whether slab object `ptr` was allocated here and is not freed yet.
+    pub fn has_object(&self, ptr: u64) -> bool {
+        self.slab.live.contains_key(&ptr)
+    }
+
     pub fn on_page_free(&mut self, e: &PageEvent) {
         let b = &mut self.buddy;
         if let Some(order) = b.live.remove(&e.pfn) {

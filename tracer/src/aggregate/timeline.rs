@@ -55,6 +55,16 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// A finished timeline of these points and markers (the totals of several processes).
+    pub fn from_parts(points: Vec<Point>, markers: Vec<Marker>, markers_dropped: u64) -> Self {
+        Timeline {
+            points,
+            markers,
+            markers_dropped,
+            ..Timeline::default()
+        }
+    }
+
     fn t_ms(&mut self, ts_ns: u64) -> f64 {
         let start = *self.start_ns.get_or_insert(ts_ns);
         ts_ns.saturating_sub(start) as f64 / 1e6

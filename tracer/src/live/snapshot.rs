@@ -7,7 +7,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::PathBuf,
     time::Instant,
 };
 
@@ -16,21 +15,25 @@ use tracer_common::STACKS_MAP;
 
 use crate::{
     probes::stacks::{kernel_stacks, read_stacks},
+    processes::Processes,
     report::TargetInfo,
-    session::{Finish, Session},
+    session::{Finish, ProcessFinish, Session},
     symbolize::Frame,
+    target::TargetFiles,
 };
 
-/// What a snapshot reads from the run besides the session.
+/// What a snapshot reads from the run besides the sessions.
 pub struct Now<'a> {
-    pub session: &'a Session,
+    pub processes: &'a Processes,
     pub ebpf: &'a Ebpf,
     pub counters: Vec<u64>,
     pub kernel_traced: bool,
     pub allocator_files: Vec<String>,
     pub uprobe_links: String,
-    pub substitutes: &'a HashMap<PathBuf, PathBuf>,
-    pub threads: &'a BTreeMap<u32, String>,
+    /// Each process's files, by pid.
+    pub files: &'a BTreeMap<u32, TargetFiles>,
+    /// Thread names by (pid, tid).
+    pub threads: &'a BTreeMap<(u32, u32), String>,
 }
 
 /// How the run ended (or "running" for a snapshot).
@@ -65,7 +68,10 @@ pub struct Snapshotter {
     pub mode: String,
     pub kernel_stacks: bool,
     stacks: HashMap<i32, Vec<u64>>,
-    symbols: HashMap<u64, Vec<Frame>>,
+    /// Resolved addresses, per process (in the order they were created).
+    symbols: Vec<HashMap<u64, Vec<Frame>>>,
+    /// What each exited process ended with (by its place in that order): it changes no more.
+    ended: HashMap<usize, ProcessFinish>,
 }
 
 impl Snapshotter {
@@ -79,19 +85,27 @@ impl Snapshotter {
             mode: mode.into(),
             kernel_stacks: false,
             stacks: HashMap::new(),
-            symbols: HashMap::new(),
+            symbols: Vec::new(),
+            ended: HashMap::new(),
         }
     }
 
     /// The process mapped a file executable: an address may now resolve elsewhere.
     pub fn forget_symbols(&mut self) {
         self.symbols.clear();
+        // An exited process's addresses resolve as they did: its entry stays.
     }
 
     /// Everything a summary needs, as of now. `max_sites` overrides the run's limit (intervals
     /// rank every site by live bytes).
     pub fn finish(&mut self, now: Now, ending: Ending, max_sites: Option<usize>) -> Finish {
-        let ids = now.session.stack_ids();
+        let mut ids: Vec<i32> = now
+            .processes
+            .iter()
+            .flat_map(|p| p.session.stack_ids())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
         let missing: Vec<i32> = ids
             .iter()
             .copied()
@@ -105,25 +119,46 @@ impl Snapshotter {
             .iter()
             .filter_map(|id| Some((*id, self.stacks.get(id)?.clone())))
             .collect();
-        let symbols = now
-            .session
-            .symbol_table(&stacks, now.substitutes, &mut self.symbols);
+        self.symbols.resize_with(now.processes.len(), HashMap::new);
+        let no_files = HashMap::new();
+        let substitutes = |pid: u32| {
+            now.files
+                .get(&pid)
+                .map_or(&no_files, |f: &TargetFiles| f.substitutes())
+        };
+        let root = now.processes.root();
+        let symbols = root.symbol_table(&stacks, substitutes(root.pid), &mut self.symbols[0]);
         // What is resident now, while the process can still be read.
         let resident = if ending.ended_by == "exited" {
             None
         } else {
-            crate::target::read_pagemap(
-                self.target.pid,
-                &now.session.space.data_ranges(),
-                crate::target::page_size(),
-                MAX_PAGEMAP_PAGES,
-            )
-            .map_err(|e| log::debug!("reading /proc/{}/pagemap: {e}", self.target.pid))
-            .ok()
+            read_resident(root)
         };
-        let mut threads = now.threads.clone();
-        // Threads gone before their name could be read stay unnamed.
-        threads.retain(|_, name| !name.is_empty());
+        let mut processes = Vec::new();
+        for (i, p) in now.processes.iter().enumerate().skip(1) {
+            if let Some(done) = self.ended.get(&i) {
+                processes.push(done.clone());
+                continue;
+            }
+            let pid = p.session.pid;
+            let own = ProcessFinish {
+                pid,
+                threads: threads_of(now.threads, pid),
+                symbols: p
+                    .session
+                    .symbol_table(&stacks, substitutes(pid), &mut self.symbols[i]),
+                resident: if p.exit.is_none() {
+                    read_resident(&p.session)
+                } else {
+                    None
+                },
+            };
+            if p.exit.is_some() {
+                self.ended.insert(i, own.clone());
+            }
+            processes.push(own);
+        }
+        let threads = threads_of(now.threads, root.pid);
         Finish {
             target: TargetInfo {
                 exit_code: ending.exit_code,
@@ -145,7 +180,7 @@ impl Snapshotter {
             symbols,
             stacks,
             kernel_stacks: if self.kernel_stacks {
-                kernel_stacks(now.ebpf, &now.session.kernel, 20)
+                kernel_stacks(now.ebpf, &root.kernel, 20)
             } else {
                 Vec::new()
             },
@@ -154,9 +189,36 @@ impl Snapshotter {
             min_age_ns: self.min_age_ns,
             resident,
             recording_cut_events: 0,
-            slab_merges: crate::target::slab_merges(now.session.kernel.slab.by_cache.keys()),
+            slab_merges: crate::target::slab_merges(
+                now.processes
+                    .iter()
+                    .flat_map(|p| p.session.kernel.slab.by_cache.keys()),
+            ),
+            processes,
         }
     }
+}
+
+/// The named threads of process `pid` (threads gone before their name could be read stay
+/// unnamed).
+fn threads_of(threads: &BTreeMap<(u32, u32), String>, pid: u32) -> BTreeMap<u32, String> {
+    threads
+        .range((pid, 0)..=(pid, u32::MAX))
+        .filter(|(_, name)| !name.is_empty())
+        .map(|(&(_, tid), name)| (tid, name.clone()))
+        .collect()
+}
+
+/// The resident pages of a running process's data regions (`/proc/PID/pagemap`).
+fn read_resident(session: &Session) -> Option<crate::attribution::resident::PageSet> {
+    crate::target::read_pagemap(
+        session.pid,
+        &session.space.data_ranges(),
+        crate::target::page_size(),
+        MAX_PAGEMAP_PAGES,
+    )
+    .map_err(|e| log::debug!("reading /proc/{}/pagemap: {e}", session.pid))
+    .ok()
 }
 
 pub fn monotonic_ns() -> u64 {

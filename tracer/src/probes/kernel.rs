@@ -24,7 +24,7 @@ pub enum KernelProbes {
 /// The raw tracepoints the raw programs attach to (program `raw_<name>`), with the leading
 /// arguments of `TP_PROTO` that the programs read, in order, as BTF names their types (`a|b`:
 /// either). These attach in every mode: the two syscall ones first.
-pub const RAW_TRACEPOINTS: [(&str, &[&str]); 4] = [
+pub const RAW_TRACEPOINTS: [(&str, &[&str]); 5] = [
     ("sys_enter", &["struct pt_regs *", "long int"]),
     ("sys_exit", &["struct pt_regs *", "long int"]),
     (
@@ -33,6 +33,10 @@ pub const RAW_TRACEPOINTS: [(&str, &[&str]); 4] = [
     ),
     // Its program reads no argument.
     ("sched_process_exec", &[]),
+    (
+        "sched_process_exit",
+        &["struct task_struct *", "bool|_Bool"],
+    ),
 ];
 
 /// The kmem and fault raw tracepoints, attached with the kernel paths.
@@ -147,6 +151,8 @@ pub fn raw_layout(btf: &Btf) -> Result<KernelLayout, RawUnsupported> {
         regs_ip: member("pt_regs", "ip")?,
         regs_args,
         regs_orig_ax: member("pt_regs", SYSCALL_REGS.1)?,
+        task_pid: member("task_struct", "pid")?,
+        task_exit_code: member("task_struct", "exit_code")?,
         reserved: 0,
         syscall_nrs,
     })
@@ -230,13 +236,28 @@ pub fn kmem_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<KmemLayout, 
     Ok(layout)
 }
 
-/// Where `task:task_newtask` has the new task's clone flags.
+/// Where `task:task_newtask` has the new task's clone flags and pid.
 pub fn newtask_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<(), TracefsError> {
-    into.newtask_clone_flags = fs
-        .format("task", "task_newtask")?
-        .field("clone_flags")?
+    let format = fs.format("task", "task_newtask")?;
+    into.newtask_clone_flags = format.field("clone_flags")?.offset;
+    into.newtask_pid = format.field("pid")?.offset;
+    Ok(())
+}
+
+/// Where `sched:sched_process_exit` says whether the exiting thread is its process's last.
+pub fn exit_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<(), TracefsError> {
+    into.exit_group_dead = fs
+        .format("sched", "sched_process_exit")?
+        .field("group_dead")?
         .offset;
     Ok(())
+}
+
+/// `struct task_struct`'s `exit_code`, for the perf exit program (which has no task pointer
+/// of its own: it reads the current task), when BTF is there.
+pub fn task_exit_code(btf: &Btf) -> Option<u16> {
+    btf.member_offset("task_struct", "exit_code")
+        .and_then(|o| u16::try_from(o).ok())
 }
 
 /// Reads the field offsets of `exceptions:page_fault_user`.

@@ -60,6 +60,8 @@ pub enum ProbeError {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error("--follow needs the task and sched tracepoints: {0}")]
+    Follow(String),
     #[error("eBPF map {name}")]
     Map {
         name: &'static str,
@@ -92,6 +94,8 @@ pub struct LoadOptions {
     pub hold_exec: bool,
     /// `--tid`: only this thread's allocator calls (0: all).
     pub target_tid: u32,
+    /// `--follow`: trace the child processes too, and hear of every fork and exit.
+    pub follow: bool,
 }
 
 /// One tracepoint program and where it attaches.
@@ -169,7 +173,13 @@ pub fn build_config(
         } else {
             &[]
         };
-        attach.extend(other.iter().chain(kernel).map(|(n, _)| Attachment::raw(n)));
+        attach.extend(
+            other
+                .iter()
+                .filter(|(n, _)| opts.follow || *n != "sched_process_exit")
+                .chain(kernel)
+                .map(|(n, _)| Attachment::raw(n)),
+        );
     } else {
         attach_perf_syscalls(tracefs, &mut config, &mut attach)?;
         if opts.kernel {
@@ -178,9 +188,23 @@ pub fn build_config(
         // Child processes are counted in every mode: the summary says they were not traced.
         match kernel::newtask_offsets(tracefs, &mut config.kmem) {
             Ok(()) => attach.push(Attachment::new("task", "task_newtask")),
+            Err(e) if opts.follow => return Err(ProbeError::Follow(e.to_string())),
             Err(e) => log::warn!("child processes are not counted: {e}"),
         }
         attach.push(Attachment::new("sched", "sched_process_exec"));
+        if opts.follow {
+            kernel::exit_offsets(tracefs, &mut config.kmem)
+                .map_err(|e| ProbeError::Follow(e.to_string()))?;
+            attach.push(Attachment::new("sched", "sched_process_exit"));
+            // Exit codes are read from the task (without BTF, they are not known).
+            config.layout.task_exit_code = btf::Btf::from_sys()
+                .ok()
+                .and_then(|btf| kernel::task_exit_code(&btf))
+                .unwrap_or(0);
+        }
+    }
+    if opts.follow {
+        config.flags |= config_flags::FOLLOW;
     }
     if opts.hold_exec {
         config.flags |= config_flags::HOLD_EXEC;

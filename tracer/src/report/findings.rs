@@ -45,6 +45,9 @@ pub struct Finding {
     pub evidence: Value,
     pub message: String,
     pub suggestion: String,
+    /// The process it is about, in the totals of a `--follow` run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// What findings need that the summary does not hold.
@@ -88,6 +91,7 @@ fn finding(
         evidence,
         message,
         suggestion: suggestion.into(),
+        pid: None,
     }
 }
 

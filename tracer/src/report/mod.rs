@@ -14,6 +14,7 @@ pub mod merge;
 pub mod pprof;
 pub mod suspects;
 pub mod text;
+pub mod totals;
 pub mod user;
 
 use serde::{Deserialize, Serialize};
@@ -65,9 +66,13 @@ pub struct EventCounts {
     /// Of those: stacks that found the stack map with no free entry.
     #[serde(default)]
     pub stack_map_full: u64,
-    /// Child processes the traced process created: not traced.
+    /// Child processes the traced process created: not traced (without `--follow`).
     #[serde(default)]
     pub child_processes: u64,
+    /// `--follow`: child processes that could not join the traced set (it was full, or the
+    /// new process's id could not be read): not traced.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub children_lost: u64,
     /// A recording made with `--record-max`: events cut from its start (the report covers
     /// the rest; blocks allocated before it are not known).
     #[serde(skip_serializing_if = "is_zero")]
@@ -100,6 +105,28 @@ pub struct Summary {
     /// The program images that ran, when the process ran more than one (`execve`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageReport>,
+    /// `--follow`, when the traced process created others: each process's own summary, in the
+    /// order they were created; everything above is then the total of all of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessReport>,
+}
+
+/// One process of a `--follow` run, and its summary.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessReport {
+    pub pid: u32,
+    /// The process that created it; null for the one traced from the start.
+    pub ppid: Option<u32>,
+    /// What it ran last.
+    pub command: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Milliseconds after the first event: when it was created, and when it exited (null when
+    /// it still ran at the end).
+    pub started_ms: f64,
+    pub ended_ms: Option<f64>,
+    #[serde(flatten)]
+    pub summary: Summary,
 }
 
 impl ImageReport {
@@ -317,6 +344,7 @@ pub(crate) mod tests {
             timeline: Default::default(),
             findings: Vec::new(),
             images: Vec::new(),
+            processes: Vec::new(),
         }
     }
 

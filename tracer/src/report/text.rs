@@ -79,12 +79,14 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             .collect();
         writeln!(out, "programs: {}", steps.join(" -> "))?;
     }
+    render_processes(s, &mut out)?;
     if !s.findings.is_empty() {
         writeln!(out, "\nfindings (most at stake first):")?;
         for f in &s.findings {
+            let pid = f.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             writeln!(
                 out,
-                "  [{}] {}: {}",
+                "  [{}] {}{pid}: {}",
                 f.severity,
                 f.kind,
                 visible(&f.message)
@@ -100,8 +102,8 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
     if e.child_processes > 0 {
         writeln!(
             out,
-            "note: the process created {} child process{}, which {} not traced: only pid {} \
-             itself is followed",
+            "note: the process created {} child process{}, which {} not traced (use --follow): \
+             only pid {} itself is traced",
             e.child_processes,
             if e.child_processes == 1 { "" } else { "es" },
             if e.child_processes == 1 {
@@ -203,6 +205,67 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         return render_callers(s, TOP, &mut out);
     }
     render_user(&s.user, &mut out)
+}
+
+/// `--follow`: every process, most bytes allocated first; everything after is their total.
+fn render_processes(s: &Summary, out: &mut impl Write) -> io::Result<()> {
+    if s.processes.is_empty() {
+        if s.events.children_lost > 0 {
+            writeln!(
+                out,
+                "warning: {} child processes could not be followed (too many at once): not traced",
+                s.events.children_lost
+            )?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nprocesses: {} traced; the figures below are their totals",
+        s.processes.len()
+    )?;
+    writeln!(
+        out,
+        "  {:>8} {:>8} {:>9} {:>10} {:>10} {:>10}  {:<10} command",
+        "pid", "ppid", "allocs", "bytes", "peak live", "leaked", "ended"
+    )?;
+    let mut order: Vec<&super::ProcessReport> = s.processes.iter().collect();
+    order.sort_by(|a, b| {
+        b.summary
+            .user
+            .total_bytes()
+            .cmp(&a.summary.user.total_bytes())
+            .then(a.started_ms.total_cmp(&b.started_ms))
+    });
+    for p in order.iter().take(TOP * 2) {
+        let u = &p.summary.user;
+        let ended = match (p.exit_code, p.signal, p.ended_ms) {
+            (Some(code), _, _) => format!("status {code}"),
+            (None, Some(sig), _) => format!("signal {sig}"),
+            (None, None, Some(_)) => "exited".into(),
+            (None, None, None) => "running".into(),
+        };
+        writeln!(
+            out,
+            "  {:>8} {:>8} {:>9} {:>10} {:>10} {:>10}  {:<10} {}",
+            p.pid,
+            p.ppid.map_or("-".into(), |p| p.to_string()),
+            u.total_calls(),
+            human_bytes(u.total_bytes()),
+            human_bytes(u.peak_live_bytes),
+            human_bytes(u.leaked_bytes),
+            ended,
+            visible(&p.command.join(" "))
+        )?;
+    }
+    if order.len() > TOP * 2 {
+        writeln!(
+            out,
+            "  ... and {} more (see the JSON)",
+            order.len() - TOP * 2
+        )?;
+    }
+    Ok(())
 }
 
 /// The four paths side by side: what the allocator's bytes came from, and what the kernel

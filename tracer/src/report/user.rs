@@ -136,6 +136,20 @@ impl UserSummary {
             ("operator_new", self.operator_new),
         ]
     }
+
+    /// Calls of every allocating function.
+    pub fn total_calls(&self) -> u64 {
+        self.functions()
+            .iter()
+            .fold(0u64, |a, (_, f)| a.saturating_add(f.calls))
+    }
+
+    /// Bytes asked of every allocating function.
+    pub fn total_bytes(&self) -> u64 {
+        self.functions()
+            .iter()
+            .fold(0u64, |a, (_, f)| a.saturating_add(f.bytes))
+    }
 }
 
 /// The return addresses of a site, innermost first: the direct caller (read at entry), then

@@ -2,18 +2,25 @@
 
 use super::*;
 
-/// Moves records from the ring buffer into the session (and the recording).
+/// Moves records from the ring buffer into the sessions (and the recording).
 pub(super) struct Drain<'a> {
-    pub(super) session: &'a mut Session,
+    pub(super) processes: &'a mut Processes,
     /// The recording, until writing it fails (a full disk): then it is dropped, which
     /// removes it, and the run goes on.
     pub(super) recorder: Option<Recorder>,
     pub(super) record_failed: bool,
     /// Probes for libraries loaded later; none in `--mode kernel`.
     pub(super) allocators: Option<&'a mut AllocatorProbes>,
-    pub(super) files: &'a mut TargetFiles,
-    /// Thread names, read from /proc when a thread is first seen (while it still runs).
-    pub(super) threads: BTreeMap<u32, String>,
+    /// Each traced process's files, by pid.
+    pub(super) files: BTreeMap<u32, TargetFiles>,
+    /// Files of processes whose pid was reused: kept open, a child's may read through them.
+    pub(super) retired: Vec<TargetFiles>,
+    /// The process the allocator probes fire for: the target, or 0 with `--follow` (every
+    /// process, the kernel keeping to the traced ones).
+    pub(super) probe_pid: u32,
+    /// Thread names by (pid, tid), read from /proc when a thread is first seen (while it still
+    /// runs).
+    pub(super) threads: BTreeMap<(u32, u32), String>,
     /// A file was mapped executable since the last snapshot.
     pub(super) new_code: bool,
     /// The command line of the program the process runs now, after an exec.
@@ -33,11 +40,10 @@ impl Drain<'_> {
                 return Ok(false);
             };
             if let Ok(header) = events::decode_header(&record)
-                && header.tgid == self.session.pid
-                && !self.threads.contains_key(&header.tid)
+                && !self.threads.contains_key(&(header.tgid, header.tid))
             {
                 let name = thread_name(header.tgid, header.tid).unwrap_or_default();
-                self.threads.insert(header.tid, name);
+                self.threads.insert((header.tgid, header.tid), name);
             }
             if let Some(recorder) = self.recorder.as_mut()
                 && let Err(e) = recorder.event(&record)
@@ -51,27 +57,34 @@ impl Drain<'_> {
                 self.recorder = None;
                 self.record_failed = true;
             }
-            match self.session.process(&record) {
-                Some(Followup::Mapped(lib)) => {
+            match self.processes.process(&record) {
+                Some((pid, Followup::Mapped(lib))) => {
                     self.new_code = true;
                     // A file mapped executable after start (the libraries of a launched
                     // command, dlopen): kept open to symbolize, and probed if it brings an
                     // allocator. Calls made before this point are not seen.
                     drop(record);
-                    let Some(via) = self.files.open_mapping_at(&lib.path, lib.addr) else {
+                    let files = self.files_of(pid);
+                    let Some(via) = files.open_mapping_at(&lib.path, lib.addr) else {
                         log::warn!("{}: could not be opened: not probed", lib.path.display());
                         continue;
                     };
                     if let Some(allocators) = self.allocators.as_deref_mut()
                         && let Err(e) =
-                            allocators.attach_file(ebpf, &lib.path, &via, self.session.pid)
+                            allocators.attach_file(ebpf, &lib.path, &via, self.probe_pid)
                     {
                         log::warn!("{:#}", anyhow::Error::from(e));
                     }
                 }
-                Some(Followup::Exec { held, ts_ns }) => {
+                Some((pid, Followup::Exec { held, ts_ns })) => {
                     drop(record);
-                    self.on_exec(ebpf, held, ts_ns);
+                    self.on_exec(ebpf, pid, held, ts_ns);
+                }
+                Some((parent, Followup::Forked { child })) => {
+                    let files = self.files_of(parent).forked(child as i32);
+                    if let Some(old) = self.files.insert(child, files) {
+                        self.retired.push(old);
+                    }
                 }
                 None => {}
             }
@@ -81,11 +94,26 @@ impl Drain<'_> {
 }
 
 impl Drain<'_> {
+    /// Whether a process the target created still runs (its exit event not seen, and it is
+    /// there).
+    pub(super) fn others_running(&self) -> bool {
+        self.processes
+            .iter()
+            .skip(1)
+            .any(|p| p.exit.is_none() && target::alive(p.session.pid))
+    }
+
+    /// The files of process `pid` (a fork event lost: opened from now on).
+    fn files_of(&mut self, pid: u32) -> &mut TargetFiles {
+        self.files
+            .entry(pid)
+            .or_insert_with(|| TargetFiles::new(pid as i32))
+    }
+
     /// Reads every known thread's name again: threads rename themselves
     /// (pthread_setname_np) after they start. A thread gone keeps its last name.
     pub(super) fn refresh_thread_names(&mut self) {
-        let pid = self.session.pid;
-        for (&tid, name) in self.threads.iter_mut() {
+        for (&(pid, tid), name) in self.threads.iter_mut() {
             if let Some(now) = thread_name(pid, tid)
                 && !now.is_empty()
             {
@@ -97,9 +125,10 @@ impl Drain<'_> {
     /// The process ran a new program: the session and the recording learn its image, its
     /// files are opened and probed (with what its loader will load, when it is held), and a
     /// held process is continued.
-    pub(super) fn on_exec(&mut self, ebpf: &mut Ebpf, held: bool, ts_ns: u64) {
-        let pid = self.session.pid;
+    pub(super) fn on_exec(&mut self, ebpf: &mut Ebpf, pid: u32, held: bool, ts_ns: u64) {
+        let root = pid == self.processes.root().pid;
         let image = ExecImage {
+            pid: if root { 0 } else { pid },
             ts_ns,
             command: target::cmdline(pid as i32),
             exe: std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -107,7 +136,11 @@ impl Drain<'_> {
                 .unwrap_or_default(),
             maps: std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default(),
         };
-        self.session.on_exec(&image);
+        let Some(session) = self.processes.get_mut(pid) else {
+            return;
+        };
+        session.on_exec(&image);
+        let mut paths = session.space.exec_files();
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.exec(&image)
         {
@@ -119,21 +152,33 @@ impl Drain<'_> {
             self.recorder = None;
             self.record_failed = true;
         }
-        self.files.open_mapped(&image.maps);
+        // A new program: its own files (the parent's descriptors no longer apply).
+        let mut files = TargetFiles::new(pid as i32);
+        files.open_mapped(&image.maps);
+        if let Some(old) = self.files.insert(pid, files) {
+            self.retired.push(old);
+        }
         self.new_code = true;
-        self.command = Some(image.command.clone());
+        if root {
+            self.command = Some(image.command.clone());
+        }
         if let Some(allocators) = self.allocators.as_deref_mut() {
-            let mut paths = self.session.space.exec_files();
             if held && let Some(loader) = paths.iter().find(|f| is_loader(f)).cloned() {
                 let env = target::loader_env(pid as i32);
-                paths.extend(needed_libraries_with(&loader, Path::new(&image.exe), &env));
+                // What the loader will map, probed before the program runs: every library for
+                // the traced command; for a followed process, whose libc the probes already
+                // cover in every process, only when it preloads one (that takes a moment).
+                if root || env.iter().any(|(k, _)| k == "LD_PRELOAD") {
+                    paths.extend(needed_libraries_with(&loader, Path::new(&image.exe), &env));
+                }
             }
             paths.retain(|f| !is_loader(f));
+            let files = self.files.get_mut(&pid).expect("inserted above");
             for path in paths {
-                let Some(via) = self.files.open_path(&path) else {
+                let Some(via) = files.open_path(&path) else {
                     continue;
                 };
-                if let Err(e) = allocators.attach_file(ebpf, &path, &via, pid) {
+                if let Err(e) = allocators.attach_file(ebpf, &path, &via, self.probe_pid) {
                     log::warn!("{:#}", anyhow::Error::from(e));
                 }
             }
@@ -165,7 +210,7 @@ impl Drain<'_> {
         let allocators = self.allocators.as_deref();
         snapshotter.finish(
             Now {
-                session: self.session,
+                processes: self.processes,
                 ebpf: &probes.ebpf,
                 counters,
                 kernel_traced: probes.kernel_traced,
@@ -173,7 +218,7 @@ impl Drain<'_> {
                 uprobe_links: allocators
                     .map(|a| a.links().name().to_string())
                     .unwrap_or_default(),
-                substitutes: self.files.substitutes(),
+                files: &self.files,
                 threads: &self.threads,
             },
             ending,

@@ -40,6 +40,7 @@ use crate::{
             AllocatorProbes, UprobeError, UprobeLinks, needed_libraries, needed_libraries_with,
         },
     },
+    processes::Processes,
     record::Recorder,
     report::{Summary, TargetInfo},
     serve::{self, Published, Server},
@@ -102,6 +103,8 @@ pub struct RunConfig {
     pub tid: Option<u32>,
     /// `--fail-if`: conditions on the summary that fail the run.
     pub fail_if: Vec<crate::diff::gate::Gate>,
+    /// `--follow`: trace the processes the target creates, and what they run.
+    pub follow: bool,
 }
 
 /// `--listen` and its options.
@@ -214,10 +217,17 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         fault_stacks: cfg.fault_stacks,
         sample_bytes: cfg.sample_bytes,
         kernel_probes: cfg.kernel_probes,
-        // A launched command's parent is us: stopping it at an exec disturbs no shell.
-        hold_exec: held.is_some(),
+        // A launched command's parent is us: stopping it at an exec disturbs no shell. A
+        // followed process is held too (its parent sees the stop only if it waits with
+        // WUNTRACED, as only job-control shells do): it may run for less time than reading
+        // its new image takes.
+        hold_exec: held.is_some() || cfg.follow,
         target_tid: cfg.tid.unwrap_or(0),
+        follow: cfg.follow,
     };
+    if cfg.follow {
+        target::raise_fd_limit();
+    }
     let setup = Instant::now();
     let mut probes = Probes::load_and_attach(&tracefs, &opts)?;
     log::debug!(
@@ -259,7 +269,10 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         sample_bytes: u64::from(cfg.sample_bytes),
     };
     let namespace_pid = target::namespace_pid(pid);
-    let mut session = Session::new(&start);
+    let mut processes = Processes::new(&start);
+    // With --follow the probes fire in every process that maps a probed file, and the kernel
+    // keeps to the traced ones: a child is traced from its first instruction.
+    let probe_pid = if cfg.follow { 0 } else { pid as u32 };
     // The process's files, opened as it sees them (its namespace, its working directory, the
     // inode it mapped) and kept open: probed and symbolized through these only.
     let mut files = TargetFiles::new(pid);
@@ -286,7 +299,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         attach_allocators(
             allocators,
             &mut probes.ebpf,
-            &session,
+            processes.root(),
+            probe_pid,
             launched.as_deref(),
             &cfg.allocator_libs,
             &mut files,
@@ -334,11 +348,13 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     };
 
     let mut reader = Drain {
-        session: &mut session,
+        processes: &mut processes,
         recorder,
         record_failed: false,
         allocators: allocators.as_mut(),
-        files: &mut files,
+        files: BTreeMap::from([(pid as u32, files)]),
+        retired: Vec::new(),
+        probe_pid,
         threads: BTreeMap::new(),
         new_code: false,
         command: None,
@@ -388,7 +404,13 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let mut names_read = Instant::now();
     let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
     let mut signalled = 0;
+    // The target exited: watched no more. With --follow the run goes on while a process it
+    // created runs.
+    let mut pidfd = Some(pidfd);
     let ended_by = loop {
+        if pidfd.is_none() && !reader.others_running() {
+            break "exited";
+        }
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
@@ -405,14 +427,21 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
                     names_read = Instant::now();
                 }
             }
-            _ = pidfd.readable() => break "exited",
+            _ = exited(pidfd.as_ref()) => {
+                if !cfg.follow {
+                    break "exited";
+                }
+                // Its last events first: they may name more processes.
+                reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+                pidfd = None;
+            }
             _ = sleep_until(deadline) => break "duration",
             _ = next_refresh(interval.as_mut(), refresh_requests.as_mut()) => {
                 let at = started.elapsed();
                 // Everything the ring holds now first: the interval is as of this moment.
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
                 let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), Some(usize::MAX));
-                let summary = reader.session.summarize(&finish);
+                let summary = reader.processes.summarize(&finish);
                 if let Some(live) = live.as_mut() {
                     live.interval(&summary, at, false);
                 }
@@ -429,7 +458,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             _ = snapshot_requests.recv() => {
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
                 let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), None);
-                let (_, said) = write_snapshot(&reader.session.summarize(&finish), &outputs, top.is_some());
+                let (_, said) = write_snapshot(&reader.processes.summarize(&finish), &outputs, top.is_some());
                 match top.as_mut() {
                     Some(top) => top.say(said),
                     None => eprintln!("{said}"),
@@ -442,7 +471,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
                     Action::Snapshot => {
                         reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
                         let finish = reader.snapshot(&mut snapshotter, &probes, Ending::running(), None);
-                        let (_, said) = write_snapshot(&reader.session.summarize(&finish), &outputs, true);
+                        let (_, said) = write_snapshot(&reader.processes.summarize(&finish), &outputs, true);
                         ui.say(said);
                     }
                     Action::Quit => match child {
@@ -477,6 +506,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             }
         }
     };
+    // No process is stopped at an exec from now on; one stopped already is continued when
+    // the drain below reaches its exec.
+    if let Err(e) = probes.stop_holding() {
+        log::warn!("{e}");
+    }
     // What the ring holds now, and no more: a target still running keeps filling it.
     let in_ring = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
     reader.drain(ring.get_mut(), &mut probes.ebpf, in_ring)?;
@@ -512,7 +546,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         // The last interval line, as of the end: its sites summed over the lines are the
         // summary's. A scrape from now on sees the end.
         let all = reader.snapshot(&mut snapshotter, &probes, ending, Some(usize::MAX));
-        let all = reader.session.summarize(&all);
+        let all = reader.processes.summarize(&all);
         if let Some(live) = live.as_mut() {
             failed += live.finish(&all, elapsed);
         }
@@ -524,7 +558,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         eprintln!("tracer: error: {:#}", anyhow::Error::from(e));
         failed += 1;
     }
-    let summary = session.summarize(&finish);
+    let summary = processes.summarize(&finish);
     spinner.finish_and_clear();
     failed += output::write_all(&summary, &outputs);
     let gate_failed = check_gates(&summary, &cfg.fail_if);
@@ -535,9 +569,6 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     // Nothing of ours may outlive us in the helper: the HTTP server closes its socket now. And
     // a command still running (left to run untraced) is not stopped at an exec meanwhile.
     drop(server);
-    if let Err(e) = probes.stop_holding() {
-        log::warn!("{e}");
-    }
     detach_in_background(probes);
     log::debug!("let go of the kernel probes in {:?}", teardown.elapsed());
     let status = match (exit_code, signal) {
@@ -577,10 +608,12 @@ fn check_gates(summary: &Summary, gates: &[crate::diff::gate::Gate]) -> bool {
 
 /// Attaches the allocator probes to every file the process has mapped or, for a command
 /// stopped at exec, will load, and to `extra` files named by the user.
+#[allow(clippy::too_many_arguments)]
 fn attach_allocators(
     allocators: &mut AllocatorProbes,
     ebpf: &mut Ebpf,
     session: &Session,
+    probe_pid: u32,
     launched: Option<&Path>,
     extra: &[PathBuf],
     target_files: &mut TargetFiles,
@@ -606,7 +639,7 @@ fn attach_allocators(
             ),
         }
     }
-    let (_, errors) = allocators.attach_files(ebpf, &files, session.pid, stop);
+    let (_, errors) = allocators.attach_files(ebpf, &files, probe_pid, stop);
     for (_, e) in errors {
         match e {
             UprobeError::Load { .. } | UprobeError::Program(_) => return Err(e.into()),
@@ -618,7 +651,7 @@ fn attach_allocators(
         return Ok(());
     }
     for file in extra {
-        allocators.attach_file(ebpf, file, file, session.pid)?;
+        allocators.attach_file(ebpf, file, file, probe_pid)?;
     }
     if allocators.attached.is_empty() {
         log::warn!(
@@ -705,6 +738,16 @@ fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: both callers pass values that own their descriptor (an `OwnedFd`, aya's ring
     // buffer map) and keep it open and unchanged until the `AsyncFd` drops them.
     Ok(unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }?)
+}
+
+/// The target's exit; never, once it was seen.
+async fn exited(pidfd: Option<&AsyncFd<std::os::fd::OwnedFd>>) {
+    match pidfd {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -71,6 +71,18 @@ impl TargetFiles {
         }
     }
 
+    /// The files of `pid`, a child this process forked: until it runs another program it maps
+    /// what its parent did, read through the parent's descriptors (which the parent's
+    /// `TargetFiles` keeps open for the run).
+    pub fn forked(&self, pid: i32) -> Self {
+        TargetFiles {
+            pid,
+            kept: Vec::new(),
+            by_path: self.by_path.clone(),
+            shared_cwd: self.shared_cwd.clone(),
+        }
+    }
+
     fn keep(&mut self, path: PathBuf, file: File) -> PathBuf {
         let fd = file.as_raw_fd();
         let via = PathBuf::from(format!("/proc/self/fd/{fd}"));
@@ -113,12 +125,15 @@ impl TargetFiles {
             return Some(via.clone());
         }
         let dir = format!("/proc/{}/map_files", self.pid);
-        let range = fs::read_dir(dir).ok()?.find_map(|entry| {
-            let name = entry.ok()?.file_name().into_string().ok()?;
-            let (start, end) = name.split_once('-')?;
-            let start = u64::from_str_radix(start, 16).ok()?;
-            let end = u64::from_str_radix(end, 16).ok()?;
-            (start..end).contains(&addr).then_some(name)
+        // A process already gone has no map_files: its path is tried instead.
+        let range = fs::read_dir(dir).ok().and_then(|mut d| {
+            d.find_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                let (start, end) = name.split_once('-')?;
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let end = u64::from_str_radix(end, 16).ok()?;
+                (start..end).contains(&addr).then_some(name)
+            })
         });
         match range.and_then(|r| self.open_range(&r)) {
             Some(file) => Some(self.keep(path.to_path_buf(), file)),
@@ -146,13 +161,12 @@ impl TargetFiles {
         };
         let file = match open(&inside) {
             Ok(file) => file,
-            // The process is gone (or a zombie, whose root can no longer be read): our
+            // The process is gone, or exiting (its root can no longer be followed): our
             // namespace is its namespace, if it was shared.
-            Err(_) if fs::read_link(proc.join("root")).is_err() => {
+            Err(_) => {
                 let cwd = self.shared_cwd.as_ref()?;
                 open(&cwd.join(path)).ok()?
             }
-            Err(_) => return None,
         };
         if !path.is_absolute()
             && self.shared_cwd.is_some()
