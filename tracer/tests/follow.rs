@@ -1,0 +1,198 @@
+//! Root tests of `--follow`: every process a command creates is traced, each with its own
+//! sites, leaks and exit status, and the totals add up; without it the summary says how many
+//! went untraced. A recording of a followed run replays to the same summary.
+
+mod support;
+
+use std::{fs, process::Command};
+
+use serde_json::Value;
+use support::*;
+
+/// The site whose innermost frame is `function`, in a summary's (or a process's) sites.
+fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
+    v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"][0]["function"] == function)
+        .unwrap_or_else(|| panic!("no site {function} in {:#}", v["user"]["sites"]))
+}
+
+fn leak<'a>(v: &'a Value, function: &str) -> &'a Value {
+    v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["stack"][0]["function"] == function)
+        .unwrap_or_else(|| panic!("no leak {function} in {:#}", v["user"]["leaks"]))
+}
+
+fn processes(v: &Value) -> &Vec<Value> {
+    v["processes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no processes in {:#}", v))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// A process that forks a child that forks a grandchild: three processes, each with its known
+/// allocations, exit status and parent; the child's free of a block it inherited is a free of
+/// an unknown block, not the parent's.
+#[test]
+fn a_child_that_forks_is_followed_with_its_own_books() {
+    let w = workload("forker");
+    let dir = json_path("follow").with_extension("d");
+    fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("live.json");
+    let recording = dir.join("run.trace");
+    let out = tracer()
+        .args(["--follow", "--json"])
+        .arg(&live)
+        .arg("--record")
+        .arg(&recording)
+        .arg("--")
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(&live).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let ps = processes(&v);
+    assert_eq!(ps.len(), 3, "{:#}", v["processes"]);
+    let (parent, child, grandchild) = (&ps[0], &ps[1], &ps[2]);
+    assert_eq!(parent["ppid"], Value::Null);
+    assert_eq!(parent["pid"], v["target"]["pid"]);
+    assert_eq!(child["ppid"], parent["pid"]);
+    assert_eq!(grandchild["ppid"], child["pid"]);
+    let codes: Vec<&Value> = ps.iter().map(|p| &p["exit_code"]).collect();
+    assert_eq!(codes, [&Value::from(0), &Value::from(3), &Value::from(5)]);
+    assert_eq!(child["command"][0], w.to_str().unwrap());
+
+    let s = site(parent, "in_parent");
+    assert_eq!(
+        (u(&s["allocs"]), u(&s["bytes"])),
+        (10, 10_000)
+    );
+    assert_eq!(u(&leak(parent, "in_parent")["bytes"]), 10_000);
+    let s = site(child, "in_child");
+    assert_eq!(
+        (
+            u(&s["allocs"]),
+            u(&s["bytes"]),
+            u(&s["live_bytes"])
+        ),
+        (20, 40_000, 0)
+    );
+    assert_eq!(u(&child["user"]["free"]["unknown"]), 1, "{:#}", child["user"]["free"]);
+    let l = leak(grandchild, "in_grandchild");
+    assert_eq!((u(&l["count"]), u(&l["bytes"])), (30, 90_000));
+    // Each process's sites are its own.
+    for (p, own) in [
+        (parent, "in_parent"),
+        (child, "in_child"),
+        (grandchild, "in_grandchild"),
+    ] {
+        for other in ["in_parent", "in_child", "in_grandchild"] {
+            let listed = p["user"]["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["stack"][0]["function"] == other);
+            assert_eq!(listed, other == own, "{other} in pid {}", p["pid"]);
+        }
+    }
+
+    // The totals are the sums.
+    let sum = |f: &dyn Fn(&Value) -> u64| ps.iter().map(f).sum::<u64>();
+    assert_eq!(
+        u(&v["user"]["malloc"]["calls"]),
+        sum(&|p| u(&p["user"]["malloc"]["calls"]))
+    );
+    assert_eq!(
+        u(&v["user"]["leaked_bytes"]),
+        sum(&|p| u(&p["user"]["leaked_bytes"]))
+    );
+    assert_eq!(
+        u(&v["syscalls"]["mmap"]["calls"]),
+        sum(&|p| u(&p["syscalls"]["mmap"]["calls"]))
+    );
+    assert_eq!(u(&site(&v, "in_grandchild")["bytes"]), 90_000);
+    assert_eq!(u(&leak(&v, "in_parent")["count"]), 10);
+    assert!(
+        stderr(&out).contains("processes: 3 traced"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The recording replays to the same summary.
+    let replayed = dir.join("replayed.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["report", "-q", "--json"])
+        .arg(&replayed)
+        .arg(&recording)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&replayed).unwrap(), text);
+}
+
+/// `sh -c './a; ./b & wait'`: the shell and the two programs it runs (one in the foreground,
+/// one in the background), each program's sites resolved by name in its own process.
+#[test]
+fn a_shell_and_the_programs_it_runs() {
+    let findings = workload("findings");
+    let alloc = workload("alloc");
+    let script = format!("{} leak; {} 3 & wait", findings.display(), alloc.display());
+    let (v, out) = trace_with(&["--follow", "--no-kernel"], &["sh", "-c", &script], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ps = processes(&v);
+    assert_eq!(ps.len(), 3, "{:#}", v["processes"]);
+    assert_eq!(ps[0]["command"][0], "sh");
+    let by_program = |path: &std::path::Path| {
+        ps.iter()
+            .find(|p| p["command"][0] == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no process ran {}: {:#}", path.display(), v["processes"]))
+    };
+    let f = by_program(&findings);
+    let l = leak(f, "leak100");
+    assert_eq!((u(&l["count"]), u(&l["bytes"])), (2000, 200_000));
+    assert_eq!(f["ppid"], ps[0]["pid"]);
+    let a = by_program(&alloc);
+    // Three iterations of the family: one pvalloc and one valloc each, and the one leak.
+    assert_eq!(u(&a["user"]["pvalloc"]["calls"]), 3);
+    assert_eq!(u(&a["user"]["valloc"]["calls"]), 3);
+    assert_eq!(u(&leak(a, "leak_here")["bytes"]), 4242);
+    assert_eq!(u(&v["user"]["pvalloc"]["calls"]), 3);
+    // No process is cut short, and the shell's own exit status is the run's.
+    for p in ps {
+        assert_eq!(p["exit_code"], 0, "{p:#}");
+    }
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Without --follow the children run untraced, and the summary says so and how to trace them.
+#[test]
+fn without_follow_the_untraced_children_are_counted() {
+    let w = workload("forker");
+    let (v, out) = trace_with(&["--no-kernel"], &[w.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["events"]["child_processes"], 1);
+    assert!(v.get("processes").is_none());
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 child process, which was not traced (use --follow)"),
+        "{err}"
+    );
+    // Only the parent's own allocations.
+    assert_eq!(u(&site(&v, "in_parent")["allocs"]), 10);
+    assert!(
+        !v["user"]["sites"]
+            .to_string()
+            .contains("in_child"),
+        "{:#}",
+        v["user"]["sites"]
+    );
+}
