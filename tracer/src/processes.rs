@@ -49,9 +49,10 @@ pub struct Processes {
     index: HashMap<u32, usize>,
     /// The last routed process, which the next event most likely comes from.
     last: (u32, usize),
-    /// Events of a process that is not known (its fork event was lost), and records that did
-    /// not decode: not in any process's counts.
+    /// Events of a process that is not known (its fork event was lost): in no process's counts.
     pub unrouted: u64,
+    /// Records that did not decode, with more than one process (with one, its own counts say).
+    pub undecodable: u64,
 }
 
 impl Processes {
@@ -66,6 +67,7 @@ impl Processes {
             index: HashMap::from([(start.pid, 0)]),
             last: (start.pid, 0),
             unrouted: 0,
+            undecodable: 0,
         }
     }
 
@@ -116,7 +118,7 @@ impl Processes {
                 return None;
             }
             Err(e) => {
-                self.unrouted += 1;
+                self.undecodable += 1;
                 log::debug!("undecodable record: {e}");
                 return None;
             }
@@ -223,8 +225,11 @@ impl Processes {
         // The kernel-side counters are the whole run's: they go to the totals only.
         let mut events = total.events.clone();
         crate::session::add_counters(&mut events, finish);
-        events.received = events.received.saturating_add(self.unrouted);
-        events.decode_errors = events.decode_errors.saturating_add(self.unrouted);
+        events.received = events
+            .received
+            .saturating_add(self.unrouted + self.undecodable);
+        events.decode_errors = events.decode_errors.saturating_add(self.undecodable);
+        events.unknown_process = self.unrouted;
         total.events = events;
         for r in &mut reports {
             r.summary = r.summary.truncated(finish.max_sites);

@@ -292,7 +292,7 @@ impl Session {
             kernel: KernelStats::default(),
             join: Join::default(),
             gfp: self.gfp.clone(),
-            timeline: Timeline::default(),
+            timeline: Timeline::starting_at(ts_ns),
             trend: SiteTrend::default(),
             page_size: self.page_size,
             seen_files: self.seen_files.clone(),

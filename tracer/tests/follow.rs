@@ -72,21 +72,19 @@ fn a_child_that_forks_is_followed_with_its_own_books() {
     assert_eq!(child["command"][0], w.to_str().unwrap());
 
     let s = site(parent, "in_parent");
-    assert_eq!(
-        (u(&s["allocs"]), u(&s["bytes"])),
-        (10, 10_000)
-    );
+    assert_eq!((u(&s["allocs"]), u(&s["bytes"])), (10, 10_000));
     assert_eq!(u(&leak(parent, "in_parent")["bytes"]), 10_000);
     let s = site(child, "in_child");
     assert_eq!(
-        (
-            u(&s["allocs"]),
-            u(&s["bytes"]),
-            u(&s["live_bytes"])
-        ),
+        (u(&s["allocs"]), u(&s["bytes"]), u(&s["live_bytes"])),
         (20, 40_000, 0)
     );
-    assert_eq!(u(&child["user"]["free"]["unknown"]), 1, "{:#}", child["user"]["free"]);
+    assert_eq!(
+        u(&child["user"]["free"]["unknown"]),
+        1,
+        "{:#}",
+        child["user"]["free"]
+    );
     let l = leak(grandchild, "in_grandchild");
     assert_eq!((u(&l["count"]), u(&l["bytes"])), (30, 90_000));
     // Each process's sites are its own.
@@ -189,10 +187,43 @@ fn without_follow_the_untraced_children_are_counted() {
     // Only the parent's own allocations.
     assert_eq!(u(&site(&v, "in_parent")["allocs"]), 10);
     assert!(
-        !v["user"]["sites"]
-            .to_string()
-            .contains("in_child"),
+        !v["user"]["sites"].to_string().contains("in_child"),
         "{:#}",
         v["user"]["sites"]
+    );
+}
+
+/// `--pid --follow` of a shell that, once attached to, runs a program that forks: the shell,
+/// the process it forks to run the program (which execs it), and that program's two children,
+/// each of the program's processes with its own sites.
+#[test]
+fn attached_to_a_running_shell_its_new_processes_are_followed() {
+    let w = workload("forker");
+    let script = format!("echo ready; read x; {}; exit 0", w.display());
+    let v = trace_gated(
+        std::path::Path::new("/bin/sh"),
+        &["-c", &script],
+        &["--follow", "--no-kernel"],
+        |_| {},
+    );
+    let ps = processes(&v);
+    assert_eq!(ps.len(), 4, "{:#}", v["processes"]);
+    assert_eq!(ps[0]["command"][0], "/bin/sh");
+    assert_eq!(ps[0]["exit_code"], 0);
+    // The shell's child ran the program: its command, and its parent's.
+    assert_eq!(ps[1]["command"][0], w.to_str().unwrap());
+    assert_eq!(ps[1]["ppid"], ps[0]["pid"]);
+    assert_eq!(u(&site(&ps[1], "in_parent")["allocs"]), 10);
+    assert_eq!(u(&site(&ps[2], "in_child")["allocs"]), 20);
+    assert_eq!(u(&leak(&ps[3], "in_grandchild")["bytes"]), 90_000);
+    let codes: Vec<&Value> = ps.iter().map(|p| &p["exit_code"]).collect();
+    assert_eq!(
+        codes,
+        [
+            &Value::from(0),
+            &Value::from(0),
+            &Value::from(3),
+            &Value::from(5)
+        ]
     );
 }

@@ -65,6 +65,14 @@ impl Timeline {
         }
     }
 
+    /// An empty timeline whose times count from `ts_ns` (a forked process's, from its fork).
+    pub fn starting_at(ts_ns: u64) -> Self {
+        Timeline {
+            start_ns: Some(ts_ns),
+            ..Timeline::default()
+        }
+    }
+
     fn t_ms(&mut self, ts_ns: u64) -> f64 {
         let start = *self.start_ns.get_or_insert(ts_ns);
         ts_ns.saturating_sub(start) as f64 / 1e6

@@ -69,6 +69,10 @@ pub struct EventCounts {
     /// Child processes the traced process created: not traced (without `--follow`).
     #[serde(default)]
     pub child_processes: u64,
+    /// `--follow`: events of a process whose creation was not seen (its fork event was
+    /// lost): not in any process's figures.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unknown_process: u64,
     /// `--follow`: child processes that could not join the traced set (it was full, or the
     /// new process's id could not be read): not traced.
     #[serde(skip_serializing_if = "is_zero")]

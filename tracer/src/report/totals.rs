@@ -73,16 +73,10 @@ pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
             .then(b.live_bytes.cmp(&a.live_bytes))
     });
     t.user.leak_suspects.truncate(max_sites);
-    t.timeline = merge_timelines(processes);
+    let summed_peak;
+    (t.timeline, summed_peak) = merge_timelines(processes);
     // Processes at their peaks at different moments: the total's peak is the highest sum seen,
     // and never below the one process that peaked highest.
-    let summed_peak = t
-        .timeline
-        .points
-        .iter()
-        .map(|p| p.sample.live_heap)
-        .max()
-        .unwrap_or(0);
     t.user.peak_live_bytes = processes
         .iter()
         .map(|p| p.summary.user.peak_live_bytes)
@@ -245,8 +239,8 @@ fn merge_callers(callers: Vec<CallerReport>) -> Vec<CallerReport> {
 
 /// The sum of every process's memory over time, in the first process's time: at each point of
 /// any process, each process's latest sample (none before it started, none after it exited).
-/// The markers are every process's.
-fn merge_timelines(processes: &[ProcessReport]) -> Timeline {
+/// The markers are every process's. Also returns the highest sum of live heap bytes.
+fn merge_timelines(processes: &[ProcessReport]) -> (Timeline, u64) {
     // (time, process, sample); `None`: the process exited.
     let mut changes: Vec<(f64, usize, Option<Sample>)> = Vec::new();
     let mut markers = Vec::new();
@@ -270,25 +264,22 @@ fn merge_timelines(processes: &[ProcessReport]) -> Timeline {
     markers.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
     let mut current: Vec<Sample> = vec![Sample::default(); processes.len()];
     let mut points: Vec<Point> = Vec::with_capacity(changes.len());
+    let mut peak = 0u64;
     for (t_ms, i, sample) in changes {
         current[i] = sample.unwrap_or_default();
         let mut sum = Sample::default();
         for s in &current {
             add!(sum, s; live_heap, mapped, resident, slab, buddy);
         }
+        peak = peak.max(sum.live_heap);
         match points.last_mut() {
             // Changes at the same moment make one point.
             Some(last) if last.t_ms == t_ms => last.sample = sum,
             _ => points.push(Point { t_ms, sample: sum }),
         }
     }
-    // As many points as one process's timeline has at most: every other one dropped.
-    let max = processes
-        .iter()
-        .map(|p| p.summary.timeline.points.len())
-        .max()
-        .unwrap_or(0)
-        .max(2);
+    // As many points as one process's timeline may have: every other one dropped.
+    let max = crate::aggregate::timeline::MAX_POINTS;
     while points.len() > max {
         let last = points.pop();
         let mut i = 0;
@@ -298,7 +289,7 @@ fn merge_timelines(processes: &[ProcessReport]) -> Timeline {
         });
         points.extend(last);
     }
-    Timeline::from_parts(points, markers, markers_dropped)
+    (Timeline::from_parts(points, markers, markers_dropped), peak)
 }
 
 #[cfg(test)]
