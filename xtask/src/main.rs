@@ -162,24 +162,45 @@ fn html_check(html: Option<PathBuf>) -> Result<()> {
     setup::ensure_chromium()?;
     let out = workspace_root().join("target/html-check");
     std::fs::create_dir_all(&out)?;
-    let page = match html {
-        Some(page) => page,
+    let pages = match html {
+        Some(page) => vec![page],
         None => {
             build()?;
-            let page = out.join("report.html");
             let demo = build_workload("demo")?;
+            let tracer = workspace_root().join("target/release/tracer");
+            let page = out.join("report.html");
             status(
-                Command::new(workspace_root().join("target/release/tracer"))
+                Command::new(&tracer)
                     .args(["-q", "--html"])
                     .arg(&page)
                     .arg("--")
                     .arg(&demo),
             )?;
-            page
+            // A --follow page: the process table, its selector and a view per process.
+            let follow = out.join("follow.html");
+            let twice = format!("{0}; {0}", demo.display());
+            status(
+                Command::new(&tracer)
+                    .args(["-q", "--follow", "--html"])
+                    .arg(&follow)
+                    .args(["--", "sh", "-c", &twice]),
+            )?;
+            vec![page, follow]
         }
     };
-    let page = std::fs::canonicalize(&page).with_context(|| format!("{}", page.display()))?;
-    let shot = out.join("screenshot.png");
+    for page in pages {
+        check_page(&out, &page)?;
+    }
+    Ok(())
+}
+
+/// Loads `page` in headless Chromium: no console message, and a screenshot with content.
+fn check_page(out: &Path, page: &Path) -> Result<()> {
+    let page = std::fs::canonicalize(page).with_context(|| format!("{}", page.display()))?;
+    let shot = out.join(format!(
+        "{}.png",
+        page.file_stem().unwrap_or_default().to_string_lossy()
+    ));
     let _ = std::fs::remove_file(&shot);
     let profile = out.join("chromium-profile");
     let _ = std::fs::remove_dir_all(&profile);

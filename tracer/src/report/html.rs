@@ -75,6 +75,13 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 });
 ";
 
+/// The process selector: shows the chosen view, hides the others.
+const VIEW_SCRIPT: &str = "
+document.getElementById('process-select').addEventListener('change', function (e) {
+  document.querySelectorAll('div.view').forEach(function (v) { v.hidden = v.id !== e.target.value; });
+});
+";
+
 fn svg_data(svg: &[u8]) -> String {
     format!("data:image/svg+xml;base64,{}", STANDARD.encode(svg))
 }
@@ -146,20 +153,115 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>tracer: {command}</title><style>{STYLE}</style></head><body>\n"
     )?;
-    let outcome = match (t.exit_code, t.signal, t.ended_by.as_str()) {
+    writeln!(
+        out,
+        "<header><h1>Memory of <code>{command}</code></h1><p>pid {} {}; traced {:.1} ms; \
+         {} events received, {} dropped</p></header>",
+        t.pid,
+        outcome(t.exit_code, t.signal, &t.ended_by),
+        s.duration_ms,
+        s.events.received,
+        s.events.dropped
+    )?;
+    if s.processes.is_empty() {
+        body(s, &mut out)?;
+    } else {
+        processes(s, &mut out)?;
+    }
+    writeln!(
+        out,
+        "<script>{SORT_SCRIPT}</script>\n</body></html>"
+    )?;
+    Ok(())
+}
+
+/// How a process ended, in words.
+fn outcome(exit_code: Option<i32>, signal: Option<i32>, ended_by: &str) -> String {
+    match (exit_code, signal, ended_by) {
         (Some(code), _, _) => format!("exited with status {code}"),
         (None, Some(sig), _) => format!("killed by signal {sig}"),
         (_, _, "exited") => "exited".to_string(),
         (_, _, "duration") => "traced for the requested duration".to_string(),
         (_, _, "running") => "still running (a snapshot)".to_string(),
         _ => "traced until interrupted".to_string(),
-    };
+    }
+}
+
+/// The most processes given a view of their own in the page (the largest by bytes); the
+/// table lists every one.
+const MAX_PROCESS_VIEWS: usize = 32;
+
+/// `--follow`: a table of the processes, a selector, the totals' view and one per process
+/// (each a whole report; ids prefixed by `p<pid>-` so that they stay unique).
+fn processes(s: &Summary, out: &mut impl Write) -> Result<()> {
+    let mut order: Vec<&super::ProcessReport> = s.processes.iter().collect();
+    order.sort_by(|a, b| {
+        b.summary
+            .user
+            .total_bytes()
+            .cmp(&a.summary.user.total_bytes())
+    });
     writeln!(
         out,
-        "<header><h1>Memory of <code>{command}</code></h1><p>pid {} {outcome}; traced {:.1} ms; \
-         {} events received, {} dropped</p></header>",
-        t.pid, s.duration_ms, s.events.received, s.events.dropped
+        "<section id=\"processes\"><h2>Processes ({} traced)</h2>\
+         <p><label>Show <select id=\"process-select\"><option value=\"view-all\">all {} \
+         processes (totals)</option>",
+        s.processes.len(),
+        s.processes.len()
     )?;
+    for p in order.iter().take(MAX_PROCESS_VIEWS) {
+        writeln!(
+            out,
+            "<option value=\"view-p{}\">pid {}: {}</option>",
+            p.pid,
+            p.pid,
+            esc(&p.command.join(" "))
+        )?;
+    }
+    writeln!(
+        out,
+        "</select></label></p><table class=\"sortable\" id=\"process-table\"><thead><tr>\
+         <th>pid</th><th>ppid</th><th>allocs</th><th>bytes</th><th>peak live</th>\
+         <th>leaked</th><th class=\"l\">ended</th><th class=\"l\">command</th></tr></thead><tbody>"
+    )?;
+    for p in &order {
+        let u = &p.summary.user;
+        writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td>{}{}{}<td class=\"l\">{}</td>\
+             <td class=\"l\"><code>{}</code></td></tr>",
+            p.pid,
+            p.ppid.map_or("-".into(), |p| p.to_string()),
+            u.total_calls(),
+            num(u.total_bytes(), human_bytes(u.total_bytes())),
+            num(u.peak_live_bytes, human_bytes(u.peak_live_bytes)),
+            num(u.leaked_bytes, human_bytes(u.leaked_bytes)),
+            outcome(p.exit_code, p.signal, &p.summary.target.ended_by),
+            esc(&p.command.join(" "))
+        )?;
+    }
+    writeln!(out, "</tbody></table></section>")?;
+    writeln!(out, "<div class=\"view\" id=\"view-all\">")?;
+    body(s, out)?;
+    writeln!(out, "</div>")?;
+    for p in order.iter().take(MAX_PROCESS_VIEWS) {
+        let mut view = Vec::new();
+        body(&p.summary, &mut view)?;
+        let view = String::from_utf8(view)?;
+        // Every id the body writes is `id="`: text in it is escaped, quotes included.
+        let view = view.replace("id=\"", &format!("id=\"p{}-", p.pid));
+        writeln!(
+            out,
+            "<div class=\"view\" id=\"view-p{}\" hidden>{view}</div>",
+            p.pid
+        )?;
+    }
+    writeln!(out, "<script>{VIEW_SCRIPT}</script>")?;
+    Ok(())
+}
+
+/// Everything below the header: the report of one summary.
+fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
     if !s.images.is_empty() {
         let steps: Vec<String> = s
             .images
@@ -262,7 +364,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
              below.</p></section>"
         )?;
     }
-    render_callers(s, &mut out)?;
+    render_callers(s, out)?;
 
     writeln!(
         out,
@@ -402,10 +504,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
             )?;
         }
     }
-    writeln!(
-        out,
-        "</section>\n<script>{SORT_SCRIPT}</script>\n</body></html>"
-    )?;
+    writeln!(out, "</section>")?;
     Ok(())
 }
 
@@ -541,5 +640,48 @@ mod tests {
             "{}",
             &page[page.find("<polyline").unwrap()..][..200]
         );
+    }
+
+    /// `--follow`: a table of every process, a selector, the totals' view shown and each
+    /// process's view hidden, and no id twice on the page.
+    #[test]
+    fn a_followed_run_has_a_process_selector_and_unique_ids() {
+        let mut s = sample_summary();
+        for (pid, command) in [(10, "sh"), (11, "<b>cc1</b>")] {
+            s.processes.push(crate::report::ProcessReport {
+                pid,
+                ppid: (pid == 11).then_some(10),
+                command: vec![command.into()],
+                exit_code: Some(0),
+                signal: None,
+                started_ms: 0.0,
+                ended_ms: Some(1.0),
+                summary: sample_summary(),
+            });
+        }
+        let mut page = Vec::new();
+        render(&s, &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        for needle in [
+            "id=\"process-select\"",
+            "<option value=\"view-p11\">pid 11: &lt;b&gt;cc1&lt;/b&gt;</option>",
+            "<div class=\"view\" id=\"view-all\">",
+            "<div class=\"view\" id=\"view-p10\" hidden>",
+            "id=\"p11-sites\"",
+            "id=\"p10-paths\"",
+        ] {
+            assert!(page.contains(needle), "{needle}");
+        }
+        let mut ids: Vec<&str> = page
+            .split("id=\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            .collect();
+        let all = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all, "an id is used twice");
+        // Ours only: the sort script and the selector's.
+        assert_eq!(page.matches("<script>").count(), 2);
     }
 }
