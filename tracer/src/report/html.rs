@@ -168,10 +168,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
     } else {
         processes(s, &mut out)?;
     }
-    writeln!(
-        out,
-        "<script>{SORT_SCRIPT}</script>\n</body></html>"
-    )?;
+    writeln!(out, "<script>{SORT_SCRIPT}</script>\n</body></html>")?;
     Ok(())
 }
 

@@ -56,13 +56,36 @@ fn escape(v: &str) -> String {
 }
 
 struct Writer {
-    out: String,
     format: Format,
-    /// `pid="…",comm="…"`: on every series.
+    /// `pid="…",comm="…"`: on every series of the process being written.
     base: String,
+    /// Each family's `# HELP`/`# TYPE` lines and its samples, in the order first written: the
+    /// processes of a `--follow` run each add their series to the same families.
+    families: Vec<(String, String)>,
 }
 
 impl Writer {
+    fn new(format: Format) -> Self {
+        Writer {
+            format,
+            base: String::new(),
+            families: Vec::new(),
+        }
+    }
+
+    /// Every family, its series together.
+    fn finish(self) -> String {
+        let mut out = String::new();
+        for (header, samples) in self.families {
+            out.push_str(&header);
+            out.push_str(&samples);
+        }
+        if self.format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+
     /// One metric family: `name` without `_total`; `series` are (extra labels, value).
     fn family(
         &mut self,
@@ -82,14 +105,21 @@ impl Writer {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
         };
-        let _ = writeln!(self.out, "# HELP {type_name} {help}");
-        let _ = writeln!(self.out, "# TYPE {type_name} {kind}");
+        let header = format!("# HELP {type_name} {help}\n# TYPE {type_name} {kind}\n");
+        let i = match self.families.iter().position(|(h, _)| *h == header) {
+            Some(i) => i,
+            None => {
+                self.families.push((header, String::new()));
+                self.families.len() - 1
+            }
+        };
+        let samples = &mut self.families[i].1;
         for (labels, value) in series {
             let mut l = self.base.clone();
             for (k, v) in labels {
                 let _ = write!(l, ",{k}=\"{}\"", escape(&v));
             }
-            let _ = writeln!(self.out, "{sample_name}{{{l}}} {value}");
+            let _ = writeln!(samples, "{sample_name}{{{l}}} {value}");
         }
     }
 
@@ -102,19 +132,73 @@ fn label(k: &'static str, v: impl Into<String>) -> Vec<(&'static str, String)> {
     vec![(k, v.into())]
 }
 
-/// The exposition of `summary` (built with every site listed); at most `max_sites` sites.
-pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u64) -> String {
-    let comm = summary
-        .target
-        .command
+/// The most processes of a `--follow` run given series of their own: those with the most
+/// bytes allocated (bounded label cardinality, as for sites).
+pub const MAX_METRIC_PROCESSES: usize = 64;
+
+/// The `pid` and `comm` labels of a process.
+fn base_labels(pid: u32, command: &[String]) -> String {
+    let comm = command
         .first()
         .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
         .unwrap_or_default();
-    let mut w = Writer {
-        out: String::new(),
-        format,
-        base: format!("pid=\"{}\",comm=\"{}\"", summary.target.pid, escape(&comm)),
-    };
+    format!("pid=\"{pid}\",comm=\"{}\"", escape(&comm))
+}
+
+/// The exposition of `summary` (built with every site listed); at most `max_sites` sites. A
+/// `--follow` run's processes each have their own series (at most [`MAX_METRIC_PROCESSES`]),
+/// and `tracer_processes` counts them.
+pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u64) -> String {
+    let mut w = Writer::new(format);
+    if summary.processes.is_empty() {
+        w.base = base_labels(summary.target.pid, &summary.target.command);
+        process(
+            &mut w,
+            summary,
+            Some(summary.events.dropped),
+            max_sites,
+            page_size,
+        );
+        return w.finish();
+    }
+    let mut order: Vec<_> = summary.processes.iter().collect();
+    order.sort_by_key(|p| std::cmp::Reverse(p.summary.user.total_bytes()));
+    for p in order.iter().take(MAX_METRIC_PROCESSES) {
+        w.base = base_labels(p.pid, &p.command);
+        // Drops are the run's: on the first process's series.
+        let dropped = (p.ppid.is_none()).then_some(summary.events.dropped);
+        process(&mut w, &p.summary, dropped, max_sites, page_size);
+    }
+    w.base = base_labels(summary.target.pid, &summary.target.command);
+    let running = summary
+        .processes
+        .iter()
+        .filter(|p| p.ended_ms.is_none())
+        .count();
+    w.family(
+        "tracer_processes",
+        Kind::Gauge,
+        "Processes traced (--follow), by whether they still run.",
+        [
+            (label("state", "running"), running as f64),
+            (
+                label("state", "exited"),
+                (summary.processes.len() - running) as f64,
+            ),
+        ],
+    );
+    w.finish()
+}
+
+/// The series of one process, labelled with `w.base`; `dropped`: the run's lost events, on
+/// one process's series.
+fn process(
+    w: &mut Writer,
+    summary: &Summary,
+    dropped: Option<u64>,
+    max_sites: usize,
+    page_size: u64,
+) {
     let p = &summary.paths;
     let k = &summary.kernel;
     w.family(
@@ -177,12 +261,14 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
         "Events read from the kernel.",
         summary.events.received,
     );
-    w.one(
-        "tracer_events_dropped",
-        Kind::Counter,
-        "Events lost (the ring buffer was full, or per-thread state could not be stored).",
-        summary.events.dropped,
-    );
+    if let Some(dropped) = dropped {
+        w.one(
+            "tracer_events_dropped",
+            Kind::Counter,
+            "Events lost (the ring buffer was full, or per-thread state could not be stored).",
+            dropped,
+        );
+    }
     let u = &summary.user;
     let funcs = u.functions();
     w.family(
@@ -266,28 +352,28 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
         )
     };
     site_family(
-        &mut w,
+        w,
         "tracer_site_live_bytes",
         Kind::Gauge,
         "Live bytes of the call sites with the most (--max-metric-sites).",
         0,
     );
     site_family(
-        &mut w,
+        w,
         "tracer_site_allocations",
         Kind::Counter,
         "Allocations made by each listed call site.",
         1,
     );
     site_family(
-        &mut w,
+        w,
         "tracer_site_allocated_bytes",
         Kind::Counter,
         "Bytes allocated by each listed call site.",
         2,
     );
     site_family(
-        &mut w,
+        w,
         "tracer_site_resident_bytes",
         Kind::Gauge,
         "Resident bytes of each listed call site's live blocks.",
@@ -310,10 +396,6 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
         "Seconds since tracing began.",
         (summary.duration_ms / 1e3) as u64,
     );
-    if format == Format::OpenMetrics {
-        w.out.push_str("# EOF\n");
-    }
-    w.out
 }
 
 #[cfg(test)]
@@ -415,5 +497,86 @@ mod tests {
         assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
         assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
         assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+
+    /// `--follow`: each process's own series, every family once with all of them, no two
+    /// series with the same labels, and the processes counted.
+    #[test]
+    fn each_followed_process_has_its_series() {
+        let mut s = sample_summary();
+        for (pid, command, malloc, ended) in
+            [(10, "/bin/sh", 2, None), (11, "/usr/bin/cc1", 9, Some(5.0))]
+        {
+            let mut summary = sample_summary();
+            summary.user.malloc.calls = malloc;
+            summary.user.malloc.bytes = malloc * 100;
+            s.processes.push(crate::report::ProcessReport {
+                pid,
+                ppid: (pid == 11).then_some(10),
+                command: vec![command.into()],
+                exit_code: None,
+                signal: None,
+                started_ms: 0.0,
+                ended_ms: ended,
+                summary,
+            });
+        }
+        s.events.dropped = 4;
+        let text = render(&s, Format::Prometheus, 5, 4096);
+        let calls = "tracer_allocator_calls_total{";
+        assert_eq!(
+            value(
+                &text,
+                &format!("{calls}pid=\"11\",comm=\"cc1\",function=\"malloc\"}}")
+            ),
+            9.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{calls}pid=\"10\",comm=\"sh\",function=\"malloc\"}}")
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(&text, "tracer_events_dropped_total{pid=\"10\",comm=\"sh\"}"),
+            4.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "tracer_processes{pid=\"4242\",comm=\"app\",state=\"exited\"}"
+            ),
+            1.0
+        );
+        let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+        let mut unique = helps.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), helps.len(), "a family written twice");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0)
+            .collect();
+        let mut unique = series.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            series.len(),
+            "two series with the same labels"
+        );
+        // Each family's series are together, under its TYPE line.
+        let mut seen = std::collections::HashSet::new();
+        let mut current = "";
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix("# TYPE ") {
+                current = t.split(' ').next().unwrap();
+                assert!(seen.insert(current), "{current} twice");
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(current), "{line} outside {current}");
+            }
+        }
     }
 }
