@@ -227,3 +227,56 @@ fn attached_to_a_running_shell_its_new_processes_are_followed() {
         ]
     );
 }
+
+/// `--follow --listen`: /metrics has each running process's series under its own pid, while
+/// the run goes on.
+#[test]
+fn metrics_are_served_per_followed_process() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::Stdio,
+    };
+    let w = workload("growing");
+    let script = format!("{0} 300 & {0} 300 & wait", w.display());
+    let mut tracer = tracer()
+        .args(["-q", "--no-kernel", "--follow", "--listen", "127.0.0.1:0"])
+        .args(["--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("tracer: serving http://")
+                .and_then(|r| r.split('/').next()?.parse().ok())
+        })
+        .expect("tracer said where it serves");
+    // The pids with a leak_step series of a growing process.
+    let leaking = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with("tracer_site_live_bytes{") && l.contains("comm=\"growing\""))
+            .filter(|l| l.contains("leak_step"))
+            .filter_map(|l| Some(l.split("pid=\"").nth(1)?.split('"').next()?.to_string()))
+            .collect()
+    };
+    // Both processes are seen (each has run a few steps), 30 s at most.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let text = wait_for_metrics(addr, &[], |_| true);
+        if leaking(&text).len() == 2 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tracer_processes{") && l.contains("state=\"running\"")),
+        "{text}"
+    );
+    // SAFETY: a signal to our own child: the command ends, and the run with it.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let _ = tracer.wait();
+}

@@ -83,43 +83,6 @@ fn serve(steps: &str, by_pid: bool, options: &[&str]) -> Served {
     }
 }
 
-/// A plain HTTP/1.0 GET: (status, headers, body).
-fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap();
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&all[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head, all[split + 4..].to_vec())
-}
-
-/// Polls `/metrics` (30 s at most) until a line passes `ready`; returns the exposition.
-fn wait_for_metrics(
-    addr: SocketAddr,
-    headers: &[(&str, &str)],
-    ready: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _, body) = get(addr, "/metrics", headers);
-        let text = String::from_utf8_lossy(&body).into_owned();
-        // 503 until the first publish.
-        if status == 200 && text.lines().any(&ready) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{status}: {text}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

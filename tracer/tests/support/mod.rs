@@ -220,3 +220,46 @@ pub fn leak_of(v: &Value, bytes: i64) -> Value {
         .cloned()
         .unwrap_or_else(|| panic!("no {bytes}-byte leak in {}", v["user"]["leaks"]))
 }
+
+/// A plain HTTP/1.0 GET: (status, headers, body).
+pub fn get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    use std::io::{Read, Write};
+    s.write_all(req.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, all[split + 4..].to_vec())
+}
+
+/// Polls `/metrics` (30 s at most) until a line passes `ready`; returns the exposition.
+pub fn wait_for_metrics(
+    addr: std::net::SocketAddr,
+    headers: &[(&str, &str)],
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _, body) = get(addr, "/metrics", headers);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        // 503 until the first publish.
+        if status == 200 && text.lines().any(&ready) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
