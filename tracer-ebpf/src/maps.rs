@@ -87,7 +87,7 @@ pub fn is_traced(tgid: u32) -> bool {
     // The target first: without --follow that is all there is, and no map is looked up.
     tgid == target_tgid()
         // SAFETY: the value is only tested for presence.
-        || (config_flag(config_flags::FOLLOW) && unsafe { FOLLOWED.get(&tgid) }.is_some())
+        || (config_flag(config_flags::FOLLOW) && unsafe { FOLLOWED.get(tgid) }.is_some())
 }
 
 /// The current thread if it belongs to a traced process: `(tgid, tid)`.

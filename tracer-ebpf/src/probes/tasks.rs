@@ -73,7 +73,7 @@ fn created(clone_flags: u64, child: impl FnOnce() -> Option<u32>) {
         return;
     };
     // In the set before the child first runs: none of its events is missed.
-    if FOLLOWED.insert(&pid, &tgid, 0).is_err() {
+    if FOLLOWED.insert(pid, tgid, 0).is_err() {
         bump(counter::FOLLOW_FULL);
         return;
     }
@@ -119,7 +119,7 @@ fn exited(group_dead: bool) {
     };
     process_event(kind::EXIT, tgid, tid, tgid, status);
     // Its pid may be reused by a process outside the traced tree.
-    let _ = FOLLOWED.remove(&tgid);
+    let _ = FOLLOWED.remove(tgid);
 }
 
 #[inline(always)]
