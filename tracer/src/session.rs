@@ -46,6 +46,11 @@ pub struct Start {
     /// `--sample`: mean bytes between sampled allocations; 0 when every call was traced.
     #[serde(default)]
     pub sample_bytes: u64,
+    /// `--pid`: the data regions' resident pages when tracing began (`/proc/PID/pagemap`):
+    /// resident from the start, so that memory touched before attaching is not taken for
+    /// never touched when the process can no longer be read at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_at_attach: Option<PageSet>,
 }
 
 impl Start {
@@ -64,6 +69,14 @@ impl Start {
             ));
         }
         // User space ends below 2^57 even with five-level page tables.
+        if let Some(pages) = &self.resident_at_attach
+            && pages.page_size != self.page_size
+        {
+            return Err(format!(
+                "resident pages of {} bytes in a process of {}-byte pages",
+                pages.page_size, self.page_size
+            ));
+        }
         if let Some(brk) = self.initial_break
             && brk >= 1 << 57
         {
@@ -204,6 +217,8 @@ pub struct Session {
     images: Vec<ImageReport>,
     /// Threads that called the allocator.
     allocating_threads: HashSet<u32>,
+    /// The resident pages at attach were known (see [`Start::resident_at_attach`]).
+    seeded: bool,
 }
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
@@ -222,13 +237,18 @@ impl Session {
         if let Some(brk) = start.initial_break {
             agg.syscalls.set_initial_break(brk);
         }
+        let mut join = Join::default();
+        if let Some(pages) = &start.resident_at_attach {
+            join.seed_resident(pages, &space);
+        }
         Session {
             pid: start.pid,
             agg,
             space,
             counts: EventCounts::default(),
             kernel: KernelStats::default(),
-            join: Join::default(),
+            join,
+            seeded: start.resident_at_attach.is_some(),
             gfp: GfpTable::from_print_fmt(&start.gfp_print_fmt),
             timeline: Timeline::default(),
             trend: SiteTrend::default(),
@@ -299,6 +319,7 @@ impl Session {
             last_ts: ts_ns,
             first_ts: Some(ts_ns),
             allocating_threads: HashSet::new(),
+            seeded: false,
             images: vec![ImageReport {
                 command: image.map(|i| i.command.clone()).unwrap_or_default(),
                 exe: image.map(|i| i.exe.clone()).unwrap_or_default(),
@@ -545,6 +566,10 @@ impl Session {
         let user = user::UserSummary {
             uprobe_links: finish.uprobe_links.clone(),
             sampling,
+            resident_source: match (&finish.resident, self.seeded) {
+                (None, true) => "pagemap_at_attach",
+                _ => user.resident_source,
+            },
             ..user
         };
         let mut kernel = KernelSummary::new(&self.kernel, &self.join);

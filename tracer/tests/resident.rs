@@ -12,8 +12,10 @@ use std::{
 use serde_json::Value;
 use support::*;
 
-#[test]
-fn memory_touched_before_attach_is_resident() {
+/// `tracer --pid` of workloads/prefilled.c, attached once it has filled and freed its blocks;
+/// with `exits`, the workload exits once it has allocated them again (so that pagemap cannot
+/// be read at the end), else the run lasts three seconds.
+fn traced_prefilled(exits: bool) -> Value {
     let w = workload("prefilled");
     let dir = json_path("resident").with_extension("d");
     std::fs::create_dir_all(&dir).unwrap();
@@ -21,6 +23,7 @@ fn memory_touched_before_attach_is_resident() {
     let _ = std::fs::remove_file(&go);
     let mut target = Command::new(&w)
         .arg(&go)
+        .args(exits.then_some("exit"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -31,10 +34,15 @@ fn memory_touched_before_attach_is_resident() {
     assert_eq!(ready.trim(), "ready");
     let json = dir.join("out.json");
     let mut tracer = tracer()
-        .args(["-q", "--no-kernel", "--duration", "3", "--pid"])
+        .args(["-q", "--no-kernel", "--pid"])
         .arg(target.id().to_string())
         .arg("--json")
         .arg(&json)
+        .args(if exits {
+            &[][..]
+        } else {
+            &["--duration", "3"][..]
+        })
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -47,7 +55,12 @@ fn memory_touched_before_attach_is_resident() {
     let _ = target.kill();
     let _ = target.wait();
     assert!(status.success());
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn memory_touched_before_attach_is_resident() {
+    let v = traced_prefilled(false);
     let user = &v["user"];
     assert_eq!(user["resident_source"], "pagemap");
     let leak = user["leaks"]
@@ -80,6 +93,26 @@ fn memory_touched_before_attach_is_resident() {
         heap - sum <= 4096 * (sites.len() as u64 + 8),
         "{sum} vs {heap}"
     );
+}
+
+/// A target that exits before the end cannot be read then: what was resident at attach, and
+/// touched since, is what is resident; the reused blocks are not "never touched".
+#[test]
+fn memory_touched_before_attach_is_resident_after_the_target_exits() {
+    let v = traced_prefilled(true);
+    assert_eq!(v["target"]["ended_by"], "exited");
+    let user = &v["user"];
+    assert_eq!(user["resident_source"], "pagemap_at_attach");
+    let leak = user["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["stack"][0]["function"] == "leak_reused")
+        .unwrap_or_else(|| panic!("{:#}", user["leaks"]))
+        .clone();
+    assert_eq!(leak["count"], 5000);
+    let resident = leak["resident_bytes"].as_u64().unwrap();
+    assert!(resident >= 5_000_000, "{leak:#}");
 }
 
 /// `--tid`: only that thread's allocator calls are traced.

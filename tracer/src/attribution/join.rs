@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn, FaultEvent, PageEvent, SlabEvent, Syscall, SyscallEvent};
 
+use super::resident::PageSet;
 use super::space::{AddressSpace, RegionKind};
 use crate::aggregate::{
     heap::{HeapStats, SiteKey},
@@ -273,6 +274,24 @@ impl Join {
         match owner {
             Owner::Site(site) => self.sites.entry(site).or_default().0.resident_bytes += PAGE,
             Owner::Region(kind) => *self.region_resident_pages.entry(kind.name()).or_default() += 1,
+        }
+    }
+
+    /// Pages resident before tracing began (`/proc/PID/pagemap` at attach), owned by their
+    /// region: a live block on them is resident. At most `MAX_SEEDED_PAGES` (a recording may
+    /// claim anything).
+    pub fn seed_resident(&mut self, pages: &PageSet, space: &AddressSpace) {
+        const MAX_SEEDED_PAGES: u64 = 1 << 22;
+        let mut budget = MAX_SEEDED_PAGES;
+        for &[first, count] in &pages.runs {
+            for i in 0..count.min(budget) {
+                let page = first.wrapping_add(i.wrapping_mul(PAGE)) & !(PAGE - 1);
+                self.own(page, Owner::Region(space.region(page)));
+            }
+            budget = budget.saturating_sub(count);
+            if budget == 0 {
+                return;
+            }
         }
     }
 

@@ -53,10 +53,6 @@ impl Ending {
     }
 }
 
-/// The most pages of data regions read from pagemap per snapshot (16 GiB of 4 KiB pages, 32 MiB
-/// read): the rest counts as not resident.
-const MAX_PAGEMAP_PAGES: u64 = 1 << 22;
-
 pub struct Snapshotter {
     /// pid, namespace pid and command: the rest is filled in per snapshot.
     pub target: TargetInfo,
@@ -215,7 +211,7 @@ fn read_resident(session: &Session) -> Option<crate::attribution::resident::Page
         session.pid,
         &session.space.data_ranges(),
         crate::target::page_size(),
-        MAX_PAGEMAP_PAGES,
+        crate::target::MAX_PAGEMAP_PAGES,
     )
     .map_err(|e| log::debug!("reading /proc/{}/pagemap: {e}", session.pid))
     .ok()

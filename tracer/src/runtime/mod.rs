@@ -251,12 +251,19 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let mut ring = watch(ring).context("polling the event ring")?;
 
     // The process as it is now: stopped at exec, or running.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
     let start = Start {
         pid: pid as u32,
         command: command.clone(),
         page_size: target::page_size(),
-        maps: std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .with_context(|| format!("reading /proc/{pid}/maps"))?,
+        // A running process has touched memory already: what of it is resident.
+        resident_at_attach: if held.is_none() {
+            target::resident_now(pid as u32, &maps)
+        } else {
+            None
+        },
+        maps,
         gfp_print_fmt: tracefs
             .format("kmem", "mm_page_alloc")
             .map(|f| f.print_fmt)
@@ -280,11 +287,15 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let recorder = match (record, cfg.record_max, record_dir) {
         (Some(sink), Some(max), Some(dir)) => {
             let base = start.clone();
-            let now = Box::new(move || Start {
-                maps: std::fs::read_to_string(format!("/proc/{pid}/maps"))
-                    .unwrap_or_else(|_| base.maps.clone()),
-                initial_break: target::current_break(pid),
-                ..base.clone()
+            let now = Box::new(move || {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                    .unwrap_or_else(|_| base.maps.clone());
+                Start {
+                    resident_at_attach: target::resident_now(pid as u32, &maps),
+                    maps,
+                    initial_break: target::current_break(pid),
+                    ..base.clone()
+                }
             });
             Some(Recorder::rotating(sink, &start, max, &dir, now)?)
         }

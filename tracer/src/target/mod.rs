@@ -221,6 +221,19 @@ pub fn loader_env(pid: i32) -> Vec<(String, String)> {
 /// The present pages of `ranges` (page-aligned `[start, end)`, in address order) from
 /// `/proc/PID/pagemap`: bit 63 of each page's entry. Needs root (CAP_SYS_ADMIN) for the
 /// entries to mean anything; reading stops at `max_pages` pages in all.
+/// The resident pages of process `pid`'s data regions (as `maps` lists them) now, when
+/// pagemap can be read: at most [`MAX_PAGEMAP_PAGES`].
+pub fn resident_now(pid: u32, maps: &str) -> Option<crate::attribution::resident::PageSet> {
+    let ranges = crate::attribution::AddressSpace::from_proc_maps(maps).data_ranges();
+    read_pagemap(pid, &ranges, page_size(), MAX_PAGEMAP_PAGES)
+        .map_err(|e| log::debug!("reading /proc/{pid}/pagemap: {e}"))
+        .ok()
+}
+
+/// The most pages of data regions read from pagemap at once (16 GiB of 4 KiB pages, 32 MiB
+/// read): the rest counts as not resident.
+pub const MAX_PAGEMAP_PAGES: u64 = 1 << 22;
+
 pub fn read_pagemap(
     pid: u32,
     ranges: &[(u64, u64)],
