@@ -139,6 +139,17 @@ fn start(rng: &mut Rng) -> Start {
         gfp_print_fmt: gfp_format(rng),
         initial_break: rng.chance(3).then(|| word(rng)),
         sample_bytes: *rng.pick(&[0, 0, 1, 4096, 1 << 19, u64::from(u32::MAX), u64::MAX]),
+        resident_at_attach: page_set(rng).map(|mut p| {
+            // Usually the page size the start claims (a mismatch is refused), and runs of a few
+            // pages: each seeds the model page by page (up to 2^22 pages: slow to fuzz).
+            if !rng.chance(8) {
+                p.page_size = 4096;
+            }
+            for run in &mut p.runs {
+                run[1] %= 64;
+            }
+            p
+        }),
     }
 }
 

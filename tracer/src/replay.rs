@@ -116,6 +116,7 @@ mod tests {
             gfp_print_fmt: String::new(),
             initial_break: None,
             sample_bytes: 0,
+            resident_at_attach: None,
         };
         let mut rec = Recorder::create(sink(path), &start).unwrap();
         let header = |kind, ts| EventHeader {
@@ -195,6 +196,7 @@ mod tests {
             gfp_print_fmt: String::new(),
             initial_break: None,
             sample_bytes: 0,
+            resident_at_attach: None,
         };
         let mut rec = Recorder::create(sink(&path), &start).unwrap();
         let alloc = |size, ptr, ts| AllocEvent {
