@@ -127,14 +127,15 @@ fn gfp_format(rng: &mut Rng) -> String {
 }
 
 fn start(rng: &mut Rng) -> Start {
+    let page_size = if rng.chance(6) {
+        word(rng)
+    } else {
+        *rng.pick(&[4096, 16384, 65536])
+    };
     Start {
         pid: if rng.chance(8) { word(rng) as u32 } else { PID },
         command: (0..rng.below(3)).map(|_| text(rng, 20)).collect(),
-        page_size: if rng.chance(6) {
-            word(rng)
-        } else {
-            *rng.pick(&[4096, 16384, 65536])
-        },
+        page_size,
         maps: maps(rng),
         gfp_print_fmt: gfp_format(rng),
         initial_break: rng.chance(3).then(|| word(rng)),
@@ -143,7 +144,7 @@ fn start(rng: &mut Rng) -> Start {
             // Usually the page size the start claims (a mismatch is refused), and runs of a few
             // pages: each seeds the model page by page (up to 2^22 pages: slow to fuzz).
             if !rng.chance(8) {
-                p.page_size = 4096;
+                p.page_size = page_size;
             }
             for run in &mut p.runs {
                 run[1] %= 64;
