@@ -52,6 +52,9 @@ fn each_allocation_lands_on_its_path() {
         "{p}"
     );
     assert!(n(&p["mmap"]["bytes"]) >= 20 << 20, "{p}");
+    // The twenty 1 MiB blocks are the mmap path's only allocations.
+    assert_eq!(p["mmap"]["allocs"], 20, "{p}");
+    assert!(n(&p["thread_arena"]["allocs"]) >= 20, "{p}");
     assert!(n(&p["thread_arena"]["bytes"]) >= 4000, "{p}");
 }
 

@@ -157,6 +157,8 @@ pub struct Join {
     /// Of what `madvise` handed back: bytes of pages resident then (first touched while
     /// traced). The syscall's own length counts address space, reserved or not.
     pub madvise_resident_bytes: u64,
+    /// Allocations served by each user path: brk heap, dedicated mmap, thread arena, other.
+    pub path_allocs: [u64; 4],
 }
 
 impl Join {
@@ -443,14 +445,14 @@ impl Join {
         };
         let bytes = e.nmemb.saturating_mul(e.size);
         let entry = self.sites.entry(site).or_default();
-        match space.region(e.ptr) {
-            RegionKind::Heap => entry.0.brk_bytes = entry.0.brk_bytes.saturating_add(bytes),
-            RegionKind::AnonMmap => entry.0.mmap_bytes = entry.0.mmap_bytes.saturating_add(bytes),
-            RegionKind::ThreadArena => {
-                entry.0.thread_arena_bytes = entry.0.thread_arena_bytes.saturating_add(bytes)
-            }
-            _ => entry.0.other_bytes = entry.0.other_bytes.saturating_add(bytes),
-        }
+        let (slot, path) = match space.region(e.ptr) {
+            RegionKind::Heap => (&mut entry.0.brk_bytes, 0),
+            RegionKind::AnonMmap => (&mut entry.0.mmap_bytes, 1),
+            RegionKind::ThreadArena => (&mut entry.0.thread_arena_bytes, 2),
+            _ => (&mut entry.0.other_bytes, 3),
+        };
+        *slot = slot.saturating_add(bytes);
+        self.path_allocs[path] = self.path_allocs[path].saturating_add(1);
         if let Some(p) = pending {
             entry.0.buddy_pages = entry.0.buddy_pages.saturating_add(p.caused.buddy_pages);
             entry.0.slab_objects = entry.0.slab_objects.saturating_add(p.caused.slab_objects);

@@ -82,6 +82,8 @@ impl KernelSummary {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct BytesPath {
     pub bytes: u64,
+    /// Allocations served (each allocator call that returned a block there).
+    pub allocs: u64,
     pub sites: u64,
 }
 
@@ -116,6 +118,11 @@ impl PathsSummary {
     pub fn new(join: &Join) -> Self {
         let mut p = PathsSummary::default();
         let count = |sites: &mut u64, n: u64| *sites += u64::from(n > 0);
+        [p.brk.allocs, p.mmap.allocs, p.thread_arena.allocs] = [
+            join.path_allocs[0],
+            join.path_allocs[1],
+            join.path_allocs[2],
+        ];
         for (paths, _) in join.sites.values() {
             p.brk.bytes = p.brk.bytes.saturating_add(paths.brk_bytes);
             count(&mut p.brk.sites, paths.brk_bytes);
@@ -170,11 +177,13 @@ mod tests {
                 Default::default(),
             ),
         );
+        join.path_allocs = [4, 1, 0, 2];
         let p = PathsSummary::new(&join);
         assert_eq!(
             p.brk,
             BytesPath {
                 bytes: 100,
+                allocs: 4,
                 sites: 1
             }
         );
@@ -182,6 +191,7 @@ mod tests {
             p.mmap,
             BytesPath {
                 bytes: 200_000,
+                allocs: 1,
                 sites: 1
             }
         );

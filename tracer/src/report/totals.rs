@@ -40,9 +40,9 @@ pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
         add_syscalls(&mut t, s);
         add_user(&mut t.user, &s.user);
         add_kernel(&mut t, s);
-        add!(t.paths.brk, s.paths.brk; bytes, sites);
-        add!(t.paths.mmap, s.paths.mmap; bytes, sites);
-        add!(t.paths.thread_arena, s.paths.thread_arena; bytes, sites);
+        add!(t.paths.brk, s.paths.brk; bytes, allocs, sites);
+        add!(t.paths.mmap, s.paths.mmap; bytes, allocs, sites);
+        add!(t.paths.thread_arena, s.paths.thread_arena; bytes, allocs, sites);
         add!(t.paths.buddy, s.paths.buddy; pages, sites);
         add!(t.paths.slab, s.paths.slab; objects, sites);
         t.callers.extend(s.callers.iter().cloned());

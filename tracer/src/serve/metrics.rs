@@ -217,8 +217,12 @@ fn process(
     w.family(
         "tracer_path_allocations",
         Kind::Counter,
-        "Allocations through the kernel's paths: buddy page blocks and slab objects.",
+        "Allocations through each path: user allocations served by the brk heap, dedicated \
+         mmaps and thread arenas; buddy page blocks and slab objects.",
         [
+            (label("path", "brk"), p.brk.allocs as f64),
+            (label("path", "mmap"), p.mmap.allocs as f64),
+            (label("path", "thread_arena"), p.thread_arena.allocs as f64),
             (label("path", "buddy"), k.buddy.allocs as f64),
             (label("path", "slab"), k.slab.allocs as f64),
         ],
@@ -433,6 +437,7 @@ mod tests {
         let mut s = sample_summary();
         s.target.command = vec!["/usr/bin/my\"app".into()];
         s.paths.brk.bytes = 4096;
+        s.paths.mmap.allocs = 5;
         s.user.malloc.calls = 7;
         s.user.sites = vec![
             site("small", 1, 10),
@@ -456,6 +461,13 @@ mod tests {
                 &format!("tracer_allocator_calls_total{{{base},function=\"malloc\"}}")
             ),
             7.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("tracer_path_allocations_total{{{base},path=\"mmap\"}}")
+            ),
+            5.0
         );
         assert!(text.contains("# TYPE tracer_live_bytes gauge"));
         // Two sites at most; the two "big" ones are one series.
