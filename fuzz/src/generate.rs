@@ -255,6 +255,7 @@ fn finish(rng: &mut Rng) -> Finish {
                 inlined: rng.chance(3),
                 module: rng.chance(2).then(|| text(rng, 30)),
                 offset: rng.chance(2).then(|| word(rng)),
+                plumbing: rng.chance(4),
             })
             .collect();
         symbols.insert(addr, frames);
@@ -296,6 +297,11 @@ fn finish(rng: &mut Rng) -> Finish {
             .map(|_| (text(rng, 10), vec![text(rng, 10)]))
             .collect(),
         resident: page_set(rng),
+        // Hostile patterns too: one that does not compile is reported and ignored.
+        wrappers: (0..rng.below(3))
+            .map(|_| rng.pick(&["^zmalloc$", "(", "a*", "[[:alpha:]]+", ""]).to_string())
+            .collect(),
+        text_sites: rng.chance(3).then(|| *rng.pick(&[0, 1, 15, usize::MAX])),
         processes: (0..rng.below(4))
             .map(|i| ProcessFinish {
                 pid: if rng.chance(4) {

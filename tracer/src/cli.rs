@@ -150,9 +150,17 @@ pub struct Cli {
     pub allocator_lib: Vec<PathBuf>,
 
     /// Most call sites and leaks listed in the summary (and so in the HTML, folded stacks and
-    /// pprof); the largest by bytes come first. Example: --max-sites 1000
-    #[arg(long, value_name = "N", default_value_t = 200)]
-    pub max_sites: usize,
+    /// pprof; 200 without it); the largest by bytes come first. Given, the text lists that
+    /// many too (else ten). Example: --max-sites 1000
+    #[arg(long, value_name = "N")]
+    pub max_sites: Option<usize>,
+
+    /// A function of the program's own that wraps the allocator (a regular expression over
+    /// demangled names; repeatable): like malloc itself and the languages' allocation glue
+    /// (Rust's alloc::, libstdc++'s allocators), it is plumbing, and sites are named by their
+    /// first frame outside it. Example: --wrapper '^(zmalloc|zcalloc|ztrymalloc_usable)'
+    #[arg(long, value_name = "REGEX", value_parser = parse_wrapper)]
+    pub wrapper: Vec<String>,
 
     /// Distinct allocation stacks the kernel can keep (each takes about 1 KiB of kernel memory).
     /// Allocations beyond it are counted without a stack, and the summary says how many.
@@ -464,7 +472,9 @@ impl Cli {
             duration: self.duration,
             ring_bytes: self.buffer_size,
             allocator_libs: self.allocator_lib,
-            max_sites: self.max_sites,
+            max_sites: self.max_sites.unwrap_or(DEFAULT_MAX_SITES),
+            text_sites: self.max_sites,
+            wrappers: self.wrapper,
             kernel_stacks: self.kernel_stacks,
             kernel: !self.no_kernel,
             max_stacks: self.max_stacks,
@@ -495,6 +505,15 @@ impl Cli {
 }
 
 const MAX_SECONDS: f64 = 365.0 * 86400.0;
+
+/// Sites and leaks listed in a summary without `--max-sites`.
+pub const DEFAULT_MAX_SITES: usize = 200;
+
+fn parse_wrapper(s: &str) -> Result<String, String> {
+    crate::report::plumbing::Plumbing::new(&[s.to_string()])
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a regular expression: {e}"))
+}
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s

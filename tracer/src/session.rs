@@ -26,6 +26,7 @@ use crate::{
     report::{
         EventCounts, ImageReport, SCHEMA, Summary, TargetInfo, callers, findings,
         kernel::{KernelStack, KernelSummary, PathsSummary},
+        plumbing::Plumbing,
         user,
     },
     symbolize::{BlazeSymbolizer, Frame, Symbolizer, TableSymbolizer},
@@ -127,6 +128,13 @@ pub struct Finish {
     /// `--record-max`: events cut from the start of the recording (a live run has them all).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recording_cut_events: u64,
+    /// `--wrapper`: functions that are allocator plumbing besides the built-in ones (regular
+    /// expressions; see [`crate::report::plumbing`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wrappers: Vec<String>,
+    /// `--max-sites`, when given: the text lists that many sites (else its own ten).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_sites: Option<usize>,
     /// `--follow`: what the other processes end with (the first process's is the rest of this),
     /// in the order they were created.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -590,7 +598,16 @@ impl Session {
             &mut symbolizer,
             finish.max_sites,
         );
-        let heap_top = self.heap_top(&stacks, &mut symbolizer);
+        let plumbing = Plumbing::new(&finish.wrappers).unwrap_or_else(|e| {
+            log::warn!("--wrapper: {e}: only the built-in allocator functions are plumbing");
+            Plumbing::default()
+        });
+        let heap_top = self
+            .heap_top(&stacks, &mut symbolizer)
+            .map(|(size, mut frames)| {
+                plumbing.mark_stack(&mut frames);
+                (size, frames)
+            });
         let mut summary = Summary {
             schema: SCHEMA,
             // A `Finish::default()` (tests) says nothing: the default mode.
@@ -619,6 +636,7 @@ impl Session {
                 Vec::new()
             },
             processes: Vec::new(),
+            text_sites: None,
         };
         let in_heap = |addr: u64| {
             matches!(
@@ -655,6 +673,8 @@ impl Session {
                 .fold(0u64, |a, (_, size, _)| a.saturating_add(size)),
         };
         summary.user.heap_resident_bytes = facts.heap_resident;
+        plumbing.mark(&mut summary);
+        summary.text_sites = finish.text_sites;
         summary.findings = findings::find(&summary, &facts);
         summary
     }

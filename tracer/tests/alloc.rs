@@ -262,6 +262,63 @@ fn rust_program() {
         f.iter().all(|(func, ..)| !func.starts_with("_ZN")),
         "mangled: {f:?}"
     );
+    // Named by the program's own frame, past Rust's allocation glue.
+    let label = label(&leak);
+    assert!(label.starts_with("rusty::make_boxes"), "{label}: {f:?}");
+}
+
+/// The function of an entry's first frame that is not allocator plumbing.
+fn label(entry: &Value) -> String {
+    entry["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["plumbing"] != true)
+        .and_then(|f| f["function"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// C++: a vector grown by push_back is named by the function that pushed (libstdc++'s
+/// allocator and `_M_realloc_insert` frames are plumbing); a program's own malloc wrapper is
+/// plumbing once `--wrapper` names it.
+#[test]
+fn sites_are_named_by_the_frame_that_matters() {
+    let w = build(
+        "labels",
+        "labels.cpp",
+        &["g++", "-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let w = w.to_str().unwrap();
+    let site = |v: &Value, allocs: i64| {
+        v["user"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["allocs"] == allocs)
+            .cloned()
+            .unwrap_or_else(|| panic!("no site of {allocs} allocs: {:#}", v["user"]["sites"]))
+    };
+    let (v, _) = trace_with(&["--no-kernel"], &[w], &[]);
+    // 1000 elements pushed: 11 reallocations (1, 2, 4, ..., 1024 elements).
+    let vector = site(&v, 11);
+    assert_eq!(label(&vector), "build_table");
+    assert!(vector["stack"][0]["plumbing"] == true, "{vector:#}");
+    assert_eq!(label(&site(&v, 50)), "pool_alloc(unsigned long)");
+    let (v, out) = trace_with(&["--no-kernel", "--wrapper", "^pool_alloc$"], &[w], &[]);
+    assert_eq!(label(&site(&v, 50)), "fill_pool");
+    // The text names each site from that frame.
+    let text = stderr(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("50 allocs") && l.contains("live  fill_pool (labels.cpp:")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("11 allocs") && l.contains("live  build_table (labels.cpp:")),
+        "{text}"
+    );
 }
 
 /// A library loaded with dlopen that then allocates: its call site resolves into the library.

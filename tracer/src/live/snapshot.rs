@@ -63,6 +63,9 @@ pub struct Snapshotter {
     pub min_age_ns: u64,
     pub mode: String,
     pub kernel_stacks: bool,
+    /// `--wrapper` and `--max-sites` as given (see [`Finish`]).
+    pub wrappers: Vec<String>,
+    pub text_sites: Option<usize>,
     stacks: HashMap<i32, Vec<u64>>,
     /// Resolved addresses, per process (in the order they were created).
     symbols: Vec<HashMap<u64, Vec<Frame>>>,
@@ -80,6 +83,8 @@ impl Snapshotter {
             min_age_ns,
             mode: mode.into(),
             kernel_stacks: false,
+            wrappers: Vec::new(),
+            text_sites: None,
             stacks: HashMap::new(),
             symbols: Vec::new(),
             ended: HashMap::new(),
@@ -191,6 +196,8 @@ impl Snapshotter {
                     .flat_map(|p| p.session.kernel.slab.by_cache.keys()),
             ),
             processes,
+            wrappers: self.wrappers.clone(),
+            text_sites: self.text_sites,
         }
     }
 }

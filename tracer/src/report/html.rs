@@ -547,6 +547,7 @@ mod tests {
             inlined: false,
             module: None,
             offset: None,
+            plumbing: false,
         };
         s.user = crate::report::tests::one_site(evil, vec![]);
         s.kernel

@@ -11,6 +11,7 @@ pub mod html;
 pub mod json;
 pub mod kernel;
 pub mod merge;
+pub mod plumbing;
 pub mod pprof;
 pub mod suspects;
 pub mod text;
@@ -113,6 +114,9 @@ pub struct Summary {
     /// order they were created; everything above is then the total of all of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessReport>,
+    /// How many sites, leaks and callers the text lists (`--max-sites` when given).
+    #[serde(skip)]
+    pub text_sites: Option<usize>,
 }
 
 /// One process of a `--follow` run, and its summary.
@@ -349,6 +353,7 @@ pub(crate) mod tests {
             findings: Vec::new(),
             images: Vec::new(),
             processes: Vec::new(),
+            text_sites: None,
         }
     }
 

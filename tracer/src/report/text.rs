@@ -202,9 +202,9 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
             "allocator calls: not traced (--mode kernel attaches no uprobes): no per-allocation \
              sites and no leaks; the call sites below are those of the syscalls and faults"
         )?;
-        return render_callers(s, TOP, &mut out);
+        return render_callers(s, s.text_sites.unwrap_or(TOP), &mut out);
     }
-    render_user(&s.user, &mut out)
+    render_user(&s.user, s.text_sites.unwrap_or(TOP), &mut out)
 }
 
 /// `--follow`: every process, most bytes allocated first; everything after is their total.
@@ -390,7 +390,7 @@ pub fn describe_stack(stack: &[Frame], depth: usize) -> String {
     if stack.is_empty() {
         return String::from("(no stack)");
     }
-    stack
+    super::plumbing::from_label(stack)
         .iter()
         .take(depth)
         .map(|f| {
@@ -507,7 +507,8 @@ fn render_callers(s: &Summary, top: usize, out: &mut impl Write) -> io::Result<(
     Ok(())
 }
 
-fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
+/// `top`: how many sites, leaks and suspects to list.
+fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<()> {
     writeln!(out)?;
     if u.allocator_files.is_empty() {
         return writeln!(
@@ -566,7 +567,9 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
     )?;
     if !u.sites.is_empty() {
         writeln!(out, "\ntop call sites by bytes ({} sites):", u.site_count)?;
-        for site in u.sites.iter().take(TOP) {
+        let listed = &u.sites[..u.sites.len().min(top)];
+        let depths = telling_depths(listed.iter().map(|s| s.stack.as_slice()));
+        for (site, depth) in listed.iter().zip(depths) {
             let st = &site.stats;
             writeln!(
                 out,
@@ -574,21 +577,23 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
                 human_bytes(st.bytes),
                 st.allocs,
                 human_bytes(st.live_bytes),
-                describe_stack(&site.stack, 3)
+                describe_stack(&site.stack, depth)
             )?;
             writeln!(out, "  {:>10} -> {}", "", describe_chain(site))?;
         }
     }
     if !u.leaks.is_empty() {
         writeln!(out, "\nleaks (allocated and not freed by the end):")?;
-        for leak in u.leaks.iter().take(TOP) {
+        let listed = &u.leaks[..u.leaks.len().min(top)];
+        let depths = telling_depths(listed.iter().map(|l| l.stack.as_slice()));
+        for (leak, depth) in listed.iter().zip(depths) {
             writeln!(
                 out,
                 "  {:>10} in {:>7} blocks, oldest {:>8.1} ms  {}",
                 human_bytes(leak.bytes),
                 leak.count,
                 leak.oldest_age_ms,
-                describe_stack(&leak.stack, 3)
+                describe_stack(&leak.stack, depth)
             )?;
             writeln!(
                 out,
@@ -605,7 +610,7 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
             out,
             "\nleak suspects (live bytes kept growing, old blocks still alive):"
         )?;
-        for s in u.leak_suspects.iter().take(TOP) {
+        for s in u.leak_suspects.iter().take(top) {
             writeln!(
                 out,
                 "  {:>10}/min  {:>10} live in {} blocks, ages {:.1}–{:.1} s (median {:.1} s)  {}",
@@ -620,6 +625,36 @@ fn render_user(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fewest frames (from the one that matters; at least three, at most twelve) that tell
+/// each stack apart from the others listed with it.
+fn telling_depths<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> Vec<usize> {
+    const MIN: usize = 3;
+    const MAX: usize = 12;
+    let stacks: Vec<Vec<String>> = stacks
+        .map(|s| {
+            super::plumbing::from_label(s)
+                .iter()
+                .take(MAX)
+                .map(|f| describe_stack(std::slice::from_ref(f), 1))
+                .collect()
+        })
+        .collect();
+    (0..stacks.len())
+        .map(|i| {
+            (MIN..=MAX)
+                .find(|&d| {
+                    let mine = &stacks[i][..stacks[i].len().min(d)];
+                    mine.len() < d
+                        || stacks
+                            .iter()
+                            .enumerate()
+                            .all(|(j, other)| j == i || other[..other.len().min(d)] != *mine)
+                })
+                .unwrap_or(MAX)
+        })
+        .collect()
 }
 
 /// Why stacks were lost, in the words that say what helps.
@@ -709,6 +744,7 @@ mod tests {
             inlined: false,
             module: None,
             offset: None,
+            plumbing: false,
         };
         let stack = [
             frame(Some("leak_here"), Some("/src/app/alloc.c"), Some(49)),
@@ -768,5 +804,54 @@ mod tests {
         let mut s = sample_summary();
         s.events.dropped = 0;
         assert!(!rendered(&s).contains("warning"));
+    }
+
+    /// Sites are named from their first frame that is not plumbing, with as many frames as
+    /// tell them apart; `--max-sites` lists that many.
+    #[test]
+    fn sites_show_the_frames_that_tell_them_apart() {
+        let f = |function: &str, plumbing: bool| Frame {
+            function: Some(function.into()),
+            plumbing,
+            ..Frame::unknown(0x1000)
+        };
+        let stack = |tail: &[&str]| {
+            let mut s = vec![f("alloc::alloc::alloc", true), f("grow", false)];
+            s.extend(tail.iter().map(|t| f(t, false)));
+            s
+        };
+        let mut s = sample_summary();
+        s.user.allocator_files = vec!["/lib/libc.so.6".into()];
+        let stats = crate::aggregate::heap::SiteStats {
+            allocs: 1,
+            bytes: 10,
+            ..Default::default()
+        };
+        for tail in [
+            &["a", "b", "one", "main"][..],
+            &["a", "b", "two", "main"][..],
+            &["c"][..],
+        ] {
+            s.user.sites.push(SiteReport {
+                stack: stack(tail),
+                ..crate::report::tests::site_at("x", 1, stats.clone())
+            });
+        }
+        for i in 0..12 {
+            s.user.sites.push(crate::report::tests::site_at(
+                &format!("f{i}"),
+                i,
+                stats.clone(),
+            ));
+        }
+        let text = rendered(&s);
+        assert!(text.contains("live  grow <- a <- b <- one\n"), "{text}");
+        assert!(text.contains("live  grow <- a <- b <- two\n"), "{text}");
+        assert!(text.contains("live  grow <- c\n"), "{text}");
+        assert!(!text.contains("alloc::alloc::alloc"), "{text}");
+        let listed = |text: &str| text.lines().filter(|l| l.contains(" allocs, ")).count();
+        assert_eq!(listed(&text), 10);
+        s.text_sites = Some(15);
+        assert_eq!(listed(&rendered(&s)), 15);
     }
 }

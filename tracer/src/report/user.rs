@@ -412,6 +412,7 @@ mod tests {
             inlined: false,
             module: None,
             offset: None,
+            plumbing: false,
         }
     }
 

@@ -105,6 +105,10 @@ pub struct RunConfig {
     pub fail_if: Vec<crate::diff::gate::Gate>,
     /// `--follow`: trace the processes the target creates, and what they run.
     pub follow: bool,
+    /// `--max-sites`, when given: what the text lists too.
+    pub text_sites: Option<usize>,
+    /// `--wrapper`: the program's own allocator wrappers.
+    pub wrappers: Vec<String>,
 }
 
 /// `--listen` and its options.
@@ -338,6 +342,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         cfg.mode.name(),
     );
     snapshotter.kernel_stacks = cfg.kernel_stacks;
+    snapshotter.wrappers = cfg.wrappers.clone();
+    snapshotter.text_sites = cfg.text_sites;
     let mut live = match cfg.interval {
         Some(_) => Some(Live::new(
             jsonl,

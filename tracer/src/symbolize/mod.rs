@@ -34,6 +34,10 @@ pub struct Frame {
     pub module: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// Allocator plumbing (see [`crate::report::plumbing`]): reports label a site by its first
+    /// frame that is not. Set when a summary is made, not stored in recordings' tables.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plumbing: bool,
 }
 
 fn hex<S: serde::Serializer>(addr: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -55,6 +59,7 @@ impl Frame {
             inlined: false,
             module: None,
             offset: None,
+            plumbing: false,
         }
     }
 
@@ -140,6 +145,7 @@ impl Symbolizer for BlazeSymbolizer<'_> {
                 vec![Frame {
                     module: place.map(|(path, _)| path.display().to_string()),
                     offset: place.map(|(_, offset)| offset),
+                    plumbing: false,
                     ..Frame::unknown(addr)
                 }]
             })
@@ -242,6 +248,7 @@ mod tests {
             inlined: true,
             module: Some("/usr/lib/libz.so.1".into()),
             offset: Some(0x4a2f1),
+            plumbing: false,
         };
         let json = serde_json::to_string(&f).unwrap();
         assert!(json.contains("\"0x555500001234\""), "{json}");

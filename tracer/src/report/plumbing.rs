@@ -1,0 +1,216 @@
+//! The frame that matters: allocator plumbing (the malloc family, a language's allocation glue,
+//! a program's own wrappers such as `xmalloc`) is marked on every frame of a summary, and sites
+//! are labelled by their first frame outside it. Every frame stays in the stack; the JSON marks
+//! the plumbing ones (`"plumbing": true`), and the text names a site from its first other one.
+
+use regex::RegexSet;
+
+use super::Summary;
+use crate::symbolize::Frame;
+
+/// What counts as plumbing: the built-in families and `--wrapper` patterns.
+#[derive(Debug, Clone, Default)]
+pub struct Plumbing {
+    wrappers: Option<RegexSet>,
+}
+
+/// The allocator family and the C library's allocating wrappers, by function name.
+const ALLOCATOR_FUNCTIONS: &[&str] = &[
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "free",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "strdup",
+    "strndup",
+    "__strdup",
+    "__strndup",
+    "__libc_malloc",
+    "__libc_calloc",
+    "__libc_realloc",
+    "__libc_memalign",
+    "_int_malloc",
+    "_int_realloc",
+    "_int_memalign",
+    "sysmalloc",
+    "tcache_init",
+    "xmalloc",
+    "xcalloc",
+    "xrealloc",
+    "xstrdup",
+];
+
+/// Prefixes of Rust's allocation glue (`alloc::alloc::alloc`, `alloc::raw_vec::...`,
+/// `<alloc::vec::Vec<T> as Clone>::clone`, `__rust_alloc`, hashbrown's tables).
+const RUST_PREFIXES: &[&str] = &[
+    "alloc::",
+    "<alloc::",
+    "core::alloc::",
+    "std::alloc::",
+    "__rust_",
+    "__rdl_",
+    "__rg_",
+    "<std::alloc::",
+    "hashbrown::",
+    "<hashbrown::",
+];
+
+/// Parts of libstdc++'s allocation internals, anywhere in a C++ name.
+const CXX_PARTS: &[&str] = &[
+    "std::__new_allocator",
+    "__gnu_cxx::new_allocator",
+    "__gnu_cxx::__alloc_traits",
+    "std::allocator_traits",
+    "std::allocator<",
+    "std::_Vector_base",
+    "std::__detail::_Hashtable_alloc",
+];
+
+impl Plumbing {
+    /// The built-in families, and functions matching any of `wrappers` (regular expressions
+    /// over the demangled name, e.g. `^zmalloc$`).
+    pub fn new(wrappers: &[String]) -> Result<Self, regex::Error> {
+        Ok(Plumbing {
+            wrappers: if wrappers.is_empty() {
+                None
+            } else {
+                Some(RegexSet::new(wrappers)?)
+            },
+        })
+    }
+
+    /// Whether `frame` is allocator plumbing.
+    pub fn is_plumbing(&self, frame: &Frame) -> bool {
+        let Some(name) = frame.function.as_deref() else {
+            return false;
+        };
+        // C++ names carry their arguments: `operator new(unsigned long)`. A wrapper pattern
+        // may name either.
+        let bare = name.split('(').next().unwrap_or(name);
+        if let Some(w) = &self.wrappers
+            && (w.is_match(name) || w.is_match(bare))
+        {
+            return true;
+        }
+        if ALLOCATOR_FUNCTIONS.contains(&bare)
+            || bare.starts_with("operator new")
+            || bare.starts_with("operator delete")
+            || RUST_PREFIXES.iter().any(|p| name.starts_with(p))
+            || CXX_PARTS.iter().any(|p| name.contains(p))
+        {
+            return true;
+        }
+        // The standard libraries' own sources: libstdc++'s headers (`/include/c++/14/bits/
+        // stl_vector.h`: `_M_realloc_insert`, `push_back` as inlined into the caller) and
+        // Rust's library (`/rustc/<hash>/library/alloc/src/...`).
+        let file = frame.file.as_deref().unwrap_or("");
+        (name.starts_with("std::") && (name.contains("::_M_") || name.contains("::_S_")))
+            || file.contains("/include/c++/")
+            || file.contains("/library/alloc/src/")
+            || file.contains("/library/core/src/alloc/")
+            || file.contains("/library/std/src/alloc")
+            || file.contains("/library/std/src/sys/alloc/")
+    }
+
+    /// Marks the plumbing frames of every stack in `summary`.
+    pub fn mark(&self, summary: &mut Summary) {
+        let u = &mut summary.user;
+        let stacks = u
+            .sites
+            .iter_mut()
+            .map(|s| &mut s.stack)
+            .chain(u.leaks.iter_mut().map(|l| &mut l.stack))
+            .chain(u.leak_suspects.iter_mut().map(|s| &mut s.stack))
+            .chain(summary.callers.iter_mut().map(|c| &mut c.stack));
+        for stack in stacks {
+            self.mark_stack(stack);
+        }
+    }
+
+    pub fn mark_stack(&self, stack: &mut [Frame]) {
+        for f in stack {
+            f.plumbing = self.is_plumbing(f);
+        }
+    }
+}
+
+/// The frames from the one that matters on: past the leading plumbing (all of them when every
+/// frame is plumbing).
+pub fn from_label(stack: &[Frame]) -> &[Frame] {
+    match stack.iter().position(|f| !f.plumbing) {
+        Some(i) => &stack[i..],
+        None => stack,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: &str) -> Frame {
+        Frame {
+            function: Some(function.into()),
+            file: (!file.is_empty()).then(|| file.into()),
+            ..Frame::unknown(0x1000)
+        }
+    }
+
+    #[test]
+    fn knows_the_families_and_not_the_program() {
+        let p = Plumbing::new(&["^zmalloc$".into(), "^ztrymalloc_usable".into()]).unwrap();
+        for plumbing in [
+            frame("malloc", ""),
+            frame("operator new(unsigned long)", ""),
+            frame("alloc::alloc::alloc", ""),
+            frame("<alloc::vec::Vec<T,A> as core::clone::Clone>::clone", ""),
+            frame("alloc::raw_vec::RawVecInner<A>::try_allocate_in", ""),
+            frame("__rust_alloc", ""),
+            frame("std::__new_allocator<int>::allocate", ""),
+            frame(
+                "std::vector<int, std::allocator<int> >::_M_realloc_insert<int const&>",
+                "",
+            ),
+            frame(
+                "std::vector<int>::push_back",
+                "/usr/include/c++/14/bits/stl_vector.h",
+            ),
+            frame("zmalloc", ""),
+            frame("ztrymalloc_usable_internal", ""),
+        ] {
+            assert!(p.is_plumbing(&plumbing), "{plumbing:?}");
+        }
+        for program in [
+            frame("m::build", "src/m.rs"),
+            frame("main", "app.c"),
+            frame("std::io::stdio::_print", ""),
+            frame("build_table", "/usr/include/app/table.h"),
+            frame("mallocate_my_things", ""),
+            Frame::unknown(0x1000),
+        ] {
+            assert!(!p.is_plumbing(&program), "{program:?}");
+        }
+        assert!(!Plumbing::default().is_plumbing(&frame("zmalloc", "")));
+        assert!(Plumbing::new(&["(".into()]).is_err());
+    }
+
+    #[test]
+    fn the_label_is_the_first_frame_outside() {
+        let p = Plumbing::default();
+        let mut stack = vec![
+            frame("alloc::alloc::alloc", ""),
+            frame("alloc::raw_vec::finish_grow", ""),
+            frame("m::build", "src/m.rs"),
+            frame("main", ""),
+        ];
+        p.mark_stack(&mut stack);
+        assert_eq!(from_label(&stack)[0].function.as_deref(), Some("m::build"));
+        let mut all = vec![frame("malloc", "")];
+        p.mark_stack(&mut all);
+        assert_eq!(from_label(&all).len(), 1);
+    }
+}
