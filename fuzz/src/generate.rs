@@ -299,7 +299,10 @@ fn finish(rng: &mut Rng) -> Finish {
         resident: page_set(rng),
         // Hostile patterns too: one that does not compile is reported and ignored.
         wrappers: (0..rng.below(3))
-            .map(|_| rng.pick(&["^zmalloc$", "(", "a*", "[[:alpha:]]+", ""]).to_string())
+            .map(|_| {
+                rng.pick(&["^zmalloc$", "(", "a*", "[[:alpha:]]+", ""])
+                    .to_string()
+            })
             .collect(),
         text_sites: rng.chance(3).then(|| *rng.pick(&[0, 1, 15, usize::MAX])),
         processes: (0..rng.below(4))

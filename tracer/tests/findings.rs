@@ -84,6 +84,15 @@ fn short_lived_hotspot_counts_temporaries() {
         (100_000.into(), 100_000.into())
     );
     assert_eq!(e["bytes"], 6_400_000);
+    // The cost, from the run's own timing of the site's calls: a malloc and a free each.
+    let n = |k: &str| e[k].as_u64().unwrap_or_else(|| panic!("{k}: {e}"));
+    assert!(n("call_ns") >= 100_000, "{e}");
+    assert_eq!(n("mean_call_ns"), n("call_ns") / 100_000);
+    assert_eq!(n("estimated_ns"), 2 * 100_000 * n("mean_call_ns"));
+    assert!(
+        f["message"].as_str().unwrap().contains(" ms in all ("),
+        "{f}"
+    );
 }
 
 #[test]

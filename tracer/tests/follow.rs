@@ -237,7 +237,8 @@ fn metrics_are_served_per_followed_process() {
         process::Stdio,
     };
     let w = workload("growing");
-    let script = format!("{0} 300 & {0} 300 & wait", w.display());
+    // Long enough for a loaded machine; ended by the test once it has seen both.
+    let script = format!("{0} 3000 & {0} 3000 & wait", w.display());
     let mut tracer = tracer()
         .args(["-q", "--no-kernel", "--follow", "--listen", "127.0.0.1:0"])
         .args(["--", "sh", "-c", &script])
@@ -276,7 +277,11 @@ fn metrics_are_served_per_followed_process() {
             .any(|l| l.starts_with("tracer_processes{") && l.contains("state=\"running\"")),
         "{text}"
     );
-    // SAFETY: a signal to our own child: the command ends, and the run with it.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
-    let _ = tracer.wait();
+    // The two workloads end; the shell's wait returns; the run ends with it.
+    for pid in leaking(&text) {
+        // SAFETY: a signal to a process of the test's own making.
+        unsafe { libc::kill(pid.parse().unwrap(), libc::SIGTERM) };
+    }
+    let status = tracer.wait().unwrap();
+    assert!(status.success(), "{status}");
 }

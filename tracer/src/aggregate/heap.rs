@@ -46,6 +46,10 @@ pub struct SiteStats {
     pub realloc_copied_bytes: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub realloc_moved_to_bytes: u64,
+    /// Nanoseconds spent in the allocator calls that made its blocks, entry to return, as
+    /// measured while traced (the probes' own cost included).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub call_ns: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -74,6 +78,7 @@ impl SiteStats {
         self.realloc_moved_to_bytes = self
             .realloc_moved_to_bytes
             .saturating_add(o.realloc_moved_to_bytes);
+        self.call_ns = self.call_ns.saturating_add(o.call_ns);
     }
 }
 
@@ -294,6 +299,12 @@ impl HeapStats {
         s.live_bytes = s.live_bytes.saturating_add(est);
         s.live_count += 1;
         s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
+        // Entry to return; 0 when the entry time is not known.
+        if e.enter_ns > 0 && e.enter_ns <= e.header.ts_ns {
+            s.call_ns = s
+                .call_ns
+                .saturating_add(scaled(e.header.ts_ns - e.enter_ns, w));
+        }
         self.live_bytes = self.live_bytes.saturating_add(est);
         self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
         let slot = &mut self.histogram[bucket(bytes)];
