@@ -188,15 +188,58 @@ fn html_check(html: Option<PathBuf>) -> Result<()> {
             vec![page, follow]
         }
     };
-    for page in pages {
-        check_page(&out, &page)?;
+    for page in &pages {
+        check_page(&out, page)?;
+    }
+    // The check can fail: the first page with its flamegraph frames at a fixed 520 px (as
+    // they once were) must not pass.
+    let html = std::fs::read_to_string(&pages[0])?;
+    let mut broken = String::new();
+    let mut rest = html.as_str();
+    while let Some(at) = rest.find("style=\"height:") {
+        broken.push_str(&rest[..at]);
+        broken.push_str("style=\"height:520px\"");
+        rest = &rest[at..];
+        rest = &rest[rest[14..].find('"').map_or(rest.len(), |e| e + 15)..];
+    }
+    broken.push_str(rest);
+    if broken == html {
+        bail!("{} has no flamegraph frame to break", pages[0].display());
+    }
+    let bad = out.join("broken.html");
+    std::fs::write(&bad, broken)?;
+    match check_page(&out, &bad) {
+        Err(e) if format!("{e:#}").contains("LAYOUT-FAIL flame-") => {
+            println!("xtask html-check: a page with oversized flamegraph frames fails, as it must")
+        }
+        Err(e) => bail!("the broken page failed for another reason: {e:#}"),
+        Ok(()) => bail!("the layout check passed a page with oversized flamegraph frames"),
     }
     Ok(())
 }
 
-/// Loads `page` in headless Chromium: no console message, and a screenshot with content.
+/// Measures the layout as the browser draws it (see layout.js): run in a copy of the page.
+const LAYOUT_CHECK: &str = include_str!("layout.js");
+
+/// Loads `page` in headless Chromium with the layout check: no console message but the
+/// check's verdict, which must be "LAYOUT-OK", and a screenshot with content.
 fn check_page(out: &Path, page: &Path) -> Result<()> {
     let page = std::fs::canonicalize(page).with_context(|| format!("{}", page.display()))?;
+    let html = std::fs::read_to_string(&page).with_context(|| format!("{}", page.display()))?;
+    let at = html.rfind("</body>").context("the page has no </body>")?;
+    let checked = out.join(format!(
+        "{}.checked.html",
+        page.file_stem().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(
+        &checked,
+        format!(
+            "{}<script>{LAYOUT_CHECK}</script>{}",
+            &html[..at],
+            &html[at..]
+        ),
+    )?;
+    let page = checked;
     let shot = out.join(format!(
         "{}.png",
         page.file_stem().unwrap_or_default().to_string_lossy()
@@ -230,8 +273,16 @@ fn check_page(out: &Path, page: &Path) -> Result<()> {
     if !result.status.success() {
         bail!("chromium failed ({}):\n{log}", result.status);
     }
-    if !console.is_empty() {
-        bail!("the page logged to the console:\n{}", console.join("\n"));
+    let verdict = console.iter().find(|l| l.contains("LAYOUT-OK"));
+    let others: Vec<&&str> = console
+        .iter()
+        .filter(|l| !l.contains("LAYOUT-OK"))
+        .collect();
+    if !others.is_empty() || verdict.is_none() {
+        bail!(
+            "the page logged to the console (or the layout check did not pass):\n{}",
+            console.join("\n")
+        );
     }
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     if size < 10_000 {
@@ -241,8 +292,13 @@ fn check_page(out: &Path, page: &Path) -> Result<()> {
         );
     }
     println!(
-        "xtask html-check: {} loaded with no console messages; screenshot {}",
+        "xtask html-check: {} loaded with no console messages, layout {}; screenshot {}",
         page.display(),
+        verdict
+            .and_then(|l| l.split("LAYOUT-OK ").nth(1))
+            .map_or("?", |n| n.split('"').next().unwrap_or("?"))
+            .to_string()
+            + " checks passed",
         shot.display()
     );
     Ok(())
