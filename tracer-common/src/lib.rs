@@ -269,6 +269,45 @@ pub struct ExecEvent {
 }
 const _: () = assert!(size_of::<ExecEvent>() == 32);
 
+/// One row of a compiled unwind table (see `tracer::unwind`): from `pc` (an address of the
+/// file's own, as its ELF headers lay it out) up to the next row's, how to find the canonical
+/// frame address and the caller's frame pointer. The return address is always at CFA - 8
+/// (x86-64); rows whose unwind information says otherwise are [`unwind::CFA_UNKNOWN`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindRow {
+    pub pc: u64,
+    /// Added to the register [`UnwindRow::cfa`] names.
+    pub cfa_offset: i32,
+    /// [`unwind::RBP_AT_CFA`]: the caller's rbp is saved at CFA + this.
+    pub rbp_offset: i16,
+    /// One of the `unwind::CFA_*`.
+    pub cfa: u8,
+    /// One of the `unwind::RBP_*`.
+    pub rbp: u8,
+}
+const _: () = assert!(size_of::<UnwindRow>() == 16);
+
+/// The rules of an [`UnwindRow`].
+pub mod unwind {
+    /// No rule tracer can follow (an expression, a register other than rsp or rbp), or no
+    /// unwind information here: the walk falls back to the frame pointer.
+    pub const CFA_UNKNOWN: u8 = 0;
+    /// CFA = rsp + offset.
+    pub const CFA_RSP: u8 = 1;
+    /// CFA = rbp + offset.
+    pub const CFA_RBP: u8 = 2;
+    /// A PLT entry: CFA = rsp + 8, plus 8 more once past the entry's push (rip & 15 >= 11),
+    /// the one expression compilers emit for `.plt`.
+    pub const CFA_PLT: u8 = 3;
+    /// The caller's rbp is still in rbp.
+    pub const RBP_SAME: u8 = 0;
+    /// The caller's rbp is saved at CFA + rbp_offset.
+    pub const RBP_AT_CFA: u8 = 1;
+    /// The caller's rbp cannot be recovered (a rule tracer does not follow).
+    pub const RBP_UNKNOWN: u8 = 2;
+}
+
 /// A traced process created a child process ([`kind::FORK`], from the parent) or ended
 /// ([`kind::EXIT`], from its last thread).
 #[repr(C)]
@@ -680,4 +719,6 @@ mod pod {
     unsafe impl aya::Pod for super::ExecEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcessEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindRow {}
 }

@@ -26,3 +26,4 @@ pub mod signals;
 pub mod symbolize;
 pub mod target;
 pub mod top;
+pub mod unwind;

@@ -197,6 +197,7 @@ pub fn ensure_test_tools() -> Result<()> {
     let missing: Vec<&str> = [
         ("cc", "gcc"),
         ("g++", "g++"),
+        ("readelf", "binutils"),
         ("strace", "strace"),
         ("setpriv", "util-linux"),
         (JEMALLOC, "libjemalloc2"),
