@@ -100,6 +100,9 @@ pub mod config_flags {
     /// `--follow`: the child processes of traced processes are traced too (kept in
     /// [`super::FOLLOWED_MAP`]), and every traced process's fork and exit is an event.
     pub const FOLLOW: u32 = 32;
+    /// Walk allocation stacks with the unwind tables ([`super::UNWIND_MAPS_MAP`]), frame
+    /// pointers where there are none.
+    pub const DWARF: u32 = 64;
 }
 
 /// Name of the map of the processes `--follow` traces besides the target: tgid to parent tgid.
@@ -139,8 +142,12 @@ pub mod counter {
     pub const STACK_MAP_FULL: u32 = 13;
     /// `--follow`: a child process could not be added to the followed set: it is not traced.
     pub const FOLLOW_FULL: u32 = 14;
+    /// The unwinder stopped at its frame limit with more stack to walk.
+    pub const UNWIND_TRUNCATED: u32 = 15;
+    /// A walked stack hashed to the id of another one: it was stored by frame pointer instead.
+    pub const UNWIND_COLLIDED: u32 = 16;
     /// Number of counters.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 17;
 }
 
 /// The header that starts every event.
@@ -287,6 +294,67 @@ pub struct UnwindRow {
     pub rbp: u8,
 }
 const _: () = assert!(size_of::<UnwindRow>() == 16);
+
+/// Rows per value of [`UNWIND_ROWS_MAP`]: one lookup finds a chunk, the rest is memory.
+pub const UNWIND_CHUNK_ROWS: usize = 4096;
+/// Values of [`UNWIND_ROWS_MAP`] (a million rows: 16 MiB).
+pub const MAX_UNWIND_CHUNKS: u32 = 256;
+/// Name of the array of unwind rows, in chunks of [`UNWIND_CHUNK_ROWS`]: every table, each
+/// at its own run of row indices.
+pub const UNWIND_ROWS_MAP: &str = "UNWIND_ROWS";
+/// Name of the map of each traced process's executable mappings with unwind tables.
+pub const UNWIND_MAPS_MAP: &str = "UNWIND_MAPS";
+/// Executable mappings with tables per process.
+pub const MAX_UNWIND_MAPPINGS: usize = 128;
+/// Name of the map of stacks the unwinder walked, by id (ids from [`DWARF_STACK_ID_BASE`]).
+pub const DWARF_STACKS_MAP: &str = "DWARF_STACKS";
+/// Stack ids of [`DWARF_STACKS_MAP`] start here, above any id of the kernel's stack map.
+pub const DWARF_STACK_ID_BASE: i32 = 1 << 30;
+/// Frames an unwound stack keeps: where it started, and 64 callers above it.
+pub const MAX_DWARF_FRAMES: usize = 65;
+
+/// One chunk of [`UNWIND_ROWS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnwindChunk {
+    pub rows: [UnwindRow; UNWIND_CHUNK_ROWS],
+}
+const _: () = assert!(size_of::<UnwindChunk>() == 16 * UNWIND_CHUNK_ROWS);
+
+/// An executable mapping of a process whose file has a table: addresses in `[start, end)`
+/// are the table's `pc` plus `bias`; its rows are `rows` from index `first_row`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindMapping {
+    pub start: u64,
+    pub end: u64,
+    pub bias: u64,
+    pub first_row: u32,
+    pub rows: u32,
+}
+const _: () = assert!(size_of::<UnwindMapping>() == 32);
+
+/// A process's mappings with tables, sorted by `start`; the first `count` are set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnwindMaps {
+    pub count: u32,
+    pub _pad: u32,
+    pub mappings: [UnwindMapping; MAX_UNWIND_MAPPINGS],
+}
+const _: () = assert!(size_of::<UnwindMaps>() == 8 + 32 * MAX_UNWIND_MAPPINGS);
+
+/// A stack the unwinder walked: where it started (inside the allocator), then the return
+/// addresses, innermost (the allocator's caller) first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DwarfStack {
+    pub len: u32,
+    /// Frames found by frame pointer where no table covered the code.
+    pub fp_frames: u32,
+    pub frames: [u64; MAX_DWARF_FRAMES],
+}
+const _: () = assert!(size_of::<DwarfStack>() == 8 + 8 * MAX_DWARF_FRAMES);
 
 /// The rules of an [`UnwindRow`].
 pub mod unwind {
@@ -721,4 +789,12 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindRow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindChunk {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindMapping {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindMaps {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DwarfStack {}
 }

@@ -94,6 +94,12 @@ impl Processes {
     }
 
     /// The newest process with id `pid`.
+    pub fn get(&self, pid: u32) -> Option<&Session> {
+        let &i = self.index.get(&pid)?;
+        Some(&self.list[i].session)
+    }
+
+    /// The newest process with id `pid`.
     pub fn get_mut(&mut self, pid: u32) -> Option<&mut Session> {
         let &i = self.index.get(&pid)?;
         Some(&mut self.list[i].session)

@@ -117,9 +117,10 @@ fn many_small_maps_cost_the_kernel() {
     let f = first(&v, "kernel_overhead");
     let e = &f["evidence"];
     assert!(e["mmap_calls"].as_u64().unwrap() >= 5000, "{e}");
-    // Each kept mapping holds kernel objects (here maple-tree nodes and the like).
-    assert!(e["slab_live_objects"].as_u64().unwrap() >= 2000, "{e}");
-    assert!(e["slab_live_bytes"].as_u64().unwrap() >= 512 << 10, "{e}");
+    // Each kept mapping holds kernel objects (a VMA, maple-tree nodes and the like) while the
+    // process runs; the end may or may not have seen them freed.
+    assert!(e["slab_peak_bytes"].as_u64().unwrap() >= 512 << 10, "{e}");
+    assert!(!e["top_caches"].as_array().unwrap().is_empty(), "{e}");
 }
 
 #[test]

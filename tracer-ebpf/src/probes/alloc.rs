@@ -17,11 +17,12 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AllocEvent, AllocFn, AllocState, MAX_ALLOC_THREADS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_ONE,
-    counter, kind,
+    config_flags, counter, kind,
 };
 
 use crate::maps::{
-    EVENTS, bump, header, sample_bytes, traced_alloc_thread, user_stack_id, wakeup_flags,
+    EVENTS, bump, config_flag, header, sample_bytes, traced_alloc_thread, user_stack_id,
+    wakeup_flags,
 };
 
 /// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
@@ -282,7 +283,13 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
             return false;
         }
     }
-    let stack_id = i64::from(user_stack_id(ctx));
+    // The unwind tables first, where the process has them; else the kernel's frame-pointer
+    // walk.
+    let stack_id = i64::from(if config_flag(config_flags::DWARF) {
+        super::unwind::dwarf_stack_id(ctx.regs, tgid).unwrap_or_else(|| user_stack_id(ctx))
+    } else {
+        user_stack_id(ctx)
+    });
     let state = AllocState {
         func: func as u32,
         depth: 1,

@@ -5,3 +5,4 @@ pub mod kmem_raw;
 pub mod syscalls;
 pub mod syscalls_raw;
 pub mod tasks;
+pub mod unwind;

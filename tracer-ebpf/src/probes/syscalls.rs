@@ -6,6 +6,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user_str},
     macros::{map, tracepoint},
     maps::LruHashMap,
@@ -145,7 +146,15 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
         ret,
         alloc_enter_ns: alloc_in_flight(tid),
     });
-    entry.submit(wakeup_flags());
+    // Code mapped (a library loaded): userspace gives it its unwind table at once, before the
+    // program runs much of it.
+    const PROT_EXEC: u64 = 4;
+    let flags = if syscall == Syscall::Mmap && pending.args[2] & PROT_EXEC != 0 && ret >= 0 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        wakeup_flags()
+    };
+    entry.submit(flags);
 }
 
 /// An `openat` that returned `fd`: the path is read now, from the caller's buffer, straight into

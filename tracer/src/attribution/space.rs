@@ -390,6 +390,11 @@ impl AddressSpace {
             .collect()
     }
 
+    /// Every executable mapping of a file, in address order.
+    pub fn exec_mappings(&self) -> impl Iterator<Item = &Mapping> {
+        self.maps.values().filter(|m| m.exec && m.path.is_some())
+    }
+
     /// Every file mapped executable, once each.
     pub fn exec_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self

@@ -96,6 +96,8 @@ pub struct LoadOptions {
     pub target_tid: u32,
     /// `--follow`: trace the child processes too, and hear of every fork and exit.
     pub follow: bool,
+    /// Walk allocation stacks with the unwind tables (`--stacks dwarf`).
+    pub dwarf: bool,
 }
 
 /// One tracepoint program and where it attaches.
@@ -205,6 +207,9 @@ pub fn build_config(
     }
     if opts.follow {
         config.flags |= config_flags::FOLLOW;
+    }
+    if opts.dwarf {
+        config.flags |= config_flags::DWARF;
     }
     if opts.hold_exec {
         config.flags |= config_flags::HOLD_EXEC;

@@ -2,19 +2,36 @@
 
 use std::collections::HashMap;
 
-use aya::{Ebpf, maps::StackTraceMap};
-use tracer_common::KSTACKS_MAP;
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, StackTraceMap},
+};
+use tracer_common::{DWARF_STACK_ID_BASE, DWARF_STACKS_MAP, DwarfStack, KSTACKS_MAP};
 
 use crate::{aggregate::kernel::KernelStats, report::kernel::KernelStack};
 
 /// The frames (instruction pointers, innermost first) of each stack id in `ids`, from the
-/// stack map `name`. Ids no longer in the map are left out.
+/// stack map `name`, or for ids from [`DWARF_STACK_ID_BASE`] on, from the unwinder's map. Ids
+/// no longer in the map are left out.
 pub fn read_stacks(
     ebpf: &Ebpf,
     name: &str,
     ids: impl IntoIterator<Item = i32>,
 ) -> HashMap<i32, Vec<u64>> {
+    let (walked, ids): (Vec<i32>, Vec<i32>) =
+        ids.into_iter().partition(|&id| id >= DWARF_STACK_ID_BASE);
     let mut out = HashMap::new();
+    if !walked.is_empty()
+        && let Some(map) = ebpf.map(DWARF_STACKS_MAP)
+        && let Ok(map) = BpfHashMap::<_, u32, DwarfStack>::try_from(map)
+    {
+        for id in walked {
+            if let Ok(stack) = map.get(&(id as u32), 0) {
+                let len = (stack.len as usize).min(stack.frames.len());
+                out.insert(id, stack.frames[..len].to_vec());
+            }
+        }
+    }
     let Some(map) = ebpf.map(name) else {
         return out;
     };

@@ -28,7 +28,7 @@ pub const LEAK_MIN_BYTES: u64 = 64 << 10;
 pub const ARENA_MIN_MAPPED: u64 = 256 << 20;
 /// ...of which at most this share is resident.
 pub const ARENA_MAX_RESIDENT_SHARE: f64 = 0.1;
-/// `kernel_overhead`: at least this many bytes of slab objects made for the process still live.
+/// `kernel_overhead`: at least this many bytes of slab objects made for the process live at once.
 pub const KERNEL_MIN_SLAB_BYTES: u64 = 512 << 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -324,13 +324,20 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
         ));
     }
 
-    // What the process costs the kernel in slab objects.
+    // What the process costs the kernel in slab objects: at their most (a process that exits
+    // frees them, some a grace period later, so the end alone depends on timing).
     let slab = &s.kernel.slab;
-    if slab.live_bytes_at_end >= KERNEL_MIN_SLAB_BYTES {
+    let peak = s
+        .timeline
+        .points
+        .iter()
+        .map(|p| p.sample.slab)
+        .fold(slab.live_bytes_at_end, u64::max);
+    if peak >= KERNEL_MIN_SLAB_BYTES {
         let mut caches: Vec<(&String, u64)> = slab
             .by_cache
             .iter()
-            .map(|(name, c)| (name, c.live_at_end))
+            .map(|(name, c)| (name, c.allocs))
             .filter(|(_, n)| *n > 0)
             .collect();
         caches.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
@@ -338,18 +345,20 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
         let top: Vec<String> = caches.iter().map(|(c, n)| format!("{c} {n}")).collect();
         out.push(finding(
             "kernel_overhead",
-            slab.live_bytes_at_end,
+            peak,
             Vec::new(),
             json!({
+                "slab_peak_bytes": peak,
                 "slab_live_bytes": slab.live_bytes_at_end,
                 "slab_live_objects": slab.live_at_end,
                 "mmap_calls": s.syscalls.mmap.calls,
-                "top_caches": caches.iter().map(|(c, n)| json!({"cache": c, "objects": n})).collect::<Vec<_>>(),
+                "top_caches": caches.iter().map(|(c, n)| json!({"cache": c, "allocations": n})).collect::<Vec<_>>(),
             }),
             format!(
-                "The kernel holds {} of slab objects made for this process ({} objects; {}).",
+                "The kernel held up to {} of slab objects made for this process ({} at the end; \
+                 made most: {}).",
+                human_bytes(peak),
                 human_bytes(slab.live_bytes_at_end),
-                slab.live_at_end,
                 top.join(", ")
             ),
             "Each mapping costs the kernel objects of its own (a VMA, maple-tree nodes, page \

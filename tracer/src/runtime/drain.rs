@@ -15,6 +15,8 @@ pub(super) struct Drain<'a> {
     pub(super) files: BTreeMap<u32, TargetFiles>,
     /// Files of processes whose pid was reused: kept open, a child's may read through them.
     pub(super) retired: Vec<TargetFiles>,
+    /// The unwind tables given to the kernel (`--stacks dwarf`).
+    pub(super) tables: Option<UnwindTables>,
     /// The process the allocator probes fire for: the target, or 0 with `--follow` (every
     /// process, the kernel keeping to the traced ones).
     pub(super) probe_pid: u32,
@@ -75,6 +77,7 @@ impl Drain<'_> {
                     {
                         log::warn!("{:#}", anyhow::Error::from(e));
                     }
+                    self.sync_tables(ebpf, pid);
                 }
                 Some((pid, Followup::Exec { held, ts_ns })) => {
                     drop(record);
@@ -85,6 +88,7 @@ impl Drain<'_> {
                     if let Some(old) = self.files.insert(child, files) {
                         self.retired.push(old);
                     }
+                    self.sync_tables(ebpf, child);
                 }
                 None => {}
             }
@@ -181,10 +185,37 @@ impl Drain<'_> {
                 if let Err(e) = allocators.attach_file(ebpf, &path, &via, self.probe_pid) {
                     log::warn!("{:#}", anyhow::Error::from(e));
                 }
+                // Its table ready before it is mapped (see `sync_tables`).
+                if let Some(tables) = self.tables.as_mut()
+                    && let Err(e) = tables.preload(ebpf, &via)
+                {
+                    log::warn!("{:#}", anyhow::Error::from(e));
+                }
             }
         }
+        self.sync_tables(ebpf, pid);
         if held {
             kill(pid as i32, libc::SIGCONT);
+        }
+    }
+
+    /// Gives process `pid`'s executable mappings, as its session knows them now, their unwind
+    /// tables.
+    fn sync_tables(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let (Some(tables), Some(session), Some(files)) = (
+            self.tables.as_mut(),
+            self.processes.get(pid),
+            self.files.get(&pid),
+        ) else {
+            return;
+        };
+        if let Err(e) = tables.sync(
+            ebpf,
+            pid,
+            session.space.exec_mappings(),
+            files.substitutes(),
+        ) {
+            log::warn!("{:#}", anyhow::Error::from(e));
         }
     }
 

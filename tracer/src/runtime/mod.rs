@@ -48,6 +48,7 @@ use crate::{
     signals::Signals,
     target::{self, TargetFiles},
     top::{self, Action, TopState, term::Screen},
+    unwind::UnwindTables,
 };
 
 /// What to trace.
@@ -109,6 +110,18 @@ pub struct RunConfig {
     pub text_sites: Option<usize>,
     /// `--wrapper`: the program's own allocator wrappers.
     pub wrappers: Vec<String>,
+    /// `--stacks`: how allocation stacks are walked.
+    pub stacks: StackWalk,
+}
+
+/// How allocation stacks are walked (see `--stacks` in `tracer --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StackWalk {
+    /// With each file's unwind tables (.eh_frame), by frame pointer where a file has none.
+    Dwarf,
+    /// By frame pointer only (the kernel's walk): cut short past code built without them.
+    #[default]
+    Fp,
 }
 
 /// `--listen` and its options.
@@ -228,6 +241,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         hold_exec: held.is_some() || cfg.follow,
         target_tid: cfg.tid.unwrap_or(0),
         follow: cfg.follow,
+        dwarf: cfg.stacks == StackWalk::Dwarf && cfg.mode == Mode::Full,
     };
     if cfg.follow {
         target::raise_fd_limit();
@@ -322,6 +336,30 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             &|| signals.pending(),
         )?;
     }
+    let mut tables = opts.dwarf.then(UnwindTables::default);
+    if let Some(tables) = tables.as_mut() {
+        // Every file opened so far (the command's libraries included, before its loader maps
+        // them): compiled now, so that each is given its table the moment it is mapped.
+        for via in files.substitutes().values() {
+            if let Err(e) = tables.preload(&mut probes.ebpf, via) {
+                log::warn!("{:#}", anyhow::Error::from(e));
+            }
+        }
+    }
+    if let Some(tables) = tables.as_mut() {
+        let root = processes.root();
+        if let Err(e) = tables.sync(
+            &mut probes.ebpf,
+            pid as u32,
+            root.space.exec_mappings(),
+            files.substitutes(),
+        ) {
+            log::warn!(
+                "{:#}: stacks are walked by frame pointer",
+                anyhow::Error::from(e)
+            );
+        }
+    }
     log::debug!("set up in {:?}", setup.elapsed());
     if held.is_none() {
         eprintln!(
@@ -371,6 +409,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         allocators: allocators.as_mut(),
         files: BTreeMap::from([(pid as u32, files)]),
         retired: Vec::new(),
+        tables,
         probe_pid,
         threads: BTreeMap::new(),
         new_code: false,

@@ -6,7 +6,7 @@ use gimli::{
     BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, LittleEndian, Register, RegisterRule,
     UnwindContext, UnwindSection,
 };
-use object::{Object, ObjectSection};
+use object::{Object, ObjectSection, ObjectSegment};
 use tracer_common::{UnwindRow, unwind};
 
 /// x86-64 DWARF register numbers.
@@ -42,13 +42,26 @@ pub enum UnwindError {
     Cfi { path: String, reason: String },
 }
 
-/// The compiled rows of one file, sorted by address, each holding until the next.
+/// The compiled rows of one file, sorted by address, each holding until the next, and where
+/// its loadable segments lie: `(file offset, address, bytes in the file)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnwindTable {
     pub rows: Vec<UnwindRow>,
+    pub segments: Vec<(u64, u64, u64)>,
 }
 
 impl UnwindTable {
+    /// What to subtract from a run-time address in a mapping of this file (at `start`, from
+    /// file offset `offset`) to get the table's address: the mapping's load bias.
+    pub fn bias(&self, start: u64, offset: u64) -> Option<u64> {
+        let (seg_offset, vaddr, _) = self
+            .segments
+            .iter()
+            .find(|&&(o, _, size)| (o & !0xfff) <= offset && offset < o.saturating_add(size))?;
+        let at = vaddr.wrapping_add(offset).wrapping_sub(*seg_offset);
+        Some(start.wrapping_sub(at))
+    }
+
     /// The row that holds at `pc` (a file address), if any row starts at or before it.
     pub fn find(&self, pc: u64) -> Option<&UnwindRow> {
         let i = self.rows.partition_point(|r| r.pc <= pc);
@@ -130,7 +143,15 @@ fn compile(data: &[u8]) -> Result<UnwindTable, Compile> {
         });
         spans.extend(more);
     }
-    Ok(table_of(spans))
+    let mut table = table_of(spans);
+    table.segments = file
+        .segments()
+        .map(|seg| {
+            let (offset, size) = seg.file_range();
+            (offset, seg.address(), size)
+        })
+        .collect();
+    Ok(table)
 }
 
 /// The spans of every FDE of `section`.
@@ -255,7 +276,10 @@ fn table_of(mut spans: Vec<Span>) -> UnwindTable {
             ..UnwindRow::default()
         });
     }
-    UnwindTable { rows }
+    UnwindTable {
+        rows,
+        segments: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,257 @@
+//! Walking a user stack with the unwind tables userspace compiled from each file's call frame
+//! information (`tracer_common::UnwindRow`), frame pointers where a file has none: code built
+//! without frame pointers gets its whole stack. The walk stores the stack in [`DWARF_STACKS`]
+//! under a hash of its frames, so that events carry an id.
+//!
+//! Every frame is checked: a return address of zero, a CFA that does not move up the stack, or
+//! an unreadable slot ends the walk (nothing is guessed).
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_probe_read_user, generated::bpf_loop},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use tracer_common::{
+    DWARF_STACK_ID_BASE, DwarfStack, MAX_DWARF_FRAMES, MAX_FOLLOWED, MAX_STACKS, MAX_UNWIND_CHUNKS,
+    MAX_UNWIND_MAPPINGS, UNWIND_CHUNK_ROWS, UnwindChunk, UnwindMaps, UnwindRow, counter, unwind,
+};
+
+use crate::maps::bump;
+
+#[map(name = "UNWIND_ROWS")]
+pub static UNWIND_ROWS: Array<UnwindChunk> = Array::with_max_entries(MAX_UNWIND_CHUNKS, 0);
+
+#[map(name = "UNWIND_MAPS")]
+pub static UNWIND_MAPS: HashMap<u32, UnwindMaps> = HashMap::with_max_entries(MAX_FOLLOWED + 1, 0);
+
+#[map(name = "DWARF_STACKS")]
+pub static DWARF_STACKS: HashMap<u32, DwarfStack> = HashMap::with_max_entries(MAX_STACKS, 0);
+
+/// The stack being walked, per CPU (too large for the BPF stack).
+#[map(name = "UNWIND_SCRATCH")]
+static SCRATCH: PerCpuArray<DwarfStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Steps of the binary searches: 2^7 mappings, 2^22 rows.
+const MAPPING_STEPS: usize = 7;
+const ROW_STEPS: usize = 22;
+/// The most a frame may span: a CFA further up the stack than this ends the walk.
+const MAX_FRAME_BYTES: u64 = 1 << 20;
+
+#[inline(always)]
+fn read_user(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// The row of the table at rows `[first, first + len)` that holds at `pc`.
+#[inline(always)]
+fn find_row(first: u32, len: u32, pc: u64) -> Option<UnwindRow> {
+    if len == 0 {
+        return None;
+    }
+    let row_at = |i: u32| -> Option<UnwindRow> {
+        let chunk = UNWIND_ROWS.get(i / UNWIND_CHUNK_ROWS as u32)?;
+        Some(chunk.rows[(i as usize) & (UNWIND_CHUNK_ROWS - 1)])
+    };
+    let (mut lo, mut hi) = (first, first.saturating_add(len));
+    for _ in 0..ROW_STEPS {
+        if hi - lo <= 1 {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        if row_at(mid)?.pc <= pc {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let row = row_at(lo)?;
+    (row.pc <= pc).then_some(row)
+}
+
+/// The mapping of `maps` that holds `pc`: its table's first row, row count and bias.
+#[inline(always)]
+fn find_mapping(maps: &UnwindMaps, pc: u64) -> Option<(u32, u32, u64)> {
+    let count = (maps.count as usize).min(MAX_UNWIND_MAPPINGS);
+    if count == 0 {
+        return None;
+    }
+    let (mut lo, mut hi) = (0usize, count);
+    for _ in 0..MAPPING_STEPS + 1 {
+        if hi - lo <= 1 {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        if maps.mappings[mid & (MAX_UNWIND_MAPPINGS - 1)].start <= pc {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let m = &maps.mappings[lo & (MAX_UNWIND_MAPPINGS - 1)];
+    (m.start <= pc && pc < m.end).then_some((m.first_row, m.rows, m.bias))
+}
+
+/// The walk so far, shared with [`step`] through `bpf_loop`.
+#[repr(C)]
+struct Walk {
+    tgid: u32,
+    /// Frames stored in the scratch stack.
+    n: u32,
+    fp_frames: u32,
+    /// The walk ended before the frame limit.
+    ended: u32,
+    pc: u64,
+    sp: u64,
+    bp: u64,
+}
+
+/// One frame of the walk: `bpf_loop`'s callback (verified once, not once per frame). Returns
+/// 1 to stop.
+#[inline(never)]
+extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `Walk` that `dwarf_stack_id` passed to bpf_loop.
+    let w = unsafe { &mut *ctx.cast::<Walk>() };
+    let stop = |w: &mut Walk| {
+        w.ended = 1;
+        1
+    };
+    // SAFETY: the value is only read.
+    let Some(maps) = (unsafe { UNWIND_MAPS.get(w.tgid) }) else {
+        return stop(w);
+    };
+    let Some(stack) = SCRATCH.get_ptr_mut(0) else {
+        return stop(w);
+    };
+    // SAFETY: this CPU's scratch slot.
+    let stack = unsafe { &mut *stack };
+    let i = w.n as usize;
+    if i >= MAX_DWARF_FRAMES {
+        return 1;
+    }
+    let (pc, sp, bp) = (w.pc, w.sp, w.bp);
+    // A return address is the instruction after a call: its rule is the call's.
+    let lookup = if i == 1 { pc } else { pc.wrapping_sub(1) };
+    let row = find_mapping(maps, lookup)
+        .and_then(|(first, len, bias)| find_row(first, len, lookup.wrapping_sub(bias)));
+    let (cfa, rule) = match row {
+        Some(r) if r.cfa == unwind::CFA_RSP => (sp.wrapping_add(r.cfa_offset as i64 as u64), r),
+        Some(r) if r.cfa == unwind::CFA_RBP => (bp.wrapping_add(r.cfa_offset as i64 as u64), r),
+        Some(r) if r.cfa == unwind::CFA_PLT => {
+            let past_push = u64::from((pc & 15) >= r.cfa_offset as u64);
+            (sp.wrapping_add(8 + (past_push << 3)), r)
+        }
+        // No table, or a rule not followed: the frame pointer, if it is one.
+        _ => {
+            if bp <= sp || bp - sp > MAX_FRAME_BYTES {
+                return stop(w);
+            }
+            w.fp_frames += 1;
+            (
+                bp.wrapping_add(16),
+                UnwindRow {
+                    rbp: unwind::RBP_AT_CFA,
+                    rbp_offset: -16,
+                    ..UnwindRow::default()
+                },
+            )
+        }
+    };
+    // The stack grows down: each caller's frame lies above its callee's.
+    if cfa <= sp || cfa - sp > MAX_FRAME_BYTES {
+        return stop(w);
+    }
+    let Some(ra) = read_user(cfa - 8) else {
+        return stop(w);
+    };
+    if ra == 0 {
+        return stop(w);
+    }
+    w.bp = match rule.rbp {
+        unwind::RBP_AT_CFA => {
+            read_user(cfa.wrapping_add(rule.rbp_offset as i64 as u64)).unwrap_or(0)
+        }
+        unwind::RBP_SAME => bp,
+        _ => 0,
+    };
+    stack.frames[i] = ra;
+    w.n += 1;
+    w.pc = ra;
+    w.sp = cfa;
+    0
+}
+
+/// Walks the stack of the current thread of process `tgid` from `regs` (at an allocator's
+/// entry) and returns the id it is stored under, or `None` when the process has no tables or
+/// the stack could not be stored (the caller falls back to the kernel's frame-pointer walk).
+#[inline(always)]
+pub fn dwarf_stack_id(regs: *const pt_regs, tgid: u32) -> Option<i32> {
+    // SAFETY: the value is only tested for presence.
+    unsafe { UNWIND_MAPS.get(tgid) }?;
+    let stack = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `regs` is the probe's register snapshot; `stack` is this CPU's scratch slot.
+    let (pc, sp, bp) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp) };
+    let stack = unsafe { &mut *stack };
+    // Frame 0 is where the walk starts (inside the allocator), as in the kernel's walks.
+    stack.frames[0] = pc;
+    let mut walk = Walk {
+        tgid,
+        n: 1,
+        fp_frames: 0,
+        ended: 0,
+        pc,
+        sp,
+        bp,
+    };
+    // SAFETY: `step` is a callback of bpf_loop's type; `walk` outlives the call.
+    unsafe {
+        bpf_loop(
+            (MAX_DWARF_FRAMES - 1) as u32,
+            step as *mut core::ffi::c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    let n = (walk.n as usize).min(MAX_DWARF_FRAMES);
+    let fp_frames = walk.fp_frames;
+    let truncated = walk.ended == 0;
+    if truncated {
+        bump(counter::UNWIND_TRUNCATED);
+    }
+    if n == 1 {
+        return None;
+    }
+    stack.len = n as u32;
+    stack.fp_frames = fp_frames;
+    // FNV-1a over the frames walked.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..MAX_DWARF_FRAMES {
+        if i >= n {
+            break;
+        }
+        hash = (hash ^ stack.frames[i]).wrapping_mul(0x0100_0000_01b3);
+    }
+    let id = (hash as u32 & (DWARF_STACK_ID_BASE as u32 - 1)) | DWARF_STACK_ID_BASE as u32;
+    // SAFETY: the value is only read.
+    match unsafe { DWARF_STACKS.get(id) } {
+        Some(known) if known.len == stack.len && known.frames[1] == stack.frames[1] => {}
+        Some(_) => {
+            bump(counter::UNWIND_COLLIDED);
+            return None;
+        }
+        None => {
+            // Frames past the walk's end are whatever an earlier walk left: cleared.
+            for i in 0..MAX_DWARF_FRAMES {
+                if i >= n {
+                    stack.frames[i] = 0;
+                }
+            }
+            if DWARF_STACKS.insert(id, stack, 0).is_err() {
+                bump(counter::STACK_MAP_FULL);
+                return None;
+            }
+        }
+    }
+    Some(id as i32)
+}

@@ -1,0 +1,187 @@
+//! The unwind tables in the kernel: each file's rows compiled once (by inode, so every process
+//! mapping the same libc shares them) into the row array, and each traced process's
+//! executable mappings, with their biases, in its mapping table.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapData},
+};
+use tracer_common::{
+    MAX_UNWIND_CHUNKS, MAX_UNWIND_MAPPINGS, UNWIND_CHUNK_ROWS, UNWIND_MAPS_MAP, UNWIND_ROWS_MAP,
+    UnwindChunk, UnwindMapping, UnwindMaps, UnwindRow,
+};
+
+use super::{UnwindTable, compile_file};
+use crate::attribution::Mapping;
+
+/// A file's table in the row array: its first row and row count, and its segments.
+#[derive(Debug, Clone)]
+struct Loaded {
+    first: u32,
+    table: UnwindTable,
+}
+
+/// What the unwinder knows, and what it was given.
+#[derive(Default)]
+pub struct UnwindTables {
+    /// By (device, inode): the loaded table, or `None` for a file without one (or too big for
+    /// what is left of the row array).
+    files: HashMap<(u64, u64), Option<Loaded>>,
+    next_row: u32,
+    /// Userspace's copy of the chunks written so far (each written whole).
+    chunks: Vec<Box<UnwindChunk>>,
+    /// Files whose table did not fit: said once.
+    pub full: bool,
+    /// Rows loaded, for the summary.
+    pub rows: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("eBPF map {0} is missing")]
+    MissingMap(&'static str),
+    #[error("writing eBPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+impl UnwindTables {
+    /// Gives process `pid` the tables of its executable mappings (compiling and loading those
+    /// of files not seen before): `files` says where each of its paths is read.
+    pub fn sync<'a>(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pid: u32,
+        mappings: impl IntoIterator<Item = &'a Mapping>,
+        files: &HashMap<PathBuf, PathBuf>,
+    ) -> Result<usize, LoadError> {
+        let mut entries: Vec<UnwindMapping> = Vec::new();
+        for m in mappings {
+            let Some(path) = m.path.as_deref() else {
+                continue;
+            };
+            let Some(via) = files.get(path) else {
+                continue;
+            };
+            let Some(loaded) = self.load_file(ebpf, via)? else {
+                continue;
+            };
+            let Some(bias) = loaded.table.bias(m.start, m.offset) else {
+                continue;
+            };
+            entries.push(UnwindMapping {
+                start: m.start,
+                end: m.end,
+                bias,
+                first_row: loaded.first,
+                rows: loaded.table.rows.len() as u32,
+            });
+        }
+        entries.sort_by_key(|e| e.start);
+        entries.truncate(MAX_UNWIND_MAPPINGS);
+        log::debug!(
+            "pid {pid}: {} executable mappings with unwind tables ({} rows loaded in all)",
+            entries.len(),
+            self.rows
+        );
+        let mut maps = UnwindMaps {
+            count: entries.len() as u32,
+            _pad: 0,
+            mappings: [UnwindMapping::default(); MAX_UNWIND_MAPPINGS],
+        };
+        maps.mappings[..entries.len()].copy_from_slice(&entries);
+        let map = ebpf
+            .map_mut(UNWIND_MAPS_MAP)
+            .ok_or(LoadError::MissingMap(UNWIND_MAPS_MAP))?;
+        let mut map: BpfHashMap<&mut MapData, u32, UnwindMaps> = BpfHashMap::try_from(map)
+            .map_err(|source| LoadError::Map {
+                name: UNWIND_MAPS_MAP,
+                source,
+            })?;
+        map.insert(pid, maps, 0).map_err(|source| LoadError::Map {
+            name: UNWIND_MAPS_MAP,
+            source,
+        })?;
+        Ok(entries.len())
+    }
+
+    /// Compiles and loads the table of a file the process will map (the libraries its loader
+    /// is about to load), so that giving it to the process when it maps the file is quick.
+    pub fn preload(&mut self, ebpf: &mut Ebpf, via: &Path) -> Result<(), LoadError> {
+        self.load_file(ebpf, via).map(|_| ())
+    }
+
+    /// The table of the file read at `via`, loaded into the row array once.
+    fn load_file(&mut self, ebpf: &mut Ebpf, via: &Path) -> Result<Option<&Loaded>, LoadError> {
+        let Ok(meta) = std::fs::metadata(via) else {
+            return Ok(None);
+        };
+        let key = (meta.dev(), meta.ino());
+        if !self.files.contains_key(&key) {
+            let loaded = match compile_file(via) {
+                Ok(table) if !table.rows.is_empty() => self.upload(ebpf, table)?,
+                Ok(_) => None,
+                Err(e) => {
+                    log::debug!("{e}: its frames are walked by frame pointer");
+                    None
+                }
+            };
+            self.files.insert(key, loaded);
+        }
+        Ok(self.files[&key].as_ref())
+    }
+
+    /// Writes `table`'s rows after the last table's, whole chunks at a time.
+    fn upload(&mut self, ebpf: &mut Ebpf, table: UnwindTable) -> Result<Option<Loaded>, LoadError> {
+        let capacity = MAX_UNWIND_CHUNKS as usize * UNWIND_CHUNK_ROWS;
+        let first = self.next_row as usize;
+        if first + table.rows.len() > capacity {
+            self.full = true;
+            return Ok(None);
+        }
+        let map = ebpf
+            .map_mut(UNWIND_ROWS_MAP)
+            .ok_or(LoadError::MissingMap(UNWIND_ROWS_MAP))?;
+        let mut map: Array<&mut MapData, UnwindChunk> =
+            Array::try_from(map).map_err(|source| LoadError::Map {
+                name: UNWIND_ROWS_MAP,
+                source,
+            })?;
+        let mut touched = Vec::new();
+        for (i, row) in table.rows.iter().enumerate() {
+            let at = first + i;
+            let (chunk, slot) = (at / UNWIND_CHUNK_ROWS, at % UNWIND_CHUNK_ROWS);
+            while self.chunks.len() <= chunk {
+                self.chunks.push(Box::new(UnwindChunk {
+                    rows: [UnwindRow::default(); UNWIND_CHUNK_ROWS],
+                }));
+            }
+            self.chunks[chunk].rows[slot] = *row;
+            if touched.last() != Some(&chunk) {
+                touched.push(chunk);
+            }
+        }
+        for chunk in touched {
+            map.set(chunk as u32, self.chunks[chunk].as_ref(), 0)
+                .map_err(|source| LoadError::Map {
+                    name: UNWIND_ROWS_MAP,
+                    source,
+                })?;
+        }
+        self.next_row = (first + table.rows.len()) as u32;
+        self.rows += table.rows.len() as u64;
+        Ok(Some(Loaded {
+            first: first as u32,
+            table,
+        }))
+    }
+}
