@@ -143,9 +143,13 @@ pub fn run(n: u64) -> Result<()> {
     const RUNS: usize = 3;
 
     // The malloc/free loop and the page-touch loop, in each mode and under each peer.
-    let modes: [(&str, &[&str]); 6] = [
+    let modes: [(&str, &[&str]); 7] = [
         ("tracer (full)", &[]),
         ("tracer --no-kernel", &["--no-kernel"]),
+        (
+            "tracer --no-kernel --stacks dwarf",
+            &["--no-kernel", "--stacks", "dwarf"],
+        ),
         ("tracer --sample 512K", &["--sample", "512K"]),
         ("tracer --mode kernel", &["--mode", "kernel"]),
         (
@@ -246,6 +250,14 @@ pub fn run(n: u64) -> Result<()> {
             }),
         ),
         (
+            "tracer --no-kernel --stacks dwarf".into(),
+            Box::new(|| {
+                let mut c = tracer_cmd(&tracer, &["--no-kernel", "--stacks", "dwarf"]);
+                c.arg("--").arg(&bench).arg(&n_s).arg("64");
+                c
+            }),
+        ),
+        (
             "tracer --no-kernel --sample 512K".into(),
             Box::new(|| {
                 let mut c = tracer_cmd(&tracer, &["--no-kernel", "--sample", "512K"]);
@@ -271,6 +283,10 @@ pub fn run(n: u64) -> Result<()> {
         (
             "tracer -q --kernel-probes raw -- /bin/true",
             &["--kernel-probes", "raw"][..],
+        ),
+        (
+            "tracer -q --stacks dwarf -- /bin/true",
+            &["--stacks", "dwarf"][..],
         ),
     ] {
         let started = Instant::now();
