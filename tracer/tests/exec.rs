@@ -82,15 +82,7 @@ fn a_script_that_execs_is_followed_into_the_new_program() {
     assert!(stderr(&out).contains("programs: "), "{}", stderr(&out));
 
     // The recording replays to the same summary.
-    let replayed = dir.join("replayed.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["report", "-q", "--json"])
-        .arg(&replayed)
-        .arg(&recording)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(fs::read_to_string(&replayed).unwrap(), text);
+    replays_to(&recording, &text);
 }
 
 /// `env LD_PRELOAD=libjemalloc.so.2 ./app`: jemalloc arrives with the new image, and every one

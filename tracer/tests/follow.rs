@@ -4,19 +4,13 @@
 
 mod support;
 
-use std::{fs, process::Command};
+use std::fs;
 
 use serde_json::Value;
 use support::*;
 
-/// The site whose innermost frame is `function`, in a summary's (or a process's) sites.
 fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
-    v["user"]["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stack"][0]["function"] == function)
-        .unwrap_or_else(|| panic!("no site {function} in {:#}", v["user"]["sites"]))
+    site_in(v, function)
 }
 
 fn leak<'a>(v: &'a Value, function: &str) -> &'a Value {
@@ -126,15 +120,7 @@ fn a_child_that_forks_is_followed_with_its_own_books() {
     );
 
     // The recording replays to the same summary.
-    let replayed = dir.join("replayed.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
-        .args(["report", "-q", "--json"])
-        .arg(&replayed)
-        .arg(&recording)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(fs::read_to_string(&replayed).unwrap(), text);
+    replays_to(&recording, &text);
 }
 
 /// `sh -c './a; ./b & wait'`: the shell and the two programs it runs (one in the foreground,

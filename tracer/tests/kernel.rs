@@ -9,12 +9,7 @@ use serde_json::Value;
 use support::*;
 
 fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
-    v["user"]["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stack"][0]["function"] == function)
-        .unwrap_or_else(|| panic!("no site in {function}: {}", v["user"]["sites"]))
+    site_in(v, function)
 }
 
 fn n(v: &Value) -> i64 {

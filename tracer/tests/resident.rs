@@ -58,18 +58,23 @@ fn traced_prefilled(exits: bool) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
 }
 
+/// The leak of the blocks allocated again after attach.
+fn reused_leak(v: &Value) -> Value {
+    v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["stack"][0]["function"] == "leak_reused")
+        .unwrap_or_else(|| panic!("{:#}", v["user"]["leaks"]))
+        .clone()
+}
+
 #[test]
 fn memory_touched_before_attach_is_resident() {
     let v = traced_prefilled(false);
     let user = &v["user"];
     assert_eq!(user["resident_source"], "pagemap");
-    let leak = user["leaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["stack"][0]["function"] == "leak_reused")
-        .unwrap_or_else(|| panic!("{:#}", user["leaks"]))
-        .clone();
+    let leak = reused_leak(&v);
     assert_eq!(
         (leak["count"].clone(), leak["bytes"].clone()),
         (5000.into(), 5_120_000.into())
@@ -103,13 +108,7 @@ fn memory_touched_before_attach_is_resident_after_the_target_exits() {
     assert_eq!(v["target"]["ended_by"], "exited");
     let user = &v["user"];
     assert_eq!(user["resident_source"], "pagemap_at_attach");
-    let leak = user["leaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["stack"][0]["function"] == "leak_reused")
-        .unwrap_or_else(|| panic!("{:#}", user["leaks"]))
-        .clone();
+    let leak = reused_leak(&v);
     assert_eq!(leak["count"], 5000);
     let resident = leak["resident_bytes"].as_u64().unwrap();
     assert!(resident >= 5_000_000, "{leak:#}");

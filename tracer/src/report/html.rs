@@ -191,13 +191,7 @@ const MAX_PROCESS_VIEWS: usize = 32;
 /// `--follow`: a table of the processes, a selector, the totals' view and one per process
 /// (each a whole report; ids prefixed by `p<pid>-` so that they stay unique).
 fn processes(s: &Summary, out: &mut impl Write) -> Result<()> {
-    let mut order: Vec<&super::ProcessReport> = s.processes.iter().collect();
-    order.sort_by(|a, b| {
-        b.summary
-            .user
-            .total_bytes()
-            .cmp(&a.summary.user.total_bytes())
-    });
+    let order = s.processes_by_bytes();
     writeln!(
         out,
         "<section id=\"processes\"><h2>Processes ({} traced)</h2>\

@@ -163,6 +163,19 @@ pub struct ImageReport {
 }
 
 impl Summary {
+    /// `--follow`: the processes, most bytes allocated first (then the first created).
+    pub fn processes_by_bytes(&self) -> Vec<&ProcessReport> {
+        let mut order: Vec<&ProcessReport> = self.processes.iter().collect();
+        order.sort_by(|a, b| {
+            b.summary
+                .user
+                .total_bytes()
+                .cmp(&a.summary.user.total_bytes())
+                .then(a.started_ms.total_cmp(&b.started_ms))
+        });
+        order
+    }
+
     /// The summary with at most `max` sites, leaks, leak suspects and callers, as a report
     /// built with `--max-sites max` lists them (each list is already in its order).
     pub fn truncated(&self, max: usize) -> Summary {

@@ -229,14 +229,7 @@ fn render_processes(s: &Summary, out: &mut impl Write) -> io::Result<()> {
         "  {:>8} {:>8} {:>9} {:>10} {:>10} {:>10}  {:<10} command",
         "pid", "ppid", "allocs", "bytes", "peak live", "leaked", "ended"
     )?;
-    let mut order: Vec<&super::ProcessReport> = s.processes.iter().collect();
-    order.sort_by(|a, b| {
-        b.summary
-            .user
-            .total_bytes()
-            .cmp(&a.summary.user.total_bytes())
-            .then(a.started_ms.total_cmp(&b.started_ms))
-    });
+    let order = s.processes_by_bytes();
     for p in order.iter().take(TOP * 2) {
         let u = &p.summary.user;
         let ended = match (p.exit_code, p.signal, p.ended_ms) {

@@ -159,6 +159,14 @@ fn add_kernel(t: &mut Summary, s: &Summary) {
     a.traced |= b.traced;
 }
 
+/// The error of a sum of two sampled estimates (an upper bound: the errors added).
+fn add_errors(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (x, y) => Some(x.unwrap_or(0).saturating_add(y.unwrap_or(0))),
+    }
+}
+
 /// Sites from every process, those with the same frames as one, most bytes first.
 fn merge_sites<'a>(sites: impl Iterator<Item = &'a SiteReport>) -> Vec<SiteReport> {
     let mut index: HashMap<String, usize> = HashMap::new();
@@ -171,10 +179,7 @@ fn merge_sites<'a>(sites: impl Iterator<Item = &'a SiteReport>) -> Vec<SiteRepor
                 m.paths.add(&s.paths);
                 m.caused.add(&s.caused);
                 m.path = m.paths.path();
-                m.bytes_error = match (m.bytes_error, s.bytes_error) {
-                    (None, None) => None,
-                    (x, y) => Some(x.unwrap_or(0).saturating_add(y.unwrap_or(0))),
-                };
+                m.bytes_error = add_errors(m.bytes_error, s.bytes_error);
             }
             None => {
                 index.insert(frames_key(&s.stack), out.len());
@@ -198,10 +203,7 @@ fn merge_leaks<'a>(leaks: impl Iterator<Item = &'a LeakReport>) -> Vec<LeakRepor
                 m.oldest_age_ms = m.oldest_age_ms.max(l.oldest_age_ms);
                 m.paths.add(&l.paths);
                 m.path = m.paths.path();
-                m.bytes_error = match (m.bytes_error, l.bytes_error) {
-                    (None, None) => None,
-                    (x, y) => Some(x.unwrap_or(0).saturating_add(y.unwrap_or(0))),
-                };
+                m.bytes_error = add_errors(m.bytes_error, l.bytes_error);
             }
             None => {
                 index.insert(frames_key(&l.stack), out.len());

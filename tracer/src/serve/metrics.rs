@@ -161,8 +161,7 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
         );
         return w.finish();
     }
-    let mut order: Vec<_> = summary.processes.iter().collect();
-    order.sort_by_key(|p| std::cmp::Reverse(p.summary.user.total_bytes()));
+    let order = summary.processes_by_bytes();
     for p in order.iter().take(MAX_METRIC_PROCESSES) {
         w.base = base_labels(p.pid, &p.command);
         // Drops are the run's: on the first process's series.

@@ -263,3 +263,26 @@ pub fn wait_for_metrics(
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// The site whose innermost frame is `function`, in a summary's (or a process's) sites.
+pub fn site_in<'a>(v: &'a Value, function: &str) -> &'a Value {
+    v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stack"][0]["function"] == function)
+        .unwrap_or_else(|| panic!("no site in {function}: {}", v["user"]["sites"]))
+}
+
+/// `tracer report --json` of `recording` is `live`, byte for byte.
+pub fn replays_to(recording: &Path, live: &str) {
+    let replayed = recording.with_extension("replayed.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .args(["report", "-q", "--json"])
+        .arg(&replayed)
+        .arg(recording)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&replayed).unwrap(), live);
+}
