@@ -5,7 +5,9 @@
  *                       (thread arena); all freed
  *   kernel touch K      mmap K anonymous pages directly and touch each; then malloc a block of
  *                       K pages and touch each of its pages
- *   kernel vmas N       N one-page shared anonymous mmaps: each its own VMA, never merged
+ *   kernel vmas N       N one-page shared anonymous mmaps: each its own VMA, never merged;
+ *                       then N pipes opened and closed (each a kmalloc'd pipe_inode_info
+ *                       and buffer array)
  *   kernel leaks        two 4 MiB leaks: one never touched, one touched throughout
  *   kernel gate K       "ready", wait for stdin, then `touch K` and `vmas K`
  */
@@ -69,6 +71,12 @@ static void touch(long k) {
 static void vmas(int n) {
     for (int i = 0; i < n; i++)
         sink = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    for (int i = 0; i < n; i++) {
+        int fds[2];
+        if (pipe(fds)) break;
+        close(fds[0]);
+        close(fds[1]);
+    }
 }
 
 NOINLINE static void *leak_untouched(void) {
