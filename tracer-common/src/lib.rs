@@ -339,7 +339,10 @@ const _: () = assert!(size_of::<UnwindMapping>() == 32);
 #[derive(Clone, Copy, Debug)]
 pub struct UnwindMaps {
     pub count: u32,
-    pub _pad: u32,
+    /// Always 0: where the kernel's search of `mappings` starts. Read from the map, it is a
+    /// number the verifier does not know, so it checks the search's paths together instead of
+    /// each of its 2^7 outcomes (with its own constant index) through the rest of the walk.
+    pub search_from: u32,
     pub mappings: [UnwindMapping; MAX_UNWIND_MAPPINGS],
 }
 const _: () = assert!(size_of::<UnwindMaps>() == 8 + 32 * MAX_UNWIND_MAPPINGS);

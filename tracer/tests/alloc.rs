@@ -166,6 +166,9 @@ fn whole_stacks_without_frame_pointers() {
             &["--no-kernel", "--stacks", stacks],
             |_| {},
         );
+        // The unwinder's programs load for session links like the others: a refused program
+        // (one with callbacks needs its BTF func_info) would fall back to slow single uprobes.
+        assert_eq!(v["user"]["uprobe_links"], "session", "--stacks {stacks}");
         let site = v["user"]["sites"]
             .as_array()
             .unwrap()

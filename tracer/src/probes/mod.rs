@@ -308,6 +308,7 @@ impl Probes {
     pub fn load_and_attach(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Self, ProbeError> {
         raise_memlock_limit();
         let (config, attachments) = build_config(tracefs, opts)?;
+        let started = std::time::Instant::now();
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
@@ -322,6 +323,7 @@ impl Probes {
             )
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        log::debug!("eBPF object loaded in {:?}", started.elapsed());
         if opts.sample_bytes > 0 {
             let map_error = |source| ProbeError::Map {
                 name: SAMPLE_TABLE_MAP,
@@ -390,6 +392,7 @@ fn attach(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> {
     let program = ebpf
         .program_mut(&a.program)
         .ok_or_else(|| ProbeError::MissingProgram(a.program.clone()))?;
+    let started = std::time::Instant::now();
     match a.category {
         Some(category) => {
             let program: &mut TracePoint = program.try_into().map_err(program_error)?;
@@ -402,6 +405,11 @@ fn attach(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> {
             program.attach(&a.name).map_err(attach_error)?;
         }
     }
+    log::debug!(
+        "{}: loaded and attached in {:?}",
+        a.program,
+        started.elapsed()
+    );
     Ok(())
 }
 

@@ -11,6 +11,11 @@
 //! The programs come from the same object aya loaded, relocated against aya's maps (so they
 //! share the ring, the stack map, the state maps and the configuration), with aya-obj's own
 //! relocation passes. When the kernel refuses, the caller falls back to aya's uprobes.
+//!
+//! The object's BTF is loaded too (`BPF_BTF_LOAD`) and each program given its `func_info`:
+//! the kernel requires it of a program with callbacks (the unwinder's `bpf_loop` step), and
+//! without it such a program is refused and the allocator probes fall back to slow single
+//! uprobes.
 
 use std::{
     collections::HashSet,
@@ -31,6 +36,7 @@ const BPF_TRACE_UPROBE_SESSION: u32 = 57;
 const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
 const BPF_PROG_TYPE_KPROBE: u32 = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_BTF_LOAD: libc::c_long = 18;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 /// How a program is attached.
@@ -94,8 +100,29 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    pad: u32,
 }
-const _: () = assert!(size_of::<ProgLoadAttr>() == 72);
+const _: () = assert!(size_of::<ProgLoadAttr>() == 112);
+
+/// The `BPF_BTF_LOAD` fields.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    pad: u32,
+}
+const _: () = assert!(size_of::<BtfLoadAttr>() == 32);
 
 /// The `BPF_LINK_CREATE` fields for a multi-uprobe link.
 #[repr(C)]
@@ -136,6 +163,36 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<RawFd> {
 /// The eBPF object, relocated against the maps aya created for it.
 pub struct MultiLoader {
     obj: aya_obj::Object,
+    /// The object's BTF, loaded into the kernel (absent when the kernel has none or refused
+    /// it: programs then load without `func_info`, and those with callbacks are refused).
+    btf: Option<OwnedFd>,
+}
+
+/// Loads the BTF of `obj`, fixed up for what this kernel supports, as aya does for its own
+/// programs.
+fn load_btf(obj: &mut aya_obj::Object) -> Option<OwnedFd> {
+    let features = aya::features().btf()?;
+    let bytes = match obj.fixup_and_sanitize_btf(features) {
+        Ok(Some(btf)) => btf.to_bytes(),
+        Ok(None) => return None,
+        Err(e) => {
+            log::debug!("the eBPF object's BTF could not be fixed up: {e}");
+            return None;
+        }
+    };
+    let mut attr = BtfLoadAttr {
+        btf: bytes.as_ptr() as u64,
+        btf_size: bytes.len() as u32,
+        ..Default::default()
+    };
+    match bpf(BPF_BTF_LOAD, &mut attr) {
+        // SAFETY: a new descriptor the kernel just returned to us.
+        Ok(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(e) => {
+            log::debug!("the kernel refused the eBPF object's BTF: {e}");
+            None
+        }
+    }
 }
 
 impl MultiLoader {
@@ -144,6 +201,7 @@ impl MultiLoader {
     pub fn new(object: &[u8], ebpf: &Ebpf) -> Result<Self, MultiError> {
         let mut obj =
             aya_obj::Object::parse(object).map_err(|e| MultiError::Parse(e.to_string()))?;
+        let btf = load_btf(&mut obj);
         let mut fds = Vec::new();
         for (name, map) in ebpf.maps() {
             let fd = map_fd(map).ok_or_else(|| MultiError::MissingMap(name.to_string()))?;
@@ -162,7 +220,7 @@ impl MultiLoader {
             .map_err(|e| MultiError::Relocate(e.to_string()))?;
         obj.relocate_calls(&text)
             .map_err(|e| MultiError::Relocate(e.to_string()))?;
-        Ok(MultiLoader { obj })
+        Ok(MultiLoader { obj, btf })
     }
 
     /// Loads program `name` for attachments of `kind`.
@@ -182,6 +240,7 @@ impl MultiLoader {
             *slot = b;
         }
         let license = program.license.clone();
+        let func_info = function.func_info.func_info_bytes();
         let attempt = |log: &mut [u8]| {
             let mut attr = ProgLoadAttr {
                 prog_type: BPF_PROG_TYPE_KPROBE,
@@ -192,6 +251,14 @@ impl MultiLoader {
                 expected_attach_type: kind.attach_type(),
                 ..Default::default()
             };
+            if let Some(btf) = &self.btf
+                && function.func_info_rec_size > 0
+            {
+                attr.prog_btf_fd = btf.as_raw_fd() as u32;
+                attr.func_info_rec_size = function.func_info_rec_size as u32;
+                attr.func_info = func_info.as_ptr() as u64;
+                attr.func_info_cnt = function.func_info.len() as u32;
+            }
             if !log.is_empty() {
                 attr.log_level = 1;
                 attr.log_size = log.len() as u32;
@@ -199,7 +266,10 @@ impl MultiLoader {
             }
             bpf(BPF_PROG_LOAD, &mut attr)
         };
-        match attempt(&mut []) {
+        let started = std::time::Instant::now();
+        let first = attempt(&mut []);
+        log::debug!("{name}: verified in {:?}", started.elapsed());
+        match first {
             // SAFETY: a new descriptor the kernel just returned to us.
             Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
             Err(source) => {

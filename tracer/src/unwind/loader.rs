@@ -95,7 +95,7 @@ impl UnwindTables {
         );
         let mut maps = UnwindMaps {
             count: entries.len() as u32,
-            _pad: 0,
+            search_from: 0,
             mappings: [UnwindMapping::default(); MAX_UNWIND_MAPPINGS],
         };
         maps.mappings[..entries.len()].copy_from_slice(&entries);
