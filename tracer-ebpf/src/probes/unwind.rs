@@ -148,7 +148,10 @@ fn find_mapping(maps: &UnwindMaps, pc: u64) -> Option<(u32, u32, u64)> {
 /// The walk so far, shared with [`step`] through `bpf_loop`.
 #[repr(C)]
 struct Walk {
-    tgid: u32,
+    /// The process's mappings and this CPU's scratch stack, looked up once per walk (the
+    /// verifier keeps their types through the context).
+    maps: *const UnwindMaps,
+    stack: *mut DwarfStack,
     /// Frames stored in the scratch stack.
     n: u32,
     fp_frames: u32,
@@ -171,15 +174,9 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         w.ended = 1;
         1
     };
-    // SAFETY: the value is only read.
-    let Some(maps) = (unsafe { UNWIND_MAPS.get(w.tgid) }) else {
-        return stop(w);
-    };
-    let Some(stack) = SCRATCH.get_ptr_mut(0) else {
-        return stop(w);
-    };
-    // SAFETY: this CPU's scratch slot.
-    let stack = unsafe { &mut *stack };
+    // SAFETY: both were checked non-null by `dwarf_stack_id`: the process's mappings (only
+    // read) and this CPU's scratch slot.
+    let (maps, stack) = unsafe { (&*w.maps, &mut *w.stack) };
     // The frame this step stores: `index + 1` (frame 0 is the pc the walk starts at), which
     // is `w.n` as each step stores one frame or ends the loop. Taken from the index, which the
     // verifier knows only by its bounds, not from `w.n`, which it would track as a constant
@@ -220,19 +217,31 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     if cfa <= sp || cfa - sp > MAX_FRAME_BYTES {
         return stop(w);
     }
-    let Some(ra) = read_user(cfa - 8) else {
-        return stop(w);
+    // The saved rbp is most often just below the return address (a `push rbp` on entry):
+    // both in one read.
+    let (ra, saved_bp) = if rule.rbp == unwind::RBP_AT_CFA && rule.rbp_offset == -16 {
+        // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
+        match unsafe { bpf_probe_read_user((cfa - 16) as *const [u64; 2]) } {
+            Ok([saved, ra]) => (ra, saved),
+            Err(_) => return stop(w),
+        }
+    } else {
+        let Some(ra) = read_user(cfa - 8) else {
+            return stop(w);
+        };
+        let saved = match rule.rbp {
+            unwind::RBP_AT_CFA => {
+                read_user(cfa.wrapping_add(rule.rbp_offset as i64 as u64)).unwrap_or(0)
+            }
+            unwind::RBP_SAME => bp,
+            _ => 0,
+        };
+        (ra, saved)
     };
     if ra == 0 {
         return stop(w);
     }
-    w.bp = match rule.rbp {
-        unwind::RBP_AT_CFA => {
-            read_user(cfa.wrapping_add(rule.rbp_offset as i64 as u64)).unwrap_or(0)
-        }
-        unwind::RBP_SAME => bp,
-        _ => 0,
-    };
+    w.bp = saved_bp;
     stack.frames[i] = ra;
     w.n = i as u32 + 1;
     w.hash = fnv(w.hash, ra);
@@ -246,16 +255,18 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// the stack could not be stored (the caller falls back to the kernel's frame-pointer walk).
 #[inline(always)]
 pub fn dwarf_stack_id(regs: *const pt_regs, tgid: u32) -> Option<i32> {
-    // SAFETY: the value is only tested for presence.
-    unsafe { UNWIND_MAPS.get(tgid) }?;
-    let stack = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the value is only read.
+    let maps: *const UnwindMaps = unsafe { UNWIND_MAPS.get(tgid) }?;
+    let stack_ptr = SCRATCH.get_ptr_mut(0)?;
+    let stack = stack_ptr;
     // SAFETY: `regs` is the probe's register snapshot; `stack` is this CPU's scratch slot.
     let (pc, sp, bp) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp) };
     let stack = unsafe { &mut *stack };
     // Frame 0 is where the walk starts (inside the allocator), as in the kernel's walks.
     stack.frames[0] = pc;
     let mut walk = Walk {
-        tgid,
+        maps,
+        stack: stack_ptr,
         n: 1,
         fp_frames: 0,
         ended: 0,
