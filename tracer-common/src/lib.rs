@@ -74,6 +74,8 @@ pub mod kind {
     /// A [`super::ProcessEvent`]: `sched:sched_process_exit` of a traced process's last thread
     /// (`--follow`).
     pub const EXIT: u32 = 11;
+    /// A [`super::HeldEvent`]: the process is stopped until userspace continues it.
+    pub const HELD: u32 = 12;
 }
 
 /// Name of the kernel stack-trace map (`--kernel-stacks`).
@@ -275,6 +277,26 @@ pub struct ExecEvent {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<ExecEvent>() == 32);
+
+/// The process stopped itself (SIGSTOP) for userspace to act before it runs on, and waits for
+/// SIGCONT. Follows, in the ring, the event it was stopped for. A live control, not recorded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldEvent {
+    pub header: EventHeader,
+    /// One of [`held`].
+    pub reason: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HeldEvent>() == 32);
+
+/// Why a process was held ([`HeldEvent::reason`]).
+pub mod held {
+    /// A launched or followed process mapped code (its loader mapping a library, dlopen):
+    /// userspace gives the mapping its unwind table before the code runs, so that its first
+    /// allocations are walked whole.
+    pub const MAPPED_CODE: u32 = 1;
+}
 
 /// One row of a compiled unwind table (see `tracer::unwind`): from `pc` (an address of the
 /// file's own, as its ELF headers lay it out) up to the next row's, how to find the canonical
@@ -788,6 +810,8 @@ mod pod {
     unsafe impl aya::Pod for super::FaultEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HeldEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcessEvent {}
     // SAFETY: as above.

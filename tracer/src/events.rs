@@ -5,8 +5,8 @@ use std::mem::size_of;
 use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
-    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, OpenEvent, PageEvent, ProcessEvent,
-    SlabEvent, Syscall, SyscallEvent, kind,
+    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, HeldEvent, OpenEvent, PageEvent,
+    ProcessEvent, SlabEvent, Syscall, SyscallEvent, kind,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
@@ -26,6 +26,8 @@ pub enum Event {
     Fork(ProcessEvent),
     /// `--follow`: a traced process ended.
     Exit(ProcessEvent),
+    /// The process stopped itself until continued (a live control; not recorded).
+    Held(HeldEvent),
 }
 
 impl Event {
@@ -39,6 +41,7 @@ impl Event {
             Event::Fault(e) => &e.header,
             Event::Exec(e) => &e.header,
             Event::Fork(e) | Event::Exit(e) => &e.header,
+            Event::Held(e) => &e.header,
         }
     }
 }
@@ -87,6 +90,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXEC => Ok(Event::Exec(read(bytes, "exec event")?)),
         kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
         kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
+        kind::HELD => Ok(Event::Held(read(bytes, "held event")?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

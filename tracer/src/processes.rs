@@ -130,6 +130,10 @@ impl Processes {
             }
         };
         let tgid = event.header().tgid;
+        // Not a fact about the process (and never in a recording): the live run continues it.
+        if let Event::Held(_) = event {
+            return Some((tgid, Followup::Held));
+        }
         // A page or slab object is freed in any context (the kernel, another process): it
         // goes to the process that allocated it.
         let owner = match &event {

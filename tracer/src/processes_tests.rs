@@ -194,3 +194,23 @@ fn one_process_summarizes_as_it_always_did() {
     assert_eq!(p.summarize(&f), s.summarize(&f));
     assert!(p.summarize(&f).processes.is_empty());
 }
+
+/// A process that stopped itself after mapping code asks to be continued, and the event is
+/// not one of its facts: the summary is the one it would be without it (a replay, which never
+/// sees it, gives the same).
+#[test]
+fn a_held_process_is_continued_and_its_books_are_unchanged() {
+    let mut held = Processes::new(&start());
+    let mut plain = Processes::new(&start());
+    let a = alloc(ROOT, AllocFn::Malloc, 64, 0x5555_5556_0010, 10);
+    let stop = tracer_common::HeldEvent {
+        header: header(kind::HELD, ROOT, 11),
+        reason: tracer_common::held::MAPPED_CODE,
+        _pad: 0,
+    };
+    held.process(encode(&a));
+    assert_eq!(held.process(encode(&stop)), Some((ROOT, Followup::Held)));
+    plain.process(encode(&a));
+    let f = finish();
+    assert_eq!(held.summarize(&f), plain.summarize(&f));
+}

@@ -195,6 +195,9 @@ pub enum Followup {
     /// `--follow`: the process created child process `child`, traced from now on (see
     /// [`crate::processes::Processes`]).
     Forked { child: u32 },
+    /// The process stopped itself after mapping code: give it its unwind tables and continue
+    /// it.
+    Held,
 }
 
 /// A file the process newly mapped executable, and where.
@@ -417,7 +420,7 @@ impl Session {
                 ts_ns: e.header.ts_ns,
             }),
             // Processes come and go in [`crate::processes::Processes`].
-            Event::Fork(_) | Event::Exit(_) => None,
+            Event::Fork(_) | Event::Exit(_) | Event::Held(_) => None,
         }
     }
 

@@ -202,6 +202,20 @@ fn attached_to_a_running_shell_its_new_processes_are_followed() {
     assert_eq!(u(&site(&ps[1], "in_parent")["allocs"]), 10);
     assert_eq!(u(&site(&ps[2], "in_child")["allocs"]), 20);
     assert_eq!(u(&leak(&ps[3], "in_grandchild")["bytes"]), 90_000);
+    // Each child has its parent's unwind tables from its first instruction (copied in the
+    // kernel at the fork): its stacks are whole, past libc's code without frame pointers.
+    for (p, function) in [(&ps[2], "in_child"), (&ps[3], "in_grandchild")] {
+        let stack: Vec<&str> = site(p, function)["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        assert!(
+            stack.contains(&"__libc_start_main_impl"),
+            "{function}: {stack:?}"
+        );
+    }
     let codes: Vec<&Value> = ps.iter().map(|p| &p["exit_code"]).collect();
     assert_eq!(
         codes,

@@ -7,18 +7,24 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_probe_read_user_str, bpf_send_signal},
+    },
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
-    MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, OpenEvent, PATH_BYTES, PendingSyscall, Syscall,
-    SyscallEvent, counter, kind,
+    HeldEvent, MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, OpenEvent, PATH_BYTES, PendingSyscall,
+    Syscall, SyscallEvent, config_flags, counter, held, kind,
 };
 
 use crate::{
-    maps::{EVENTS, bump, header, syscall_offsets, traced_thread, user_stack_id, wakeup_flags},
+    maps::{
+        EVENTS, bump, config_flag, header, holding_exec, syscall_offsets, traced_thread,
+        user_stack_id, wakeup_flags,
+    },
     probes::alloc::alloc_in_flight,
 };
 
@@ -149,12 +155,40 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
     // Code mapped (a library loaded): userspace gives it its unwind table at once, before the
     // program runs much of it.
     const PROT_EXEC: u64 = 4;
-    let flags = if syscall == Syscall::Mmap && pending.args[2] & PROT_EXEC != 0 && ret >= 0 {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        wakeup_flags()
+    let mapped_code = syscall == Syscall::Mmap && pending.args[2] & PROT_EXEC != 0 && ret >= 0;
+    if !mapped_code {
+        entry.submit(wakeup_flags());
+        return;
+    }
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+    // While a launched or followed command is held at exec, with stacks walked by unwind
+    // table, it is held at each code mapping too: the table is in place before the code runs.
+    if config_flag(config_flags::DWARF) && config_flag(config_flags::HOLD_EXEC) && holding_exec() {
+        hold(tgid, tid, held::MAPPED_CODE);
+    }
+}
+
+/// `SIGSTOP` on every Linux architecture tracer builds for.
+const SIGSTOP: u32 = 19;
+
+/// Stops the current process until userspace, told by a [`HeldEvent`], continues it. Not
+/// stopped when the event cannot be written: nobody would continue it. The signal is sent
+/// before the event is submitted: a SIGCONT sent before the stop would be lost, and the process
+/// left stopped (one sent after it, before the process stops, cancels the pending stop).
+#[inline(always)]
+fn hold(tgid: u32, tid: u32, reason: u32) {
+    let Some(mut entry) = EVENTS.reserve::<HeldEvent>(0) else {
+        bump(counter::RINGBUF_DROPPED);
+        return;
     };
-    entry.submit(flags);
+    entry.write(HeldEvent {
+        header: header(kind::HELD, tgid, tid),
+        reason,
+        _pad: 0,
+    });
+    // SAFETY: a helper that signals the current task only (delivered on return to user).
+    unsafe { bpf_send_signal(SIGSTOP) };
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
 }
 
 /// An `openat` that returned `fd`: the path is read now, from the caller's buffer, straight into

@@ -16,6 +16,7 @@ use crate::maps::{
     EVENTS, FOLLOWED, bump, config_flag, header, holding_exec, kernel_layout, kmem_offsets,
     read_kernel, traced_thread,
 };
+use crate::probes::unwind::UNWIND_MAPS;
 
 /// `SIGSTOP` on every Linux architecture tracer builds for.
 const SIGSTOP: u32 = 19;
@@ -77,6 +78,16 @@ fn created(clone_flags: u64, child: impl FnOnce() -> Option<u32>) {
         bump(counter::FOLLOW_FULL);
         return;
     }
+    // The child starts with its parent's code, and so with its parent's unwind tables: its
+    // first allocations are walked whole, before userspace hears of it.
+    if config_flag(config_flags::DWARF)
+        && let Some(maps) = UNWIND_MAPS.get_ptr(tgid)
+    {
+        // By reference: copied out, 4 KiB would not fit on the BPF stack.
+        // SAFETY: a value of the map, copied into the child's entry at once.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = UNWIND_MAPS.insert(pid, unsafe { &*maps }, 0);
+    }
     process_event(kind::FORK, tgid, tid, pid, clone_flags as i32);
 }
 
@@ -118,8 +129,10 @@ fn exited(group_dead: bool) {
         read_kernel::<i32>(task + u64::from(offset)).unwrap_or(-1)
     };
     process_event(kind::EXIT, tgid, tid, tgid, status);
-    // Its pid may be reused by a process outside the traced tree.
+    // Its pid may be reused by a process outside the traced tree; its tables' slot is free
+    // for the next.
     let _ = FOLLOWED.remove(tgid);
+    let _ = UNWIND_MAPS.remove(tgid);
 }
 
 #[inline(always)]
@@ -165,11 +178,12 @@ fn exec_seen() {
         held: u32::from(hold),
         _pad: 0,
     });
-    // Woken at once: the process may be waiting for us.
-    entry.submit(0);
     if hold {
         // Delivered before the new image's first instruction; userspace sends SIGCONT once it
-        // has probed it. SAFETY: a helper that signals the current task only.
+        // has probed it. Sent before the event is submitted, so that the SIGCONT cannot come
+        // first. SAFETY: a helper that signals the current task only.
         unsafe { bpf_send_signal(SIGSTOP) };
     }
+    // Woken at once: the process may be waiting for us.
+    entry.submit(0);
 }

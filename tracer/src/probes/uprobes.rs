@@ -262,9 +262,29 @@ impl Backend {
     }
 }
 
+/// A probed file: by device and inode, so that one file reached by two paths (`/lib/…` and
+/// `/usr/lib/…` on a merged /usr, as the loader and /proc name it) is probed once: probed
+/// twice, every call would be seen twice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ProbedFile {
+    Inode(u64, u64),
+    /// Where the file's metadata could not be read.
+    Path(PathBuf),
+}
+
+impl ProbedFile {
+    fn of(shown: &Path, via: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::metadata(via) {
+            Ok(m) => ProbedFile::Inode(m.dev(), m.ino()),
+            Err(_) => ProbedFile::Path(shown.to_path_buf()),
+        }
+    }
+}
+
 /// The attached allocator probes of one session.
 pub struct AllocatorProbes {
-    probed: HashSet<PathBuf>,
+    probed: HashSet<ProbedFile>,
     backend: Backend,
     single_loaded: bool,
     links: Vec<MultiLink>,
@@ -376,7 +396,7 @@ impl AllocatorProbes {
         let mut errors = Vec::new();
         let mut found = Vec::new();
         for (shown, via) in files {
-            if !self.probed.insert(shown.clone()) {
+            if !self.probed.insert(ProbedFile::of(shown, via)) {
                 continue;
             }
             match find_allocator(via) {
@@ -461,6 +481,12 @@ impl AllocatorProbes {
             links.push(link);
         }
         self.links.extend(links);
+        log::debug!(
+            "{}: {} allocator functions probed (read at {})",
+            shown.display(),
+            symbols.len(),
+            via.display()
+        );
         self.attached
             .extend(symbols.iter().map(|s| (shown.to_path_buf(), s.symbol)));
         Ok(())

@@ -47,7 +47,10 @@ impl Drain<'_> {
                 let name = thread_name(header.tgid, header.tid).unwrap_or_default();
                 self.threads.insert((header.tgid, header.tid), name);
             }
-            if let Some(recorder) = self.recorder.as_mut()
+            let control =
+                events::decode_header(&record).is_ok_and(|h| h.kind == tracer_common::kind::HELD);
+            if !control
+                && let Some(recorder) = self.recorder.as_mut()
                 && let Err(e) = recorder.event(&record)
             {
                 eprintln!(
@@ -82,6 +85,12 @@ impl Drain<'_> {
                 Some((pid, Followup::Exec { held, ts_ns })) => {
                     drop(record);
                     self.on_exec(ebpf, pid, held, ts_ns);
+                }
+                Some((pid, Followup::Held)) => {
+                    // The mapping it stopped for came just before: its table is in place.
+                    drop(record);
+                    self.sync_tables(ebpf, pid);
+                    kill(pid as i32, libc::SIGCONT);
                 }
                 Some((parent, Followup::Forked { child })) => {
                     let files = self.files_of(parent).forked(child as i32);

@@ -118,9 +118,9 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum StackWalk {
     /// With each file's unwind tables (.eh_frame), by frame pointer where a file has none.
+    #[default]
     Dwarf,
     /// By frame pointer only (the kernel's walk): cut short past code built without them.
-    #[default]
     Fp,
 }
 
