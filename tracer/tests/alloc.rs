@@ -147,54 +147,6 @@ fn direct_caller_without_frame_pointers() {
     assert_eq!(calls(&v, "valloc"), 2);
 }
 
-/// `--stacks dwarf`: built `-O2 -fomit-frame-pointer`, a running program's stacks are whole,
-/// from the caller through `main` into libc's start, walked with the files' unwind tables; by
-/// frame pointer they end at the direct caller. (Attached with --pid, every file the process
-/// maps has its table from the start. A launched command's libraries get theirs a moment after
-/// the loader maps them: the first calls may be walked by frame pointer.)
-#[test]
-fn whole_stacks_without_frame_pointers() {
-    let w = build(
-        "alloc-nofp",
-        "alloc.c",
-        &["cc", "-O2", "-g", "-fomit-frame-pointer", "-pthread"],
-    );
-    let chain = |stacks: &str| -> Vec<String> {
-        let v = trace_gated(
-            &w,
-            &["gate", "5", "20"],
-            &["--no-kernel", "--stacks", stacks],
-            |_| {},
-        );
-        // The unwinder's programs load for session links like the others: a refused program
-        // (one with callbacks needs its BTF func_info) would fall back to slow single uprobes.
-        assert_eq!(v["user"]["uprobe_links"], "session", "--stacks {stacks}");
-        let site = v["user"]["sites"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["allocs"] == 20 && s["bytes"] == 20 * 777)
-            .cloned()
-            .unwrap_or_else(|| panic!("no site of 20 x 777 bytes: {:#}", v["user"]["sites"]));
-        frames(&site)
-            .into_iter()
-            .map(|(function, ..)| function)
-            .collect()
-    };
-    let walked = chain("dwarf");
-    assert!(
-        walked.starts_with(&[
-            "after_gate".to_string(),
-            "main".into(),
-            "__libc_start_call_main".into()
-        ]),
-        "{walked:?}"
-    );
-    let short = chain("fp");
-    assert_eq!(short[0], "after_gate");
-    assert!(!short.iter().any(|f| f == "main"), "{short:?}");
-}
-
 /// Blocks allocated on one thread and freed on others: every free pairs with its block.
 #[test]
 fn frees_from_other_threads() {

@@ -147,8 +147,8 @@ pub fn run(n: u64) -> Result<()> {
         ("tracer (full)", &[]),
         ("tracer --no-kernel", &["--no-kernel"]),
         (
-            "tracer --no-kernel --stacks dwarf",
-            &["--no-kernel", "--stacks", "dwarf"],
+            "tracer --no-kernel --stacks fp",
+            &["--no-kernel", "--stacks", "fp"],
         ),
         ("tracer --sample 512K", &["--sample", "512K"]),
         ("tracer --mode kernel", &["--mode", "kernel"]),
@@ -250,9 +250,9 @@ pub fn run(n: u64) -> Result<()> {
             }),
         ),
         (
-            "tracer --no-kernel --stacks dwarf".into(),
+            "tracer --no-kernel --stacks fp".into(),
             Box::new(|| {
-                let mut c = tracer_cmd(&tracer, &["--no-kernel", "--stacks", "dwarf"]);
+                let mut c = tracer_cmd(&tracer, &["--no-kernel", "--stacks", "fp"]);
                 c.arg("--").arg(&bench).arg(&n_s).arg("64");
                 c
             }),
@@ -285,8 +285,8 @@ pub fn run(n: u64) -> Result<()> {
             &["--kernel-probes", "raw"][..],
         ),
         (
-            "tracer -q --stacks dwarf -- /bin/true",
-            &["--stacks", "dwarf"][..],
+            "tracer -q --stacks fp -- /bin/true",
+            &["--stacks", "fp"][..],
         ),
     ] {
         let started = Instant::now();

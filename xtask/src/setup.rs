@@ -205,6 +205,8 @@ pub fn ensure_test_tools() -> Result<()> {
         ("go", "golang-go"),
         ("tmux", "tmux"),
         ("curl", "curl"),
+        // A distribution binary without frame pointers, for the stack-walk tests.
+        ("sqlite3", "sqlite3"),
     ]
     .into_iter()
     .filter(|(tool, _)| !present(tool))

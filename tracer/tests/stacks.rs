@@ -1,0 +1,125 @@
+//! Root tests of the stack walks: whole stacks through code built without frame pointers
+//! (unwind tables compiled from .eh_frame, walked in the kernel), on a workload and on a
+//! distribution binary, and frame-pointer walks that stop short but never report a frame that
+//! is not one.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+/// The functions of a site's stack, innermost first (`?` where a frame has no symbol).
+fn functions(site: &Value) -> Vec<String> {
+    site["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Built `-O2 -fomit-frame-pointer`, a running program's stacks are whole, from the caller
+/// through `main` into libc's start, walked with the files' unwind tables (the default); with
+/// `--stacks fp` they end at the direct caller.
+#[test]
+fn whole_stacks_without_frame_pointers() {
+    let w = build(
+        "alloc-nofp",
+        "alloc.c",
+        &["cc", "-O2", "-g", "-fomit-frame-pointer", "-pthread"],
+    );
+    let chain = |stacks: &str| -> Vec<String> {
+        let v = trace_gated(
+            &w,
+            &["gate", "5", "20"],
+            &["--no-kernel", "--stacks", stacks],
+            |_| {},
+        );
+        // The unwinder's programs load for session links like the others: a refused program
+        // (one with callbacks needs its BTF func_info) would fall back to slow single uprobes.
+        assert_eq!(v["user"]["uprobe_links"], "session", "--stacks {stacks}");
+        let site = v["user"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["allocs"] == 20 && s["bytes"] == 20 * 777)
+            .cloned()
+            .unwrap_or_else(|| panic!("no site of 20 x 777 bytes: {:#}", v["user"]["sites"]));
+        functions(&site)
+    };
+    let walked = chain("dwarf");
+    assert!(
+        walked.starts_with(&[
+            "after_gate".to_string(),
+            "main".into(),
+            "__libc_start_call_main".into()
+        ]),
+        "{walked:?}"
+    );
+    let short = chain("fp");
+    assert_eq!(short[0], "after_gate");
+    assert!(!short.iter().any(|f| f == "main"), "{short:?}");
+}
+
+/// Debian's own sqlite3 (built without frame pointers, its code in libsqlite3.so.0) building an
+/// indexed table: the stacks of its top sites go through libsqlite3 and the CLI into libc's
+/// start, and every frame lies in a file the process mapped. By frame pointer the same sites
+/// are a frame or two deep, and still only real frames.
+#[test]
+fn debian_sqlite3_stacks_reach_main() {
+    let sql = "create table t(a, b); \
+               with recursive c(x) as (select 1 union all select x + 1 from c limit 20000) \
+               insert into t select x, randomblob(100) from c; \
+               create index i on t(b); select count(*) from t;";
+    let top_sites = |stacks: &str| -> Vec<Value> {
+        let (v, out) = trace_with(
+            &["--no-kernel", "--stacks", stacks],
+            &["sqlite3", ":memory:", sql],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "20000");
+        let mut sites = v["user"]["sites"].as_array().unwrap().clone();
+        sites.sort_by_key(|s| std::cmp::Reverse(s["bytes"].as_i64().unwrap()));
+        sites.truncate(5);
+        for site in &sites {
+            for frame in site["stack"].as_array().unwrap() {
+                let module = frame["module"].as_str().unwrap_or_else(|| {
+                    panic!("--stacks {stacks}: a frame outside any mapped file: {site:#}")
+                });
+                assert!(frame["offset"].is_u64(), "{frame}");
+                let file = module.rsplit('/').next().unwrap();
+                assert!(
+                    [
+                        "sqlite3",
+                        "libsqlite3.so.0",
+                        "libc.so.6",
+                        "libreadline.so.8"
+                    ]
+                    .contains(&file),
+                    "--stacks {stacks}: a frame in {module}: {site:#}"
+                );
+            }
+        }
+        sites
+    };
+    for site in top_sites("dwarf") {
+        let stack = functions(&site);
+        assert!(
+            stack.iter().any(|f| f == "sqlite3_step")
+                && stack.iter().any(|f| f == "__libc_start_call_main"),
+            "{stack:?}"
+        );
+        // Past main (in the stripped CLI) into libc and back to the CLI's _start.
+        let modules: Vec<&str> = site["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["module"].as_str())
+            .collect();
+        assert!(modules.last().unwrap().ends_with("/sqlite3"), "{modules:?}");
+    }
+    for site in top_sites("fp") {
+        assert!(functions(&site).len() <= 2, "{site:#}");
+    }
+}
