@@ -255,6 +255,7 @@ fn finish(rng: &mut Rng) -> Finish {
                 inlined: rng.chance(3),
                 module: rng.chance(2).then(|| text(rng, 30)),
                 offset: rng.chance(2).then(|| word(rng)),
+                build_id: rng.chance(2).then(|| text(rng, 40)),
                 plumbing: rng.chance(4),
             })
             .collect();

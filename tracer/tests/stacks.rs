@@ -8,6 +8,18 @@ mod support;
 use serde_json::Value;
 use support::*;
 
+/// The GNU build id of `path`, as `readelf -n` prints it.
+fn build_id_of(path: &str) -> String {
+    let out = std::process::Command::new("readelf")
+        .args(["-n", path])
+        .output()
+        .expect("readelf (binutils)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+        .unwrap_or_else(|| panic!("{path} has no build id"))
+}
+
 /// The functions of a site's stack, innermost first (`?` where a frame has no symbol).
 fn functions(site: &Value) -> Vec<String> {
     site["stack"]
@@ -63,8 +75,8 @@ fn whole_stacks_without_frame_pointers() {
 
 /// Debian's own sqlite3 (built without frame pointers, its code in libsqlite3.so.0) building an
 /// indexed table: the stacks of its top sites go through libsqlite3 and the CLI into libc's
-/// start, and every frame lies in a file the process mapped. By frame pointer the same sites
-/// are a frame or two deep, and still only real frames.
+/// start, and every frame lies in a file the process mapped, named with its build id. By frame
+/// pointer the same sites are a frame or two deep, and still only real frames.
 #[test]
 fn debian_sqlite3_stacks_reach_main() {
     let sql = "create table t(a, b); \
@@ -88,6 +100,12 @@ fn debian_sqlite3_stacks_reach_main() {
                     panic!("--stacks {stacks}: a frame outside any mapped file: {site:#}")
                 });
                 assert!(frame["offset"].is_u64(), "{frame}");
+                // Each module names its build id, as readelf reads it.
+                assert_eq!(
+                    frame["build_id"].as_str(),
+                    Some(build_id_of(module).as_str()),
+                    "{frame}"
+                );
                 let file = module.rsplit('/').next().unwrap();
                 assert!(
                     [

@@ -19,6 +19,7 @@ fn hostile_summary() -> Summary {
         inlined: false,
         module: Some(format!("/lib/{EVIL}.so")),
         offset: Some(0x10),
+        build_id: None,
         plumbing: false,
     };
     s.user = tests::one_site(frame, vec![format!("/lib/{EVIL}.so")]);

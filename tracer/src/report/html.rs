@@ -541,6 +541,7 @@ mod tests {
             inlined: false,
             module: None,
             offset: None,
+            build_id: None,
             plumbing: false,
         };
         s.user = crate::report::tests::one_site(evil, vec![]);

@@ -177,6 +177,8 @@ struct Mappings {
     /// By (file, bias): the mapping's id, its lowest and highest address, and whether every
     /// frame in it was resolved.
     by_file: HashMap<(String, u64), (u64, u64, u64, bool)>,
+    /// The build id of each file that has one.
+    build_ids: HashMap<String, String>,
 }
 
 impl Mappings {
@@ -186,6 +188,11 @@ impl Mappings {
         let (Some(module), Some(offset)) = (&f.module, f.offset) else {
             return 0;
         };
+        if let Some(id) = &f.build_id {
+            self.build_ids
+                .entry(module.clone())
+                .or_insert_with(|| id.clone());
+        }
         let next = self.by_file.len() as u64 + 1;
         let e = self
             .by_file
@@ -198,6 +205,7 @@ impl Mappings {
     }
 
     fn finish(self, strings: &mut Strings) -> Vec<Mapping> {
+        let build_ids = self.build_ids;
         let mut out: Vec<Mapping> = self
             .by_file
             .into_iter()
@@ -207,7 +215,7 @@ impl Mappings {
                 memory_limit: high.saturating_add(1),
                 file_offset: low.wrapping_sub(bias),
                 filename: strings.get(&file),
-                build_id: 0,
+                build_id: build_ids.get(&file).map_or(0, |b| strings.get(b)),
                 has_functions: resolved,
                 has_filenames: resolved,
                 has_line_numbers: resolved,
@@ -375,6 +383,7 @@ mod tests {
             Frame {
                 module: Some("/usr/lib/libz.so.1".into()),
                 offset: Some(0x4a2f1),
+                build_id: Some("709f60bffdb9a2a6".into()),
                 ..Frame::unknown(0x7f00_0004_a2f1)
             },
             vec![],
@@ -383,6 +392,7 @@ mod tests {
         assert_eq!(p.mapping.len(), 1);
         let m = &p.mapping[0];
         assert_eq!(p.string_table[m.filename as usize], "/usr/lib/libz.so.1");
+        assert_eq!(p.string_table[m.build_id as usize], "709f60bffdb9a2a6");
         let loc = &p.location[0];
         assert_eq!(loc.mapping_id, m.id);
         assert_eq!(loc.address - m.memory_start + m.file_offset, 0x4a2f1);

@@ -737,6 +737,7 @@ mod tests {
             inlined: false,
             module: None,
             offset: None,
+            build_id: None,
             plumbing: false,
         };
         let stack = [

@@ -34,6 +34,10 @@ pub struct Frame {
     pub module: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// The GNU build id of `module` (hex), where it has one: what finds its debug info and
+    /// symbols elsewhere (debuginfod, a symbol server) when the path does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
     /// Allocator plumbing (see [`crate::report::plumbing`]): reports label a site by its first
     /// frame that is not. Set when a summary is made, not stored in recordings' tables.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -59,6 +63,7 @@ impl Frame {
             inlined: false,
             module: None,
             offset: None,
+            build_id: None,
             plumbing: false,
         }
     }
@@ -138,13 +143,21 @@ impl<'a> BlazeSymbolizer<'a> {
 
 impl Symbolizer for BlazeSymbolizer<'_> {
     fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
+        let mut build_ids: HashMap<Arc<Path>, Option<String>> = HashMap::new();
         let mut out: Vec<Vec<Frame>> = addrs
             .iter()
             .map(|&addr| {
                 let place = self.space.file_offset(addr);
+                let build_id = place.and_then(|(path, _)| {
+                    build_ids
+                        .entry(path.clone())
+                        .or_insert_with(|| self.substitutes.get(&**path).and_then(|f| build_id(f)))
+                        .clone()
+                });
                 vec![Frame {
                     module: place.map(|(path, _)| path.display().to_string()),
                     offset: place.map(|(_, offset)| offset),
+                    build_id,
                     plumbing: false,
                     ..Frame::unknown(addr)
                 }]
@@ -213,6 +226,20 @@ impl Symbolizer for BlazeSymbolizer<'_> {
     }
 }
 
+/// The GNU build id of the ELF file at `path`, in hex; only the headers and the note are read.
+pub fn build_id(path: &Path) -> Option<String> {
+    use object::Object as _;
+    use std::fmt::Write as _;
+    let file = std::fs::File::open(path).ok()?;
+    let cache = object::ReadCache::new(file);
+    let elf = object::File::parse(&cache).ok()?;
+    let id = elf.build_id().ok()??;
+    Some(id.iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    }))
+}
+
 /// Symbolizes from a table made earlier: by the live run for its report and its recording, or
 /// read back from a recording. Unknown addresses stay bare.
 #[derive(Debug, Default)]
@@ -248,6 +275,7 @@ mod tests {
             inlined: true,
             module: Some("/usr/lib/libz.so.1".into()),
             offset: Some(0x4a2f1),
+            build_id: None,
             plumbing: false,
         };
         let json = serde_json::to_string(&f).unwrap();
@@ -260,6 +288,24 @@ mod tests {
         // Recordings made before modules were kept.
         let old: Frame = serde_json::from_str(r#"{"addr":"0x10","function":null}"#).unwrap();
         assert_eq!(old, Frame::unknown(0x10));
+    }
+
+    /// The build id is the one `readelf -n` prints for the file.
+    #[test]
+    fn build_ids_are_read_from_the_note() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("readelf")
+            .arg("-n")
+            .arg(&exe)
+            .output()
+            .expect("readelf (binutils)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let expected = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Build ID: "))
+            .expect("the test binary has a build id");
+        assert_eq!(build_id(&exe).as_deref(), Some(expected));
+        assert_eq!(build_id(Path::new("/dev/null/none")), None);
     }
 
     #[test]
