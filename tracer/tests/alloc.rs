@@ -321,7 +321,8 @@ fn sites_are_named_by_the_frame_that_matters() {
     );
 }
 
-/// A library loaded with dlopen that then allocates: its call site resolves into the library.
+/// A library loaded with dlopen that then allocates: its call site resolves into the library,
+/// also when the program dlclose'd it before the end.
 #[test]
 fn dlopened_library() {
     let lib = dl_lib();
@@ -330,20 +331,32 @@ fn dlopened_library() {
         "dl_main.c",
         &["cc", "-O1", "-g", "-fno-omit-frame-pointer"],
     );
-    let (v, out) = trace_command(&[main.to_str().unwrap(), lib.to_str().unwrap(), "9"]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let line = line_of("dl_lib.c", "/* LIB ALLOC */") as i64;
-    let site = v["user"]["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["bytes"] == 9 * 333)
-        .cloned()
-        .expect("the library's site");
-    assert_eq!(site["allocs"], 9);
-    let f = frames(&site);
-    assert_eq!(f[0], ("lib_alloc".into(), "dl_lib.c".into(), line), "{f:?}");
-    assert_eq!(f[1].0, "main");
+    for close in [&[][..], &["0", "close"]] {
+        let argv: Vec<&str> = [main.to_str().unwrap(), lib.to_str().unwrap(), "9"]
+            .into_iter()
+            .chain(close.iter().copied())
+            .collect();
+        let (v, out) = trace_command(&argv);
+        assert!(out.status.success(), "{argv:?}: {}", stderr(&out));
+        let site = v["user"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["bytes"] == 9 * 333)
+            .cloned()
+            .expect("the library's site");
+        assert_eq!(site["allocs"], 9);
+        let f = frames(&site);
+        assert_eq!(
+            f[0],
+            ("lib_alloc".into(), "dl_lib.c".into(), line),
+            "{argv:?}: {f:?}"
+        );
+        assert_eq!(f[1].0, "main");
+        let module = site["stack"][0]["module"].as_str().unwrap();
+        assert_eq!(module, lib.to_str().unwrap());
+    }
 }
 
 /// `--pid` attached mid-run: frees of blocks allocated before attaching count as unknown.

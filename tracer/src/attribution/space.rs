@@ -68,7 +68,8 @@ pub struct AddressSpace {
     fds: HashMap<i32, Arc<Path>>,
     /// Where the brk heap starts, once known.
     heap_start: Option<u64>,
-    /// The file mappings of program images replaced by `execve`, to symbolize their stacks.
+    /// The file mappings of program images replaced by `execve`, and code unmapped since
+    /// (a dlclose'd library), to symbolize their stacks.
     retired: BTreeMap<u64, Mapping>,
     /// Every range ever mapped executable, by start: where a return address can be, code
     /// unmapped since (a dlclose'd library) included.
@@ -314,6 +315,19 @@ impl AddressSpace {
             .collect();
         for key in overlapping {
             let m = self.maps.remove(&key).expect("key just listed");
+            // Code unmapped (a dlclose'd library): still where its stacks were made.
+            if m.exec && m.path.is_some() {
+                let (from, to) = (m.start.max(start), m.end.min(end));
+                self.retired.insert(
+                    from,
+                    Mapping {
+                        start: from,
+                        end: to,
+                        offset: m.offset.wrapping_add(from - m.start),
+                        ..m.clone()
+                    },
+                );
+            }
             if m.start < start {
                 self.insert(Mapping {
                     end: start,
@@ -446,6 +460,27 @@ mod tests {
         s.on_munmap(lib, 0x2000);
         assert!(s.lookup(lib).is_none());
         assert_eq!(s.frames_in_code(&[lib + 0x10, 0x5555_5555_4100]).len(), 2);
+    }
+
+    /// A library's code unmapped (dlclose) still says where its frames lie, so that stacks
+    /// made while it was mapped are symbolized at the end; its data does not.
+    #[test]
+    fn unmapped_code_keeps_its_file() {
+        let mut s = AddressSpace::default();
+        s.on_open(3, b"/usr/lib/libplugin.so\0");
+        let lib = 0x7f10_0000_0000;
+        s.on_mmap(lib, 0x3000, 5, 0x02, 3, 0x1000);
+        s.on_mmap(lib + 0x3000, 0x1000, 3, 0x02, 3, 0x4000);
+        // Half of the code first, then the rest with the data.
+        s.on_munmap(lib, 0x1000);
+        s.on_munmap(lib + 0x1000, 0x3000);
+        assert!(s.lookup(lib + 0x10).is_none());
+        for (addr, offset) in [(lib + 0x10, 0x1010), (lib + 0x2ff0, 0x3ff0)] {
+            let (path, off) = s.file_offset(addr).unwrap();
+            assert_eq!((&**path, off), (Path::new("/usr/lib/libplugin.so"), offset));
+        }
+        assert_eq!(s.file_offset(lib + 0x3010), None, "data is not code");
+        assert!(s.exec_files().is_empty());
     }
 
     use super::*;
