@@ -76,7 +76,8 @@ fn whole_stacks_without_frame_pointers() {
 /// Debian's own sqlite3 (built without frame pointers, its code in libsqlite3.so.0) building an
 /// indexed table: the stacks of its top sites go through libsqlite3 and the CLI into libc's
 /// start, and every frame lies in a file the process mapped, named with its build id. By frame
-/// pointer the same sites are a frame or two deep, and still only real frames.
+/// pointer the same sites are a frame or two deep, and still only real frames. In `--mode
+/// kernel` the syscalls' stacks are whole as well.
 #[test]
 fn debian_sqlite3_stacks_reach_main() {
     let sql = "create table t(a, b); \
@@ -140,4 +141,25 @@ fn debian_sqlite3_stacks_reach_main() {
     for site in top_sites("fp") {
         assert!(functions(&site).len() <= 2, "{site:#}");
     }
+
+    // `--mode kernel`, no uprobes: the stacks of the syscalls, walked from the registers the
+    // thread entered the kernel with, are whole too: the brk that grew the heap most was made
+    // by a malloc under sqlite3_step, under main.
+    let (v, out) = trace_with(&["--mode", "kernel"], &["sqlite3", ":memory:", sql], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let callers = v["callers"].as_array().unwrap();
+    let grew = callers
+        .iter()
+        .max_by_key(|c| c["brk_grow_bytes"].as_i64().unwrap())
+        .unwrap();
+    assert!(
+        grew["brk_grow_bytes"].as_i64().unwrap() > 1 << 20,
+        "{grew:#}"
+    );
+    let stack = functions(grew);
+    assert!(
+        stack.iter().any(|f| f == "sqlite3_step")
+            && stack.iter().any(|f| f == "__libc_start_call_main"),
+        "{stack:?}"
+    );
 }

@@ -7,9 +7,7 @@ use aya_ebpf::{
 use tracer_common::{FaultEvent, config_flags, counter, kind};
 
 use crate::{
-    maps::{
-        EVENTS, bump, config_flag, header, kmem_offsets, traced_thread, user_stack_id, wakeup_flags,
-    },
+    maps::{EVENTS, bump, config_flag, header, kmem_offsets, traced_thread, wakeup_flags},
     probes::kmem::in_flight,
 };
 
@@ -47,7 +45,7 @@ pub fn fault<C: StackIdContext>(
 ) {
     // Before the reservation: a stack walk while holding ring space delays the reader.
     let stack_id = if config_flag(config_flags::FAULT_STACKS) {
-        user_stack_id(ctx)
+        super::unwind::user_stack_of_current(ctx, tgid)
     } else {
         -1
     };

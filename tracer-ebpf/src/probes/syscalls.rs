@@ -23,7 +23,7 @@ use tracer_common::{
 use crate::{
     maps::{
         EVENTS, bump, config_flag, header, holding_exec, syscall_offsets, traced_thread,
-        user_stack_id, wakeup_flags,
+        wakeup_flags,
     },
     probes::alloc::alloc_in_flight,
 };
@@ -137,7 +137,7 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
     // Who made the call: in `--mode kernel` the only stack there is (for brk, that of the
     // malloc that grew the heap), and for direct mmap calls in any mode. Walked before the
     // reservation: a walk while holding ring space delays the reader.
-    let stack_id = user_stack_id(ctx);
+    let stack_id = super::unwind::user_stack_of_current(ctx, tgid);
     let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
         return;

@@ -8,16 +8,21 @@
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_probe_read_user, generated::bpf_loop},
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_loop, bpf_task_pt_regs},
+    },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
+    programs::tracing::StackIdContext,
 };
 use tracer_common::{
     DWARF_STACK_ID_BASE, DwarfStack, MAX_DWARF_FRAMES, MAX_FOLLOWED, MAX_STACKS, MAX_UNWIND_CHUNKS,
-    MAX_UNWIND_MAPPINGS, UNWIND_CHUNK_ROWS, UnwindChunk, UnwindMaps, UnwindRow, counter, unwind,
+    MAX_UNWIND_MAPPINGS, UNWIND_CHUNK_ROWS, UnwindChunk, UnwindMaps, UnwindRow, config_flags,
+    counter, unwind,
 };
 
-use crate::maps::bump;
+use crate::maps::{bump, config_flag, user_stack_id};
 
 #[map(name = "UNWIND_ROWS")]
 pub static UNWIND_ROWS: Array<UnwindChunk> = Array::with_max_entries(MAX_UNWIND_CHUNKS, 0);
@@ -57,9 +62,12 @@ fn row_at(i: u32) -> Option<UnwindRow> {
     Some(chunk.rows[(i as usize) & (UNWIND_CHUNK_ROWS - 1)])
 }
 
-/// A binary search over rows `[lo, hi)`, shared with [`search_step`] through `bpf_loop`.
+/// A binary search over `[lo, hi)` (of rows, or of a process's mappings), shared with its
+/// step through `bpf_loop`. Kept in a per-CPU map, not on the BPF stack: the verifier tracks
+/// the values on the stack, and would check the step again for each range they take; map
+/// memory it takes as any number, and checks the step once.
 #[repr(C)]
-struct RowSearch {
+struct Search {
     pc: u64,
     lo: u32,
     hi: u32,
@@ -68,13 +76,24 @@ struct RowSearch {
     pad: u32,
 }
 
+#[map(name = "UNWIND_SEARCH")]
+static SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(1, 0);
+
+/// What a search step is given: where the search is, and the mappings searched.
+#[repr(C)]
+struct SearchCtx {
+    search: *mut Search,
+    maps: *const UnwindMaps,
+}
+
 /// One step of the row search: `bpf_loop`'s callback. Written as a callback and not as a
 /// loop, the verifier checks one step once instead of every unrolled path through 22 of them
 /// (which took it 650,000 instructions and over a second). Returns 1 to stop.
 #[inline(never)]
 extern "C" fn search_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `RowSearch` that `find_row` passed to bpf_loop.
-    let s = unsafe { &mut *ctx.cast::<RowSearch>() };
+    // SAFETY: `ctx` is the `SearchCtx` that `find_row` passed to bpf_loop, its search this
+    // CPU's.
+    let s = unsafe { &mut *(*ctx.cast::<SearchCtx>()).search };
     if s.hi <= s.lo || s.hi - s.lo <= 1 {
         return 1;
     }
@@ -97,51 +116,94 @@ fn find_row(first: u32, len: u32, pc: u64) -> Option<UnwindRow> {
     if len == 0 {
         return None;
     }
-    let mut search = RowSearch {
-        pc,
-        lo: first,
-        hi: first.saturating_add(len),
-        failed: 0,
-        pad: 0,
+    let search = SEARCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's search slot.
+    unsafe {
+        *search = Search {
+            pc,
+            lo: first,
+            hi: first.saturating_add(len),
+            failed: 0,
+            pad: 0,
+        };
+    }
+    let mut ctx = SearchCtx {
+        search,
+        maps: core::ptr::null(),
     };
-    // SAFETY: `search_step` is a callback of bpf_loop's type; `search` outlives the call.
+    // SAFETY: `search_step` is a callback of bpf_loop's type; `ctx` outlives the call.
     unsafe {
         bpf_loop(
             ROW_STEPS as u32,
             search_step as *mut core::ffi::c_void,
-            (&raw mut search).cast(),
+            (&raw mut ctx).cast(),
             0,
         )
     };
-    if search.failed != 0 {
+    // SAFETY: as above.
+    let (failed, lo) = unsafe { ((*search).failed, (*search).lo) };
+    if failed != 0 {
         return None;
     }
-    let row = row_at(search.lo)?;
+    let row = row_at(lo)?;
     (row.pc <= pc).then_some(row)
+}
+
+/// One step of the mapping search: `bpf_loop`'s callback, like [`search_step`]. Returns 1 to
+/// stop.
+#[inline(never)]
+extern "C" fn mapping_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `SearchCtx` that `find_mapping` passed to bpf_loop, its search
+    // this CPU's and its `maps` checked.
+    let ctx = unsafe { &*ctx.cast::<SearchCtx>() };
+    let s = unsafe { &mut *ctx.search };
+    if s.hi <= s.lo || s.hi - s.lo <= 1 {
+        return 1;
+    }
+    let mid = s.lo + (s.hi - s.lo) / 2;
+    // SAFETY: as above.
+    let maps = unsafe { &*ctx.maps };
+    if maps.mappings[mid as usize & (MAX_UNWIND_MAPPINGS - 1)].start <= s.pc {
+        s.lo = mid;
+    } else {
+        s.hi = mid;
+    }
+    0
 }
 
 /// The mapping of `maps` that holds `pc`: its table's first row, row count and bias.
 #[inline(always)]
 fn find_mapping(maps: &UnwindMaps, pc: u64) -> Option<(u32, u32, u64)> {
     // Both ends of the search come from the map (see `UnwindMaps::search_from`).
-    let count = maps.count as usize;
-    let from = maps.search_from as usize;
-    if count == 0 || count > MAX_UNWIND_MAPPINGS || from >= count {
+    let count = maps.count;
+    let from = maps.search_from;
+    if count == 0 || count as usize > MAX_UNWIND_MAPPINGS || from >= count {
         return None;
     }
-    let (mut lo, mut hi) = (from, count);
-    for _ in 0..MAPPING_STEPS + 1 {
-        if hi - lo <= 1 {
-            break;
-        }
-        let mid = lo + (hi - lo) / 2;
-        if maps.mappings[mid & (MAX_UNWIND_MAPPINGS - 1)].start <= pc {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
+    let search = SEARCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's search slot.
+    unsafe {
+        *search = Search {
+            pc,
+            lo: from,
+            hi: count,
+            failed: 0,
+            pad: 0,
+        };
     }
-    let m = &maps.mappings[lo & (MAX_UNWIND_MAPPINGS - 1)];
+    let mut ctx = SearchCtx { search, maps };
+    // SAFETY: `mapping_step` is a callback of bpf_loop's type; `ctx` outlives the call.
+    unsafe {
+        bpf_loop(
+            MAPPING_STEPS as u32 + 1,
+            mapping_step as *mut core::ffi::c_void,
+            (&raw mut ctx).cast(),
+            0,
+        )
+    };
+    // SAFETY: as above.
+    let lo = unsafe { (*search).lo };
+    let m = &maps.mappings[lo as usize & (MAX_UNWIND_MAPPINGS - 1)];
     (m.start <= pc && pc < m.end).then_some((m.first_row, m.rows, m.bias))
 }
 
@@ -255,13 +317,53 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// the stack could not be stored (the caller falls back to the kernel's frame-pointer walk).
 #[inline(always)]
 pub fn dwarf_stack_id(regs: *const pt_regs, tgid: u32) -> Option<i32> {
+    // SAFETY: `regs` is the probe's register snapshot.
+    let (pc, sp, bp) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp) };
+    walk_from(pc, sp, bp, tgid)
+}
+
+/// As [`dwarf_stack_id`], from the user registers the current task entered the kernel with:
+/// for events in the kernel on the process's behalf (a syscall, a page fault), whose own
+/// context holds no user registers.
+#[inline(always)]
+pub fn dwarf_stack_id_of_current(tgid: u32) -> Option<i32> {
+    // SAFETY: the UNWIND_MAPS probe only tests for presence: a process without tables is not
+    // walked (and its registers not read).
+    unsafe { UNWIND_MAPS.get(tgid) }?;
+    // SAFETY: helpers without preconditions; the registers are read through the helper.
+    let (pc, sp, bp) = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        if regs.is_null() {
+            return None;
+        }
+        (
+            bpf_probe_read_kernel(&raw const (*regs).rip).ok()?,
+            bpf_probe_read_kernel(&raw const (*regs).rsp).ok()?,
+            bpf_probe_read_kernel(&raw const (*regs).rbp).ok()?,
+        )
+    };
+    walk_from(pc, sp, bp, tgid)
+}
+
+/// The user stack of an event in the kernel on the current thread's behalf: walked with the
+/// unwind tables where the process has them (and tracer walks that way), else by the kernel's
+/// frame-pointer walk.
+#[inline(always)]
+pub fn user_stack_of_current<C: StackIdContext>(ctx: &C, tgid: u32) -> i32 {
+    if config_flag(config_flags::DWARF) {
+        dwarf_stack_id_of_current(tgid).unwrap_or_else(|| user_stack_id(ctx))
+    } else {
+        user_stack_id(ctx)
+    }
+}
+
+#[inline(always)]
+fn walk_from(pc: u64, sp: u64, bp: u64, tgid: u32) -> Option<i32> {
     // SAFETY: the value is only read.
     let maps: *const UnwindMaps = unsafe { UNWIND_MAPS.get(tgid) }?;
     let stack_ptr = SCRATCH.get_ptr_mut(0)?;
-    let stack = stack_ptr;
-    // SAFETY: `regs` is the probe's register snapshot; `stack` is this CPU's scratch slot.
-    let (pc, sp, bp) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp) };
-    let stack = unsafe { &mut *stack };
+    // SAFETY: this CPU's scratch slot.
+    let stack = unsafe { &mut *stack_ptr };
     // Frame 0 is where the walk starts (inside the allocator), as in the kernel's walks.
     stack.frames[0] = pc;
     let mut walk = Walk {

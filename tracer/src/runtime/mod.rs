@@ -241,7 +241,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         hold_exec: held.is_some() || cfg.follow,
         target_tid: cfg.tid.unwrap_or(0),
         follow: cfg.follow,
-        dwarf: cfg.stacks == StackWalk::Dwarf && cfg.mode == Mode::Full,
+        dwarf: cfg.stacks == StackWalk::Dwarf,
     };
     if cfg.follow {
         target::raise_fd_limit();
