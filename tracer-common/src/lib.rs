@@ -148,8 +148,11 @@ pub mod counter {
     pub const UNWIND_TRUNCATED: u32 = 15;
     /// A walked stack hashed to the id of another one: it was stored by frame pointer instead.
     pub const UNWIND_COLLIDED: u32 = 16;
+    /// The map of walked stacks had no free entry: the stack was stored by frame pointer
+    /// instead.
+    pub const UNWIND_MAP_FULL: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 /// The header that starts every event.

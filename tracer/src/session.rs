@@ -715,6 +715,9 @@ pub fn add_counters(counts: &mut EventCounts, finish: &Finish) {
     counts.nested_allocator_calls = k(counter::ALLOC_NESTED);
     counts.stack_collisions = k(counter::STACK_COLLIDED);
     counts.stack_map_full = k(counter::STACK_MAP_FULL);
+    counts.stacks_truncated = k(counter::UNWIND_TRUNCATED);
+    counts.unwound_collisions = k(counter::UNWIND_COLLIDED);
+    counts.unwound_map_full = k(counter::UNWIND_MAP_FULL);
     counts.stacks_lost = sum(&[
         counter::STACK_FAILED,
         counter::STACK_COLLIDED,

@@ -163,3 +163,53 @@ fn debian_sqlite3_stacks_reach_main() {
         "{stack:?}"
     );
 }
+
+/// A stack deeper than the unwinder's 64 frames is cut there and counted, said in the summary;
+/// one that fits is not.
+#[test]
+fn stacks_deeper_than_the_limit_are_counted() {
+    let w = build(
+        "bench",
+        "bench.c",
+        &["cc", "-O1", "-g", "-fno-omit-frame-pointer"],
+    );
+    let run = |depth: &str| {
+        let (v, out) = trace_with(
+            &["--no-kernel"],
+            &[w.to_str().unwrap(), "50", depth, "1"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        (v, stderr(&out))
+    };
+    let (v, text) = run("100");
+    let site = v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["allocs"] == 50)
+        .cloned()
+        .expect("the loop's site");
+    // The 64 return addresses walked (where the walk started, inside malloc, is not a frame
+    // of the site).
+    let frames = site["stack"].as_array().unwrap();
+    assert_eq!(frames.iter().filter(|f| f["inlined"] != true).count(), 64);
+    assert!(functions(&site).iter().filter(|f| *f == "deep").count() >= 60);
+    // Each allocation's walk, and those of the syscalls the first malloc made down there (the
+    // heap's first brk).
+    let truncated = v["events"]["stacks_truncated"].as_u64().unwrap();
+    assert!((50..=54).contains(&truncated), "{:#}", v["events"]);
+    assert!(
+        text.contains(&format!(
+            "note: {truncated} stacks were deeper than 64 frames"
+        )),
+        "{text}"
+    );
+    let (v, text) = run("10");
+    assert!(
+        v["events"].get("stacks_truncated").is_none(),
+        "{:#}",
+        v["events"]
+    );
+    assert!(!text.contains("deeper than 64"), "{text}");
+}

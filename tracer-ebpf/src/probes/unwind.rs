@@ -411,7 +411,7 @@ fn walk_from(pc: u64, sp: u64, bp: u64, tgid: u32) -> Option<i32> {
         None => {
             // Frames past `len` are whatever an earlier walk left; readers stop at `len`.
             if DWARF_STACKS.insert(id, stack, 0).is_err() {
-                bump(counter::STACK_MAP_FULL);
+                bump(counter::UNWIND_MAP_FULL);
                 return None;
             }
         }

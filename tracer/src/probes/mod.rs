@@ -15,9 +15,9 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, EVENTS_MAP, KernelLayout, MAX_SAMPLED_BLOCKS,
-    MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP,
-    STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
+    CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, DWARF_STACKS_MAP, EVENTS_MAP, KernelLayout,
+    MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE,
+    SAMPLED_MAP, STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
 };
 
 use self::{
@@ -313,6 +313,7 @@ impl Probes {
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .map_max_entries(STACKS_MAP, opts.max_stacks)
+            .map_max_entries(DWARF_STACKS_MAP, opts.max_stacks)
             .map_max_entries(
                 SAMPLED_MAP,
                 if opts.sample_bytes > 0 {

@@ -67,6 +67,17 @@ pub struct EventCounts {
     /// Of those: stacks that found the stack map with no free entry.
     #[serde(default)]
     pub stack_map_full: u64,
+    /// Stacks walked with the unwind tables that were cut at the frame limit (64 frames).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stacks_truncated: u64,
+    /// Stacks walked with the unwind tables whose hash was another stack's: walked again by
+    /// frame pointer (so cut short where code has none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unwound_collisions: u64,
+    /// Stacks walked with the unwind tables that found their map full: walked again by frame
+    /// pointer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unwound_map_full: u64,
     /// Child processes the traced process created: not traced (without `--follow`).
     #[serde(default)]
     pub child_processes: u64,

@@ -98,6 +98,30 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
     if e.stacks_lost > 0 {
         writeln!(out, "{}", lost_stacks(e))?;
     }
+    if e.stacks_truncated > 0 {
+        writeln!(
+            out,
+            "note: {} stacks were deeper than 64 frames: cut there (their outermost frames are \
+             missing)",
+            e.stacks_truncated
+        )?;
+    }
+    if e.unwound_collisions > 0 {
+        writeln!(
+            out,
+            "note: {} unwound stacks hashed to another stack's id and were walked by frame \
+             pointer instead",
+            e.unwound_collisions
+        )?;
+    }
+    if e.unwound_map_full > 0 {
+        writeln!(
+            out,
+            "note: {} unwound stacks found their map full and were walked by frame pointer \
+             instead; a larger --max-stacks makes room",
+            e.unwound_map_full
+        )?;
+    }
 
     if e.child_processes > 0 {
         writeln!(
@@ -789,6 +813,29 @@ mod tests {
                  1 found the stack map full, 2 could not be walked; a larger --max-stacks \
                  makes both rarer"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn says_when_unwound_stacks_were_cut_or_walked_again() {
+        let mut s = sample_summary();
+        let text = rendered(&s);
+        assert!(!text.contains("deeper than 64") && !text.contains("hashed to another"));
+        s.events.stacks_truncated = 3;
+        s.events.unwound_collisions = 2;
+        s.events.unwound_map_full = 5;
+        let text = rendered(&s);
+        assert!(
+            text.contains("note: 3 stacks were deeper than 64 frames: cut there"),
+            "{text}"
+        );
+        assert!(
+            text.contains("note: 2 unwound stacks hashed to another stack's id"),
+            "{text}"
+        );
+        assert!(
+            text.contains("note: 5 unwound stacks found their map full"),
             "{text}"
         );
     }

@@ -145,6 +145,13 @@ impl UnwindTables {
         let capacity = MAX_UNWIND_CHUNKS as usize * UNWIND_CHUNK_ROWS;
         let first = self.next_row as usize;
         if first + table.rows.len() > capacity {
+            if !self.full {
+                log::warn!(
+                    "the kernel's unwind table space ({capacity} rows) is full: code in files \
+                     loaded from now on is walked by frame pointer (stacks through code built \
+                     without them are cut short there)"
+                );
+            }
             self.full = true;
             return Ok(None);
         }
