@@ -1,11 +1,13 @@
 //! The unwind tables in the kernel: each file's rows compiled once (by inode, so every process
-//! mapping the same libc shares them) into the row array, and each traced process's
+//! mapping the same libc shares them, and by build id, so every copy of one binary does) into
+//! the row array, and each traced process's
 //! executable mappings, with their biases, in its mapping table.
 
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use aya::{
@@ -32,7 +34,10 @@ struct Loaded {
 pub struct UnwindTables {
     /// By (device, inode): the loaded table, or `None` for a file without one (or too big for
     /// what is left of the row array).
-    files: HashMap<(u64, u64), Option<Loaded>>,
+    files: HashMap<(u64, u64), Option<Arc<Loaded>>>,
+    /// The loaded tables by the GNU build id of their file: another copy of the same binary
+    /// (a container's image of the same library, a copied plugin) shares its rows.
+    by_build_id: HashMap<String, Arc<Loaded>>,
     next_row: u32,
     /// Userspace's copy of the chunks written so far (each written whole).
     chunks: Vec<Box<UnwindChunk>>,
@@ -127,17 +132,34 @@ impl UnwindTables {
         };
         let key = (meta.dev(), meta.ino());
         if !self.files.contains_key(&key) {
-            let loaded = match compile_file(via) {
-                Ok(table) if !table.rows.is_empty() => self.upload(ebpf, table)?,
-                Ok(_) => None,
-                Err(e) => {
-                    log::debug!("{e}: its frames are walked by frame pointer");
-                    None
-                }
+            let build_id = crate::symbolize::build_id(via);
+            let loaded = match self.known(build_id.as_deref()) {
+                Some(same) => Some(same),
+                None => match compile_file(via) {
+                    Ok(table) if !table.rows.is_empty() => self.upload(ebpf, table)?.map(Arc::new),
+                    Ok(_) => None,
+                    Err(e) => {
+                        log::debug!("{e}: its frames are walked by frame pointer");
+                        None
+                    }
+                },
             };
-            self.files.insert(key, loaded);
+            self.remember(key, build_id, loaded);
         }
-        Ok(self.files[&key].as_ref())
+        Ok(self.files[&key].as_deref())
+    }
+
+    /// Keeps what was loaded for the file `key` (with build id `id`).
+    fn remember(&mut self, key: (u64, u64), id: Option<String>, loaded: Option<Arc<Loaded>>) {
+        if let (Some(id), Some(loaded)) = (id, &loaded) {
+            self.by_build_id.entry(id).or_insert_with(|| loaded.clone());
+        }
+        self.files.insert(key, loaded);
+    }
+
+    /// The table already loaded for a file with build id `id`.
+    fn known(&self, id: Option<&str>) -> Option<Arc<Loaded>> {
+        self.by_build_id.get(id?).cloned()
     }
 
     /// Writes `table`'s rows after the last table's, whole chunks at a time.
@@ -190,5 +212,29 @@ impl UnwindTables {
             first: first as u32,
             table,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second file with the same build id gets the first one's rows; one without a build
+    /// id, or with another, does not.
+    #[test]
+    fn copies_of_a_binary_share_their_table() {
+        let mut t = UnwindTables::default();
+        let loaded = Arc::new(Loaded {
+            first: 4096,
+            table: UnwindTable::default(),
+        });
+        t.remember((1, 10), Some("ab12".into()), Some(loaded.clone()));
+        t.remember((1, 11), None, None);
+        assert!(Arc::ptr_eq(&t.known(Some("ab12")).unwrap(), &loaded));
+        assert!(t.known(Some("cd34")).is_none() && t.known(None).is_none());
+        // A file without a table is not found by its build id either.
+        t.remember((1, 12), Some("ef56".into()), None);
+        assert!(t.known(Some("ef56")).is_none());
+        assert_eq!(t.files.len(), 3);
     }
 }
