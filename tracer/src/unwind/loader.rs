@@ -135,7 +135,7 @@ impl UnwindTables {
             let build_id = crate::symbolize::build_id(via);
             let loaded = match self.known(build_id.as_deref()) {
                 Some(same) => Some(same),
-                None => match compile_file(via) {
+                None => match timed_compile(via) {
                     Ok(table) if !table.rows.is_empty() => self.upload(ebpf, table)?.map(Arc::new),
                     Ok(_) => None,
                     Err(e) => {
@@ -213,6 +213,21 @@ impl UnwindTables {
             table,
         }))
     }
+}
+
+/// [`compile_file`], its time logged.
+fn timed_compile(via: &Path) -> Result<UnwindTable, crate::unwind::UnwindError> {
+    let started = std::time::Instant::now();
+    let table = compile_file(via);
+    if let Ok(t) = &table {
+        log::debug!(
+            "{}: {} unwind rows compiled in {:?}",
+            via.display(),
+            t.rows.len(),
+            started.elapsed()
+        );
+    }
+    table
 }
 
 #[cfg(test)]
