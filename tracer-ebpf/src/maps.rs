@@ -21,6 +21,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[map(name = "CONTROL")]
 pub static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
 
+/// `SIGSTOP` on every Linux architecture tracer builds for: how a process is held until
+/// userspace continues it.
+pub const SIGSTOP: u32 = 19;
+
 /// Whether userspace still holds a launched command at each exec.
 #[inline(always)]
 pub fn holding_exec() -> bool {

@@ -22,7 +22,7 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        EVENTS, bump, config_flag, header, holding_exec, syscall_offsets, traced_thread,
+        EVENTS, SIGSTOP, bump, config_flag, header, holding_exec, syscall_offsets, traced_thread,
         wakeup_flags,
     },
     probes::alloc::alloc_in_flight,
@@ -167,9 +167,6 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
         hold(tgid, tid, held::MAPPED_CODE);
     }
 }
-
-/// `SIGSTOP` on every Linux architecture tracer builds for.
-const SIGSTOP: u32 = 19;
 
 /// Stops the current process until userspace, told by a [`HeldEvent`], continues it. Not
 /// stopped when the event cannot be written: nobody would continue it. The signal is sent

@@ -13,13 +13,10 @@ use aya_ebpf::{
 use tracer_common::{ExecEvent, ProcessEvent, config_flags, counter, kind};
 
 use crate::maps::{
-    EVENTS, FOLLOWED, bump, config_flag, header, holding_exec, kernel_layout, kmem_offsets,
-    read_kernel, traced_thread,
+    EVENTS, FOLLOWED, SIGSTOP, bump, config_flag, header, holding_exec, kernel_layout,
+    kmem_offsets, read_kernel, traced_thread,
 };
 use crate::probes::unwind::UNWIND_MAPS;
-
-/// `SIGSTOP` on every Linux architecture tracer builds for.
-const SIGSTOP: u32 = 19;
 
 /// `CLONE_THREAD`: the new task is a thread of the same process.
 const CLONE_THREAD: u64 = 0x0001_0000;

@@ -94,13 +94,30 @@ fn frame_text(f: &Frame) -> String {
         _ => String::new(),
     };
     let inlined = if f.inlined { " [inlined]" } else { "" };
-    format!("{:#x} {name}{place}{inlined}", f.addr)
+    // Where it lies, for a resolved frame (an unresolved one is named by it already).
+    let module = match (&f.function, &f.module, f.offset) {
+        (Some(_), Some(module), Some(offset)) => {
+            let file = module.rsplit('/').next().unwrap_or(module);
+            format!(" in {file}+{offset:#x}")
+        }
+        _ => String::new(),
+    };
+    format!("{:#x} {name}{place}{inlined}{module}", f.addr)
+}
+
+/// A frame's file in full, with its build id: the tooltip of its line.
+fn frame_title(f: &Frame) -> String {
+    match (&f.module, &f.build_id) {
+        (Some(module), Some(id)) => format!(" title=\"{} (build id {})\"", esc(module), esc(id)),
+        (Some(module), None) => format!(" title=\"{}\"", esc(module)),
+        _ => String::new(),
+    }
 }
 
 fn stack_list(stack: &[Frame]) -> String {
     let items: String = stack
         .iter()
-        .map(|f| format!("<li>{}</li>", esc(&frame_text(f))))
+        .map(|f| format!("<li{}>{}</li>", frame_title(f), esc(&frame_text(f))))
         .collect();
     format!("<ol class=\"stack\">{items}</ol>")
 }
@@ -523,6 +540,30 @@ fn sparkline(points: &[(f64, u64)]) -> String {
 mod tests {
     use super::*;
     use crate::report::tests::sample_summary;
+
+    /// A resolved frame says where it lies, its file in full and its build id on hover; an
+    /// unresolved one is named by where it lies.
+    #[test]
+    fn frames_say_where_they_lie() {
+        let f = Frame {
+            function: Some("inflate".into()),
+            module: Some("/usr/lib/libz.so.1".into()),
+            offset: Some(0x4a2f1),
+            build_id: Some("709f60bf".into()),
+            ..Frame::unknown(0x7f00_0004_a2f1)
+        };
+        let unresolved = Frame {
+            function: None,
+            build_id: None,
+            ..f.clone()
+        };
+        assert_eq!(
+            stack_list(&[f, unresolved]),
+            "<ol class=\"stack\"><li title=\"/usr/lib/libz.so.1 (build id 709f60bf)\">\
+             0x7f000004a2f1 inflate in libz.so.1+0x4a2f1</li>\
+             <li title=\"/usr/lib/libz.so.1\">0x7f000004a2f1 libz.so.1+0x4a2f1</li></ol>"
+        );
+    }
 
     #[test]
     fn escapes_everything_from_the_target() {
