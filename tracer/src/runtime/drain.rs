@@ -41,14 +41,14 @@ impl Drain<'_> {
             let Some(record) = ring.next() else {
                 return Ok(false);
             };
-            if let Ok(header) = events::decode_header(&record)
+            let header = events::decode_header(&record).ok();
+            if let Some(header) = &header
                 && !self.threads.contains_key(&(header.tgid, header.tid))
             {
                 let name = thread_name(header.tgid, header.tid).unwrap_or_default();
                 self.threads.insert((header.tgid, header.tid), name);
             }
-            let control =
-                events::decode_header(&record).is_ok_and(|h| h.kind == tracer_common::kind::HELD);
+            let control = header.is_some_and(|h| h.kind == tracer_common::kind::HELD);
             if !control
                 && let Some(recorder) = self.recorder.as_mut()
                 && let Err(e) = recorder.event(&record)
