@@ -227,7 +227,7 @@ pub struct Session {
     /// The program images that ran, the first one's command from the start.
     images: Vec<ImageReport>,
     /// Threads that called the allocator.
-    allocating_threads: HashSet<u32>,
+    allocating_threads: foldhash::HashSet<u32>,
     /// The resident pages at attach were known (see [`Start::resident_at_attach`]).
     seeded: bool,
 }
@@ -267,7 +267,7 @@ impl Session {
             seen_files,
             last_ts: 0,
             first_ts: None,
-            allocating_threads: HashSet::new(),
+            allocating_threads: Default::default(),
             images: vec![ImageReport {
                 command: start.command.clone(),
                 exe: String::new(),
@@ -329,7 +329,7 @@ impl Session {
             seen_files: self.seen_files.clone(),
             last_ts: ts_ns,
             first_ts: Some(ts_ns),
-            allocating_threads: HashSet::new(),
+            allocating_threads: Default::default(),
             seeded: false,
             images: vec![ImageReport {
                 command: image.map(|i| i.command.clone()).unwrap_or_default(),
@@ -412,7 +412,7 @@ impl Session {
             Event::Fault(e) => {
                 self.agg.callers.on_fault(e);
                 self.kernel.on_fault(self.space.region(e.address));
-                self.join.on_fault(e, &self.agg.heap, &self.space);
+                self.join.on_fault(e, &mut self.agg.heap, &self.space);
                 None
             }
             Event::Exec(e) => Some(Followup::Exec {

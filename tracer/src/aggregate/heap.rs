@@ -9,7 +9,9 @@
 //! (Horvitz-Thompson estimates, unbiased), whose variance `(1-p)/p²·b²` is summed per site for
 //! the error of the estimate.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
+
+use foldhash::HashMap as FastMap;
 
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn};
@@ -155,11 +157,15 @@ pub struct HeapStats {
     pub live_bytes: u64,
     pub peak_live_bytes: u64,
     histogram: [u64; BUCKETS],
-    live: BTreeMap<u64, LiveBlock>,
+    /// Live blocks by address (hashed: an allocation and a free are one lookup each).
+    live: FastMap<u64, LiveBlock>,
+    /// The live blocks' addresses in order, kept only once a query by any address inside a
+    /// block came (a page fault: see [`Self::block_at`]); runs without faults never pay for it.
+    by_address: Option<BTreeSet<u64>>,
     sites: Vec<(SiteKey, SiteStats)>,
-    site_index: HashMap<SiteKey, u32>,
+    site_index: FastMap<SiteKey, u32>,
     /// Per thread: the block it allocated last, while it is still the last.
-    last_alloc: HashMap<u32, u64>,
+    last_alloc: FastMap<u32, u64>,
     /// `--sample`: mean bytes between sampled allocations (0: every call is seen).
     sample_bytes: u64,
     /// Allocating calls seen (with sampling, the sampled ones).
@@ -176,10 +182,11 @@ impl Default for HeapStats {
             live_bytes: 0,
             peak_live_bytes: 0,
             histogram: [0; BUCKETS],
-            live: BTreeMap::new(),
+            live: FastMap::default(),
+            by_address: None,
             sites: Vec::new(),
-            site_index: HashMap::new(),
-            last_alloc: HashMap::new(),
+            site_index: FastMap::default(),
+            last_alloc: FastMap::default(),
             sample_bytes: 0,
             seen_calls: 0,
         }
@@ -317,6 +324,9 @@ impl HeapStats {
                 ts_ns: e.header.ts_ns,
             },
         );
+        if let Some(index) = self.by_address.as_mut() {
+            index.insert(e.ptr);
+        }
         self.last_alloc.insert(e.header.tid, e.ptr);
         site
     }
@@ -324,6 +334,9 @@ impl HeapStats {
     /// Releases a live block: how many blocks it stood for, or None when it was not known.
     fn release(&mut self, ptr: u64, tid: u32) -> Option<u64> {
         let block = self.live.remove(&ptr)?;
+        if let Some(index) = self.by_address.as_mut() {
+            index.remove(&ptr);
+        }
         let (w, _) = sample_weight(block.size, self.sample_bytes);
         let (count, est) = (scaled(1, w), scaled(block.size, w));
         let s = &mut self.sites[block.site as usize].1;
@@ -348,6 +361,9 @@ impl HeapStats {
             bytes = bytes.saturating_add(scaled(block.size, w));
         }
         self.live.clear();
+        if let Some(index) = self.by_address.as_mut() {
+            index.clear();
+        }
         self.last_alloc.clear();
         for (_, s) in &mut self.sites {
             s.live_bytes = 0;
@@ -388,40 +404,55 @@ impl HeapStats {
         ids
     }
 
-    /// The live block containing `addr`: its start, size and site.
-    pub fn block_at(&self, addr: u64) -> Option<(u64, u64, SiteKey)> {
-        let (&start, block) = self.live.range(..=addr).next_back()?;
+    /// The live block containing `addr`: its start, size and site. The first call orders
+    /// the live blocks by address, and they are kept in order from then on.
+    pub fn block_at(&mut self, addr: u64) -> Option<(u64, u64, SiteKey)> {
+        let live = &self.live;
+        let index = self
+            .by_address
+            .get_or_insert_with(|| live.keys().copied().collect());
+        let &start = index.range(..=addr).next_back()?;
+        let block = live[&start];
         (addr < start.saturating_add(block.size.max(1)))
             .then(|| (start, block.size, self.sites[block.site as usize].0))
     }
 
-    /// Every live block: (start, size, site).
+    /// The live blocks in address order (reports are the same on every replay).
+    fn live_in_order(&self) -> Vec<(u64, LiveBlock)> {
+        let mut blocks: Vec<(u64, LiveBlock)> = self.live.iter().map(|(&a, &b)| (a, b)).collect();
+        blocks.sort_unstable_by_key(|&(a, _)| a);
+        blocks
+    }
+
+    /// Every live block, lowest address first: (start, size, site).
     pub fn live_blocks(&self) -> impl Iterator<Item = (u64, u64, SiteKey)> + '_ {
-        self.live
-            .iter()
-            .map(|(&start, b)| (start, b.size, self.sites[b.site as usize].0))
+        self.live_in_order()
+            .into_iter()
+            .map(|(start, b)| (start, b.size, self.sites[b.site as usize].0))
     }
 
     /// Every live block from the highest address down: (start, size, site).
     pub fn live_blocks_from_top(&self) -> impl Iterator<Item = (u64, u64, SiteKey)> + '_ {
-        self.live
-            .iter()
+        self.live_in_order()
+            .into_iter()
             .rev()
-            .map(|(&start, b)| (start, b.size, self.sites[b.site as usize].0))
+            .map(|(start, b)| (start, b.size, self.sites[b.site as usize].0))
     }
 
-    /// Every live block: (its site's index in [`Self::sites`], allocation time, size).
+    /// Every live block, lowest address first: (its site's index in [`Self::sites`],
+    /// allocation time, size).
     pub fn live_block_times(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
-        self.live
-            .values()
-            .map(|b| (b.site as usize, b.ts_ns, b.size))
+        self.live_in_order()
+            .into_iter()
+            .map(|(_, b)| (b.site as usize, b.ts_ns, b.size))
     }
 
     /// Live blocks grouped by site, most bytes first, aged against `now_ns` (CLOCK_MONOTONIC);
     /// blocks younger than `min_age_ns` are left out (`--min-age`).
     pub fn leaks(&self, now_ns: u64, min_age_ns: u64) -> Vec<Leak> {
         let mut by_site: HashMap<u32, Leak> = HashMap::new();
-        for block in self.live.values() {
+        // In address order: the variances are summed in the same order on every replay.
+        for (_, block) in self.live_in_order() {
             if now_ns.saturating_sub(block.ts_ns) < min_age_ns {
                 continue;
             }
@@ -739,6 +770,19 @@ mod tests {
         assert_eq!(s.heap.block_at(0x5000), None);
         assert_eq!(s.heap.block_at(0xfff), None);
         assert_eq!(s.heap.live_blocks().count(), 2);
+        // The address order is kept up from then on: blocks freed, added, and all released.
+        s.free(1, 0x2000);
+        assert_eq!(s.heap.block_at(0x2010), None);
+        s.alloc(1, 0x100, 0x1800, 3);
+        assert_eq!(s.heap.block_at(0x18ff).map(|b| b.0), Some(0x1800));
+        assert_eq!(s.heap.block_at(0x1900), None);
+        assert_eq!(s.heap.block_at(0x1010).map(|b| b.0), Some(0x1000));
+        let starts: Vec<u64> = s.heap.live_blocks().map(|b| b.0).collect();
+        assert_eq!(starts, [0x1000, 0x1800]);
+        let top: Vec<u64> = s.heap.live_blocks_from_top().map(|b| b.0).collect();
+        assert_eq!(top, [0x1800, 0x1000]);
+        assert_eq!(s.heap.release_all(), (2, 0x164));
+        assert_eq!(s.heap.block_at(0x1000), None);
     }
 
     #[test]

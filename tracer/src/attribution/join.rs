@@ -16,7 +16,9 @@
 //! State is bounded by what is live: one pending call and syscall per thread, and one entry per
 //! resident page; nothing is a log of events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap as FastMap;
 
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn, FaultEvent, PageEvent, SlabEvent, Syscall, SyscallEvent};
@@ -144,13 +146,13 @@ struct PendingCall {
 
 #[derive(Debug, Default)]
 pub struct Join {
-    pending_call: HashMap<u32, PendingCall>,
+    pending_call: FastMap<u32, PendingCall>,
     /// Per thread: the traced syscall in flight and its kernel allocations so far.
-    pending_syscall: HashMap<u32, (u64, SyscallKernel)>,
+    pending_syscall: FastMap<u32, (u64, SyscallKernel)>,
     /// Per thread: the fault being handled.
-    faulting: HashMap<u32, Fault>,
+    faulting: FastMap<u32, Fault>,
     resident: BTreeMap<u64, Owner>,
-    pub sites: HashMap<SiteKey, (SitePaths, Caused)>,
+    pub sites: FastMap<SiteKey, (SitePaths, Caused)>,
     /// Resident pages by region kind (of pages touched outside any live block).
     pub region_resident_pages: BTreeMap<&'static str, u64>,
     pub by_syscall: BTreeMap<&'static str, SyscallKernel>,
@@ -316,7 +318,7 @@ impl Join {
     }
 
     /// A user page fault at `addr`. Its owner is the live block containing it, or its region.
-    pub fn on_fault(&mut self, e: &FaultEvent, heap: &HeapStats, space: &AddressSpace) {
+    pub fn on_fault(&mut self, e: &FaultEvent, heap: &mut HeapStats, space: &AddressSpace) {
         let tid = e.header.tid;
         let page = e.address & !(PAGE - 1);
         if e.in_flight.alloc_enter_ns != 0 {

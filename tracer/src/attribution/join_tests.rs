@@ -109,7 +109,7 @@ impl Seq {
                 error_code: 6,
                 stack_id: -1,
             },
-            &self.heap,
+            &mut self.heap,
             &self.space,
         );
     }

@@ -7,7 +7,7 @@
 //! length, stored byte column by byte column. Timestamps, pids, call sites and neighbouring
 //! addresses become runs of zero bytes, which deflate takes to almost nothing.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// The events of a plain-layout batch, as byte ranges; `None` if it is malformed.
 fn events(plain: &[u8]) -> Option<Vec<&[u8]>> {
@@ -25,7 +25,7 @@ fn events(plain: &[u8]) -> Option<Vec<&[u8]>> {
 
 /// The lengths in order of first appearance, with how many events have each.
 fn groups(lengths: impl Iterator<Item = usize>) -> Vec<(usize, usize)> {
-    let mut index: HashMap<usize, usize> = HashMap::new();
+    let mut index: HashMap<usize, usize> = HashMap::default();
     let mut groups: Vec<(usize, usize)> = Vec::new();
     for len in lengths {
         let i = *index.entry(len).or_insert_with(|| {
@@ -85,41 +85,58 @@ pub fn from_columns(packed: &[u8], plain: &mut Vec<u8>) -> Result<(), &'static s
         .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
         .collect();
     let mut pos = 4 + 2 * count;
-    // Each length's matrix, rebuilt row-major with the deltas summed back.
-    let mut matrices: HashMap<usize, (Vec<u8>, usize)> = HashMap::new();
-    for (len, rows) in groups(lengths.iter().copied()) {
-        let size = len.checked_mul(rows).ok_or(SHORT)?;
-        let cols = packed.get(pos..pos + size).ok_or(SHORT)?;
-        pos += size;
-        // Row by row, each word gathered from its eight byte columns and added to the same
-        // word of the row before: one pass, written in order.
-        let words = len / 8;
-        let mut m = vec![0u8; size];
-        let mut prev = vec![0u64; words];
-        for (r, row) in m.chunks_exact_mut(len.max(1)).take(rows).enumerate() {
-            for (w, last) in prev.iter_mut().enumerate() {
-                let mut b = [0u8; 8];
-                for (k, byte) in b.iter_mut().enumerate() {
-                    *byte = cols[(w * 8 + k) * rows + r];
+    // The columns hold exactly the events' bytes: checked before anything is sized by them.
+    let columns = lengths.iter().sum::<usize>();
+    match columns.cmp(&(packed.len() - pos)) {
+        std::cmp::Ordering::Greater => return Err(SHORT),
+        std::cmp::Ordering::Less => return Err("an events batch has bytes past its columns"),
+        std::cmp::Ordering::Equal => {}
+    }
+    // Each event's place in the plain layout, by length group; the length prefixes written.
+    let groups = groups(lengths.iter().copied());
+    let group_of: HashMap<usize, usize> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, &(len, _))| (len, i))
+        .collect();
+    let mut starts: Vec<Vec<usize>> = groups
+        .iter()
+        .map(|&(_, rows)| Vec::with_capacity(rows))
+        .collect();
+    plain.resize(columns + 2 * count, 0);
+    let mut at = 0;
+    for &len in &lengths {
+        plain[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
+        starts[group_of[&len]].push(at + 2);
+        at += 2 + len;
+    }
+    // Word by word: its eight byte columns gathered (each read in order), the deltas summed
+    // back, and each row's word written to its event.
+    let mut words: Vec<u64> = Vec::new();
+    for (&(len, rows), starts) in groups.iter().zip(&starts) {
+        let cols = &packed[pos..pos + len * rows];
+        pos += len * rows;
+        for w in 0..len / 8 {
+            words.clear();
+            words.resize(rows, 0);
+            for k in 0..8 {
+                let col = &cols[(w * 8 + k) * rows..(w * 8 + k + 1) * rows];
+                for (v, &b) in words.iter_mut().zip(col) {
+                    *v |= u64::from(b) << (8 * k);
                 }
-                *last = u64::from_le_bytes(b).wrapping_add(*last);
-                row[w * 8..w * 8 + 8].copy_from_slice(&last.to_le_bytes());
             }
-            for j in words * 8..len {
-                row[j] = cols[j * rows + r];
+            let mut last = 0u64;
+            for (v, &start) in words.iter().zip(starts) {
+                last = last.wrapping_add(*v);
+                let at = start + w * 8;
+                plain[at..at + 8].copy_from_slice(&last.to_le_bytes());
             }
         }
-        matrices.insert(len, (m, 0));
-    }
-    if pos != packed.len() {
-        return Err("an events batch has bytes past its columns");
-    }
-    plain.reserve(packed.len());
-    for len in lengths {
-        let (m, next) = matrices.get_mut(&len).expect("every length has its matrix");
-        plain.extend_from_slice(&(len as u16).to_le_bytes());
-        plain.extend_from_slice(&m[*next..*next + len]);
-        *next += len;
+        for j in len / 8 * 8..len {
+            for (&b, &start) in cols[j * rows..(j + 1) * rows].iter().zip(starts) {
+                plain[start + j] = b;
+            }
+        }
     }
     Ok(())
 }
