@@ -73,6 +73,70 @@ fn whole_stacks_without_frame_pointers() {
     assert!(!short.iter().any(|f| f == "main"), "{short:?}");
 }
 
+/// A library built without frame pointers, loaded with dlopen by a program built without them
+/// either: the process is held at the library's mapping while its unwind table is compiled
+/// (off the event path), so that even its first allocation has the whole stack, through the
+/// library's frames and `main`. Every allocation is one site. The library carries 20,000 more
+/// functions (tens of milliseconds to compile, far longer than dlopen takes to call in), so a
+/// process let go before its table is in would show a first allocation cut short.
+#[test]
+fn a_dlopened_library_is_unwound_from_its_first_call() {
+    let padding = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dl_deep_padding.s");
+    let mut asm = String::from(".text\n");
+    for i in 0..20_000 {
+        asm.push_str(&format!(
+            ".globl pad_{i}\n.type pad_{i},@function\npad_{i}:\n.cfi_startproc\npush %rbx\n\
+             .cfi_adjust_cfa_offset 8\npop %rbx\n.cfi_adjust_cfa_offset -8\nret\n.cfi_endproc\n"
+        ));
+    }
+    asm.push_str(".section .note.GNU-stack,\"\",@progbits\n");
+    std::fs::write(&padding, asm).unwrap();
+    let lib = build(
+        "libdl_deep.so",
+        "dl_deep.c",
+        &[
+            "cc",
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+            "-shared",
+            "-fPIC",
+            padding.to_str().unwrap(),
+        ],
+    );
+    let main = build(
+        "dl_main-nofp",
+        "dl_main.c",
+        &["cc", "-O2", "-g", "-fomit-frame-pointer"],
+    );
+    let (v, out) = trace_command(&[main.to_str().unwrap(), lib.to_str().unwrap(), "7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sites: Vec<&Value> = v["user"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stack"][0]["function"] == "lib_leaf")
+        .collect();
+    assert_eq!(sites.len(), 1, "{sites:#?}");
+    assert_eq!(
+        (sites[0]["allocs"].as_u64(), sites[0]["bytes"].as_u64()),
+        (Some(7), Some(7 * 444))
+    );
+    let walked = functions(sites[0]);
+    assert!(
+        walked.starts_with(&[
+            "lib_leaf".to_string(),
+            "lib_middle".into(),
+            "lib_alloc".into(),
+            "main".into(),
+        ]),
+        "{walked:?}"
+    );
+    let line = line_of("dl_deep.c", "/* DEEP ALLOC */");
+    assert_eq!(sites[0]["stack"][0]["line"].as_u64(), Some(line));
+}
+
 /// Debian's own sqlite3 (built without frame pointers, its code in libsqlite3.so.0) building an
 /// indexed table: the stacks of its top sites go through libsqlite3 and the CLI into libc's
 /// start, and every frame lies in a file the process mapped, named with its build id. By frame

@@ -27,7 +27,18 @@ pub(super) struct Drain<'a> {
     pub(super) new_code: bool,
     /// The command line of the program the process runs now, after an exec.
     pub(super) command: Option<Vec<String>>,
+    /// Processes with an executable mapping whose table is still being compiled: given their
+    /// tables again as tables come in.
+    pub(super) unsynced: BTreeSet<u32>,
+    /// Processes stopped (at an exec, or at a mapping of code) until their tables are in, and
+    /// since when.
+    pub(super) waiting: BTreeMap<u32, Instant>,
 }
+
+/// The longest a process is kept stopped for its tables: past it, it goes on with the
+/// tables it has (frames in a file still compiling are walked by frame pointer until its
+/// table comes).
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 impl Drain<'_> {
     /// Takes at most `budget` records; returns whether the budget ran out (more may wait).
@@ -87,10 +98,10 @@ impl Drain<'_> {
                     self.on_exec(ebpf, pid, held, ts_ns);
                 }
                 Some((pid, Followup::Held)) => {
-                    // The mapping it stopped for came just before: its table is in place.
+                    // The mapping it stopped for came just before: its table was asked for
+                    // then (or is there already).
                     drop(record);
-                    self.sync_tables(ebpf, pid);
-                    kill(pid as i32, libc::SIGCONT);
+                    self.continue_when_ready(pid);
                 }
                 Some((parent, Followup::Forked { child })) => {
                     let files = self.files_of(parent).forked(child as i32);
@@ -194,9 +205,9 @@ impl Drain<'_> {
                 if let Err(e) = allocators.attach_file(ebpf, &path, &via, self.probe_pid) {
                     log::warn!("{:#}", anyhow::Error::from(e));
                 }
-                // Its table ready before it is mapped (see `sync_tables`).
+                // Its table compiled (in the background) before it is mapped.
                 if let Some(tables) = self.tables.as_mut()
-                    && let Err(e) = tables.preload(ebpf, &via)
+                    && let Err(e) = tables.request(ebpf, &via)
                 {
                     log::warn!("{:#}", anyhow::Error::from(e));
                 }
@@ -204,6 +215,52 @@ impl Drain<'_> {
         }
         self.sync_tables(ebpf, pid);
         if held {
+            self.continue_when_ready(pid);
+        }
+    }
+
+    /// Continues a stopped process now, or once the tables it waits for are in.
+    fn continue_when_ready(&mut self, pid: u32) {
+        if self.unsynced.contains(&pid) {
+            self.waiting.entry(pid).or_insert_with(Instant::now);
+        } else {
+            kill(pid as i32, libc::SIGCONT);
+        }
+    }
+
+    /// Loads the tables compiled since the last call, gives them to the processes waiting for
+    /// them and continues those stopped for them; continues anyway one stopped for longer
+    /// than [`HOLD_LIMIT`].
+    pub(super) fn tables_ready(&mut self, ebpf: &mut Ebpf) {
+        let Some(tables) = self.tables.as_mut() else {
+            return;
+        };
+        match tables.collect(ebpf) {
+            Ok(0) => {}
+            Ok(_) => {
+                for pid in std::mem::take(&mut self.unsynced) {
+                    self.sync_tables(ebpf, pid);
+                }
+            }
+            Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
+        }
+        let unsynced = &self.unsynced;
+        self.waiting.retain(|&pid, since| {
+            let ready = !unsynced.contains(&pid);
+            if !ready && since.elapsed() < HOLD_LIMIT {
+                return true;
+            }
+            if !ready {
+                log::debug!("pid {pid} goes on before its unwind tables are in");
+            }
+            kill(pid as i32, libc::SIGCONT);
+            false
+        });
+    }
+
+    /// Continues every process still stopped for its tables (tracing ends).
+    pub(super) fn release_waiting(&mut self) {
+        for pid in std::mem::take(&mut self.waiting).into_keys() {
             kill(pid as i32, libc::SIGCONT);
         }
     }
@@ -218,13 +275,19 @@ impl Drain<'_> {
         ) else {
             return;
         };
-        if let Err(e) = tables.sync(
+        match tables.sync(
             ebpf,
             pid,
             session.space.exec_mappings(),
             files.substitutes(),
         ) {
-            log::warn!("{:#}", anyhow::Error::from(e));
+            Ok(synced) if synced.pending => {
+                self.unsynced.insert(pid);
+            }
+            Ok(_) => {
+                self.unsynced.remove(&pid);
+            }
+            Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
         }
     }
 

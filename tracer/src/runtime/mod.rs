@@ -1,7 +1,7 @@
 //! One tracing session: start or find the target, attach, stream events until it ends, report.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     ffi::OsString,
     io,
     os::fd::AsRawFd,
@@ -414,7 +414,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         threads: BTreeMap::new(),
         new_code: false,
         command: None,
+        unsynced: BTreeSet::new(),
+        waiting: BTreeMap::new(),
     };
+    // Woken when a table compiled in the background is in.
+    let tables_ready = reader.tables.as_ref().map(|t| t.ready());
     let mut refresh_requests = None;
     let server = match listener {
         Some((listener, token, max_metric_sites)) => {
@@ -476,8 +480,11 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
                     guard.clear_ready();
                 }
             }
+            _ = notified(tables_ready.as_deref()) => reader.tables_ready(&mut probes.ebpf),
             _ = tick.tick() => {
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+                // Also continues a process stopped for too long for its tables.
+                reader.tables_ready(&mut probes.ebpf);
                 if names_read.elapsed() >= Duration::from_secs(1) {
                     reader.refresh_thread_names();
                     names_read = Instant::now();
@@ -570,6 +577,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     // What the ring holds now, and no more: a target still running keeps filling it.
     let in_ring = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
     reader.drain(ring.get_mut(), &mut probes.ebpf, in_ring)?;
+    reader.release_waiting();
     let elapsed = started.elapsed();
     snapshotter.stopped = Some(elapsed);
     // The terminal is given back before anything is printed.
@@ -802,6 +810,14 @@ async fn exited(pidfd: Option<&AsyncFd<std::os::fd::OwnedFd>>) {
         Some(fd) => {
             let _ = fd.readable().await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// A notification; never, without something to notify.
+async fn notified(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(n) => n.notified().await,
         None => std::future::pending().await,
     }
 }

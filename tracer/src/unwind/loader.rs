@@ -19,7 +19,12 @@ use tracer_common::{
     UnwindChunk, UnwindMapping, UnwindMaps, UnwindRow,
 };
 
-use super::{UnwindTable, compile_file};
+use tokio::sync::Notify;
+
+use super::{
+    UnwindTable, compile_file,
+    compiler::{Compiled, Compiler, FileKey},
+};
 use crate::attribution::Mapping;
 
 /// A file's table in the row array: its first row and row count, and its segments.
@@ -45,6 +50,28 @@ pub struct UnwindTables {
     pub full: bool,
     /// Rows loaded, for the summary.
     pub rows: u64,
+    /// Compiles the tables of files met while tracing (started with the first of them), so
+    /// that the drain goes on meanwhile.
+    compiler: Option<Compiler>,
+    /// Notified when the compiler has finished a table: time to [`Self::collect`].
+    ready: Arc<Notify>,
+}
+
+/// How [`UnwindTables::sync`] left a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Its executable mappings with a table.
+    pub mappings: usize,
+    /// Some of its files' tables are still being compiled: to sync again once they are in.
+    pub pending: bool,
+}
+
+/// A file's table as far as it is known.
+enum Lookup<'a> {
+    /// Loaded, or known to be absent.
+    Ready(Option<&'a Loaded>),
+    /// Being compiled.
+    Compiling,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,16 +87,18 @@ pub enum LoadError {
 }
 
 impl UnwindTables {
-    /// Gives process `pid` the tables of its executable mappings (compiling and loading those
-    /// of files not seen before): `files` says where each of its paths is read.
+    /// Gives process `pid` the tables of its executable mappings as loaded now; the tables
+    /// of files not seen before are compiled in the background (see [`Synced::pending`]).
+    /// `files` says where each of its paths is read.
     pub fn sync<'a>(
         &mut self,
         ebpf: &mut Ebpf,
         pid: u32,
         mappings: impl IntoIterator<Item = &'a Mapping>,
         files: &HashMap<PathBuf, PathBuf>,
-    ) -> Result<usize, LoadError> {
+    ) -> Result<Synced, LoadError> {
         let mut entries: Vec<UnwindMapping> = Vec::new();
+        let mut pending = false;
         for m in mappings {
             let Some(path) = m.path.as_deref() else {
                 continue;
@@ -77,7 +106,14 @@ impl UnwindTables {
             let Some(via) = files.get(path) else {
                 continue;
             };
-            let Some(loaded) = self.load_file(ebpf, via)? else {
+            let loaded = match self.lookup(ebpf, via)? {
+                Lookup::Ready(loaded) => loaded,
+                Lookup::Compiling => {
+                    pending = true;
+                    None
+                }
+            };
+            let Some(loaded) = loaded else {
                 continue;
             };
             let Some(bias) = loaded.table.bias(m.start, m.offset) else {
@@ -116,37 +152,121 @@ impl UnwindTables {
             name: UNWIND_MAPS_MAP,
             source,
         })?;
-        Ok(entries.len())
+        Ok(Synced {
+            mappings: entries.len(),
+            pending,
+        })
     }
 
-    /// Compiles and loads the table of a file the process will map (the libraries its loader
-    /// is about to load), so that giving it to the process when it maps the file is quick.
+    /// Compiles and loads, now, the table of a file the process will map (the command's
+    /// libraries, before it starts), so that giving it to the process when it maps the file
+    /// is quick.
     pub fn preload(&mut self, ebpf: &mut Ebpf, via: &Path) -> Result<(), LoadError> {
-        self.load_file(ebpf, via).map(|_| ())
+        let Some(key) = file_key(via) else {
+            return Ok(());
+        };
+        let Some(build_id) = self.unknown(key, via) else {
+            return Ok(());
+        };
+        let table = timed_compile(via);
+        self.add(ebpf, key, build_id, table)
     }
 
-    /// The table of the file read at `via`, loaded into the row array once.
-    fn load_file(&mut self, ebpf: &mut Ebpf, via: &Path) -> Result<Option<&Loaded>, LoadError> {
-        let Ok(meta) = std::fs::metadata(via) else {
-            return Ok(None);
+    /// Has the table of a file the process will map compiled in the background (the
+    /// libraries a new program's loader is about to load).
+    pub fn request(&mut self, ebpf: &mut Ebpf, via: &Path) -> Result<(), LoadError> {
+        self.lookup(ebpf, via).map(|_| ())
+    }
+
+    /// Loads the tables compiled since the last call; returns how many came.
+    pub fn collect(&mut self, ebpf: &mut Ebpf) -> Result<usize, LoadError> {
+        let done = match self.compiler.as_mut() {
+            Some(c) => c.collect(),
+            None => return Ok(0),
         };
-        let key = (meta.dev(), meta.ino());
-        if !self.files.contains_key(&key) {
-            let build_id = crate::symbolize::build_id(via);
-            let loaded = match self.known(build_id.as_deref()) {
-                Some(same) => Some(same),
-                None => match timed_compile(via) {
-                    Ok(table) if !table.rows.is_empty() => self.upload(ebpf, table)?.map(Arc::new),
-                    Ok(_) => None,
-                    Err(e) => {
-                        log::debug!("{e}: its frames are walked by frame pointer");
-                        None
-                    }
-                },
-            };
-            self.remember(key, build_id, loaded);
+        let n = done.len();
+        for Compiled {
+            key,
+            build_id,
+            table,
+        } in done
+        {
+            self.add(ebpf, key, build_id, table)?;
         }
-        Ok(self.files[&key].as_deref())
+        Ok(n)
+    }
+
+    /// Notified when a table compiled in the background is ready to [`Self::collect`].
+    pub fn ready(&self) -> Arc<Notify> {
+        self.ready.clone()
+    }
+
+    /// The build id of the file `key` read at `via`, when its table is still to compile:
+    /// neither loaded, nor known to be absent, nor being compiled. A copy of a binary already
+    /// loaded (the same build id) shares its table from now on.
+    fn unknown(&mut self, key: FileKey, via: &Path) -> Option<Option<String>> {
+        if self.files.contains_key(&key)
+            || self.compiler.as_ref().is_some_and(|c| c.is_compiling(&key))
+        {
+            return None;
+        }
+        let build_id = crate::symbolize::build_id(via);
+        if let Some(same) = self.known(build_id.as_deref()) {
+            self.remember(key, build_id, Some(same));
+            return None;
+        }
+        Some(build_id)
+    }
+
+    /// The table of the file read at `via`: loaded, absent, or (asked for now if it was not)
+    /// being compiled.
+    fn lookup(&mut self, ebpf: &mut Ebpf, via: &Path) -> Result<Lookup<'_>, LoadError> {
+        let Some(key) = file_key(via) else {
+            return Ok(Lookup::Ready(None));
+        };
+        if let Some(build_id) = self.unknown(key, via) {
+            if self.compiler.is_none() {
+                match Compiler::start(self.ready.clone()) {
+                    Ok(c) => self.compiler = Some(c),
+                    Err(e) => log::debug!("no thread to compile unwind tables on ({e})"),
+                }
+            }
+            match self.compiler.as_mut() {
+                Some(c) => {
+                    c.request(key, build_id, via.to_path_buf());
+                }
+                None => self.add(ebpf, key, build_id, timed_compile(via))?,
+            }
+        }
+        Ok(match self.files.get(&key) {
+            Some(loaded) => Lookup::Ready(loaded.as_deref()),
+            None => Lookup::Compiling,
+        })
+    }
+
+    /// Loads a compiled table (unless a copy of the same binary was loaded meanwhile) and
+    /// keeps what became of it.
+    fn add(
+        &mut self,
+        ebpf: &mut Ebpf,
+        key: FileKey,
+        build_id: Option<String>,
+        table: Result<UnwindTable, crate::unwind::UnwindError>,
+    ) -> Result<(), LoadError> {
+        if self.files.contains_key(&key) {
+            return Ok(());
+        }
+        let loaded = match (self.known(build_id.as_deref()), table) {
+            (Some(same), _) => Some(same),
+            (None, Ok(table)) if !table.rows.is_empty() => self.upload(ebpf, table)?.map(Arc::new),
+            (None, Ok(_)) => None,
+            (None, Err(e)) => {
+                log::debug!("{e}: its frames are walked by frame pointer");
+                None
+            }
+        };
+        self.remember(key, build_id, loaded);
+        Ok(())
     }
 
     /// Keeps what was loaded for the file `key` (with build id `id`).
@@ -213,6 +333,12 @@ impl UnwindTables {
             table,
         }))
     }
+}
+
+/// The (device, inode) of the file read at `via`.
+fn file_key(via: &Path) -> Option<FileKey> {
+    let meta = std::fs::metadata(via).ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 /// [`compile_file`], its time logged.

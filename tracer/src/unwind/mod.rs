@@ -8,6 +8,7 @@
 //! in another register, an expression other than the PLT's, a return address not at CFA - 8)
 //! is [`tracer_common::unwind::CFA_UNKNOWN`]: a walk falls back to the frame pointer there.
 
+pub mod compiler;
 pub mod loader;
 pub mod rows;
 

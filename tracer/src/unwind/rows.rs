@@ -40,6 +40,8 @@ pub enum UnwindError {
     Elf { path: String, reason: String },
     #[error("{path}: malformed call frame information: {reason}")]
     Cfi { path: String, reason: String },
+    #[error("{path}: compiling its call frame information failed (a bug in tracer)")]
+    Panicked { path: String },
 }
 
 /// The compiled rows of one file, sorted by address, each holding until the next, and where
