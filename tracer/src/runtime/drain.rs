@@ -30,9 +30,43 @@ pub(super) struct Drain<'a> {
     /// Processes with an executable mapping whose table is still being compiled: given their
     /// tables again as tables come in.
     pub(super) unsynced: BTreeSet<u32>,
-    /// Processes stopped (at an exec, or at a mapping of code) until their tables are in, and
-    /// since when.
-    pub(super) waiting: BTreeMap<u32, Instant>,
+    /// Processes stopped (at an exec, or at a mapping of code) until their tables are in.
+    pub(super) waiting: Waiting,
+}
+
+/// Processes stopped until their tables are in, and since when. However the run ends (an
+/// error included), none is left stopped.
+#[derive(Default)]
+pub(super) struct Waiting(BTreeMap<u32, Instant>);
+
+impl Waiting {
+    /// Takes out the processes to continue at `now`: those whose tables are in (not in
+    /// `unsynced`), and those stopped for [`HOLD_LIMIT`] already.
+    fn due(&mut self, unsynced: &BTreeSet<u32>, now: Instant) -> Vec<(u32, bool)> {
+        let mut out = Vec::new();
+        self.0.retain(|&pid, since| {
+            let ready = !unsynced.contains(&pid);
+            if ready || now.saturating_duration_since(*since) >= HOLD_LIMIT {
+                out.push((pid, ready));
+                return false;
+            }
+            true
+        });
+        out
+    }
+
+    /// Continues every process.
+    fn release(&mut self) {
+        for pid in std::mem::take(&mut self.0).into_keys() {
+            kill(pid as i32, libc::SIGCONT);
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The longest a process is kept stopped for its tables: past it, it goes on with the
@@ -222,7 +256,7 @@ impl Drain<'_> {
     /// Continues a stopped process now, or once the tables it waits for are in.
     fn continue_when_ready(&mut self, pid: u32) {
         if self.unsynced.contains(&pid) {
-            self.waiting.entry(pid).or_insert_with(Instant::now);
+            self.waiting.0.entry(pid).or_insert_with(Instant::now);
         } else {
             kill(pid as i32, libc::SIGCONT);
         }
@@ -244,25 +278,17 @@ impl Drain<'_> {
             }
             Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
         }
-        let unsynced = &self.unsynced;
-        self.waiting.retain(|&pid, since| {
-            let ready = !unsynced.contains(&pid);
-            if !ready && since.elapsed() < HOLD_LIMIT {
-                return true;
-            }
+        for (pid, ready) in self.waiting.due(&self.unsynced, Instant::now()) {
             if !ready {
                 log::debug!("pid {pid} goes on before its unwind tables are in");
             }
             kill(pid as i32, libc::SIGCONT);
-            false
-        });
+        }
     }
 
     /// Continues every process still stopped for its tables (tracing ends).
     pub(super) fn release_waiting(&mut self) {
-        for pid in std::mem::take(&mut self.waiting).into_keys() {
-            kill(pid as i32, libc::SIGCONT);
-        }
+        self.waiting.release();
     }
 
     /// Gives process `pid`'s executable mappings, as its session knows them now, their unwind
@@ -334,4 +360,30 @@ impl Drain<'_> {
 pub(super) fn thread_name(pid: u32, tid: u32) -> Option<String> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
     Some(comm.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process goes on once its tables are in, or once it has waited the limit, whichever
+    /// comes first; one still within the limit keeps waiting.
+    #[test]
+    fn a_stopped_process_goes_on_when_ready_or_at_the_limit() {
+        let start = Instant::now();
+        let mut w = Waiting::default();
+        // Pids no process can have (above the largest pid_max, 2^22): a release on drop
+        // signals nobody.
+        let (a, b, c) = (1 << 30, (1 << 30) + 1, (1 << 30) + 2);
+        for pid in [a, b, c] {
+            w.0.insert(pid, start);
+        }
+        let unsynced = BTreeSet::from([b, c]);
+        assert_eq!(w.due(&unsynced, start), [(a, true)]);
+        assert!(w.due(&unsynced, start + HOLD_LIMIT / 2).is_empty());
+        let unsynced = BTreeSet::from([c]);
+        assert_eq!(w.due(&unsynced, start + HOLD_LIMIT / 2), [(b, true)]);
+        assert_eq!(w.due(&unsynced, start + HOLD_LIMIT), [(c, false)]);
+        assert!(w.0.is_empty());
+    }
 }

@@ -415,7 +415,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         new_code: false,
         command: None,
         unsynced: BTreeSet::new(),
-        waiting: BTreeMap::new(),
+        waiting: Default::default(),
     };
     // Woken when a table compiled in the background is in.
     let tables_ready = reader.tables.as_ref().map(|t| t.ready());
