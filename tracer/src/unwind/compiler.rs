@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashSet,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         mpsc::{Receiver, Sender, TryRecvError, channel},
@@ -49,23 +49,14 @@ impl Compiler {
             .name("unwind-tables".into())
             .spawn(move || {
                 for (key, build_id, via) in queue {
-                    let started = std::time::Instant::now();
                     // A file that makes the compiler panic (it should not) is a file without a
                     // table, not a process left waiting for one.
                     let table =
-                        std::panic::catch_unwind(|| compile_file(&via)).unwrap_or_else(|_| {
+                        std::panic::catch_unwind(|| timed_compile(&via)).unwrap_or_else(|_| {
                             Err(UnwindError::Panicked {
                                 path: via.display().to_string(),
                             })
                         });
-                    if let Ok(t) = &table {
-                        log::debug!(
-                            "{}: {} unwind rows compiled in {:?}",
-                            via.display(),
-                            t.rows.len(),
-                            started.elapsed()
-                        );
-                    }
                     let compiled = Compiled {
                         key,
                         build_id,
@@ -98,7 +89,7 @@ impl Compiler {
             self.here.push(Compiled {
                 key,
                 build_id,
-                table: compile_file(&via),
+                table: timed_compile(&via),
             });
             self.wake.notify_one();
         }
@@ -131,6 +122,21 @@ impl Compiler {
             }
         }
     }
+}
+
+/// [`compile_file`], its time logged.
+pub fn timed_compile(via: &Path) -> Result<UnwindTable, UnwindError> {
+    let started = std::time::Instant::now();
+    let table = compile_file(via);
+    if let Ok(t) = &table {
+        log::debug!(
+            "{}: {} unwind rows compiled in {:?}",
+            via.display(),
+            t.rows.len(),
+            started.elapsed()
+        );
+    }
+    table
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use tracer_common::{
 use tokio::sync::Notify;
 
 use super::{
-    UnwindTable, compile_file,
-    compiler::{Compiled, Compiler, FileKey},
+    UnwindTable,
+    compiler::{Compiled, Compiler, FileKey, timed_compile},
 };
 use crate::attribution::Mapping;
 
@@ -339,21 +339,6 @@ impl UnwindTables {
 fn file_key(via: &Path) -> Option<FileKey> {
     let meta = std::fs::metadata(via).ok()?;
     Some((meta.dev(), meta.ino()))
-}
-
-/// [`compile_file`], its time logged.
-fn timed_compile(via: &Path) -> Result<UnwindTable, crate::unwind::UnwindError> {
-    let started = std::time::Instant::now();
-    let table = compile_file(via);
-    if let Ok(t) = &table {
-        log::debug!(
-            "{}: {} unwind rows compiled in {:?}",
-            via.display(),
-            t.rows.len(),
-            started.elapsed()
-        );
-    }
-    table
 }
 
 #[cfg(test)]
