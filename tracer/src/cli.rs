@@ -166,9 +166,10 @@ pub struct Cli {
     /// How allocation stacks are walked: `dwarf` (the default) reads each file's unwind tables
     /// (.eh_frame) into the kernel and walks with them, so code built without frame pointers
     /// (most distribution binaries) gets its whole stack, frame pointers where a file has no
-    /// table; `fp` follows frame pointers only, and a stack ends where code built without them
-    /// begins: cheaper per allocation on deep stacks (about 75 ns a frame, against 110).
-    /// Example: --stacks fp
+    /// table. Files loaded later (an exec, dlopen) are read on a worker thread while the process
+    /// waits at the mapping, at most 2 s. `fp` follows frame pointers only, and a stack ends
+    /// where code built without them begins: cheaper per allocation on deep stacks (about 75 ns
+    /// a frame, against 110). Example: --stacks fp
     #[arg(long, value_enum, default_value_t = StackWalk::Dwarf)]
     pub stacks: StackWalk,
 
