@@ -127,7 +127,8 @@ pub struct Cli {
     /// theirs, and every program they run; the run lasts until all of them have exited. The
     /// reports give the totals and each process (JSON `processes`, a table in the text, a
     /// process selector in the HTML). Without it, children run untraced and the summary says
-    /// how many. Each followed process is stopped for a moment at every exec while its new
+    /// how many. With --pid, processes the target had started before tracer attached are not
+    /// traced (they are named). Each followed process is stopped for a moment at every exec while its new
     /// image is read. The allocator probes then fire in every process mapping the same files
     /// (the kernel filters out the untraced ones, each paying a trap per call).
     /// Example: tracer --follow -- make -j2

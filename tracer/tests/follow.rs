@@ -228,6 +228,41 @@ fn attached_to_a_running_shell_its_new_processes_are_followed() {
     );
 }
 
+/// `--pid --follow` of a shell that already runs a child: the child is named as started before
+/// tracer attached and not traced (only processes created while tracing are followed).
+#[test]
+fn children_started_before_attaching_are_named_not_traced() {
+    let mut before = Vec::new();
+    let v = trace_gated(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c",
+            "sleep 30 >/dev/null & echo ready; read x; kill $!; wait; exit 0",
+        ],
+        &["--follow", "--no-kernel"],
+        |pid| {
+            // The shell's child, as /proc says it is now.
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit(") ")
+                    .next()
+                    .and_then(|r| r.split(' ').nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if ppid == Some(pid) {
+                    before.push(entry.file_name().to_str().unwrap().parse::<u32>().unwrap());
+                }
+            }
+        },
+    );
+    assert_eq!(before.len(), 1, "the shell's sleep");
+    assert_eq!(v["target"]["children_at_attach"], serde_json::json!(before));
+    // The shell alone is traced (a run of one process has no per-process list): the sleep
+    // was there before, and the shell made nothing new.
+    assert!(v.get("processes").is_none(), "{:#}", v["processes"]);
+    assert_eq!(v["events"]["children_lost"], Value::Null);
+}
+
 /// `--follow --listen`: /metrics has each running process's series under its own pid, while
 /// the run goes on.
 #[test]

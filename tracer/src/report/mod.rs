@@ -42,6 +42,10 @@ pub struct TargetInfo {
     /// Names of the threads seen (by thread id), read while they ran.
     #[serde(default)]
     pub threads: std::collections::BTreeMap<u32, String>,
+    /// `--pid`: the processes the target had created before tracer attached (its descendants
+    /// then): not traced, `--follow` or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children_at_attach: Vec<u32>,
 }
 
 /// What happened to the events on their way from the kernel.
@@ -362,6 +366,7 @@ pub(crate) mod tests {
                 signal: None,
                 ended_by: "exited".into(),
                 threads: Default::default(),
+                children_at_attach: Vec::new(),
             },
             duration_ms: 12.5,
             events: EventCounts {

@@ -123,6 +123,13 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         )?;
     }
 
+    if !s.target.children_at_attach.is_empty() {
+        writeln!(
+            out,
+            "note: {}",
+            children_at_attach(s.target.pid, &s.target.children_at_attach)
+        )?;
+    }
     if e.child_processes > 0 {
         writeln!(
             out,
@@ -705,6 +712,25 @@ fn lost_stacks(e: &EventCounts) -> String {
     )
 }
 
+/// What to say of the processes `pid` had started before tracer attached (`pids`, at least
+/// one): they are not traced.
+pub fn children_at_attach(pid: u32, pids: &[u32]) -> String {
+    const LISTED: usize = 8;
+    let mut listed: Vec<String> = pids.iter().take(LISTED).map(u32::to_string).collect();
+    if pids.len() > LISTED {
+        listed.push(format!("and {} more", pids.len() - LISTED));
+    }
+    let (n, them) = match pids.len() {
+        1 => ("1 process".to_string(), "it is"),
+        n => (format!("{n} processes"), "they are"),
+    };
+    format!(
+        "pid {pid} had started {n} before tracer attached (pid {}): {them} not traced (--follow \
+         follows the processes created while tracing; trace one of these with its own --pid)",
+        listed.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -789,6 +815,32 @@ mod tests {
     fn without_an_allocator_says_so() {
         let text = rendered(&sample_summary());
         assert!(text.contains("allocator: no malloc family found"), "{text}");
+    }
+
+    #[test]
+    fn names_the_processes_started_before_attaching() {
+        let mut s = sample_summary();
+        assert!(!rendered(&s).contains("before tracer attached"));
+        s.target.pid = 40;
+        s.target.children_at_attach = vec![41];
+        assert!(
+            rendered(&s).contains(
+                "note: pid 40 had started 1 process before tracer attached (pid 41): it is not \
+                 traced (--follow follows the processes created while tracing; trace one of \
+                 these with its own --pid)\n"
+            ),
+            "{}",
+            rendered(&s)
+        );
+        s.target.children_at_attach = (41..51).collect();
+        let text = rendered(&s);
+        assert!(
+            text.contains(
+                "had started 10 processes before tracer attached (pid 41, 42, 43, 44, 45, 46, \
+                 47, 48, and 2 more): they are not traced"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -361,10 +361,21 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         }
     }
     log::debug!("set up in {:?}", setup.elapsed());
+    // What the target had started before we came: not traced, and said so.
+    let children_at_attach = match cfg.target {
+        TargetSpec::Pid(_) => target::descendants(pid as u32),
+        TargetSpec::Command(_) => Vec::new(),
+    };
     if held.is_none() {
         eprintln!(
             "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
             crate::report::visible(&command.join(" "))
+        );
+    }
+    if !children_at_attach.is_empty() {
+        eprintln!(
+            "tracer: warning: {}",
+            crate::report::text::children_at_attach(pid as u32, &children_at_attach)
         );
     }
 
@@ -373,6 +384,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             pid: pid as u32,
             namespace_pid,
             command: command.clone(),
+            children_at_attach,
             ..TargetInfo::default()
         },
         cfg.max_sites,

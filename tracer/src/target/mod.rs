@@ -5,6 +5,7 @@ mod files;
 pub use files::TargetFiles;
 
 use std::{
+    collections::{HashMap, HashSet},
     fs, io,
     os::fd::{FromRawFd, OwnedFd},
 };
@@ -124,6 +125,45 @@ pub fn namespace_pid(pid: i32) -> Option<u32> {
 }
 
 /// The command line of `pid`, as its arguments.
+/// Every process descended from `pid` now (children, their children, ...), by pid.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command in parentheses: the state, then the parent's pid.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(child);
+        }
+    }
+    // A pid reused while the scan ran could make a cycle: each is taken once.
+    let mut seen = HashSet::from([pid]);
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for &c in children.get(&p).map_or(&[][..], Vec::as_slice) {
+            if seen.insert(c) {
+                next.push(c);
+            }
+        }
+    }
+    seen.remove(&pid);
+    let mut out: Vec<u32> = seen.into_iter().collect();
+    out.sort_unstable();
+    out
+}
+
 /// Whether process `pid` still runs: it exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
