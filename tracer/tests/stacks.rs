@@ -76,7 +76,7 @@ fn whole_stacks_without_frame_pointers() {
 /// A library built without frame pointers, loaded with dlopen by a program built without them
 /// either: the process is held at the library's mapping while its unwind table is compiled
 /// (off the event path), so that even its first allocation has the whole stack, through the
-/// library's frames and `main`. Every allocation is one site. The library carries 20,000 more
+/// library's frames and `main` into libc. Every allocation is one site. The library carries 20,000 more
 /// functions (tens of milliseconds to compile, far longer than dlopen takes to call in), so a
 /// process let go before its table is in would show a first allocation cut short.
 #[test]
@@ -130,6 +130,7 @@ fn a_dlopened_library_is_unwound_from_its_first_call() {
             "lib_middle".into(),
             "lib_alloc".into(),
             "main".into(),
+            "__libc_start_call_main".into(),
         ]),
         "{walked:?}"
     );
