@@ -67,6 +67,18 @@ pub fn decode_header(bytes: &[u8]) -> Result<EventHeader, DecodeError> {
     read(bytes, "event header")
 }
 
+/// For an allocator event: its process, and the blocks it returns and passes in (0 for
+/// none). Read ahead of the decode, to fetch the live blocks' slots (see
+/// [`crate::aggregate::live::LiveTable::prefetch`]).
+pub fn block_addresses(bytes: &[u8]) -> Option<(u32, u64, u64)> {
+    let header = decode_header(bytes).ok()?;
+    if header.kind != kind::ALLOC {
+        return None;
+    }
+    let event: AllocEvent = read(bytes, "allocation event").ok()?;
+    Some((header.tgid, event.ptr, event.old_ptr))
+}
+
 /// Decodes one event from the bytes of one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header = decode_header(bytes)?;

@@ -113,6 +113,24 @@ impl Processes {
             .map(|p| p.session.pid)
     }
 
+    /// Fetches into the cache what the allocator event `record`, a few events ahead, will
+    /// touch in its process's heap. A hint: nothing changes.
+    pub fn prefetch(&self, record: &[u8]) {
+        let Some((tgid, ptr, old_ptr)) = events::block_addresses(record) else {
+            return;
+        };
+        let i = if self.last.0 == tgid {
+            self.last.1
+        } else {
+            match self.index.get(&tgid) {
+                Some(&i) => i,
+                None if self.list.len() == 1 => 0,
+                None => return,
+            }
+        };
+        self.list[i].session.agg.heap.prefetch(ptr, old_ptr);
+    }
+
     /// Processes one raw event record; returns the process it belongs to and what the live
     /// run has to do about it (see [`Followup`]).
     pub fn process(&mut self, record: &[u8]) -> Option<(u32, Followup)> {

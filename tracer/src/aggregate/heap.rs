@@ -13,6 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use foldhash::HashMap as FastMap;
 
+use super::live::LiveTable;
+
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn};
 
@@ -84,7 +86,7 @@ impl SiteStats {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct LiveBlock {
     size: u64,
     site: u32,
@@ -158,7 +160,7 @@ pub struct HeapStats {
     pub peak_live_bytes: u64,
     histogram: [u64; BUCKETS],
     /// Live blocks by address (hashed: an allocation and a free are one lookup each).
-    live: FastMap<u64, LiveBlock>,
+    live: LiveTable<LiveBlock>,
     /// The live blocks' addresses in order, kept only once a query by any address inside a
     /// block came (a page fault: see [`Self::block_at`]); runs without faults never pay for it.
     by_address: Option<BTreeSet<u64>>,
@@ -182,7 +184,7 @@ impl Default for HeapStats {
             live_bytes: 0,
             peak_live_bytes: 0,
             histogram: [0; BUCKETS],
-            live: FastMap::default(),
+            live: LiveTable::default(),
             by_address: None,
             sites: Vec::new(),
             site_index: FastMap::default(),
@@ -266,7 +268,7 @@ impl HeapStats {
         }
         // A block that moved: its old bytes were copied (as far as both hold them).
         let moved = (resizes && e.old_ptr != 0 && e.old_ptr != e.ptr)
-            .then(|| self.live.get(&e.old_ptr).map(|b| b.size))
+            .then(|| self.live.get(e.old_ptr).map(|b| b.size))
             .flatten();
         if resizes && e.old_ptr != 0 {
             self.release(e.old_ptr, tid);
@@ -282,6 +284,15 @@ impl HeapStats {
         }
     }
 
+    /// Fetches the live-block slots of `ptr` and `old_ptr` into the cache, for an allocator
+    /// event a few events ahead.
+    pub fn prefetch(&self, ptr: u64, old_ptr: u64) {
+        self.live.prefetch(ptr);
+        if old_ptr != 0 {
+            self.live.prefetch(old_ptr);
+        }
+    }
+
     /// Records a new live block; returns its site's index.
     fn record(&mut self, e: &AllocEvent, bytes: u64) -> u32 {
         let key = SiteKey {
@@ -294,7 +305,7 @@ impl HeapStats {
             self.sites.push((key, SiteStats::default()));
         }
         // A block handed out again without a free we saw: the old record is stale.
-        if self.live.contains_key(&e.ptr) {
+        if self.live.contains_key(e.ptr) {
             self.release(e.ptr, u32::MAX);
         }
         let (w, variance) = sample_weight(bytes, self.sample_bytes);
@@ -333,7 +344,7 @@ impl HeapStats {
 
     /// Releases a live block: how many blocks it stood for, or None when it was not known.
     fn release(&mut self, ptr: u64, tid: u32) -> Option<u64> {
-        let block = self.live.remove(&ptr)?;
+        let block = self.live.remove(ptr)?;
         if let Some(index) = self.by_address.as_mut() {
             index.remove(&ptr);
         }
@@ -408,18 +419,16 @@ impl HeapStats {
     /// the live blocks by address, and they are kept in order from then on.
     pub fn block_at(&mut self, addr: u64) -> Option<(u64, u64, SiteKey)> {
         let live = &self.live;
-        let index = self
-            .by_address
-            .get_or_insert_with(|| live.keys().copied().collect());
+        let index = self.by_address.get_or_insert_with(|| live.keys().collect());
         let &start = index.range(..=addr).next_back()?;
-        let block = live[&start];
+        let block = *live.get(start)?;
         (addr < start.saturating_add(block.size.max(1)))
             .then(|| (start, block.size, self.sites[block.site as usize].0))
     }
 
     /// The live blocks in address order (reports are the same on every replay).
     fn live_in_order(&self) -> Vec<(u64, LiveBlock)> {
-        let mut blocks: Vec<(u64, LiveBlock)> = self.live.iter().map(|(&a, &b)| (a, b)).collect();
+        let mut blocks: Vec<(u64, LiveBlock)> = self.live.iter().map(|(a, &b)| (a, b)).collect();
         blocks.sort_unstable_by_key(|&(a, _)| a);
         blocks
     }

@@ -3,6 +3,7 @@
 pub mod callers;
 pub mod heap;
 pub mod kernel;
+pub mod live;
 pub mod syscalls;
 pub mod timeline;
 pub mod trend;

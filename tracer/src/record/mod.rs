@@ -377,6 +377,21 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// The event `n` places after the next one in the current batch (0: the next one), if the
+    /// batch holds it: a look ahead, for fetching what it will need into the cache.
+    pub fn ahead(&self, n: usize) -> Option<&[u8]> {
+        let mut pos = self.batch_pos;
+        for i in 0..=n {
+            let len = self.batch.get(pos..pos + 2)?;
+            let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            if i == n {
+                return self.batch.get(pos + 2..pos + 2 + len);
+            }
+            pos += 2 + len;
+        }
+        None
+    }
+
     /// The byte range of the next event in the current batch.
     fn next_in_batch(&mut self) -> Result<std::ops::Range<usize>, RecordError> {
         let pos = self.batch_pos;
