@@ -307,10 +307,10 @@ impl Drain<'_> {
             session.space.exec_mappings(),
             files.substitutes(),
         ) {
-            Ok(synced) if synced.pending => {
+            Ok(true) => {
                 self.unsynced.insert(pid);
             }
-            Ok(_) => {
+            Ok(false) => {
                 self.unsynced.remove(&pid);
             }
             Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),

@@ -57,15 +57,6 @@ pub struct UnwindTables {
     ready: Arc<Notify>,
 }
 
-/// How [`UnwindTables::sync`] left a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Synced {
-    /// Its executable mappings with a table.
-    pub mappings: usize,
-    /// Some of its files' tables are still being compiled: to sync again once they are in.
-    pub pending: bool,
-}
-
 /// A file's table as far as it is known.
 enum Lookup<'a> {
     /// Loaded, or known to be absent.
@@ -88,15 +79,16 @@ pub enum LoadError {
 
 impl UnwindTables {
     /// Gives process `pid` the tables of its executable mappings as loaded now; the tables
-    /// of files not seen before are compiled in the background (see [`Synced::pending`]).
-    /// `files` says where each of its paths is read.
+    /// of files not seen before are compiled in the background. Returns whether some are
+    /// (the process is to be synced again once they are in). `files` says where each of its
+    /// paths is read.
     pub fn sync<'a>(
         &mut self,
         ebpf: &mut Ebpf,
         pid: u32,
         mappings: impl IntoIterator<Item = &'a Mapping>,
         files: &HashMap<PathBuf, PathBuf>,
-    ) -> Result<Synced, LoadError> {
+    ) -> Result<bool, LoadError> {
         let mut entries: Vec<UnwindMapping> = Vec::new();
         let mut pending = false;
         for m in mappings {
@@ -152,10 +144,7 @@ impl UnwindTables {
             name: UNWIND_MAPS_MAP,
             source,
         })?;
-        Ok(Synced {
-            mappings: entries.len(),
-            pending,
-        })
+        Ok(pending)
     }
 
     /// Compiles and loads, now, the table of a file the process will map (the command's
