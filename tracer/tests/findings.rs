@@ -60,6 +60,14 @@ fn mmap_churn_counts_maps_and_faults() {
     let faults = e["page_faults"].as_u64().unwrap();
     assert!((200..=260).contains(&faults), "{faults}");
     assert!(f["suggestion"].as_str().unwrap().contains("32 MiB"));
+    // Those mmaps made kernel objects inside the malloc calls (VMAs and maple tree nodes;
+    // fewer than one VMA each, since a new mapping next to an old one is merged into it): the
+    // site is charged the objects and their bytes, each between 8 B and a kmalloc-8k.
+    let paths = &site_in(&v, "churn_big")["paths"];
+    let objects = paths["slab_objects"].as_u64().unwrap();
+    let bytes = paths["slab_bytes"].as_u64().unwrap();
+    assert!(objects > 0, "{paths}");
+    assert!(bytes >= objects * 8 && bytes <= objects * 8192, "{paths}");
 }
 
 #[test]

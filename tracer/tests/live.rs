@@ -111,6 +111,21 @@ fn intervals_track_growth_and_name_the_leak() {
         .map(first_function)
         .collect();
     assert_eq!(named, ["leak_step"]);
+    // It is a finding too, of its own kind, naming the site and its growth.
+    let finding = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "leak_suspect")
+        .unwrap_or_else(|| panic!("no leak_suspect finding: {:#}", v["findings"]));
+    assert_eq!(finding["site"][0]["function"], "leak_step");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains("keeps growing"),
+        "{finding}"
+    );
     // stderr is no terminal here: each block is appended under a timestamp line.
     let err = stderr(&out);
     let blocks = err.lines().filter(|l| l.starts_with("--- ")).count();

@@ -416,9 +416,9 @@ impl Join {
             slot.1.slab_objects += 1;
         }
         if e.in_flight.alloc_enter_ns != 0 {
-            self.call(tid, e.in_flight.alloc_enter_ns)
-                .caused
-                .slab_objects += 1;
+            let caused = &mut self.call(tid, e.in_flight.alloc_enter_ns).caused;
+            caused.slab_objects += 1;
+            caused.slab_bytes = caused.slab_bytes.saturating_add(e.bytes_alloc);
         }
     }
 

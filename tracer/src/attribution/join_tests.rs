@@ -163,6 +163,8 @@ fn a_large_malloc_brings_its_mmap_and_slab_objects() {
         (paths.slab_objects, paths.buddy_pages, paths.resident_bytes),
         (1, 1, 4096)
     );
+    // The object's bytes as the cache hands them out (184), not as asked for (176).
+    assert_eq!((paths.slab_bytes, caused.slab_bytes), (184, 184));
     assert_eq!(
         (caused.mmap_calls, caused.mmap_bytes, caused.page_faults),
         (1, 200_704, 1)
