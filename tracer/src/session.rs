@@ -392,7 +392,7 @@ impl Session {
                 None
             }
             Event::PageAlloc(e) => {
-                self.kernel.on_page_alloc(e, &self.gfp);
+                self.kernel.on_page_alloc(e);
                 self.join.on_page_alloc(e);
                 None
             }
@@ -411,7 +411,7 @@ impl Session {
             }
             Event::Fault(e) => {
                 self.agg.callers.on_fault(e);
-                self.kernel.on_fault(self.space.region(e.address));
+                self.kernel.on_fault(self.space.region(e.address).name());
                 self.join.on_fault(e, &mut self.agg.heap, &self.space);
                 None
             }
@@ -583,7 +583,7 @@ impl Session {
             },
             ..user
         };
-        let mut kernel = KernelSummary::new(&self.kernel, &self.join);
+        let mut kernel = KernelSummary::new(&self.kernel, &self.join, &self.gfp);
         kernel.traced = finish.kernel_traced;
         kernel.stacks = finish.kernel_stacks.clone();
         kernel.slab_merges = finish.slab_merges.clone();

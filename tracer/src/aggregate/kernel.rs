@@ -1,17 +1,20 @@
 //! The kernel's allocators on the process's behalf: buddy pages, slab objects, user faults.
+//!
+//! Counted raw, without allocating per event: GFP flags and migrate types as the kernel gave
+//! them, caches by an interned key. They become names when the summary is built
+//! (`report::kernel`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use foldhash::HashMap as FastMap;
 use serde::Serialize;
 use tracer_common::{CACHE_NAME_BYTES, PageEvent, SLAB_KMALLOC, SlabEvent};
 
-use crate::{attribution::space::RegionKind, gfp::GfpTable};
-
 const PAGE_BYTES: u64 = 4096;
 
-/// `kmem:mm_page_alloc`/`mm_page_free`: page blocks by order, GFP class and migrate type.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct BuddyStats {
+/// `kmem:mm_page_alloc`/`mm_page_free`: page blocks by order, GFP flags and migrate type.
+#[derive(Debug, Clone, Default)]
+pub struct BuddyModel {
     /// Blocks allocated.
     pub allocs: u64,
     /// Pages in them (a block of order n is 2^n pages).
@@ -24,18 +27,15 @@ pub struct BuddyStats {
     pub live_pages_at_end: u64,
     /// Blocks by order.
     pub by_order: BTreeMap<u32, u64>,
-    /// Pages by GFP class (the kernel's first name for the flags).
-    pub by_gfp: BTreeMap<String, u64>,
-    /// Pages by the full decoded GFP flags.
-    pub by_gfp_flags: BTreeMap<String, u64>,
-    /// Pages by migrate type.
-    pub by_migratetype: BTreeMap<String, u64>,
-    #[serde(skip)]
-    live: HashMap<u64, u32>,
+    /// Pages by the raw GFP flags.
+    pub by_gfp_flags: FastMap<u64, u64>,
+    /// Pages by the raw migrate type.
+    pub by_migratetype: BTreeMap<i32, u64>,
+    live: FastMap<u64, u32>,
 }
 
 /// One slab cache's objects made for the process.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct CacheStats {
     pub allocs: u64,
     pub bytes: u64,
@@ -44,9 +44,54 @@ pub struct CacheStats {
     pub live_at_end: u64,
 }
 
+impl CacheStats {
+    pub fn add(&mut self, o: &CacheStats) {
+        self.allocs = self.allocs.saturating_add(o.allocs);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.bytes_req = self.bytes_req.saturating_add(o.bytes_req);
+        self.frees = self.frees.saturating_add(o.frees);
+        self.live_at_end = self.live_at_end.saturating_add(o.live_at_end);
+    }
+}
+
+/// A slab cache as the events tell it, before it has a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    /// A kmalloc object: its size class.
+    Kmalloc(u64),
+    /// A cache the tracepoint names (NUL-padded as the kernel copied it).
+    Named([u8; CACHE_NAME_BYTES]),
+    /// A cache of a kernel before 6.1, which does not name it: its object size.
+    Unnamed(u64),
+}
+
+impl CacheKey {
+    pub fn of(e: &SlabEvent) -> Self {
+        if e.flags & SLAB_KMALLOC != 0 {
+            CacheKey::Kmalloc(e.bytes_alloc)
+        } else if e.cache[0] == 0 {
+            CacheKey::Unnamed(e.bytes_alloc)
+        } else {
+            CacheKey::Named(e.cache)
+        }
+    }
+
+    /// The cache's name: the kernel's, or for kmalloc its size class (`kmalloc-64`).
+    pub fn name(&self) -> String {
+        match self {
+            CacheKey::Kmalloc(size) => format!("kmalloc-{size}"),
+            CacheKey::Unnamed(size) => format!("cache-{size}"),
+            CacheKey::Named(bytes) => {
+                let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                String::from_utf8_lossy(&bytes[..len]).into_owned()
+            }
+        }
+    }
+}
+
 /// `kmem:kmem_cache_alloc`/`kmalloc` and their frees.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct SlabStats {
+#[derive(Debug, Clone, Default)]
+pub struct SlabModel {
     pub allocs: u64,
     /// Bytes handed out (the objects' sizes).
     pub bytes: u64,
@@ -55,10 +100,28 @@ pub struct SlabStats {
     pub frees: u64,
     pub live_at_end: u64,
     pub live_bytes_at_end: u64,
-    /// By cache name; kmalloc objects by their size class (`kmalloc-64`, ...).
-    pub by_cache: BTreeMap<String, CacheStats>,
-    #[serde(skip)]
-    live: HashMap<u64, (String, u64)>,
+    /// Each cache met, by the id its objects carry in `live`.
+    caches: Vec<(CacheKey, CacheStats)>,
+    ids: FastMap<CacheKey, u32>,
+    /// Live objects by address: their cache's id and bytes.
+    live: FastMap<u64, (u32, u64)>,
+}
+
+impl SlabModel {
+    /// Every cache met, with its objects.
+    pub fn caches(&self) -> impl Iterator<Item = &(CacheKey, CacheStats)> {
+        self.caches.iter()
+    }
+
+    fn id(&mut self, key: CacheKey) -> u32 {
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.caches.len() as u32;
+        self.caches.push((key, CacheStats::default()));
+        self.ids.insert(key, id);
+        id
+    }
 }
 
 /// User page faults by the kind of region they hit.
@@ -75,58 +138,25 @@ pub struct KStackCount {
     pub slab_objects: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct KernelStats {
-    pub buddy: BuddyStats,
-    pub slab: SlabStats,
+    pub buddy: BuddyModel,
+    pub slab: SlabModel,
     pub faults: FaultStats,
     /// By kernel stack id.
-    #[serde(skip)]
-    pub kstacks: HashMap<i32, KStackCount>,
-}
-
-/// The kernel's migrate-type names for the common values.
-fn migratetype_name(mt: i32) -> String {
-    match mt {
-        0 => "Unmovable".into(),
-        1 => "Movable".into(),
-        2 => "Reclaimable".into(),
-        3 => "HighAtomic".into(),
-        n => n.to_string(),
-    }
-}
-
-/// A slab object's cache: its name, or for kmalloc its size class.
-pub fn cache_name(e: &SlabEvent) -> String {
-    if e.flags & SLAB_KMALLOC != 0 {
-        return format!("kmalloc-{}", e.bytes_alloc);
-    }
-    let len = e
-        .cache
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(CACHE_NAME_BYTES);
-    if len == 0 {
-        // Kernels before 6.1 do not name the cache: name it by its object size.
-        return format!("cache-{}", e.bytes_alloc);
-    }
-    String::from_utf8_lossy(&e.cache[..len]).into_owned()
+    pub kstacks: FastMap<i32, KStackCount>,
 }
 
 impl KernelStats {
-    pub fn on_page_alloc(&mut self, e: &PageEvent, gfp: &GfpTable) {
+    pub fn on_page_alloc(&mut self, e: &PageEvent) {
         let b = &mut self.buddy;
         let pages = 1u64 << e.order.min(20);
         b.allocs += 1;
         b.pages = b.pages.saturating_add(pages);
         b.bytes = b.bytes.saturating_add(pages * PAGE_BYTES);
         *b.by_order.entry(e.order).or_default() += 1;
-        let (class, full) = gfp.decode(e.gfp_flags);
-        *b.by_gfp.entry(class).or_default() += pages;
-        *b.by_gfp_flags.entry(full).or_default() += pages;
-        *b.by_migratetype
-            .entry(migratetype_name(e.migratetype))
-            .or_default() += pages;
+        *b.by_gfp_flags.entry(e.gfp_flags).or_default() += pages;
+        *b.by_migratetype.entry(e.migratetype).or_default() += pages;
         // A pfn handed out again without a free we saw replaces the old record.
         if let Some(old) = b.live.insert(e.pfn, e.order) {
             b.live_pages_at_end = b.live_pages_at_end.saturating_sub(1u64 << old.min(20));
@@ -159,11 +189,11 @@ impl KernelStats {
 
     pub fn on_slab_alloc(&mut self, e: &SlabEvent) {
         let s = &mut self.slab;
-        let name = cache_name(e);
+        let id = s.id(CacheKey::of(e));
         s.allocs += 1;
         s.bytes = s.bytes.saturating_add(e.bytes_alloc);
         s.bytes_req = s.bytes_req.saturating_add(e.bytes_req);
-        let c = s.by_cache.entry(name.clone()).or_default();
+        let c = &mut s.caches[id as usize].1;
         c.allocs += 1;
         c.bytes = c.bytes.saturating_add(e.bytes_alloc);
         c.bytes_req = c.bytes_req.saturating_add(e.bytes_req);
@@ -173,31 +203,29 @@ impl KernelStats {
         if e.kstack_id >= 0 {
             self.kstacks.entry(e.kstack_id).or_default().slab_objects += 1;
         }
-        if let Some((old, bytes)) = s.live.insert(e.ptr, (name, e.bytes_alloc)) {
+        if let Some((old, bytes)) = s.live.insert(e.ptr, (id, e.bytes_alloc)) {
             s.live_at_end -= 1;
             s.live_bytes_at_end = s.live_bytes_at_end.saturating_sub(bytes);
-            if let Some(c) = s.by_cache.get_mut(&old) {
-                c.live_at_end -= 1;
-            }
+            s.caches[old as usize].1.live_at_end -= 1;
         }
     }
 
     pub fn on_slab_free(&mut self, e: &SlabEvent) {
         let s = &mut self.slab;
-        if let Some((name, bytes)) = s.live.remove(&e.ptr) {
+        if let Some((id, bytes)) = s.live.remove(&e.ptr) {
             s.frees += 1;
             s.live_at_end -= 1;
             s.live_bytes_at_end = s.live_bytes_at_end.saturating_sub(bytes);
-            if let Some(c) = s.by_cache.get_mut(&name) {
-                c.frees += 1;
-                c.live_at_end -= 1;
-            }
+            let c = &mut s.caches[id as usize].1;
+            c.frees += 1;
+            c.live_at_end -= 1;
         }
     }
 
-    pub fn on_fault(&mut self, region: RegionKind) {
+    /// A user page fault in a region of kind `region` (its name).
+    pub fn on_fault(&mut self, region: &'static str) {
         self.faults.user += 1;
-        *self.faults.by_region.entry(region.name()).or_default() += 1;
+        *self.faults.by_region.entry(region).or_default() += 1;
     }
 }
 
@@ -245,40 +273,38 @@ mod tests {
 
     #[test]
     fn caches_are_named_by_the_kernel_or_by_object_size() {
+        let name = |e: &SlabEvent| CacheKey::of(e).name();
         let mut e = slab(kind::SLAB_ALLOC, 0x10, "vm_area_struct", 176, 184);
-        assert_eq!(cache_name(&e), "vm_area_struct");
+        assert_eq!(name(&e), "vm_area_struct");
         e.flags = SLAB_KMALLOC;
-        assert_eq!(cache_name(&e), "kmalloc-184");
+        assert_eq!(name(&e), "kmalloc-184");
         // Before Linux 6.1 kmem_cache_alloc has no name.
         e.flags = 0;
         e.cache = [0; CACHE_NAME_BYTES];
-        assert_eq!(cache_name(&e), "cache-184");
+        assert_eq!(name(&e), "cache-184");
     }
 
     #[test]
     fn buddy_pages_by_order_gfp_and_pfn_reuse() {
-        let gfp = GfpTable::from_print_fmt(
-            r#"__print_flags(REC->gfp_flags, "|", {( unsigned long)(1UL << 1), "GFP_USERISH"}, {( unsigned long)(1UL << 8), "__GFP_ZERO"})"#,
-        );
         let mut k = KernelStats::default();
-        k.on_page_alloc(&page(kind::PAGE_ALLOC, 100, 0, 0x102), &gfp);
-        k.on_page_alloc(&page(kind::PAGE_ALLOC, 200, 2, 0x2), &gfp);
+        k.on_page_alloc(&page(kind::PAGE_ALLOC, 100, 0, 0x102));
+        k.on_page_alloc(&page(kind::PAGE_ALLOC, 200, 2, 0x2));
         k.on_page_free(&page(kind::PAGE_FREE, 100, 0, 0));
         // pfn 100 reused: a new allocation of the same frame.
-        k.on_page_alloc(&page(kind::PAGE_ALLOC, 100, 0, 0x2), &gfp);
+        k.on_page_alloc(&page(kind::PAGE_ALLOC, 100, 0, 0x2));
         // A free of a frame never seen allocated is not counted.
         k.on_page_free(&page(kind::PAGE_FREE, 999, 0, 0));
         let b = &k.buddy;
         assert_eq!((b.allocs, b.pages, b.bytes), (3, 6, 6 * 4096));
         assert_eq!((b.frees, b.freed_pages, b.live_pages_at_end), (1, 1, 5));
         assert_eq!(b.by_order, BTreeMap::from([(0, 2), (2, 1)]));
-        assert_eq!(b.by_gfp, BTreeMap::from([("GFP_USERISH".to_string(), 6)]));
-        assert_eq!(b.by_gfp_flags["GFP_USERISH|__GFP_ZERO"], 1);
-        assert_eq!(b.by_migratetype["Movable"], 6);
+        // Raw flags and migrate types: named only in the summary.
+        assert_eq!((b.by_gfp_flags[&0x102], b.by_gfp_flags[&0x2]), (1, 5));
+        assert_eq!(b.by_migratetype, BTreeMap::from([(1, 6)]));
         assert!(k.kstacks.is_empty(), "no stacks without --kernel-stacks");
         let mut with_stack = page(kind::PAGE_ALLOC, 300, 1, 0x2);
         with_stack.kstack_id = 4;
-        k.on_page_alloc(&with_stack, &gfp);
+        k.on_page_alloc(&with_stack);
         let mut obj = slab(kind::SLAB_ALLOC, 0x5000, "filp", 232, 256);
         obj.kstack_id = 4;
         k.on_slab_alloc(&obj);
@@ -304,8 +330,14 @@ mod tests {
             (s.allocs, s.bytes, s.bytes_req, s.frees, s.live_at_end),
             (3, 432, 392, 1, 2)
         );
+        let cache = |name: &str| {
+            s.caches()
+                .find(|(key, _)| key.name() == name)
+                .map(|(_, c)| *c)
+                .unwrap()
+        };
         assert_eq!(
-            s.by_cache["vm_area_struct"],
+            cache("vm_area_struct"),
             CacheStats {
                 allocs: 2,
                 bytes: 368,
@@ -314,15 +346,16 @@ mod tests {
                 live_at_end: 1
             }
         );
-        assert_eq!(s.by_cache["kmalloc-64"].allocs, 1);
+        assert_eq!(cache("kmalloc-64").allocs, 1);
+        assert_eq!(s.caches().count(), 2, "one id per cache");
     }
 
     #[test]
     fn faults_by_region() {
         let mut k = KernelStats::default();
-        k.on_fault(RegionKind::Heap);
-        k.on_fault(RegionKind::AnonMmap);
-        k.on_fault(RegionKind::AnonMmap);
+        k.on_fault("heap");
+        k.on_fault("anon_mmap");
+        k.on_fault("anon_mmap");
         assert_eq!(k.faults.user, 3);
         assert_eq!(
             k.faults.by_region,

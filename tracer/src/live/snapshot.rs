@@ -193,7 +193,7 @@ impl Snapshotter {
             slab_merges: crate::target::slab_merges(
                 now.processes
                     .iter()
-                    .flat_map(|p| p.session.kernel.slab.by_cache.keys()),
+                    .flat_map(|p| p.session.kernel.slab.caches().map(|(key, _)| key.name())),
             ),
             processes,
             wrappers: self.wrappers.clone(),

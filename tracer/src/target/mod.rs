@@ -321,8 +321,8 @@ pub fn check_tid(pid: i32, tid: u32) -> Result<(), TargetError> {
 /// The slab caches the kernel merged (`/sys/kernel/slab`: names linked to one cache): for each
 /// of `names` that shares its cache, the other names. The kernel's tracepoints name a merged
 /// cache after the first that was created, whatever its objects are.
-pub fn slab_merges<'a>(
-    names: impl IntoIterator<Item = &'a String>,
+pub fn slab_merges(
+    names: impl IntoIterator<Item = impl AsRef<str>>,
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut by_target: std::collections::BTreeMap<std::ffi::OsString, Vec<String>> =
         Default::default();
@@ -341,12 +341,13 @@ pub fn slab_merges<'a>(
     }
     let mut out = std::collections::BTreeMap::new();
     for name in names {
-        if let Some(group) = by_target.values().find(|g| g.contains(name))
+        let name = name.as_ref();
+        if let Some(group) = by_target.values().find(|g| g.iter().any(|n| n == name))
             && group.len() > 1
         {
             let mut others: Vec<String> = group.iter().filter(|n| *n != name).cloned().collect();
             others.sort();
-            out.insert(name.clone(), others);
+            out.insert(name.to_string(), others);
         }
     }
     out
