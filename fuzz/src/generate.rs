@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use tracer::{
+    facts::{KernelPath, TargetFacts},
     record::{self, EVENTS, FINISH, START},
-    report::{TargetInfo, kernel::KernelStack},
     session::{Finish, ProcessFinish, Start},
     symbolize::Frame,
 };
@@ -262,7 +262,7 @@ fn finish(rng: &mut Rng) -> Finish {
         symbols.insert(addr, frames);
     }
     Finish {
-        target: TargetInfo {
+        target: TargetFacts {
             pid: PID,
             command: vec![text(rng, 10)],
             exit_code: rng.chance(2).then(|| word(rng) as i32),
@@ -283,7 +283,7 @@ fn finish(rng: &mut Rng) -> Finish {
         stacks,
         symbols,
         kernel_stacks: (0..rng.below(3))
-            .map(|_| KernelStack {
+            .map(|_| KernelPath {
                 stack: (0..rng.below(5)).map(|_| text(rng, 12)).collect(),
                 pages: word(rng),
                 slab_objects: word(rng),

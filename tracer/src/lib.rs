@@ -9,6 +9,7 @@ pub mod attribution;
 pub mod cli;
 pub mod diff;
 pub mod events;
+pub mod facts;
 pub mod gfp;
 pub mod invoker;
 pub mod launch;

@@ -22,10 +22,11 @@ use crate::{
     },
     attribution::{AddressSpace, join::Join, resident::PageSet, space::RegionKind},
     events::{self, Event},
+    facts::{KernelPath, TargetFacts},
     gfp::GfpTable,
     report::{
-        EventCounts, ImageReport, SCHEMA, Summary, TargetInfo, callers, findings,
-        kernel::{KernelStack, KernelSummary, PathsSummary},
+        EventCounts, ImageReport, SCHEMA, Summary, callers, findings,
+        kernel::{KernelSummary, PathsSummary},
         plumbing::Plumbing,
         user,
     },
@@ -93,7 +94,7 @@ impl Start {
 /// them, read from the kernel and the process's files at the end of the live run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Finish {
-    pub target: TargetInfo,
+    pub target: TargetFacts,
     pub duration_ms: f64,
     /// CLOCK_MONOTONIC at the end, to age leaks.
     pub now_ns: u64,
@@ -109,7 +110,7 @@ pub struct Finish {
     pub stacks: HashMap<i32, Vec<u64>>,
     /// Every address of every site's stack, symbolized.
     pub symbols: HashMap<u64, Vec<Frame>>,
-    pub kernel_stacks: Vec<KernelStack>,
+    pub kernel_stacks: Vec<KernelPath>,
     pub max_sites: usize,
     /// What the run traced: `full` or `kernel`.
     #[serde(default = "full_mode")]
@@ -585,7 +586,7 @@ impl Session {
         };
         let mut kernel = KernelSummary::new(&self.kernel, &self.join, &self.gfp);
         kernel.traced = finish.kernel_traced;
-        kernel.stacks = finish.kernel_stacks.clone();
+        kernel.stacks = finish.kernel_stacks.iter().map(Into::into).collect();
         kernel.slab_merges = finish.slab_merges.clone();
         let mut counts = self.counts.clone();
         add_counters(&mut counts, finish);
@@ -621,7 +622,7 @@ impl Session {
             },
             callers,
             timeline,
-            target: finish.target.clone(),
+            target: (&finish.target).into(),
             duration_ms: finish.duration_ms,
             events: counts,
             syscalls: {

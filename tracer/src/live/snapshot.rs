@@ -14,9 +14,9 @@ use aya::Ebpf;
 use tracer_common::STACKS_MAP;
 
 use crate::{
+    facts::TargetFacts,
     probes::stacks::{kernel_stacks, read_stacks},
     processes::Processes,
-    report::TargetInfo,
     session::{Finish, ProcessFinish, Session},
     symbolize::Frame,
     target::TargetFiles,
@@ -55,7 +55,7 @@ impl Ending {
 
 pub struct Snapshotter {
     /// pid, namespace pid and command: the rest is filled in per snapshot.
-    pub target: TargetInfo,
+    pub target: TargetFacts,
     pub started: Instant,
     /// Set when tracing stopped: the run's duration from then on.
     pub stopped: Option<std::time::Duration>,
@@ -74,7 +74,7 @@ pub struct Snapshotter {
 }
 
 impl Snapshotter {
-    pub fn new(target: TargetInfo, max_sites: usize, min_age_ns: u64, mode: &str) -> Self {
+    pub fn new(target: TargetFacts, max_sites: usize, min_age_ns: u64, mode: &str) -> Self {
         Snapshotter {
             target,
             started: Instant::now(),
@@ -161,7 +161,7 @@ impl Snapshotter {
         }
         let threads = threads_of(now.threads, root.pid);
         Finish {
-            target: TargetInfo {
+            target: TargetFacts {
                 exit_code: ending.exit_code,
                 signal: ending.signal,
                 ended_by: ending.ended_by,

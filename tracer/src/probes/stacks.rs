@@ -8,7 +8,7 @@ use aya::{
 };
 use tracer_common::{DWARF_STACK_ID_BASE, DWARF_STACKS_MAP, DwarfStack, KSTACKS_MAP};
 
-use crate::{aggregate::kernel::KernelStats, report::kernel::KernelStack};
+use crate::{aggregate::kernel::KernelStats, facts::KernelPath};
 
 /// The frames (instruction pointers, innermost first) of each stack id in `ids`, from the
 /// stack map `name`, or for ids from [`DWARF_STACK_ID_BASE`] on, from the unwinder's map. Ids
@@ -79,7 +79,7 @@ pub fn symbolize_kernel(addrs: impl Iterator<Item = u64>) -> HashMap<u64, String
 }
 
 /// The `max` kernel stacks that allocated most (`--kernel-stacks`), symbolized.
-pub fn kernel_stacks(ebpf: &Ebpf, kernel: &KernelStats, max: usize) -> Vec<KernelStack> {
+pub fn kernel_stacks(ebpf: &Ebpf, kernel: &KernelStats, max: usize) -> Vec<KernelPath> {
     let mut ids: Vec<_> = kernel.kstacks.iter().collect();
     ids.sort_by_key(|(id, c)| (std::cmp::Reverse(c.pages + c.slab_objects), **id));
     ids.truncate(max);
@@ -88,7 +88,7 @@ pub fn kernel_stacks(ebpf: &Ebpf, kernel: &KernelStats, max: usize) -> Vec<Kerne
     ids.into_iter()
         .filter_map(|(id, c)| {
             let trace = traces.get(id)?;
-            Some(KernelStack {
+            Some(KernelPath {
                 stack: trace
                     .iter()
                     .map(|a| names.get(a).cloned().unwrap_or_else(|| format!("{a:#x}")))

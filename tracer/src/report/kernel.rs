@@ -122,11 +122,21 @@ impl SlabStats {
 }
 
 /// A kernel allocation path: the kernel stack, innermost first, and what it allocated.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct KernelStack {
     pub stack: Vec<String>,
     pub pages: u64,
     pub slab_objects: u64,
+}
+
+impl From<&crate::facts::KernelPath> for KernelStack {
+    fn from(p: &crate::facts::KernelPath) -> Self {
+        KernelStack {
+            stack: p.stack.clone(),
+            pages: p.pages,
+            slab_objects: p.slab_objects,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

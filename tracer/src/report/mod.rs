@@ -18,14 +18,14 @@ pub mod text;
 pub mod totals;
 pub mod user;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::aggregate::SyscallStats;
 
 pub const SCHEMA: &str = "tracer.summary/1";
 
 /// The traced process.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct TargetInfo {
     pub pid: u32,
     /// The pid inside the process's own pid namespace (a container), when it differs.
@@ -46,6 +46,21 @@ pub struct TargetInfo {
     /// then): not traced, `--follow` or not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children_at_attach: Vec<u32>,
+}
+
+impl From<&crate::facts::TargetFacts> for TargetInfo {
+    fn from(t: &crate::facts::TargetFacts) -> Self {
+        TargetInfo {
+            pid: t.pid,
+            namespace_pid: t.namespace_pid,
+            command: t.command.clone(),
+            exit_code: t.exit_code,
+            signal: t.signal,
+            ended_by: t.ended_by.clone(),
+            threads: t.threads.clone(),
+            children_at_attach: t.children_at_attach.clone(),
+        }
+    }
 }
 
 /// What happened to the events on their way from the kernel.

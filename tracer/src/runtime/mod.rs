@@ -24,7 +24,9 @@ use drain::Drain;
 use ui::{TopUi, next_key};
 
 use crate::{
-    events, invoker,
+    events,
+    facts::TargetFacts,
+    invoker,
     launch::HeldChild,
     live::{
         Live,
@@ -42,7 +44,7 @@ use crate::{
     },
     processes::Processes,
     record::Recorder,
-    report::{Summary, TargetInfo},
+    report::Summary,
     serve::{self, Published, Server},
     session::{ExecImage, Finish, Followup, Session, Start, is_loader},
     signals::Signals,
@@ -380,12 +382,12 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     }
 
     let mut snapshotter = Snapshotter::new(
-        TargetInfo {
+        TargetFacts {
             pid: pid as u32,
             namespace_pid,
             command: command.clone(),
             children_at_attach,
-            ..TargetInfo::default()
+            ..TargetFacts::default()
         },
         cfg.max_sites,
         cfg.min_age.as_nanos().min(u128::from(u64::MAX)) as u64,
