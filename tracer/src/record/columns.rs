@@ -7,8 +7,6 @@
 //! length, stored byte column by byte column. Timestamps, pids, call sites and neighbouring
 //! addresses become runs of zero bytes, which deflate takes to almost nothing.
 
-use foldhash::HashMap;
-
 /// The events of a plain-layout batch, as byte ranges; `None` if it is malformed.
 fn events(plain: &[u8]) -> Option<Vec<&[u8]>> {
     let mut out = Vec::new();
@@ -23,18 +21,53 @@ fn events(plain: &[u8]) -> Option<Vec<&[u8]>> {
     Some(out)
 }
 
-/// The lengths in order of first appearance, with how many events have each.
-fn groups(lengths: impl Iterator<Item = usize>) -> Vec<(usize, usize)> {
-    let mut index: HashMap<usize, usize> = HashMap::default();
-    let mut groups: Vec<(usize, usize)> = Vec::new();
+/// The lengths in order of first appearance, with how many events have each, and the group
+/// of each event.
+fn groups(lengths: impl Iterator<Item = usize>) -> (Vec<(usize, usize)>, Vec<u32>) {
+    let mut index = GroupIndex::default();
+    let mut of_event = Vec::new();
     for len in lengths {
-        let i = *index.entry(len).or_insert_with(|| {
-            groups.push((len, 0));
-            groups.len() - 1
-        });
-        groups[i].1 += 1;
+        let i = index.find_or_add(len);
+        index.groups[i].1 += 1;
+        of_event.push(i as u32);
     }
-    groups
+    (index.groups, of_event)
+}
+
+/// Groups by length. A batch has a handful of lengths (one per event kind), in runs: the last
+/// one found is tried first, then the others in turn; past a few (a hostile batch can have
+/// thousands) a hash index takes over, so finding one never costs more than a hash.
+#[derive(Default)]
+struct GroupIndex {
+    groups: Vec<(usize, usize)>,
+    last: usize,
+    hashed: Option<foldhash::HashMap<usize, usize>>,
+}
+
+impl GroupIndex {
+    const SCANNED: usize = 16;
+
+    fn find_or_add(&mut self, len: usize) -> usize {
+        if self.groups.get(self.last).is_some_and(|g| g.0 == len) {
+            return self.last;
+        }
+        let found = match &self.hashed {
+            Some(index) => index.get(&len).copied(),
+            None => self.groups.iter().position(|g| g.0 == len),
+        };
+        self.last = found.unwrap_or_else(|| {
+            self.groups.push((len, 0));
+            let i = self.groups.len() - 1;
+            if let Some(index) = &mut self.hashed {
+                index.insert(len, i);
+            } else if self.groups.len() > Self::SCANNED {
+                let index = self.groups.iter().enumerate().map(|(i, g)| (g.0, i));
+                self.hashed = Some(index.collect());
+            }
+            i
+        });
+        self.last
+    }
 }
 
 fn word(bytes: &[u8], at: usize) -> u64 {
@@ -50,7 +83,7 @@ pub fn to_columns(plain: &[u8]) -> Vec<u8> {
     for e in &events {
         out.extend_from_slice(&(e.len() as u16).to_le_bytes());
     }
-    for (len, count) in groups(events.iter().map(|e| e.len())) {
+    for (len, count) in groups(events.iter().map(|e| e.len())).0 {
         let rows: Vec<&[u8]> = events.iter().copied().filter(|e| e.len() == len).collect();
         // Delta rows: each full word minus the same word of the previous row.
         let mut delta = vec![0u8; len * count];
@@ -93,48 +126,59 @@ pub fn from_columns(packed: &[u8], plain: &mut Vec<u8>) -> Result<(), &'static s
         std::cmp::Ordering::Equal => {}
     }
     // Each event's place in the plain layout, by length group; the length prefixes written.
-    let groups = groups(lengths.iter().copied());
-    let group_of: HashMap<usize, usize> = groups
-        .iter()
-        .enumerate()
-        .map(|(i, &(len, _))| (len, i))
-        .collect();
+    let (groups, group_of) = groups(lengths.iter().copied());
     let mut starts: Vec<Vec<usize>> = groups
         .iter()
         .map(|&(_, rows)| Vec::with_capacity(rows))
         .collect();
     plain.resize(columns + 2 * count, 0);
     let mut at = 0;
-    for &len in &lengths {
+    for (&len, &group) in lengths.iter().zip(&group_of) {
         plain[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
-        starts[group_of[&len]].push(at + 2);
+        starts[group as usize].push(at + 2);
         at += 2 + len;
     }
-    // Word by word: its eight byte columns gathered (each read in order), the deltas summed
-    // back, and each row's word written to its event.
-    let mut words: Vec<u64> = Vec::new();
+    // By blocks of rows, so that the block's events stay in the cache while each of their
+    // words is written: a word's eight byte columns gathered (each read in order), the deltas
+    // summed back (carried from block to block), and each row's word written to its event.
+    const BLOCK: usize = 64;
+    let mut carry: Vec<u64> = Vec::new();
+    // Every word of a block is written before it is read.
+    let mut words = [0u64; BLOCK];
     for (&(len, rows), starts) in groups.iter().zip(&starts) {
         let cols = &packed[pos..pos + len * rows];
         pos += len * rows;
-        for w in 0..len / 8 {
-            words.clear();
-            words.resize(rows, 0);
-            for k in 0..8 {
-                let col = &cols[(w * 8 + k) * rows..(w * 8 + k + 1) * rows];
-                for (v, &b) in words.iter_mut().zip(col) {
-                    *v |= u64::from(b) << (8 * k);
+        let whole = len / 8;
+        carry.clear();
+        carry.resize(whole, 0);
+        for first in (0..rows).step_by(BLOCK) {
+            let n = BLOCK.min(rows - first);
+            let block_starts = &starts[first..first + n];
+            for (w, last) in carry.iter_mut().enumerate() {
+                let col = |k: usize| &cols[(w * 8 + k) * rows + first..][..n];
+                let c: [&[u8]; 8] = std::array::from_fn(col);
+                let words = &mut words[..n];
+                // Every column as long as the block: no bounds check left in the loop.
+                assert!(c.iter().all(|c| c.len() == words.len()));
+                for (r, v) in words.iter_mut().enumerate() {
+                    *v = u64::from_le_bytes([
+                        c[0][r], c[1][r], c[2][r], c[3][r], c[4][r], c[5][r], c[6][r], c[7][r],
+                    ]);
                 }
+                // In a local: summed through memory, each add would wait for the last store.
+                let mut sum = *last;
+                for (v, &start) in words.iter().zip(block_starts) {
+                    sum = sum.wrapping_add(*v);
+                    let at = start + w * 8;
+                    plain[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+                }
+                *last = sum;
             }
-            let mut last = 0u64;
-            for (v, &start) in words.iter().zip(starts) {
-                last = last.wrapping_add(*v);
-                let at = start + w * 8;
-                plain[at..at + 8].copy_from_slice(&last.to_le_bytes());
-            }
-        }
-        for j in len / 8 * 8..len {
-            for (&b, &start) in cols[j * rows..(j + 1) * rows].iter().zip(starts) {
-                plain[start + j] = b;
+            for j in whole * 8..len {
+                let col = &cols[j * rows + first..][..n];
+                for (&b, &start) in col.iter().zip(block_starts) {
+                    plain[start + j] = b;
+                }
             }
         }
     }
@@ -170,6 +214,30 @@ mod tests {
         let mut empty = Vec::new();
         from_columns(&to_columns(&[]), &mut empty).unwrap();
         assert!(empty.is_empty());
+    }
+
+    /// Past a few lengths the groups are found by hash: 300 lengths, in an order that comes
+    /// back to old ones, still round-trip.
+    #[test]
+    fn many_lengths_round_trip() {
+        let events: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| {
+                let len = (i * 37 % 300) as usize;
+                (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+            })
+            .collect();
+        let batch = plain(&events);
+        let (groups, of_event) = groups(events.iter().map(|e| e.len()));
+        assert_eq!(groups.len(), 300);
+        assert!(
+            of_event
+                .iter()
+                .zip(&events)
+                .all(|(&g, e)| groups[g as usize].0 == e.len())
+        );
+        let mut back = Vec::new();
+        from_columns(&to_columns(&batch), &mut back).unwrap();
+        assert_eq!(back, batch);
     }
 
     #[test]

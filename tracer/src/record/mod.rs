@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use flate2::{Compression, read::DeflateDecoder, write::DeflateEncoder};
+use flate2::{Compression, Decompress, FlushDecompress, Status, write::DeflateEncoder};
 use thiserror::Error;
 
 use crate::{
@@ -264,6 +264,33 @@ pub fn encode_batch(plain: &[u8]) -> Vec<u8> {
 }
 
 /// Bytes deflated as they are (the fuzzer stores crafted column layouts with it).
+/// Inflates a raw deflate stream into `out` (cleared first), at most [`MAX_BATCH_BYTES`]: into
+/// the vector's spare room, which is never zeroed first (`read_to_end` would zero it all).
+fn inflate(input: &[u8], out: &mut Vec<u8>, d: &mut Decompress) -> Result<(), String> {
+    out.clear();
+    d.reset(false);
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() as u64 >= MAX_BATCH_BYTES {
+                return Err(format!("it is over {MAX_BATCH_BYTES} bytes"));
+            }
+            let room = (out.capacity().max(input.len() * 4).max(1 << 16))
+                .min(MAX_BATCH_BYTES as usize - out.len());
+            out.reserve_exact(room);
+        }
+        let read = d.total_in() as usize;
+        let before = (read, out.len());
+        match d.decompress_vec(&input[read..], out, FlushDecompress::Finish) {
+            Ok(Status::StreamEnd) => return Ok(()),
+            Ok(_) if (d.total_in() as usize, out.len()) == before && out.len() < out.capacity() => {
+                return Err("the stream ends early".into());
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 pub fn deflate(batch: &[u8]) -> Vec<u8> {
     let mut deflate = DeflateEncoder::new(Vec::new(), Compression::fast());
     deflate
@@ -290,6 +317,7 @@ pub struct Reader<R> {
     /// The inflated batch (column layout), then the same in the plain layout being read,
     /// where its next event starts, and the batch's offset.
     packed: Vec<u8>,
+    inflater: Decompress,
     batch: Vec<u8>,
     batch_pos: usize,
     batch_offset: u64,
@@ -351,6 +379,7 @@ impl<R: Read> Reader<R> {
             len: None,
             buf: Vec::new(),
             packed: Vec::new(),
+            inflater: Decompress::new(false),
             batch: Vec::new(),
             batch_pos: 0,
             batch_offset: 0,
@@ -411,14 +440,12 @@ impl<R: Read> Reader<R> {
 
     fn inflate_batch(&mut self) -> Result<(), RecordError> {
         self.batch_pos = 0;
-        self.packed.clear();
-        let mut inflate = DeflateDecoder::new(&self.buf[..]).take(MAX_BATCH_BYTES);
-        inflate
-            .read_to_end(&mut self.packed)
-            .map_err(|e| RecordError::Corrupt {
+        inflate(&self.buf, &mut self.packed, &mut self.inflater).map_err(|what| {
+            RecordError::Corrupt {
                 offset: self.batch_offset,
-                what: format!("an events batch does not inflate: {e}"),
-            })?;
+                what: format!("an events batch does not inflate: {what}"),
+            }
+        })?;
         columns::from_columns(&self.packed, &mut self.batch).map_err(|what| RecordError::Corrupt {
             offset: self.batch_offset,
             what: what.into(),
@@ -543,5 +570,23 @@ mod tests {
             "{} bytes reserved",
             reader.buf.capacity()
         );
+    }
+
+    /// The inflater gives back what was deflated, across calls (one `Decompress` reused and
+    /// the output growing past its first room), and refuses a cut or garbled stream.
+    #[test]
+    fn batches_inflate_whole_or_not_at_all() {
+        let mut d = Decompress::new(false);
+        let mut out = Vec::new();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 / 1000) as u8).collect();
+        for data in [&b"small"[..], &big, &[][..], &b"again"[..]] {
+            inflate(&deflate(data), &mut out, &mut d).unwrap();
+            assert_eq!(out, data);
+        }
+        let packed = deflate(&big);
+        for cut in [1, packed.len() / 2, packed.len() - 1] {
+            assert!(inflate(&packed[..cut], &mut out, &mut d).is_err(), "{cut}");
+        }
+        assert!(inflate(&[0xff; 64], &mut out, &mut d).is_err());
     }
 }
