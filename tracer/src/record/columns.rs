@@ -70,6 +70,27 @@ impl GroupIndex {
     }
 }
 
+/// An 8x8 matrix of bytes, one row per word (byte j of word i is element (i, j)),
+/// transposed: byte j of word i becomes byte i of word j. Blocks of 1, 2, then 4 bytes are
+/// swapped across the diagonal, in registers.
+fn transpose8(mut a: [u64; 8]) -> [u64; 8] {
+    const MASKS: [u64; 3] = [
+        0x00ff_00ff_00ff_00ff,
+        0x0000_ffff_0000_ffff,
+        0x0000_0000_ffff_ffff,
+    ];
+    for (stage, mask) in MASKS.into_iter().enumerate() {
+        let d = 1 << stage;
+        let shift = 8 * d as u32;
+        for i in (0..8).filter(|i| i & d == 0) {
+            let t = ((a[i] >> shift) ^ a[i + d]) & mask;
+            a[i + d] ^= t;
+            a[i] ^= t << shift;
+        }
+    }
+    a
+}
+
 fn word(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
@@ -160,7 +181,16 @@ pub fn from_columns(packed: &[u8], plain: &mut Vec<u8>) -> Result<(), &'static s
                 let words = &mut words[..n];
                 // Every column as long as the block: no bounds check left in the loop.
                 assert!(c.iter().all(|c| c.len() == words.len()));
-                for (r, v) in words.iter_mut().enumerate() {
+                // Eight rows at a time: eight bytes of each column, transposed.
+                let mut r = 0;
+                while r + 8 <= n {
+                    let chunk: [u64; 8] = std::array::from_fn(|k| {
+                        u64::from_le_bytes(c[k][r..r + 8].try_into().expect("8 bytes"))
+                    });
+                    words[r..r + 8].copy_from_slice(&transpose8(chunk));
+                    r += 8;
+                }
+                for (r, v) in words.iter_mut().enumerate().skip(r) {
                     *v = u64::from_le_bytes([
                         c[0][r], c[1][r], c[2][r], c[3][r], c[4][r], c[5][r], c[6][r], c[7][r],
                     ]);
@@ -214,6 +244,21 @@ mod tests {
         let mut empty = Vec::new();
         from_columns(&to_columns(&[]), &mut empty).unwrap();
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn transposes_a_byte_matrix() {
+        let m: [u64; 8] = std::array::from_fn(|i| {
+            u64::from_le_bytes(std::array::from_fn(|j| (i * 8 + j) as u8))
+        });
+        let t = transpose8(m);
+        for (i, row) in t.iter().enumerate() {
+            let bytes = row.to_le_bytes();
+            for (j, &b) in bytes.iter().enumerate() {
+                assert_eq!(b as usize, j * 8 + i, "({i}, {j})");
+            }
+        }
+        assert_eq!(transpose8(t), m);
     }
 
     /// Past a few lengths the groups are found by hash: 300 lengths, in an order that comes
