@@ -227,8 +227,6 @@ pub struct Session {
     first_ts: Option<u64>,
     /// The program images that ran, the first one's command from the start.
     images: Vec<ImageReport>,
-    /// Threads that called the allocator.
-    allocating_threads: foldhash::HashSet<u32>,
     /// The resident pages at attach were known (see [`Start::resident_at_attach`]).
     seeded: bool,
 }
@@ -268,7 +266,6 @@ impl Session {
             seen_files,
             last_ts: 0,
             first_ts: None,
-            allocating_threads: Default::default(),
             images: vec![ImageReport {
                 command: start.command.clone(),
                 exe: String::new(),
@@ -330,7 +327,6 @@ impl Session {
             seen_files: self.seen_files.clone(),
             last_ts: ts_ns,
             first_ts: Some(ts_ns),
-            allocating_threads: Default::default(),
             seeded: false,
             images: vec![ImageReport {
                 command: image.map(|i| i.command.clone()).unwrap_or_default(),
@@ -387,9 +383,8 @@ impl Session {
                 None
             }
             Event::Alloc(e) => {
-                self.allocating_threads.insert(e.header.tid);
-                self.agg.heap.on_alloc(e);
-                self.join.on_alloc(e, &self.space);
+                let site = self.agg.heap.on_alloc(e);
+                self.join.on_alloc(e, &self.space, site);
                 None
             }
             Event::PageAlloc(e) => {
@@ -660,7 +655,7 @@ impl Session {
                 None => self.join.resident_bytes_where(in_heap),
             },
             arena_mapped: self.space.mapped_bytes_of(RegionKind::ThreadArena),
-            threads: self.allocating_threads.len(),
+            threads: self.agg.heap.threads(),
             arena_resident: match &finish.resident {
                 Some(pages) => {
                     pages.bytes_in_ranges(&self.space.ranges_of(&[RegionKind::ThreadArena]))

@@ -13,10 +13,19 @@ use std::collections::{BTreeSet, HashMap};
 
 use foldhash::HashMap as FastMap;
 
-use super::live::LiveTable;
+use super::{live::LiveTable, threads::Threads};
 
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn};
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadState {
+    last_alloc: u64,
+}
+
+/// A site's place in [`HeapStats::sites`]: sites are interned once, at their first allocation,
+/// and every other per-site state (the join's paths) is indexed by it.
+pub type SiteId = u32;
 
 /// Where an allocation was made: the stack-trace id and the return address into the caller.
 /// Both are needed: the stack walk from inside the allocator misses the direct caller.
@@ -166,8 +175,9 @@ pub struct HeapStats {
     by_address: Option<BTreeSet<u64>>,
     sites: Vec<(SiteKey, SiteStats)>,
     site_index: FastMap<SiteKey, u32>,
-    /// Per thread: the block it allocated last, while it is still the last.
-    last_alloc: FastMap<u32, u64>,
+    /// Per thread that made allocator calls: the block it allocated last, while it is still
+    /// the last (0: none).
+    threads: Threads<ThreadState>,
     /// `--sample`: mean bytes between sampled allocations (0: every call is seen).
     sample_bytes: u64,
     /// Allocating calls seen (with sampling, the sampled ones).
@@ -188,7 +198,7 @@ impl Default for HeapStats {
             by_address: None,
             sites: Vec::new(),
             site_index: FastMap::default(),
-            last_alloc: FastMap::default(),
+            threads: Threads::default(),
             sample_bytes: 0,
             seen_calls: 0,
         }
@@ -217,11 +227,12 @@ impl HeapStats {
         self.sample_bytes
     }
 
-    pub fn on_alloc(&mut self, e: &AllocEvent) {
-        let Ok(func) = AllocFn::try_from(e.func) else {
-            return;
-        };
+    pub fn on_alloc(&mut self, e: &AllocEvent) -> Option<SiteId> {
         let tid = e.header.tid;
+        self.threads.get_mut(tid);
+        let Ok(func) = AllocFn::try_from(e.func) else {
+            return None;
+        };
         if func.is_free() {
             let stats = if func == AllocFn::Free {
                 &mut self.free
@@ -247,7 +258,7 @@ impl HeapStats {
                 stats.calls += 1;
                 stats.unknown += 1;
             }
-            return;
+            return None;
         }
         let bytes = e.nmemb.saturating_mul(e.size);
         self.seen_calls += 1;
@@ -264,7 +275,7 @@ impl HeapStats {
                 // A failed call leaves any old block where it was.
                 self.failed = self.failed.saturating_add(scaled(1, w));
             }
-            return;
+            return None;
         }
         // A block that moved: its old bytes were copied (as far as both hold them).
         let moved = (resizes && e.old_ptr != 0 && e.old_ptr != e.ptr)
@@ -282,6 +293,7 @@ impl HeapStats {
                 .saturating_add(scaled(old.min(bytes), w));
             s.realloc_moved_to_bytes = s.realloc_moved_to_bytes.saturating_add(scaled(bytes, w));
         }
+        Some(site)
     }
 
     /// Fetches the live-block slots of `ptr` and `old_ptr` into the cache, for an allocator
@@ -294,7 +306,7 @@ impl HeapStats {
     }
 
     /// Records a new live block; returns its site's index.
-    fn record(&mut self, e: &AllocEvent, bytes: u64) -> u32 {
+    fn record(&mut self, e: &AllocEvent, bytes: u64) -> SiteId {
         let key = SiteKey {
             stack_id: e.stack_id,
             caller: e.caller,
@@ -338,7 +350,7 @@ impl HeapStats {
         if let Some(index) = self.by_address.as_mut() {
             index.insert(e.ptr);
         }
-        self.last_alloc.insert(e.header.tid, e.ptr);
+        self.threads.get_mut(e.header.tid).last_alloc = e.ptr;
         site
     }
 
@@ -355,9 +367,11 @@ impl HeapStats {
         s.live_bytes = s.live_bytes.saturating_sub(est);
         s.live_count -= 1;
         self.live_bytes = self.live_bytes.saturating_sub(est);
-        if self.last_alloc.get(&tid) == Some(&ptr) {
+        if let Some(thread) = self.threads.peek_mut(tid)
+            && thread.last_alloc == ptr
+        {
             s.temporary = s.temporary.saturating_add(count);
-            self.last_alloc.remove(&tid);
+            thread.last_alloc = 0;
         }
         Some(count)
     }
@@ -375,7 +389,7 @@ impl HeapStats {
         if let Some(index) = self.by_address.as_mut() {
             index.clear();
         }
-        self.last_alloc.clear();
+        self.threads.states_mut().for_each(|t| t.last_alloc = 0);
         for (_, s) in &mut self.sites {
             s.live_bytes = 0;
             s.live_count = 0;
@@ -398,6 +412,11 @@ impl HeapStats {
         (lo..=hi).map(|i| (1u64 << i, self.histogram[i])).collect()
     }
 
+    /// How many threads made allocator calls.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
     pub fn sites(&self) -> &[(SiteKey, SiteStats)] {
         &self.sites
     }
@@ -417,13 +436,12 @@ impl HeapStats {
 
     /// The live block containing `addr`: its start, size and site. The first call orders
     /// the live blocks by address, and they are kept in order from then on.
-    pub fn block_at(&mut self, addr: u64) -> Option<(u64, u64, SiteKey)> {
+    pub fn block_at(&mut self, addr: u64) -> Option<(u64, u64, SiteId)> {
         let live = &self.live;
         let index = self.by_address.get_or_insert_with(|| live.keys().collect());
         let &start = index.range(..=addr).next_back()?;
         let block = *live.get(start)?;
-        (addr < start.saturating_add(block.size.max(1)))
-            .then(|| (start, block.size, self.sites[block.site as usize].0))
+        (addr < start.saturating_add(block.size.max(1))).then_some((start, block.size, block.site))
     }
 
     /// The live blocks in address order (reports are the same on every replay).
@@ -772,7 +790,11 @@ mod tests {
         let mut s = Seq::new();
         s.alloc(1, 100, 0x1000, 1);
         s.alloc(1, 0x3000, 0x2000, 2);
-        assert_eq!(s.heap.block_at(0x1000).map(|b| b.2.caller), Some(0x1001));
+        let site_of = |s: &HeapStats, id: SiteId| s.sites()[id as usize].0.caller;
+        assert_eq!(
+            s.heap.block_at(0x1000).map(|b| site_of(&s.heap, b.2)),
+            Some(0x1001)
+        );
         assert_eq!(s.heap.block_at(0x1063).map(|b| b.0), Some(0x1000));
         assert_eq!(s.heap.block_at(0x1064), None);
         assert_eq!(s.heap.block_at(0x4fff).map(|b| b.1), Some(0x3000));

@@ -5,6 +5,7 @@ pub mod heap;
 pub mod kernel;
 pub mod live;
 pub mod syscalls;
+pub mod threads;
 pub mod timeline;
 pub mod trend;
 

@@ -26,7 +26,7 @@ use tracer_common::{AllocEvent, AllocFn, FaultEvent, PageEvent, SlabEvent, Sysca
 use super::resident::PageSet;
 use super::space::{AddressSpace, RegionKind};
 use crate::aggregate::{
-    heap::{HeapStats, SiteKey},
+    heap::{HeapStats, SiteId},
     syscalls::{MADV_DONTNEED, MADV_FREE, is_error, page_up},
 };
 
@@ -123,7 +123,7 @@ pub struct SyscallKernel {
 /// Whom a resident page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
-    Site(SiteKey),
+    Site(SiteId),
     Region(RegionKind),
 }
 
@@ -152,7 +152,8 @@ pub struct Join {
     /// Per thread: the fault being handled.
     faulting: FastMap<u32, Fault>,
     resident: BTreeMap<u64, Owner>,
-    pub sites: FastMap<SiteKey, (SitePaths, Caused)>,
+    /// By site id (see [`crate::aggregate::heap::SiteId`]).
+    sites: Vec<(SitePaths, Caused)>,
     /// Resident pages by region kind (of pages touched outside any live block).
     pub region_resident_pages: BTreeMap<&'static str, u64>,
     pub by_syscall: BTreeMap<&'static str, SyscallKernel>,
@@ -178,7 +179,10 @@ impl Join {
 
     /// Every event from a thread other than a page allocation ends the fault it was handling.
     fn end_fault(&mut self, tid: u32) {
-        self.faulting.remove(&tid);
+        // Without kernel events there is never a fault in flight: no hash for nothing.
+        if !self.faulting.is_empty() {
+            self.faulting.remove(&tid);
+        }
     }
 
     /// A completed syscall. Call before the address-space model is updated with it.
@@ -259,7 +263,7 @@ impl Join {
     fn unown(&mut self, owner: Owner) {
         match owner {
             Owner::Site(site) => {
-                if let Some((paths, _)) = self.sites.get_mut(&site) {
+                if let Some((paths, _)) = self.sites.get_mut(site as usize) {
                     paths.resident_bytes = paths.resident_bytes.saturating_sub(PAGE);
                 }
             }
@@ -276,7 +280,7 @@ impl Join {
             self.unown(old);
         }
         match owner {
-            Owner::Site(site) => self.sites.entry(site).or_default().0.resident_bytes += PAGE,
+            Owner::Site(site) => self.site_mut(site).0.resident_bytes += PAGE,
             Owner::Region(kind) => *self.region_resident_pages.entry(kind.name()).or_default() += 1,
         }
     }
@@ -338,7 +342,7 @@ impl Join {
         }
         let owner = match heap.block_at(e.address) {
             Some((_, _, site)) => {
-                self.sites.entry(site).or_default().1.page_faults += 1;
+                self.site_mut(site).1.page_faults += 1;
                 Owner::Site(site)
             }
             None => Owner::Region(space.region(e.address)),
@@ -398,7 +402,7 @@ impl Join {
             return;
         };
         if let Owner::Site(site) = owner {
-            self.sites.entry(site).or_default().0.buddy_pages += pages;
+            self.site_mut(site).0.buddy_pages += pages;
         }
         if first_touch.is_some() {
             self.own(page, owner);
@@ -423,14 +427,19 @@ impl Join {
     }
 
     /// An allocator call returned: its site takes what it caused. Call after the heap recorded
-    /// it, with the address space as it is now.
-    pub fn on_alloc(&mut self, e: &AllocEvent, space: &AddressSpace) {
+    /// it, with the address space as it is now; `site` is where the heap model put the block (none for a free or a failed call).
+    pub fn on_alloc(&mut self, e: &AllocEvent, space: &AddressSpace, site: Option<SiteId>) {
         let tid = e.header.tid;
         self.end_fault(tid);
         let Ok(func) = AllocFn::try_from(e.func) else {
             return;
         };
-        let pending = match self.pending_call.remove(&tid) {
+        let pending = if self.pending_call.is_empty() {
+            None
+        } else {
+            self.pending_call.remove(&tid)
+        };
+        let pending = match pending {
             Some(p) if p.enter_ns == e.enter_ns => Some(p),
             Some(p) => {
                 self.pending_call.insert(tid, p);
@@ -438,23 +447,25 @@ impl Join {
             }
             None => None,
         };
-        if func.is_free() || e.ptr == 0 {
+        let Some(site) = site.filter(|_| !func.is_free() && e.ptr != 0) else {
             return;
-        }
-        let site = SiteKey {
-            stack_id: e.stack_id,
-            caller: e.caller,
         };
         let bytes = e.nmemb.saturating_mul(e.size);
-        let entry = self.sites.entry(site).or_default();
-        let (slot, path) = match space.region(e.ptr) {
-            RegionKind::Heap => (&mut entry.0.brk_bytes, 0),
-            RegionKind::AnonMmap => (&mut entry.0.mmap_bytes, 1),
-            RegionKind::ThreadArena => (&mut entry.0.thread_arena_bytes, 2),
-            _ => (&mut entry.0.other_bytes, 3),
+        let path = match space.region(e.ptr) {
+            RegionKind::Heap => 0,
+            RegionKind::AnonMmap => 1,
+            RegionKind::ThreadArena => 2,
+            _ => 3,
+        };
+        self.path_allocs[path] = self.path_allocs[path].saturating_add(1);
+        let entry = self.site_mut(site);
+        let slot = match path {
+            0 => &mut entry.0.brk_bytes,
+            1 => &mut entry.0.mmap_bytes,
+            2 => &mut entry.0.thread_arena_bytes,
+            _ => &mut entry.0.other_bytes,
         };
         *slot = slot.saturating_add(bytes);
-        self.path_allocs[path] = self.path_allocs[path].saturating_add(1);
         if let Some(p) = pending {
             entry.0.buddy_pages = entry.0.buddy_pages.saturating_add(p.caused.buddy_pages);
             entry.0.slab_objects = entry.0.slab_objects.saturating_add(p.caused.slab_objects);
@@ -467,8 +478,27 @@ impl Join {
     }
 
     /// The paths of a site, if it has any.
-    pub fn site(&self, key: &SiteKey) -> Option<&(SitePaths, Caused)> {
-        self.sites.get(key)
+    pub fn site(&self, site: SiteId) -> Option<&(SitePaths, Caused)> {
+        self.sites.get(site as usize)
+    }
+
+    /// Every site's paths, by site id (sites that never got any may be missing at the end).
+    pub fn sites(&self) -> &[(SitePaths, Caused)] {
+        &self.sites
+    }
+
+    #[cfg(test)]
+    pub fn insert_site(&mut self, site: SiteId, paths: (SitePaths, Caused)) {
+        *self.site_mut(site) = paths;
+    }
+
+    /// A site's paths, made when it is met first.
+    fn site_mut(&mut self, site: SiteId) -> &mut (SitePaths, Caused) {
+        let i = site as usize;
+        if i >= self.sites.len() {
+            self.sites.resize_with(i + 1, Default::default);
+        }
+        &mut self.sites[i]
     }
 
     /// Bytes of all resident user pages first touched while tracing.
@@ -483,7 +513,7 @@ impl Join {
         self.faulting.clear();
         self.resident.clear();
         self.region_resident_pages.values_mut().for_each(|n| *n = 0);
-        for (paths, _) in self.sites.values_mut() {
+        for (paths, _) in &mut self.sites {
             paths.resident_bytes = 0;
         }
     }

@@ -114,18 +114,17 @@ impl Seq {
         );
     }
 
-    fn alloc(&mut self, size: u64, ptr: u64, caller: u64, enter: u64) -> SiteKey {
+    fn alloc(&mut self, size: u64, ptr: u64, caller: u64, enter: u64) -> SiteId {
         let e = AllocEvent {
             header: self.header(kind::ALLOC, 0),
             enter_ns: enter,
             ..testing::alloc(AllocFn::Malloc, size, ptr, caller, 0)
         };
-        self.heap.on_alloc(&e);
-        self.join.on_alloc(&e, &self.space);
-        SiteKey {
-            stack_id: 1,
-            caller,
-        }
+        let site = self.heap.on_alloc(&e);
+        self.join.on_alloc(&e, &self.space, site);
+        let site = site.expect("an allocation has a site");
+        assert_eq!(self.heap.sites()[site as usize].0.caller, caller);
+        site
     }
 }
 
@@ -156,7 +155,7 @@ fn a_large_malloc_brings_its_mmap_and_slab_objects() {
     s.fault(0x7f00_0000_0008, call(enter));
     s.page(call(enter), 1, 0);
     let site = s.alloc(200_000, 0x7f00_0000_0010, 0x4000_1000, enter);
-    let (paths, caused) = s.join.site(&site).unwrap();
+    let (paths, caused) = s.join.site(site).unwrap();
     assert_eq!(paths.path(), "mmap");
     assert_eq!((paths.mmap_bytes, paths.brk_bytes), (200_000, 0));
     assert_eq!(
@@ -183,7 +182,7 @@ fn a_large_malloc_brings_its_mmap_and_slab_objects() {
     s.page(InFlight::default(), 0, 1); // a page-table page: charged, not resident
     s.fault(0x7f00_0000_3000, InFlight::default());
     s.page(InFlight::default(), 1, 0);
-    let (paths, caused) = s.join.site(&site).unwrap();
+    let (paths, caused) = s.join.site(site).unwrap();
     assert_eq!(
         (paths.buddy_pages, paths.resident_bytes, caused.page_faults),
         (4, 3 * 4096, 1 + 2)
@@ -192,7 +191,7 @@ fn a_large_malloc_brings_its_mmap_and_slab_objects() {
 
     // free() unmaps it: its resident pages leave the site.
     s.syscall(Syscall::Munmap, &[0x7f00_0000_0000, 200_704], 0, 0, s.ts);
-    assert_eq!(s.join.site(&site).unwrap().0.resident_bytes, 0);
+    assert_eq!(s.join.site(site).unwrap().0.resident_bytes, 0);
 }
 
 #[test]
@@ -202,7 +201,7 @@ fn small_mallocs_are_served_by_brk_and_touching_them_is_resident() {
     s.alloc(64, 0x55_0000_1050, 0x4000_2000, 12);
     s.fault(0x55_0000_1060, InFlight::default());
     s.page(InFlight::default(), 1, 0);
-    let (paths, _) = s.join.site(&a).unwrap();
+    let (paths, _) = s.join.site(a).unwrap();
     assert_eq!(
         (paths.path(), paths.brk_bytes, paths.resident_bytes),
         ("brk", 128, 4096)
@@ -211,7 +210,7 @@ fn small_mallocs_are_served_by_brk_and_touching_them_is_resident() {
     let before = s.space.lookup(0x55_0000_0000).map(|m| m.end);
     assert_eq!(before, Some(0x55_0002_1000));
     s.syscall(Syscall::Brk, &[0x55_0000_1000], 0x55_0000_1000, 0, s.ts);
-    assert_eq!(s.join.site(&a).unwrap().0.resident_bytes, 0);
+    assert_eq!(s.join.site(a).unwrap().0.resident_bytes, 0);
 }
 
 #[test]
@@ -247,10 +246,10 @@ fn a_lost_call_does_not_leak_its_charges_into_the_next() {
     // The event of call 21 never arrives; call 22's does.
     s.slab(call(22));
     let site = s.alloc(64, 0x55_0000_2000, 0x4000_3000, 22);
-    assert_eq!(s.join.site(&site).unwrap().0.slab_objects, 1);
+    assert_eq!(s.join.site(site).unwrap().0.slab_objects, 1);
     // A page allocated with no fault and no call in flight is nobody's.
     s.page(InFlight::default(), 1, 0);
-    assert_eq!(s.join.site(&site).unwrap().0.buddy_pages, 0);
+    assert_eq!(s.join.site(site).unwrap().0.buddy_pages, 0);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! addresses can be named after the process has exited.
 
 use std::{
+    cell::Cell,
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::Arc,
@@ -74,6 +75,9 @@ pub struct AddressSpace {
     /// Every range ever mapped executable, by start: where a return address can be, code
     /// unmapped since (a dlclose'd library) included.
     code: BTreeMap<u64, u64>,
+    /// The mapping [`Self::region`] found last (start, end, kind): most allocations fall in
+    /// the one a previous one did. Forgotten whenever `maps` changes.
+    last_region: Cell<Option<(u64, u64, RegionKind)>>,
 }
 
 impl AddressSpace {
@@ -138,6 +142,7 @@ impl AddressSpace {
                 let end = self.code.entry(m.start).or_insert(m.end);
                 *end = (*end).max(m.end);
             }
+            self.last_region.set(None);
             self.maps.insert(m.start, m);
         }
     }
@@ -281,7 +286,18 @@ impl AddressSpace {
 
     /// The kind of region `addr` lies in.
     pub fn region(&self, addr: u64) -> RegionKind {
-        self.lookup(addr).map_or(RegionKind::Other, |m| m.kind)
+        if let Some((start, end, kind)) = self.last_region.get()
+            && (start..end).contains(&addr)
+        {
+            return kind;
+        }
+        match self.lookup(addr) {
+            Some(m) => {
+                self.last_region.set(Some((m.start, m.end, m.kind)));
+                m.kind
+            }
+            None => RegionKind::Other,
+        }
     }
 
     pub fn on_munmap(&mut self, addr: u64, len: u64) {
@@ -313,6 +329,7 @@ impl AddressSpace {
             .take_while(|(_, m)| m.end > start)
             .map(|(&k, _)| k)
             .collect();
+        self.last_region.set(None);
         for key in overlapping {
             let m = self.maps.remove(&key).expect("key just listed");
             // Code unmapped (a dlclose'd library): still where its stacks were made.
@@ -371,6 +388,7 @@ impl AddressSpace {
     /// lie), and its code ranges for [`Self::was_code`].
     pub fn on_exec(&mut self, maps: &str) {
         let new = AddressSpace::from_proc_maps(maps);
+        self.last_region.set(None);
         let old = std::mem::replace(&mut self.maps, new.maps);
         for (start, m) in old {
             if m.path.is_some() {

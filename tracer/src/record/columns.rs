@@ -248,9 +248,8 @@ mod tests {
 
     #[test]
     fn transposes_a_byte_matrix() {
-        let m: [u64; 8] = std::array::from_fn(|i| {
-            u64::from_le_bytes(std::array::from_fn(|j| (i * 8 + j) as u8))
-        });
+        let m: [u64; 8] =
+            std::array::from_fn(|i| u64::from_le_bytes(std::array::from_fn(|j| (i * 8 + j) as u8)));
         let t = transpose8(m);
         for (i, row) in t.iter().enumerate() {
             let bytes = row.to_le_bytes();

@@ -235,7 +235,7 @@ impl PathsSummary {
             join.path_allocs[1],
             join.path_allocs[2],
         ];
-        for (paths, _) in join.sites.values() {
+        for (paths, _) in join.sites() {
             p.brk.bytes = p.brk.bytes.saturating_add(paths.brk_bytes);
             count(&mut p.brk.sites, paths.brk_bytes);
             p.mmap.bytes = p.mmap.bytes.saturating_add(paths.mmap_bytes);
@@ -259,7 +259,7 @@ mod tests {
     use super::*;
     use tracer_common::{CACHE_NAME_BYTES, EventHeader, InFlight, PageEvent, SlabEvent, kind};
 
-    use crate::{aggregate::heap::SiteKey, attribution::join::SitePaths};
+    use crate::attribution::join::SitePaths;
 
     /// The raw counts get the kernel's names only here: GFP flags decoded with the kernel's
     /// table (each distinct value once), migrate types named, caches by name with two keys of
@@ -340,12 +340,8 @@ mod tests {
     #[test]
     fn sums_paths_over_sites_and_lists_every_region() {
         let mut join = Join::default();
-        let key = |caller| SiteKey {
-            stack_id: 1,
-            caller,
-        };
-        join.sites.insert(
-            key(1),
+        join.insert_site(
+            0,
             (
                 SitePaths {
                     brk_bytes: 100,
@@ -355,8 +351,8 @@ mod tests {
                 Default::default(),
             ),
         );
-        join.sites.insert(
-            key(2),
+        join.insert_site(
+            1,
             (
                 SitePaths {
                     mmap_bytes: 200_000,

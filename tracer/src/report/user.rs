@@ -7,7 +7,7 @@ use tracer_common::AllocFn;
 
 use crate::{
     aggregate::{
-        heap::{FreeStats, FuncStats, HeapStats, SiteKey, SiteStats},
+        heap::{FreeStats, FuncStats, HeapStats, SiteId, SiteKey, SiteStats},
         trend::SiteTrend,
     },
     attribution::{
@@ -210,12 +210,13 @@ pub fn build(
         .collect();
     let slices: Vec<&[u64]> = addresses.iter().map(Vec::as_slice).collect();
     let site_stacks = symbolize_stacks(symbolizer, &slices);
-    let paths_of = |key: &SiteKey| join.site(key).cloned().unwrap_or_default();
+    let paths_of = |id: usize| join.site(id as SiteId).cloned().unwrap_or_default();
     let (mut sites, group_of) = merge_sites(
         heap.sites()
             .iter()
             .zip(site_stacks)
-            .map(|((key, stats), stack)| (*key, stats.clone(), stack, paths_of(key))),
+            .enumerate()
+            .map(|(id, ((key, stats), stack))| (*key, stats.clone(), stack, paths_of(id))),
     );
     let mut leak_resident: HashMap<SiteKey, u64> = HashMap::new();
     match resident {
