@@ -119,16 +119,25 @@ impl Processes {
         let Some((tgid, ptr, old_ptr)) = events::block_addresses(record) else {
             return;
         };
-        let i = if self.last.0 == tgid {
-            self.last.1
+        if let Some((i, _)) = self.route(tgid) {
+            self.list[i].session.agg.heap.prefetch(ptr, old_ptr);
+        }
+    }
+
+    /// The process whose books the events of `tgid` go to, and whether that is worth
+    /// remembering for its next event (it is in the index; the one-process fallback is not,
+    /// since `tgid` may yet be added as a process of its own).
+    fn route(&self, tgid: u32) -> Option<(usize, bool)> {
+        if self.last.0 == tgid {
+            Some((self.last.1, false))
+        } else if let Some(&i) = self.index.get(&tgid) {
+            Some((i, true))
+        } else if self.list.len() == 1 {
+            // Without --follow every event is the target's (synthetic ones included).
+            Some((0, false))
         } else {
-            match self.index.get(&tgid) {
-                Some(&i) => i,
-                None if self.list.len() == 1 => 0,
-                None => return,
-            }
-        };
-        self.list[i].session.agg.heap.prefetch(ptr, old_ptr);
+            None
+        }
     }
 
     /// Processes one raw event record; returns the process it belongs to and what the live
@@ -159,19 +168,17 @@ impl Processes {
             Event::SlabFree(e) if self.list.len() > 1 => self.owner(tgid, |k| k.has_object(e.ptr)),
             _ => None,
         };
-        let i = if let Some(i) = owner {
-            i
-        } else if self.last.0 == tgid {
-            self.last.1
-        } else if let Some(&i) = self.index.get(&tgid) {
-            self.last = (tgid, i);
-            i
-        } else if self.list.len() == 1 {
-            // Without --follow every event is the target's (synthetic ones included).
-            0
-        } else {
-            self.unrouted += 1;
-            return None;
+        let i = match owner.map(|i| (i, false)).or_else(|| self.route(tgid)) {
+            Some((i, remember)) => {
+                if remember {
+                    self.last = (tgid, i);
+                }
+                i
+            }
+            None => {
+                self.unrouted += 1;
+                return None;
+            }
         };
         match event {
             Event::Fork(e) => {

@@ -125,10 +125,16 @@ pub fn to_columns(plain: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Rebuilds the plain layout from the column layout into `plain`.
-pub fn from_columns(packed: &[u8], plain: &mut Vec<u8>) -> Result<(), &'static str> {
+/// Rebuilds the plain layout from the column layout into `plain`, and where each event's
+/// bytes lie in it (start, length) into `events`.
+pub fn from_columns(
+    packed: &[u8],
+    plain: &mut Vec<u8>,
+    events: &mut Vec<(u32, u32)>,
+) -> Result<(), &'static str> {
     const SHORT: &str = "an events batch is shorter than its columns";
     plain.clear();
+    events.clear();
     let count = u32::from_le_bytes(packed.get(..4).ok_or(SHORT)?.try_into().expect("4")) as usize;
     // Two bytes of length per event must be there before anything is sized by the count.
     let lengths = packed
@@ -154,9 +160,11 @@ pub fn from_columns(packed: &[u8], plain: &mut Vec<u8>) -> Result<(), &'static s
         .collect();
     plain.resize(columns + 2 * count, 0);
     let mut at = 0;
+    events.reserve(count);
     for (&len, &group) in lengths.iter().zip(&group_of) {
         plain[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
         starts[group as usize].push(at + 2);
+        events.push(((at + 2) as u32, len as u32));
         at += 2 + len;
     }
     // By blocks of rows, so that the block's events stay in the cache while each of their
@@ -239,10 +247,16 @@ mod tests {
         let batch = plain(&events);
         let packed = to_columns(&batch);
         let mut back = Vec::new();
-        from_columns(&packed, &mut back).unwrap();
+        let mut ranges = Vec::new();
+        from_columns(&packed, &mut back, &mut ranges).unwrap();
         assert_eq!(back, batch);
+        let found: Vec<&[u8]> = ranges
+            .iter()
+            .map(|&(at, len)| &back[at as usize..(at + len) as usize])
+            .collect();
+        assert_eq!(found, events.iter().map(Vec::as_slice).collect::<Vec<_>>());
         let mut empty = Vec::new();
-        from_columns(&to_columns(&[]), &mut empty).unwrap();
+        from_columns(&to_columns(&[]), &mut empty, &mut Vec::new()).unwrap();
         assert!(empty.is_empty());
     }
 
@@ -280,7 +294,7 @@ mod tests {
                 .all(|(&g, e)| groups[g as usize].0 == e.len())
         );
         let mut back = Vec::new();
-        from_columns(&to_columns(&batch), &mut back).unwrap();
+        from_columns(&to_columns(&batch), &mut back, &mut Vec::new()).unwrap();
         assert_eq!(back, batch);
     }
 
@@ -291,16 +305,16 @@ mod tests {
         let mut out = Vec::new();
         for cut in 0..packed.len() {
             assert!(
-                from_columns(&packed[..cut], &mut out).is_err(),
+                from_columns(&packed[..cut], &mut out, &mut Vec::new()).is_err(),
                 "cut at {cut}"
             );
         }
         let mut longer = packed.clone();
         longer.push(0);
-        assert!(from_columns(&longer, &mut out).is_err());
+        assert!(from_columns(&longer, &mut out, &mut Vec::new()).is_err());
         // A count that claims more events than there are bytes for.
         let mut huge = packed.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(from_columns(&huge, &mut out).is_err());
+        assert!(from_columns(&huge, &mut out, &mut Vec::new()).is_err());
     }
 }

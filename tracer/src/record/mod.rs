@@ -319,7 +319,9 @@ pub struct Reader<R> {
     packed: Vec<u8>,
     inflater: Decompress,
     batch: Vec<u8>,
-    batch_pos: usize,
+    /// Where each event of the batch lies in it, and the next one to read.
+    events: Vec<(u32, u32)>,
+    next_event: usize,
     batch_offset: u64,
 }
 
@@ -381,7 +383,8 @@ impl<R: Read> Reader<R> {
             packed: Vec::new(),
             inflater: Decompress::new(false),
             batch: Vec::new(),
-            batch_pos: 0,
+            events: Vec::new(),
+            next_event: 0,
             batch_offset: 0,
         })
     }
@@ -394,9 +397,11 @@ impl<R: Read> Reader<R> {
     /// The next item, or `None` at a clean end.
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, RecordError> {
         loop {
-            if self.batch_pos < self.batch.len() {
-                let range = self.next_in_batch()?;
-                return Ok(Some(Item::Event(&self.batch[range])));
+            if let Some(&(at, len)) = self.events.get(self.next_event) {
+                self.next_event += 1;
+                return Ok(Some(Item::Event(
+                    &self.batch[at as usize..(at + len) as usize],
+                )));
             }
             match self.next_record()? {
                 None => return Ok(None),
@@ -409,46 +414,24 @@ impl<R: Read> Reader<R> {
     /// The event `n` places after the next one in the current batch (0: the next one), if the
     /// batch holds it: a look ahead, for fetching what it will need into the cache.
     pub fn ahead(&self, n: usize) -> Option<&[u8]> {
-        let mut pos = self.batch_pos;
-        for i in 0..=n {
-            let len = self.batch.get(pos..pos + 2)?;
-            let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-            if i == n {
-                return self.batch.get(pos + 2..pos + 2 + len);
-            }
-            pos += 2 + len;
-        }
-        None
-    }
-
-    /// The byte range of the next event in the current batch.
-    fn next_in_batch(&mut self) -> Result<std::ops::Range<usize>, RecordError> {
-        let pos = self.batch_pos;
-        let corrupt = || RecordError::Corrupt {
-            offset: self.batch_offset,
-            what: format!("an event overruns its batch at batch byte {pos}"),
-        };
-        let len_bytes = self.batch.get(pos..pos + 2).ok_or_else(corrupt)?;
-        let len = usize::from(u16::from_le_bytes([len_bytes[0], len_bytes[1]]));
-        let range = pos + 2..pos + 2 + len;
-        if range.end > self.batch.len() {
-            return Err(corrupt());
-        }
-        self.batch_pos = range.end;
-        Ok(range)
+        let &(at, len) = self.events.get(self.next_event + n)?;
+        Some(&self.batch[at as usize..(at + len) as usize])
     }
 
     fn inflate_batch(&mut self) -> Result<(), RecordError> {
-        self.batch_pos = 0;
+        self.next_event = 0;
+        self.events.clear();
         inflate(&self.buf, &mut self.packed, &mut self.inflater).map_err(|what| {
             RecordError::Corrupt {
                 offset: self.batch_offset,
                 what: format!("an events batch does not inflate: {what}"),
             }
         })?;
-        columns::from_columns(&self.packed, &mut self.batch).map_err(|what| RecordError::Corrupt {
-            offset: self.batch_offset,
-            what: what.into(),
+        columns::from_columns(&self.packed, &mut self.batch, &mut self.events).map_err(|what| {
+            RecordError::Corrupt {
+                offset: self.batch_offset,
+                what: what.into(),
+            }
         })
     }
 
