@@ -6,7 +6,7 @@
 
 use std::{
     fmt::Write as _,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -373,6 +373,16 @@ pub fn run(n: u64) -> Result<()> {
         "M ev/s",
         None,
     );
+    let (allocs, rss) = rss_at_many_allocations(&tracer)?;
+    t.add(
+        format!(
+            "tracer's peak RSS through {:.1}M allocations (random_live's events, repeated)",
+            allocs as f64 / 1e6
+        ),
+        rss as f64 / f64::from(1 << 20),
+        "MiB",
+        None,
+    );
 
     if peers.redis {
         redis_rows(&tracer, &mut t)?;
@@ -412,6 +422,109 @@ fn replay(tracer: &Path, workload: &Path) -> Result<(u64, u64, f64)> {
         .as_u64()
         .context("events.received")?;
     Ok((events, std::fs::metadata(&rec)?.len(), seconds))
+}
+
+/// Allocations the RSS row goes through: the 50 million.
+const RSS_ALLOCATIONS: u64 = 50_000_000;
+
+/// tracer's peak resident memory through [`RSS_ALLOCATIONS`] allocations, on the recording
+/// `replay` made: its event batches written again and again into one recording (each batch
+/// record is self-contained), replayed through the same model a live run feeds. A live run
+/// at ~5 µs a pair would take minutes to make as many. Returns (allocations, bytes).
+fn rss_at_many_allocations(tracer: &Path) -> Result<(u64, u64)> {
+    let dir = std::env::temp_dir();
+    let rec = dir.join("tracer-bench.trace");
+    let big = dir.join("tracer-bench-repeated.trace");
+    let json = dir.join("tracer-bench-repeated.json");
+    let once: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.join("tracer-bench-replay.json"),
+    )?)?;
+    let per_copy = allocations(&once).max(1);
+    let copies = RSS_ALLOCATIONS.div_ceil(per_copy);
+    repeat_events(&rec, &big, copies)?;
+    let mut child = Command::new(tracer)
+        .arg("report")
+        .arg(&big)
+        .args(["-q", "--json"])
+        .arg(&json)
+        .spawn()?;
+    // VmHWM only grows: its last reading before the exit is the peak (within a poll).
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let exit = loop {
+        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak = peak.max(kib * 1024);
+        }
+        if let Some(exit) = child.try_wait()? {
+            break exit;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&big);
+    if !exit.success() {
+        bail!("tracer report of the repeated recording failed: {exit}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    Ok((allocations(&summary), peak))
+}
+
+/// The allocating calls a summary counts.
+fn allocations(summary: &serde_json::Value) -> u64 {
+    [
+        "malloc",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "operator_new",
+    ]
+    .iter()
+    .filter_map(|f| summary["user"][f]["calls"].as_u64())
+    .sum()
+}
+
+/// Writes `from` to `to` with its event batches `copies` times over: the records before the
+/// first batch, every batch in order `copies` times, then the records after the batches.
+fn repeat_events(from: &Path, to: &Path, copies: u64) -> Result<()> {
+    const EVENTS: u8 = 2;
+    let bytes = std::fs::read(from)?;
+    let (header, mut rest) = bytes.split_at_checked(16).context("a recording header")?;
+    let (mut before, mut batches, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest.get(1..5).context("a record header")?.try_into()?);
+        let (record, next) = rest
+            .split_at_checked(9 + len as usize)
+            .context("a whole record")?;
+        match (record[0], batches.is_empty()) {
+            (EVENTS, _) => batches.push(record),
+            (_, true) => before.push(record),
+            (_, false) => after.push(record),
+        }
+        rest = next;
+    }
+    let mut out = std::io::BufWriter::new(std::fs::File::create(to)?);
+    out.write_all(header)?;
+    for r in &before {
+        out.write_all(r)?;
+    }
+    for _ in 0..copies {
+        for r in &batches {
+            out.write_all(r)?;
+        }
+    }
+    for r in &after {
+        out.write_all(r)?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// A redis-server on a loopback port, stopped when dropped.
