@@ -316,9 +316,22 @@ impl HeapStats {
         if site == next {
             self.sites.push((key, SiteStats::default()));
         }
-        // A block handed out again without a free we saw: the old record is stale.
-        if self.live.contains_key(e.ptr) {
-            self.release(e.ptr, u32::MAX);
+        // One probe of the table: the new block goes in, and an old one at its address (handed
+        // out again without a free we saw) is a stale record, released.
+        let block = LiveBlock {
+            size: bytes,
+            site,
+            ts_ns: e.header.ts_ns,
+        };
+        match self.live.insert(e.ptr, block) {
+            Some(stale) => {
+                self.released(e.ptr, stale, u32::MAX);
+            }
+            None => {
+                if let Some(index) = self.by_address.as_mut() {
+                    index.insert(e.ptr);
+                }
+            }
         }
         let (w, variance) = sample_weight(bytes, self.sample_bytes);
         let (count, est) = (scaled(1, w), scaled(bytes, w));
@@ -339,17 +352,6 @@ impl HeapStats {
         self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
         let slot = &mut self.histogram[bucket(bytes)];
         *slot = slot.saturating_add(count);
-        self.live.insert(
-            e.ptr,
-            LiveBlock {
-                size: bytes,
-                site,
-                ts_ns: e.header.ts_ns,
-            },
-        );
-        if let Some(index) = self.by_address.as_mut() {
-            index.insert(e.ptr);
-        }
         self.threads.get_mut(e.header.tid).last_alloc = e.ptr;
         site
     }
@@ -360,6 +362,11 @@ impl HeapStats {
         if let Some(index) = self.by_address.as_mut() {
             index.remove(&ptr);
         }
+        Some(self.released(ptr, block, tid))
+    }
+
+    /// Books a live block `ptr` taken out of the table: how many blocks it stood for.
+    fn released(&mut self, ptr: u64, block: LiveBlock, tid: u32) -> u64 {
         let (w, _) = sample_weight(block.size, self.sample_bytes);
         let (count, est) = (scaled(1, w), scaled(block.size, w));
         let s = &mut self.sites[block.site as usize].1;
@@ -373,7 +380,7 @@ impl HeapStats {
             s.temporary = s.temporary.saturating_add(count);
             thread.last_alloc = 0;
         }
-        Some(count)
+        count
     }
 
     /// The process ran a new program: every live block went with the old image (released,
@@ -600,6 +607,29 @@ mod tests {
                 null: 0
             }
         );
+    }
+
+    /// An address handed out again without a free we saw (lost, or before attaching): the old
+    /// block is released, the new one is live, and neither is counted twice.
+    #[test]
+    fn a_block_handed_out_again_replaces_the_stale_one() {
+        let mut s = Seq::new();
+        s.alloc(1, 100, 0xa0, 1);
+        // The address index is built (a fault asked), and kept through the replacement.
+        assert_eq!(s.heap.block_at(0xa0).map(|b| b.1), Some(100));
+        s.alloc(1, 40, 0xa0, 2);
+        assert_eq!(s.heap.live_bytes, 40);
+        assert_eq!(s.heap.peak_live_bytes, 100);
+        assert_eq!(
+            (s.site(1).live_bytes, s.site(1).live_count, s.site(1).frees),
+            (0, 0, 1)
+        );
+        assert_eq!((s.site(2).live_bytes, s.site(2).live_count), (40, 1));
+        assert_eq!(s.heap.block_at(0xa0).map(|b| b.1), Some(40));
+        // The index by address holds it once: freeing it leaves nothing.
+        s.free(1, 0xa0);
+        assert_eq!(s.heap.block_at(0xa0), None);
+        assert_eq!((s.heap.live_bytes, s.site(2).temporary), (0, 1));
     }
 
     #[test]
