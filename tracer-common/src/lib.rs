@@ -105,6 +105,9 @@ pub mod config_flags {
     /// Walk allocation stacks with the unwind tables ([`super::UNWIND_MAPS_MAP`]), frame
     /// pointers where there are none.
     pub const DWARF: u32 = 64;
+    /// The allocator uprobes are attached (not `--mode kernel`): only then can an allocator
+    /// call be in flight, so only then do the kernel programs look one up.
+    pub const ALLOCATOR_PROBES: u32 = 128;
 }
 
 /// Name of the map of the processes `--follow` traces besides the target: tgid to parent tgid.

@@ -90,6 +90,10 @@ fn take_sample(tid: u32, bytes: u64, mean: u32) -> bool {
 /// Entry time of the outermost allocator call in flight on thread `tid`, or 0.
 #[inline(always)]
 pub fn alloc_in_flight(tid: u32) -> u64 {
+    // In --mode kernel no allocator call is ever in flight: no lookup for it.
+    if !config_flag(config_flags::ALLOCATOR_PROBES) {
+        return 0;
+    }
     match ALLOC_STATE.get_ptr(tid) {
         // SAFETY: pointer from a successful lookup, read at once.
         Some(state) => unsafe {

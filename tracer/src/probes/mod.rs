@@ -98,6 +98,8 @@ pub struct LoadOptions {
     pub follow: bool,
     /// Walk allocation stacks with the unwind tables (`--stacks dwarf`).
     pub dwarf: bool,
+    /// The allocator uprobes will be attached (every mode but `--mode kernel`).
+    pub allocator_probes: bool,
 }
 
 /// One tracepoint program and where it attaches.
@@ -210,6 +212,9 @@ pub fn build_config(
     }
     if opts.dwarf {
         config.flags |= config_flags::DWARF;
+    }
+    if opts.allocator_probes {
+        config.flags |= config_flags::ALLOCATOR_PROBES;
     }
     if opts.hold_exec {
         config.flags |= config_flags::HOLD_EXEC;

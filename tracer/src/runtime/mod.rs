@@ -244,6 +244,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         target_tid: cfg.tid.unwrap_or(0),
         follow: cfg.follow,
         dwarf: cfg.stacks == StackWalk::Dwarf,
+        allocator_probes: cfg.mode == Mode::Full,
     };
     if cfg.follow {
         target::raise_fd_limit();
