@@ -263,7 +263,6 @@ pub fn encode_batch(plain: &[u8]) -> Vec<u8> {
     deflate(&columns::to_columns(plain))
 }
 
-/// Bytes deflated as they are (the fuzzer stores crafted column layouts with it).
 /// Inflates a raw deflate stream into `out` (cleared first), at most [`MAX_BATCH_BYTES`]: into
 /// the vector's spare room, which is never zeroed first (`read_to_end` would zero it all).
 fn inflate(input: &[u8], out: &mut Vec<u8>, d: &mut Decompress) -> Result<(), String> {
@@ -291,6 +290,7 @@ fn inflate(input: &[u8], out: &mut Vec<u8>, d: &mut Decompress) -> Result<(), St
     }
 }
 
+/// Bytes deflated as they are (the fuzzer stores crafted column layouts with it).
 pub fn deflate(batch: &[u8]) -> Vec<u8> {
     let mut deflate = DeflateEncoder::new(Vec::new(), Compression::fast());
     deflate
@@ -314,8 +314,8 @@ pub struct Reader<R> {
     /// Total length, when known, for progress.
     pub len: Option<u64>,
     buf: Vec<u8>,
-    /// The inflated batch (column layout), then the same in the plain layout being read,
-    /// where its next event starts, and the batch's offset.
+    /// The inflated batch (column layout), then the same in the plain layout being read (see
+    /// `events`), and the batch's offset.
     packed: Vec<u8>,
     inflater: Decompress,
     batch: Vec<u8>,
