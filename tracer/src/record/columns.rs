@@ -187,7 +187,8 @@ pub fn from_columns(
                 let col = |k: usize| &cols[(w * 8 + k) * rows + first..][..n];
                 let c: [&[u8]; 8] = std::array::from_fn(col);
                 let words = &mut words[..n];
-                // Every column as long as the block: no bounds check left in the loop.
+                // As the slices above are cut; said again so that the compiler can drop the
+                // bounds checks in the loops below.
                 assert!(c.iter().all(|c| c.len() == words.len()));
                 // Eight rows at a time: eight bytes of each column, transposed.
                 let mut r = 0;
