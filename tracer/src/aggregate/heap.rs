@@ -453,6 +453,13 @@ impl HeapStats {
 
     /// The live blocks in address order (reports are the same on every replay).
     fn live_in_order(&self) -> Vec<(u64, LiveBlock)> {
+        if let Some(index) = &self.by_address {
+            // Kept in order already (a fault asked for it): walked, not sorted.
+            return index
+                .iter()
+                .filter_map(|&a| self.live.get(a).map(|&b| (a, b)))
+                .collect();
+        }
         let mut blocks: Vec<(u64, LiveBlock)> = self.live.iter().map(|(a, &b)| (a, b)).collect();
         blocks.sort_unstable_by_key(|&(a, _)| a);
         blocks
@@ -626,10 +633,15 @@ mod tests {
         );
         assert_eq!((s.site(2).live_bytes, s.site(2).live_count), (40, 1));
         assert_eq!(s.heap.block_at(0xa0).map(|b| b.1), Some(40));
+        // Live blocks in address order, from the index as from the table (another thread's,
+        // so that 0xa0 stays thread 1's last block).
+        s.alloc(2, 8, 0x10, 3);
+        let listed: Vec<u64> = s.heap.live_blocks().map(|b| b.0).collect();
+        assert_eq!(listed, [0x10, 0xa0]);
         // The index by address holds it once: freeing it leaves nothing.
         s.free(1, 0xa0);
         assert_eq!(s.heap.block_at(0xa0), None);
-        assert_eq!((s.heap.live_bytes, s.site(2).temporary), (0, 1));
+        assert_eq!((s.heap.live_bytes, s.site(2).temporary), (8, 1));
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! Tests of the text summary.
+
+use super::*;
+use crate::report::tests::sample_summary;
+
+fn rendered(s: &Summary) -> String {
+    let mut buf = Vec::new();
+    render(s, &mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+#[test]
+fn shows_target_events_and_each_syscall() {
+    let text = rendered(&sample_summary());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "tracer: pid 4242 (./app --flag) exited with status 3; traced 12.5 ms"
+    );
+    assert_eq!(lines[1], "events: 6 received, 2 dropped");
+    assert!(
+        lines[2].starts_with("warning: 2 events were lost"),
+        "{}",
+        lines[2]
+    );
+    let row = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
+    };
+    assert_eq!(
+        row("brk"),
+        "brk             2       0  grew 132.0 KiB, shrank 0 B (1 queries)"
+    );
+    assert!(row("mmap").starts_with("mmap            2       0  200.0 KiB mapped: anonymous 196.0 KiB in 1 calls, file 4.0 KiB in 1 calls"), "{}", row("mmap"));
+    assert_eq!(
+        row("munmap"),
+        "munmap          1       0  196.0 KiB unmapped"
+    );
+    assert_eq!(
+        row("mremap"),
+        "mremap          1       0  4.0 KiB -> 8.0 KiB"
+    );
+}
+
+#[test]
+fn stacks_read_innermost_first() {
+    let frame = |f: Option<&str>, file: Option<&str>, line| Frame {
+        addr: 0x4010,
+        function: f.map(Into::into),
+        file: file.map(Into::into),
+        line,
+        inlined: false,
+        module: None,
+        offset: None,
+        build_id: None,
+        plumbing: false,
+    };
+    let stack = [
+        frame(Some("leak_here"), Some("/src/app/alloc.c"), Some(49)),
+        frame(Some("main"), None, None),
+        frame(None, None, None),
+        frame(Some("_start"), None, None),
+    ];
+    assert_eq!(
+        describe_stack(&stack, 3),
+        "leak_here (alloc.c:49) <- main <- 0x4010"
+    );
+    assert_eq!(describe_stack(&[], 3), "(no stack)");
+    // Unresolved in a mapped file: the file and the offset in it, never a bare address.
+    let mut lib = frame(None, None, None);
+    lib.module = Some("/usr/lib/x86_64-linux-gnu/libsqlite3.so.0".into());
+    lib.offset = Some(0x4a2f1);
+    assert_eq!(
+        describe_stack(&[stack[1].clone(), lib], 3),
+        "main <- libsqlite3.so.0+0x4a2f1"
+    );
+}
+
+#[test]
+fn without_an_allocator_says_so() {
+    let text = rendered(&sample_summary());
+    assert!(text.contains("allocator: no malloc family found"), "{text}");
+}
+
+#[test]
+fn names_the_processes_started_before_attaching() {
+    let mut s = sample_summary();
+    assert!(!rendered(&s).contains("before tracer attached"));
+    s.target.pid = 40;
+    s.target.children_at_attach = vec![41];
+    assert!(
+        rendered(&s).contains(
+            "note: pid 40 had started 1 process before tracer attached (pid 41): it is not \
+             traced (--follow follows the processes created while tracing; trace one of \
+             these with its own --pid)\n"
+        ),
+        "{}",
+        rendered(&s)
+    );
+    s.target.children_at_attach = (41..51).collect();
+    let text = rendered(&s);
+    assert!(
+        text.contains(
+            "had started 10 processes before tracer attached (pid 41, 42, 43, 44, 45, 46, \
+             47, 48, and 2 more): they are not traced"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn warns_of_lost_stacks() {
+    let mut s = sample_summary();
+    s.events.stacks_lost = 7;
+    let text = rendered(&s);
+    assert!(
+        text.contains(
+            "warning: 7 stacks (of allocations, syscalls or faults) could not be taken: \
+             7 could not be walked\n"
+        ),
+        "{text}"
+    );
+    // Collisions and a full map are told apart, and only they suggest a larger map.
+    s.events.stack_collisions = 4;
+    s.events.stack_map_full = 1;
+    let text = rendered(&s);
+    assert!(
+        text.contains(
+            "could not be taken: 4 hashed to the slot of another stack in the stack map, \
+             1 found the stack map full, 2 could not be walked; a larger --max-stacks \
+             makes both rarer"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn says_when_unwound_stacks_were_cut_or_walked_again() {
+    let mut s = sample_summary();
+    let text = rendered(&s);
+    assert!(!text.contains("deeper than 64") && !text.contains("hashed to another"));
+    s.events.stacks_truncated = 3;
+    s.events.unwound_collisions = 2;
+    s.events.unwound_map_full = 5;
+    let text = rendered(&s);
+    assert!(
+        text.contains("note: 3 stacks were deeper than 64 frames: cut there"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: 2 unwound stacks hashed to another stack's id"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: 5 unwound stacks found their map full"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_warning_without_drops() {
+    let mut s = sample_summary();
+    s.events.dropped = 0;
+    assert!(!rendered(&s).contains("warning"));
+}
+
+/// Sites are named from their first frame that is not plumbing, with as many frames as
+/// tell them apart; `--max-sites` lists that many.
+#[test]
+fn sites_show_the_frames_that_tell_them_apart() {
+    let f = |function: &str, plumbing: bool| Frame {
+        function: Some(function.into()),
+        plumbing,
+        ..Frame::unknown(0x1000)
+    };
+    let stack = |tail: &[&str]| {
+        let mut s = vec![f("alloc::alloc::alloc", true), f("grow", false)];
+        s.extend(tail.iter().map(|t| f(t, false)));
+        s
+    };
+    let mut s = sample_summary();
+    s.user.allocator_files = vec!["/lib/libc.so.6".into()];
+    let stats = crate::aggregate::heap::SiteStats {
+        allocs: 1,
+        bytes: 10,
+        ..Default::default()
+    };
+    for tail in [
+        &["a", "b", "one", "main"][..],
+        &["a", "b", "two", "main"][..],
+        &["c"][..],
+    ] {
+        s.user.sites.push(SiteReport {
+            stack: stack(tail),
+            ..crate::report::tests::site_at("x", 1, stats.clone())
+        });
+    }
+    for i in 0..12 {
+        s.user.sites.push(crate::report::tests::site_at(
+            &format!("f{i}"),
+            i,
+            stats.clone(),
+        ));
+    }
+    let text = rendered(&s);
+    assert!(text.contains("live  grow <- a <- b <- one\n"), "{text}");
+    assert!(text.contains("live  grow <- a <- b <- two\n"), "{text}");
+    assert!(text.contains("live  grow <- c\n"), "{text}");
+    assert!(!text.contains("alloc::alloc::alloc"), "{text}");
+    let listed = |text: &str| text.lines().filter(|l| l.contains(" allocs, ")).count();
+    assert_eq!(listed(&text), 10);
+    s.text_sites = Some(15);
+    assert_eq!(listed(&rendered(&s)), 15);
+}
