@@ -125,6 +125,9 @@ pub fn to_columns(plain: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Events a batch can hold at most (see `from_columns`).
+pub const MAX_BATCH_EVENTS: usize = 1 << 20;
+
 /// Rebuilds the plain layout from the column layout into `plain`, and where each event's
 /// bytes lie in it (start, length) into `events`.
 pub fn from_columns(
@@ -136,6 +139,11 @@ pub fn from_columns(
     plain.clear();
     events.clear();
     let count = u32::from_le_bytes(packed.get(..4).ok_or(SHORT)?.try_into().expect("4")) as usize;
+    // The recorder ends a batch past 256 KiB, so it never holds this many events (each has a
+    // header): a hostile batch cannot make the decode's per-event vectors large.
+    if count > MAX_BATCH_EVENTS {
+        return Err("an events batch claims more events than a batch holds");
+    }
     // Two bytes of length per event must be there before anything is sized by the count.
     let lengths = packed
         .get(4..4 + count.checked_mul(2).ok_or(SHORT)?)
@@ -313,6 +321,11 @@ mod tests {
         let mut longer = packed.clone();
         longer.push(0);
         assert!(from_columns(&longer, &mut out, &mut Vec::new()).is_err());
+        // More events than a batch holds, each of no bytes: refused before anything is sized.
+        let many = plain(&vec![Vec::new(); MAX_BATCH_EVENTS + 1]);
+        assert!(from_columns(&to_columns(&many), &mut out, &mut Vec::new()).is_err());
+        let most = plain(&vec![Vec::new(); MAX_BATCH_EVENTS]);
+        assert!(from_columns(&to_columns(&most), &mut out, &mut Vec::new()).is_ok());
         // A count that claims more events than there are bytes for.
         let mut huge = packed.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());

@@ -46,6 +46,8 @@ pub const FINISH: u8 = 3;
 pub const EXEC: u8 = 4;
 /// Events are deflated in batches of about this many bytes.
 const BATCH_BYTES: usize = 256 << 10;
+// A batch holds at most one event per two bytes (each has its length) past BATCH_BYTES.
+const _: () = assert!(BATCH_BYTES / 2 + (64 << 10) < columns::MAX_BATCH_EVENTS);
 /// A batch never inflates beyond this (a corrupt one could claim more).
 const MAX_BATCH_BYTES: u64 = 64 << 20;
 
