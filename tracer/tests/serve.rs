@@ -181,8 +181,10 @@ fn prometheus_scrapes_live_bytes_and_sites() {
         .unwrap()
         .parse()
         .unwrap();
-    // One a step of at least 10 ms.
-    assert!(per_second > 10.0 && per_second <= 101.0, "{per_second}");
+    // One a step of at least 10 ms: at most 100/s, and rate() extrapolates its window to the
+    // range's edges, which overshoots by a few percent when scrapes come late (101.75 seen on
+    // a loaded machine).
+    assert!(per_second > 10.0 && per_second <= 110.0, "{per_second}");
     let _ = prometheus.kill();
     let _ = prometheus.wait();
 }

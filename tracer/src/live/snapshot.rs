@@ -100,6 +100,9 @@ impl Snapshotter {
     /// Everything a summary needs, as of now. `max_sites` overrides the run's limit (intervals
     /// rank every site by live bytes).
     pub fn finish(&mut self, now: Now, ending: Ending, max_sites: Option<usize>) -> Finish {
+        // The moment blocks are aged at: now, before the stacks are read and symbolized (which
+        // can take a second on a loaded machine and would age every block by as much).
+        let now_ns = monotonic_ns();
         let mut ids: Vec<i32> = now
             .processes
             .iter()
@@ -173,7 +176,7 @@ impl Snapshotter {
                 .unwrap_or_else(|| self.started.elapsed())
                 .as_secs_f64()
                 * 1e3,
-            now_ns: monotonic_ns(),
+            now_ns,
             counters: now.counters,
             kernel_traced: now.kernel_traced,
             allocator_files: now.allocator_files,
