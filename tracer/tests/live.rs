@@ -39,7 +39,10 @@ fn intervals_track_growth_and_name_the_leak() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let records = lines(&jsonl);
-    assert!(records.len() >= 5, "{} lines", records.len());
+    // At least 3 s of steps at 0.5 s: six lines on a quiet machine, fewer when each summary
+    // is slow (the next interval starts a full period after one is written). Three are the
+    // fewest the checks below need: a first, one in the middle, the final one.
+    assert!(records.len() >= 3, "{} lines", records.len());
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r["schema"], "tracer.interval/1");
         assert_eq!(r["final"], i == records.len() - 1, "line {i}");
