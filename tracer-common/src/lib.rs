@@ -8,6 +8,12 @@
 
 use core::mem::size_of;
 
+mod counted;
+pub use counted::{
+    LiveObject, MAX_SLAB_COUNTS, SLAB_COUNTED, SLAB_COUNTS_MAP, SlabCount, SlabCountEvent,
+    SlabCountKey,
+};
+
 /// Name of the ring buffer that carries every event to userspace.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU array of counters (see [`counter`]).
@@ -76,6 +82,9 @@ pub mod kind {
     pub const EXIT: u32 = 11;
     /// A [`super::HeldEvent`]: the process is stopped until userspace continues it.
     pub const HELD: u32 = 12;
+    /// A [`super::SlabCountEvent`]: slab objects counted in the kernel, as userspace read
+    /// them (see [`super::SLAB_COUNTS_MAP`]).
+    pub const SLAB_COUNT: u32 = 13;
 }
 
 /// Name of the kernel stack-trace map (`--kernel-stacks`).
@@ -108,6 +117,9 @@ pub mod config_flags {
     /// The allocator uprobes are attached (not `--mode kernel`): only then can an allocator
     /// call be in flight, so only then do the kernel programs look one up.
     pub const ALLOCATOR_PROBES: u32 = 128;
+    /// Count slab objects made outside traced calls in [`super::SLAB_COUNTS_MAP`] instead of
+    /// sending each (not with `--kernel-stacks`, whose stacks are per object).
+    pub const COUNT_SLAB: u32 = 256;
 }
 
 /// Name of the map of the processes `--follow` traces besides the target: tgid to parent tgid.
@@ -798,6 +810,14 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SlabCountKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SlabCount {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LiveObject {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SlabCountEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SyscallEvent {}
     // SAFETY: as above.

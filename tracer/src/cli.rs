@@ -223,7 +223,9 @@ pub struct Cli {
     pub kernel_probes: KernelProbes,
 
     /// Record the kernel stack of every buddy page and slab object the process is given, and
-    /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation.
+    /// list the kernel's top allocation paths. Costs a stack walk per kernel allocation, and an
+    /// event per slab object (otherwise objects made outside traced calls are counted in the
+    /// kernel, per cache).
     /// Example: --kernel-stacks -- ./app
     #[arg(long)]
     pub kernel_stacks: bool,

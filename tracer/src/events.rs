@@ -6,7 +6,7 @@ use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
     AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, HeldEvent, OpenEvent, PageEvent,
-    ProcessEvent, SlabEvent, Syscall, SyscallEvent, kind,
+    ProcessEvent, SlabCountEvent, SlabEvent, Syscall, SyscallEvent, kind,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
@@ -20,6 +20,8 @@ pub enum Event {
     PageFree(PageEvent),
     SlabAlloc(SlabEvent),
     SlabFree(SlabEvent),
+    /// Slab objects counted in the kernel, as read at `header.ts_ns`.
+    SlabCount(SlabCountEvent),
     Fault(FaultEvent),
     Exec(ExecEvent),
     /// `--follow`: a traced process created child process `pid`.
@@ -38,6 +40,7 @@ impl Event {
             Event::Open(e) => &e.header,
             Event::PageAlloc(e) | Event::PageFree(e) => &e.header,
             Event::SlabAlloc(e) | Event::SlabFree(e) => &e.header,
+            Event::SlabCount(e) => &e.header,
             Event::Fault(e) => &e.header,
             Event::Exec(e) => &e.header,
             Event::Fork(e) | Event::Exit(e) => &e.header,
@@ -98,6 +101,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::PAGE_FREE => Ok(Event::PageFree(read(bytes, "page event")?)),
         kind::SLAB_ALLOC => Ok(Event::SlabAlloc(read(bytes, "slab event")?)),
         kind::SLAB_FREE => Ok(Event::SlabFree(read(bytes, "slab event")?)),
+        kind::SLAB_COUNT => Ok(Event::SlabCount(read(bytes, "slab count event")?)),
         kind::FAULT => Ok(Event::Fault(read(bytes, "fault event")?)),
         kind::EXEC => Ok(Event::Exec(read(bytes, "exec event")?)),
         kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
@@ -330,6 +334,32 @@ mod tests {
                 need: 120,
                 got: 119
             })
+        ));
+
+        let count = SlabCountEvent {
+            header: header(kind::SLAB_COUNT),
+            key: tracer_common::SlabCountKey {
+                tgid: 42,
+                flags: 0,
+                cache: 0xffff_8880_0001_0000,
+            },
+            count: tracer_common::SlabCount {
+                allocs: 9,
+                frees: 4,
+                bytes_req: 9 * 176,
+                object_size: 184,
+                name: cache,
+            },
+        };
+        let bytes = encode(&count);
+        assert_eq!(bytes.len(), 104);
+        assert_eq!(&bytes[24..28], &42u32.to_ne_bytes());
+        assert_eq!(&bytes[40..48], &9u64.to_ne_bytes());
+        assert_eq!(&bytes[72..86], b"vm_area_struct");
+        assert_eq!(decode(bytes), Ok(Event::SlabCount(count)));
+        assert!(matches!(
+            decode(&bytes[..103]),
+            Err(DecodeError::Truncated { need: 104, .. })
         ));
 
         let fault = FaultEvent {

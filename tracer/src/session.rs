@@ -405,6 +405,10 @@ impl Session {
                 self.kernel.on_slab_free(e);
                 None
             }
+            Event::SlabCount(e) => {
+                self.kernel.on_slab_count(e);
+                None
+            }
             Event::Fault(e) => {
                 self.agg.callers.on_fault(e);
                 self.kernel.on_fault(self.space.region(e.address).name());

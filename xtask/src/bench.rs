@@ -43,6 +43,18 @@ impl Table {
         self.rows.push(row);
     }
 
+    /// A row whose ratio was measured pairwise (see `redis_rows`).
+    fn add_ratio(&mut self, what: impl Into<String>, value: f64, unit: &'static str, ratio: f64) {
+        let row = Row {
+            what: what.into(),
+            value,
+            unit,
+            ratio: Some(ratio),
+        };
+        println!("{}", format_row(&row));
+        self.rows.push(row);
+    }
+
     fn note(&mut self, text: impl Into<String>) {
         let text = text.into();
         println!("  ({text})");
@@ -586,17 +598,16 @@ impl Drop for Redis {
     }
 }
 
+/// Rounds of the redis measurements: each traced run is paired with an untraced run just
+/// before it, and the row gives the median rate and the median of the pairs' ratios (the
+/// host's load drifts within seconds here; a ratio to one untraced run made minutes earlier
+/// measured the drift).
+const REDIS_ROUNDS: usize = 5;
+
 fn redis_rows(tracer: &Path, t: &mut Table) -> Result<()> {
     let redis = Redis::start(6390)?;
-    let untraced = redis.throughput()?;
-    t.add(
-        "redis-server under redis-benchmark, untraced",
-        untraced,
-        "req/s",
-        None,
-    );
     let pid = redis.child.id().to_string();
-    for (name, args) in [
+    let modes = [
         ("tracer --pid (full)", &[][..]),
         ("tracer --pid --sample 512K", &["--sample", "512K"][..]),
         ("tracer --pid --mode kernel", &["--mode", "kernel"][..]),
@@ -604,28 +615,49 @@ fn redis_rows(tracer: &Path, t: &mut Table) -> Result<()> {
             "tracer --pid --mode kernel --no-kernel (syscalls only)",
             &["--mode", "kernel", "--no-kernel"][..],
         ),
-    ] {
-        let mut traced = tracer_cmd(tracer, &["--pid", &pid])
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()?;
-        // Measure once tracer says it is attached.
-        let mut lines = BufReader::new(traced.stderr.take().context("stderr")?).lines();
-        let first = lines.next().transpose()?.unwrap_or_default();
-        if !first.starts_with("tracer: attached") {
-            bail!("tracer did not attach to redis-server: {first}");
+    ];
+    let mut untraced = Vec::new();
+    let mut traced = vec![(Vec::new(), Vec::new()); modes.len()];
+    for _ in 0..REDIS_ROUNDS {
+        for (i, (_, args)) in modes.iter().enumerate() {
+            let base = redis.throughput()?;
+            untraced.push(base);
+            let mut tracing = tracer_cmd(tracer, &["--pid", &pid])
+                .args(*args)
+                .stderr(Stdio::piped())
+                .spawn()?;
+            // Measure once tracer says it is attached.
+            let mut lines = BufReader::new(tracing.stderr.take().context("stderr")?).lines();
+            let first = lines.next().transpose()?.unwrap_or_default();
+            if !first.starts_with("tracer: attached") {
+                bail!("tracer did not attach to redis-server: {first}");
+            }
+            let rate = redis.throughput()?;
+            // SAFETY: signalling the tracer we started.
+            unsafe { libc_kill(tracing.id() as i32, 2) };
+            tracing.wait()?;
+            traced[i].0.push(rate);
+            traced[i].1.push(rate / base);
         }
-        let rate = redis.throughput()?;
-        // SAFETY: signalling the tracer we started.
-        unsafe { libc_kill(traced.id() as i32, 2) };
-        traced.wait()?;
-        t.add(
+    }
+    t.add(
+        "redis-server under redis-benchmark, untraced",
+        median(&mut untraced),
+        "req/s",
+        None,
+    );
+    for ((name, _), (mut rates, mut ratios)) in modes.iter().zip(traced) {
+        t.add_ratio(
             format!("redis-server under redis-benchmark, {name}"),
-            rate,
+            median(&mut rates),
             "req/s",
-            Some(untraced),
+            median(&mut ratios),
         );
     }
+    t.note(format!(
+        "redis rows: the median of {REDIS_ROUNDS} rounds; each traced run follows an untraced \
+         one, and its ratio is the median of those pairs' ratios"
+    ));
     Ok(())
 }
 

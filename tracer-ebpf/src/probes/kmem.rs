@@ -18,8 +18,9 @@ use aya_ebpf::{
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
-    CACHE_NAME_BYTES, InFlight, MAX_LIVE_KERNEL_OBJECTS, MAX_STACKS, PageEvent, SLAB_KMALLOC,
-    SlabEvent, config_flags, counter, kind,
+    CACHE_NAME_BYTES, InFlight, LiveObject, MAX_LIVE_KERNEL_OBJECTS, MAX_SLAB_COUNTS, MAX_STACKS,
+    PageEvent, SLAB_COUNTED, SLAB_KMALLOC, SlabCount, SlabCountKey, SlabEvent, config_flags,
+    counter, kind,
 };
 
 use crate::{
@@ -33,9 +34,18 @@ use crate::{
 #[map(name = "LIVE_PAGES")]
 static LIVE_PAGES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
 
-/// Slab objects the traced process was given, by address, with whether they came from kmalloc.
+/// Slab objects the traced process was given, by address: whether they came from kmalloc, and
+/// for a counted one, whose count its free goes to.
 #[map(name = "LIVE_SLAB")]
-static LIVE_SLAB: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
+static LIVE_SLAB: HashMap<u64, LiveObject> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
+
+/// Slab objects counted instead of sent (see `tracer_common::SLAB_COUNTS_MAP`).
+#[map(name = "SLAB_COUNTS")]
+static SLAB_COUNTS: HashMap<SlabCountKey, SlabCount> =
+    HashMap::with_max_entries(MAX_SLAB_COUNTS, 0);
+
+/// `bpf_map_update_elem` flag: only create, never replace.
+const BPF_NOEXIST: u64 = 1;
 
 /// Slots of each counting filter in front of LIVE_PAGES and LIVE_SLAB.
 const FILTER_BITS: u32 = 14;
@@ -64,14 +74,22 @@ fn count(slot: *mut u32, delta: u32) {
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(slot, delta) };
 }
 
+/// Adds `delta` to a 64-bit counter in a map value, atomically (other CPUs count the same
+/// process and cache).
+#[inline(always)]
+fn add(counter: *mut u64, delta: u64) {
+    // SAFETY: `counter` is inside a map value, valid for the program's run.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, delta) };
+}
+
 /// Remembers that the traced process has `key` (with `value`).
 #[inline(always)]
-fn remember(live: &HashMap<u64, u32>, filter: &Array<u32>, key: u64, value: u32) {
+fn remember<V>(live: &HashMap<u64, V>, filter: &Array<u32>, key: u64, value: V) {
     let Some(slot) = filter.get_ptr_mut(filter_slot(key)) else {
         return;
     };
     count(slot, 1);
-    if live.insert(key, value, 0).is_err() {
+    if live.insert(key, &value, 0).is_err() {
         count(slot, u32::MAX);
         bump(counter::KERNEL_LIVE_FULL);
     }
@@ -79,7 +97,7 @@ fn remember(live: &HashMap<u64, u32>, filter: &Array<u32>, key: u64, value: u32)
 
 /// Takes `key` out of what the traced process has, if it is there.
 #[inline(always)]
-fn take(live: &HashMap<u64, u32>, filter: &Array<u32>, key: u64) -> Option<u32> {
+fn take<V: Copy>(live: &HashMap<u64, V>, filter: &Array<u32>, key: u64) -> Option<V> {
     let slot = filter.get_ptr_mut(filter_slot(key))?;
     // SAFETY: as in `count`; a stale read errs towards a lookup, never against one, since a
     // slot is counted up before its key goes in.
@@ -373,7 +391,7 @@ fn slab_alloc(
         gfp_flags,
         flags,
     };
-    slab_allocated(ctx, tgid, tid, &object, name);
+    slab_allocated(ctx, tgid, tid, &object, 0, name);
 }
 
 /// A slab object as the allocation tracepoints describe it.
@@ -387,20 +405,45 @@ pub struct SlabObject {
     pub flags: u32,
 }
 
-/// A slab object given to the traced thread `tid`: remembered, and sent with its cache's name
-/// copied from the kernel address `name` when there is one.
+/// A slab object given to the traced thread `tid`: remembered, and counted, or sent with its
+/// cache's name copied from the kernel address `name` when there is one. `cache` is the
+/// cache's `struct kmem_cache` address when the tracepoint gives it (raw tracepoints), else 0.
 #[inline(always)]
 pub fn slab_allocated<C: StackIdContext>(
     ctx: &C,
     tgid: u32,
     tid: u32,
     object: &SlabObject,
+    cache: u64,
     name: Option<u64>,
 ) {
     if object.ptr == 0 {
         return;
     }
-    remember(&LIVE_SLAB, &LIVE_SLAB_FILTER, object.ptr, object.flags);
+    let in_flight = in_flight(tid);
+    // Made outside a traced call: charged to its cache alone, so counted. A kmalloc cache is
+    // its size class; any other needs its address (a perf tracepoint's record lacks it).
+    let cache = if object.flags & SLAB_KMALLOC != 0 {
+        object.bytes_alloc
+    } else {
+        cache
+    };
+    if cache != 0
+        && in_flight == InFlight::default()
+        && config_flag(config_flags::COUNT_SLAB)
+        && counted(tgid, object, cache, name)
+    {
+        return;
+    }
+    remember(
+        &LIVE_SLAB,
+        &LIVE_SLAB_FILTER,
+        object.ptr,
+        LiveObject {
+            flags: object.flags,
+            ..LiveObject::default()
+        },
+    );
     let kstack_id = kernel_stack(ctx);
     let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);
@@ -410,7 +453,7 @@ pub fn slab_allocated<C: StackIdContext>(
     // SAFETY: `event` points at a reserved record; every field is written before submit.
     unsafe {
         (*event).header = header(kind::SLAB_ALLOC, tgid, tid);
-        (*event).in_flight = in_flight(tid);
+        (*event).in_flight = in_flight;
         (*event).ptr = object.ptr;
         (*event).call_site = object.call_site;
         (*event).bytes_req = object.bytes_req;
@@ -429,12 +472,80 @@ pub fn slab_allocated<C: StackIdContext>(
     entry.submit(wakeup_flags());
 }
 
-/// A slab object freed, by anyone: sent if the traced process had it.
+/// Counts `object` in its (process, cache) entry, made on the first object with the cache's
+/// name copied from `name`; false when the map is full (the object is then sent).
+#[inline(always)]
+fn counted(tgid: u32, object: &SlabObject, cache: u64, name: Option<u64>) -> bool {
+    let key = SlabCountKey {
+        tgid,
+        flags: object.flags,
+        cache,
+    };
+    let slot = match SLAB_COUNTS.get_ptr_mut(key) {
+        Some(slot) => slot,
+        None => {
+            let mut fresh = SlabCount {
+                allocs: 0,
+                frees: 0,
+                bytes_req: 0,
+                object_size: object.bytes_alloc,
+                name: [0; CACHE_NAME_BYTES],
+            };
+            if let Some(src) = name {
+                let dst = (&raw mut fresh.name).cast::<c_void>();
+                // SAFETY: `dst` is the stack array, CACHE_NAME_BYTES long.
+                if unsafe { bpf_probe_read_kernel_str(dst, CACHE_NAME_BYTES as u32, src as _) } < 0
+                {
+                    bump(counter::READ_FAILED);
+                }
+            }
+            // Another CPU may have made it meanwhile: then this insert fails and the lookup
+            // finds theirs.
+            let _ = SLAB_COUNTS.insert(key, fresh, BPF_NOEXIST);
+            let Some(slot) = SLAB_COUNTS.get_ptr_mut(key) else {
+                return false;
+            };
+            slot
+        }
+    };
+    // Counted before it is remembered, so that a free on another CPU cannot be counted first.
+    // SAFETY: `slot` is the map value's address, valid for the program's run.
+    unsafe {
+        add(&raw mut (*slot).allocs, 1);
+        add(&raw mut (*slot).bytes_req, object.bytes_req);
+    }
+    remember(
+        &LIVE_SLAB,
+        &LIVE_SLAB_FILTER,
+        object.ptr,
+        LiveObject {
+            flags: object.flags | SLAB_COUNTED,
+            tgid,
+            cache,
+        },
+    );
+    true
+}
+
+/// A slab object freed, by anyone: counted or sent if the traced process had it.
 #[inline(always)]
 pub fn slab_freed(ptr: u64) {
-    let Some(flags) = take(&LIVE_SLAB, &LIVE_SLAB_FILTER, ptr) else {
+    let Some(live) = take(&LIVE_SLAB, &LIVE_SLAB_FILTER, ptr) else {
         return;
     };
+    let flags = live.flags;
+    if flags & SLAB_COUNTED != 0 {
+        let key = SlabCountKey {
+            tgid: live.tgid,
+            flags: flags & !SLAB_COUNTED,
+            cache: live.cache,
+        };
+        if let Some(slot) = SLAB_COUNTS.get_ptr_mut(key) {
+            // SAFETY: as in `counted`.
+            add(unsafe { &raw mut (*slot).frees }, 1);
+        }
+        return;
+    }
     let (tgid, tid) = current();
     let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
         bump(counter::RINGBUF_DROPPED);

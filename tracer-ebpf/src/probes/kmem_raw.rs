@@ -50,7 +50,7 @@ pub fn raw_kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
         gfp_flags: gfp & GFP_MASK,
         flags: 0,
     };
-    slab_allocated(&ctx, tgid, tid, &object, (name != 0).then_some(name));
+    slab_allocated(&ctx, tgid, tid, &object, cache, (name != 0).then_some(name));
     0
 }
 
@@ -69,7 +69,7 @@ pub fn raw_kmalloc(ctx: RawTracePointContext) -> i32 {
         gfp_flags: ctx.arg::<u64>(4) & GFP_MASK,
         flags: SLAB_KMALLOC,
     };
-    slab_allocated(&ctx, tgid, tid, &object, None);
+    slab_allocated(&ctx, tgid, tid, &object, 0, None);
     0
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use foldhash::HashMap as FastMap;
 use serde::Serialize;
-use tracer_common::{CACHE_NAME_BYTES, PageEvent, SLAB_KMALLOC, SlabEvent};
+use tracer_common::{CACHE_NAME_BYTES, PageEvent, SLAB_KMALLOC, SlabCountEvent, SlabEvent};
 
 const PAGE_BYTES: u64 = 4096;
 
@@ -100,11 +100,26 @@ pub struct SlabModel {
     pub frees: u64,
     pub live_at_end: u64,
     pub live_bytes_at_end: u64,
+    /// Of `allocs`, the objects counted in the kernel rather than sent one by one.
+    pub counted_in_kernel: u64,
     /// Each cache met, by the id its objects carry in `live`.
     caches: Vec<(CacheKey, CacheStats)>,
     ids: FastMap<CacheKey, u32>,
     /// Live objects by address: their cache's id and bytes.
     live: FastMap<u64, (u32, u64)>,
+    /// Objects the kernel counted, by (flags, the kernel's cache key): the last counts read.
+    counted: FastMap<(u32, u64), Counted>,
+}
+
+/// A kernel-side count as last read, and what it added to the totals.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counted {
+    allocs: u64,
+    frees: u64,
+    bytes_req: u64,
+    /// Live objects and their size, as added to the live totals.
+    live: u64,
+    size: u64,
 }
 
 impl SlabModel {
@@ -220,6 +235,71 @@ impl KernelStats {
             c.frees += 1;
             c.live_at_end -= 1;
         }
+    }
+
+    /// Slab objects counted in the kernel: the counts are totals since tracing began, so what
+    /// changed since the last one read is added (a count smaller than before, which only a
+    /// damaged recording has, changes nothing).
+    pub fn on_slab_count(&mut self, e: &SlabCountEvent) {
+        let s = &mut self.slab;
+        let c = &e.count;
+        let key = if e.key.flags & SLAB_KMALLOC != 0 {
+            CacheKey::Kmalloc(c.object_size)
+        } else if c.name[0] == 0 {
+            CacheKey::Unnamed(c.object_size)
+        } else {
+            CacheKey::Named(c.name)
+        };
+        let id = s.id(key);
+        let last = s.counted.entry((e.key.flags, e.key.cache)).or_default();
+        let now = Counted {
+            allocs: c.allocs.max(last.allocs),
+            frees: c.frees.max(last.frees),
+            bytes_req: c.bytes_req.max(last.bytes_req),
+            live: c
+                .allocs
+                .max(last.allocs)
+                .saturating_sub(c.frees.max(last.frees)),
+            size: c.object_size,
+        };
+        let allocs = now.allocs - last.allocs;
+        let frees = now.frees - last.frees;
+        let bytes = allocs.saturating_mul(now.size);
+        let bytes_req = now.bytes_req - last.bytes_req;
+        let (live_bytes, last_live_bytes) = (
+            now.live.saturating_mul(now.size),
+            last.live.saturating_mul(last.size),
+        );
+        let (last_live, live) = (last.live, now.live);
+        *last = now;
+        s.counted_in_kernel = s.counted_in_kernel.saturating_add(allocs);
+        let cache = &mut s.caches[id as usize].1;
+        for (stats_allocs, stats_bytes, stats_req, stats_frees, stats_live) in [
+            (
+                &mut s.allocs,
+                &mut s.bytes,
+                &mut s.bytes_req,
+                &mut s.frees,
+                &mut s.live_at_end,
+            ),
+            (
+                &mut cache.allocs,
+                &mut cache.bytes,
+                &mut cache.bytes_req,
+                &mut cache.frees,
+                &mut cache.live_at_end,
+            ),
+        ] {
+            *stats_allocs = stats_allocs.saturating_add(allocs);
+            *stats_bytes = stats_bytes.saturating_add(bytes);
+            *stats_req = stats_req.saturating_add(bytes_req);
+            *stats_frees = stats_frees.saturating_add(frees);
+            *stats_live = stats_live.saturating_sub(last_live).saturating_add(live);
+        }
+        s.live_bytes_at_end = s
+            .live_bytes_at_end
+            .saturating_sub(last_live_bytes)
+            .saturating_add(live_bytes);
     }
 
     /// A user page fault in a region of kind `region` (its name).
@@ -348,6 +428,95 @@ mod tests {
         );
         assert_eq!(cache("kmalloc-64").allocs, 1);
         assert_eq!(s.caches().count(), 2, "one id per cache");
+    }
+
+    fn count(flags: u32, cache: u64, name: &str, allocs: u64, frees: u64) -> SlabCountEvent {
+        let mut bytes = [0u8; CACHE_NAME_BYTES];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        SlabCountEvent {
+            header: EventHeader {
+                kind: kind::SLAB_COUNT,
+                ..Default::default()
+            },
+            key: tracer_common::SlabCountKey {
+                tgid: 1,
+                flags,
+                cache,
+            },
+            count: tracer_common::SlabCount {
+                allocs,
+                frees,
+                bytes_req: allocs * 500,
+                object_size: 512,
+                name: bytes,
+            },
+        }
+    }
+
+    /// Counts are totals since tracing began: each read adds what changed, objects sent as
+    /// events and objects counted in the kernel add up in one cache, and a count that went
+    /// down (a damaged recording) changes nothing.
+    #[test]
+    fn kernel_counts_add_what_changed() {
+        let mut k = KernelStats::default();
+        k.on_slab_alloc(&slab(
+            kind::SLAB_ALLOC,
+            0x1000,
+            "skbuff_small_head",
+            500,
+            512,
+        ));
+        k.on_slab_count(&count(0, 0xffff_1000, "skbuff_small_head", 10, 4));
+        k.on_slab_count(&count(0, 0xffff_1000, "skbuff_small_head", 25, 24));
+        // The same count read again: nothing changes.
+        k.on_slab_count(&count(0, 0xffff_1000, "skbuff_small_head", 25, 24));
+        // Another cache of the same name (two caches, one name) and a kmalloc class.
+        k.on_slab_count(&count(0, 0xffff_2000, "skbuff_small_head", 3, 0));
+        k.on_slab_count(&count(SLAB_KMALLOC, 512, "", 7, 7));
+        let s = &k.slab;
+        assert_eq!(
+            (s.allocs, s.bytes, s.bytes_req, s.frees),
+            (1 + 25 + 3 + 7, 36 * 512, 36 * 500, 24 + 7)
+        );
+        assert_eq!((s.live_at_end, s.live_bytes_at_end), (1 + 1 + 3, 5 * 512));
+        assert_eq!(s.counted_in_kernel, 25 + 3 + 7);
+        let cache = |name: &str| {
+            s.caches()
+                .find(|(key, _)| key.name() == name)
+                .map(|(_, c)| *c)
+                .unwrap()
+        };
+        assert_eq!(
+            cache("skbuff_small_head"),
+            CacheStats {
+                allocs: 29,
+                bytes: 29 * 512,
+                bytes_req: 29 * 500,
+                frees: 24,
+                live_at_end: 5
+            }
+        );
+        assert_eq!(
+            (
+                cache("kmalloc-512").allocs,
+                cache("kmalloc-512").live_at_end
+            ),
+            (7, 0)
+        );
+        // Fewer than before: ignored; then more frees: live goes down.
+        k.on_slab_count(&count(0, 0xffff_1000, "skbuff_small_head", 2, 1));
+        assert_eq!((k.slab.allocs, k.slab.live_at_end), (36, 5));
+        k.on_slab_count(&count(0, 0xffff_1000, "skbuff_small_head", 25, 25));
+        assert_eq!(
+            (k.slab.frees, k.slab.live_at_end, k.slab.live_bytes_at_end),
+            (32, 4, 4 * 512)
+        );
+        // A free read before its allocation (two fields copied while another CPU ran) is
+        // made good by the next read.
+        k.on_slab_count(&count(0, 0xffff_2000, "skbuff_small_head", 3, 4));
+        assert_eq!(k.slab.live_at_end, 1);
+        k.on_slab_count(&count(0, 0xffff_2000, "skbuff_small_head", 5, 4));
+        assert_eq!(k.slab.live_at_end, 2);
     }
 
     #[test]

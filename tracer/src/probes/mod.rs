@@ -1,6 +1,7 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
 pub mod btf;
+pub mod counted;
 pub mod kernel;
 pub mod multi;
 pub mod offset;
@@ -221,6 +222,8 @@ pub fn build_config(
     }
     if opts.kernel_stacks {
         config.flags |= config_flags::KERNEL_STACKS;
+    } else {
+        config.flags |= config_flags::COUNT_SLAB;
     }
     if opts.fault_stacks {
         config.flags |= config_flags::FAULT_STACKS;

@@ -98,6 +98,9 @@ pub struct SlabStats {
     pub frees: u64,
     pub live_at_end: u64,
     pub live_bytes_at_end: u64,
+    /// Of `allocs`, the objects made outside traced calls, counted in the kernel per cache
+    /// instead of sent one by one.
+    pub counted_in_kernel: u64,
     /// By cache name; kmalloc objects by their size class (`kmalloc-64`, ...).
     pub by_cache: BTreeMap<String, CacheStats>,
 }
@@ -116,6 +119,7 @@ impl SlabStats {
             frees: m.frees,
             live_at_end: m.live_at_end,
             live_bytes_at_end: m.live_bytes_at_end,
+            counted_in_kernel: m.counted_in_kernel,
             by_cache,
         }
     }

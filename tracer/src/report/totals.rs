@@ -144,7 +144,7 @@ fn add_kernel(t: &mut Summary, s: &Summary) {
     add_map(&mut a.buddy.by_gfp, &b.buddy.by_gfp);
     add_map(&mut a.buddy.by_gfp_flags, &b.buddy.by_gfp_flags);
     add_map(&mut a.buddy.by_migratetype, &b.buddy.by_migratetype);
-    add!(a.slab, b.slab; allocs, bytes, bytes_req, frees, live_at_end, live_bytes_at_end);
+    add!(a.slab, b.slab; allocs, bytes, bytes_req, frees, live_at_end, live_bytes_at_end, counted_in_kernel);
     for (name, c) in &b.slab.by_cache {
         let e = a.slab.by_cache.entry(name.clone()).or_default();
         add!(e, c; allocs, bytes, bytes_req, frees, live_at_end);

@@ -32,6 +32,11 @@ pub(super) struct Drain<'a> {
     pub(super) unsynced: BTreeSet<u32>,
     /// Processes stopped (at an exec, or at a mapping of code) until their tables are in.
     pub(super) waiting: Waiting,
+    /// The slab objects the kernel counts, as last read.
+    pub(super) slab_counts: SlabCounts,
+    /// When they were last read; `None` once they are read for the last time (the recording is
+    /// closed after that read, and a report must replay from it).
+    pub(super) counts_read: Option<Instant>,
 }
 
 /// Processes stopped until their tables are in, and since when. However the run ends (an
@@ -74,6 +79,10 @@ impl Drop for Waiting {
 /// table comes).
 const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
+/// How often the kernel's slab counts are read while tracing (for the timeline; every
+/// snapshot reads them too).
+const COUNTS_PERIOD: Duration = Duration::from_millis(250);
+
 impl Drain<'_> {
     /// Takes at most `budget` records; returns whether the budget ran out (more may wait).
     pub(super) fn drain(
@@ -94,18 +103,8 @@ impl Drain<'_> {
                 self.threads.insert((header.tgid, header.tid), name);
             }
             let control = header.is_some_and(|h| h.kind == tracer_common::kind::HELD);
-            if !control
-                && let Some(recorder) = self.recorder.as_mut()
-                && let Err(e) = recorder.event(&record)
-            {
-                eprintln!(
-                    "tracer: warning: recording stopped after {} events ({:#}); the partial \
-                     recording is discarded and tracing goes on",
-                    recorder.events(),
-                    anyhow::Error::from(e)
-                );
-                self.recorder = None;
-                self.record_failed = true;
+            if !control {
+                self.record(&record);
             }
             match self.processes.process(&record) {
                 Some((pid, Followup::Mapped(lib))) => {
@@ -152,6 +151,51 @@ impl Drain<'_> {
 }
 
 impl Drain<'_> {
+    /// Writes a record to the recording; the first write that fails ends the recording.
+    fn record(&mut self, record: &[u8]) {
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) = recorder.event(record)
+        {
+            eprintln!(
+                "tracer: warning: recording stopped after {} events ({:#}); the partial \
+                 recording is discarded and tracing goes on",
+                recorder.events(),
+                anyhow::Error::from(e)
+            );
+            self.recorder = None;
+            self.record_failed = true;
+        }
+    }
+
+    /// Reads the slab objects the kernel counted and takes the counts that changed as events
+    /// (recorded like the ring's): at most every [`COUNTS_PERIOD`] unless `now`, and never
+    /// after the last read.
+    pub(super) fn read_counts(&mut self, ebpf: &Ebpf, now: bool) {
+        let Some(last) = self.counts_read else {
+            return;
+        };
+        if !now && last.elapsed() < COUNTS_PERIOD {
+            return;
+        }
+        self.counts_read = Some(Instant::now());
+        match self.slab_counts.read(ebpf, monotonic_ns()) {
+            Ok(counts) => {
+                for count in &counts {
+                    let record = events::encode(count);
+                    self.record(record);
+                    self.processes.process(record);
+                }
+            }
+            Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
+        }
+    }
+
+    /// The last read of the kernel's counts, before the recording is closed.
+    pub(super) fn last_counts(&mut self, ebpf: &Ebpf) {
+        self.read_counts(ebpf, true);
+        self.counts_read = None;
+    }
+
     /// Whether a process the target created still runs (its exit event not seen, and it is
     /// there).
     pub(super) fn others_running(&self) -> bool {
@@ -325,6 +369,7 @@ impl Drain<'_> {
         ending: Ending,
         max_sites: Option<usize>,
     ) -> Finish {
+        self.read_counts(&probes.ebpf, true);
         if std::mem::take(&mut self.new_code) {
             snapshotter.forget_symbols();
         }

@@ -30,12 +30,13 @@ use crate::{
     launch::HeldChild,
     live::{
         Live,
-        snapshot::{Ending, Now, Snapshotter},
+        snapshot::{Ending, Now, Snapshotter, monotonic_ns},
         write_snapshot,
     },
     output::{self, Outputs, Sink},
     probes::{
         EBPF_OBJECT, LoadOptions, Probes,
+        counted::SlabCounts,
         kernel::KernelProbes,
         tracefs::Tracefs,
         uprobes::{
@@ -431,6 +432,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         command: None,
         unsynced: BTreeSet::new(),
         waiting: Default::default(),
+        slab_counts: SlabCounts::default(),
+        counts_read: Some(Instant::now()),
     };
     // Woken when a table compiled in the background is in.
     let tables_ready = reader.tables.as_ref().map(|t| t.ready());
@@ -498,6 +501,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
             _ = notified(tables_ready.as_deref()) => reader.tables_ready(&mut probes.ebpf),
             _ = tick.tick() => {
                 reader.drain(ring.get_mut(), &mut probes.ebpf, DRAIN_BUDGET)?;
+                reader.read_counts(&probes.ebpf, false);
                 // Also continues a process stopped for too long for its tables.
                 reader.tables_ready(&mut probes.ebpf);
                 if names_read.elapsed() >= Duration::from_secs(1) {
@@ -592,6 +596,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     // What the ring holds now, and no more: a target still running keeps filling it.
     let in_ring = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
     reader.drain(ring.get_mut(), &mut probes.ebpf, in_ring)?;
+    reader.last_counts(&probes.ebpf);
     reader.release_waiting();
     let elapsed = started.elapsed();
     snapshotter.stopped = Some(elapsed);
