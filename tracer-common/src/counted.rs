@@ -42,10 +42,13 @@ pub struct SlabCount {
     pub bytes_req: u64,
     /// Bytes of each object (the cache's object size).
     pub object_size: u64,
+    /// Bytes asked for by each object of a cache that is not kmalloc's (the cache's
+    /// `object_size`, without alignment and metadata), so that counting one reads nothing.
+    pub req_size: u64,
     /// The cache's name, NUL-padded; empty for kmalloc.
     pub name: [u8; CACHE_NAME_BYTES],
 }
-const _: () = assert!(size_of::<SlabCount>() == 64);
+const _: () = assert!(size_of::<SlabCount>() == 72);
 
 /// A value of the live-object map: what a free needs to find what it frees.
 #[repr(C)]
@@ -67,4 +70,4 @@ pub struct SlabCountEvent {
     pub key: SlabCountKey,
     pub count: SlabCount,
 }
-const _: () = assert!(size_of::<SlabCountEvent>() == 104);
+const _: () = assert!(size_of::<SlabCountEvent>() == 112);

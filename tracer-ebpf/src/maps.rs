@@ -13,6 +13,18 @@ use tracer_common::{
     Syscall, SyscallOffsets, config_flags, counter,
 };
 
+/// Adds `delta` (wrapping) to a 64-bit counter in a map value, atomically. The BPF target has
+/// no atomic types; the add compiles to the instruction the kernel's atomics use.
+#[inline(always)]
+pub fn atomic_add(counter: *mut u64, delta: u64) {
+    // SAFETY: `counter` is inside a map value, valid for the program's run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            counter, delta,
+        )
+    };
+}
+
 /// Every event, reserved and written in place.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

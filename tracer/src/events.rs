@@ -348,18 +348,19 @@ mod tests {
                 frees: 4,
                 bytes_req: 9 * 176,
                 object_size: 184,
+                req_size: 176,
                 name: cache,
             },
         };
         let bytes = encode(&count);
-        assert_eq!(bytes.len(), 104);
+        assert_eq!(bytes.len(), 112);
         assert_eq!(&bytes[24..28], &42u32.to_ne_bytes());
         assert_eq!(&bytes[40..48], &9u64.to_ne_bytes());
-        assert_eq!(&bytes[72..86], b"vm_area_struct");
+        assert_eq!(&bytes[80..94], b"vm_area_struct");
         assert_eq!(decode(bytes), Ok(Event::SlabCount(count)));
         assert!(matches!(
-            decode(&bytes[..103]),
-            Err(DecodeError::Truncated { need: 104, .. })
+            decode(&bytes[..111]),
+            Err(DecodeError::Truncated { need: 112, .. })
         ));
 
         let fault = FaultEvent {

@@ -25,7 +25,8 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        EVENTS, bump, config_flag, header, kmem_offsets, stack_id, traced_thread, wakeup_flags,
+        EVENTS, atomic_add, bump, config_flag, header, kmem_offsets, stack_id, traced_thread,
+        wakeup_flags,
     },
     probes::{alloc::alloc_in_flight, syscalls::syscall_in_flight},
 };
@@ -72,14 +73,6 @@ fn filter_slot(key: u64) -> u32 {
 fn count(slot: *mut u32, delta: u32) {
     // SAFETY: `slot` is a map value's address, valid for the program's run.
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(slot, delta) };
-}
-
-/// Adds `delta` to a 64-bit counter in a map value, atomically (other CPUs count the same
-/// process and cache).
-#[inline(always)]
-fn add(counter: *mut u64, delta: u64) {
-    // SAFETY: `counter` is inside a map value, valid for the program's run.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, delta) };
 }
 
 /// Remembers that the traced process has `key` (with `value`).
@@ -373,6 +366,7 @@ fn slab_alloc(
     ) else {
         return;
     };
+    let in_flight = in_flight(tid);
     let (flags, name) = match source {
         SlabSource::Kmalloc => (SLAB_KMALLOC, None),
         // A __data_loc field: the string's offset in the record (low 16 bits).
@@ -391,7 +385,7 @@ fn slab_alloc(
         gfp_flags,
         flags,
     };
-    slab_allocated(ctx, tgid, tid, &object, 0, name);
+    slab_allocated(ctx, tgid, tid, &object, 0, name, in_flight);
 }
 
 /// A slab object as the allocation tracepoints describe it.
@@ -416,23 +410,19 @@ pub fn slab_allocated<C: StackIdContext>(
     object: &SlabObject,
     cache: u64,
     name: Option<u64>,
+    in_flight: InFlight,
 ) {
     if object.ptr == 0 {
         return;
     }
-    let in_flight = in_flight(tid);
-    // Made outside a traced call: charged to its cache alone, so counted. A kmalloc cache is
-    // its size class; any other needs its address (a perf tracepoint's record lacks it).
+    // A kmalloc cache is its size class; any other needs its address (a perf tracepoint's
+    // record lacks it).
     let cache = if object.flags & SLAB_KMALLOC != 0 {
         object.bytes_alloc
     } else {
         cache
     };
-    if cache != 0
-        && in_flight == InFlight::default()
-        && config_flag(config_flags::COUNT_SLAB)
-        && counted(tgid, object, cache, name)
-    {
+    if cache != 0 && counting(&in_flight) && counted(tgid, object, cache, name) {
         return;
     }
     remember(
@@ -472,6 +462,25 @@ pub fn slab_allocated<C: StackIdContext>(
     entry.submit(wakeup_flags());
 }
 
+/// Whether an object made now is counted rather than sent: counting is on, and no traced call
+/// is in flight on the thread (the object can be charged to its cache alone).
+#[inline(always)]
+pub fn counting(in_flight: &InFlight) -> bool {
+    config_flag(config_flags::COUNT_SLAB) && *in_flight == InFlight::default()
+}
+
+/// Counts object `ptr` of a cache whose (process, cache) entry exists, reading nothing of the
+/// cache: `bytes_req` is the request, or `None` for the cache's own. False without an entry.
+#[inline(always)]
+pub fn count_existing(tgid: u32, ptr: u64, flags: u32, cache: u64, bytes_req: Option<u64>) -> bool {
+    let key = SlabCountKey { tgid, flags, cache };
+    let Some(slot) = SLAB_COUNTS.get_ptr_mut(key) else {
+        return false;
+    };
+    count_object(slot, key, ptr, bytes_req);
+    true
+}
+
 /// Counts `object` in its (process, cache) entry, made on the first object with the cache's
 /// name copied from `name`; false when the map is full (the object is then sent).
 #[inline(always)]
@@ -489,6 +498,7 @@ fn counted(tgid: u32, object: &SlabObject, cache: u64, name: Option<u64>) -> boo
                 frees: 0,
                 bytes_req: 0,
                 object_size: object.bytes_alloc,
+                req_size: object.bytes_req,
                 name: [0; CACHE_NAME_BYTES],
             };
             if let Some(src) = name {
@@ -508,23 +518,29 @@ fn counted(tgid: u32, object: &SlabObject, cache: u64, name: Option<u64>) -> boo
             slot
         }
     };
+    count_object(slot, key, object.ptr, Some(object.bytes_req));
+    true
+}
+
+#[inline(always)]
+fn count_object(slot: *mut SlabCount, key: SlabCountKey, ptr: u64, bytes_req: Option<u64>) {
     // Counted before it is remembered, so that a free on another CPU cannot be counted first.
     // SAFETY: `slot` is the map value's address, valid for the program's run.
     unsafe {
-        add(&raw mut (*slot).allocs, 1);
-        add(&raw mut (*slot).bytes_req, object.bytes_req);
+        let bytes_req = bytes_req.unwrap_or((*slot).req_size);
+        atomic_add(&raw mut (*slot).allocs, 1);
+        atomic_add(&raw mut (*slot).bytes_req, bytes_req);
     }
     remember(
         &LIVE_SLAB,
         &LIVE_SLAB_FILTER,
-        object.ptr,
+        ptr,
         LiveObject {
-            flags: object.flags | SLAB_COUNTED,
-            tgid,
-            cache,
+            flags: key.flags | SLAB_COUNTED,
+            tgid: key.tgid,
+            cache: key.cache,
         },
     );
-    true
 }
 
 /// A slab object freed, by anyone: counted or sent if the traced process had it.
@@ -542,7 +558,7 @@ pub fn slab_freed(ptr: u64) {
         };
         if let Some(slot) = SLAB_COUNTS.get_ptr_mut(key) {
             // SAFETY: as in `counted`.
-            add(unsafe { &raw mut (*slot).frees }, 1);
+            atomic_add(unsafe { &raw mut (*slot).frees }, 1);
         }
         return;
     }

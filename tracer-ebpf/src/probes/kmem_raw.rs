@@ -15,7 +15,10 @@ use crate::{
     maps::{kernel_layout, read_kernel, traced_thread},
     probes::{
         faults::fault,
-        kmem::{SlabObject, page_allocated, page_freed, slab_allocated, slab_freed},
+        kmem::{
+            SlabObject, count_existing, counting, in_flight, page_allocated, page_freed,
+            slab_allocated, slab_freed,
+        },
     },
 };
 
@@ -34,6 +37,11 @@ pub fn raw_kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
     if ptr == 0 || cache == 0 {
         return 0;
     }
+    // Most objects: counted in an entry made by an earlier one, without reading the cache.
+    let in_flight = in_flight(tid);
+    if counting(&in_flight) && count_existing(tgid, ptr, 0, cache, None) {
+        return 0;
+    }
     let l = kernel_layout();
     let (Some(bytes_req), Some(bytes_alloc), Some(name)) = (
         read_kernel::<u32>(cache + u64::from(l.cache_object_size)),
@@ -50,7 +58,15 @@ pub fn raw_kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
         gfp_flags: gfp & GFP_MASK,
         flags: 0,
     };
-    slab_allocated(&ctx, tgid, tid, &object, cache, (name != 0).then_some(name));
+    slab_allocated(
+        &ctx,
+        tgid,
+        tid,
+        &object,
+        cache,
+        (name != 0).then_some(name),
+        in_flight,
+    );
     0
 }
 
@@ -69,7 +85,7 @@ pub fn raw_kmalloc(ctx: RawTracePointContext) -> i32 {
         gfp_flags: ctx.arg::<u64>(4) & GFP_MASK,
         flags: SLAB_KMALLOC,
     };
-    slab_allocated(&ctx, tgid, tid, &object, 0, None);
+    slab_allocated(&ctx, tgid, tid, &object, 0, None, in_flight(tid));
     0
 }
 

@@ -12,7 +12,7 @@ use aya_ebpf::{
         generated::{bpf_probe_read_user_str, bpf_send_signal},
     },
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
@@ -22,8 +22,8 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        EVENTS, SIGSTOP, bump, config_flag, header, holding_exec, syscall_offsets, traced_thread,
-        wakeup_flags,
+        EVENTS, SIGSTOP, atomic_add, bump, config_flag, header, holding_exec, syscall_offsets,
+        traced_thread, wakeup_flags,
     },
     probes::alloc::alloc_in_flight,
 };
@@ -32,6 +32,21 @@ use crate::{
 #[map(name = "PENDING_SYSCALLS")]
 pub static PENDING_SYSCALLS: LruHashMap<u32, PendingSyscall> =
     LruHashMap::with_max_entries(MAX_PENDING_SYSCALLS, 0);
+
+/// How many entries PENDING_SYSCALLS holds, at least: counted up when one goes in and down when
+/// one is taken out (an entry the LRU evicts, or one replaced, keeps its count). While it is
+/// zero no thread is in a traced syscall, and the kernel programs, which ask for every slab
+/// object and page, skip the lookup. A thread's own entry is counted before its syscall goes
+/// on, so it always sees it.
+#[map(name = "SYSCALLS_IN_FLIGHT")]
+static SYSCALLS_IN_FLIGHT: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn count_in_flight(delta: u64) {
+    if let Some(slot) = SYSCALLS_IN_FLIGHT.get_ptr_mut(0) {
+        atomic_add(slot, delta);
+    }
+}
 
 macro_rules! syscall_probes {
     ($($syscall:ident => $enter:ident, $exit:ident;)*) => {$(
@@ -62,6 +77,13 @@ syscall_probes! {
 /// Entry time of the traced syscall in flight on thread `tid`, or 0.
 #[inline(always)]
 pub fn syscall_in_flight(tid: u32) -> u64 {
+    // SAFETY: an array slot, read once (a stale nonzero only costs the lookup below).
+    let any = SYSCALLS_IN_FLIGHT
+        .get_ptr(0)
+        .is_none_or(|slot| unsafe { core::ptr::read_volatile(slot) } != 0);
+    if !any {
+        return 0;
+    }
     match PENDING_SYSCALLS.get_ptr(tid) {
         // SAFETY: pointer from a successful lookup, read at once.
         Some(p) => unsafe { (*p).enter_ns },
@@ -96,7 +118,10 @@ pub fn entered(tid: u32, syscall: Syscall, args: [u64; MAX_SYSCALL_ARGS]) {
         reserved: 0,
         args,
     };
+    // Counted first: a lookup that finds the entry must not see a zero.
+    count_in_flight(1);
     if PENDING_SYSCALLS.insert(tid, pending, 0).is_err() {
+        count_in_flight(u64::MAX);
         bump(counter::SYSCALL_ENTRY_STORE_FAILED);
     }
 }
@@ -123,7 +148,9 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
     };
     // SAFETY: the pointer came from a successful lookup; copy out before removing.
     let pending = unsafe { *pending };
-    let _ = PENDING_SYSCALLS.remove(tid);
+    if PENDING_SYSCALLS.remove(tid).is_ok() {
+        count_in_flight(u64::MAX);
+    }
     if pending.syscall != syscall as u32 {
         bump(counter::SYSCALL_UNPAIRED_EXIT);
         return;

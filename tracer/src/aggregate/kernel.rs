@@ -448,6 +448,7 @@ mod tests {
                 frees,
                 bytes_req: allocs * 500,
                 object_size: 512,
+                req_size: 500,
                 name: bytes,
             },
         }

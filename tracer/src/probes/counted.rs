@@ -71,6 +71,7 @@ mod tests {
             frees,
             bytes_req: allocs * 100,
             object_size: 128,
+            req_size: 100,
             name: [0; CACHE_NAME_BYTES],
         }
     }
