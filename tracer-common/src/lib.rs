@@ -122,6 +122,13 @@ pub mod config_flags {
     pub const COUNT_SLAB: u32 = 256;
 }
 
+/// Name of the bitmap of page blocks given to the traced processes, one bit per page frame
+/// (see [`Config::page_bits`]): an array of `u64` words.
+pub const LIVE_PAGE_BITS_MAP: &str = "LIVE_PAGE_BITS";
+/// The largest [`Config::page_bits`]: 2^30 page frames (4 TiB of 4 KiB pages), a 128 MiB
+/// bitmap. Past it the hash map is used.
+pub const MAX_PAGE_BITS: u32 = 30;
+
 /// Name of the map of the processes `--follow` traces besides the target: tgid to parent tgid.
 pub const FOLLOWED_MAP: &str = "FOLLOWED";
 /// Entries of [`FOLLOWED_MAP`]: processes traced at once besides the target.
@@ -738,7 +745,9 @@ pub struct Config {
     pub sample_bytes: u32,
     /// `--tid`: only this thread's allocator calls are traced (0: every thread's).
     pub target_tid: u32,
-    pub reserved: u32,
+    /// log2 of the bits of [`LIVE_PAGE_BITS_MAP`], which then marks the page blocks the traced
+    /// processes were given (0: they are kept in a hash map instead).
+    pub page_bits: u32,
     pub syscalls: [SyscallOffsets; SYSCALL_SLOTS],
     pub kmem: KmemOffsets,
     pub layout: KernelLayout,
@@ -753,7 +762,7 @@ impl Config {
         flags: 0,
         sample_bytes: 0,
         target_tid: 0,
-        reserved: 0,
+        page_bits: 0,
         kmem: KmemOffsets {
             page_alloc_pfn: 0,
             page_alloc_order: 0,

@@ -89,6 +89,13 @@ pub fn target_tgid() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const CONFIG.target_tgid) }
 }
 
+/// log2 of the live-page bitmap's bits, or 0 (see `tracer_common::Config::page_bits`).
+#[inline(always)]
+pub fn page_bits() -> u32 {
+    // SAFETY: as in `target_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.page_bits) }
+}
+
 /// `--follow`: the other traced processes, tgid to parent tgid (see
 /// `tracer_common::FOLLOWED_MAP`).
 #[map(name = "FOLLOWED")]

@@ -18,15 +18,15 @@ use aya_ebpf::{
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
-    CACHE_NAME_BYTES, InFlight, LiveObject, MAX_LIVE_KERNEL_OBJECTS, MAX_SLAB_COUNTS, MAX_STACKS,
-    PageEvent, SLAB_COUNTED, SLAB_KMALLOC, SlabCount, SlabCountKey, SlabEvent, config_flags,
-    counter, kind,
+    CACHE_NAME_BYTES, InFlight, LiveObject, MAX_LIVE_KERNEL_OBJECTS, MAX_PAGE_BITS,
+    MAX_SLAB_COUNTS, MAX_STACKS, PageEvent, SLAB_COUNTED, SLAB_KMALLOC, SlabCount, SlabCountKey,
+    SlabEvent, config_flags, counter, kind,
 };
 
 use crate::{
     maps::{
-        EVENTS, atomic_add, bump, config_flag, header, kmem_offsets, stack_id, traced_thread,
-        wakeup_flags,
+        EVENTS, atomic_add, bump, config_flag, header, kmem_offsets, page_bits, stack_id,
+        traced_thread, wakeup_flags,
     },
     probes::{alloc::alloc_in_flight, syscalls::syscall_in_flight},
 };
@@ -47,6 +47,28 @@ static SLAB_COUNTS: HashMap<SlabCountKey, SlabCount> =
 
 /// `bpf_map_update_elem` flag: only create, never replace.
 const BPF_NOEXIST: u64 = 1;
+
+/// The page blocks the traced processes were given, a bit per page frame (when userspace sized
+/// it: `Config::page_bits`). A page's name (its frame number, or its `struct page` address
+/// over the struct's size) masked to the bitmap's bits: `struct page`s lie in one array, so
+/// names of frames below 2^page_bits never share a bit. A bit is set and cleared by adding
+/// and subtracting it (the instruction set's one atomic), which is safe because only the
+/// allocation of its page sets it and only that page's free clears it, and the allocator never
+/// runs the two at once for one page.
+#[map(name = "LIVE_PAGE_BITS")]
+static LIVE_PAGE_BITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The word and bit of page `pfn` in LIVE_PAGE_BITS, if the bitmap is in use.
+#[inline(always)]
+fn page_bit(pfn: u64) -> Option<(*mut u64, u64)> {
+    let bits = page_bits();
+    if bits == 0 || bits > MAX_PAGE_BITS {
+        return None;
+    }
+    let index = pfn & ((1u64 << bits) - 1);
+    let word = LIVE_PAGE_BITS.get_ptr_mut((index >> 6) as u32)?;
+    Some((word, 1u64 << (index & 63)))
+}
 
 /// Slots of each counting filter in front of LIVE_PAGES and LIVE_SLAB.
 const FILTER_BITS: u32 = 14;
@@ -170,7 +192,16 @@ pub fn page_allocated<C: StackIdContext>(
     gfp_flags: u64,
     migratetype: i32,
 ) {
-    remember(&LIVE_PAGES, &LIVE_PAGES_FILTER, pfn, order);
+    match page_bit(pfn) {
+        Some((word, bit)) => {
+            // SAFETY: a map value's address; a set bit is a block handed out again without a
+            // free seen, which stays set.
+            if unsafe { core::ptr::read_volatile(word) } & bit == 0 {
+                atomic_add(word, bit);
+            }
+        }
+        None => remember(&LIVE_PAGES, &LIVE_PAGES_FILTER, pfn, order),
+    }
     emit_page(
         kind::PAGE_ALLOC,
         tgid,
@@ -187,8 +218,11 @@ pub fn page_allocated<C: StackIdContext>(
 #[tracepoint]
 pub fn mm_page_free(ctx: TracePointContext) -> u32 {
     let o = kmem_offsets();
-    if let Some(pfn) = read::<u64>(&ctx, o.page_free_pfn) {
-        page_freed(pfn);
+    if let (Some(pfn), Some(order)) = (
+        read::<u64>(&ctx, o.page_free_pfn),
+        read::<u32>(&ctx, o.page_free_order),
+    ) {
+        page_freed(pfn, order);
     }
     0
 }
@@ -197,16 +231,30 @@ pub fn mm_page_free(ctx: TracePointContext) -> u32 {
 pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
     let o = kmem_offsets();
     if let Some(pfn) = read::<u64>(&ctx, o.page_free_batched_pfn) {
-        page_freed(pfn);
+        page_freed(pfn, 0);
     }
     0
 }
 
-/// A page block freed, by anyone: sent if the traced process had it.
+/// A page block of `order` freed, by anyone: sent if the traced process had it (with the
+/// order it was allocated with, where the hash map keeps it).
 #[inline(always)]
-pub fn page_freed(pfn: u64) {
-    let Some(order) = take(&LIVE_PAGES, &LIVE_PAGES_FILTER, pfn) else {
-        return;
+pub fn page_freed(pfn: u64, order: u32) {
+    let order = match page_bit(pfn) {
+        Some((word, bit)) => {
+            // SAFETY: a map value's address.
+            if unsafe { core::ptr::read_volatile(word) } & bit == 0 {
+                return;
+            }
+            atomic_add(word, bit.wrapping_neg());
+            order
+        }
+        None => {
+            let Some(order) = take(&LIVE_PAGES, &LIVE_PAGES_FILTER, pfn) else {
+                return;
+            };
+            order
+        }
     };
     let (tgid, tid) = current();
     emit_page(

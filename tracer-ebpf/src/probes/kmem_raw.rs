@@ -133,14 +133,14 @@ pub fn raw_mm_page_alloc(ctx: RawTracePointContext) -> i32 {
 /// `mm_page_free(struct page *page, unsigned int order)`
 #[raw_tracepoint(tracepoint = "mm_page_free")]
 pub fn raw_mm_page_free(ctx: RawTracePointContext) -> i32 {
-    page_freed(page_name(ctx.arg(0)));
+    page_freed(page_name(ctx.arg(0)), ctx.arg::<u64>(1) as u32);
     0
 }
 
 /// `mm_page_free_batched(struct page *page)`
 #[raw_tracepoint(tracepoint = "mm_page_free_batched")]
 pub fn raw_mm_page_free_batched(ctx: RawTracePointContext) -> i32 {
-    page_freed(page_name(ctx.arg(0)));
+    page_freed(page_name(ctx.arg(0)), 0);
     0
 }
 

@@ -1,7 +1,9 @@
 //! Layouts of the kmem and fault tracepoints: their records, read from tracefs, and their
 //! arguments and the kernel structures behind them, read from BTF for the raw programs.
 
-use tracer_common::{KernelLayout, KmemOffsets, MAX_SYSCALL_ARGS, SYSCALL_SLOTS, Syscall};
+use tracer_common::{
+    KernelLayout, KmemOffsets, MAX_PAGE_BITS, MAX_SYSCALL_ARGS, SYSCALL_SLOTS, Syscall,
+};
 
 use super::{
     btf::Btf,
@@ -269,11 +271,59 @@ pub fn fault_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<(), Tracefs
     Ok(())
 }
 
+/// One past the highest page frame of any memory zone, from `/proc/zoneinfo` (each zone's
+/// `start_pfn` plus its `spanned` pages).
+pub fn frames_end(zoneinfo: &str) -> Option<u64> {
+    let mut spanned = None;
+    let mut end = None;
+    for line in zoneinfo.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Node"), _) => spanned = None,
+            (Some("spanned"), Some(n)) => spanned = n.parse::<u64>().ok(),
+            (Some("start_pfn:"), Some(n)) => {
+                if let (Ok(start), Some(pages)) = (n.parse::<u64>(), spanned) {
+                    end = end.max(Some(start.saturating_add(pages)));
+                }
+            }
+            _ => {}
+        }
+    }
+    end
+}
+
+/// log2 of the bits of the live-page bitmap for frames below `end`, or 0 past
+/// [`MAX_PAGE_BITS`]. One bit more than the frames need: a page is named by its `struct page`
+/// address over the largest power of two not above the struct's size, so names spread over
+/// up to twice as many values as there are frames.
+pub fn page_bits(end: u64) -> u32 {
+    let bits = (64 - end.max(1 << 14).saturating_sub(1).leading_zeros()) + 1;
+    if bits > MAX_PAGE_BITS { 0 } else { bits }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn the_page_bitmap_covers_every_zone() {
+        // This machine's zones (24 GiB): DMA, DMA32, Normal, and two empty ones.
+        let zoneinfo = "Node 0, zone      DMA\n  pages free     3840\n        spanned  4095\n  \
+                        start_pfn:           1\nNode 0, zone    DMA32\n        spanned  1044480\n  \
+                        start_pfn:           4096\nNode 0, zone   Normal\n        spanned  5505024\n  \
+                        start_pfn:           1048576\nNode 0, zone  Movable\n        spanned  0\n";
+        assert_eq!(frames_end(zoneinfo), Some(1_048_576 + 5_505_024));
+        // 6,553,600 frames need 23 bits; one more for the names' spread: a 2 MiB bitmap.
+        assert_eq!(page_bits(6_553_600), 24);
+        assert_eq!(page_bits(1 << 23), 24);
+        assert_eq!(page_bits((1 << 23) + 1), 25);
+        assert_eq!(page_bits(0), 15);
+        assert_eq!(page_bits(1 << 29), MAX_PAGE_BITS);
+        assert_eq!(page_bits((1 << 29) + 1), 0, "past 4 TiB: the hash map");
+        assert_eq!(frames_end("no zones here"), None);
+    }
 
     /// Writes a tracepoint `format` file with `fields` as (declaration, offset, size).
     fn tracepoint(root: &Path, name: &str, fields: &[(&str, u16, u16)]) {

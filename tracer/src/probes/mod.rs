@@ -17,8 +17,8 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, DWARF_STACKS_MAP, EVENTS_MAP, KernelLayout,
-    MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE,
-    SAMPLED_MAP, STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
+    LIVE_PAGE_BITS_MAP, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP,
+    SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
 };
 
 use self::{
@@ -220,6 +220,14 @@ pub fn build_config(
     if opts.hold_exec {
         config.flags |= config_flags::HOLD_EXEC;
     }
+    if config.flags & config_flags::KMEM != 0 {
+        // Page blocks marked in a bitmap over the machine's frames, not a hash map: an insert
+        // and a delete per page cost most of a page's tracing.
+        config.page_bits = std::fs::read_to_string("/proc/zoneinfo")
+            .ok()
+            .and_then(|z| kernel::frames_end(&z))
+            .map_or(0, kernel::page_bits);
+    }
     if opts.kernel_stacks {
         config.flags |= config_flags::KERNEL_STACKS;
     } else {
@@ -322,6 +330,7 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .map_max_entries(STACKS_MAP, opts.max_stacks)
             .map_max_entries(DWARF_STACKS_MAP, opts.max_stacks)
+            .map_max_entries(LIVE_PAGE_BITS_MAP, (1u32 << config.page_bits).div_ceil(64))
             .map_max_entries(
                 SAMPLED_MAP,
                 if opts.sample_bytes > 0 {
