@@ -122,6 +122,9 @@ pub mod config_flags {
     pub const COUNT_SLAB: u32 = 256;
 }
 
+/// Name of the hash map of page blocks given to the traced processes, used when the bitmap is
+/// not ([`Config::page_bits`] 0): page frame to order.
+pub const LIVE_PAGES_MAP: &str = "LIVE_PAGES";
 /// Name of the bitmap of page blocks given to the traced processes, one bit per page frame
 /// (see [`Config::page_bits`]): an array of `u64` words.
 pub const LIVE_PAGE_BITS_MAP: &str = "LIVE_PAGE_BITS";

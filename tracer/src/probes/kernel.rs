@@ -293,11 +293,12 @@ pub fn frames_end(zoneinfo: &str) -> Option<u64> {
 }
 
 /// log2 of the bits of the live-page bitmap for frames below `end`, or 0 past
-/// [`MAX_PAGE_BITS`]. One bit more than the frames need: a page is named by its `struct page`
-/// address over the largest power of two not above the struct's size, so names spread over
-/// up to twice as many values as there are frames.
+/// [`MAX_PAGE_BITS`]. A page is named by its frame number, or (raw tracepoints) by its
+/// `struct page` address over the struct's size, which the raw programs require to be a power
+/// of two: either way, the names of `end` consecutive frames are `end` consecutive numbers,
+/// which no two share a bit of a bitmap of at least `end` bits.
 pub fn page_bits(end: u64) -> u32 {
-    let bits = (64 - end.max(1 << 14).saturating_sub(1).leading_zeros()) + 1;
+    let bits = 64 - end.max(1 << 15).saturating_sub(1).leading_zeros();
     if bits > MAX_PAGE_BITS { 0 } else { bits }
 }
 
@@ -315,13 +316,13 @@ mod tests {
                         start_pfn:           4096\nNode 0, zone   Normal\n        spanned  5505024\n  \
                         start_pfn:           1048576\nNode 0, zone  Movable\n        spanned  0\n";
         assert_eq!(frames_end(zoneinfo), Some(1_048_576 + 5_505_024));
-        // 6,553,600 frames need 23 bits; one more for the names' spread: a 2 MiB bitmap.
-        assert_eq!(page_bits(6_553_600), 24);
-        assert_eq!(page_bits(1 << 23), 24);
-        assert_eq!(page_bits((1 << 23) + 1), 25);
+        // 6,553,600 frames need 23 bits: a 1 MiB bitmap.
+        assert_eq!(page_bits(6_553_600), 23);
+        assert_eq!(page_bits(1 << 23), 23);
+        assert_eq!(page_bits((1 << 23) + 1), 24);
         assert_eq!(page_bits(0), 15);
-        assert_eq!(page_bits(1 << 29), MAX_PAGE_BITS);
-        assert_eq!(page_bits((1 << 29) + 1), 0, "past 4 TiB: the hash map");
+        assert_eq!(page_bits(1 << 30), MAX_PAGE_BITS);
+        assert_eq!(page_bits((1 << 30) + 1), 0, "past 4 TiB: the hash map");
         assert_eq!(frames_end("no zones here"), None);
     }
 

@@ -17,8 +17,9 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, DWARF_STACKS_MAP, EVENTS_MAP, KernelLayout,
-    LIVE_PAGE_BITS_MAP, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP,
-    SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
+    LIVE_PAGE_BITS_MAP, LIVE_PAGES_MAP, MAX_LIVE_KERNEL_OBJECTS, MAX_SAMPLED_BLOCKS,
+    MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP,
+    STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
 };
 
 use self::{
@@ -331,6 +332,14 @@ impl Probes {
             .map_max_entries(STACKS_MAP, opts.max_stacks)
             .map_max_entries(DWARF_STACKS_MAP, opts.max_stacks)
             .map_max_entries(LIVE_PAGE_BITS_MAP, (1u32 << config.page_bits).div_ceil(64))
+            .map_max_entries(
+                LIVE_PAGES_MAP,
+                if config.page_bits > 0 {
+                    1
+                } else {
+                    MAX_LIVE_KERNEL_OBJECTS
+                },
+            )
             .map_max_entries(
                 SAMPLED_MAP,
                 if opts.sample_bytes > 0 {
