@@ -29,9 +29,11 @@ use crate::{
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// The format version this build writes and reads. Bump on any change to the layout, the
 /// wire types or the JSON records.
-pub const VERSION: u32 = 4;
-/// The oldest version this build reads: version 3 is version 4 without `FORK` and `EXIT` events
-/// and per-process finishes (`--follow`), version 2 is version 3 without `EXEC` records.
+pub const VERSION: u32 = 5;
+/// The oldest version this build reads: version 4 is version 5 without `SLAB_COUNT` events
+/// (slab objects counted in the kernel), version 3 is version 4 without `FORK` and `EXIT`
+/// events and per-process finishes (`--follow`), version 2 is version 3 without `EXEC`
+/// records.
 pub const OLDEST_VERSION: u32 = 2;
 pub const HEADER_BYTES: u64 = 16;
 const RECORD_HEADER_BYTES: u64 = 9;
