@@ -164,6 +164,7 @@ fn event(rng: &mut Rng) -> Vec<u8> {
         (kind::PAGE_FREE, 72),
         (kind::SLAB_ALLOC, 120),
         (kind::SLAB_FREE, 120),
+        (kind::SLAB_COUNT, 112),
         (kind::FAULT, 64),
         (kind::FORK, 32),
         (kind::EXIT, 32),

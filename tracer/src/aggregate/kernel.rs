@@ -205,35 +205,36 @@ impl KernelStats {
     pub fn on_slab_alloc(&mut self, e: &SlabEvent) {
         let s = &mut self.slab;
         let id = s.id(CacheKey::of(e));
-        s.allocs += 1;
+        s.allocs = s.allocs.saturating_add(1);
         s.bytes = s.bytes.saturating_add(e.bytes_alloc);
         s.bytes_req = s.bytes_req.saturating_add(e.bytes_req);
         let c = &mut s.caches[id as usize].1;
-        c.allocs += 1;
+        c.allocs = c.allocs.saturating_add(1);
         c.bytes = c.bytes.saturating_add(e.bytes_alloc);
         c.bytes_req = c.bytes_req.saturating_add(e.bytes_req);
-        c.live_at_end += 1;
-        s.live_at_end += 1;
+        c.live_at_end = c.live_at_end.saturating_add(1);
+        s.live_at_end = s.live_at_end.saturating_add(1);
         s.live_bytes_at_end = s.live_bytes_at_end.saturating_add(e.bytes_alloc);
         if e.kstack_id >= 0 {
             self.kstacks.entry(e.kstack_id).or_default().slab_objects += 1;
         }
         if let Some((old, bytes)) = s.live.insert(e.ptr, (id, e.bytes_alloc)) {
-            s.live_at_end -= 1;
+            s.live_at_end = s.live_at_end.saturating_sub(1);
             s.live_bytes_at_end = s.live_bytes_at_end.saturating_sub(bytes);
-            s.caches[old as usize].1.live_at_end -= 1;
+            let old = &mut s.caches[old as usize].1;
+            old.live_at_end = old.live_at_end.saturating_sub(1);
         }
     }
 
     pub fn on_slab_free(&mut self, e: &SlabEvent) {
         let s = &mut self.slab;
         if let Some((id, bytes)) = s.live.remove(&e.ptr) {
-            s.frees += 1;
-            s.live_at_end -= 1;
+            s.frees = s.frees.saturating_add(1);
+            s.live_at_end = s.live_at_end.saturating_sub(1);
             s.live_bytes_at_end = s.live_bytes_at_end.saturating_sub(bytes);
             let c = &mut s.caches[id as usize].1;
-            c.frees += 1;
-            c.live_at_end -= 1;
+            c.frees = c.frees.saturating_add(1);
+            c.live_at_end = c.live_at_end.saturating_sub(1);
         }
     }
 
