@@ -398,6 +398,14 @@ mod tests {
         );
     }
 
+    /// The objects of the cache called `name`.
+    fn cache_named(s: &SlabModel, name: &str) -> CacheStats {
+        s.caches()
+            .find(|(key, _)| key.name() == name)
+            .map(|(_, c)| *c)
+            .unwrap_or_else(|| panic!("no cache {name}"))
+    }
+
     #[test]
     fn slab_objects_by_cache_with_fragmentation() {
         let mut k = KernelStats::default();
@@ -411,12 +419,7 @@ mod tests {
             (s.allocs, s.bytes, s.bytes_req, s.frees, s.live_at_end),
             (3, 432, 392, 1, 2)
         );
-        let cache = |name: &str| {
-            s.caches()
-                .find(|(key, _)| key.name() == name)
-                .map(|(_, c)| *c)
-                .unwrap()
-        };
+        let cache = |name: &str| cache_named(s, name);
         assert_eq!(
             cache("vm_area_struct"),
             CacheStats {
@@ -482,12 +485,7 @@ mod tests {
         );
         assert_eq!((s.live_at_end, s.live_bytes_at_end), (1 + 1 + 3, 5 * 512));
         assert_eq!(s.counted_in_kernel, 25 + 3 + 7);
-        let cache = |name: &str| {
-            s.caches()
-                .find(|(key, _)| key.name() == name)
-                .map(|(_, c)| *c)
-                .unwrap()
-        };
+        let cache = |name: &str| cache_named(s, name);
         assert_eq!(
             cache("skbuff_small_head"),
             CacheStats {
