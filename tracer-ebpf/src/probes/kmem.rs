@@ -533,41 +533,34 @@ pub fn count_existing(tgid: u32, ptr: u64, flags: u32, cache: u64, bytes_req: Op
 /// name copied from `name`; false when the map is full (the object is then sent).
 #[inline(always)]
 fn counted(tgid: u32, object: &SlabObject, cache: u64, name: Option<u64>) -> bool {
+    let bytes_req = Some(object.bytes_req);
+    if count_existing(tgid, object.ptr, object.flags, cache, bytes_req) {
+        return true;
+    }
+    let mut fresh = SlabCount {
+        allocs: 0,
+        frees: 0,
+        bytes_req: 0,
+        object_size: object.bytes_alloc,
+        req_size: object.bytes_req,
+        name: [0; CACHE_NAME_BYTES],
+    };
+    if let Some(src) = name {
+        let dst = (&raw mut fresh.name).cast::<c_void>();
+        // SAFETY: `dst` is the stack array, CACHE_NAME_BYTES long.
+        if unsafe { bpf_probe_read_kernel_str(dst, CACHE_NAME_BYTES as u32, src as _) } < 0 {
+            bump(counter::READ_FAILED);
+        }
+    }
     let key = SlabCountKey {
         tgid,
         flags: object.flags,
         cache,
     };
-    let slot = match SLAB_COUNTS.get_ptr_mut(key) {
-        Some(slot) => slot,
-        None => {
-            let mut fresh = SlabCount {
-                allocs: 0,
-                frees: 0,
-                bytes_req: 0,
-                object_size: object.bytes_alloc,
-                req_size: object.bytes_req,
-                name: [0; CACHE_NAME_BYTES],
-            };
-            if let Some(src) = name {
-                let dst = (&raw mut fresh.name).cast::<c_void>();
-                // SAFETY: `dst` is the stack array, CACHE_NAME_BYTES long.
-                if unsafe { bpf_probe_read_kernel_str(dst, CACHE_NAME_BYTES as u32, src as _) } < 0
-                {
-                    bump(counter::READ_FAILED);
-                }
-            }
-            // Another CPU may have made it meanwhile: then this insert fails and the lookup
-            // finds theirs.
-            let _ = SLAB_COUNTS.insert(key, fresh, BPF_NOEXIST);
-            let Some(slot) = SLAB_COUNTS.get_ptr_mut(key) else {
-                return false;
-            };
-            slot
-        }
-    };
-    count_object(slot, key, object.ptr, Some(object.bytes_req));
-    true
+    // Another CPU may have made it meanwhile: then this insert fails and the count goes to
+    // theirs.
+    let _ = SLAB_COUNTS.insert(key, fresh, BPF_NOEXIST);
+    count_existing(tgid, object.ptr, object.flags, cache, bytes_req)
 }
 
 #[inline(always)]
