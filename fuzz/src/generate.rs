@@ -341,7 +341,11 @@ fn push_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
 pub fn recording(seed: u64, index: u64) -> Vec<u8> {
     let mut rng = Rng(seed ^ index.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut out = record::file_header().to_vec();
-    if rng.chance(40) {
+    // Some are version 5 files, whose batches are deflated.
+    let deflated = rng.chance(8);
+    if deflated {
+        out[8] = 5;
+    } else if rng.chance(40) {
         out[8] = rng.below(4) as u8;
     }
     let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
@@ -369,8 +373,13 @@ pub fn recording(seed: u64, index: u64) -> Vec<u8> {
             1 => {
                 let mut cols = (rng.below(300) as u32).to_le_bytes().to_vec();
                 cols.extend((0..rng.below(2000)).map(|_| rng.below(4) as u8 * 40));
-                record::deflate(&cols)
+                if deflated {
+                    record::deflate(&cols)
+                } else {
+                    record::compress(&cols)
+                }
             }
+            _ if deflated => record::encode_batch_deflated(&batch),
             _ => record::encode_batch(&batch),
         };
         records.push((EVENTS, packed));

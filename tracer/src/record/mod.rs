@@ -5,8 +5,8 @@
 //! records of `kind: u8, len: u32, crc32: u32, payload[len]` (little-endian). A `START` record
 //! (JSON [`Start`]) comes first, `EXEC` records (JSON [`ExecImage`]) mark a new program image
 //! in order with the events, `EVENTS` records carry ring-buffer records exactly as the
-//! kernel wrote them (a batch laid out by columns, see [`columns`], and deflated: about 11
-//! bytes an event), and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it. The
+//! kernel wrote them (a batch laid out by columns, see [`columns`], and compressed with zstd:
+//! about 9 bytes an event; deflated up to version 5), and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it. The
 //! checksum covers a record's stored bytes, so any damage is found before anything is decoded.
 
 mod columns;
@@ -29,8 +29,10 @@ use crate::{
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// The format version this build writes and reads. Bump on any change to the layout, the
 /// wire types or the JSON records.
-pub const VERSION: u32 = 5;
-/// The oldest version this build reads: version 4 is version 5 without `SLAB_COUNT` events
+pub const VERSION: u32 = 6;
+/// The oldest version this build reads: version 5 is version 6 with its events batches
+/// deflated instead of compressed with zstd (zstd's decoder is about four times as fast on
+/// them, and the file is smaller), version 4 is version 5 without `SLAB_COUNT` events
 /// (slab objects counted in the kernel), version 3 is version 4 without `FORK` and `EXIT`
 /// events and per-process finishes (`--follow`), version 2 is version 3 without `EXEC`
 /// records.
@@ -46,7 +48,12 @@ pub const EVENTS: u8 = 2;
 pub const FINISH: u8 = 3;
 /// The process ran a new program: JSON [`ExecImage`], after the events before it.
 pub const EXEC: u8 = 4;
-/// Events are deflated in batches of about this many bytes.
+/// The first version whose events batches are zstd frames; older ones are deflated.
+const ZSTD_VERSION: u32 = 6;
+/// zstd's level for events batches: its fastest, as a live recording compresses them on the
+/// way (level 3 makes files 4% smaller here, at a third less speed).
+const ZSTD_LEVEL: i32 = 1;
+/// Events are compressed in batches of about this many bytes.
 const BATCH_BYTES: usize = 256 << 10;
 // A batch holds at most one event per two bytes (each has its length) past BATCH_BYTES.
 const _: () = assert!(BATCH_BYTES / 2 + (64 << 10) < columns::MAX_BATCH_EVENTS);
@@ -88,6 +95,8 @@ pub struct Recorder {
     /// `--record-max`: the segments records go to, and the start of the process as it is now
     /// (for a new segment).
     rotating: Option<(rotate::Segments, Box<dyn FnMut() -> Start>)>,
+    /// The compressor, kept from batch to batch (its tables are made once).
+    zstd: zstd::bulk::Compressor<'static>,
 }
 
 impl Recorder {
@@ -130,6 +139,7 @@ impl Recorder {
             events: 0,
             batch_events: 0,
             rotating,
+            zstd: compressor(),
         };
         r.out
             .write_all(&file_header())
@@ -179,7 +189,10 @@ impl Recorder {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let packed = deflate(&columns::to_columns(&self.batch));
+        let packed = self
+            .zstd
+            .compress(&columns::to_columns(&self.batch))
+            .expect("compressing into memory cannot fail");
         self.batch.clear();
         self.record(EVENTS, &packed)?;
         self.batch_events = 0;
@@ -262,9 +275,56 @@ pub fn file_header() -> [u8; HEADER_BYTES as usize] {
 }
 
 /// An events batch as stored, from its plain layout (each event as a little-endian `u16`
-/// length and its bytes): laid out by columns (see [`columns`]) and deflated.
+/// length and its bytes): laid out by columns (see [`columns`]) and compressed.
 pub fn encode_batch(plain: &[u8]) -> Vec<u8> {
+    compress(&columns::to_columns(plain))
+}
+
+/// An events batch as version 5 and older stored it: laid out by columns and deflated (the
+/// fuzzer and the tests make old files with it).
+pub fn encode_batch_deflated(plain: &[u8]) -> Vec<u8> {
     deflate(&columns::to_columns(plain))
+}
+
+/// Bytes compressed as they are, as events batches are (the fuzzer stores crafted column
+/// layouts with it).
+pub fn compress(batch: &[u8]) -> Vec<u8> {
+    compressor()
+        .compress(batch)
+        .expect("compressing into memory cannot fail")
+}
+
+fn compressor() -> zstd::bulk::Compressor<'static> {
+    // The frame says how large the batch is (zstd's default): the reader sizes its buffer
+    // from it, and refuses a batch that claims more than a batch can be.
+    zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd's fastest level is valid")
+}
+
+/// Decompresses one zstd frame into `out` (its length set to the frame's), at most
+/// [`MAX_BATCH_BYTES`]: into the vector's room, which is never zeroed first.
+fn decompress(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    d: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<(), String> {
+    out.clear();
+    let size = match zstd::zstd_safe::get_frame_content_size(input) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err("the frame does not say its size".into()),
+        Err(_) => return Err("it is not a zstd frame".into()),
+    };
+    if size > MAX_BATCH_BYTES {
+        return Err(format!("it claims {size} bytes, over {MAX_BATCH_BYTES}"));
+    }
+    // Exactly the claimed size: a frame (or frames after it) that holds more is an error.
+    out.reserve_exact(size as usize);
+    let n = d
+        .decompress_to_buffer(input, out)
+        .map_err(|e| e.to_string())?;
+    if n as u64 != size {
+        return Err(format!("it holds {n} bytes, not the {size} its frame says"));
+    }
+    Ok(())
 }
 
 /// Inflates a raw deflate stream into `out` (cleared first), at most [`MAX_BATCH_BYTES`]: into
@@ -294,7 +354,7 @@ fn inflate(input: &[u8], out: &mut Vec<u8>, d: &mut Decompress) -> Result<(), St
     }
 }
 
-/// Bytes deflated as they are (the fuzzer stores crafted column layouts with it).
+/// Bytes deflated as they are: events batches up to version 5.
 pub fn deflate(batch: &[u8]) -> Vec<u8> {
     let mut deflate = DeflateEncoder::new(Vec::new(), Compression::fast());
     deflate
@@ -321,7 +381,10 @@ pub struct Reader<R> {
     /// The inflated batch (column layout), then the same in the plain layout being read (see
     /// `events`), and the batch's offset.
     packed: Vec<u8>,
+    /// The file's format version: it says how its batches are compressed.
+    version: u32,
     inflater: Decompress,
+    zstd: zstd::bulk::Decompressor<'static>,
     batch: Vec<u8>,
     /// Where each event of the batch lies in it, and the next one to read.
     events: Vec<(u32, u32)>,
@@ -385,7 +448,12 @@ impl<R: Read> Reader<R> {
             len: None,
             buf: Vec::new(),
             packed: Vec::new(),
+            version: found,
             inflater: Decompress::new(false),
+            zstd: zstd::bulk::Decompressor::new().map_err(|source| RecordError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?,
             batch: Vec::new(),
             events: Vec::new(),
             next_event: 0,
@@ -425,11 +493,14 @@ impl<R: Read> Reader<R> {
     fn inflate_batch(&mut self) -> Result<(), RecordError> {
         self.next_event = 0;
         self.events.clear();
-        inflate(&self.buf, &mut self.packed, &mut self.inflater).map_err(|what| {
-            RecordError::Corrupt {
-                offset: self.batch_offset,
-                what: format!("an events batch does not inflate: {what}"),
-            }
+        let unpacked = if self.version >= ZSTD_VERSION {
+            decompress(&self.buf, &mut self.packed, &mut self.zstd)
+        } else {
+            inflate(&self.buf, &mut self.packed, &mut self.inflater)
+        };
+        unpacked.map_err(|what| RecordError::Corrupt {
+            offset: self.batch_offset,
+            what: format!("an events batch does not decompress: {what}"),
         })?;
         columns::from_columns(&self.packed, &mut self.batch, &mut self.events).map_err(|what| {
             RecordError::Corrupt {
@@ -575,5 +646,83 @@ mod tests {
             assert!(inflate(&packed[..cut], &mut out, &mut d).is_err(), "{cut}");
         }
         assert!(inflate(&[0xff; 64], &mut out, &mut d).is_err());
+    }
+
+    /// zstd frames come back as they were, into a reused buffer; a cut, garbled, oversized or
+    /// size-less frame, or bytes past it, are errors.
+    #[test]
+    fn batches_decompress_whole_or_not_at_all() {
+        let mut d = zstd::bulk::Decompressor::new().unwrap();
+        let mut out = Vec::new();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 / 1000) as u8).collect();
+        for data in [&b"small"[..], &big, &[][..], &b"again"[..]] {
+            decompress(&compress(data), &mut out, &mut d).unwrap();
+            assert_eq!(out, data);
+        }
+        let packed = compress(&big);
+        for cut in [1, packed.len() / 2, packed.len() - 1] {
+            assert!(
+                decompress(&packed[..cut], &mut out, &mut d).is_err(),
+                "{cut}"
+            );
+        }
+        assert!(decompress(&[0xff; 64], &mut out, &mut d).is_err());
+        // Two frames: the second does not fit the room the first one claimed.
+        let mut two = compress(b"first");
+        two.extend_from_slice(&compress(b"second"));
+        assert!(decompress(&two, &mut out, &mut d).is_err());
+        // A frame claiming more than a batch can hold is refused before anything is sized.
+        let huge = vec![0u8; MAX_BATCH_BYTES as usize + 1];
+        let err = decompress(&compress(&huge), &mut out, &mut d).unwrap_err();
+        assert!(err.contains("claims"), "{err}");
+        // A streamed frame does not say its size.
+        let mut streamed = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+        streamed.write_all(b"streamed").unwrap();
+        let streamed = streamed.finish().unwrap();
+        let err = decompress(&streamed, &mut out, &mut d).unwrap_err();
+        assert!(err.contains("size"), "{err}");
+    }
+
+    /// A version 5 file (deflated batches) reads to the same events as this version's.
+    #[test]
+    fn version_5_recordings_still_read() {
+        let events: Vec<Vec<u8>> = (0..5000u32)
+            .map(|i| {
+                let len = [48, 64, 24][(i % 3) as usize];
+                (0..len).map(|j| (i / 3 + j) as u8).collect()
+            })
+            .collect();
+        let mut plain = Vec::new();
+        for e in &events {
+            plain.extend_from_slice(&(e.len() as u16).to_le_bytes());
+            plain.extend_from_slice(e);
+        }
+        let file = |version: u32, batch: Vec<u8>| {
+            let mut f = file_header().to_vec();
+            f[8..12].copy_from_slice(&version.to_le_bytes());
+            f.extend_from_slice(&record_header(EVENTS, &batch));
+            f.extend_from_slice(&batch);
+            f
+        };
+        let read = |f: Vec<u8>| {
+            let mut reader = Reader::new(Cursor::new(f), Path::new("old")).unwrap();
+            let mut got = Vec::new();
+            while let Some(item) = reader.next_item().unwrap() {
+                match item {
+                    Item::Event(e) => got.push(e.to_vec()),
+                    _ => panic!("only events were written"),
+                }
+            }
+            got
+        };
+        assert_eq!(read(file(VERSION, encode_batch(&plain))), events);
+        assert_eq!(read(file(5, encode_batch_deflated(&plain))), events);
+        // Each reads only its own version's compression.
+        let err = Reader::new(Cursor::new(file(5, encode_batch(&plain))), Path::new("x"))
+            .unwrap()
+            .next_item()
+            .err()
+            .expect("a zstd batch in a version 5 file");
+        assert!(err.to_string().contains("does not decompress"), "{err}");
     }
 }
