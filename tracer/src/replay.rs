@@ -301,7 +301,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-    /// Many events: several deflated batches, read back in order; cut anywhere, an error.
+    /// Many events: several compressed batches, read back in order; cut anywhere, an error.
     #[test]
     fn many_events_across_batches() {
         let path = temp("many");
