@@ -6,8 +6,8 @@
 //! (JSON [`Start`]) comes first, `EXEC` records (JSON [`ExecImage`]) mark a new program image
 //! in order with the events, `EVENTS` records carry ring-buffer records exactly as the
 //! kernel wrote them (a batch laid out by columns, see [`columns`], and compressed with zstd:
-//! about 9 bytes an event; deflated up to version 5), and a `FINISH` record (JSON [`Finish`]) with the symbolized stacks ends it. The
-//! checksum covers a record's stored bytes, so any damage is found before anything is decoded.
+//! about 9 bytes an event; deflated up to version 5), and a `FINISH` record (JSON [`Finish`])
+//! with the symbolized stacks ends it. The checksum covers a record's stored bytes, so any damage is found before anything is decoded.
 
 mod columns;
 mod rotate;
@@ -477,7 +477,7 @@ impl<R: Read> Reader<R> {
             }
             match self.next_record()? {
                 None => return Ok(None),
-                Some(EVENTS) => self.inflate_batch()?,
+                Some(EVENTS) => self.unpack_batch()?,
                 Some(kind) => return self.decode_json(kind).map(Some),
             }
         }
@@ -490,7 +490,7 @@ impl<R: Read> Reader<R> {
         Some(&self.batch[at as usize..(at + len) as usize])
     }
 
-    fn inflate_batch(&mut self) -> Result<(), RecordError> {
+    fn unpack_batch(&mut self) -> Result<(), RecordError> {
         self.next_event = 0;
         self.events.clear();
         let unpacked = if self.version >= ZSTD_VERSION {
@@ -667,7 +667,8 @@ mod tests {
             );
         }
         assert!(decompress(&[0xff; 64], &mut out, &mut d).is_err());
-        // Two frames: the second does not fit the room the first one claimed.
+        // Two frames: more bytes than the first one claims, an error (the buffer's room, left
+        // from the large batch, would hold them all).
         let mut two = compress(b"first");
         two.extend_from_slice(&compress(b"second"));
         assert!(decompress(&two, &mut out, &mut d).is_err());
