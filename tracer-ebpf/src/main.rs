@@ -2,10 +2,12 @@
 //! shared between families in `maps.rs`.
 #![no_std]
 #![no_main]
-// Atomic adds on map values (`probes/kmem.rs`): the BPF target's core has no atomic types.
+// Atomic adds and compare-and-swaps on map values (`probes/kmem.rs`, `live.rs`): the BPF
+// target's core has no atomic types.
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "core_intrinsics, for atomic adds")]
+#![expect(internal_features, reason = "core_intrinsics, for atomics")]
 
+mod live;
 mod maps;
 mod probes;
 

@@ -24,6 +24,7 @@ use tracer_common::{
 };
 
 use crate::{
+    live,
     maps::{
         EVENTS, atomic_add, bump, config_flag, header, kmem_offsets, page_bits, stack_id,
         traced_thread, wakeup_flags,
@@ -35,8 +36,9 @@ use crate::{
 #[map(name = "LIVE_PAGES")]
 static LIVE_PAGES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
 
-/// Slab objects the traced process was given, by address: whether they came from kmalloc, and
-/// for a counted one, whose count its free goes to.
+/// Slab objects the traced process was given, by address, where their window of the table of
+/// slots (`crate::live`) was full: whether they came from kmalloc, and for a counted one, whose
+/// count its free goes to.
 #[map(name = "LIVE_SLAB")]
 static LIVE_SLAB: HashMap<u64, LiveObject> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
 
@@ -110,21 +112,58 @@ fn remember<V>(live: &HashMap<u64, V>, filter: &Array<u32>, key: u64, value: V) 
     }
 }
 
+/// The filter slot of `key`, if it says the key may be there. A stale read errs towards a
+/// lookup, never against one, since a slot is counted up before its key goes in.
+#[inline(always)]
+fn maybe_there(filter: &Array<u32>, key: u64) -> Option<*mut u32> {
+    let slot = filter.get_ptr_mut(filter_slot(key))?;
+    // SAFETY: as in `count`.
+    (unsafe { core::ptr::read_volatile(slot) } != 0).then_some(slot)
+}
+
 /// Takes `key` out of what the traced process has, if it is there.
 #[inline(always)]
 fn take<V: Copy>(live: &HashMap<u64, V>, filter: &Array<u32>, key: u64) -> Option<V> {
-    let slot = filter.get_ptr_mut(filter_slot(key))?;
-    // SAFETY: as in `count`; a stale read errs towards a lookup, never against one, since a
-    // slot is counted up before its key goes in.
-    if unsafe { core::ptr::read_volatile(slot) } == 0 {
-        return None;
-    }
+    let slot = maybe_there(filter, key)?;
+    take_from_map(live, slot, key)
+}
+
+/// `take` past the filter: the map's entry of `key`, removed, and its filter slot counted down.
+#[inline(always)]
+fn take_from_map<V: Copy>(live: &HashMap<u64, V>, slot: *mut u32, key: u64) -> Option<V> {
     // SAFETY: value copied out at once.
     let value = (unsafe { live.get(key) }).copied()?;
     if live.remove(key).is_ok() {
         count(slot, u32::MAX);
     }
     Some(value)
+}
+
+/// Remembers that the traced process has slab object `ptr`: in the table of slots
+/// (`crate::live`), or where its window is full, in LIVE_SLAB.
+#[inline(always)]
+fn remember_object(ptr: u64, object: LiveObject) {
+    let Some(slot) = LIVE_SLAB_FILTER.get_ptr_mut(filter_slot(ptr)) else {
+        return;
+    };
+    count(slot, 1);
+    if !live::insert(ptr, object) && LIVE_SLAB.insert(ptr, object, 0).is_err() {
+        count(slot, u32::MAX);
+        bump(counter::KERNEL_LIVE_FULL);
+    }
+}
+
+/// Takes slab object `ptr` out of what the traced process has, if it is there.
+#[inline(always)]
+fn take_object(ptr: u64) -> Option<LiveObject> {
+    let slot = maybe_there(&LIVE_SLAB_FILTER, ptr)?;
+    match live::take(ptr) {
+        Some(object) => {
+            count(slot, u32::MAX);
+            Some(object)
+        }
+        None => take_from_map(&LIVE_SLAB, slot, ptr),
+    }
 }
 
 /// Kernel stacks of page and slab allocations (`--kernel-stacks`).
@@ -473,9 +512,7 @@ pub fn slab_allocated<C: StackIdContext>(
     if cache != 0 && counting(&in_flight) && counted(tgid, object, cache, name) {
         return;
     }
-    remember(
-        &LIVE_SLAB,
-        &LIVE_SLAB_FILTER,
+    remember_object(
         object.ptr,
         LiveObject {
             flags: object.flags,
@@ -572,9 +609,7 @@ fn count_object(slot: *mut SlabCount, key: SlabCountKey, ptr: u64, bytes_req: Op
         atomic_add(&raw mut (*slot).allocs, 1);
         atomic_add(&raw mut (*slot).bytes_req, bytes_req);
     }
-    remember(
-        &LIVE_SLAB,
-        &LIVE_SLAB_FILTER,
+    remember_object(
         ptr,
         LiveObject {
             flags: key.flags | SLAB_COUNTED,
@@ -587,7 +622,7 @@ fn count_object(slot: *mut SlabCount, key: SlabCountKey, ptr: u64, bytes_req: Op
 /// A slab object freed, by anyone: counted or sent if the traced process had it.
 #[inline(always)]
 pub fn slab_freed(ptr: u64) {
-    let Some(live) = take(&LIVE_SLAB, &LIVE_SLAB_FILTER, ptr) else {
+    let Some(live) = take_object(ptr) else {
         return;
     };
     let flags = live.flags;
