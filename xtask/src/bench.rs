@@ -43,13 +43,19 @@ impl Table {
         self.rows.push(row);
     }
 
-    /// A row whose ratio was measured pairwise (see `redis_rows`).
-    fn add_ratio(&mut self, what: impl Into<String>, value: f64, unit: &'static str, ratio: f64) {
+    /// A row whose ratio was measured pairwise (see `measure_paired`), if it has one.
+    fn add_measured(
+        &mut self,
+        what: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        ratio: Option<f64>,
+    ) {
         let row = Row {
             what: what.into(),
             value,
             unit,
-            ratio: Some(ratio),
+            ratio,
         };
         println!("{}", format_row(&row));
         self.rows.push(row);
@@ -92,22 +98,54 @@ fn run_once(mut c: Command) -> Result<(f64, f64)> {
         .with_context(|| format!("no timing line from {c:?}: {text}"))
 }
 
-/// Medians of `runs` rounds in which every configuration runs once, in turn: each sees the
-/// same state of the machine (page reclaim, other tenants), so their ratios are fair.
-fn measure_all(runs: usize, configs: &[Config<'_>]) -> Result<Vec<(f64, f64)>> {
-    let mut samples = vec![(Vec::new(), Vec::new()); configs.len()];
+/// What one configuration measured: the medians of its timings and of their ratios to the
+/// baseline run paired with each.
+#[derive(Clone, Copy)]
+struct Measured {
+    pair: f64,
+    page: f64,
+    /// `None` for the baseline itself.
+    ratios: Option<(f64, f64)>,
+}
+
+/// `runs` rounds in which every configuration after the first (the baseline) runs once, each
+/// right after a run of the baseline: a ratio is taken between two runs seconds apart, and
+/// the row gives the median of those ratios. The host's load drifts within seconds here (a
+/// single run of the baseline varies by a fifth), so a ratio to a baseline measured minutes
+/// earlier would measure the drift.
+fn measure_paired(runs: usize, configs: &[Config<'_>]) -> Result<Vec<Measured>> {
+    let mut base = (Vec::new(), Vec::new());
+    let mut samples = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; configs.len()];
+    let baseline = &configs[0].1;
     for _ in 0..runs {
-        for ((_, cmd), (pairs, pages)) in configs.iter().zip(&mut samples) {
+        for ((_, cmd), s) in configs.iter().zip(&mut samples).skip(1) {
+            let (base_pair, base_page) = run_once(baseline())?;
             let (pair, page) = run_once(cmd())?;
-            pairs.push(pair);
-            pages.push(page);
+            base.0.push(base_pair);
+            base.1.push(base_page);
+            s[0].push(pair);
+            s[1].push(page);
+            s[2].push(pair / base_pair);
+            s[3].push(page / base_page);
         }
     }
-    Ok(samples
-        .into_iter()
-        .map(|(mut pairs, mut pages)| (median(&mut pairs), median(&mut pages)))
-        .collect())
+    let mut out = vec![Measured {
+        pair: median(&mut base.0),
+        page: median(&mut base.1),
+        ratios: None,
+    }];
+    for [mut pair, mut page, mut pair_r, mut page_r] in samples.into_iter().skip(1) {
+        out.push(Measured {
+            pair: median(&mut pair),
+            page: median(&mut page),
+            ratios: Some((median(&mut pair_r), median(&mut page_r))),
+        });
+    }
+    Ok(out)
 }
+
+/// Rounds of the loop measurements (`measure_paired`).
+const RUNS: usize = 5;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -152,7 +190,6 @@ pub fn run(n: u64) -> Result<()> {
     );
     let n_s = n.to_string();
     let b = bench.to_str().context("bench path")?;
-    const RUNS: usize = 3;
 
     // The malloc/free loop and the page-touch loop, in each mode and under each peer.
     let modes: [(&str, &[&str]); 7] = [
@@ -232,15 +269,22 @@ pub fn run(n: u64) -> Result<()> {
     } else {
         t.note("heaptrack is not installed: its row is missing");
     }
-    let results = measure_all(RUNS, &configs)?;
-    let plain = results[0];
-    for ((name, _), (pair, _)) in configs.iter().zip(&results) {
-        let base = (name != "untraced").then_some(plain.0);
-        t.add(format!("malloc+free pair, {name}"), *pair, "ns", base);
+    let results = measure_paired(RUNS, &configs)?;
+    for ((name, _), m) in configs.iter().zip(&results) {
+        t.add_measured(
+            format!("malloc+free pair, {name}"),
+            m.pair,
+            "ns",
+            m.ratios.map(|r| r.0),
+        );
     }
-    for ((name, _), (_, page)) in configs.iter().zip(&results).take(1 + modes.len()) {
-        let base = (name != "untraced").then_some(plain.1);
-        t.add(format!("page touch, {name}"), *page, "ns", base);
+    for ((name, _), m) in configs.iter().zip(&results).take(1 + modes.len()) {
+        t.add_measured(
+            format!("page touch, {name}"),
+            m.page,
+            "ns",
+            m.ratios.map(|r| r.1),
+        );
     }
 
     // A deep stack: the stack walk is per allocation.
@@ -278,14 +322,13 @@ pub fn run(n: u64) -> Result<()> {
             }),
         ),
     ];
-    let deep_results = measure_all(RUNS, &deep)?;
-    for ((name, _), (pair, _)) in deep.iter().zip(&deep_results) {
-        let base = (name != "untraced").then_some(deep_results[0].0);
-        t.add(
+    let deep_results = measure_paired(RUNS, &deep)?;
+    for ((name, _), m) in deep.iter().zip(&deep_results) {
+        t.add_measured(
             format!("malloc+free pair 64 frames deep, {name}"),
-            *pair,
+            m.pair,
             "ns",
-            base,
+            m.ratios.map(|r| r.0),
         );
     }
 
@@ -573,7 +616,7 @@ impl Redis {
     fn throughput(&self) -> Result<f64> {
         let out = Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-n", "40000", "-c", "10", "-q", "-t", "set,get"])
+            .args(["-n", "60000", "-c", "10", "-q", "-t", "set,get"])
             .output()
             .context("running redis-benchmark")?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -602,7 +645,7 @@ impl Drop for Redis {
 /// before it, and the row gives the median rate and the median of the pairs' ratios (the
 /// host's load drifts within seconds here; a ratio to one untraced run made minutes earlier
 /// measured the drift).
-const REDIS_ROUNDS: usize = 5;
+const REDIS_ROUNDS: usize = 9;
 
 fn redis_rows(tracer: &Path, t: &mut Table) -> Result<()> {
     let redis = Redis::start(6390)?;
@@ -647,11 +690,11 @@ fn redis_rows(tracer: &Path, t: &mut Table) -> Result<()> {
         None,
     );
     for ((name, _), (mut rates, mut ratios)) in modes.iter().zip(traced) {
-        t.add_ratio(
+        t.add_measured(
             format!("redis-server under redis-benchmark, {name}"),
             median(&mut rates),
             "req/s",
-            median(&mut ratios),
+            Some(median(&mut ratios)),
         );
     }
     t.note(format!(
@@ -674,9 +717,11 @@ fn write_doc(machine: &str, t: &Table, n: u64) -> Result<()> {
         doc,
         "The latest `cargo xtask bench` (written by it): {n} pages a page-touch loop, {n} pairs \
          a malloc loop ({m} where no uprobe is attached, so that it runs long enough to time), \
-         the median of 3 rounds in which every configuration runs in turn. Ratios are to the \
-         untraced run, measured in the same run on the same machine: {machine}. Machines here \
-         are shared and noisy: compare ratios, not times.",
+         {RUNS} rounds in which each traced run follows an untraced one. A time is the median \
+         of its {RUNS} runs; a ratio is the median of the {RUNS} ratios to the untraced run just \
+         before, measured in the same run on the same machine: {machine}. Machines here are \
+         shared and noisy (one untraced run differs from the next by up to a fifth): compare \
+         ratios, not times.",
         m = n * 50
     )?;
     writeln!(doc)?;
