@@ -147,6 +147,12 @@ fn measure_paired(runs: usize, configs: &[Config<'_>]) -> Result<Vec<Measured>> 
 /// Rounds of the loop measurements (`measure_paired`).
 const RUNS: usize = 5;
 
+/// Pairs of the malloc loop where no uprobe is attached, per pair of the traced loop: at about
+/// 12 ns a pair, 500 times the default 200,000 runs for 1.2 s. A tenth of that ran so briefly
+/// that a neighbour's burst moved one run by several percent, which is the size of what these
+/// rows measure.
+const MANY: u64 = 500;
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -218,7 +224,7 @@ pub fn run(n: u64) -> Result<()> {
     let heaptrack_out = std::env::temp_dir().join("tracer-bench-heaptrack");
     // Where a pair costs nanoseconds (no uprobes), many more pairs, so the loop runs long
     // enough to time; the pages stay the same.
-    let many = (n * 50).to_string();
+    let many = (n * MANY).to_string();
     let mut configs: Vec<Config> = vec![(
         "untraced".into(),
         Box::new(|| {
@@ -276,6 +282,22 @@ pub fn run(n: u64) -> Result<()> {
             m.pair,
             "ns",
             m.ratios.map(|r| r.0),
+        );
+    }
+    // Sampling's target is a share of full tracing's cost, not of the untraced loop's.
+    let pair_of = |mode: &str| {
+        configs
+            .iter()
+            .zip(&results)
+            .find_map(|((name, _), m)| (name == mode).then_some(m.pair))
+    };
+    if let (Some(sampled), Some(full)) = (pair_of("tracer --sample 512K"), pair_of("tracer (full)"))
+    {
+        t.add(
+            "malloc+free pair, tracer --sample 512K over tracer (full)",
+            sampled,
+            "ns",
+            Some(full),
         );
     }
     for ((name, _), m) in configs.iter().zip(&results).take(1 + modes.len()) {
@@ -440,7 +462,7 @@ pub fn run(n: u64) -> Result<()> {
     );
 
     if peers.redis {
-        redis_rows(&tracer, &mut t)?;
+        redis_rows(&tracer, peers.bpftrace, &mut t)?;
     } else {
         t.note("redis-server and redis-benchmark are not installed: the redis rows are missing");
     }
@@ -647,38 +669,89 @@ impl Drop for Redis {
 /// measured the drift).
 const REDIS_ROUNDS: usize = 9;
 
-fn redis_rows(tracer: &Path, t: &mut Table) -> Result<()> {
-    let redis = Redis::start(6390)?;
-    let pid = redis.child.id().to_string();
-    let modes = [
-        ("tracer --pid (full)", &[][..]),
-        ("tracer --pid --sample 512K", &["--sample", "512K"][..]),
-        ("tracer --pid --mode kernel", &["--mode", "kernel"][..]),
-        (
-            "tracer --pid --mode kernel --no-kernel (syscalls only)",
-            &["--mode", "kernel", "--no-kernel"][..],
-        ),
-    ];
-    let mut untraced = Vec::new();
-    let mut traced = vec![(Vec::new(), Vec::new()); modes.len()];
-    for _ in 0..REDIS_ROUNDS {
-        for (i, (_, args)) in modes.iter().enumerate() {
-            let base = redis.throughput()?;
-            untraced.push(base);
-            let mut tracing = tracer_cmd(tracer, &["--pid", &pid])
+/// What watches redis-server in one redis row.
+enum Watcher {
+    /// `tracer --pid` with these arguments.
+    Tracer(&'static [&'static str]),
+    /// bpftrace with empty programs on the four slab tracepoints: what a peer pays to watch
+    /// them at all, machine-wide, before its programs do anything. Its perf tracepoints build
+    /// a record per hit; tracer's raw tracepoints do not.
+    EmptySlabProbes,
+}
+
+/// The slab tracepoints `tracer` watches, with nothing done on them.
+const EMPTY_SLAB_PROBES: &str = "tracepoint:kmem:kmem_cache_alloc {} tracepoint:kmem:kmalloc {} \
+                                 tracepoint:kmem:kmem_cache_free {} tracepoint:kmem:kfree {}";
+
+/// Starts `watcher` on `pid` and returns once it is attached.
+fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
+    match watcher {
+        Watcher::Tracer(args) => {
+            let mut child = tracer_cmd(tracer, &["--pid", pid])
                 .args(*args)
                 .stderr(Stdio::piped())
                 .spawn()?;
-            // Measure once tracer says it is attached.
-            let mut lines = BufReader::new(tracing.stderr.take().context("stderr")?).lines();
+            let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
             let first = lines.next().transpose()?.unwrap_or_default();
             if !first.starts_with("tracer: attached") {
                 bail!("tracer did not attach to redis-server: {first}");
             }
+            Ok(child)
+        }
+        Watcher::EmptySlabProbes => {
+            let mut child = Command::new("bpftrace")
+                .args(["-e", EMPTY_SLAB_PROBES])
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+            let first = lines.next().transpose()?.unwrap_or_default();
+            if !first.starts_with("Attaching") {
+                bail!("bpftrace did not attach: {first}");
+            }
+            // It says so as it starts attaching: perf tracepoints take milliseconds.
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(child)
+        }
+    }
+}
+
+fn redis_rows(tracer: &Path, bpftrace: bool, t: &mut Table) -> Result<()> {
+    let redis = Redis::start(6390)?;
+    let pid = redis.child.id().to_string();
+    let mut modes = vec![
+        ("tracer --pid (full)", Watcher::Tracer(&[])),
+        (
+            "tracer --pid --sample 512K",
+            Watcher::Tracer(&["--sample", "512K"]),
+        ),
+        (
+            "tracer --pid --mode kernel",
+            Watcher::Tracer(&["--mode", "kernel"]),
+        ),
+        (
+            "tracer --pid --mode kernel --no-kernel (syscalls only)",
+            Watcher::Tracer(&["--mode", "kernel", "--no-kernel"]),
+        ),
+    ];
+    if bpftrace {
+        modes.push((
+            "bpftrace, empty programs on the four slab tracepoints",
+            Watcher::EmptySlabProbes,
+        ));
+    } else {
+        t.note("bpftrace is not installed: its redis row is missing");
+    }
+    let mut untraced = Vec::new();
+    let mut traced = vec![(Vec::new(), Vec::new()); modes.len()];
+    for _ in 0..REDIS_ROUNDS {
+        for (i, (_, watcher)) in modes.iter().enumerate() {
+            let base = redis.throughput()?;
+            untraced.push(base);
+            let mut watching = start_watcher(tracer, watcher, &pid)?;
             let rate = redis.throughput()?;
-            // SAFETY: signalling the tracer we started.
-            unsafe { libc_kill(tracing.id() as i32, 2) };
-            tracing.wait()?;
+            // SAFETY: signalling the watcher we started.
+            unsafe { libc_kill(watching.id() as i32, 2) };
+            watching.wait()?;
             traced[i].0.push(rate);
             traced[i].1.push(rate / base);
         }
@@ -722,7 +795,7 @@ fn write_doc(machine: &str, t: &Table, n: u64) -> Result<()> {
          before, measured in the same run on the same machine: {machine}. Machines here are \
          shared and noisy (one untraced run differs from the next by up to a fifth): compare \
          ratios, not times.",
-        m = n * 50
+        m = n * MANY
     )?;
     writeln!(doc)?;
     writeln!(doc, "| measurement | value | ratio |")?;
