@@ -702,6 +702,9 @@ fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
             let mut child = Command::new("bpftrace")
                 .args(["-e", EMPTY_SLAB_PROBES])
                 .stdout(Stdio::piped())
+                // Its one complaint here is that it cannot raise RLIMIT_MEMLOCK, which this
+                // kernel does not need; a failure to attach shows as a missing first line.
+                .stderr(Stdio::null())
                 .spawn()?;
             let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
             let first = lines.next().transpose()?.unwrap_or_default();
