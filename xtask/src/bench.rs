@@ -144,8 +144,10 @@ fn measure_paired(runs: usize, configs: &[Config<'_>]) -> Result<Vec<Measured>> 
     Ok(out)
 }
 
-/// Rounds of the loop measurements (`measure_paired`).
-const RUNS: usize = 5;
+/// Rounds of the loop measurements (`measure_paired`). The page-touch loop's first touches
+/// vary most from run to run (the host backs a guest's pages as it likes): with 5 rounds its
+/// kernel-mode ratio moved between 1.10x and 1.32x from one bench to the next.
+const RUNS: usize = 7;
 
 /// Pairs of the malloc loop where no uprobe is attached, per pair of the traced loop: at about
 /// 12 ns a pair, 500 times the default 200,000 runs for 1.2 s. A tenth of that ran so briefly
