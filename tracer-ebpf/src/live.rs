@@ -7,14 +7,17 @@
 //! about 250 ns for the pair here. A slot of this table is claimed by one compare-and-swap of
 //! its address word, and released by another: no lock, no element, a cache line or two.
 //!
-//! An object's home is slot `hash(ptr)`; it may lie in any of the [`WINDOW`] slots from there
-//! (taken in turn, wrapping at the end). Lookups always read the whole window, so an emptied
-//! slot needs no tombstone. When the window is full the caller falls back to the hash map.
+//! An object's home is slot `fibonacci_slot(ptr)`; it may lie in any of the [`WINDOW`] slots
+//! from there (taken in turn, wrapping at the end). Lookups always read the whole window, so an
+//! emptied slot needs no tombstone. When the window is full the caller falls back to the hash
+//! map.
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use aya_ebpf::{macros::map, maps::Array};
 use tracer_common::LiveObject;
+
+use crate::maps::fibonacci_slot;
 
 /// log2 of the table's slots: 65,536 slots of 24 bytes (1.5 MiB). A process holds far fewer
 /// kernel objects than that at once, so windows are rarely full.
@@ -35,15 +38,8 @@ pub struct LiveSlot {
 static LIVE_SLOTS: Array<LiveSlot> = Array::with_max_entries(1 << SLOT_BITS, 0);
 
 #[inline(always)]
-fn home(ptr: u64) -> u32 {
-    // Fibonacci hashing: slab addresses are aligned, and the top bits of the product mix in
-    // every bit of them.
-    (ptr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOT_BITS)) as u32
-}
-
-#[inline(always)]
 fn slot(ptr: u64, i: u32) -> Option<*mut LiveSlot> {
-    LIVE_SLOTS.get_ptr_mut((home(ptr) + i) & ((1 << SLOT_BITS) - 1))
+    LIVE_SLOTS.get_ptr_mut((fibonacci_slot(ptr, SLOT_BITS) + i) & ((1 << SLOT_BITS) - 1))
 }
 
 /// Swaps `old` for `new` in `word` if it holds `old`; whether it did.

@@ -25,6 +25,13 @@ pub fn atomic_add(counter: *mut u64, delta: u64) {
     };
 }
 
+/// The top `bits` bits of `key` times 2^64 over the golden ratio (Fibonacci hashing): every bit
+/// of the key reaches them, so aligned addresses and page numbers spread over the slots.
+#[inline(always)]
+pub fn fibonacci_slot(key: u64, bits: u32) -> u32 {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as u32
+}
+
 /// Every event, reserved and written in place.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);

@@ -26,8 +26,8 @@ use tracer_common::{
 use crate::{
     live,
     maps::{
-        EVENTS, atomic_add, bump, config_flag, header, kmem_offsets, page_bits, stack_id,
-        traced_thread, wakeup_flags,
+        EVENTS, atomic_add, bump, config_flag, fibonacci_slot, header, kmem_offsets, page_bits,
+        stack_id, traced_thread, wakeup_flags,
     },
     probes::{alloc::alloc_in_flight, syscalls::syscall_in_flight},
 };
@@ -87,8 +87,7 @@ static LIVE_SLAB_FILTER: Array<u32> = Array::with_max_entries(1 << FILTER_BITS, 
 
 #[inline(always)]
 fn filter_slot(key: u64) -> u32 {
-    // Fibonacci hashing: the top bits of the product mix every bit of the key.
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FILTER_BITS)) as u32
+    fibonacci_slot(key, FILTER_BITS)
 }
 
 /// Adds `delta` (wrapping: `u32::MAX` subtracts one) to a filter slot. The BPF target has no
