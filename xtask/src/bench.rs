@@ -698,6 +698,7 @@ fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
             if !first.starts_with("tracer: attached") {
                 bail!("tracer did not attach to redis-server: {first}");
             }
+            drain(lines);
             Ok(child)
         }
         Watcher::EmptySlabProbes => {
@@ -713,11 +714,18 @@ fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
             if !first.starts_with("Attaching") {
                 bail!("bpftrace did not attach: {first}");
             }
+            drain(lines);
             // It says so as it starts attaching: perf tracepoints take milliseconds.
             std::thread::sleep(Duration::from_millis(500));
             Ok(child)
         }
     }
+}
+
+/// Reads the rest of a watcher's output on a thread of its own, so that the pipe stays open
+/// (a write to a closed one would kill the watcher) and never fills.
+fn drain<R: std::io::Read + Send + 'static>(lines: std::io::Lines<BufReader<R>>) {
+    std::thread::spawn(move || lines.for_each(drop));
 }
 
 fn redis_rows(tracer: &Path, bpftrace: bool, t: &mut Table) -> Result<()> {
