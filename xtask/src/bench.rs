@@ -693,12 +693,12 @@ fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
                 .args(*args)
                 .stderr(Stdio::piped())
                 .spawn()?;
-            let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-            let first = lines.next().transpose()?.unwrap_or_default();
-            if !first.starts_with("tracer: attached") {
-                bail!("tracer did not attach to redis-server: {first}");
-            }
-            drain(lines);
+            let stderr = child.stderr.take().context("stderr")?;
+            wait_for_line(
+                stderr,
+                "tracer: attached",
+                "tracer did not attach to redis-server",
+            )?;
             Ok(child)
         }
         Watcher::EmptySlabProbes => {
@@ -709,12 +709,8 @@ fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
                 // kernel does not need; a failure to attach shows as a missing first line.
                 .stderr(Stdio::null())
                 .spawn()?;
-            let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-            let first = lines.next().transpose()?.unwrap_or_default();
-            if !first.starts_with("Attaching") {
-                bail!("bpftrace did not attach: {first}");
-            }
-            drain(lines);
+            let stdout = child.stdout.take().context("stdout")?;
+            wait_for_line(stdout, "Attaching", "bpftrace did not attach")?;
             // It says so as it starts attaching: perf tracepoints take milliseconds.
             std::thread::sleep(Duration::from_millis(500));
             Ok(child)
@@ -722,10 +718,21 @@ fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
     }
 }
 
-/// Reads the rest of a watcher's output on a thread of its own, so that the pipe stays open
-/// (a write to a closed one would kill the watcher) and never fills.
-fn drain<R: std::io::Read + Send + 'static>(lines: std::io::Lines<BufReader<R>>) {
+/// Waits for a watcher's first line of `output` and fails with `failure` unless it starts with
+/// `prefix`. The rest is read on a thread of its own, so that the pipe stays open (a write to
+/// a closed one would kill the watcher) and never fills.
+fn wait_for_line<R: std::io::Read + Send + 'static>(
+    output: R,
+    prefix: &str,
+    failure: &str,
+) -> Result<()> {
+    let mut lines = BufReader::new(output).lines();
+    let first = lines.next().transpose()?.unwrap_or_default();
+    if !first.starts_with(prefix) {
+        bail!("{failure}: {first}");
+    }
     std::thread::spawn(move || lines.for_each(drop));
+    Ok(())
 }
 
 fn redis_rows(tracer: &Path, bpftrace: bool, t: &mut Table) -> Result<()> {

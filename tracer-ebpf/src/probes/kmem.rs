@@ -101,11 +101,18 @@ fn count(slot: *mut u32, delta: u32) {
 /// Remembers that the traced process has `key` (with `value`).
 #[inline(always)]
 fn remember<V>(live: &HashMap<u64, V>, filter: &Array<u32>, key: u64, value: V) {
+    remember_with(filter, key, || live.insert(key, &value, 0).is_ok());
+}
+
+/// Counts `key` into its filter slot and stores it with `put`, which says whether it found
+/// room. The slot is counted up first, so that a free on another CPU never misses the key.
+#[inline(always)]
+fn remember_with(filter: &Array<u32>, key: u64, put: impl FnOnce() -> bool) {
     let Some(slot) = filter.get_ptr_mut(filter_slot(key)) else {
         return;
     };
     count(slot, 1);
-    if live.insert(key, &value, 0).is_err() {
+    if !put() {
         count(slot, u32::MAX);
         bump(counter::KERNEL_LIVE_FULL);
     }
@@ -142,14 +149,9 @@ fn take_from_map<V: Copy>(live: &HashMap<u64, V>, slot: *mut u32, key: u64) -> O
 /// (`crate::live`), or where its window is full, in LIVE_SLAB.
 #[inline(always)]
 fn remember_object(ptr: u64, object: LiveObject) {
-    let Some(slot) = LIVE_SLAB_FILTER.get_ptr_mut(filter_slot(ptr)) else {
-        return;
-    };
-    count(slot, 1);
-    if !live::insert(ptr, object) && LIVE_SLAB.insert(ptr, object, 0).is_err() {
-        count(slot, u32::MAX);
-        bump(counter::KERNEL_LIVE_FULL);
-    }
+    remember_with(&LIVE_SLAB_FILTER, ptr, || {
+        live::insert(ptr, object) || LIVE_SLAB.insert(ptr, object, 0).is_ok()
+    });
 }
 
 /// Takes slab object `ptr` out of what the traced process has, if it is there.
