@@ -10,8 +10,13 @@
  *                       and buffer array)
  *   kernel leaks        two 4 MiB leaks: one never touched, one touched throughout
  *   kernel gate K       "ready", wait for stdin, then `touch K` and `vmas K`
+ *   kernel held K       "ready", wait for stdin, then read one byte of each of K pages of a
+ *                       file in the page cache, 64 KiB apart (a fault each, no page taken:
+ *                       the last fault is what the kernel still holds back), "done", and
+ *                       wait for stdin again before exiting
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -79,6 +84,23 @@ static void vmas(int n) {
     }
 }
 
+/* Read faults on a file whose pages are all in the page cache: mapped, not allocated. */
+static void held(long k) {
+    char path[] = "/tmp/tracer-held-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) _exit(92);
+    unlink(path);
+    size_t stride = 64 << 10, len = (size_t)k * stride;
+    char *buf = calloc(1, stride);
+    for (long i = 0; i < k; i++)
+        if (write(fd, buf, stride) != (ssize_t)stride) _exit(93);
+    char *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) _exit(94);
+    long sum = 0;
+    for (long i = 0; i < k; i++) sum += ((volatile char *)m)[i * stride];
+    sink = (void *)sum;
+}
+
 NOINLINE static void *leak_untouched(void) {
     return malloc(4 << 20); /* UNTOUCHED */
 }
@@ -105,6 +127,13 @@ int main(int argc, char **argv) {
         if (read(0, &byte, 1) != 1) return 3;
         touch(n);
         vmas(n);
+    } else if (!strcmp(argv[1], "held")) {
+        char byte;
+        write(1, "ready\n", 6);
+        if (read(0, &byte, 1) != 1) return 3;
+        held(n);
+        write(1, "done\n", 5);
+        if (read(0, &byte, 1) != 1) return 3;
     } else return 2;
     return 0;
 }

@@ -85,6 +85,9 @@ pub mod kind {
     /// A [`super::SlabCountEvent`]: slab objects counted in the kernel, as userspace read
     /// them (see [`super::SLAB_COUNTS_MAP`]).
     pub const SLAB_COUNT: u32 = 13;
+    /// A [`super::FaultPageEvent`]: a fault and the first page block allocated while it was
+    /// handled, in one record.
+    pub const FAULT_PAGE: u32 = 14;
 }
 
 /// Name of the kernel stack-trace map (`--kernel-stacks`).
@@ -624,6 +627,23 @@ pub struct FaultEvent {
 }
 const _: () = assert!(size_of::<FaultEvent>() == 64);
 
+/// A fault and the page block its thread was given next on the same CPU, the two events one
+/// reservation: a first touch costs one record instead of two. The kernel holds each fault
+/// back (per CPU) until that CPU's next event, so the records of a CPU keep their order;
+/// `fault.header.kind` is [`kind::FAULT_PAGE`], and `page.header` repeats the fault's stamp
+/// with kind [`kind::PAGE_ALLOC`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultPageEvent {
+    pub fault: FaultEvent,
+    pub page: PageEvent,
+}
+const _: () = assert!(size_of::<FaultPageEvent>() == 136);
+
+/// Name of the per-CPU map holding a fault not yet sent (one [`FaultEvent`] per CPU, its
+/// `header.kind` 0 when empty): read once more when tracing ends.
+pub const FAULT_STASH_MAP: &str = "FAULT_STASH";
+
 /// Field offsets of the kmem and fault tracepoints, from their tracefs formats.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -846,6 +866,8 @@ mod pod {
     unsafe impl aya::Pod for super::SlabEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FaultEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FaultPageEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExecEvent {}
     // SAFETY: as above.

@@ -10,6 +10,7 @@
 mod live;
 mod maps;
 mod probes;
+mod ring;
 
 /// A loop, not `unreachable_unchecked`: that would let LLVM assume every panicking path away
 /// and delete the bounds checks before it, where a loop keeps them and makes any reachable

@@ -5,8 +5,8 @@ use std::mem::size_of;
 use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
-    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, HeldEvent, OpenEvent, PageEvent,
-    ProcessEvent, SlabCountEvent, SlabEvent, Syscall, SyscallEvent, kind,
+    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, FaultPageEvent, HeldEvent, OpenEvent,
+    PageEvent, ProcessEvent, SlabCountEvent, SlabEvent, Syscall, SyscallEvent, kind,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
@@ -23,6 +23,9 @@ pub enum Event {
     /// Slab objects counted in the kernel, as read at `header.ts_ns`.
     SlabCount(SlabCountEvent),
     Fault(FaultEvent),
+    /// A fault and the page block it took, sent as one record: the two events, in order
+    /// (the fault's kind is [`kind::FAULT`] again).
+    FaultPage(FaultEvent, PageEvent),
     Exec(ExecEvent),
     /// `--follow`: a traced process created child process `pid`.
     Fork(ProcessEvent),
@@ -41,7 +44,7 @@ impl Event {
             Event::PageAlloc(e) | Event::PageFree(e) => &e.header,
             Event::SlabAlloc(e) | Event::SlabFree(e) => &e.header,
             Event::SlabCount(e) => &e.header,
-            Event::Fault(e) => &e.header,
+            Event::Fault(e) | Event::FaultPage(e, _) => &e.header,
             Event::Exec(e) => &e.header,
             Event::Fork(e) | Event::Exit(e) => &e.header,
             Event::Held(e) => &e.header,
@@ -103,6 +106,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::SLAB_FREE => Ok(Event::SlabFree(read(bytes, "slab event")?)),
         kind::SLAB_COUNT => Ok(Event::SlabCount(read(bytes, "slab count event")?)),
         kind::FAULT => Ok(Event::Fault(read(bytes, "fault event")?)),
+        kind::FAULT_PAGE => {
+            let FaultPageEvent { mut fault, page } = read(bytes, "fault and page event")?;
+            fault.header.kind = kind::FAULT;
+            Ok(Event::FaultPage(fault, page))
+        }
         kind::EXEC => Ok(Event::Exec(read(bytes, "exec event")?)),
         kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
         kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
@@ -374,6 +382,31 @@ mod tests {
         let bytes = encode(&fault);
         assert_eq!(bytes.len(), 64);
         assert_eq!(decode(bytes), Ok(Event::Fault(fault)));
+
+        // A fault and its page in one record: the fault first, its kind FAULT again.
+        let both = FaultPageEvent {
+            fault: FaultEvent {
+                header: header(kind::FAULT_PAGE),
+                ..fault
+            },
+            page,
+        };
+        let bytes = encode(&both);
+        assert_eq!(bytes.len(), 136);
+        assert_eq!(&bytes[8..12], &kind::FAULT_PAGE.to_ne_bytes());
+        assert_eq!(&bytes[40..48], &0x7f00_0000_1234u64.to_ne_bytes());
+        assert_eq!(&bytes[64 + 8..64 + 12], &kind::PAGE_ALLOC.to_ne_bytes());
+        assert_eq!(&bytes[64 + 40..64 + 48], &0x12345u64.to_ne_bytes());
+        assert_eq!(decode(bytes), Ok(Event::FaultPage(fault, page)));
+        assert_eq!(decode(bytes).unwrap().header(), &fault.header);
+        assert!(matches!(
+            decode(&bytes[..135]),
+            Err(DecodeError::Truncated {
+                what: "fault and page event",
+                need: 136,
+                got: 135
+            })
+        ));
     }
 
     #[test]

@@ -292,6 +292,10 @@ impl Session {
 
     /// Processes one decoded event of this process.
     pub fn apply(&mut self, event: &Event) -> Option<Followup> {
+        if let Event::FaultPage(fault, page) = *event {
+            self.apply(&Event::Fault(fault));
+            return self.apply(&Event::PageAlloc(page));
+        }
         self.counts.received += 1;
         let ts = event.header().ts_ns;
         self.first_ts.get_or_insert(ts);
@@ -419,8 +423,9 @@ impl Session {
                 held: e.held != 0,
                 ts_ns: e.header.ts_ns,
             }),
-            // Processes come and go in [`crate::processes::Processes`].
-            Event::Fork(_) | Event::Exit(_) | Event::Held(_) => None,
+            // Processes come and go in [`crate::processes::Processes`]; a fault and its page
+            // are split in `apply`.
+            Event::Fork(_) | Event::Exit(_) | Event::Held(_) | Event::FaultPage(..) => None,
         }
     }
 

@@ -149,3 +149,93 @@ mod hostile_tests {
         }
     }
 }
+
+mod fault_page {
+    use tracer_common::{EventHeader, FaultEvent, FaultPageEvent, PageEvent, kind};
+
+    use super::super::*;
+    use crate::events::encode;
+
+    fn session() -> Session {
+        Session::new(&Start {
+            pid: 1,
+            page_size: 4096,
+            maps: "5000-9000 rw-p 0 00:00 0 [heap]\n\
+                   7f0000000000-7f0000100000 rw-p 0 00:00 0\n"
+                .into(),
+            ..Default::default()
+        })
+    }
+
+    fn header(kind: u32, ts_ns: u64) -> EventHeader {
+        EventHeader {
+            ts_ns,
+            kind,
+            tgid: 1,
+            tid: 1,
+            cpu: 0,
+        }
+    }
+
+    /// The kernel sends a fault and the page it took as one record: the session takes it as
+    /// the two events, in order, and ends where the two records would have left it.
+    #[test]
+    fn one_record_is_the_fault_then_its_page() {
+        let faults: Vec<(FaultEvent, PageEvent)> = (0..5u64)
+            .map(|i| {
+                let fault = FaultEvent {
+                    header: header(kind::FAULT, 1000 + i),
+                    address: 0x7f00_0000_0000 + i * 4096 + 8,
+                    error_code: 6,
+                    stack_id: -1,
+                    ..Default::default()
+                };
+                let page = PageEvent {
+                    header: header(kind::PAGE_ALLOC, 1000 + i),
+                    pfn: 0x1000 + i,
+                    gfp_flags: 0x140cca,
+                    migratetype: 1,
+                    kstack_id: -1,
+                    ..Default::default()
+                };
+                (fault, page)
+            })
+            .collect();
+        let mut apart = session();
+        let mut joined = session();
+        for (fault, page) in &faults {
+            apart.process(encode(fault));
+            apart.process(encode(page));
+            joined.process(encode(&FaultPageEvent {
+                fault: FaultEvent {
+                    header: EventHeader {
+                        kind: kind::FAULT_PAGE,
+                        ..fault.header
+                    },
+                    ..*fault
+                },
+                page: *page,
+            }));
+        }
+        // A page freed after: the one record's page is known by its frame, as a lone one is.
+        let free = PageEvent {
+            header: header(kind::PAGE_FREE, 2000),
+            pfn: 0x1002,
+            kstack_id: -1,
+            ..Default::default()
+        };
+        apart.process(encode(&free));
+        joined.process(encode(&free));
+
+        assert_eq!(joined.counts.received, 11);
+        assert_eq!(joined.join.resident_bytes(), 5 * 4096);
+        let (a, j) = (
+            apart.summarize(&Finish::default()),
+            joined.summarize(&Finish::default()),
+        );
+        assert_eq!(j.kernel.faults.user, 5);
+        assert_eq!(j.kernel.faults.by_region["anon_mmap"], 5);
+        assert_eq!((j.kernel.buddy.pages, j.kernel.buddy.freed_pages), (5, 1));
+        assert_eq!(a, j);
+    }
+}

@@ -221,6 +221,70 @@ fn agrees_with_an_independent_count() {
     );
 }
 
+/// The kernel holds each fault back until its CPU's next event (to send it with the page it
+/// takes): when tracing ends while the process waits, its last fault is still held, and is
+/// read out of the kernel then. File pages already cached take no page, so every fault of
+/// this workload is held until the next one; the count still agrees with ftrace's.
+#[test]
+fn faults_still_held_when_tracing_ends_are_counted() {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        process::Stdio,
+    };
+    const K: i64 = 64;
+    let w = workload("kernel");
+    let mut child = std::process::Command::new(&w)
+        .args(["held", &K.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    stdout.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    let ftrace = Ftrace::for_pid(child.id());
+    let json = json_path("held");
+    let mut tracer = tracer()
+        .args([
+            "--mode",
+            "kernel",
+            "--pid",
+            &child.id().to_string(),
+            "--json",
+        ])
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("tracer: attached to pid"), "{first}");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"g").unwrap();
+    let mut done = [0u8; 5];
+    stdout.read_exact(&mut done).unwrap();
+    assert_eq!(&done, b"done\n");
+    // Tracing ends with the workload blocked after its last fault.
+    // SAFETY: kill(2) on the tracer's pid.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(tracer.wait().unwrap().success(), "{rest:?}");
+    let (counts, overrun) = ftrace.counts();
+    stdin.write_all(b"g").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!overrun, "the ftrace buffer overran");
+    let v: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let faults = counts.get("page_fault_user").copied().unwrap_or(0);
+    assert!(faults >= K, "{counts:?}");
+    assert_eq!(n(&v["kernel"]["faults"]["user"]), faults, "{counts:?}");
+    assert!(
+        n(&v["kernel"]["faults"]["by_region"]["file"]) >= K,
+        "{}",
+        v["kernel"]
+    );
+}
+
 /// `--kernel-stacks`: the kernel paths that made the objects, symbolized from kallsyms.
 #[test]
 fn kernel_stacks_name_the_kernel_paths() {

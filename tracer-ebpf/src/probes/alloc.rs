@@ -21,9 +21,9 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    EVENTS, bump, config_flag, header, sample_bytes, traced_alloc_thread, user_stack_id,
-    wakeup_flags,
+    bump, config_flag, header, sample_bytes, traced_alloc_thread, user_stack_id, wakeup_flags,
 };
+use crate::ring::reserve;
 
 /// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
 #[map(name = "ALLOC_STATE")]
@@ -418,11 +418,8 @@ fn on_free_enter(ctx: &ProbeContext) {
 
 #[inline(always)]
 fn emit(event: AllocEvent) {
-    match EVENTS.reserve::<AllocEvent>(0) {
-        Some(mut entry) => {
-            entry.write(event);
-            entry.submit(wakeup_flags());
-        }
-        None => bump(counter::RINGBUF_DROPPED),
+    if let Some(mut entry) = reserve::<AllocEvent>() {
+        entry.write(event);
+        entry.submit(wakeup_flags());
     }
 }

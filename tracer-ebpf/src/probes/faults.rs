@@ -6,8 +6,9 @@ use aya_ebpf::{
 };
 use tracer_common::{FaultEvent, config_flags, counter, kind};
 
+use crate::ring::hold_fault;
 use crate::{
-    maps::{EVENTS, bump, config_flag, header, kmem_offsets, traced_thread, wakeup_flags},
+    maps::{bump, config_flag, header, kmem_offsets, traced_thread},
     probes::kmem::in_flight,
 };
 
@@ -33,7 +34,8 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A fault of the traced thread `tid` at `address`, from the instruction at `ip`: sent.
+/// A fault of the traced thread `tid` at `address`, from the instruction at `ip`: held back,
+/// to go with the page block it takes (see `crate::ring`).
 #[inline(always)]
 pub fn fault<C: StackIdContext>(
     ctx: &C,
@@ -43,17 +45,12 @@ pub fn fault<C: StackIdContext>(
     ip: u64,
     error_code: u64,
 ) {
-    // Before the reservation: a stack walk while holding ring space delays the reader.
     let stack_id = if config_flag(config_flags::FAULT_STACKS) {
         super::unwind::user_stack_of_current(ctx, tgid)
     } else {
         -1
     };
-    let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
-        return;
-    };
-    entry.write(FaultEvent {
+    hold_fault(FaultEvent {
         header: header(kind::FAULT, tgid, tid),
         in_flight: in_flight(tid),
         address,
@@ -61,5 +58,4 @@ pub fn fault<C: StackIdContext>(
         error_code: error_code as u32,
         stack_id,
     });
-    entry.submit(wakeup_flags());
 }

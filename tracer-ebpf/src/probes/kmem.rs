@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
-    CACHE_NAME_BYTES, InFlight, LiveObject, MAX_LIVE_KERNEL_OBJECTS, MAX_PAGE_BITS,
+    CACHE_NAME_BYTES, EventHeader, InFlight, LiveObject, MAX_LIVE_KERNEL_OBJECTS, MAX_PAGE_BITS,
     MAX_SLAB_COUNTS, MAX_STACKS, PageEvent, SLAB_COUNTED, SLAB_KMALLOC, SlabCount, SlabCountKey,
     SlabEvent, config_flags, counter, kind,
 };
@@ -26,10 +26,11 @@ use tracer_common::{
 use crate::{
     live,
     maps::{
-        EVENTS, atomic_add, bump, config_flag, fibonacci_slot, header, kmem_offsets, page_bits,
-        stack_id, traced_thread, wakeup_flags,
+        atomic_add, bump, config_flag, fibonacci_slot, header, kmem_offsets, page_bits, stack_id,
+        traced_thread, wakeup_flags,
     },
     probes::{alloc::alloc_in_flight, syscalls::syscall_in_flight},
+    ring::{reserve, send_page},
 };
 
 /// Page blocks the traced process was given, by pfn, with their order.
@@ -242,17 +243,17 @@ pub fn page_allocated<C: StackIdContext>(
         }
         None => remember(&LIVE_PAGES, &LIVE_PAGES_FILTER, pfn, order),
     }
-    emit_page(
-        kind::PAGE_ALLOC,
-        tgid,
-        tid,
-        in_flight(tid),
+    let page = PageEvent {
+        header: EventHeader::default(),
+        in_flight: in_flight(tid),
         pfn,
-        order,
         gfp_flags,
+        order,
         migratetype,
-        kernel_stack(ctx),
-    );
+        kstack_id: kernel_stack(ctx),
+        reserved: 0,
+    };
+    send_page(tgid, tid, page, || header(kind::PAGE_ALLOC, tgid, tid));
 }
 
 #[tracepoint]
@@ -297,17 +298,20 @@ pub fn page_freed(pfn: u64, order: u32) {
         }
     };
     let (tgid, tid) = current();
-    emit_page(
-        kind::PAGE_FREE,
-        tgid,
-        tid,
-        InFlight::default(),
+    let Some(mut entry) = reserve::<PageEvent>() else {
+        return;
+    };
+    entry.write(PageEvent {
+        header: header(kind::PAGE_FREE, tgid, tid),
+        in_flight: InFlight::default(),
         pfn,
+        gfp_flags: 0,
         order,
-        0,
-        0,
-        -1,
-    );
+        migratetype: 0,
+        kstack_id: -1,
+        reserved: 0,
+    });
+    entry.submit(wakeup_flags());
 }
 
 /// The current task's (tgid, tid), whichever process it is.
@@ -315,39 +319,6 @@ pub fn page_freed(pfn: u64, order: u32) {
 fn current() -> (u32, u32) {
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     ((id >> 32) as u32, id as u32)
-}
-
-#[inline(always)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "inlined into each caller; the verifier sees no call"
-)]
-fn emit_page(
-    kind: u32,
-    tgid: u32,
-    tid: u32,
-    in_flight: InFlight,
-    pfn: u64,
-    order: u32,
-    gfp_flags: u64,
-    migratetype: i32,
-    kstack_id: i32,
-) {
-    let Some(mut entry) = EVENTS.reserve::<PageEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
-        return;
-    };
-    entry.write(PageEvent {
-        header: header(kind, tgid, tid),
-        in_flight,
-        pfn,
-        gfp_flags,
-        order,
-        migratetype,
-        kstack_id,
-        reserved: 0,
-    });
-    entry.submit(wakeup_flags());
 }
 
 #[tracepoint]
@@ -521,8 +492,7 @@ pub fn slab_allocated<C: StackIdContext>(
         },
     );
     let kstack_id = kernel_stack(ctx);
-    let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
+    let Some(mut entry) = reserve::<SlabEvent>() else {
         return;
     };
     let event = entry.as_mut_ptr();
@@ -640,8 +610,7 @@ pub fn slab_freed(ptr: u64) {
         return;
     }
     let (tgid, tid) = current();
-    let Some(mut entry) = EVENTS.reserve::<SlabEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
+    let Some(mut entry) = reserve::<SlabEvent>() else {
         return;
     };
     entry.write(SlabEvent {

@@ -20,9 +20,10 @@ use tracer_common::{
     Syscall, SyscallEvent, config_flags, counter, held, kind,
 };
 
+use crate::ring::reserve;
 use crate::{
     maps::{
-        EVENTS, SIGSTOP, atomic_add, bump, config_flag, header, holding_exec, syscall_offsets,
+        SIGSTOP, atomic_add, bump, config_flag, header, holding_exec, syscall_offsets,
         traced_thread, wakeup_flags,
     },
     probes::alloc::alloc_in_flight,
@@ -165,8 +166,7 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
     // malloc that grew the heap), and for direct mmap calls in any mode. Walked before the
     // reservation: a walk while holding ring space delays the reader.
     let stack_id = super::unwind::user_stack_of_current(ctx, tgid);
-    let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
+    let Some(mut entry) = reserve::<SyscallEvent>() else {
         return;
     };
     let header = header(kind::SYSCALL, tgid, tid);
@@ -201,8 +201,7 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
 /// left stopped (one sent after it, before the process stops, cancels the pending stop).
 #[inline(always)]
 fn hold(tgid: u32, tid: u32, reason: u32) {
-    let Some(mut entry) = EVENTS.reserve::<HeldEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
+    let Some(mut entry) = reserve::<HeldEvent>() else {
         return;
     };
     entry.write(HeldEvent {
@@ -219,8 +218,7 @@ fn hold(tgid: u32, tid: u32, reason: u32) {
 /// the ring buffer.
 #[inline(always)]
 fn emit_open(tgid: u32, tid: u32, pending: &PendingSyscall, fd: i32) {
-    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
+    let Some(mut entry) = reserve::<OpenEvent>() else {
         return;
     };
     let event = entry.as_mut_ptr();

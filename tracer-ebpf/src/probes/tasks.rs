@@ -13,10 +13,11 @@ use aya_ebpf::{
 use tracer_common::{ExecEvent, ProcessEvent, config_flags, counter, kind};
 
 use crate::maps::{
-    EVENTS, FOLLOWED, SIGSTOP, bump, config_flag, header, holding_exec, kernel_layout,
-    kmem_offsets, read_kernel, traced_thread,
+    FOLLOWED, SIGSTOP, bump, config_flag, header, holding_exec, kernel_layout, kmem_offsets,
+    read_kernel, traced_thread,
 };
 use crate::probes::unwind::UNWIND_MAPS;
+use crate::ring::reserve;
 
 /// `CLONE_THREAD`: the new task is a thread of the same process.
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -134,8 +135,7 @@ fn exited(group_dead: bool) {
 
 #[inline(always)]
 fn process_event(kind: u32, tgid: u32, tid: u32, pid: u32, status: i32) {
-    let Some(mut entry) = EVENTS.reserve::<ProcessEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
+    let Some(mut entry) = reserve::<ProcessEvent>() else {
         return;
     };
     entry.write(ProcessEvent {
@@ -166,8 +166,7 @@ fn exec_seen() {
         return;
     };
     let hold = config_flag(config_flags::HOLD_EXEC) && holding_exec();
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        bump(counter::RINGBUF_DROPPED);
+    let Some(mut entry) = reserve::<ExecEvent>() else {
         return;
     };
     entry.write(ExecEvent {

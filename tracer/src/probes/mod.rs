@@ -16,10 +16,11 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, DWARF_STACKS_MAP, EVENTS_MAP, KernelLayout,
-    LIVE_PAGE_BITS_MAP, LIVE_PAGES_MAP, MAX_LIVE_KERNEL_OBJECTS, MAX_SAMPLED_BLOCKS,
-    MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP,
-    STACKS_MAP, Syscall, SyscallOffsets, config_flags, counter,
+    CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, DWARF_STACKS_MAP, EVENTS_MAP,
+    FAULT_STASH_MAP, FaultEvent, KernelLayout, LIVE_PAGE_BITS_MAP, LIVE_PAGES_MAP,
+    MAX_LIVE_KERNEL_OBJECTS, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN,
+    SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall, SyscallOffsets,
+    config_flags, counter, kind,
 };
 
 use self::{
@@ -401,6 +402,25 @@ impl Probes {
             *slot = values.iter().sum();
         }
         Ok(out)
+    }
+
+    /// The faults the kernel still holds back, at most one per CPU (see
+    /// `tracer_common::FaultPageEvent`): the records their CPUs would have sent next.
+    pub fn held_faults(&self) -> Result<Vec<FaultEvent>, ProbeError> {
+        let map_error = |source| ProbeError::Map {
+            name: FAULT_STASH_MAP,
+            source: Box::new(source),
+        };
+        let Some(map) = self.ebpf.map(FAULT_STASH_MAP) else {
+            return Ok(Vec::new());
+        };
+        let array = PerCpuArray::<_, FaultEvent>::try_from(map).map_err(map_error)?;
+        let values = array.get(&0, 0).map_err(map_error)?;
+        Ok(values
+            .iter()
+            .filter(|f| f.header.kind == kind::FAULT)
+            .copied()
+            .collect())
     }
 }
 

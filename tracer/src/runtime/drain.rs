@@ -190,6 +190,21 @@ impl Drain<'_> {
         }
     }
 
+    /// The faults the kernel still held when tracing ended, taken as the ring's last records.
+    pub(super) fn held_faults(&mut self, probes: &Probes) {
+        match probes.held_faults() {
+            Ok(faults) => {
+                log::debug!("{} faults still held by the kernel", faults.len());
+                for fault in &faults {
+                    let record = events::encode(fault);
+                    self.record(record);
+                    self.processes.process(record);
+                }
+            }
+            Err(e) => log::warn!("{:#}", anyhow::Error::from(e)),
+        }
+    }
+
     /// The last read of the kernel's counts, before the recording is closed.
     pub(super) fn last_counts(&mut self, ebpf: &Ebpf) {
         self.read_counts(ebpf, true);

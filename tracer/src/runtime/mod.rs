@@ -596,6 +596,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     // What the ring holds now, and no more: a target still running keeps filling it.
     let in_ring = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
     reader.drain(ring.get_mut(), &mut probes.ebpf, in_ring)?;
+    reader.held_faults(&probes);
     reader.last_counts(&probes.ebpf);
     reader.release_waiting();
     let elapsed = started.elapsed();
