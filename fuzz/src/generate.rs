@@ -166,6 +166,7 @@ fn event(rng: &mut Rng) -> Vec<u8> {
         (kind::SLAB_FREE, 120),
         (kind::SLAB_COUNT, 112),
         (kind::FAULT, 64),
+        (kind::FAULT_PAGE, 136),
         (kind::FORK, 32),
         (kind::EXIT, 32),
     ];
@@ -208,10 +209,19 @@ fn event(rng: &mut Rng) -> Vec<u8> {
     // migrate types (movable is 1), so faults and page allocations join into resident pages.
     if matches!(
         k,
-        kind::PAGE_ALLOC | kind::PAGE_FREE | kind::SLAB_ALLOC | kind::FAULT
+        kind::PAGE_ALLOC | kind::PAGE_FREE | kind::SLAB_ALLOC | kind::FAULT | kind::FAULT_PAGE
     ) && rng.chance(2)
     {
         bytes[24..40].fill(0);
+    }
+    // A fault and its page in one record: the page's half as a page allocation's.
+    if k == kind::FAULT_PAGE && bytes.len() >= 136 && !rng.chance(8) {
+        let (fault, page) = bytes.split_at_mut(64);
+        page[..24].copy_from_slice(&fault[..24]);
+        page[8..12].copy_from_slice(&kind::PAGE_ALLOC.to_le_bytes());
+        page[24..40].fill(0);
+        page[56..60].copy_from_slice(&(rng.below(4) as u32).to_le_bytes());
+        page[60..64].copy_from_slice(&(rng.below(3) as i32).to_le_bytes());
     }
     if matches!(k, kind::PAGE_ALLOC | kind::PAGE_FREE) && !rng.chance(8) {
         bytes[56..60].copy_from_slice(&(rng.below(4) as u32).to_le_bytes());
