@@ -112,13 +112,15 @@ pub fn hold_fault(fault: FaultEvent) {
     }
 }
 
-/// The page block `page` given to a thread: sent with the fault that thread's handling on
-/// this CPU, as one record, or after whatever this CPU holds, on its own. `page.header` is
-/// written here (with the fault's stamp when they go together).
+/// The page block `page` given to thread `tid`: sent as one record with the fault this CPU
+/// holds for that thread, or else on its own, after whatever this CPU holds. `page.header`
+/// is written here (with the fault's stamp when the two go together).
 #[inline(always)]
 pub fn send_page(tgid: u32, tid: u32, page: PageEvent, header: impl FnOnce() -> EventHeader) {
     if let Some(fault) = held_fault_of(tid, &page.in_flight) {
         let Some(mut entry) = reserve_now::<FaultPageEvent>() else {
+            // Two events lost: the page's is counted, and the fault's.
+            bump(counter::RINGBUF_DROPPED);
             return;
         };
         entry.write(FaultPageEvent {

@@ -20,10 +20,12 @@ use tracer_common::{
     config_flags, counter, kind,
 };
 
-use crate::maps::{
-    bump, config_flag, header, sample_bytes, traced_alloc_thread, user_stack_id, wakeup_flags,
+use crate::{
+    maps::{
+        bump, config_flag, header, sample_bytes, traced_alloc_thread, user_stack_id, wakeup_flags,
+    },
+    ring::reserve,
 };
-use crate::ring::reserve;
 
 /// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
 #[map(name = "ALLOC_STATE")]

@@ -6,10 +6,10 @@ use aya_ebpf::{
 };
 use tracer_common::{FaultEvent, config_flags, counter, kind};
 
-use crate::ring::hold_fault;
 use crate::{
     maps::{bump, config_flag, header, kmem_offsets, traced_thread},
     probes::kmem::in_flight,
+    ring::hold_fault,
 };
 
 #[tracepoint]

@@ -20,13 +20,13 @@ use tracer_common::{
     Syscall, SyscallEvent, config_flags, counter, held, kind,
 };
 
-use crate::ring::reserve;
 use crate::{
     maps::{
         SIGSTOP, atomic_add, bump, config_flag, header, holding_exec, syscall_offsets,
         traced_thread, wakeup_flags,
     },
     probes::alloc::alloc_in_flight,
+    ring::reserve,
 };
 
 /// Syscalls entered and not yet returned, by thread id. LRU, so a missed exit cannot leak.

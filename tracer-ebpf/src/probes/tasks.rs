@@ -12,12 +12,14 @@ use aya_ebpf::{
 };
 use tracer_common::{ExecEvent, ProcessEvent, config_flags, counter, kind};
 
-use crate::maps::{
-    FOLLOWED, SIGSTOP, bump, config_flag, header, holding_exec, kernel_layout, kmem_offsets,
-    read_kernel, traced_thread,
+use crate::{
+    maps::{
+        FOLLOWED, SIGSTOP, bump, config_flag, header, holding_exec, kernel_layout, kmem_offsets,
+        read_kernel, traced_thread,
+    },
+    probes::unwind::UNWIND_MAPS,
+    ring::reserve,
 };
-use crate::probes::unwind::UNWIND_MAPS;
-use crate::ring::reserve;
 
 /// `CLONE_THREAD`: the new task is a thread of the same process.
 const CLONE_THREAD: u64 = 0x0001_0000;
