@@ -228,7 +228,7 @@ fn agrees_with_an_independent_count() {
 #[test]
 fn faults_still_held_when_tracing_ends_are_counted() {
     use std::{
-        io::{BufRead, BufReader, Read, Write},
+        io::{Read, Write},
         process::Stdio,
     };
     const K: i64 = 64;
@@ -245,21 +245,7 @@ fn faults_still_held_when_tracing_ends_are_counted() {
     assert_eq!(&ready, b"ready\n");
     let ftrace = Ftrace::for_pid(child.id());
     let json = json_path("held");
-    let mut tracer = tracer()
-        .args([
-            "--mode",
-            "kernel",
-            "--pid",
-            &child.id().to_string(),
-            "--json",
-        ])
-        .arg(&json)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("tracer: attached to pid"), "{first}");
+    let (mut tracer, lines) = attach_tracer(child.id(), &json, &["--mode", "kernel"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"g").unwrap();
     let mut done = [0u8; 5];

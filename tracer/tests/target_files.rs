@@ -4,7 +4,7 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     os::unix::fs::FileTypeExt,
     path::PathBuf,
     process::{Command, Stdio},
@@ -148,17 +148,7 @@ fn process_in_other_namespaces() {
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", container.id())).unwrap();
     let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
     let json = json_path("container");
-    let mut tracer = tracer()
-        .arg("--pid")
-        .arg(pid.to_string())
-        .arg("--json")
-        .arg(&json)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("tracer: attached"), "{first}");
+    let (mut tracer, lines) = attach_tracer(pid, &json, &[]);
     container.stdin.take().unwrap().write_all(b"g").unwrap();
     assert!(container.wait().unwrap().success());
     let rest: Vec<String> = lines.map(Result::unwrap).collect();

@@ -162,6 +162,31 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The stderr lines of a running tracer.
+pub type StderrLines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// Starts `tracer --pid PID --json JSON ARGS...` and waits until it says it is attached to
+/// `pid`: the tracer, and the rest of its stderr.
+pub fn attach_tracer(pid: u32, json: &Path, args: &[&str]) -> (std::process::Child, StderrLines) {
+    use std::io::BufRead;
+    let mut tracer = tracer()
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg("--json")
+        .arg(json)
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(tracer.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with(&format!("tracer: attached to pid {pid}")),
+        "{first}"
+    );
+    (tracer, lines)
+}
+
 /// Starts `workload args...` (which prints "ready" and waits for a byte on stdin), calls
 /// `before_attach` with its pid, attaches `tracer --pid` (with `tracer_args`), releases the
 /// workload once tracer says it is attached, and returns the summary when both have ended.
@@ -172,7 +197,7 @@ pub fn trace_gated(
     before_attach: impl FnOnce(u32),
 ) -> Value {
     use std::{
-        io::{BufRead, BufReader, Read, Write},
+        io::{Read, Write},
         process::Stdio,
     };
     let mut child = Command::new(workload)
@@ -186,21 +211,7 @@ pub fn trace_gated(
     assert_eq!(&ready, b"ready\n");
     before_attach(child.id());
     let json = json_path("gated");
-    let mut tracer = tracer()
-        .arg("--pid")
-        .arg(child.id().to_string())
-        .arg("--json")
-        .arg(&json)
-        .args(tracer_args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tracer.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(
-        first.starts_with(&format!("tracer: attached to pid {}", child.id())),
-        "{first}"
-    );
+    let (mut tracer, lines) = attach_tracer(child.id(), &json, tracer_args);
     child.stdin.take().unwrap().write_all(b"g").unwrap();
     assert!(child.wait().unwrap().success());
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
