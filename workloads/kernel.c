@@ -16,7 +16,6 @@
  *                       wait for stdin again before exiting
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>

@@ -2,8 +2,8 @@
 //! shared between families in `maps.rs`.
 #![no_std]
 #![no_main]
-// Atomic adds and compare-and-swaps on map values (`probes/kmem.rs`, `live.rs`): the BPF
-// target's core has no atomic types.
+// Atomic adds, compare-and-swaps and exchanges on map values (`probes/kmem.rs`, `live.rs`,
+// `ring.rs`): the BPF target's core has no atomic types.
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "core_intrinsics, for atomics")]
 

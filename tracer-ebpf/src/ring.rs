@@ -10,8 +10,9 @@
 //! fault waits only for the next event of its CPU; userspace reads what is still held when
 //! tracing ends (`tracer_common::FAULT_STASH_MAP`).
 //!
-//! The slot is emptied with an atomic exchange of its kind, so that a program interrupting
-//! another on the same CPU (a slab allocation in an interrupt, say) never sends it twice.
+//! The slot is emptied with one atomic exchange of its kind (and the tgid beside it), so that
+//! a program interrupting another on the same CPU (a slab allocation in an interrupt, say)
+//! never sends it twice.
 
 use core::intrinsics::{AtomicOrdering, atomic_xchg};
 
