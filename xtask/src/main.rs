@@ -4,6 +4,7 @@
 //! there is nothing to do.
 
 mod bench;
+mod fixtures;
 mod fuzz;
 mod setup;
 
@@ -66,6 +67,9 @@ enum Task {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Make the recordings under tracer/tests/fixtures/ again with the real probes (root),
+    /// and each one's expected JSON: only when what a report says is meant to change.
+    Fixtures,
     /// Run every test: unit tests, and the root tests that load the real eBPF programs.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test-name filter.
@@ -82,6 +86,7 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => run(args),
         Task::Test { args } => test(args),
+        Task::Fixtures => fixtures::run(),
         Task::HtmlCheck { html } => html_check(html),
         Task::Bench { n } => bench::run(n),
         Task::Fuzz { runs, seed } => fuzz::run(runs, seed),
@@ -354,7 +359,7 @@ fn count_before(summary: &str, label: &str) -> u64 {
 
 unsafe extern "C" {
     #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
+    pub(crate) fn libc_geteuid() -> u32;
 }
 
 #[cfg(test)]
