@@ -528,7 +528,7 @@ const MAX_SECONDS: f64 = 365.0 * 86400.0;
 pub const DEFAULT_MAX_SITES: usize = 200;
 
 fn parse_wrapper(s: &str) -> Result<String, String> {
-    crate::report::plumbing::Plumbing::new(&[s.to_string()])
+    crate::summary::plumbing::Plumbing::new(&[s.to_string()])
         .map(|_| s.to_string())
         .map_err(|e| format!("not a regular expression: {e}"))
 }

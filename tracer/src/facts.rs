@@ -1,7 +1,7 @@
 //! What a run ends with about its target and the kernel, as recordings keep it: facts, in
 //! types of the recording's own, so that a report's fields can be renamed or reshaped without
-//! changing the file format. Reports build their own types from these (`report::TargetInfo`,
-//! `report::kernel::KernelStack`).
+//! changing the file format. Reports build their own types from these (`summary::TargetInfo`,
+//! `summary::kernel::KernelStack`).
 
 use std::collections::BTreeMap;
 

@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod serve;
 pub mod session;
 pub mod signals;
+pub mod summary;
 pub mod symbolize;
 pub mod target;
 pub mod top;

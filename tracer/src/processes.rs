@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use crate::{
     events::{self, Event},
-    report::{ProcessReport, Summary, totals},
     session::{Finish, Followup, ProcessFinish, Session, Start},
+    summary::{ProcessReport, Summary, totals},
 };
 
 /// How a process ended, from its exit event.

@@ -5,7 +5,7 @@ use std::{io::Read, path::Path};
 use crate::{
     processes::Processes,
     record::{Item, Reader, RecordError},
-    report::Summary,
+    summary::Summary,
 };
 
 /// How many events ahead the replay fetches live blocks' slots: a few hundred nanoseconds of

@@ -24,7 +24,7 @@ use crate::{
     events::{self, Event},
     facts::{KernelPath, TargetFacts},
     gfp::GfpTable,
-    report::{
+    summary::{
         EventCounts, ImageReport, SCHEMA, Summary, callers, findings,
         kernel::{KernelSummary, PathsSummary},
         plumbing::Plumbing,
@@ -130,7 +130,7 @@ pub struct Finish {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recording_cut_events: u64,
     /// `--wrapper`: functions that are allocator plumbing besides the built-in ones (regular
-    /// expressions; see [`crate::report::plumbing`]).
+    /// expressions; see [`crate::summary::plumbing`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wrappers: Vec<String>,
     /// `--max-sites`, when given: the text lists that many sites (else its own ten).

@@ -268,3 +268,26 @@ fn reporting_needs_no_privilege() {
         fs::read_to_string(fixture("alloc.expected.json")).unwrap()
     );
 }
+
+/// The same recording gives the same profile, byte for byte (its string table was once in a
+/// hash map's order).
+#[test]
+fn pprof_is_the_same_every_time() {
+    let dir = out_dir("pprof-again");
+    let trace = fixture("follow.trace");
+    let profiles: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let path = dir.join(format!("{i}.pb"));
+            let out = tracer(&[
+                "report",
+                trace.to_str().unwrap(),
+                "-q",
+                "--pprof",
+                path.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            fs::read(path).unwrap()
+        })
+        .collect();
+    assert!(profiles.windows(2).all(|w| w[0] == w[1]));
+}

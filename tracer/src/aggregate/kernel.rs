@@ -2,7 +2,7 @@
 //!
 //! Counted raw, without allocating per event: GFP flags and migrate types as the kernel gave
 //! them, caches by an interned key. They become names when the summary is built
-//! (`report::kernel`).
+//! (`summary::kernel`).
 
 use std::collections::BTreeMap;
 

@@ -69,7 +69,7 @@ pub fn load(path: &Path) -> Result<Value, DiffError> {
         path: shown.clone(),
         why: e.to_string(),
     })?;
-    if v["schema"] != crate::report::SCHEMA {
+    if v["schema"] != crate::summary::SCHEMA {
         return Err(DiffError::NotASummary {
             path: shown,
             why: format!("its schema is {}", v["schema"]),

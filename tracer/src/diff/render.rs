@@ -5,37 +5,22 @@ use std::io::{self, Write};
 use serde_json::Value;
 
 use super::{Diff, SiteDelta};
-use crate::report::{html::esc, visible};
+use crate::{
+    report::html::esc,
+    summary::{
+        label::{self, Frame},
+        visible,
+    },
+};
 
 /// Sites listed in the text (the JSON has all).
 const TEXT_SITES: usize = 15;
 
-/// `function (file:line) <- …` for the first `depth` frames of a JSON stack.
+/// [`label::stack`] of a stack as a summary's JSON holds it (one that does not read as frames
+/// is "(no stack)").
 pub fn describe(stack: &Value, depth: usize) -> String {
-    let frames: Vec<String> = stack
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(depth)
-        .map(|f| {
-            let file = f["file"]
-                .as_str()
-                .map(|p| p.rsplit('/').next().unwrap_or(p));
-            match (f["function"].as_str(), file, f["line"].as_u64()) {
-                (Some(func), Some(file), Some(line)) => format!("{func} ({file}:{line})"),
-                (Some(func), _, _) => func.to_string(),
-                _ => match (f["module"].as_str(), f["offset"].as_u64()) {
-                    (Some(m), Some(o)) => format!("{}+{o:#x}", m.rsplit('/').next().unwrap_or(m)),
-                    _ => f["addr"].as_str().unwrap_or("?").to_string(),
-                },
-            }
-        })
-        .collect();
-    if frames.is_empty() {
-        "(no stack)".into()
-    } else {
-        visible(&frames.join(" <- ")).into_owned()
-    }
+    let frames = <Vec<Frame> as serde::Deserialize>::deserialize(stack).unwrap_or_default();
+    label::stack(&frames, depth)
 }
 
 fn signed(n: f64) -> String {

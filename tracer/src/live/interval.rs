@@ -7,12 +7,12 @@ use std::{collections::HashMap, io};
 
 use serde::Serialize;
 
-use crate::{
-    report::{
-        Summary, human_bytes, kernel::PathsSummary, merge::frames_key, text::describe_stack,
-        user::SiteReport,
-    },
-    symbolize::Frame,
+use crate::summary::{
+    Summary, human_bytes,
+    kernel::PathsSummary,
+    label::{self, Frame},
+    merge::frames_key,
+    user::SiteReport,
 };
 
 pub const SCHEMA: &str = "tracer.interval/1";
@@ -241,7 +241,7 @@ pub fn render_text(r: &IntervalRecord, header: &str, mut out: impl io::Write) ->
                 human_bytes(s.live_bytes),
                 signed_bytes(s.live_delta_bytes),
                 s.allocs,
-                describe_stack(&s.stack, 2)
+                label::stack(&s.stack, 2)
             ),
         )?;
     }
@@ -250,7 +250,7 @@ pub fn render_text(r: &IntervalRecord, header: &str, mut out: impl io::Write) ->
             &mut out,
             format!(
                 "  leak suspect: {} growing {}/min, {} live",
-                describe_stack(&s.stack, 2),
+                label::stack(&s.stack, 2),
                 human_bytes(s.growth_bytes_per_min.max(0.0) as u64),
                 human_bytes(s.live_bytes)
             ),
@@ -264,7 +264,7 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::heap::SiteStats,
-        report::tests::{sample_summary, site_at},
+        summary::tests::{sample_summary, site_at},
     };
 
     fn site(function: &str, live: u64, allocs: u64) -> SiteReport {

@@ -3,8 +3,8 @@
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
-use super::{Summary, human_bytes};
 use crate::aggregate::timeline::Sample;
+use crate::summary::{Summary, human_bytes, label};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const BRK: RGBColor = RGBColor(76, 114, 176);
@@ -139,20 +139,6 @@ pub fn timeline(s: &Summary) -> Result<String> {
         root.present().map_err(err)?;
     }
     Ok(svg)
-}
-
-/// A short label for a site: its first frame's function.
-fn site_label(stack: &[crate::symbolize::Frame]) -> String {
-    let name = stack
-        .first()
-        .map(crate::symbolize::Frame::name)
-        .unwrap_or_else(|| "(no stack)".into());
-    let name = super::visible(&name).into_owned();
-    if name.chars().count() > 40 {
-        format!("{}...", name.chars().take(37).collect::<String>())
-    } else {
-        name
-    }
 }
 
 /// Horizontal bars, one per entry, stacked from layers of (value, color), in their own SVG.
@@ -312,7 +298,7 @@ fn bars_on<DB: DrawingBackend>(
 /// sites. Buddy pages are not stacked: they are the pages under those same bytes.
 pub fn paths(s: &Summary) -> Result<String> {
     let sites: Vec<_> = s.user.sites.iter().take(12).collect();
-    let labels: Vec<String> = sites.iter().map(|x| site_label(&x.stack)).collect();
+    let labels: Vec<String> = sites.iter().map(|x| label::site(&x.stack, 40)).collect();
     let rows: Vec<Vec<(f64, RGBColor)>> = sites
         .iter()
         .map(|x| {
@@ -412,7 +398,7 @@ pub fn kernel(s: &Summary) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::sample_summary;
+    use crate::summary::tests::sample_summary;
 
     /// (x, y) pairs of an SVG `points` attribute.
     fn points(el: &roxmltree::Node) -> Vec<(f64, f64)> {

@@ -44,13 +44,13 @@ pub fn height(svg: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{report::tests::one_site, symbolize::Frame};
+    use crate::{summary::tests::one_site, symbolize::Frame};
 
     /// The same stacks draw the same colours every time (so --svg, a live --html and
     /// `tracer report --html` agree), and the page frames each flamegraph to its height.
     #[test]
     fn colours_are_stable_and_frames_fit() {
-        let mut s = crate::report::tests::sample_summary();
+        let mut s = crate::summary::tests::sample_summary();
         s.user = one_site(
             Frame {
                 function: Some("build_index".into()),

@@ -2,8 +2,10 @@
 
 use std::io::{self, Write};
 
-use super::Summary;
-use crate::symbolize::Frame;
+use crate::summary::{
+    Summary,
+    label::{self, Frame, Style},
+};
 
 /// What a folded line counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,12 +16,6 @@ pub enum Weight {
     Live,
     /// Bytes resident now per site.
     Resident,
-}
-
-/// A frame's name in a folded stack (see [`Frame::name`]); `;` (the separator) and
-/// control characters (see [`super::visible`]) never appear in it.
-fn frame_name(f: &Frame) -> String {
-    super::visible(&f.name()).replace(';', ":")
 }
 
 /// The folded lines of a summary: one per site (or leak) with a non-zero weight, root first.
@@ -55,7 +51,11 @@ pub fn lines(summary: &Summary, weight: Weight) -> Vec<String> {
             let names: Vec<String> = if stack.is_empty() {
                 vec!["[unknown]".into()]
             } else {
-                stack.iter().rev().map(frame_name).collect()
+                stack
+                    .iter()
+                    .rev()
+                    .map(|f| label::frame(f, Style::Folded))
+                    .collect()
             };
             format!("{} {w}", names.join(";"))
         })

@@ -2,8 +2,11 @@
 //! symbols, files, arguments, thread and cache names. The terminal gets no control character,
 //! no line can be forged, every SVG is well-formed XML, and the HTML shows them escaped.
 
-use super::{tests::sample_summary, *};
-use crate::symbolize::Frame;
+use super::*;
+use crate::summary::{
+    Frame,
+    tests::{self, sample_summary},
+};
 
 const EVIL: &str = "evil\x1b[2J\x07\r\ntracer: forged line\u{202e}<&>\u{85}";
 

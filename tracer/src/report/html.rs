@@ -8,13 +8,11 @@ use std::io::Write;
 use anyhow::Result;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
-use super::{
-    Summary, charts, flame,
-    folded::Weight,
-    human_bytes,
-    text::{describe_chain, describe_stack},
+use super::{charts, flame, folded::Weight};
+use crate::summary::{
+    Summary, human_bytes,
+    label::{self, Frame, Style},
 };
-use crate::symbolize::Frame;
 
 /// Escapes text for HTML element content and quoted attribute values; control characters
 /// become visible escapes first (see [`super::visible`]).
@@ -86,25 +84,6 @@ fn svg_data(svg: &[u8]) -> String {
     format!("data:image/svg+xml;base64,{}", STANDARD.encode(svg))
 }
 
-fn frame_text(f: &Frame) -> String {
-    let name = f.name();
-    let place = match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!(" ({file}:{line})"),
-        (Some(file), None) => format!(" ({file})"),
-        _ => String::new(),
-    };
-    let inlined = if f.inlined { " [inlined]" } else { "" };
-    // Where it lies, for a resolved frame (an unresolved one is named by it already).
-    let module = match (&f.function, &f.module, f.offset) {
-        (Some(_), Some(module), Some(offset)) => {
-            let file = module.rsplit('/').next().unwrap_or(module);
-            format!(" in {file}+{offset:#x}")
-        }
-        _ => String::new(),
-    };
-    format!("{:#x} {name}{place}{inlined}{module}", f.addr)
-}
-
 /// A frame's file in full, with its build id: the tooltip of its line.
 fn frame_title(f: &Frame) -> String {
     match (&f.module, &f.build_id) {
@@ -117,7 +96,13 @@ fn frame_title(f: &Frame) -> String {
 fn stack_list(stack: &[Frame]) -> String {
     let items: String = stack
         .iter()
-        .map(|f| format!("<li{}>{}</li>", frame_title(f), esc(&frame_text(f))))
+        .map(|f| {
+            format!(
+                "<li{}>{}</li>",
+                frame_title(f),
+                esc(&label::frame(f, Style::Full))
+            )
+        })
         .collect();
     format!("<ol class=\"stack\">{items}</ol>")
 }
@@ -139,7 +124,7 @@ fn render_callers(s: &Summary, out: &mut impl Write) -> Result<()> {
         writeln!(
             out,
             "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td>{}{}{}{}{}{}{}{}{}</tr>",
-            esc(&describe_stack(&c.stack, 3)),
+            esc(&label::stack(&c.stack, 3)),
             stack_list(&c.stack),
             num(requested, human_bytes(requested)),
             num(st.brk_calls, st.brk_calls.to_string()),
@@ -389,8 +374,8 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
             out,
             "<tr><td class=\"l\"><details><summary>{}</summary><div class=\"chain\">{}</div>{}</details></td>\
              <td class=\"l\">{}</td>{}{}{}{}{}{}{}{}{}</tr>",
-            esc(&describe_stack(&site.stack, 2)),
-            esc(&describe_chain(site)),
+            esc(&label::stack(&site.stack, 2)),
+            esc(&label::chain(site)),
             stack_list(&site.stack),
             site.path,
             num(st.allocs, st.allocs.to_string()),
@@ -421,7 +406,7 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
             out,
             "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td><td class=\"l\">{}</td>\
              {}{}{}{}<td data-v=\"{:.3}\">{:.1}</td></tr>",
-            esc(&describe_stack(&leak.stack, 2)),
+            esc(&label::stack(&leak.stack, 2)),
             stack_list(&leak.stack),
             leak.path,
             num(leak.count, leak.count.to_string()),
@@ -448,7 +433,7 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
                 out,
                 "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td>{}{}{}\
                  <td data-v=\"{:.3}\">{:.1}</td><td class=\"l\">{}</td></tr>",
-                esc(&describe_stack(&suspect.stack, 2)),
+                esc(&label::stack(&suspect.stack, 2)),
                 stack_list(&suspect.stack),
                 num(rate, human_bytes(rate)),
                 num(suspect.live_bytes, human_bytes(suspect.live_bytes)),
@@ -539,7 +524,7 @@ fn sparkline(points: &[(f64, u64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::sample_summary;
+    use crate::summary::tests::sample_summary;
 
     /// A resolved frame says where it lies, its file in full and its build id on hover; an
     /// unresolved one is named by where it lies.
@@ -585,7 +570,7 @@ mod tests {
             build_id: None,
             plumbing: false,
         };
-        s.user = crate::report::tests::one_site(evil, vec![]);
+        s.user = crate::summary::tests::one_site(evil, vec![]);
         s.kernel
             .slab
             .by_cache
@@ -651,7 +636,7 @@ mod tests {
         let mut s = sample_summary();
         s.user
             .leak_suspects
-            .push(crate::report::suspects::LeakSuspect {
+            .push(crate::summary::suspects::LeakSuspect {
                 stack: vec![crate::symbolize::Frame {
                     function: Some("leak_step".into()),
                     ..crate::symbolize::Frame::unknown(0x401000)
@@ -682,7 +667,7 @@ mod tests {
     fn a_followed_run_has_a_process_selector_and_unique_ids() {
         let mut s = sample_summary();
         for (pid, command) in [(10, "sh"), (11, "<b>cc1</b>")] {
-            s.processes.push(crate::report::ProcessReport {
+            s.processes.push(crate::summary::ProcessReport {
                 pid,
                 ppid: (pid == 11).then_some(10),
                 command: vec![command.into()],

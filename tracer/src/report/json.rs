@@ -14,7 +14,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::report::tests::sample_summary;
+    use crate::summary::tests::sample_summary;
 
     #[test]
     fn has_the_schema_fields() {

@@ -206,8 +206,10 @@ impl Mappings {
 
     fn finish(self, strings: &mut Strings) -> Vec<Mapping> {
         let build_ids = self.build_ids;
-        let mut out: Vec<Mapping> = self
-            .by_file
+        // In id order, so the strings are interned in the same order every time.
+        let mut by_id: Vec<_> = self.by_file.into_iter().collect();
+        by_id.sort_by_key(|(_, (id, ..))| *id);
+        by_id
             .into_iter()
             .map(|((file, bias), (id, low, high, resolved))| Mapping {
                 id,
@@ -221,9 +223,7 @@ impl Mappings {
                 has_line_numbers: resolved,
                 has_inline_frames: resolved,
             })
-            .collect();
-        out.sort_by_key(|m| m.id);
-        out
+            .collect()
     }
 }
 
@@ -372,13 +372,13 @@ fn write_gzipped(p: &Profile, out: impl Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{report::tests::one_site, symbolize::Frame};
+    use crate::{summary::tests::one_site, symbolize::Frame};
 
     /// A frame in a file: its location names the mapping, whose start and offset give the
     /// frame's file offset back, so the profile can be symbolized again.
     #[test]
     fn locations_name_their_mappings() {
-        let mut summary = crate::report::tests::sample_summary();
+        let mut summary = crate::summary::tests::sample_summary();
         summary.user = one_site(
             Frame {
                 module: Some("/usr/lib/libz.so.1".into()),

@@ -2,12 +2,13 @@
 
 use std::io::{self, Write};
 
-use super::{
+use crate::summary::{
     EventCounts, Summary, human_bytes,
-    user::{SiteReport, UserSummary},
+    label::{self, Frame},
+    plumbing,
+    user::UserSummary,
     visible,
 };
-use crate::symbolize::Frame;
 
 pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
     let t = &s.target;
@@ -127,7 +128,7 @@ pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
         writeln!(
             out,
             "note: {}",
-            children_at_attach(s.target.pid, &s.target.children_at_attach)
+            label::children_at_attach(s.target.pid, &s.target.children_at_attach)
         )?;
     }
     if e.child_processes > 0 {
@@ -409,79 +410,6 @@ fn render_kernel(s: &Summary, out: &mut impl Write) -> io::Result<()> {
 /// How many sites and leaks the terminal shows (the JSON has more).
 const TOP: usize = 10;
 
-/// `function (file:line) <- caller (file:line)` for the first frames of a stack.
-pub fn describe_stack(stack: &[Frame], depth: usize) -> String {
-    if stack.is_empty() {
-        return String::from("(no stack)");
-    }
-    super::plumbing::from_label(stack)
-        .iter()
-        .take(depth)
-        .map(|f| {
-            let name = visible(f.function.as_deref().unwrap_or("?"));
-            match (&f.file, f.line) {
-                (Some(file), Some(line)) => {
-                    let file = visible(file.rsplit('/').next().unwrap_or(file));
-                    format!("{name} ({file}:{line})")
-                }
-                _ if f.function.is_none() => visible(&f.name()).into_owned(),
-                _ => name.into_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" <- ")
-}
-
-/// A site's chain: path → syscalls → faults → pages → slab objects.
-pub fn describe_chain(site: &SiteReport) -> String {
-    let p = &site.paths;
-    let c = &site.caused;
-    let mut served: Vec<String> = Vec::new();
-    for (bytes, name) in [
-        (p.brk_bytes, "brk"),
-        (p.mmap_bytes, "mmap"),
-        (p.thread_arena_bytes, "thread arena"),
-        (p.other_bytes, "other"),
-    ] {
-        if bytes > 0 {
-            served.push(format!("{name} {}", human_bytes(bytes)));
-        }
-    }
-    let mut chain = format!("{} ({})", site.path, served.join(", "));
-    let mut calls: Vec<String> = Vec::new();
-    if c.brk_calls > 0 {
-        calls.push(format!(
-            "{} brk +{}",
-            c.brk_calls,
-            human_bytes(c.brk_grow_bytes)
-        ));
-    }
-    if c.mmap_calls > 0 {
-        calls.push(format!(
-            "{} mmap {}",
-            c.mmap_calls,
-            human_bytes(c.mmap_bytes)
-        ));
-    }
-    if c.munmap_calls > 0 {
-        calls.push(format!("{} munmap", c.munmap_calls));
-    }
-    if c.mprotect_calls > 0 {
-        calls.push(format!("{} mprotect", c.mprotect_calls));
-    }
-    if !calls.is_empty() {
-        chain.push_str(&format!(" -> {}", calls.join(", ")));
-    }
-    chain.push_str(&format!(
-        " -> {} faults -> {} pages, {} slab objects; {} resident",
-        c.page_faults,
-        p.buddy_pages,
-        p.slab_objects,
-        human_bytes(p.resident_bytes)
-    ));
-    chain
-}
-
 /// The memory syscalls and faults by the stack that made them.
 fn render_callers(s: &Summary, top: usize, out: &mut impl Write) -> io::Result<()> {
     writeln!(out)?;
@@ -524,7 +452,7 @@ fn render_callers(s: &Summary, top: usize, out: &mut impl Write) -> io::Result<(
             out,
             "  {:>10}  {}  {}",
             human_bytes(st.requested_bytes()),
-            describe_stack(&c.stack, 5),
+            label::stack(&c.stack, 5),
             what.join(", ")
         )?;
     }
@@ -601,9 +529,9 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
                 human_bytes(st.bytes),
                 st.allocs,
                 human_bytes(st.live_bytes),
-                describe_stack(&site.stack, depth)
+                label::stack(&site.stack, depth)
             )?;
-            writeln!(out, "  {:>10} -> {}", "", describe_chain(site))?;
+            writeln!(out, "  {:>10} -> {}", "", label::chain(site))?;
         }
     }
     if !u.leaks.is_empty() {
@@ -617,7 +545,7 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
                 human_bytes(leak.bytes),
                 leak.count,
                 leak.oldest_age_ms,
-                describe_stack(&leak.stack, depth)
+                label::stack(&leak.stack, depth)
             )?;
             writeln!(
                 out,
@@ -644,7 +572,7 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
                 s.age_ms.min / 1e3,
                 s.age_ms.max / 1e3,
                 s.age_ms.median / 1e3,
-                describe_stack(&s.stack, 3)
+                label::stack(&s.stack, 3)
             )?;
         }
     }
@@ -658,10 +586,10 @@ fn telling_depths<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> Vec<usize> {
     const MAX: usize = 12;
     let stacks: Vec<Vec<String>> = stacks
         .map(|s| {
-            super::plumbing::from_label(s)
+            plumbing::from_label(s)
                 .iter()
                 .take(MAX)
-                .map(|f| describe_stack(std::slice::from_ref(f), 1))
+                .map(|f| label::stack(std::slice::from_ref(f), 1))
                 .collect()
         })
         .collect();
@@ -709,25 +637,6 @@ fn lost_stacks(e: &EventCounts) -> String {
         "warning: {} stacks (of allocations, syscalls or faults) could not be taken: {}{hint}",
         e.stacks_lost,
         why.join(", ")
-    )
-}
-
-/// What to say of the processes `pid` had started before tracer attached (`pids`, at least
-/// one): they are not traced.
-pub fn children_at_attach(pid: u32, pids: &[u32]) -> String {
-    const LISTED: usize = 8;
-    let mut listed: Vec<String> = pids.iter().take(LISTED).map(u32::to_string).collect();
-    if pids.len() > LISTED {
-        listed.push(format!("and {} more", pids.len() - LISTED));
-    }
-    let (n, them) = match pids.len() {
-        1 => ("1 process".to_string(), "it is"),
-        n => (format!("{n} processes"), "they are"),
-    };
-    format!(
-        "pid {pid} had started {n} before tracer attached (pid {}): {them} not traced (--follow \
-         follows the processes created while tracing; trace one of these with its own --pid)",
-        listed.join(", ")
     )
 }
 

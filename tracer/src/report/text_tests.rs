@@ -1,7 +1,7 @@
 //! Tests of the text summary.
 
 use super::*;
-use crate::report::tests::sample_summary;
+use crate::summary::{label::stack as describe_stack, tests::sample_summary, user::SiteReport};
 
 fn rendered(s: &Summary) -> String {
     let mut buf = Vec::new();
@@ -194,11 +194,11 @@ fn sites_show_the_frames_that_tell_them_apart() {
     ] {
         s.user.sites.push(SiteReport {
             stack: stack(tail),
-            ..crate::report::tests::site_at("x", 1, stats.clone())
+            ..crate::summary::tests::site_at("x", 1, stats.clone())
         });
     }
     for i in 0..12 {
-        s.user.sites.push(crate::report::tests::site_at(
+        s.user.sites.push(crate::summary::tests::site_at(
             &format!("f{i}"),
             i,
             stats.clone(),

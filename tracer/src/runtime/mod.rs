@@ -45,10 +45,10 @@ use crate::{
     },
     processes::Processes,
     record::Recorder,
-    report::Summary,
     serve::{self, Published, Server},
     session::{ExecImage, Finish, Followup, Session, Start, is_loader},
     signals::Signals,
+    summary::Summary,
     target::{self, TargetFiles},
     top::{self, Action, TopState, term::Screen},
     unwind::UnwindTables,
@@ -379,7 +379,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     if !children_at_attach.is_empty() {
         eprintln!(
             "tracer: warning: {}",
-            crate::report::text::children_at_attach(pid as u32, &children_at_attach)
+            crate::summary::label::children_at_attach(pid as u32, &children_at_attach)
         );
     }
 

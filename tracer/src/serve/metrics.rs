@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{Summary, text::describe_stack};
+use crate::summary::{Summary, label};
 
 /// The exposition formats, by what the scraper accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,7 +329,7 @@ fn process(
     ranked.sort_by_key(|s| std::cmp::Reverse(s.stats.live_bytes));
     let mut named: Vec<(String, [u64; 4])> = Vec::new();
     for s in ranked {
-        let name = describe_stack(&s.stack, 1);
+        let name = label::stack(&s.stack, 1);
         let values = [
             s.stats.live_bytes,
             s.stats.allocs,
@@ -388,7 +388,7 @@ fn process(
         "Growth rate of the live bytes of sites that keep growing with old blocks alive.",
         u.leak_suspects.iter().take(max_sites).map(|s| {
             (
-                label("site", describe_stack(&s.stack, 1)),
+                label("site", label::stack(&s.stack, 1)),
                 s.growth_bytes_per_min / 60.0,
             )
         }),
@@ -406,7 +406,7 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::heap::SiteStats,
-        report::{
+        summary::{
             tests::{sample_summary, site_at},
             user::SiteReport,
         },
@@ -521,7 +521,7 @@ mod tests {
             let mut summary = sample_summary();
             summary.user.malloc.calls = malloc;
             summary.user.malloc.bytes = malloc * 100;
-            s.processes.push(crate::report::ProcessReport {
+            s.processes.push(crate::summary::ProcessReport {
                 pid,
                 ppid: (pid == 11).then_some(10),
                 command: vec![command.into()],

@@ -28,7 +28,10 @@ use hyper::{Request, Response, StatusCode, body::Incoming, header, service::serv
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::report::{self, Summary, html, merge::frames_key, pprof};
+use crate::{
+    report::{html, pprof},
+    summary::{self, Summary, merge::frames_key},
+};
 
 /// The longest `?seconds=` of a delta profile.
 pub const MAX_DELTA_SECONDS: u64 = 3600;
@@ -374,7 +377,7 @@ fn index(state: &State) -> Response<Full<Bytes>> {
          <code>?seconds=N</code> for the next N seconds (pprof)</li>\
          <li><a href=\"/report.html\">/report.html</a>: the HTML report as of now</li>\
          </ul></body></html>\n",
-        html::esc(&report::visible(&command)),
+        html::esc(&summary::visible(&command)),
         if latest.is_none() {
             " (no measurements yet)"
         } else {
@@ -433,7 +436,7 @@ mod tests {
 
     #[test]
     fn a_delta_counts_what_was_allocated_in_between() {
-        use crate::{aggregate::heap::SiteStats, report::user::SiteReport, symbolize::Frame};
+        use crate::{aggregate::heap::SiteStats, summary::user::SiteReport, symbolize::Frame};
         let site = |f: &str, allocs, bytes| SiteReport {
             stack: vec![Frame {
                 function: Some(f.into()),
@@ -450,7 +453,7 @@ mod tests {
             caused: Default::default(),
             bytes_error: None,
         };
-        let mut a = report::tests::sample_summary();
+        let mut a = summary::tests::sample_summary();
         a.user.sites = vec![site("old", 10, 1000)];
         let mut b = a.clone();
         b.user.sites = vec![site("old", 15, 1500), site("new", 2, 64)];

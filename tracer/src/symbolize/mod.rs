@@ -38,7 +38,7 @@ pub struct Frame {
     /// symbols elsewhere (debuginfod, a symbol server) when the path does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
-    /// Allocator plumbing (see [`crate::report::plumbing`]): reports label a site by its first
+    /// Allocator plumbing (see [`crate::summary::plumbing`]): reports label a site by its first
     /// frame that is not. Set when a summary is made, not stored in recordings' tables.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plumbing: bool,
@@ -65,19 +65,6 @@ impl Frame {
             offset: None,
             build_id: None,
             plumbing: false,
-        }
-    }
-
-    /// What names the frame: its function; unresolved, where it lies (`libz.so.1+0x4a2f1`);
-    /// in anonymous memory, its address. Unescaped: renderers escape it.
-    pub fn name(&self) -> String {
-        match (&self.function, &self.module, self.offset) {
-            (Some(function), _, _) => function.clone(),
-            (None, Some(module), Some(offset)) => {
-                let file = module.rsplit('/').next().unwrap_or(module);
-                format!("{file}+{offset:#x}")
-            }
-            _ => format!("{:#x}", self.addr),
         }
     }
 }
@@ -306,16 +293,5 @@ mod tests {
             .expect("the test binary has a build id");
         assert_eq!(build_id(&exe).as_deref(), Some(expected));
         assert_eq!(build_id(Path::new("/dev/null/none")), None);
-    }
-
-    #[test]
-    fn unresolved_frames_are_named_by_where_they_lie() {
-        let mut f = Frame::unknown(0x7f00_0004_a2f1);
-        assert_eq!(f.name(), "0x7f000004a2f1");
-        f.module = Some("/usr/lib/x86_64-linux-gnu/libsqlite3.so.0".into());
-        f.offset = Some(0x4a2f1);
-        assert_eq!(f.name(), "libsqlite3.so.0+0x4a2f1");
-        f.function = Some("sqlite3_malloc".into());
-        assert_eq!(f.name(), "sqlite3_malloc");
     }
 }

@@ -458,7 +458,7 @@ mod tests {
             }
         }
         assert!(slab_merges([&"no-such-cache".to_string()]).is_empty());
-        let kernel = crate::report::kernel::KernelSummary {
+        let kernel = crate::summary::kernel::KernelSummary {
             slab_merges: [("pool_workqueue".into(), vec!["skbuff_fclone_cache".into()])].into(),
             ..Default::default()
         };

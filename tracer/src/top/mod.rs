@@ -11,14 +11,11 @@ use std::collections::HashMap;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::{
-    report::{
-        Summary,
-        kernel::PathsSummary,
-        merge::frames_key,
-        text::{describe_chain, describe_stack},
-    },
-    symbolize::Frame,
+use crate::summary::{
+    Summary,
+    kernel::PathsSummary,
+    label::{self, Frame},
+    merge::frames_key,
 };
 
 /// What the table is sorted by.
@@ -122,7 +119,7 @@ impl TopState {
                 .user
                 .leak_suspects
                 .iter()
-                .map(|x| (describe_stack(&x.stack, 1), x.growth_bytes_per_min))
+                .map(|x| (label::stack(&x.stack, 1), x.growth_bytes_per_min))
                 .collect(),
         };
         let selected_key = self.rows.get(self.selected).map(|r| frames_key(&r.stack));
@@ -137,7 +134,7 @@ impl TopState {
                 prev.insert(key, (site.stats.allocs, site.stats.live_bytes));
                 Row {
                     stack: site.stack.clone(),
-                    name: describe_stack(&site.stack, 2),
+                    name: label::stack(&site.stack, 2),
                     path: site.path,
                     live_bytes: site.stats.live_bytes,
                     allocs: site.stats.allocs,
@@ -145,7 +142,7 @@ impl TopState {
                     resident_bytes: site.paths.resident_bytes,
                     rate: site.stats.allocs.saturating_sub(allocs_before) as f64 / dt,
                     growth: crate::live::interval::delta(site.stats.live_bytes, live_before),
-                    chain: describe_chain(site),
+                    chain: label::chain(site),
                 }
             })
             .collect();
@@ -215,7 +212,7 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::heap::SiteStats,
-        report::{
+        summary::{
             tests::{sample_summary, site_at},
             user::SiteReport,
         },

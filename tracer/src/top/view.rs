@@ -10,7 +10,7 @@ use ratatui::{
 };
 
 use super::{SortBy, TopState};
-use crate::report::{human_bytes, text::describe_stack, visible};
+use crate::summary::{human_bytes, label, visible};
 
 fn signed(n: i64) -> String {
     if n < 0 {
@@ -137,7 +137,7 @@ pub fn draw(f: &mut Frame, t: &TopState) {
                 Line::from(format!(
                     "{:>3}  {}",
                     i,
-                    describe_stack(std::slice::from_ref(frame), 1)
+                    label::stack(std::slice::from_ref(frame), 1)
                 ))
             })
             .collect();
@@ -165,7 +165,7 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::heap::SiteStats,
-        report::{tests::sample_summary, user::SiteReport},
+        summary::{tests::sample_summary, user::SiteReport},
         symbolize::Frame,
     };
 

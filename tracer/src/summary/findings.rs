@@ -7,8 +7,11 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Summary, human_bytes, text::describe_stack, user::SiteReport};
-use crate::symbolize::Frame;
+use super::{
+    Summary, human_bytes,
+    label::{self, Frame},
+    user::SiteReport,
+};
 
 /// `retained_heap`: at least this many resident bytes hold nothing live...
 pub const RETAINED_MIN_BYTES: u64 = 1 << 20;
@@ -96,7 +99,7 @@ fn finding(
 }
 
 fn at(s: &SiteReport) -> String {
-    describe_stack(&s.stack, 2)
+    label::stack(&s.stack, 2)
 }
 
 /// Every finding of `s`, most bytes at stake first.
@@ -114,7 +117,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
                     " The top of the brk heap is held by a live {} block from {}, so `brk` cannot \
                      shrink below it.",
                     human_bytes(*size),
-                    describe_stack(stack, 2)
+                    label::stack(stack, 2)
                 ),
                 stack.clone(),
             ),
@@ -260,7 +263,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
             }),
             format!(
                 "{} left {} in {} blocks allocated at the end ({} resident, {} never touched).",
-                describe_stack(&leak.stack, 2),
+                label::stack(&leak.stack, 2),
                 human_bytes(leak.bytes),
                 leak.count,
                 human_bytes(leak.resident_bytes),
@@ -286,7 +289,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
             }),
             format!(
                 "{} keeps growing: {}/min, {} live now, its old blocks still alive.",
-                describe_stack(&x.stack, 2),
+                label::stack(&x.stack, 2),
                 human_bytes(x.growth_bytes_per_min.max(0.0) as u64),
                 human_bytes(x.live_bytes)
             ),
@@ -374,7 +377,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{aggregate::heap::SiteStats, report::tests::sample_summary};
+    use crate::{aggregate::heap::SiteStats, summary::tests::sample_summary};
 
     fn site(f: &str, stats: SiteStats) -> SiteReport {
         SiteReport {

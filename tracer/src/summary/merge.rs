@@ -49,7 +49,7 @@ fn frame_keys(stack: &[Frame]) -> Vec<FrameKey> {
 pub fn frames_key(stack: &[Frame]) -> String {
     let mut key = String::new();
     for f in stack {
-        key.push_str(&f.name());
+        key.push_str(&super::label::name(f));
         if let (Some(file), Some(line)) = (&f.file, f.line) {
             key.push_str(&format!("@{file}:{line}"));
         }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::{
     aggregate::timeline::Marker,
-    report::{findings::Finding, tests::sample_summary},
+    summary::{findings::Finding, tests::sample_summary},
 };
 
 fn point(t_ms: f64, live_heap: u64) -> Point {

@@ -14,7 +14,7 @@ use crate::{
         join::{Caused, Join, SitePaths},
         resident::PageSet,
     },
-    report::{
+    summary::{
         merge::{Merged, MergedLeak, merge_leaks, merge_sites},
         suspects::{self, LeakSuspect},
     },
@@ -115,7 +115,7 @@ pub struct UserSummary {
     /// Resident bytes of the brk heap and thread arenas (by `resident_source`).
     pub heap_resident_bytes: u64,
     /// Sites whose live bytes kept growing with their old blocks alive (see
-    /// [`suspects`](crate::report::suspects)), fastest first.
+    /// [`suspects`](crate::summary::suspects)), fastest first.
     pub leak_suspects: Vec<LeakSuspect>,
 }
 

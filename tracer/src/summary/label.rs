@@ -1,0 +1,230 @@
+//! Names, labels and units: how the summary's facts read, made here once for every renderer,
+//! `tracer diff` and the live views. Every label is safe to show ([`visible`]); markup
+//! formats escape it further.
+
+use super::{plumbing, user::SiteReport};
+pub use crate::symbolize::Frame;
+
+/// How much of a frame a label says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// `function (file:line)` with the file's base name, or the frame's [`name`]: tables,
+    /// lists, charts, metrics.
+    Short,
+    /// `0xADDR function (path:line) [inlined] in module+0xOFF`: a stack shown whole.
+    Full,
+    /// The frame's [`name`] alone, never with `;` (the separator): folded stacks.
+    Folded,
+}
+
+/// What names a frame: its function; unresolved, where it lies (`libz.so.1+0x4a2f1`); in
+/// anonymous memory, its address. Not yet made [`visible`].
+pub fn name(f: &Frame) -> String {
+    match (&f.function, &f.module, f.offset) {
+        (Some(function), _, _) => function.clone(),
+        (None, Some(module), Some(offset)) => format!("{}+{offset:#x}", base_name(module)),
+        _ => format!("{:#x}", f.addr),
+    }
+}
+
+/// The last component of a path.
+fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// One frame's label in `style`.
+pub fn frame(f: &Frame, style: Style) -> String {
+    let text = match style {
+        Style::Short => match (&f.file, f.line) {
+            (Some(file), Some(line)) => {
+                let function = f.function.as_deref().unwrap_or("?");
+                format!("{function} ({}:{line})", base_name(file))
+            }
+            _ => name(f),
+        },
+        Style::Full => {
+            let place = match (&f.file, f.line) {
+                (Some(file), Some(line)) => format!(" ({file}:{line})"),
+                (Some(file), None) => format!(" ({file})"),
+                _ => String::new(),
+            };
+            let inlined = if f.inlined { " [inlined]" } else { "" };
+            // Where it lies, for a resolved frame (an unresolved one is named by it already).
+            let module = match (&f.function, &f.module, f.offset) {
+                (Some(_), Some(module), Some(offset)) => {
+                    format!(" in {}+{offset:#x}", base_name(module))
+                }
+                _ => String::new(),
+            };
+            format!("{:#x} {}{place}{inlined}{module}", f.addr, name(f))
+        }
+        Style::Folded => return visible(&name(f)).replace(';', ":"),
+    };
+    visible(&text).into_owned()
+}
+
+/// `function (file:line) <- caller (file:line)`: the first `depth` frames of a stack from the
+/// first that is not allocator plumbing (see [`plumbing::from_label`]).
+pub fn stack(stack: &[Frame], depth: usize) -> String {
+    if stack.is_empty() {
+        return String::from("(no stack)");
+    }
+    plumbing::from_label(stack)
+        .iter()
+        .take(depth)
+        .map(|f| frame(f, Style::Short))
+        .collect::<Vec<_>>()
+        .join(" <- ")
+}
+
+/// A site's label in at most `max_chars` characters: its first frame's name.
+pub fn site(stack: &[Frame], max_chars: usize) -> String {
+    let label = stack
+        .first()
+        .map(name)
+        .unwrap_or_else(|| "(no stack)".into());
+    let label = visible(&label).into_owned();
+    if label.chars().count() > max_chars {
+        let kept: String = label.chars().take(max_chars.saturating_sub(3)).collect();
+        format!("{kept}...")
+    } else {
+        label
+    }
+}
+
+/// A site's chain: path → syscalls → faults → pages → slab objects.
+pub fn chain(site: &SiteReport) -> String {
+    let p = &site.paths;
+    let c = &site.caused;
+    let mut served: Vec<String> = Vec::new();
+    for (bytes, name) in [
+        (p.brk_bytes, "brk"),
+        (p.mmap_bytes, "mmap"),
+        (p.thread_arena_bytes, "thread arena"),
+        (p.other_bytes, "other"),
+    ] {
+        if bytes > 0 {
+            served.push(format!("{name} {}", human_bytes(bytes)));
+        }
+    }
+    let mut chain = format!("{} ({})", site.path, served.join(", "));
+    let mut calls: Vec<String> = Vec::new();
+    if c.brk_calls > 0 {
+        calls.push(format!(
+            "{} brk +{}",
+            c.brk_calls,
+            human_bytes(c.brk_grow_bytes)
+        ));
+    }
+    if c.mmap_calls > 0 {
+        calls.push(format!(
+            "{} mmap {}",
+            c.mmap_calls,
+            human_bytes(c.mmap_bytes)
+        ));
+    }
+    if c.munmap_calls > 0 {
+        calls.push(format!("{} munmap", c.munmap_calls));
+    }
+    if c.mprotect_calls > 0 {
+        calls.push(format!("{} mprotect", c.mprotect_calls));
+    }
+    if !calls.is_empty() {
+        chain.push_str(&format!(" -> {}", calls.join(", ")));
+    }
+    chain.push_str(&format!(
+        " -> {} faults -> {} pages, {} slab objects; {} resident",
+        c.page_faults,
+        p.buddy_pages,
+        p.slab_objects,
+        human_bytes(p.resident_bytes)
+    ));
+    chain
+}
+
+/// What to say of the processes `pid` had started before tracer attached (`pids`, at least
+/// one): they are not traced.
+pub fn children_at_attach(pid: u32, pids: &[u32]) -> String {
+    const LISTED: usize = 8;
+    let mut listed: Vec<String> = pids.iter().take(LISTED).map(u32::to_string).collect();
+    if pids.len() > LISTED {
+        listed.push(format!("and {} more", pids.len() - LISTED));
+    }
+    let (n, them) = match pids.len() {
+        1 => ("1 process".to_string(), "it is"),
+        n => (format!("{n} processes"), "they are"),
+    };
+    format!(
+        "pid {pid} had started {n} before tracer attached (pid {}): {them} not traced (--follow \
+         follows the processes created while tracing; trace one of these with its own --pid)",
+        listed.join(", ")
+    )
+}
+
+/// A string from the traced program (a symbol, file, thread name or argument) made safe to
+/// show: control characters (C0, DEL, C1) become visible escapes such as `\x1b` and `\n`, and
+/// so do the Unicode bidirectional overrides that can make text read other than it is. What
+/// remains is plain text for a terminal, and valid character data for XML once its markup
+/// characters are escaped.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `n` bytes for people: `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(200_704), "196.0 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn unresolved_frames_are_named_by_where_they_lie() {
+        let mut f = Frame::unknown(0x7f00_0004_a2f1);
+        assert_eq!(name(&f), "0x7f000004a2f1");
+        f.module = Some("/usr/lib/x86_64-linux-gnu/libsqlite3.so.0".into());
+        f.offset = Some(0x4a2f1);
+        assert_eq!(name(&f), "libsqlite3.so.0+0x4a2f1");
+        f.function = Some("sqlite3_malloc".into());
+        assert_eq!(name(&f), "sqlite3_malloc");
+    }
+}
