@@ -19,7 +19,7 @@ use std::{
 use tracer::{
     record::Reader,
     replay::replay_from,
-    report::{charts, flame, folded, html, json, pprof, text},
+    report::{Format, Renderer},
 };
 
 struct Args {
@@ -56,7 +56,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Replays one input and renders what it gives; `all` renders every report kind.
+/// Replays one input and renders what it gives; `all` renders it in every format.
 fn check(bytes: &[u8], all: bool) -> bool {
     let Ok(reader) = Reader::new(Cursor::new(bytes), "fuzz".as_ref()) else {
         return false;
@@ -64,20 +64,15 @@ fn check(bytes: &[u8], all: bool) -> bool {
     let Ok(summary) = replay_from(reader, |_, _| {}) else {
         return false;
     };
-    text::render(&summary, io::sink()).unwrap();
-    json::render(&summary, io::sink()).unwrap();
-    if all {
-        html::render(&summary, io::sink()).unwrap();
-        charts::all(&summary).unwrap();
-        for weight in [
-            folded::Weight::Allocated,
-            folded::Weight::Live,
-            folded::Weight::Resident,
-        ] {
-            flame::render(&summary, weight, io::sink()).unwrap();
-            folded::render(&summary, weight, io::sink()).unwrap();
+    // The cheap ones on every input, every format of the registry on the `all` ones.
+    for format in Format::ALL {
+        if !all && !matches!(format, Format::Text | Format::Json) {
+            continue;
         }
-        pprof::render(&summary, io::sink()).unwrap();
+        match format.spec().renderer {
+            Renderer::Stream(render) => render(&summary, &mut io::sink()).unwrap(),
+            Renderer::Files(render) => drop(render(&summary).unwrap()),
+        }
     }
     true
 }

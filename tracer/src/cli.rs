@@ -8,6 +8,7 @@ use crate::{
     diff::gate::Gate,
     output::Outputs,
     probes::{kernel::KernelProbes, uprobes::UprobeLinks},
+    report::Format,
     runtime::{Mode, RunConfig, StackWalk, TargetSpec},
 };
 
@@ -326,39 +327,12 @@ pub struct Cli {
     pub command: Vec<OsString>,
 }
 
-/// The reports to write; the same for a live run and for `tracer report`.
-#[derive(Debug, Clone, Args)]
+/// The reports to write; the same for a live run and for `tracer report`: an option for each
+/// file format of the registry ([`Format`]), and `--quiet`.
+#[derive(Debug, Clone, Default)]
 pub struct OutputArgs {
-    /// Also write the summary as JSON (schema tracer.summary/1) to PATH; `-` is stdout.
-    /// Example: --json out.json
-    #[arg(long, value_name = "PATH")]
-    pub json: Option<PathBuf>,
-
-    /// Write one self-contained HTML page (charts, flamegraphs, sortable tables of sites, leaks
-    /// and slab caches, each site's chain) that works offline; `-` is stdout.
-    /// Example: --html report.html
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-
-    /// Write SVG charts (timeline, bytes per path, sizes, kernel) and flamegraphs (allocated,
-    /// live, resident bytes) into DIR, created if missing (an existing path must be a
-    /// directory). Example: --svg charts/
-    #[arg(long, value_name = "DIR")]
-    pub svg: Option<PathBuf>,
-
-    /// Write folded stacks of allocated bytes (flamegraph.pl, inferno, speedscope); `-` is
-    /// stdout. Example: --folded alloc.folded
-    #[arg(long, value_name = "FILE")]
-    pub folded: Option<PathBuf>,
-
-    /// Write a gzipped pprof profile (alloc_objects, alloc_space, inuse_objects, inuse_space,
-    /// resident_space) for go tool pprof, Pyroscope or Parca; `-` is stdout when it is not a
-    /// terminal. Example: --pprof heap.pb.gz
-    #[arg(long, value_name = "FILE")]
-    pub pprof: Option<PathBuf>,
-
-    /// Do not print the summary to stderr (use with the file outputs).
-    #[arg(short, long)]
+    /// The formats given, with their paths.
+    pub files: Vec<(Format, PathBuf)>,
     pub quiet: bool,
 }
 
@@ -366,12 +340,58 @@ impl OutputArgs {
     fn outputs(self) -> Outputs {
         Outputs {
             text: !self.quiet,
-            json: self.json,
-            svg: self.svg,
-            html: self.html,
-            folded: self.folded,
-            pprof: self.pprof,
+            files: self.files,
         }
+    }
+}
+
+/// `--quiet`'s id.
+const QUIET: &str = "quiet";
+
+impl Args for OutputArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = Format::files().fold(cmd, |cmd, format| {
+            let spec = format.spec();
+            let option = spec.option.expect("a file format has an option");
+            cmd.arg(
+                clap::Arg::new(option)
+                    .long(option)
+                    .value_name(spec.value_name)
+                    .help(spec.help)
+                    .value_parser(clap::value_parser!(PathBuf)),
+            )
+        });
+        cmd.arg(
+            clap::Arg::new(QUIET)
+                .short('q')
+                .long(QUIET)
+                .action(ArgAction::SetTrue)
+                .help("Do not print the summary to stderr (use with the file outputs)"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for OutputArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(OutputArgs {
+            files: Format::files()
+                .filter_map(|format| {
+                    let option = format.spec().option?;
+                    let path = matches.get_one::<PathBuf>(option)?;
+                    Some((format, path.clone()))
+                })
+                .collect(),
+            quiet: matches.get_flag(QUIET),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
@@ -638,7 +658,10 @@ mod tests {
             TargetSpec::Command(argv) => assert_eq!(argv, ["ls", "-l"]),
             other => panic!("{other:?}"),
         }
-        assert_eq!(cfg.outputs.json, Some(PathBuf::from("o.json")));
+        assert_eq!(
+            cfg.outputs.path(Format::Json),
+            Some(&PathBuf::from("o.json"))
+        );
         assert!(cfg.outputs.text);
         assert_eq!(cfg.ring_bytes, 8 << 20);
     }
@@ -678,7 +701,7 @@ mod tests {
         match cli.into_action().unwrap() {
             Action::Report { recording, outputs } => {
                 assert_eq!(recording, PathBuf::from("run.trace"));
-                assert_eq!(outputs.json, Some(PathBuf::from("-")));
+                assert_eq!(outputs.path(Format::Json), Some(&PathBuf::from("-")));
                 assert!(!outputs.text);
             }
             other => panic!("{other:?}"),

@@ -10,8 +10,8 @@ use std::{
 };
 
 use crate::{
-    output::{self, Checked, Sink},
-    report::{self, Summary},
+    output::{self, Checked, Sink, Target},
+    report::{self, Format, Summary},
 };
 use interval::{IntervalView, render_text};
 
@@ -137,16 +137,15 @@ pub fn write_snapshot(summary: &Summary, outputs: &Checked, quiet_text: bool) ->
     if !outputs.any_file() && quiet_text {
         let name = format!("tracer-{}.{stamp}.json", summary.target.pid);
         match output::dest::check_file(std::path::Path::new(&name), false) {
-            Ok(d) => snap.json = Some(d),
+            Ok(d) => snap.files.push((Format::Json, Target::File(d))),
             Err(e) => return (1, format!("tracer: snapshot {stamp}: {e}")),
         }
     }
     let failed = output::write_all_quietly(summary, &snap);
-    let names: Vec<String> = [&snap.json, &snap.html, &snap.folded, &snap.pprof]
-        .into_iter()
-        .flatten()
-        .map(|d| d.shown().display().to_string())
-        .chain(snap.svg.iter().map(|d| d.shown.display().to_string()))
+    let names: Vec<String> = snap
+        .files
+        .iter()
+        .map(|(_, t)| t.shown().display().to_string())
         .collect();
     let mut line = format!(
         "tracer: snapshot {stamp}: {}",

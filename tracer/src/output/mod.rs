@@ -10,11 +10,7 @@ use std::{io, path::PathBuf};
 
 use anyhow::Result;
 
-use crate::report::{
-    self, Summary, charts, flame,
-    folded::{self, Weight},
-    html, pprof,
-};
+use crate::report::{Format, Renderer, Summary, visible};
 pub use dest::{Dest, DestDir, DestError, Sink};
 
 /// Which reports to write, and where, as given on the command line.
@@ -22,46 +18,71 @@ pub use dest::{Dest, DestDir, DestError, Sink};
 pub struct Outputs {
     /// Print the terminal summary on stderr.
     pub text: bool,
-    pub json: Option<PathBuf>,
-    /// A directory for the SVG charts and flamegraphs.
-    pub svg: Option<PathBuf>,
-    pub html: Option<PathBuf>,
-    pub folded: Option<PathBuf>,
-    pub pprof: Option<PathBuf>,
+    /// The other formats asked for, each with its path, in [`Format::ALL`]'s order.
+    pub files: Vec<(Format, PathBuf)>,
+}
+
+impl Outputs {
+    /// Where `format` goes, if it was asked for.
+    pub fn path(&self, format: Format) -> Option<&PathBuf> {
+        self.files
+            .iter()
+            .find(|(f, _)| *f == format)
+            .map(|(_, p)| p)
+    }
+}
+
+/// A checked destination: a file (or device, descriptor, stdout), or a directory of files.
+#[derive(Debug, Clone)]
+pub enum Target {
+    File(Dest),
+    Dir(DestDir),
+}
+
+impl Target {
+    fn suffixed(&self, suffix: &str) -> Target {
+        match self {
+            Target::File(d) => Target::File(d.suffixed(suffix)),
+            Target::Dir(d) => Target::Dir(d.suffixed(suffix)),
+        }
+    }
+
+    /// The path as given.
+    pub fn shown(&self) -> &std::path::Path {
+        match self {
+            Target::File(d) => d.shown(),
+            Target::Dir(d) => &d.shown,
+        }
+    }
+
+    fn is_stdout(&self) -> bool {
+        matches!(self, Target::File(d) if d.is_stdout())
+    }
 }
 
 /// The destinations of [`Outputs`], checked.
 #[derive(Debug, Clone, Default)]
 pub struct Checked {
     pub text: bool,
-    pub json: Option<Dest>,
-    pub svg: Option<DestDir>,
-    pub html: Option<Dest>,
-    pub folded: Option<Dest>,
-    pub pprof: Option<Dest>,
+    pub files: Vec<(Format, Target)>,
 }
 
 impl Checked {
     /// Where a snapshot taken now writes the same reports: see [`Dest::suffixed`].
     pub fn suffixed(&self, suffix: &str) -> Checked {
-        let file = |d: &Option<Dest>| d.as_ref().map(|d| d.suffixed(suffix));
         Checked {
             text: self.text,
-            json: file(&self.json),
-            svg: self.svg.as_ref().map(|d| d.suffixed(suffix)),
-            html: file(&self.html),
-            folded: file(&self.folded),
-            pprof: file(&self.pprof),
+            files: self
+                .files
+                .iter()
+                .map(|(f, t)| (*f, t.suffixed(suffix)))
+                .collect(),
         }
     }
 
     /// Whether any report goes to a file, device or descriptor (not only the text summary).
     pub fn any_file(&self) -> bool {
-        self.json.is_some()
-            || self.svg.is_some()
-            || self.html.is_some()
-            || self.folded.is_some()
-            || self.pprof.is_some()
+        !self.files.is_empty()
     }
 }
 
@@ -104,42 +125,35 @@ impl Outputs {
         record: Option<&PathBuf>,
         jsonl: Option<&PathBuf>,
     ) -> Result<(Checked, Option<Dest>, Option<Dest>)> {
-        let file = |option: &'static str, path: &Option<PathBuf>, binary: bool| {
-            path.as_ref()
-                .map(|p| dest::check_file(p, binary))
-                .transpose()
-                .map_err(|problem| OptionError { option, problem })
+        let file = |option: &'static str, path: &PathBuf, binary: bool| {
+            dest::check_file(path, binary).map_err(|problem| OptionError { option, problem })
         };
-        let checked = Checked {
-            text: self.text,
-            json: file("json", &self.json, false)?,
-            html: file("html", &self.html, false)?,
-            folded: file("folded", &self.folded, false)?,
-            pprof: file("pprof", &self.pprof, true)?,
-            svg: self
-                .svg
-                .as_ref()
-                .map(|p| dest::check_dir(p))
-                .transpose()
-                .map_err(|problem| OptionError {
-                    option: "svg",
-                    problem,
-                })?,
-        };
-        let record = file("record", &record.cloned(), true)?;
-        let jsonl = file("jsonl", &jsonl.cloned(), false)?;
-        let on_stdout: Vec<&str> = [
-            ("--json", &checked.json),
-            ("--html", &checked.html),
-            ("--folded", &checked.folded),
-            ("--pprof", &checked.pprof),
-            ("--record", &record),
-            ("--jsonl", &jsonl),
-        ]
-        .into_iter()
-        .filter(|(_, d)| d.as_ref().is_some_and(Dest::is_stdout))
-        .map(|(name, _)| name)
-        .collect();
+        let mut files = Vec::new();
+        for (format, path) in &self.files {
+            let spec = format.spec();
+            let option = spec.option.unwrap_or("text");
+            let target = match spec.renderer {
+                Renderer::Stream(_) => Target::File(file(option, path, spec.binary)?),
+                Renderer::Files(_) => Target::Dir(
+                    dest::check_dir(path).map_err(|problem| OptionError { option, problem })?,
+                ),
+            };
+            files.push((*format, target));
+        }
+        let record = record.map(|p| file("record", p, true)).transpose()?;
+        let jsonl = jsonl.map(|p| file("jsonl", p, false)).transpose()?;
+        let on_stdout: Vec<String> = files
+            .iter()
+            .filter(|(_, t)| t.is_stdout())
+            .map(|(f, _)| f.spec().option.unwrap_or("text"))
+            .chain(
+                [("record", &record), ("jsonl", &jsonl)]
+                    .into_iter()
+                    .filter(|(_, d)| d.as_ref().is_some_and(Dest::is_stdout))
+                    .map(|(name, _)| name),
+            )
+            .map(|option| format!("--{option}"))
+            .collect();
         if on_stdout.len() > 1 {
             let all = if on_stdout.len() == 2 { "both" } else { "all" };
             anyhow::bail!(
@@ -147,23 +161,23 @@ impl Outputs {
                 on_stdout.join(" and ")
             );
         }
-        Ok((checked, record, jsonl))
+        Ok((
+            Checked {
+                text: self.text,
+                files,
+            },
+            record,
+            jsonl,
+        ))
     }
 }
-
-/// The flamegraphs written with the charts: (file stem, weight).
-pub const FLAMEGRAPHS: [(&str, Weight); 3] = [
-    ("flame-allocated", Weight::Allocated),
-    ("flame-live", Weight::Live),
-    ("flame-resident", Weight::Resident),
-];
 
 /// Writes every report; each failure is printed and counted, and the rest are still written.
 /// Returns how many failed.
 pub fn write_all(summary: &Summary, outputs: &Checked) -> usize {
     let failed = write_all_quietly(summary, outputs);
     for e in &failed {
-        eprintln!("tracer: error: {}", report::visible(e));
+        eprintln!("tracer: error: {}", visible(e));
     }
     failed.len()
 }
@@ -171,51 +185,34 @@ pub fn write_all(summary: &Summary, outputs: &Checked) -> usize {
 /// As [`write_all`], returning the failures instead of printing them.
 pub fn write_all_quietly(summary: &Summary, outputs: &Checked) -> Vec<String> {
     let mut failed = Vec::new();
-    let mut run = |result: Result<()>| {
-        if let Err(e) = result {
+    if outputs.text
+        && let Renderer::Stream(render) = Format::Text.spec().renderer
+        && let Err(e) = render(summary, &mut io::stderr().lock())
+    {
+        failed.push(format!("writing the summary to stderr: {e}"));
+    }
+    for (format, target) in &outputs.files {
+        if let Err(e) = write(summary, format.spec().renderer, target) {
             failed.push(format!("{e:#}"));
         }
-    };
-    if outputs.text {
-        run(report::text::render(summary, io::stderr().lock()).map_err(Into::into));
-    }
-    if let Some(d) = &outputs.json {
-        run(dest::write_to(d, |out| {
-            Ok(report::json::render(summary, out)?)
-        }));
-    }
-    if let Some(dir) = &outputs.svg {
-        run(write_svg(summary, dir));
-    }
-    if let Some(d) = &outputs.folded {
-        run(dest::write_to(d, |out| {
-            Ok(folded::render(summary, Weight::Allocated, out)?)
-        }));
-    }
-    if let Some(d) = &outputs.pprof {
-        run(dest::write_to(d, |out| Ok(pprof::render(summary, out)?)));
-    }
-    if let Some(d) = &outputs.html {
-        run(dest::write_to(d, |out| html::render(summary, out)));
     }
     failed
 }
 
-fn write_svg(summary: &Summary, dir: &DestDir) -> Result<()> {
-    for (stem, _, svg) in charts::all(summary)? {
-        dest::write_to(&dir.file(&format!("{stem}.svg"))?, |out| {
-            Ok(out.write_all(svg.as_bytes())?)
-        })?;
-    }
-    for (stem, weight) in FLAMEGRAPHS {
-        let mut svg = Vec::new();
-        if flame::render(summary, weight, &mut svg)? {
-            dest::write_to(&dir.file(&format!("{stem}.svg"))?, |out| {
-                Ok(out.write_all(&svg)?)
-            })?;
+/// One report, rendered straight into its destination.
+fn write(summary: &Summary, renderer: Renderer, target: &Target) -> Result<()> {
+    match (renderer, target) {
+        (Renderer::Stream(render), Target::File(d)) => {
+            dest::write_to(d, |out| Ok(render(summary, out)?))
         }
+        (Renderer::Files(render), Target::Dir(dir)) => {
+            for (name, bytes) in render(summary)? {
+                dest::write_to(&dir.file(&name)?, |out| Ok(out.write_all(&bytes)?))?;
+            }
+            Ok(())
+        }
+        _ => unreachable!("a destination is checked for its format's renderer"),
     }
-    Ok(())
 }
 
 /// The exit status when `failed` reports could not be written: the command's own status

@@ -1,8 +1,8 @@
 //! SVG charts of a summary, drawn with plotters into strings.
 
-use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
+use super::{RenderError, Result};
 use crate::aggregate::timeline::Sample;
 use crate::summary::{Summary, human_bytes, label};
 
@@ -14,8 +14,8 @@ const BUDDY: RGBColor = RGBColor(196, 78, 82);
 const SLAB: RGBColor = RGBColor(129, 114, 179);
 const RESIDENT: RGBColor = RGBColor(140, 140, 140);
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("drawing a chart: {e:?}")
+fn err<E: std::fmt::Debug>(e: E) -> RenderError {
+    RenderError::Chart(format!("{e:?}"))
 }
 
 /// All four charts, as (file stem, title, SVG).

@@ -5,12 +5,40 @@ use std::io::Write;
 use inferno::flamegraph::{self, Options};
 
 use super::{
-    Summary,
+    RenderError, Result, Summary,
     folded::{self, Weight},
 };
 
-/// An SVG flamegraph of `weight` by allocation stack, or `None` when nothing weighs anything.
-pub fn render(summary: &Summary, weight: Weight, out: impl Write) -> anyhow::Result<bool> {
+/// A flamegraph drawn for every report that has them.
+pub struct Flamegraph {
+    pub weight: Weight,
+    /// Its name: `flame-STEM.svg` with `--svg`, `flame-STEM` in the HTML page.
+    pub stem: &'static str,
+    /// Its heading in the HTML page.
+    pub heading: &'static str,
+}
+
+/// The flamegraphs, in the order they are shown.
+pub const FLAMEGRAPHS: [Flamegraph; 3] = [
+    Flamegraph {
+        weight: Weight::Allocated,
+        stem: "allocated",
+        heading: "Allocated bytes",
+    },
+    Flamegraph {
+        weight: Weight::Live,
+        stem: "live",
+        heading: "Bytes still allocated at the end",
+    },
+    Flamegraph {
+        weight: Weight::Resident,
+        stem: "resident",
+        heading: "Resident bytes",
+    },
+];
+
+/// An SVG flamegraph of `weight` by allocation stack; false when nothing weighs anything.
+pub fn render(summary: &Summary, weight: Weight, out: impl Write) -> Result<bool> {
     let lines = folded::lines(summary, weight);
     if lines.is_empty() {
         return Ok(false);
@@ -27,7 +55,8 @@ pub fn render(summary: &Summary, weight: Weight, out: impl Write) -> anyhow::Res
     opts.hash = true;
     opts.deterministic = true;
     opts.name_type = "Function:".into();
-    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)?;
+    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
+        .map_err(|e| RenderError::Flame(e.to_string()))?;
     Ok(true)
 }
 

@@ -62,6 +62,11 @@ pub fn lines(summary: &Summary, weight: Weight) -> Vec<String> {
         .collect()
 }
 
+/// The folded stacks of allocated bytes: the `--folded` report.
+pub fn render_allocated(summary: &Summary, out: &mut dyn Write) -> super::Result<()> {
+    Ok(render(summary, Weight::Allocated, out)?)
+}
+
 pub fn render(summary: &Summary, weight: Weight, mut out: impl Write) -> io::Result<()> {
     for line in lines(summary, weight) {
         writeln!(out, "{line}")?;

@@ -5,10 +5,9 @@
 
 use std::io::Write;
 
-use anyhow::Result;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
-use super::{charts, flame, folded::Weight};
+use super::{Result, charts, flame, flame::FLAMEGRAPHS};
 use crate::summary::{
     Summary, human_bytes,
     label::{self, Frame, Style},
@@ -146,7 +145,7 @@ fn num(v: u64, shown: String) -> String {
     format!("<td data-v=\"{v}\">{}</td>", esc(&shown))
 }
 
-pub fn render(s: &Summary, mut out: impl Write) -> Result<()> {
+pub fn render(s: &Summary, mut out: &mut dyn Write) -> Result<()> {
     let t = &s.target;
     let command = esc(&t.command.join(" "));
     write!(
@@ -240,7 +239,8 @@ fn processes(s: &Summary, out: &mut impl Write) -> Result<()> {
     for p in order.iter().take(MAX_PROCESS_VIEWS) {
         let mut view = Vec::new();
         body(&p.summary, &mut view)?;
-        let view = String::from_utf8(view)?;
+        let view = String::from_utf8(view)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         // Every id the body writes is `id="`: text in it is escaped, quotes included.
         let view = view.replace("id=\"", &format!("id=\"p{}-", p.pid));
         writeln!(
@@ -479,13 +479,10 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
     writeln!(out, "</tbody></table></section>")?;
 
     writeln!(out, "<section id=\"flamegraphs\"><h2>Flamegraphs</h2>")?;
-    for (stem, weight, title) in [
-        ("allocated", Weight::Allocated, "Allocated bytes"),
-        ("live", Weight::Live, "Bytes still allocated at the end"),
-        ("resident", Weight::Resident, "Resident bytes"),
-    ] {
+    for flame in FLAMEGRAPHS {
+        let (stem, title) = (flame.stem, flame.heading);
         let mut svg = Vec::new();
-        if flame::render(s, weight, &mut svg)? {
+        if flame::render(s, flame.weight, &mut svg)? {
             // Framed to its own height: no empty band below it.
             let height = flame::height(&svg).unwrap_or(520);
             writeln!(
@@ -586,7 +583,9 @@ mod tests {
         assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
         // Inside the embedded SVG documents too: the flamegraph runs as a document of its own.
         let mut flame_svg = Vec::new();
-        assert!(flame::render(&s, Weight::Allocated, &mut flame_svg).unwrap());
+        assert!(
+            flame::render(&s, super::super::folded::Weight::Allocated, &mut flame_svg).unwrap()
+        );
         let flame_svg = String::from_utf8(flame_svg).unwrap();
         assert!(
             flame_svg.contains("&lt;script&gt;alert(1)"),

@@ -4,9 +4,9 @@ use std::io::{self, Write};
 
 use super::Summary;
 
-pub fn render(summary: &Summary, mut out: impl Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut out, summary)?;
-    writeln!(out)
+pub fn render(summary: &Summary, mut out: &mut dyn Write) -> super::Result<()> {
+    serde_json::to_writer_pretty(&mut out, summary).map_err(io::Error::from)?;
+    Ok(writeln!(out)?)
 }
 
 #[cfg(test)]

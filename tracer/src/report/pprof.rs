@@ -341,8 +341,8 @@ pub fn profile(summary: &Summary) -> Profile {
 }
 
 /// Writes the gzipped profile.
-pub fn render(summary: &Summary, out: impl Write) -> io::Result<()> {
-    write_gzipped(&profile(summary), out)
+pub fn render(summary: &Summary, out: &mut dyn Write) -> super::Result<()> {
+    Ok(write_gzipped(&profile(summary), out)?)
 }
 
 /// The profile as an HTTP endpoint serves it, like Go's net/http/pprof: taken at

@@ -10,7 +10,11 @@ use crate::summary::{
     visible,
 };
 
-pub fn render(s: &Summary, mut out: impl Write) -> io::Result<()> {
+pub fn render(s: &Summary, out: &mut dyn Write) -> super::Result<()> {
+    Ok(write(s, out)?)
+}
+
+fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
     let t = &s.target;
     let command = if t.command.is_empty() {
         String::from("?")
