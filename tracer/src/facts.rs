@@ -30,6 +30,31 @@ pub struct TargetFacts {
     pub children_at_attach: Vec<u32>,
 }
 
+/// How a run ended, or that it still runs (a snapshot taken while tracing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EndedBy {
+    #[default]
+    Running,
+    /// The target exited (with `--follow`, every process it created too).
+    Exited,
+    /// `--duration` was reached.
+    Duration,
+    /// Ctrl-C, SIGTERM, or `q` in `tracer top`.
+    Interrupted,
+}
+
+impl EndedBy {
+    /// As [`TargetFacts::ended_by`] and the summary's `target.ended_by` say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndedBy::Running => "running",
+            EndedBy::Exited => "exited",
+            EndedBy::Duration => "duration",
+            EndedBy::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// A kernel allocation path (`--kernel-stacks`): its frames symbolized from kallsyms,
 /// innermost first, and what was allocated along it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use aya::Ebpf;
 use tracer_common::STACKS_MAP;
 
 use crate::{
-    facts::TargetFacts,
+    facts::{EndedBy, TargetFacts},
     probes::stacks::{kernel_stacks, read_stacks},
     processes::Processes,
     session::{Finish, ProcessFinish, Session},
@@ -39,17 +39,14 @@ pub struct Now<'a> {
 /// How the run ended (or "running" for a snapshot).
 #[derive(Debug, Clone, Default)]
 pub struct Ending {
-    pub ended_by: String,
+    pub ended_by: EndedBy,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
 }
 
 impl Ending {
     pub fn running() -> Self {
-        Ending {
-            ended_by: "running".into(),
-            ..Ending::default()
-        }
+        Ending::default()
     }
 }
 
@@ -133,7 +130,7 @@ impl Snapshotter {
         let root = now.processes.root();
         let symbols = root.symbol_table(&stacks, substitutes(root.pid), &mut self.symbols[0]);
         // What is resident now, while the process can still be read.
-        let resident = if ending.ended_by == "exited" {
+        let resident = if ending.ended_by == EndedBy::Exited {
             None
         } else {
             read_resident(root)
@@ -167,7 +164,7 @@ impl Snapshotter {
             target: TargetFacts {
                 exit_code: ending.exit_code,
                 signal: ending.signal,
-                ended_by: ending.ended_by,
+                ended_by: ending.ended_by.name().into(),
                 threads,
                 ..self.target.clone()
             },

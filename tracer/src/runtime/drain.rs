@@ -1,6 +1,32 @@
 //! Moving records from the ring into the session, the recording and the probes.
 
-use super::*;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+
+use super::wait::kill;
+use crate::{
+    events,
+    live::snapshot::{Ending, Now, Snapshotter, monotonic_ns},
+    probes::{
+        Probes,
+        counted::SlabCounts,
+        uprobes::{AllocatorProbes, needed_libraries_with},
+    },
+    processes::Processes,
+    record::Recorder,
+    session::{ExecImage, Finish, Followup, is_loader},
+    target::{self, TargetFiles},
+    unwind::UnwindTables,
+};
 
 /// Moves records from the ring buffer into the sessions (and the recording).
 pub(super) struct Drain<'a> {
@@ -37,6 +63,35 @@ pub(super) struct Drain<'a> {
     /// When they were last read; `None` once they are read for the last time (the recording is
     /// closed after that read, and a report must replay from it).
     pub(super) counts_read: Option<Instant>,
+}
+
+impl<'a> Drain<'a> {
+    pub(super) fn new(
+        processes: &'a mut Processes,
+        allocators: Option<&'a mut AllocatorProbes>,
+        recorder: Option<Recorder>,
+        files: BTreeMap<u32, TargetFiles>,
+        tables: Option<UnwindTables>,
+        probe_pid: u32,
+    ) -> Self {
+        Drain {
+            processes,
+            recorder,
+            record_failed: false,
+            allocators,
+            files,
+            retired: Vec::new(),
+            tables,
+            probe_pid,
+            threads: BTreeMap::new(),
+            new_code: false,
+            command: None,
+            unsynced: BTreeSet::new(),
+            waiting: Waiting::default(),
+            slab_counts: SlabCounts::default(),
+            counts_read: Some(Instant::now()),
+        }
+    }
 }
 
 /// Processes stopped until their tables are in, and since when. However the run ends (an

@@ -1,6 +1,13 @@
 //! `tracer top`'s place in the run loop: its screen, its state and its keys.
 
-use super::*;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    summary::Summary,
+    top::{self, Action, TopState, term::Screen},
+};
 
 /// The next key of `tracer top`; never, without it.
 pub(super) async fn next_key(top: Option<&mut TopUi>) -> crossterm::event::KeyEvent {

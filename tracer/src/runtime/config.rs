@@ -1,0 +1,112 @@
+//! What a run is asked to do: the validated configuration the command line makes.
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use crate::{
+    output::Outputs,
+    probes::{kernel::KernelProbes, uprobes::UprobeLinks},
+};
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    Pid(i32),
+    Command(Vec<OsString>),
+}
+
+/// A validated run configuration.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub target: TargetSpec,
+    pub duration: Option<Duration>,
+    pub ring_bytes: u32,
+    /// Files to probe for allocator functions besides those found automatically.
+    pub allocator_libs: Vec<PathBuf>,
+    /// Most call sites and leaks listed in the summary.
+    pub max_sites: usize,
+    /// Record kernel stacks of page and slab allocations.
+    pub kernel_stacks: bool,
+    /// Follow the kernel's allocators (buddy, slab) and page faults.
+    pub kernel: bool,
+    /// Entries of the user stack map: distinct allocation stacks that can be told apart.
+    pub max_stacks: u32,
+    /// Write a recording here.
+    pub record: Option<PathBuf>,
+    /// `--record-max`: keep the recording's newest events within about this many bytes.
+    pub record_max: Option<u64>,
+    pub outputs: Outputs,
+    /// Under sudo, run the command as root anyway (not as the invoking user).
+    pub run_as_root: bool,
+    pub mode: Mode,
+    /// Record the user stack of every page fault.
+    pub fault_stacks: bool,
+    /// How allocator probes attach.
+    pub uprobe_links: UprobeLinks,
+    /// How the tracepoint programs attach.
+    pub kernel_probes: KernelProbes,
+    /// `--sample`: mean bytes between sampled allocations (0: trace every call).
+    pub sample_bytes: u32,
+    /// `--interval`: a summary of what changed, this often, while the run goes on.
+    pub interval: Option<Duration>,
+    /// `--jsonl`: the intervals as JSON lines here.
+    pub jsonl: Option<PathBuf>,
+    /// `--min-age`: leaks count only blocks at least this old.
+    pub min_age: Duration,
+    /// `--listen`: serve metrics and profiles over HTTP while tracing.
+    pub listen: Option<Listen>,
+    /// `tracer top`: the interactive view while tracing.
+    pub top: bool,
+    /// `--tid`: only this thread's allocator calls are traced.
+    pub tid: Option<u32>,
+    /// `--fail-if`: conditions on the summary that fail the run.
+    pub fail_if: Vec<crate::diff::gate::Gate>,
+    /// `--follow`: trace the processes the target creates, and what they run.
+    pub follow: bool,
+    /// `--max-sites`, when given: what the text lists too.
+    pub text_sites: Option<usize>,
+    /// `--wrapper`: the program's own allocator wrappers.
+    pub wrappers: Vec<String>,
+    /// `--stacks`: how allocation stacks are walked.
+    pub stacks: StackWalk,
+}
+
+/// How allocation stacks are walked (see `--stacks` in `tracer --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StackWalk {
+    /// With each file's unwind tables (.eh_frame), by frame pointer where a file has none.
+    #[default]
+    Dwarf,
+    /// By frame pointer only (the kernel's walk): cut short past code built without them.
+    Fp,
+}
+
+/// `--listen` and its options.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: String,
+    /// `--listen-any`: a non-loopback address is allowed.
+    pub any: bool,
+    /// `--listen-token`: requests need `Authorization: Bearer` with this file's token.
+    pub token: Option<PathBuf>,
+    /// `--max-metric-sites`.
+    pub max_metric_sites: usize,
+}
+
+/// What a run traces (see `--mode` in `tracer --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Allocator calls through uprobes, and the kernel's side.
+    #[default]
+    Full,
+    /// No uprobes: syscalls and faults with their user stacks, buddy and slab.
+    Kernel,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Kernel => "kernel",
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The third phase: records drained from the ring while the target runs, the views refreshed,
+//! signals, keys and snapshot requests answered, until the run ends.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+
+use super::{
+    RunConfig,
+    drain::Drain,
+    ui::next_key,
+    views::Views,
+    wait::{exited, kill, next_refresh, notified, sleep_until},
+};
+use crate::{
+    facts::EndedBy,
+    live::{snapshot::Ending, write_snapshot},
+    output::Checked,
+    probes::Probes,
+    signals::{Arrived, Signals},
+    summary::Summary,
+    top::Action,
+};
+
+/// The reader drains on this period even when no wakeup came (wakeups are batched).
+const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+/// Records taken from the ring in one go before the loop looks at signals and the target
+/// again: under a flood the ring never empties.
+pub(super) const DRAIN_BUDGET: usize = 1 << 16;
+
+/// Everything the loop turns: the ring, the probes, the reader and the views.
+pub(super) struct Loop<'a> {
+    pub cfg: &'a RunConfig,
+    pub ring: &'a mut AsyncFd<RingBuf<MapData>>,
+    pub probes: &'a mut Probes,
+    pub reader: Drain<'a>,
+    pub views: Views,
+    pub outputs: &'a Checked,
+    /// The command tracer launched, running; none for `--pid`.
+    pub child: Option<i32>,
+    /// Signals (and top's quits) passed on to the command so far.
+    pub signalled: u32,
+    pub started: Instant,
+}
+
+impl Loop<'_> {
+    /// Runs until the target exits (with `--follow`, every process it created too), the
+    /// duration is up, or the user interrupts.
+    pub(super) async fn run(
+        &mut self,
+        signals: &mut Signals,
+        snapshot_requests: &mut tokio::signal::unix::Signal,
+        pidfd: AsyncFd<std::os::fd::OwnedFd>,
+    ) -> Result<EndedBy> {
+        // Woken when a table compiled in the background is in.
+        let tables_ready = self.reader.tables.as_ref().map(|t| t.ready());
+        let mut tick = tokio::time::interval(DRAIN_PERIOD);
+        let mut names_read = Instant::now();
+        let deadline = self.cfg.duration.map(|d| tokio::time::Instant::now() + d);
+        // The target exited: watched no more. With --follow the run goes on while a process
+        // it created runs.
+        let mut pidfd = Some(pidfd);
+        loop {
+            if pidfd.is_none() && !self.reader.others_running() {
+                return Ok(EndedBy::Exited);
+            }
+            tokio::select! {
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard?;
+                    // Still readable when the budget ran out: the loop comes back at once,
+                    // after the other branches (signals, the target's exit) had their turn.
+                    if !self.reader.drain(guard.get_inner_mut(), &mut self.probes.ebpf, DRAIN_BUDGET)? {
+                        guard.clear_ready();
+                    }
+                }
+                _ = notified(tables_ready.as_deref()) => self.reader.tables_ready(&mut self.probes.ebpf),
+                _ = tick.tick() => {
+                    self.on_tick()?;
+                    if names_read.elapsed() >= Duration::from_secs(1) {
+                        self.reader.refresh_thread_names();
+                        names_read = Instant::now();
+                    }
+                }
+                _ = exited(pidfd.as_ref()) => {
+                    if !self.cfg.follow {
+                        return Ok(EndedBy::Exited);
+                    }
+                    // Its last events first: they may name more processes.
+                    self.drain()?;
+                    pidfd = None;
+                }
+                _ = sleep_until(deadline) => return Ok(EndedBy::Duration),
+                _ = next_refresh(self.views.interval.as_mut(), self.views.refresh_requests.as_mut()) => {
+                    let at = self.started.elapsed();
+                    // Everything the ring holds now first: the interval is as of this moment.
+                    let summary = self.summary_now(Some(usize::MAX))?;
+                    self.views.refresh(summary, at);
+                }
+                _ = snapshot_requests.recv() => self.snapshot()?,
+                key = next_key(self.views.top.as_mut()) => {
+                    if let Some(ended) = self.on_key(key)? {
+                        return Ok(ended);
+                    }
+                }
+                arrived = signals.recv() => {
+                    if let Some(ended) = self.on_signal(arrived) {
+                        return Ok(ended);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever the ring holds, up to the budget.
+    pub(super) fn drain(&mut self) -> Result<()> {
+        self.reader
+            .drain(self.ring.get_mut(), &mut self.probes.ebpf, DRAIN_BUDGET)?;
+        Ok(())
+    }
+
+    /// The periodic work: a drain (wakeups are batched), the kernel's counts, and continuing
+    /// a process stopped for too long for its tables.
+    fn on_tick(&mut self) -> Result<()> {
+        self.drain()?;
+        self.reader.read_counts(&self.probes.ebpf, false);
+        self.reader.tables_ready(&mut self.probes.ebpf);
+        Ok(())
+    }
+
+    /// A summary as of now, with at most `max_sites` sites (`--max-sites` when none).
+    fn summary_now(&mut self, max_sites: Option<usize>) -> Result<Summary> {
+        self.drain()?;
+        let finish = self.reader.snapshot(
+            &mut self.views.snapshotter,
+            &*self.probes,
+            Ending::running(),
+            max_sites,
+        );
+        Ok(self.reader.processes.summarize(&finish))
+    }
+
+    /// SIGUSR1 or `s` in top: every report written now, named by the time.
+    fn snapshot(&mut self) -> Result<()> {
+        let summary = self.summary_now(None)?;
+        let (_, said) = write_snapshot(&summary, self.outputs, self.views.top.is_some());
+        self.views.say(said);
+        Ok(())
+    }
+
+    /// A key in `tracer top`; the end of the run when it quits.
+    fn on_key(&mut self, key: crossterm::event::KeyEvent) -> Result<Option<EndedBy>> {
+        let Some(ui) = self.views.top.as_mut() else {
+            return Ok(None);
+        };
+        match ui.key(key) {
+            Action::None => {}
+            Action::Snapshot => self.snapshot()?,
+            Action::Quit => match self.child {
+                // Quitting ends the command top launched, as Ctrl-C would; the run ends when
+                // it exits.
+                Some(pid) if self.signalled == 0 => {
+                    self.signalled += 1;
+                    kill(pid, libc::SIGTERM);
+                    ui.say(format!("tracer: ended pid {pid}; waiting for it to exit"));
+                }
+                _ => return Ok(Some(EndedBy::Interrupted)),
+            },
+        }
+        Ok(None)
+    }
+
+    /// SIGINT or SIGTERM. The first goes to the command tracer launched (unless the terminal
+    /// already sent it there) and the run waits for it to end; a second one stops waiting.
+    fn on_signal(&mut self, arrived: Arrived) -> Option<EndedBy> {
+        if !arrived.any() {
+            return None;
+        }
+        let Some(pid) = self.child else {
+            return Some(EndedBy::Interrupted);
+        };
+        self.signalled += 1;
+        if self.signalled >= 2 {
+            eprintln!("tracer: stopped waiting for pid {pid}, which goes on untraced");
+            return Some(EndedBy::Interrupted);
+        }
+        if arrived.terminates > 0 {
+            kill(pid, libc::SIGTERM);
+        } else if arrived.sent_interrupts > 0 {
+            kill(pid, libc::SIGINT);
+        }
+        None
+    }
+}

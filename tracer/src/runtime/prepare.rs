@@ -1,0 +1,119 @@
+//! The first phase: every output checked, the listener bound and the target found or started
+//! (held at its first instruction), before anything is loaded into the kernel.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use tokio::io::unix::AsyncFd;
+
+use super::{RunConfig, TargetSpec, wait::watch};
+use crate::{
+    invoker,
+    launch::HeldChild,
+    output::{self, Checked, Sink},
+    probes::tracefs::Tracefs,
+    serve,
+    signals::Signals,
+    target,
+};
+
+/// What the run has before it loads anything.
+pub(super) struct Prepared {
+    pub outputs: Checked,
+    pub record: Option<Sink>,
+    /// `--record-max`: the directory of the recording's segments.
+    pub record_dir: Option<PathBuf>,
+    pub jsonl: Option<Sink>,
+    /// `--listen`: the bound socket, its token and `--max-metric-sites`.
+    pub listener: Option<(std::net::TcpListener, Option<String>, usize)>,
+    /// SIGUSR1: a snapshot of every report.
+    pub snapshot_requests: tokio::signal::unix::Signal,
+    pub tracefs: Tracefs,
+    pub target: Target,
+}
+
+/// The traced process, found or started.
+pub(super) struct Target {
+    pub pid: i32,
+    /// A launched command, held until the probes are in.
+    pub held: Option<HeldChild>,
+    pub command: Vec<String>,
+    /// Readable when the process exits.
+    pub pidfd: AsyncFd<std::os::fd::OwnedFd>,
+}
+
+/// Checks and binds everything a run needs before it touches the kernel, then finds or
+/// starts the target: a bad option fails here, in a second, with nothing to undo.
+pub(super) fn prepare(cfg: &RunConfig, signals: &mut Signals) -> Result<Prepared> {
+    target::check_privileges()?;
+    let (outputs, record, jsonl) = cfg.outputs.check(cfg.record.as_ref(), cfg.jsonl.as_ref())?;
+    // A recording that rotates needs a directory for its segments: a regular file's.
+    let record_dir = match (&record, cfg.record_max) {
+        (Some(output::Dest::File { dir, .. }), Some(_)) => Some(dir.clone()),
+        (Some(d), Some(_)) => anyhow::bail!(
+            "--record-max needs --record to be a regular file, not {}",
+            d.shown().display()
+        ),
+        _ => None,
+    };
+    let record = record.map(|d| Sink::open(&d)).transpose()?;
+    let jsonl = jsonl.map(|d| Sink::open(&d)).transpose()?;
+    // The address is bound now: a port in use fails before anything runs.
+    let listener = match &cfg.listen {
+        Some(l) => {
+            let token = l.token.as_deref().map(serve::read_token).transpose()?;
+            Some((serve::bind(&l.addr, l.any)?, token, l.max_metric_sites))
+        }
+        None => None,
+    };
+    let snapshot_requests = signals
+        .take_snapshot_requests()
+        .context("installing the SIGUSR1 handler")?;
+    let tracefs = Tracefs::find_or_mount()?;
+    if let TargetSpec::Pid(pid) = &cfg.target {
+        target::check_pid(*pid)?;
+        if let Some(tid) = cfg.tid {
+            target::check_tid(*pid, tid)?;
+        }
+    }
+    if signals.pending() {
+        anyhow::bail!("interrupted before tracing began");
+    }
+    Ok(Prepared {
+        outputs,
+        record,
+        record_dir,
+        jsonl,
+        listener,
+        snapshot_requests,
+        tracefs,
+        target: find_or_start(cfg)?,
+    })
+}
+
+/// The `--pid` process, or the command started and held at its first instruction.
+fn find_or_start(cfg: &RunConfig) -> Result<Target> {
+    let (pid, held, command) = match &cfg.target {
+        TargetSpec::Pid(pid) => (*pid, None, target::cmdline(*pid)),
+        TargetSpec::Command(argv) => {
+            let user = if cfg.run_as_root {
+                None
+            } else {
+                invoker::sudo_invoker()
+            };
+            let held = HeldChild::spawn(argv, user.as_ref())?;
+            let command = argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            (held.pid(), Some(held), command)
+        }
+    };
+    let pidfd = watch(target::pidfd_open(pid)?).context("watching the target for exit")?;
+    Ok(Target {
+        pid,
+        held,
+        command,
+        pidfd,
+    })
+}

@@ -1,0 +1,324 @@
+//! The second phase: the eBPF programs loaded and attached, the process's image read, the
+//! allocator probes and unwind tables in, the recording begun.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::EVENTS_MAP;
+
+use super::{Mode, RunConfig, StackWalk, TargetSpec, prepare::Target, wait::watch};
+use crate::{
+    facts::TargetFacts,
+    output::Sink,
+    probes::{
+        EBPF_OBJECT, LoadOptions, Probes,
+        tracefs::Tracefs,
+        uprobes::{AllocatorProbes, UprobeError, needed_libraries},
+    },
+    processes::Processes,
+    record::Recorder,
+    session::{Session, Start, is_loader},
+    signals::Signals,
+    summary::{label, visible},
+    target::{self, TargetFiles},
+    unwind::UnwindTables,
+};
+
+/// Everything that traces, once attached.
+pub(super) struct Traced {
+    pub probes: Probes,
+    /// The allocator probes; none in `--mode kernel`.
+    pub allocators: Option<AllocatorProbes>,
+    pub ring: AsyncFd<RingBuf<MapData>>,
+    pub processes: Processes,
+    /// The target's files, opened as it sees them and kept open.
+    pub files: TargetFiles,
+    pub recorder: Option<Recorder>,
+    /// The unwind tables given to the kernel (`--stacks dwarf`).
+    pub tables: Option<UnwindTables>,
+    /// The process the allocator probes fire for: the target, or 0 with `--follow`.
+    pub probe_pid: u32,
+    pub page_size: u64,
+    /// What the reports say of the target, less what only its end tells.
+    pub facts: TargetFacts,
+}
+
+/// Loads and attaches the probes for `target`, reads what it is now, and begins the
+/// recording.
+pub(super) fn start(
+    cfg: &RunConfig,
+    tracefs: &Tracefs,
+    target: &Target,
+    record: Option<Sink>,
+    record_dir: Option<PathBuf>,
+    signals: &Signals,
+) -> Result<Traced> {
+    let pid = target.pid;
+    let opts = load_options(cfg, pid, target.held.is_some());
+    if cfg.follow {
+        target::raise_fd_limit();
+    }
+    let setup = std::time::Instant::now();
+    let mut probes = Probes::load_and_attach(tracefs, &opts)?;
+    log::debug!(
+        "loaded and attached the kernel probes in {:?}",
+        setup.elapsed()
+    );
+    // Loaded now: the allocator programs are relocated against every map, the ring included.
+    let mut allocators = match cfg.mode {
+        Mode::Full => Some(AllocatorProbes::load(
+            EBPF_OBJECT,
+            &probes.ebpf,
+            cfg.uprobe_links,
+        )?),
+        Mode::Kernel => None,
+    };
+    let ring = probes
+        .ebpf
+        .take_map(EVENTS_MAP)
+        .context("the eBPF object has no event ring")?;
+    let ring = RingBuf::try_from(ring).context("opening the event ring")?;
+    let ring = watch(ring).context("polling the event ring")?;
+    let start = read_start(cfg, tracefs, target)?;
+    let processes = Processes::new(&start);
+    // With --follow the probes fire in every process that maps a probed file, and the kernel
+    // keeps to the traced ones: a child is traced from its first instruction.
+    let probe_pid = if cfg.follow { 0 } else { pid as u32 };
+    // The process's files, opened as it sees them (its namespace, its working directory, the
+    // inode it mapped) and kept open: probed and symbolized through these only.
+    let mut files = TargetFiles::new(pid);
+    files.open_mapped(&start.maps);
+    let recorder = begin_recording(cfg, &start, record, record_dir)?;
+    if let Some(allocators) = allocators.as_mut() {
+        let launched = match &cfg.target {
+            TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            TargetSpec::Pid(_) => None,
+        };
+        attach_allocators(
+            allocators,
+            &mut probes.ebpf,
+            processes.root(),
+            probe_pid,
+            launched.as_deref(),
+            &cfg.allocator_libs,
+            &mut files,
+            &|| signals.pending(),
+        )?;
+    }
+    let tables = opts
+        .dwarf
+        .then(|| load_tables(&mut probes.ebpf, processes.root(), &files));
+    log::debug!("set up in {:?}", setup.elapsed());
+    let facts = announce(cfg, target);
+    Ok(Traced {
+        probes,
+        allocators,
+        ring,
+        processes,
+        files,
+        recorder,
+        tables,
+        probe_pid,
+        page_size: start.page_size,
+        facts,
+    })
+}
+
+fn load_options(cfg: &RunConfig, pid: i32, launched: bool) -> LoadOptions {
+    LoadOptions {
+        target_tgid: pid as u32,
+        ring_bytes: cfg.ring_bytes,
+        wakeup_bytes: (cfg.ring_bytes / 4).max(4096),
+        kernel_stacks: cfg.kernel_stacks,
+        kernel: cfg.kernel,
+        max_stacks: cfg.max_stacks,
+        fault_stacks: cfg.fault_stacks,
+        sample_bytes: cfg.sample_bytes,
+        kernel_probes: cfg.kernel_probes,
+        // A launched command's parent is us: stopping it at an exec disturbs no shell. A
+        // followed process is held too (its parent sees the stop only if it waits with
+        // WUNTRACED, as only job-control shells do): it may run for less time than reading
+        // its new image takes.
+        hold_exec: launched || cfg.follow,
+        target_tid: cfg.tid.unwrap_or(0),
+        follow: cfg.follow,
+        dwarf: cfg.stacks == StackWalk::Dwarf,
+        allocator_probes: cfg.mode == Mode::Full,
+    }
+}
+
+/// The process as it is now: stopped at exec, or running.
+fn read_start(cfg: &RunConfig, tracefs: &Tracefs, target: &Target) -> Result<Start> {
+    let pid = target.pid;
+    let running = target.held.is_none();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    Ok(Start {
+        pid: pid as u32,
+        command: target.command.clone(),
+        page_size: target::page_size(),
+        // A running process has touched memory already: what of it is resident.
+        resident_at_attach: if running {
+            target::resident_now(pid as u32, &maps)
+        } else {
+            None
+        },
+        maps,
+        gfp_print_fmt: tracefs
+            .format("kmem", "mm_page_alloc")
+            .map(|f| f.print_fmt)
+            .unwrap_or_default(),
+        initial_break: if running {
+            target::current_break(pid)
+        } else {
+            None
+        },
+        sample_bytes: u64::from(cfg.sample_bytes),
+    })
+}
+
+/// `--record`: the recording, rotating in segments with `--record-max`.
+fn begin_recording(
+    cfg: &RunConfig,
+    start: &Start,
+    record: Option<Sink>,
+    record_dir: Option<PathBuf>,
+) -> Result<Option<Recorder>> {
+    let pid = start.pid;
+    Ok(match (record, cfg.record_max, record_dir) {
+        (Some(sink), Some(max), Some(dir)) => {
+            let base = start.clone();
+            // Each new segment starts from the process as it is then.
+            let now = Box::new(move || {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                    .unwrap_or_else(|_| base.maps.clone());
+                Start {
+                    resident_at_attach: target::resident_now(pid, &maps),
+                    maps,
+                    initial_break: target::current_break(pid as i32),
+                    ..base.clone()
+                }
+            });
+            Some(Recorder::rotating(sink, start, max, &dir, now)?)
+        }
+        (Some(sink), _, _) => Some(Recorder::create(sink, start)?),
+        (None, ..) => None,
+    })
+}
+
+/// Attaches the allocator probes to every file the process has mapped or, for a command
+/// stopped at exec, will load, and to `extra` files named by the user.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the attach's inputs, each used once"
+)]
+fn attach_allocators(
+    allocators: &mut AllocatorProbes,
+    ebpf: &mut Ebpf,
+    session: &Session,
+    probe_pid: u32,
+    launched: Option<&Path>,
+    extra: &[PathBuf],
+    target_files: &mut TargetFiles,
+    stop: &dyn Fn() -> bool,
+) -> Result<()> {
+    let mut paths = session.space.exec_files();
+    // A launched command runs in our namespace: its loader can list what it will load.
+    if let Some(program) = launched
+        && let Some(loader) = paths.iter().find(|f| is_loader(f)).cloned()
+    {
+        paths.extend(needed_libraries(&loader, program));
+    }
+    paths.retain(|f| !is_loader(f));
+    // Each is probed through the descriptor opened for it (uprobes go by inode).
+    let mut files = Vec::new();
+    for path in paths {
+        match target_files.open_path(&path) {
+            Some(via) => files.push((path, via)),
+            None => log::warn!(
+                "{}: not a regular file the process can read; its allocator functions (if any) \
+                 are not probed",
+                path.display()
+            ),
+        }
+    }
+    let (_, errors) = allocators.attach_files(ebpf, &files, probe_pid, stop);
+    for (_, e) in errors {
+        match e {
+            UprobeError::Load { .. } | UprobeError::Program(_) => return Err(e.into()),
+            e => log::warn!("{:#}", anyhow::Error::from(e)),
+        }
+    }
+    if stop() {
+        log::warn!("interrupted while attaching: some allocator functions may not be probed");
+        return Ok(());
+    }
+    for file in extra {
+        allocators.attach_file(ebpf, file, file, probe_pid)?;
+    }
+    if allocators.attached.is_empty() {
+        log::warn!(
+            "no allocator functions found in the process's files: user-space allocations are not traced"
+        );
+    }
+    Ok(())
+}
+
+/// The unwind tables of every file opened so far (the command's libraries included, before
+/// its loader maps them), compiled now so that each is given its table the moment it is
+/// mapped, and given to the root process's mappings.
+fn load_tables(ebpf: &mut Ebpf, root: &Session, files: &TargetFiles) -> UnwindTables {
+    let mut tables = UnwindTables::default();
+    for via in files.substitutes().values() {
+        if let Err(e) = tables.preload(ebpf, via) {
+            log::warn!("{:#}", anyhow::Error::from(e));
+        }
+    }
+    if let Err(e) = tables.sync(
+        ebpf,
+        root.pid,
+        root.space.exec_mappings(),
+        files.substitutes(),
+    ) {
+        log::warn!(
+            "{:#}: stacks are walked by frame pointer",
+            anyhow::Error::from(e)
+        );
+    }
+    tables
+}
+
+/// Says what is traced (a `--pid` run, and the processes it had started, which are not), and
+/// returns the target's facts.
+fn announce(cfg: &RunConfig, target: &Target) -> TargetFacts {
+    let pid = target.pid;
+    // What the target had started before we came: not traced, and said so.
+    let children_at_attach = match cfg.target {
+        TargetSpec::Pid(_) => target::descendants(pid as u32),
+        TargetSpec::Command(_) => Vec::new(),
+    };
+    if target.held.is_none() {
+        eprintln!(
+            "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
+            visible(&target.command.join(" "))
+        );
+    }
+    if !children_at_attach.is_empty() {
+        eprintln!(
+            "tracer: warning: {}",
+            label::children_at_attach(pid as u32, &children_at_attach)
+        );
+    }
+    TargetFacts {
+        pid: pid as u32,
+        namespace_pid: target::namespace_pid(pid),
+        command: target.command.clone(),
+        children_at_attach,
+        ..TargetFacts::default()
+    }
+}
