@@ -14,6 +14,27 @@ pub use counted::{
     SlabCountKey,
 };
 
+/// Every map userspace opens by name: a test checks each is in the eBPF object.
+pub const MAP_NAMES: [&str; 17] = [
+    EVENTS_MAP,
+    COUNTERS_MAP,
+    CONTROL_MAP,
+    PENDING_SYSCALLS_MAP,
+    ALLOC_STATE_MAP,
+    STACKS_MAP,
+    SAMPLED_MAP,
+    SAMPLE_TABLE_MAP,
+    KSTACKS_MAP,
+    LIVE_PAGES_MAP,
+    LIVE_PAGE_BITS_MAP,
+    FOLLOWED_MAP,
+    UNWIND_ROWS_MAP,
+    UNWIND_MAPS_MAP,
+    DWARF_STACKS_MAP,
+    FAULT_STASH_MAP,
+    SLAB_COUNTS_MAP,
+];
+
 /// Name of the ring buffer that carries every event to userspace.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU array of counters (see [`counter`]).

@@ -171,6 +171,10 @@ pub const KMEM_TRACEPOINTS: [&str; 7] = [
     "kfree",
 ];
 
+/// The `_node` variants of the slab tracepoints (kernels before 6.1), attached with the plain
+/// ones where they are laid out alike.
+pub const KMEM_NODE_VARIANTS: [&str; 2] = ["kmalloc_node", "kmem_cache_alloc_node"];
+
 /// What differs between kernels in the kmem tracepoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KmemLayout {
@@ -217,10 +221,7 @@ pub fn kmem_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<KmemLayout, 
     into.kmalloc_bytes_alloc = kmalloc.field("bytes_alloc")?.offset;
     into.kmalloc_gfp = kmalloc.field("gfp_flags")?.offset;
     into.kfree_ptr = f("kfree")?.field("ptr")?.offset;
-    for (variant, plain) in [
-        ("kmalloc_node", &kmalloc),
-        ("kmem_cache_alloc_node", &cache_alloc),
-    ] {
+    for (variant, plain) in KMEM_NODE_VARIANTS.into_iter().zip([&kmalloc, &cache_alloc]) {
         let Ok(format) = f(variant) else {
             continue;
         };

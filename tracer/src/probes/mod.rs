@@ -122,6 +122,11 @@ impl Attachment {
         }
     }
 
+    /// A syscall's perf tracepoint: `dir` is `enter` or `exit`.
+    fn syscall(dir: &str, syscall: Syscall) -> Self {
+        Attachment::new("syscalls", &format!("sys_{dir}_{}", syscall.name()))
+    }
+
     fn raw(name: &str) -> Self {
         Attachment {
             program: format!("raw_{name}"),
@@ -129,6 +134,36 @@ impl Attachment {
             name: name.to_string(),
         }
     }
+}
+
+/// The perf tracepoints beside the syscalls' and kmem's, as (category, name).
+const NEWTASK: (&str, &str) = ("task", "task_newtask");
+const EXEC: (&str, &str) = ("sched", "sched_process_exec");
+const EXIT: (&str, &str) = ("sched", "sched_process_exit");
+const FAULT: (&str, &str) = ("exceptions", "page_fault_user");
+
+/// Every program userspace may ask the eBPF object for, in any mode on any kernel: the
+/// tracepoint programs as [`build_config`] names them, and the allocator programs.
+pub fn program_names() -> Vec<String> {
+    let syscalls = Syscall::ALL
+        .into_iter()
+        .flat_map(|s| ["enter", "exit"].map(|dir| Attachment::syscall(dir, s)));
+    let kmem = kernel::KMEM_TRACEPOINTS
+        .iter()
+        .chain(&kernel::KMEM_NODE_VARIANTS)
+        .map(|n| Attachment::new("kmem", n));
+    let other = [NEWTASK, EXEC, EXIT, FAULT].map(|(category, n)| Attachment::new(category, n));
+    let raw = kernel::RAW_TRACEPOINTS
+        .iter()
+        .chain(&kernel::RAW_KERNEL_TRACEPOINTS)
+        .map(|(n, _)| Attachment::raw(n));
+    syscalls
+        .chain(kmem)
+        .chain(other)
+        .chain(raw)
+        .map(|a| a.program)
+        .chain(uprobes::PROGRAMS.map(String::from))
+        .collect()
 }
 
 /// The kernel layout for the raw programs, when `wanted` and possible.
@@ -194,15 +229,15 @@ pub fn build_config(
         }
         // Child processes are counted in every mode: the summary says they were not traced.
         match kernel::newtask_offsets(tracefs, &mut config.kmem) {
-            Ok(()) => attach.push(Attachment::new("task", "task_newtask")),
+            Ok(()) => attach.push(Attachment::new(NEWTASK.0, NEWTASK.1)),
             Err(e) if opts.follow => return Err(ProbeError::Follow(e.to_string())),
             Err(e) => log::warn!("child processes are not counted: {e}"),
         }
-        attach.push(Attachment::new("sched", "sched_process_exec"));
+        attach.push(Attachment::new(EXEC.0, EXEC.1));
         if opts.follow {
             kernel::exit_offsets(tracefs, &mut config.kmem)
                 .map_err(|e| ProbeError::Follow(e.to_string()))?;
-            attach.push(Attachment::new("sched", "sched_process_exit"));
+            attach.push(Attachment::new(EXIT.0, EXIT.1));
             // Exit codes are read from the task (without BTF, they are not known).
             config.layout.task_exit_code = btf::Btf::from_sys()
                 .ok()
@@ -268,8 +303,7 @@ fn attach_perf_syscalls(
         }
         config.syscalls[syscall as usize] = offsets;
         for dir in ["enter", "exit"] {
-            let name = format!("sys_{dir}_{}", syscall.name());
-            attach.push(Attachment::new("syscalls", &name));
+            attach.push(Attachment::syscall(dir, syscall));
         }
     }
     Ok(())
@@ -294,7 +328,7 @@ fn attach_perf_kernel(tracefs: &Tracefs, config: &mut Config, attach: &mut Vec<A
         Err(e) => log::warn!("buddy and slab allocations are not traced: {e}"),
     }
     match kernel::fault_offsets(tracefs, &mut config.kmem) {
-        Ok(()) => attach.push(Attachment::new("exceptions", "page_fault_user")),
+        Ok(()) => attach.push(Attachment::new(FAULT.0, FAULT.1)),
         Err(e) => log::warn!("page faults are not traced: {e}"),
     }
 }
@@ -490,3 +524,6 @@ fn raise_memlock_limit() {
         );
     }
 }
+
+#[cfg(test)]
+mod names_tests;

@@ -296,6 +296,8 @@ const ENTER: &str = "alloc_enter";
 const EXIT: &str = "alloc_exit";
 const SESSION: &str = "alloc_session";
 const FREE: &str = "free_enter";
+/// Every allocator program.
+pub const PROGRAMS: [&str; 4] = [ENTER, EXIT, SESSION, FREE];
 
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, UprobeError> {
     ebpf.program_mut(name)
