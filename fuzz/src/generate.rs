@@ -9,7 +9,7 @@ use tracer::{
     session::{Finish, ProcessFinish, Start},
     symbolize::Frame,
 };
-use tracer_common::kind;
+use tracer_common::{EventKind, FaultEvent, FaultPageEvent, kind};
 
 /// splitmix64: small, fast, and the same everywhere.
 pub struct Rng(u64);
@@ -156,20 +156,13 @@ fn start(rng: &mut Rng) -> Start {
 
 /// One event: the right size for its kind (usually), header set, fields from [`word`].
 fn event(rng: &mut Rng) -> Vec<u8> {
-    let kinds = [
-        (kind::SYSCALL, 104),
-        (kind::ALLOC, 80),
-        (kind::OPEN, 32 + 256),
-        (kind::PAGE_ALLOC, 72),
-        (kind::PAGE_FREE, 72),
-        (kind::SLAB_ALLOC, 120),
-        (kind::SLAB_FREE, 120),
-        (kind::SLAB_COUNT, 112),
-        (kind::FAULT, 64),
-        (kind::FAULT_PAGE, 136),
-        (kind::FORK, 32),
-        (kind::EXIT, 32),
-    ];
+    // Every kind a recording holds (a held process is a live control, never recorded; an exec
+    // comes with the image it read), at its payload's size.
+    let kinds: Vec<(u32, usize)> = EventKind::ALL
+        .into_iter()
+        .filter(|k| !matches!(k, EventKind::Held | EventKind::Exec))
+        .map(|k| (k as u32, k.record_bytes()))
+        .collect();
     let (k, size) = if rng.chance(50) {
         (rng.below(20) as u32, 64)
     } else {
@@ -215,8 +208,8 @@ fn event(rng: &mut Rng) -> Vec<u8> {
         bytes[24..40].fill(0);
     }
     // A fault and its page in one record: the page's half as a page allocation's.
-    if k == kind::FAULT_PAGE && bytes.len() >= 136 && !rng.chance(8) {
-        let (fault, page) = bytes.split_at_mut(64);
+    if k == kind::FAULT_PAGE && bytes.len() >= size_of::<FaultPageEvent>() && !rng.chance(8) {
+        let (fault, page) = bytes.split_at_mut(size_of::<FaultEvent>());
         page[..24].copy_from_slice(&fault[..24]);
         page[8..12].copy_from_slice(&kind::PAGE_ALLOC.to_le_bytes());
         page[24..40].fill(0);

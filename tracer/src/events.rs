@@ -1,20 +1,20 @@
 //! Raw ring-buffer bytes to typed events.
 
-use std::mem::size_of;
+use std::{mem::size_of, ops::Deref};
 
 use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
-    AllocEvent, AllocFn, EventHeader, ExecEvent, FaultEvent, FaultPageEvent, HeldEvent, OpenEvent,
-    PageEvent, ProcessEvent, SlabCountEvent, SlabEvent, Syscall, SyscallEvent, kind,
+    AllocEvent, AllocFn, EventHeader, EventKind, ExecEvent, FaultEvent, FaultPageEvent, HeldEvent,
+    OpenEvent, PageEvent, ProcessEvent, SlabCountEvent, SlabEvent, Syscall, SyscallEvent, kind,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
 /// nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    Syscall(SyscallEvent),
-    Alloc(AllocEvent),
+    Syscall(SyscallCall),
+    Alloc(AllocCall),
     Open(OpenEvent),
     PageAlloc(PageEvent),
     PageFree(PageEvent),
@@ -49,6 +49,55 @@ impl Event {
             Event::Fork(e) | Event::Exit(e) => &e.header,
             Event::Held(e) => &e.header,
         }
+    }
+}
+
+/// A syscall event with its syscall decoded: what `decode` checked, typed, so that nothing
+/// after it reads the number again. Its wire fields are reached through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyscallCall {
+    pub syscall: Syscall,
+    pub raw: SyscallEvent,
+}
+
+impl Deref for SyscallCall {
+    type Target = SyscallEvent;
+
+    fn deref(&self) -> &SyscallEvent {
+        &self.raw
+    }
+}
+
+impl TryFrom<SyscallEvent> for SyscallCall {
+    type Error = DecodeError;
+
+    fn try_from(raw: SyscallEvent) -> Result<Self, DecodeError> {
+        let syscall = Syscall::try_from(raw.syscall).map_err(DecodeError::UnknownSyscall)?;
+        Ok(SyscallCall { syscall, raw })
+    }
+}
+
+/// An allocator event with its function decoded (see [`SyscallCall`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocCall {
+    pub func: AllocFn,
+    pub raw: AllocEvent,
+}
+
+impl Deref for AllocCall {
+    type Target = AllocEvent;
+
+    fn deref(&self) -> &AllocEvent {
+        &self.raw
+    }
+}
+
+impl TryFrom<AllocEvent> for AllocCall {
+    type Error = DecodeError;
+
+    fn try_from(raw: AllocEvent) -> Result<Self, DecodeError> {
+        let func = AllocFn::try_from(raw.func).map_err(DecodeError::UnknownAllocFn)?;
+        Ok(AllocCall { func, raw })
     }
 }
 
@@ -88,35 +137,33 @@ pub fn block_addresses(bytes: &[u8]) -> Option<(u32, u64, u64)> {
 /// Decodes one event from the bytes of one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header = decode_header(bytes)?;
-    match header.kind {
-        kind::SYSCALL => {
+    let kind = EventKind::try_from(header.kind).map_err(DecodeError::UnknownKind)?;
+    Ok(match kind {
+        EventKind::Syscall => {
             let event: SyscallEvent = read(bytes, "syscall event")?;
-            Syscall::try_from(event.syscall).map_err(DecodeError::UnknownSyscall)?;
-            Ok(Event::Syscall(event))
+            Event::Syscall(event.try_into()?)
         }
-        kind::ALLOC => {
+        EventKind::Alloc => {
             let event: AllocEvent = read(bytes, "allocation event")?;
-            AllocFn::try_from(event.func).map_err(DecodeError::UnknownAllocFn)?;
-            Ok(Event::Alloc(event))
+            Event::Alloc(event.try_into()?)
         }
-        kind::OPEN => Ok(Event::Open(read(bytes, "open event")?)),
-        kind::PAGE_ALLOC => Ok(Event::PageAlloc(read(bytes, "page event")?)),
-        kind::PAGE_FREE => Ok(Event::PageFree(read(bytes, "page event")?)),
-        kind::SLAB_ALLOC => Ok(Event::SlabAlloc(read(bytes, "slab event")?)),
-        kind::SLAB_FREE => Ok(Event::SlabFree(read(bytes, "slab event")?)),
-        kind::SLAB_COUNT => Ok(Event::SlabCount(read(bytes, "slab count event")?)),
-        kind::FAULT => Ok(Event::Fault(read(bytes, "fault event")?)),
-        kind::FAULT_PAGE => {
+        EventKind::Open => Event::Open(read(bytes, "open event")?),
+        EventKind::PageAlloc => Event::PageAlloc(read(bytes, "page event")?),
+        EventKind::PageFree => Event::PageFree(read(bytes, "page event")?),
+        EventKind::SlabAlloc => Event::SlabAlloc(read(bytes, "slab event")?),
+        EventKind::SlabFree => Event::SlabFree(read(bytes, "slab event")?),
+        EventKind::SlabCount => Event::SlabCount(read(bytes, "slab count event")?),
+        EventKind::Fault => Event::Fault(read(bytes, "fault event")?),
+        EventKind::FaultPage => {
             let FaultPageEvent { mut fault, page } = read(bytes, "fault and page event")?;
             fault.header.kind = kind::FAULT;
-            Ok(Event::FaultPage(fault, page))
+            Event::FaultPage(fault, page)
         }
-        kind::EXEC => Ok(Event::Exec(read(bytes, "exec event")?)),
-        kind::FORK => Ok(Event::Fork(read(bytes, "fork event")?)),
-        kind::EXIT => Ok(Event::Exit(read(bytes, "exit event")?)),
-        kind::HELD => Ok(Event::Held(read(bytes, "held event")?)),
-        other => Err(DecodeError::UnknownKind(other)),
-    }
+        EventKind::Exec => Event::Exec(read(bytes, "exec event")?),
+        EventKind::Fork => Event::Fork(read(bytes, "fork event")?),
+        EventKind::Exit => Event::Exit(read(bytes, "exit event")?),
+        EventKind::Held => Event::Held(read(bytes, "held event")?),
+    })
 }
 
 /// The bytes of a wire value, as the kernel writes them.
@@ -141,10 +188,13 @@ fn read<T: Pod>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
 /// Builders of synthetic events for tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use tracer_common::{AllocEvent, AllocFn, EventHeader, kind};
+    use tracer_common::{AllocEvent, AllocFn, EventHeader, Syscall, SyscallEvent, kind};
+
+    use super::{AllocCall, SyscallCall};
 
     /// `func` called from `caller` (stack id 1) on thread 1 at `ts_ns`, returning `ptr` for a
-    /// request of `size` bytes; `enter_ns` equals `ts_ns`. Adjust the rest with `..`.
+    /// request of `size` bytes; `enter_ns` equals `ts_ns`. Adjust the rest with `..`; see
+    /// [`alloc_call`] for it typed.
     pub fn alloc(func: AllocFn, size: u64, ptr: u64, caller: u64, ts_ns: u64) -> AllocEvent {
         AllocEvent {
             header: EventHeader {
@@ -162,6 +212,22 @@ pub(crate) mod testing {
             old_ptr: 0,
             caller,
             enter_ns: ts_ns,
+        }
+    }
+
+    /// `raw`, typed as `decode` would type it (its numbers must be known ones).
+    pub fn call(raw: SyscallEvent) -> SyscallCall {
+        SyscallCall {
+            syscall: Syscall::try_from(raw.syscall).expect("a known syscall"),
+            raw,
+        }
+    }
+
+    /// `raw`, typed as `decode` would type it.
+    pub fn alloc_call(raw: AllocEvent) -> AllocCall {
+        AllocCall {
+            func: AllocFn::try_from(raw.func).expect("a known allocator function"),
+            raw,
         }
     }
 }
@@ -198,7 +264,7 @@ mod tests {
         assert_eq!(&bytes[8..12], &kind::SYSCALL.to_ne_bytes());
         assert_eq!(&bytes[24..28], &(Syscall::Mmap as u32).to_ne_bytes());
         assert_eq!(&bytes[40..48], &8192u64.to_ne_bytes());
-        assert_eq!(decode(bytes), Ok(Event::Syscall(ev)));
+        assert_eq!(decode(bytes), Ok(Event::Syscall(testing::call(ev))));
     }
 
     #[test]
@@ -206,7 +272,7 @@ mod tests {
         let ev = mmap_event();
         let mut buf = [0u8; 105];
         buf[1..].copy_from_slice(encode(&ev));
-        assert_eq!(decode(&buf[1..]), Ok(Event::Syscall(ev)));
+        assert_eq!(decode(&buf[1..]), Ok(Event::Syscall(testing::call(ev))));
     }
 
     #[test]
@@ -259,7 +325,7 @@ mod tests {
         assert_eq!(bytes.len(), 80);
         assert_eq!(&bytes[24..28], &(AllocFn::Calloc as u32).to_ne_bytes());
         assert_eq!(&bytes[28..32], &17i32.to_ne_bytes());
-        assert_eq!(decode(bytes), Ok(Event::Alloc(alloc)));
+        assert_eq!(decode(bytes), Ok(Event::Alloc(testing::alloc_call(alloc))));
         for len in 24..80 {
             assert_eq!(
                 decode(&bytes[..len]),

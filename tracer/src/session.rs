@@ -9,8 +9,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::events::SyscallCall;
 use serde::{Deserialize, Serialize};
-use tracer_common::{Syscall, SyscallEvent, counter};
+use tracer_common::{Syscall, counter};
 
 use crate::{
     aggregate::{
@@ -364,7 +365,7 @@ impl Session {
                 self.agg.syscalls.on_syscall(e);
                 self.agg.callers.on_syscall(e, brk_before);
                 self.join.on_syscall(e, brk_before);
-                if e.syscall == Syscall::Brk as u32
+                if e.syscall == Syscall::Brk
                     && e.args[0] != 0
                     && let Some(before) = brk_before
                 {
@@ -454,18 +455,18 @@ impl Session {
     }
 
     /// Keeps the address-space model current; returns a file newly mapped executable.
-    fn follow_mapping(&mut self, e: &SyscallEvent) -> Option<PathBuf> {
+    fn follow_mapping(&mut self, e: &SyscallCall) -> Option<PathBuf> {
         if is_error(e.ret) {
             return None;
         }
         let a = e.args;
         let ts = e.header.ts_ns.max(self.last_ts);
-        match Syscall::try_from(e.syscall).ok()? {
+        match e.syscall {
             Syscall::Mmap => self.timeline.mark(ts, "mmap", a[1]),
             Syscall::Munmap => self.timeline.mark(ts, "munmap", a[1]),
             _ => {}
         }
-        match Syscall::try_from(e.syscall).ok()? {
+        match e.syscall {
             Syscall::Mmap => self
                 .space
                 .on_mmap(e.ret as u64, a[1], a[2], a[3], a[4] as i32, a[5])

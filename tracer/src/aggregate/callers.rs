@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 
+use crate::events::SyscallCall;
 use serde::Serialize;
-use tracer_common::{FaultEvent, Syscall, SyscallEvent};
+use tracer_common::{FaultEvent, Syscall};
 
 use super::syscalls::{is_error, page_up};
 
@@ -45,10 +46,8 @@ pub struct Callers {
 
 impl Callers {
     /// A memory syscall; `brk_before` is the program break before it, when known.
-    pub fn on_syscall(&mut self, e: &SyscallEvent, brk_before: Option<u64>) {
-        let Ok(syscall) = Syscall::try_from(e.syscall) else {
-            return;
-        };
+    pub fn on_syscall(&mut self, e: &SyscallCall, brk_before: Option<u64>) {
+        let syscall = e.syscall;
         if syscall == Syscall::Openat {
             return;
         }
@@ -115,8 +114,8 @@ mod tests {
 
     use super::*;
 
-    fn call(syscall: Syscall, stack_id: i32, args: [u64; 6], ret: i64) -> SyscallEvent {
-        SyscallEvent {
+    fn call(syscall: Syscall, stack_id: i32, args: [u64; 6], ret: i64) -> SyscallCall {
+        crate::events::testing::call(tracer_common::SyscallEvent {
             header: EventHeader {
                 kind: kind::SYSCALL,
                 ..Default::default()
@@ -126,7 +125,7 @@ mod tests {
             args,
             ret,
             ..Default::default()
-        }
+        })
     }
 
     #[test]

@@ -15,6 +15,7 @@ use foldhash::HashMap as FastMap;
 
 use super::{live::LiveTable, threads::Threads};
 
+use crate::events::AllocCall;
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn};
 
@@ -227,12 +228,10 @@ impl HeapStats {
         self.sample_bytes
     }
 
-    pub fn on_alloc(&mut self, e: &AllocEvent) -> Option<SiteId> {
+    pub fn on_alloc(&mut self, e: &AllocCall) -> Option<SiteId> {
         let tid = e.header.tid;
         self.threads.get_mut(tid);
-        let Ok(func) = AllocFn::try_from(e.func) else {
-            return None;
-        };
+        let func = e.func;
         if func.is_free() {
             let stats = if func == AllocFn::Free {
                 &mut self.free
@@ -547,13 +546,13 @@ mod tests {
                 (1, size)
             };
             let e = testing::alloc(func, size, ptr, 0x1000 + site, self.ts);
-            self.heap.on_alloc(&AllocEvent {
+            self.heap.on_alloc(&testing::alloc_call(AllocEvent {
                 header: EventHeader { tid, ..e.header },
                 stack_id: site as i32,
                 nmemb,
                 old_ptr: old,
                 ..e
-            });
+            }));
         }
 
         fn alloc(&mut self, tid: u32, size: u64, ptr: u64, site: u64) {

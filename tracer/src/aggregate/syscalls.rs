@@ -1,7 +1,8 @@
 //! Accounting of brk, mmap, munmap and mremap calls.
 
+use crate::events::SyscallCall;
 use serde::Serialize;
-use tracer_common::{Syscall, SyscallEvent};
+use tracer_common::Syscall;
 
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
@@ -126,10 +127,8 @@ impl SyscallStats {
             .map_or(len, |l| l & !(self.page_size - 1))
     }
 
-    pub fn on_syscall(&mut self, e: &SyscallEvent) {
-        let Ok(syscall) = Syscall::try_from(e.syscall) else {
-            return;
-        };
+    pub fn on_syscall(&mut self, e: &SyscallCall) {
+        let syscall = e.syscall;
         let failed = is_error(e.ret);
         let a = e.args;
         match syscall {
@@ -230,10 +229,10 @@ mod tests {
 
     use super::*;
 
-    fn call(syscall: Syscall, args: &[u64], ret: i64) -> SyscallEvent {
+    fn call(syscall: Syscall, args: &[u64], ret: i64) -> SyscallCall {
         let mut a = [0; 6];
         a[..args.len()].copy_from_slice(args);
-        SyscallEvent {
+        crate::events::testing::call(tracer_common::SyscallEvent {
             header: EventHeader {
                 kind: kind::SYSCALL,
                 ..Default::default()
@@ -244,7 +243,7 @@ mod tests {
             ret,
             duration_ns: 0,
             alloc_enter_ns: 0,
-        }
+        })
     }
 
     const ENOMEM: i64 = -12;

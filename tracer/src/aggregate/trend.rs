@@ -81,13 +81,13 @@ fn thin<T>(v: &mut Vec<T>) {
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::{AllocEvent, AllocFn};
+    use tracer_common::AllocFn;
 
     use super::*;
     use crate::events::testing;
 
     fn alloc(heap: &mut HeapStats, ts: u64, addr: u64, caller: u64) {
-        let e: AllocEvent = testing::alloc(AllocFn::Malloc, 100, addr, caller, ts);
+        let e = testing::alloc_call(testing::alloc(AllocFn::Malloc, 100, addr, caller, ts));
         heap.on_alloc(&e);
     }
 

@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 
 use foldhash::HashMap as FastMap;
 
+use crate::events::{AllocCall, SyscallCall};
 use serde::Serialize;
-use tracer_common::{AllocEvent, AllocFn, FaultEvent, PageEvent, SlabEvent, Syscall, SyscallEvent};
+use tracer_common::{FaultEvent, PageEvent, SlabEvent, Syscall};
 
 use super::resident::PageSet;
 use super::space::{AddressSpace, RegionKind};
@@ -186,12 +187,10 @@ impl Join {
     }
 
     /// A completed syscall. Call before the address-space model is updated with it.
-    pub fn on_syscall(&mut self, e: &SyscallEvent, brk_before: Option<u64>) {
+    pub fn on_syscall(&mut self, e: &SyscallCall, brk_before: Option<u64>) {
         let tid = e.header.tid;
         self.end_fault(tid);
-        let Ok(syscall) = Syscall::try_from(e.syscall) else {
-            return;
-        };
+        let syscall = e.syscall;
         let enter_ns = e.header.ts_ns.wrapping_sub(e.duration_ns);
         if let Some((pending_enter, kernel)) = self.pending_syscall.remove(&tid)
             && pending_enter == enter_ns
@@ -428,12 +427,10 @@ impl Join {
 
     /// An allocator call returned: its site takes what it caused. Call after the heap recorded
     /// it, with the address space as it is now; `site` is where the heap model put the block (none for a free or a failed call).
-    pub fn on_alloc(&mut self, e: &AllocEvent, space: &AddressSpace, site: Option<SiteId>) {
+    pub fn on_alloc(&mut self, e: &AllocCall, space: &AddressSpace, site: Option<SiteId>) {
         let tid = e.header.tid;
         self.end_fault(tid);
-        let Ok(func) = AllocFn::try_from(e.func) else {
-            return;
-        };
+        let func = e.func;
         let pending = if self.pending_call.is_empty() {
             None
         } else {

@@ -49,7 +49,7 @@ impl Seq {
         let mut a = [0; 6];
         a[..args.len()].copy_from_slice(args);
         let header = self.header(kind::SYSCALL, 0);
-        let e = SyscallEvent {
+        let e = testing::call(SyscallEvent {
             header,
             syscall: syscall as u32,
             stack_id: -1,
@@ -57,7 +57,7 @@ impl Seq {
             ret,
             duration_ns: header.ts_ns - enter,
             alloc_enter_ns: in_alloc,
-        };
+        });
         let brk_before = self.space.lookup(0x55_0000_0000).map(|m| m.end);
         self.join.on_syscall(&e, brk_before);
         if syscall == Syscall::Mmap {
@@ -115,11 +115,11 @@ impl Seq {
     }
 
     fn alloc(&mut self, size: u64, ptr: u64, caller: u64, enter: u64) -> SiteId {
-        let e = AllocEvent {
+        let e = testing::alloc_call(AllocEvent {
             header: self.header(kind::ALLOC, 0),
             enter_ns: enter,
             ..testing::alloc(AllocFn::Malloc, size, ptr, caller, 0)
-        };
+        });
         let site = self.heap.on_alloc(&e);
         self.join.on_alloc(&e, &self.space, site);
         let site = site.expect("an allocation has a site");

@@ -227,12 +227,8 @@ pub(crate) mod tests {
         allocator_files: Vec<String>,
     ) -> user::UserSummary {
         let mut heap = crate::aggregate::HeapStats::default();
-        heap.on_alloc(&crate::events::testing::alloc(
-            tracer_common::AllocFn::Malloc,
-            64,
-            0xa0,
-            frame.addr,
-            1,
+        heap.on_alloc(&crate::events::testing::alloc_call(
+            crate::events::testing::alloc(tracer_common::AllocFn::Malloc, 64, 0xa0, frame.addr, 1),
         ));
         let mut sym = crate::symbolize::TableSymbolizer::default();
         sym.table.insert(frame.addr, vec![frame]);
@@ -276,7 +272,7 @@ pub(crate) mod tests {
     pub fn sample_summary() -> Summary {
         let mut syscalls = SyscallStats::new(4096);
         let mut ev = |syscall: Syscall, args: [u64; 6], ret: i64| {
-            syscalls.on_syscall(&SyscallEvent {
+            syscalls.on_syscall(&crate::events::testing::call(SyscallEvent {
                 header: EventHeader {
                     kind: kind::SYSCALL,
                     ..Default::default()
@@ -287,7 +283,7 @@ pub(crate) mod tests {
                 ret,
                 duration_ns: 0,
                 alloc_enter_ns: 0,
-            })
+            }))
         };
         ev(Syscall::Brk, [0; 6], 0x1000_0000);
         ev(Syscall::Brk, [0x1002_1000, 0, 0, 0, 0, 0], 0x1002_1000);

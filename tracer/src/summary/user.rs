@@ -439,29 +439,47 @@ mod tests {
         let mut cache = std::collections::VecDeque::new();
         for i in 0..300u64 {
             let ts = 1_000 * ms + i * 10 * ms;
-            heap.on_alloc(&testing::alloc(
+            heap.on_alloc(&testing::alloc_call(testing::alloc(
                 AllocFn::Malloc,
                 64,
                 0x1_0000 + i * 64,
                 0x4000_0100,
                 ts,
-            ));
+            )));
             // The cache keeps its newest 10 entries.
             let addr = 0x20_0000 + i * 256;
-            heap.on_alloc(&testing::alloc(AllocFn::Malloc, 256, addr, 0x4000_0200, ts));
+            heap.on_alloc(&testing::alloc_call(testing::alloc(
+                AllocFn::Malloc,
+                256,
+                addr,
+                0x4000_0200,
+                ts,
+            )));
             cache.push_back(addr);
             if cache.len() > 10 {
                 let old = cache.pop_front().unwrap();
-                heap.on_alloc(&testing::alloc(AllocFn::Free, 0, old, 0, ts));
+                heap.on_alloc(&testing::alloc_call(testing::alloc(
+                    AllocFn::Free,
+                    0,
+                    old,
+                    0,
+                    ts,
+                )));
             }
-            heap.on_alloc(&testing::alloc(
+            heap.on_alloc(&testing::alloc_call(testing::alloc(
                 AllocFn::Malloc,
                 4096,
                 0x90_0000,
                 0x4000_0300,
                 ts,
-            ));
-            heap.on_alloc(&testing::alloc(AllocFn::Free, 0, 0x90_0000, 0, ts));
+            )));
+            heap.on_alloc(&testing::alloc_call(testing::alloc(
+                AllocFn::Free,
+                0,
+                0x90_0000,
+                0,
+                ts,
+            )));
             trend.observe(ts, &heap);
         }
         let now = 1_000 * ms + 3_000 * ms;
@@ -538,9 +556,19 @@ mod tests {
     fn builds_sites_and_leaks_with_symbols() {
         let mut heap = HeapStats::default();
         let ev = |func, size, ptr, caller| testing::alloc(func, size, ptr, caller, 1_000_000);
-        heap.on_alloc(&ev(AllocFn::Malloc, 100, 0xa0, 0x4000_0100));
-        heap.on_alloc(&ev(AllocFn::Malloc, 5000, 0xb0, 0x4000_0180));
-        heap.on_alloc(&ev(AllocFn::Free, 0, 0xa0, 0));
+        heap.on_alloc(&testing::alloc_call(ev(
+            AllocFn::Malloc,
+            100,
+            0xa0,
+            0x4000_0100,
+        )));
+        heap.on_alloc(&testing::alloc_call(ev(
+            AllocFn::Malloc,
+            5000,
+            0xb0,
+            0x4000_0180,
+        )));
+        heap.on_alloc(&testing::alloc_call(ev(AllocFn::Free, 0, 0xa0, 0)));
         let stacks = HashMap::from([(1, vec![0x7f00_0000_1234, 0x4000_0900])]);
         let mut sym = TableSymbolizer::default();
         sym.table
@@ -609,11 +637,17 @@ mod tests {
             stack_id,
             ..testing::alloc(AllocFn::Malloc, size, ptr, caller, 1_000_000)
         };
-        heap.on_alloc(&alloc(100, 0xa0, 0x4000_0100, 1));
-        heap.on_alloc(&alloc(200, 0xb0, 0x4000_0104, 2));
-        heap.on_alloc(&alloc(400, 0xc0, 0x4000_0100, 3));
-        heap.on_alloc(&alloc(50, 0xd0, 0x4000_0200, 1));
-        heap.on_alloc(&testing::alloc(AllocFn::Free, 0, 0xb0, 0, 1_000_000));
+        heap.on_alloc(&testing::alloc_call(alloc(100, 0xa0, 0x4000_0100, 1)));
+        heap.on_alloc(&testing::alloc_call(alloc(200, 0xb0, 0x4000_0104, 2)));
+        heap.on_alloc(&testing::alloc_call(alloc(400, 0xc0, 0x4000_0100, 3)));
+        heap.on_alloc(&testing::alloc_call(alloc(50, 0xd0, 0x4000_0200, 1)));
+        heap.on_alloc(&testing::alloc_call(testing::alloc(
+            AllocFn::Free,
+            0,
+            0xb0,
+            0,
+            1_000_000,
+        )));
         // Stack 3 walked on into a frame stack 1 and 2 do not have (the walk's first frame,
         // inside malloc, is dropped).
         let stacks = HashMap::from([

@@ -1,0 +1,121 @@
+//! The maps userspace opens by name, and the sizes both sides agree on.
+
+use core::mem::size_of;
+
+use crate::{
+    DWARF_STACKS_MAP, MAX_SYSCALL_ARGS, SLAB_COUNTS_MAP, UNWIND_MAPS_MAP, UNWIND_ROWS_MAP,
+};
+
+/// Every map userspace opens by name: a test checks each is in the eBPF object.
+pub const MAP_NAMES: [&str; 17] = [
+    EVENTS_MAP,
+    COUNTERS_MAP,
+    CONTROL_MAP,
+    PENDING_SYSCALLS_MAP,
+    ALLOC_STATE_MAP,
+    STACKS_MAP,
+    SAMPLED_MAP,
+    SAMPLE_TABLE_MAP,
+    KSTACKS_MAP,
+    LIVE_PAGES_MAP,
+    LIVE_PAGE_BITS_MAP,
+    FOLLOWED_MAP,
+    UNWIND_ROWS_MAP,
+    UNWIND_MAPS_MAP,
+    DWARF_STACKS_MAP,
+    FAULT_STASH_MAP,
+    SLAB_COUNTS_MAP,
+];
+
+/// Name of the ring buffer that carries every event to userspace.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU array of counters (see [`counter`](crate::counter)).
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Name of the one-slot array userspace writes while the programs run: slot 0 nonzero holds a
+/// launched command at each exec ([`config_flags::HOLD_EXEC`](crate::config_flags::HOLD_EXEC)); cleared when tracing ends, so
+/// that probes still attached during teardown stop nothing.
+pub const CONTROL_MAP: &str = "CONTROL";
+/// Name of the per-thread map of syscalls entered but not yet returned.
+pub const PENDING_SYSCALLS_MAP: &str = "PENDING_SYSCALLS";
+/// Name of the read-only global holding the [`Config`](crate::Config).
+pub const CONFIG_GLOBAL: &str = "CONFIG";
+
+/// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 8 << 20;
+/// Entries of the per-thread pending-syscall map.
+pub const MAX_PENDING_SYSCALLS: u32 = 16384;
+
+/// Name of the per-thread map of allocator calls in flight.
+pub const ALLOC_STATE_MAP: &str = "ALLOC_STATE";
+/// Name of the stack-trace map that allocation events refer to by id.
+pub const STACKS_MAP: &str = "STACKS";
+/// Entries of the stack-trace map.
+pub const MAX_STACKS: u32 = 16384;
+/// Entries of the per-thread allocator-call map.
+pub const MAX_ALLOC_THREADS: u32 = 16384;
+/// Name of the map of sampled blocks still live (`--sample`).
+pub const SAMPLED_MAP: &str = "SAMPLED";
+/// Entries of [`SAMPLED_MAP`] when sampling (1 otherwise): sampled blocks live at once.
+pub const MAX_SAMPLED_BLOCKS: u32 = 1 << 18;
+/// Name of the table of sampling intervals (`--sample`).
+pub const SAMPLE_TABLE_MAP: &str = "SAMPLE_TABLE";
+/// Entries of [`SAMPLE_TABLE_MAP`]: quantiles of the exponential distribution.
+pub const SAMPLE_TABLE_LEN: u32 = 1024;
+/// Fixed-point scale of [`SAMPLE_TABLE_MAP`]'s entries: the table's mean is this.
+pub const SAMPLE_TABLE_ONE: u32 = 1 << 16;
+
+/// Name of the kernel stack-trace map (`--kernel-stacks`).
+pub const KSTACKS_MAP: &str = "KSTACKS";
+/// Entries of the maps of pages and slab objects allocated by the traced process and not yet
+/// freed, which let frees in any context be matched.
+pub const MAX_LIVE_KERNEL_OBJECTS: u32 = 1 << 18;
+
+/// Name of the hash map of page blocks given to the traced processes, used when the bitmap is
+/// not ([`Config::page_bits`](crate::Config::page_bits) 0): page frame to order.
+pub const LIVE_PAGES_MAP: &str = "LIVE_PAGES";
+/// Name of the bitmap of page blocks given to the traced processes, one bit per page frame
+/// (see [`Config::page_bits`](crate::Config::page_bits)): an array of `u64` words.
+pub const LIVE_PAGE_BITS_MAP: &str = "LIVE_PAGE_BITS";
+/// The largest [`Config::page_bits`](crate::Config::page_bits): 2^30 page frames (4 TiB of 4 KiB pages), a 128 MiB
+/// bitmap. Past it the hash map is used.
+pub const MAX_PAGE_BITS: u32 = 30;
+
+/// Name of the map of the processes `--follow` traces besides the target: tgid to parent tgid.
+pub const FOLLOWED_MAP: &str = "FOLLOWED";
+/// Entries of [`FOLLOWED_MAP`]: processes traced at once besides the target.
+pub const MAX_FOLLOWED: u32 = 8192;
+
+/// Name of the per-CPU map holding a fault not yet sent (one [`FaultEvent`](crate::FaultEvent) per CPU, its
+/// `header.kind` 0 when empty): read once more when tracing ends.
+pub const FAULT_STASH_MAP: &str = "FAULT_STASH";
+
+/// Per-thread state of the outermost allocator call in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocState {
+    pub func: u32,
+    /// How many probed allocator calls are in flight on this thread (nested calls included).
+    pub depth: u32,
+    pub nmemb: u64,
+    pub size: u64,
+    pub old_ptr: u64,
+    /// posix_memalign: where the result will be stored.
+    pub out_ptr: u64,
+    /// Stack pointer at the outermost entry, to recognise a stale state after a missed return.
+    pub sp: u64,
+    pub caller: u64,
+    pub stack_id: i64,
+    pub enter_ns: u64,
+}
+const _: () = assert!(size_of::<AllocState>() == 72);
+
+/// What `sys_enter_*` stores per thread until `sys_exit_*`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSyscall {
+    pub enter_ns: u64,
+    pub syscall: u32,
+    pub reserved: u32,
+    pub args: [u64; MAX_SYSCALL_ARGS],
+}
+const _: () = assert!(size_of::<PendingSyscall>() == 64);
