@@ -270,6 +270,7 @@ impl Processes {
             r.summary = r.summary.truncated(finish.max_sites);
         }
         total.processes = reports;
+        total.notes = crate::summary::notes::of(&total);
         total
     }
 }

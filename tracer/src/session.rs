@@ -28,6 +28,7 @@ use crate::{
     summary::{
         EventCounts, ImageReport, SCHEMA, Summary, callers, findings,
         kernel::{KernelSummary, PathsSummary},
+        notes,
         plumbing::Plumbing,
         user,
     },
@@ -630,6 +631,7 @@ impl Session {
             target: (&finish.target).into(),
             duration_ms: finish.duration_ms,
             events: counts,
+            notes: Vec::new(),
             syscalls: {
                 let mut sc = self.agg.syscalls.clone();
                 sc.madvise.resident_bytes = self.join.madvise_resident_bytes;
@@ -685,6 +687,7 @@ impl Session {
         plumbing.mark(&mut summary);
         summary.text_sites = finish.text_sites;
         summary.findings = findings::find(&summary, &facts);
+        summary.notes = notes::of(&summary);
         summary
     }
 

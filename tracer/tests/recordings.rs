@@ -291,3 +291,39 @@ fn pprof_is_the_same_every_time() {
         .collect();
     assert!(profiles.windows(2).all(|w| w[0] == w[1]));
 }
+
+/// The summary's notes (here, what `--mode kernel` leaves out) say the same in every format.
+#[test]
+fn notes_are_in_every_format() {
+    let dir = out_dir("notes");
+    let text = report_all("kernel", &dir);
+    let note = "allocator calls: not traced (--mode kernel attaches no uprobes)";
+    assert!(text.contains(&format!("note: {note}")), "{text}");
+    let v = json(&dir.join("summary.json"));
+    assert_eq!(v["notes"][0]["level"], "note");
+    assert!(v["notes"][0]["text"].as_str().unwrap().starts_with(note));
+    let html = fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains(&format!("<p class=\"note\">note: {note}")),
+        "no note in the page"
+    );
+    for chart in ["timeline.svg", "paths.svg", "sizes.svg", "kernel.svg"] {
+        let svg = fs::read_to_string(dir.join("svg").join(chart)).unwrap();
+        assert!(
+            svg.contains(&format!(">note: {note}")),
+            "{chart} has no footer"
+        );
+    }
+    let mut pprof = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(fs::File::open(dir.join("profile.pb")).unwrap()),
+        &mut pprof,
+    )
+    .unwrap();
+    let comment = format!("note: {note}");
+    assert!(
+        pprof
+            .windows(comment.len())
+            .any(|w| w == comment.as_bytes())
+    );
+}

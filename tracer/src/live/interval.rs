@@ -12,6 +12,7 @@ use crate::summary::{
     kernel::PathsSummary,
     label::{self, Frame},
     merge::frames_key,
+    notes::Note,
     user::SiteReport,
 };
 
@@ -69,6 +70,8 @@ pub struct IntervalRecord {
     /// The sites with the most live bytes.
     pub sites: Vec<IntervalSite>,
     pub leak_suspects: Vec<IntervalSuspect>,
+    /// The summary's losses and caveats as of now (see [`crate::summary::notes`]).
+    pub notes: Vec<Note>,
 }
 
 /// Remembers the last interval, to tell what changed.
@@ -144,6 +147,7 @@ impl IntervalView {
                     growth_bytes_per_min: s.growth_bytes_per_min,
                 })
                 .collect(),
+            notes: summary.notes.clone(),
         };
         self.last_t_ms = t_ms;
         self.events = events;
@@ -198,6 +202,9 @@ pub fn render_text(r: &IntervalRecord, header: &str, mut out: impl io::Write) ->
             }
         ),
     )?;
+    for n in &r.notes {
+        line(&mut out, format!("  {}: {}", n.level.name(), n.text))?;
+    }
     let (p, d) = (&r.paths, &r.paths_delta);
     line(
         &mut out,

@@ -10,7 +10,8 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use super::{Result, charts, flame, flame::FLAMEGRAPHS};
 use crate::summary::{
     Summary, human_bytes,
-    label::{self, Frame, Style},
+    label::{self, Frame, Outcome, Style},
+    notes::Level,
 };
 
 /// Escapes text for HTML element content and quoted attribute values; control characters
@@ -39,6 +40,7 @@ h2{font-size:17px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:28p
 .cards{display:flex;gap:12px;flex-wrap:wrap}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:150px}
 .card b{display:block;font-size:20px}
+.note{background:#eef3fb;border:1px solid #b8c8e0;padding:8px;border-radius:4px}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:8px;border-radius:4px}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 th,td{border:1px solid #e2e2e2;padding:4px 6px;text-align:right;vertical-align:top}
@@ -159,7 +161,7 @@ pub fn render(s: &Summary, mut out: &mut dyn Write) -> Result<()> {
         "<header><h1>Memory of <code>{command}</code></h1><p>pid {} {}; traced {:.1} ms; \
          {} events received, {} dropped</p></header>",
         t.pid,
-        outcome(t.exit_code, t.signal, &t.ended_by),
+        Outcome::of_target(t).phrase(),
         s.duration_ms,
         s.events.received,
         s.events.dropped
@@ -171,18 +173,6 @@ pub fn render(s: &Summary, mut out: &mut dyn Write) -> Result<()> {
     }
     writeln!(out, "<script>{SORT_SCRIPT}</script>\n</body></html>")?;
     Ok(())
-}
-
-/// How a process ended, in words.
-fn outcome(exit_code: Option<i32>, signal: Option<i32>, ended_by: &str) -> String {
-    match (exit_code, signal, ended_by) {
-        (Some(code), _, _) => format!("exited with status {code}"),
-        (None, Some(sig), _) => format!("killed by signal {sig}"),
-        (_, _, "exited") => "exited".to_string(),
-        (_, _, "duration") => "traced for the requested duration".to_string(),
-        (_, _, "running") => "still running (a snapshot)".to_string(),
-        _ => "traced until interrupted".to_string(),
-    }
 }
 
 /// The most processes given a view of their own in the page (the largest by bytes); the
@@ -228,7 +218,7 @@ fn processes(s: &Summary, out: &mut impl Write) -> Result<()> {
             num(u.total_bytes(), human_bytes(u.total_bytes())),
             num(u.peak_live_bytes, human_bytes(u.peak_live_bytes)),
             num(u.leaked_bytes, human_bytes(u.leaked_bytes)),
-            outcome(p.exit_code, p.signal, &p.summary.target.ended_by),
+            Outcome::of_process(p).phrase(),
             esc(&p.command.join(" "))
         )?;
     }
@@ -266,13 +256,22 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
             .collect();
         writeln!(out, "<p>Programs run: {}</p>", steps.join(" → "))?;
     }
-    if s.events.dropped > 0 {
-        writeln!(
-            out,
-            "<section><p class=\"warn\">{} events were lost: the numbers below are incomplete. \
-             Raise --buffer-size.</p></section>",
-            s.events.dropped
-        )?;
+    if !s.notes.is_empty() {
+        writeln!(out, "<section id=\"notes\">")?;
+        for n in &s.notes {
+            writeln!(
+                out,
+                "<p class=\"{}\">{}: {}</p>",
+                if n.level == Level::Warning {
+                    "warn"
+                } else {
+                    "note"
+                },
+                n.level.name(),
+                esc(&n.text)
+            )?;
+        }
+        writeln!(out, "</section>")?;
     }
 
     if !s.findings.is_empty() {

@@ -317,11 +317,17 @@ pub fn profile(summary: &Summary) -> Profile {
             }],
         });
     }
-    let comment = vec![strings.get(&format!(
+    let mut comment = vec![strings.get(&format!(
         "tracer: pid {} ({})",
         summary.target.pid,
         summary.target.command.join(" ")
     ))];
+    comment.extend(
+        summary
+            .notes
+            .iter()
+            .map(|n| strings.get(&format!("{}: {}", n.level.name(), n.text))),
+    );
     Profile {
         sample_type,
         sample: samples,

@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 
 use crate::summary::{
-    EventCounts, Summary, human_bytes,
-    label::{self, Frame},
+    Summary, human_bytes,
+    label::{self, Frame, Outcome},
     plumbing,
     user::UserSummary,
     visible,
@@ -21,14 +21,7 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
     } else {
         visible(&t.command.join(" ")).into_owned()
     };
-    let outcome = match (t.ended_by.as_str(), t.exit_code, t.signal) {
-        ("exited", Some(code), _) => format!("exited with status {code}"),
-        ("exited", None, Some(sig)) => format!("was killed by signal {sig}"),
-        ("exited", None, None) => String::from("exited"),
-        ("duration", ..) => String::from("was traced for the requested duration"),
-        ("running", ..) => String::from("is still running (a snapshot)"),
-        _ => String::from("was traced until interrupted"),
-    };
+    let outcome = Outcome::of_target(t).phrase();
     let inner = t
         .namespace_pid
         .map(|p| format!(", pid {p} in its namespace"))
@@ -44,31 +37,9 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
         "events: {} received, {} dropped",
         e.received, e.dropped
     )?;
-    if e.unpaired > 0 {
-        write!(out, ", {} calls in flight at attach", e.unpaired)?;
-    }
-    if e.read_failures > 0 || e.decode_errors > 0 {
-        write!(
-            out,
-            ", {} unreadable fields, {} undecodable records",
-            e.read_failures, e.decode_errors
-        )?;
-    }
     writeln!(out)?;
-    if e.dropped > 0 {
-        writeln!(
-            out,
-            "warning: {} events were lost; the counts below are incomplete (try a larger --buffer-size)",
-            e.dropped
-        )?;
-    }
-    if e.cut_from_recording > 0 {
-        writeln!(
-            out,
-            "note: the recording kept its newest events (--record-max): the first {} were cut, \
-             and blocks allocated before then are not known",
-            e.cut_from_recording
-        )?;
+    for note in &s.notes {
+        writeln!(out, "{}: {}", note.level.name(), note.text)?;
     }
     if !s.images.is_empty() {
         let steps: Vec<String> = s
@@ -100,57 +71,6 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
         }
         writeln!(out)?;
     }
-    if e.stacks_lost > 0 {
-        writeln!(out, "{}", lost_stacks(e))?;
-    }
-    if e.stacks_truncated > 0 {
-        writeln!(
-            out,
-            "note: {} stacks were deeper than 64 frames: cut there (their outermost frames are \
-             missing)",
-            e.stacks_truncated
-        )?;
-    }
-    if e.unwound_collisions > 0 {
-        writeln!(
-            out,
-            "note: {} unwound stacks hashed to another stack's id and were walked by frame \
-             pointer instead",
-            e.unwound_collisions
-        )?;
-    }
-    if e.unwound_map_full > 0 {
-        writeln!(
-            out,
-            "note: {} unwound stacks found their map full and were walked by frame pointer \
-             instead; a larger --max-stacks makes room",
-            e.unwound_map_full
-        )?;
-    }
-
-    if !s.target.children_at_attach.is_empty() {
-        writeln!(
-            out,
-            "note: {}",
-            label::children_at_attach(s.target.pid, &s.target.children_at_attach)
-        )?;
-    }
-    if e.child_processes > 0 {
-        writeln!(
-            out,
-            "note: the process created {} child process{}, which {} not traced (use --follow): \
-             only pid {} itself is traced",
-            e.child_processes,
-            if e.child_processes == 1 { "" } else { "es" },
-            if e.child_processes == 1 {
-                "was"
-            } else {
-                "were"
-            },
-            s.target.pid,
-        )?;
-    }
-
     render_paths(s, &mut out)?;
 
     let sc = &s.syscalls;
@@ -232,12 +152,6 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
     }
     render_kernel(s, &mut out)?;
     if s.mode == "kernel" {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "allocator calls: not traced (--mode kernel attaches no uprobes): no per-allocation \
-             sites and no leaks; the call sites below are those of the syscalls and faults"
-        )?;
         return render_callers(s, s.text_sites.unwrap_or(TOP), &mut out);
     }
     render_user(&s.user, s.text_sites.unwrap_or(TOP), &mut out)
@@ -246,13 +160,6 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
 /// `--follow`: every process, most bytes allocated first; everything after is their total.
 fn render_processes(s: &Summary, out: &mut impl Write) -> io::Result<()> {
     if s.processes.is_empty() {
-        if s.events.children_lost > 0 {
-            writeln!(
-                out,
-                "warning: {} child processes could not be followed (too many at once): not traced",
-                s.events.children_lost
-            )?;
-        }
         return Ok(());
     }
     writeln!(
@@ -268,12 +175,7 @@ fn render_processes(s: &Summary, out: &mut impl Write) -> io::Result<()> {
     let order = s.processes_by_bytes();
     for p in order.iter().take(TOP * 2) {
         let u = &p.summary.user;
-        let ended = match (p.exit_code, p.signal, p.ended_ms) {
-            (Some(code), _, _) => format!("status {code}"),
-            (None, Some(sig), _) => format!("signal {sig}"),
-            (None, None, Some(_)) => "exited".into(),
-            (None, None, None) => "running".into(),
-        };
+        let ended = Outcome::of_process(p).short();
         writeln!(
             out,
             "  {:>8} {:>8} {:>9} {:>10} {:>10} {:>10}  {:<10} {}",
@@ -611,37 +513,6 @@ fn telling_depths<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> Vec<usize> {
                 .unwrap_or(MAX)
         })
         .collect()
-}
-
-/// Why stacks were lost, in the words that say what helps.
-fn lost_stacks(e: &EventCounts) -> String {
-    let mut why = Vec::new();
-    if e.stack_collisions > 0 {
-        why.push(format!(
-            "{} hashed to the slot of another stack in the stack map",
-            e.stack_collisions
-        ));
-    }
-    if e.stack_map_full > 0 {
-        why.push(format!("{} found the stack map full", e.stack_map_full));
-    }
-    let walk = e
-        .stacks_lost
-        .saturating_sub(e.stack_collisions)
-        .saturating_sub(e.stack_map_full);
-    if walk > 0 {
-        why.push(format!("{walk} could not be walked"));
-    }
-    let hint = if e.stack_collisions > 0 || e.stack_map_full > 0 {
-        "; a larger --max-stacks makes both rarer"
-    } else {
-        ""
-    };
-    format!(
-        "warning: {} stacks (of allocations, syscalls or faults) could not be taken: {}{hint}",
-        e.stacks_lost,
-        why.join(", ")
-    )
 }
 
 #[cfg(test)]

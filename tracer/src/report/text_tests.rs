@@ -3,9 +3,13 @@
 use super::*;
 use crate::summary::{label::stack as describe_stack, tests::sample_summary, user::SiteReport};
 
+/// The text of `s`, its notes made from its counts as the summary's builder makes them (the
+/// tests change the counts after).
 fn rendered(s: &Summary) -> String {
+    let mut s = s.clone();
+    s.notes = crate::summary::notes::of(&s);
     let mut buf = Vec::new();
-    render(s, &mut buf).unwrap();
+    render(&s, &mut buf).unwrap();
     String::from_utf8(buf).unwrap()
 }
 

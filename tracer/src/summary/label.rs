@@ -161,6 +161,70 @@ pub fn children_at_attach(pid: u32, pids: &[u32]) -> String {
     )
 }
 
+/// How a traced process's run ended: said the same way in every report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Status(i32),
+    Signal(i32),
+    /// It exited; how was not seen.
+    Exited,
+    /// Still running when `--duration` ended the run.
+    Duration,
+    /// Still running: a snapshot taken while tracing.
+    Snapshot,
+    /// Still running when tracing was interrupted.
+    Interrupted,
+    /// A process of a `--follow` run still running when the run ended.
+    Running,
+}
+
+impl Outcome {
+    /// The traced process's, from the run's end.
+    pub fn of_target(t: &super::TargetInfo) -> Outcome {
+        match (t.exit_code, t.signal, t.ended_by.as_str()) {
+            (Some(code), ..) => Outcome::Status(code),
+            (None, Some(sig), _) => Outcome::Signal(sig),
+            (_, _, "exited") => Outcome::Exited,
+            (_, _, "duration") => Outcome::Duration,
+            (_, _, "running") => Outcome::Snapshot,
+            _ => Outcome::Interrupted,
+        }
+    }
+
+    /// A process of a `--follow` run, from what was seen of its exit.
+    pub fn of_process(p: &super::ProcessReport) -> Outcome {
+        match (p.exit_code, p.signal, p.ended_ms) {
+            (Some(code), ..) => Outcome::Status(code),
+            (None, Some(sig), _) => Outcome::Signal(sig),
+            (None, None, Some(_)) => Outcome::Exited,
+            (None, None, None) => Outcome::Running,
+        }
+    }
+
+    /// In words: `exited with status 3`, `killed by signal 9`, ...
+    pub fn phrase(self) -> String {
+        match self {
+            Outcome::Status(code) => format!("exited with status {code}"),
+            Outcome::Signal(sig) => format!("killed by signal {sig}"),
+            Outcome::Exited => "exited".into(),
+            Outcome::Duration => "traced for the requested duration".into(),
+            Outcome::Snapshot => "still running (a snapshot)".into(),
+            Outcome::Interrupted => "traced until interrupted".into(),
+            Outcome::Running => "still running at the end".into(),
+        }
+    }
+
+    /// For a table column: `status 3`, `signal 9`, `exited`, `running`.
+    pub fn short(self) -> String {
+        match self {
+            Outcome::Status(code) => format!("status {code}"),
+            Outcome::Signal(sig) => format!("signal {sig}"),
+            Outcome::Exited => "exited".into(),
+            _ => "running".into(),
+        }
+    }
+}
+
 /// A string from the traced program (a symbol, file, thread name or argument) made safe to
 /// show: control characters (C0, DEL, C1) become visible escapes such as `\x1b` and `\n`, and
 /// so do the Unicode bidirectional overrides that can make text read other than it is. What

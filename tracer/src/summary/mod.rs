@@ -7,6 +7,7 @@ pub mod findings;
 pub mod kernel;
 pub mod label;
 pub mod merge;
+pub mod notes;
 pub mod plumbing;
 pub mod suspects;
 pub mod totals;
@@ -123,6 +124,8 @@ pub struct Summary {
     pub target: TargetInfo,
     pub duration_ms: f64,
     pub events: EventCounts,
+    /// Every loss and caveat, warnings first (see [`notes`]): what each format shows first.
+    pub notes: Vec<notes::Note>,
     pub syscalls: SyscallStats,
     pub user: user::UserSummary,
     pub kernel: kernel::KernelSummary,
@@ -334,6 +337,7 @@ pub(crate) mod tests {
                 dropped: 2,
                 ..Default::default()
             },
+            notes: Vec::new(),
             syscalls,
             user,
             kernel: Default::default(),

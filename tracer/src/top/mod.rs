@@ -73,6 +73,8 @@ pub struct Header {
     pub live_bytes: u64,
     pub resident_bytes: u64,
     pub suspects: Vec<(String, f64)>,
+    /// The summary's notes, as `level: text` (see [`crate::summary::notes`]).
+    pub notes: Vec<String>,
 }
 
 /// What a key asks of the run.
@@ -112,6 +114,11 @@ impl TopState {
             elapsed_s,
             received: s.events.received,
             dropped: s.events.dropped,
+            notes: s
+                .notes
+                .iter()
+                .map(|n| format!("{}: {}", n.level.name(), n.text))
+                .collect(),
             paths: s.paths,
             live_bytes: last.map_or(s.user.live_bytes_at_end, |p| p.live_heap),
             resident_bytes: last.map_or(0, |p| p.resident),

@@ -20,6 +20,9 @@ fn signed(n: i64) -> String {
     }
 }
 
+/// The most notes the header shows (the JSON and reports have all).
+const MAX_NOTES: usize = 2;
+
 /// Table rows that fit in a frame of `height` lines (for paging).
 pub fn page(height: u16, detail: bool) -> usize {
     let table = if detail { height / 2 } else { height };
@@ -33,7 +36,9 @@ pub fn draw(f: &mut Frame, t: &TopState) {
     } else {
         Constraint::Min(3)
     };
-    let mut constraints = vec![Constraint::Length(3), table_height];
+    // The header, and a line for each of the summary's notes (its losses and caveats).
+    let notes = t.header.notes.len().min(MAX_NOTES);
+    let mut constraints = vec![Constraint::Length(3 + notes as u16), table_height];
     if t.detail {
         constraints.push(Constraint::Min(3));
     }
@@ -50,7 +55,7 @@ pub fn draw(f: &mut Frame, t: &TopState) {
             human_bytes(rate.max(0.0) as u64)
         ));
     }
-    let header = Paragraph::new(vec![
+    let mut lines = vec![
         Line::from(vec![
             Span::styled(
                 format!("tracer top  pid {}", h.pid),
@@ -75,8 +80,14 @@ pub fn draw(f: &mut Frame, t: &TopState) {
             human_bytes(h.resident_bytes),
         )),
         Line::from(suspects),
-    ]);
-    f.render_widget(header, parts[0]);
+    ];
+    lines.extend(h.notes.iter().take(MAX_NOTES).map(|n| {
+        Line::from(Span::styled(
+            n.clone(),
+            Style::default().fg(ratatui::style::Color::Yellow),
+        ))
+    }));
+    f.render_widget(Paragraph::new(lines), parts[0]);
 
     let by = t.sort_by();
     let title = |name: &str, key: char, col: SortBy| {
