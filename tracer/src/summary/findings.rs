@@ -34,9 +34,67 @@ pub const ARENA_MAX_RESIDENT_SHARE: f64 = 0.1;
 /// `kernel_overhead`: at least this many bytes of slab objects made for the process live at once.
 pub const KERNEL_MIN_SLAB_BYTES: u64 = 512 << 10;
 
+/// What a finding says. Each kind is one check in [`CHECKS`]; serialized as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    RetainedHeap,
+    MmapChurn,
+    ReallocMoves,
+    ShortLivedHotspot,
+    Leak,
+    LeakSuspect,
+    ArenaSprawl,
+    KernelOverhead,
+}
+
+impl FindingKind {
+    /// As the JSON and the text name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::RetainedHeap => "retained_heap",
+            FindingKind::MmapChurn => "mmap_churn",
+            FindingKind::ReallocMoves => "realloc_moves",
+            FindingKind::ShortLivedHotspot => "short_lived_hotspot",
+            FindingKind::Leak => "leak",
+            FindingKind::LeakSuspect => "leak_suspect",
+            FindingKind::ArenaSprawl => "arena_sprawl",
+            FindingKind::KernelOverhead => "kernel_overhead",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq<&str> for FindingKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
+}
+
+/// A check: every finding of its kind in a summary.
+type Check = fn(&Summary, &Facts) -> Vec<Finding>;
+
+/// Every kind and its check, in no particular order (findings are ordered by the bytes at
+/// stake): a new kind is a function, its entry here and its test.
+pub const CHECKS: [(FindingKind, Check); 8] = [
+    (FindingKind::RetainedHeap, retained_heap),
+    (FindingKind::MmapChurn, mmap_churn),
+    (FindingKind::ReallocMoves, realloc_moves),
+    (FindingKind::ShortLivedHotspot, short_lived_hotspot),
+    (FindingKind::Leak, leak),
+    (FindingKind::LeakSuspect, leak_suspect),
+    (FindingKind::ArenaSprawl, arena_sprawl),
+    (FindingKind::KernelOverhead, kernel_overhead),
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
-    pub kind: &'static str,
+    pub kind: FindingKind,
     /// `high` (64 MiB or more at stake), `medium` (1 MiB or more) or `low`.
     pub severity: &'static str,
     /// The bytes at stake: what orders the findings.
@@ -79,7 +137,7 @@ fn severity(bytes: u64) -> &'static str {
 }
 
 fn finding(
-    kind: &'static str,
+    kind: FindingKind,
     bytes: u64,
     site: Vec<Frame>,
     evidence: Value,
@@ -104,8 +162,22 @@ fn at(s: &SiteReport) -> String {
 
 /// Every finding of `s`, most bytes at stake first.
 pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
+    let mut out: Vec<Finding> = CHECKS
+        .iter()
+        .flat_map(|(_, check)| check(s, facts))
+        .collect();
+    sort(&mut out);
+    out
+}
+
+/// Most bytes at stake first; then by kind's name.
+pub fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.kind.name().cmp(b.kind.name())));
+}
+
+/// Freed memory the allocator keeps: resident heap pages that hold no live block.
+fn retained_heap(s: &Summary, facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
-    // Freed memory the allocator keeps: resident heap pages that hold no live block.
     let retained = facts.heap_resident.saturating_sub(facts.heap_live);
     let live = facts.heap_live;
     if retained >= RETAINED_MIN_BYTES
@@ -129,7 +201,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
             ),
         };
         out.push(finding(
-            "retained_heap",
+            FindingKind::RetainedHeap,
             retained,
             site,
             json!({
@@ -152,16 +224,21 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
         ));
     }
 
+    out
+}
+
+/// Blocks above the mmap threshold, each an mmap, a munmap and faults, again and again.
+fn mmap_churn(s: &Summary, _: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
     for site in &s.user.sites {
         let st = &site.stats;
         let c = &site.caused;
-        // Blocks above the mmap threshold, each an mmap, a munmap and faults, again and again.
         if c.mmap_calls >= CHURN_MIN_MMAPS
             && site.paths.mmap_bytes > 0
             && st.frees as f64 >= 0.9 * st.allocs as f64
         {
             out.push(finding(
-                "mmap_churn",
+                FindingKind::MmapChurn,
                 c.mmap_bytes,
                 site.stack.clone(),
                 json!({
@@ -189,10 +266,19 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
                  M_TRIM_THRESHOLD, M_TOP_PAD or M_MMAP_MAX was set.",
             ));
         }
+    }
+    out
+}
+
+/// A block grown by realloc, moved and copied again and again.
+fn realloc_moves(s: &Summary, _: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for site in &s.user.sites {
+        let st = &site.stats;
         if st.realloc_moves >= REALLOC_MIN_MOVES {
             let factor = st.realloc_moved_to_bytes as f64 / st.realloc_copied_bytes.max(1) as f64;
             out.push(finding(
-                "realloc_moves",
+                FindingKind::ReallocMoves,
                 st.realloc_copied_bytes,
                 site.stack.clone(),
                 json!({
@@ -213,6 +299,15 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
                  append.",
             ));
         }
+    }
+    out
+}
+
+/// Many allocations freed before the thread's next: a malloc and a free for brief use.
+fn short_lived_hotspot(s: &Summary, _: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for site in &s.user.sites {
+        let st = &site.stats;
         if st.allocs >= SHORT_LIVED_MIN_ALLOCS
             && st.temporary as f64 >= SHORT_LIVED_SHARE * st.allocs as f64
         {
@@ -222,7 +317,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
             let mean_call_ns = st.call_ns / st.allocs.max(1);
             let estimated_ns = st.temporary.saturating_mul(2).saturating_mul(mean_call_ns);
             out.push(finding(
-                "short_lived_hotspot",
+                FindingKind::ShortLivedHotspot,
                 temp_bytes,
                 site.stack.clone(),
                 json!({
@@ -248,10 +343,15 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
             ));
         }
     }
+    out
+}
 
+/// Sites that left many bytes allocated at the end.
+fn leak(s: &Summary, _: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
     for leak in s.user.leaks.iter().filter(|l| l.bytes >= LEAK_MIN_BYTES) {
         out.push(finding(
-            "leak",
+            FindingKind::Leak,
             leak.bytes,
             leak.stack.clone(),
             json!({
@@ -273,11 +373,17 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
              space only, resident memory costs RAM.",
         ));
     }
+    out
+}
+
+/// Sites whose live bytes keep growing.
+fn leak_suspect(s: &Summary, _: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
     for x in &s.user.leak_suspects {
         // What it would add in ten more minutes.
         let stake = (x.growth_bytes_per_min.max(0.0) * 10.0) as u64;
         out.push(finding(
-            "leak_suspect",
+            FindingKind::LeakSuspect,
             stake.max(x.live_bytes),
             x.stack.clone(),
             json!({
@@ -297,14 +403,18 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
              to, a missing free on a path); watch it with --interval or tracer top.",
         ));
     }
+    out
+}
 
-    // Threads' arenas: address space reserved against memory used.
+/// Threads' arenas: address space reserved against memory used.
+fn arena_sprawl(s: &Summary, facts: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
     if facts.arena_mapped >= ARENA_MIN_MAPPED
         && (facts.arena_resident as f64) <= ARENA_MAX_RESIDENT_SHARE * facts.arena_mapped as f64
     {
         let threads = facts.threads;
         out.push(finding(
-            "arena_sprawl",
+            FindingKind::ArenaSprawl,
             facts.arena_mapped,
             Vec::new(),
             json!({
@@ -326,9 +436,13 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
              glibc.malloc.arena_max) caps the arenas (8 times the cores by default).",
         ));
     }
+    out
+}
 
-    // What the process costs the kernel in slab objects: at their most (a process that exits
-    // frees them, some a grace period later, so the end alone depends on timing).
+/// What the process costs the kernel in slab objects: at their most (a process that exits
+/// frees them, some a grace period later, so the end alone depends on timing).
+fn kernel_overhead(s: &Summary, _: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
     let slab = &s.kernel.slab;
     let peak = s
         .timeline
@@ -347,7 +461,7 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
         caches.truncate(5);
         let top: Vec<String> = caches.iter().map(|(c, n)| format!("{c} {n}")).collect();
         out.push(finding(
-            "kernel_overhead",
+            FindingKind::KernelOverhead,
             peak,
             Vec::new(),
             json!({
@@ -369,8 +483,6 @@ pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
              mmaps) cost it less.",
         ));
     }
-
-    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.kind.cmp(b.kind)));
     out
 }
 
@@ -391,6 +503,82 @@ mod tests {
             caused: Default::default(),
             bytes_error: None,
         }
+    }
+
+    /// Each kind has one check, and each check finds only its own kind (on a summary that
+    /// makes every check fire, `thresholds_order_and_evidence`'s).
+    #[test]
+    fn each_kind_is_one_check() {
+        let kinds: std::collections::HashSet<FindingKind> =
+            CHECKS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds.len(), CHECKS.len());
+        let names: std::collections::HashSet<&str> = kinds.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), CHECKS.len());
+        let (s, facts) = firing();
+        for (kind, check) in CHECKS {
+            assert!(check(&s, &facts).iter().all(|f| f.kind == kind), "{kind}");
+        }
+    }
+
+    /// A summary and facts over every threshold, so that every check finds something.
+    fn firing() -> (Summary, Facts) {
+        let mut s = sample_summary();
+        let mut hot = site(
+            "hot",
+            SiteStats {
+                allocs: 20_000,
+                frees: 20_000,
+                temporary: 15_000,
+                bytes: 20 << 20,
+                realloc_moves: 40,
+                realloc_copied_bytes: 1 << 20,
+                ..Default::default()
+            },
+        );
+        hot.caused.mmap_calls = 20;
+        hot.caused.mmap_bytes = 20 << 20;
+        hot.paths.mmap_bytes = 20 << 20;
+        s.user.sites = vec![hot.clone()];
+        s.user.leaks = vec![crate::summary::user::LeakReport {
+            stack: hot.stack.clone(),
+            count: 2,
+            bytes: 1 << 20,
+            oldest_age_ms: 1.0,
+            resident_bytes: 0,
+            virtual_bytes: 0,
+            path: "brk",
+            paths: Default::default(),
+            bytes_error: None,
+        }];
+        s.user.leak_suspects = vec![crate::summary::suspects::LeakSuspect {
+            stack: hot.stack,
+            live_bytes: 1 << 20,
+            live_blocks: 2,
+            growth_bytes_per_min: 1e6,
+            rank_correlation: 1.0,
+            old_live_bytes: 1 << 19,
+            age_ms: Default::default(),
+            points: Vec::new(),
+        }];
+        s.kernel.slab.live_bytes_at_end = KERNEL_MIN_SLAB_BYTES;
+        let facts = Facts {
+            page_size: 4096,
+            heap_top: None,
+            heap_resident: 3 << 20,
+            heap_live: 1 << 20,
+            arena_mapped: ARENA_MIN_MAPPED,
+            arena_resident: 0,
+            threads: 2,
+        };
+        (s, facts)
+    }
+
+    #[test]
+    fn every_check_fires_on_its_fixture() {
+        let (s, facts) = firing();
+        let found: std::collections::HashSet<FindingKind> =
+            find(&s, &facts).iter().map(|f| f.kind).collect();
+        assert_eq!(found.len(), CHECKS.len(), "{found:?}");
     }
 
     #[test]
@@ -442,7 +630,7 @@ mod tests {
             threads: 1,
         };
         let found = find(&s, &facts);
-        let kinds: Vec<&str> = found.iter().map(|f| f.kind).collect();
+        let kinds: Vec<&str> = found.iter().map(|f| f.kind.name()).collect();
         // Most bytes at stake first: 20 MiB mapped, 2 MiB retained, 480,000 temporary bytes.
         assert_eq!(
             kinds,

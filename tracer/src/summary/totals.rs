@@ -65,8 +65,7 @@ pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
             .leak_suspects
             .extend(p.summary.user.leak_suspects.iter().cloned());
     }
-    t.findings
-        .sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.kind.cmp(b.kind)));
+    super::findings::sort(&mut t.findings);
     t.user.leak_suspects.sort_by(|a, b| {
         b.growth_bytes_per_min
             .total_cmp(&a.growth_bytes_per_min)

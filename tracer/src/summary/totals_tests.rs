@@ -4,7 +4,10 @@
 use super::*;
 use crate::{
     aggregate::timeline::Marker,
-    summary::{findings::Finding, tests::sample_summary},
+    summary::{
+        findings::{Finding, FindingKind},
+        tests::sample_summary,
+    },
 };
 
 fn point(t_ms: f64, live_heap: u64) -> Point {
@@ -63,7 +66,7 @@ fn the_timeline_sums_the_processes_running_at_each_moment() {
 
 #[test]
 fn findings_are_named_by_their_process_most_bytes_first() {
-    let finding = |kind: &'static str, bytes: u64| Finding {
+    let finding = |kind: FindingKind, bytes: u64| Finding {
         kind,
         severity: "high",
         bytes,
@@ -74,14 +77,17 @@ fn findings_are_named_by_their_process_most_bytes_first() {
         pid: None,
     };
     let mut a = process(1, 0.0, None, vec![point(0.0, 1)]);
-    a.summary.findings = vec![finding("leak", 100)];
+    a.summary.findings = vec![finding(FindingKind::Leak, 100)];
     let mut b = process(2, 1.0, None, vec![point(0.0, 1)]);
-    b.summary.findings = vec![finding("mmap_churn", 5000), finding("leak", 10)];
+    b.summary.findings = vec![
+        finding(FindingKind::MmapChurn, 5000),
+        finding(FindingKind::Leak, 10),
+    ];
     let t = total(&[a, b], 10);
     let got: Vec<(&str, u64, Option<u32>)> = t
         .findings
         .iter()
-        .map(|f| (f.kind, f.bytes, f.pid))
+        .map(|f| (f.kind.name(), f.bytes, f.pid))
         .collect();
     assert_eq!(
         got,
