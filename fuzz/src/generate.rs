@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use tracer::{
     facts::{KernelPath, TargetFacts},
+    process::session::{Finish, ProcessFinish, Start},
     record::{self, EVENTS, FINISH, START},
-    session::{Finish, ProcessFinish, Start},
     symbolize::Frame,
 };
 use tracer_common::{EventKind, FaultEvent, FaultPageEvent, kind};

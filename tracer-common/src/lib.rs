@@ -7,20 +7,20 @@
 #![no_std]
 
 mod config;
-mod counted;
 mod counters;
 mod events;
 mod maps;
+mod slab_counts;
 mod unwind_rows;
 
 pub use config::*;
-pub use counted::{
-    LiveObject, MAX_SLAB_COUNTS, SLAB_COUNTED, SLAB_COUNTS_MAP, SlabCount, SlabCountEvent,
-    SlabCountKey,
-};
 pub use counters::*;
 pub use events::*;
 pub use maps::*;
+pub use slab_counts::{
+    LiveObject, MAX_SLAB_COUNTS, SLAB_COUNTED, SLAB_COUNTS_MAP, SlabCount, SlabCountEvent,
+    SlabCountKey,
+};
 pub use unwind_rows::*;
 
 #[cfg(feature = "user")]

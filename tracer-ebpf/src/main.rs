@@ -7,10 +7,10 @@
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "core_intrinsics, for atomics")]
 
-mod live;
 mod maps;
 mod probes;
 mod ring;
+mod slab_slots;
 
 /// A loop, not `unreachable_unchecked`: that would let LLVM assume every panicking path away
 /// and delete the bounds checks before it, where a loop keeps them and makes any reachable

@@ -124,7 +124,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<EventHeader, DecodeError> {
 
 /// For an allocator event: its process, and the blocks it returns and passes in (0 for
 /// none). Read ahead of the decode, to fetch the live blocks' slots (see
-/// [`crate::aggregate::live::LiveTable::prefetch`]).
+/// [`crate::aggregate::blocks::LiveTable::prefetch`]).
 pub fn block_addresses(bytes: &[u8]) -> Option<(u32, u64, u64)> {
     let header = decode_header(bytes).ok()?;
     if header.kind != kind::ALLOC {

@@ -11,21 +11,20 @@ pub mod diff;
 pub mod events;
 pub mod facts;
 pub mod gfp;
-pub mod invoker;
-pub mod launch;
-pub mod live;
+
 pub mod output;
+pub mod periodic;
 pub mod probes;
-pub mod processes;
+pub mod process;
+
 pub mod record;
 pub mod replay;
 pub mod report;
 pub mod runtime;
 pub mod serve;
-pub mod session;
-pub mod signals;
+
 pub mod summary;
 pub mod symbolize;
-pub mod target;
+
 pub mod top;
 pub mod unwind;

@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracer::{
     cli::{Action, Cli, DiffArgs},
-    launch::LaunchError,
     output::{self, Outputs},
+    process::launch::LaunchError,
     report::visible,
 };
 

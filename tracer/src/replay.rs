@@ -3,7 +3,7 @@
 use std::{io::Read, path::Path};
 
 use crate::{
-    processes::Processes,
+    process::table::Processes,
     record::{Item, Reader, RecordError},
     summary::Summary,
 };
@@ -101,8 +101,8 @@ mod tests {
     use super::*;
     use crate::{
         events::{encode, testing},
+        process::session::{Finish, Start},
         record::{Recorder, VERSION},
-        session::{Finish, Start},
     };
 
     fn sink(path: &std::path::Path) -> crate::output::Sink {
@@ -195,7 +195,7 @@ mod tests {
     /// new image's block is, and the summary lists both programs.
     #[test]
     fn an_exec_closes_the_old_images_books() {
-        use crate::session::ExecImage;
+        use crate::process::session::ExecImage;
         let path = temp("exec");
         let start = Start {
             pid: 42,

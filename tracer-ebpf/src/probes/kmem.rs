@@ -24,13 +24,13 @@ use tracer_common::{
 };
 
 use crate::{
-    live,
     maps::{
         atomic_add, bump, config_flag, fibonacci_slot, header, kmem_offsets, page_bits, stack_id,
         traced_thread, wakeup_flags,
     },
     probes::{alloc::alloc_in_flight, syscalls::syscall_in_flight},
     ring::{reserve, send_page},
+    slab_slots,
 };
 
 /// Page blocks the traced process was given, by pfn, with their order.
@@ -38,7 +38,7 @@ use crate::{
 static LIVE_PAGES: HashMap<u64, u32> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
 
 /// Slab objects the traced process was given, by address, where their window of the table of
-/// slots (`crate::live`) was full: whether they came from kmalloc, and for a counted one, whose
+/// slots (`crate::slab_slots`) was full: whether they came from kmalloc, and for a counted one, whose
 /// count its free goes to.
 #[map(name = "LIVE_SLAB")]
 static LIVE_SLAB: HashMap<u64, LiveObject> = HashMap::with_max_entries(MAX_LIVE_KERNEL_OBJECTS, 0);
@@ -147,11 +147,11 @@ fn take_from_map<V: Copy>(live: &HashMap<u64, V>, slot: *mut u32, key: u64) -> O
 }
 
 /// Remembers that the traced process has slab object `ptr`: in the table of slots
-/// (`crate::live`), or where its window is full, in LIVE_SLAB.
+/// (`crate::slab_slots`), or where its window is full, in LIVE_SLAB.
 #[inline(always)]
 fn remember_object(ptr: u64, object: LiveObject) {
     remember_with(&LIVE_SLAB_FILTER, ptr, || {
-        live::insert(ptr, object) || LIVE_SLAB.insert(ptr, object, 0).is_ok()
+        slab_slots::insert(ptr, object) || LIVE_SLAB.insert(ptr, object, 0).is_ok()
     });
 }
 
@@ -159,7 +159,7 @@ fn remember_object(ptr: u64, object: LiveObject) {
 #[inline(always)]
 fn take_object(ptr: u64) -> Option<LiveObject> {
     let slot = maybe_there(&LIVE_SLAB_FILTER, ptr)?;
-    match live::take(ptr) {
+    match slab_slots::take(ptr) {
         Some(object) => {
             count(slot, u32::MAX);
             Some(object)

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use foldhash::HashMap as FastMap;
 
-use super::{live::LiveTable, threads::Threads};
+use super::{blocks::LiveTable, threads::Threads};
 
 use crate::events::AllocCall;
 use serde::Serialize;

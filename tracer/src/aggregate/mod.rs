@@ -1,9 +1,9 @@
 //! Aggregation of decoded events into the statistics a report shows: pure data, no I/O.
 
+pub mod blocks;
 pub mod callers;
 pub mod heap;
 pub mod kernel;
-pub mod live;
 pub mod syscalls;
 pub mod threads;
 pub mod timeline;

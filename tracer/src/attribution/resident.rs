@@ -1,5 +1,5 @@
 //! Resident memory as the kernel states it: the pages of the process's data regions present in
-//! RAM, read from `/proc/PID/pagemap` (see [`crate::target::read_pagemap`]) while the process
+//! RAM, read from `/proc/PID/pagemap` (see [`crate::process::target::read_pagemap`]) while the process
 //! lives, kept as runs of pages (a recording carries them, so a replay says the same).
 //!
 //! A block's share of a resident page is in proportion to the live bytes on that page: the

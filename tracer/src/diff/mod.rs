@@ -17,7 +17,7 @@ use std::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{live::interval::delta, record::MAGIC};
+use crate::{periodic::interval::delta, record::MAGIC};
 use gate::{Gate, GateError, METRICS, Verdict};
 
 pub const SCHEMA: &str = "tracer.diff/1";

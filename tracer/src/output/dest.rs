@@ -31,7 +31,7 @@ use std::{
 use anyhow::Context as _;
 use thiserror::Error;
 
-use crate::invoker;
+use crate::process::sudo_user;
 
 #[derive(Debug, Error)]
 pub enum DestError {
@@ -169,7 +169,7 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// Follows `path` through trusted symlinks; returns the final path and its metadata, if any.
 fn resolve(shown: &Path) -> Result<(PathBuf, Option<fs::Metadata>), DestError> {
-    let trusted = invoker::trusted_uid();
+    let trusted = sudo_user::trusted_uid();
     let mut path = shown.to_path_buf();
     for _ in 0..16 {
         let meta = match fs::symlink_metadata(&path) {
@@ -368,7 +368,7 @@ impl DestDir {
                 path: self.shown.clone(),
                 source,
             })?;
-            if let Some((uid, gid)) = invoker::sudo_ids() {
+            if let Some((uid, gid)) = sudo_user::sudo_ids() {
                 let _ = std::os::unix::fs::lchown(&self.path, Some(uid), Some(gid));
             }
         }
@@ -506,7 +506,7 @@ impl Sink {
                 let owner = if had {
                     Some((old.st_uid, old.st_gid))
                 } else {
-                    invoker::sudo_ids()
+                    sudo_user::sudo_ids()
                 };
                 // SAFETY: fchown/fchmod on our own new file.
                 unsafe {

@@ -1,10 +1,10 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
 pub mod btf;
-pub mod counted;
 pub mod kernel;
 pub mod multi;
 pub mod offset;
+pub mod slab_counts;
 pub mod stacks;
 pub mod tracefs;
 pub mod uprobes;

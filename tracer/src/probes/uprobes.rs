@@ -383,7 +383,7 @@ impl AllocatorProbes {
     }
 
     /// Probes the allocator functions of every file in `files` (the process's path, and where
-    /// we read it: see [`crate::target::TargetFiles`]), releasing functions first in
+    /// we read it: see [`crate::process::target::TargetFiles`]), releasing functions first in
     /// all of them (free and delete, then realloc, then the rest): a block allocated once
     /// probing began always has its release seen, so nothing looks live that is not. Stops
     /// early when `stop` says so. Returns how many functions were attached, and the files that

@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use crate::{
     output::Sink,
-    session::{ExecImage, Finish, Start},
+    process::session::{ExecImage, Finish, Start},
 };
 
 pub const MAGIC: &[u8; 8] = b"TRACEREC";

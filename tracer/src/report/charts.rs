@@ -3,8 +3,7 @@
 use plotters::prelude::*;
 
 use super::{RenderError, Result};
-use crate::aggregate::timeline::Sample;
-use crate::summary::{Summary, human_bytes, label};
+use crate::summary::{Summary, human_bytes, label, timeline::Sample};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const BRK: RGBColor = RGBColor(76, 114, 176);

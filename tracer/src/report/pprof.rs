@@ -184,7 +184,7 @@ struct Mappings {
 impl Mappings {
     /// The id of the mapping `f` lies in, or 0 (anonymous memory, or a frame from a recording
     /// made before frames kept their file).
-    fn of(&mut self, f: &crate::symbolize::Frame, resolved: bool) -> u64 {
+    fn of(&mut self, f: &crate::summary::Frame, resolved: bool) -> u64 {
         let (Some(module), Some(offset)) = (&f.module, f.offset) else {
             return 0;
         };

@@ -15,16 +15,16 @@ use aya::{
 use super::wait::kill;
 use crate::{
     events,
-    live::snapshot::{Ending, Now, Snapshotter, monotonic_ns},
     probes::{
         Probes,
-        counted::SlabCounts,
+        slab_counts::SlabCounts,
         uprobes::{AllocatorProbes, needed_libraries_with},
     },
-    processes::Processes,
+    process::session::{ExecImage, Finish, Followup, is_loader},
+    process::table::Processes,
+    process::target::{self, TargetFiles},
     record::Recorder,
-    session::{ExecImage, Finish, Followup, is_loader},
-    target::{self, TargetFiles},
+    runtime::snapshot::{Ending, Now, Snapshotter, monotonic_ns},
     unwind::UnwindTables,
 };
 

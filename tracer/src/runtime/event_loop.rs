@@ -16,12 +16,13 @@ use super::{
 };
 use crate::{
     facts::EndedBy,
-    live::{snapshot::Ending, write_snapshot},
     output::Checked,
+    periodic::write_snapshot,
     probes::Probes,
-    signals::{Arrived, Signals},
+    process::signals::{Arrived, Signals},
+    runtime::snapshot::Ending,
     summary::Summary,
-    top::Action,
+    top::KeyAction,
 };
 
 /// The reader drains on this period even when no wakeup came (wakeups are batched).
@@ -155,9 +156,9 @@ impl Loop<'_> {
             return Ok(None);
         };
         match ui.key(key) {
-            Action::None => {}
-            Action::Snapshot => self.snapshot()?,
-            Action::Quit => match self.child {
+            KeyAction::None => {}
+            KeyAction::Snapshot => self.snapshot()?,
+            KeyAction::Quit => match self.child {
                 // Quitting ends the command top launched, as Ctrl-C would; the run ends when
                 // it exits.
                 Some(pid) if self.signalled == 0 => {

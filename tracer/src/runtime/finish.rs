@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{event_loop::Loop, wait::wait_status};
 use crate::{
-    diff::gate::Gate, facts::EndedBy, live::snapshot::Ending, output, probes::Probes,
+    diff::gate::Gate, facts::EndedBy, output, probes::Probes, runtime::snapshot::Ending,
     summary::Summary,
 };
 

@@ -9,6 +9,7 @@ mod drain;
 mod event_loop;
 mod finish;
 mod prepare;
+mod snapshot;
 mod start;
 mod ui;
 mod views;
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 pub use config::{Listen, Mode, RunConfig, StackWalk, TargetSpec};
 
-use crate::signals::Signals;
+use crate::process::signals::Signals;
 
 /// Traces as configured, writes the reports, and returns the exit code for the tracer:
 /// the command's own for launched commands, 0 for `--pid` runs (see

@@ -8,13 +8,13 @@ use tokio::io::unix::AsyncFd;
 
 use super::{RunConfig, TargetSpec, wait::watch};
 use crate::{
-    invoker,
-    launch::HeldChild,
     output::{self, Checked, Sink},
     probes::tracefs::Tracefs,
+    process::launch::HeldChild,
+    process::signals::Signals,
+    process::sudo_user,
+    process::target,
     serve,
-    signals::Signals,
-    target,
 };
 
 /// What the run has before it loads anything.
@@ -99,7 +99,7 @@ fn find_or_start(cfg: &RunConfig) -> Result<Target> {
             let user = if cfg.run_as_root {
                 None
             } else {
-                invoker::sudo_invoker()
+                sudo_user::sudo_invoker()
             };
             let held = HeldChild::spawn(argv, user.as_ref())?;
             let command = argv

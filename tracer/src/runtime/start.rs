@@ -20,12 +20,12 @@ use crate::{
         tracefs::Tracefs,
         uprobes::{AllocatorProbes, UprobeError, needed_libraries},
     },
-    processes::Processes,
+    process::session::{Session, Start, is_loader},
+    process::signals::Signals,
+    process::table::Processes,
+    process::target::{self, TargetFiles},
     record::Recorder,
-    session::{Session, Start, is_loader},
-    signals::Signals,
     summary::{label, visible},
-    target::{self, TargetFiles},
     unwind::UnwindTables,
 };
 

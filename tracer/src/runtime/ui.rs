@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     summary::Summary,
-    top::{self, Action, TopState, term::Screen},
+    top::{self, KeyAction, TopState, term::Screen},
 };
 
 /// The next key of `tracer top`; never, without it.
@@ -63,7 +63,7 @@ impl TopUi {
         self.draw();
     }
 
-    pub(super) fn key(&mut self, k: crossterm::event::KeyEvent) -> Action {
+    pub(super) fn key(&mut self, k: crossterm::event::KeyEvent) -> KeyAction {
         let height = self.screen.term.size().map_or(24, |s| s.height);
         let action = self
             .state

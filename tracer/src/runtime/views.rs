@@ -8,8 +8,9 @@ use anyhow::{Context as _, Result};
 use super::{RunConfig, ui::TopUi};
 use crate::{
     facts::TargetFacts,
-    live::{Live, snapshot::Snapshotter},
     output::Sink,
+    periodic::Intervals,
+    runtime::snapshot::Snapshotter,
     serve::{Published, Server},
     summary::Summary,
 };
@@ -21,7 +22,7 @@ const SERVE_PERIOD: Duration = Duration::from_secs(1);
 pub(super) struct Views {
     pub snapshotter: Snapshotter,
     /// `--interval`: a summary of what changed, on stderr and in `--jsonl`.
-    pub live: Option<Live>,
+    pub live: Option<Intervals>,
     /// `--listen`: the server and `--max-metric-sites`.
     pub server: Option<(Server, usize)>,
     /// The server's requests for a fresh summary.
@@ -60,7 +61,12 @@ impl Views {
         snapshotter.text_sites = cfg.text_sites;
         let live = match cfg.interval {
             // The interval blocks would write over top's screen.
-            Some(_) => Some(Live::new(jsonl, text && !cfg.top, cfg.max_sites, header)?),
+            Some(_) => Some(Intervals::new(
+                jsonl,
+                text && !cfg.top,
+                cfg.max_sites,
+                header,
+            )?),
             None => None,
         };
         let (server, refresh_requests) = match listener {

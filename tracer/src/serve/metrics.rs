@@ -227,7 +227,7 @@ fn process(
         ],
     );
     let last = summary.timeline.points.last().map(|p| p.sample);
-    let gauge = |f: fn(&crate::aggregate::timeline::Sample) -> u64| last.as_ref().map_or(0, f);
+    let gauge = |f: fn(&crate::summary::timeline::Sample) -> u64| last.as_ref().map_or(0, f);
     w.one(
         "tracer_live_bytes",
         Kind::Gauge,

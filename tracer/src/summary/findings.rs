@@ -77,7 +77,7 @@ impl PartialEq<&str> for FindingKind {
 }
 
 /// A check: every finding of its kind in a summary.
-type Check = fn(&Summary, &Facts) -> Vec<Finding>;
+type Check = fn(&Summary, &HeapState) -> Vec<Finding>;
 
 /// Every kind and its check, in no particular order (findings are ordered by the bytes at
 /// stake): a new kind is a function, its entry here and its test.
@@ -111,9 +111,9 @@ pub struct Finding {
     pub pid: Option<u32>,
 }
 
-/// What findings need that the summary does not hold.
+/// The heap as the process left it, which findings need and the summary does not hold.
 #[derive(Debug, Clone, Default)]
-pub struct Facts {
+pub struct HeapState {
     pub page_size: u64,
     /// The live block highest in the brk heap: its size and its stack.
     pub heap_top: Option<(u64, Vec<Frame>)>,
@@ -161,10 +161,10 @@ fn at(s: &SiteReport) -> String {
 }
 
 /// Every finding of `s`, most bytes at stake first.
-pub fn find(s: &Summary, facts: &Facts) -> Vec<Finding> {
+pub fn find(s: &Summary, heap: &HeapState) -> Vec<Finding> {
     let mut out: Vec<Finding> = CHECKS
         .iter()
-        .flat_map(|(_, check)| check(s, facts))
+        .flat_map(|(_, check)| check(s, heap))
         .collect();
     sort(&mut out);
     out
@@ -176,14 +176,14 @@ pub fn sort(findings: &mut [Finding]) {
 }
 
 /// Freed memory the allocator keeps: resident heap pages that hold no live block.
-fn retained_heap(s: &Summary, facts: &Facts) -> Vec<Finding> {
+fn retained_heap(s: &Summary, heap: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
-    let retained = facts.heap_resident.saturating_sub(facts.heap_live);
-    let live = facts.heap_live;
+    let retained = heap.heap_resident.saturating_sub(heap.heap_live);
+    let live = heap.heap_live;
     if retained >= RETAINED_MIN_BYTES
         && retained as f64 >= RETAINED_MIN_SHARE * (retained as f64 + live as f64)
     {
-        let (why, site) = match &facts.heap_top {
+        let (why, site) = match &heap.heap_top {
             Some((size, stack)) => (
                 format!(
                     " The top of the brk heap is held by a live {} block from {}, so `brk` cannot \
@@ -206,10 +206,10 @@ fn retained_heap(s: &Summary, facts: &Facts) -> Vec<Finding> {
             site,
             json!({
                 "retained_resident_bytes": retained,
-                "resident_bytes": facts.heap_resident,
+                "resident_bytes": heap.heap_resident,
                 "live_bytes": live,
                 "peak_live_bytes": s.user.peak_live_bytes,
-                "page_size": facts.page_size,
+                "page_size": heap.page_size,
             }),
             format!(
                 "{} of heap pages are resident but hold no live allocation (live: {}): memory \
@@ -228,7 +228,7 @@ fn retained_heap(s: &Summary, facts: &Facts) -> Vec<Finding> {
 }
 
 /// Blocks above the mmap threshold, each an mmap, a munmap and faults, again and again.
-fn mmap_churn(s: &Summary, _: &Facts) -> Vec<Finding> {
+fn mmap_churn(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     for site in &s.user.sites {
         let st = &site.stats;
@@ -271,7 +271,7 @@ fn mmap_churn(s: &Summary, _: &Facts) -> Vec<Finding> {
 }
 
 /// A block grown by realloc, moved and copied again and again.
-fn realloc_moves(s: &Summary, _: &Facts) -> Vec<Finding> {
+fn realloc_moves(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     for site in &s.user.sites {
         let st = &site.stats;
@@ -304,7 +304,7 @@ fn realloc_moves(s: &Summary, _: &Facts) -> Vec<Finding> {
 }
 
 /// Many allocations freed before the thread's next: a malloc and a free for brief use.
-fn short_lived_hotspot(s: &Summary, _: &Facts) -> Vec<Finding> {
+fn short_lived_hotspot(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     for site in &s.user.sites {
         let st = &site.stats;
@@ -347,7 +347,7 @@ fn short_lived_hotspot(s: &Summary, _: &Facts) -> Vec<Finding> {
 }
 
 /// Sites that left many bytes allocated at the end.
-fn leak(s: &Summary, _: &Facts) -> Vec<Finding> {
+fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     for leak in s.user.leaks.iter().filter(|l| l.bytes >= LEAK_MIN_BYTES) {
         out.push(finding(
@@ -377,7 +377,7 @@ fn leak(s: &Summary, _: &Facts) -> Vec<Finding> {
 }
 
 /// Sites whose live bytes keep growing.
-fn leak_suspect(s: &Summary, _: &Facts) -> Vec<Finding> {
+fn leak_suspect(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     for x in &s.user.leak_suspects {
         // What it would add in ten more minutes.
@@ -407,28 +407,28 @@ fn leak_suspect(s: &Summary, _: &Facts) -> Vec<Finding> {
 }
 
 /// Threads' arenas: address space reserved against memory used.
-fn arena_sprawl(s: &Summary, facts: &Facts) -> Vec<Finding> {
+fn arena_sprawl(s: &Summary, heap: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
-    if facts.arena_mapped >= ARENA_MIN_MAPPED
-        && (facts.arena_resident as f64) <= ARENA_MAX_RESIDENT_SHARE * facts.arena_mapped as f64
+    if heap.arena_mapped >= ARENA_MIN_MAPPED
+        && (heap.arena_resident as f64) <= ARENA_MAX_RESIDENT_SHARE * heap.arena_mapped as f64
     {
-        let threads = facts.threads;
+        let threads = heap.threads;
         out.push(finding(
             FindingKind::ArenaSprawl,
-            facts.arena_mapped,
+            heap.arena_mapped,
             Vec::new(),
             json!({
-                "arena_mapped_bytes": facts.arena_mapped,
-                "arena_resident_bytes": facts.arena_resident,
+                "arena_mapped_bytes": heap.arena_mapped,
+                "arena_resident_bytes": heap.arena_resident,
                 "thread_arena_allocated_bytes": s.paths.thread_arena.bytes,
                 "threads": threads,
             }),
             format!(
                 "Thread arenas map {} of address space for {} threads, of which {} is resident \
                  ({} allocated there).",
-                human_bytes(facts.arena_mapped),
+                human_bytes(heap.arena_mapped),
                 threads,
-                human_bytes(facts.arena_resident),
+                human_bytes(heap.arena_resident),
                 human_bytes(s.paths.thread_arena.bytes)
             ),
             "Reserved but untouched memory costs no RAM, but it counts in VSZ, in overcommit and \
@@ -441,7 +441,7 @@ fn arena_sprawl(s: &Summary, facts: &Facts) -> Vec<Finding> {
 
 /// What the process costs the kernel in slab objects: at their most (a process that exits
 /// frees them, some a grace period later, so the end alone depends on timing).
-fn kernel_overhead(s: &Summary, _: &Facts) -> Vec<Finding> {
+fn kernel_overhead(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     let slab = &s.kernel.slab;
     let peak = s
@@ -514,14 +514,14 @@ mod tests {
         assert_eq!(kinds.len(), CHECKS.len());
         let names: std::collections::HashSet<&str> = kinds.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), CHECKS.len());
-        let (s, facts) = firing();
+        let (s, heap) = firing();
         for (kind, check) in CHECKS {
-            assert!(check(&s, &facts).iter().all(|f| f.kind == kind), "{kind}");
+            assert!(check(&s, &heap).iter().all(|f| f.kind == kind), "{kind}");
         }
     }
 
-    /// A summary and facts over every threshold, so that every check finds something.
-    fn firing() -> (Summary, Facts) {
+    /// A summary and heap over every threshold, so that every check finds something.
+    fn firing() -> (Summary, HeapState) {
         let mut s = sample_summary();
         let mut hot = site(
             "hot",
@@ -561,7 +561,7 @@ mod tests {
             points: Vec::new(),
         }];
         s.kernel.slab.live_bytes_at_end = KERNEL_MIN_SLAB_BYTES;
-        let facts = Facts {
+        let heap = HeapState {
             page_size: 4096,
             heap_top: None,
             heap_resident: 3 << 20,
@@ -570,14 +570,14 @@ mod tests {
             arena_resident: 0,
             threads: 2,
         };
-        (s, facts)
+        (s, heap)
     }
 
     #[test]
     fn every_check_fires_on_its_fixture() {
-        let (s, facts) = firing();
+        let (s, heap) = firing();
         let found: std::collections::HashSet<FindingKind> =
-            find(&s, &facts).iter().map(|f| f.kind).collect();
+            find(&s, &heap).iter().map(|f| f.kind).collect();
         assert_eq!(found.len(), CHECKS.len(), "{found:?}");
     }
 
@@ -620,7 +620,7 @@ mod tests {
         quiet.caused.mmap_calls = 15;
         quiet.paths.mmap_bytes = 1;
         s.user.sites = vec![temps, quiet, churn];
-        let facts = Facts {
+        let heap = HeapState {
             page_size: 4096,
             heap_top: None,
             heap_resident: 3 << 20,
@@ -629,7 +629,7 @@ mod tests {
             arena_resident: 0,
             threads: 1,
         };
-        let found = find(&s, &facts);
+        let found = find(&s, &heap);
         let kinds: Vec<&str> = found.iter().map(|f| f.kind.name()).collect();
         // Most bytes at stake first: 20 MiB mapped, 2 MiB retained, 480,000 temporary bytes.
         assert_eq!(
@@ -643,11 +643,11 @@ mod tests {
         assert_eq!(found[2].bytes, 480_000);
         assert_eq!(found[2].severity, "low");
         // Retained memory that is a small share of the heap is not a finding.
-        let facts = Facts {
+        let heap = HeapState {
             heap_resident: 9 << 20,
             heap_live: 8 << 20,
-            ..facts
+            ..heap
         };
-        assert!(find(&s, &facts).iter().all(|f| f.kind != "retained_heap"));
+        assert!(find(&s, &heap).iter().all(|f| f.kind != "retained_heap"));
     }
 }

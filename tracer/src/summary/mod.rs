@@ -17,7 +17,8 @@ use serde::Serialize;
 
 pub use label::{Frame, human_bytes, visible};
 
-use crate::aggregate::SyscallStats;
+/// The model's types a summary holds as they are: renderers reach them through here.
+pub use crate::aggregate::{SyscallStats, timeline};
 
 pub const SCHEMA: &str = "tracer.summary/1";
 

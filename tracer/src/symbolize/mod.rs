@@ -108,7 +108,7 @@ pub struct BlazeSymbolizer<'a> {
     space: &'a AddressSpace,
     blaze: Blaze,
     /// Where to read each file: a descriptor opened while the process ran (see
-    /// [`crate::target::TargetFiles`]). Files without one are not read: opening the process's
+    /// [`crate::process::target::TargetFiles`]). Files without one are not read: opening the process's
     /// paths by name reads the wrong file, or blocks on a FIFO planted there.
     substitutes: &'a HashMap<PathBuf, PathBuf>,
 }

@@ -79,7 +79,7 @@ pub struct Header {
 
 /// What a key asks of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub enum KeyAction {
     None,
     Quit,
     Snapshot,
@@ -148,7 +148,7 @@ impl TopState {
                     bytes: site.stats.bytes,
                     resident_bytes: site.paths.resident_bytes,
                     rate: site.stats.allocs.saturating_sub(allocs_before) as f64 / dt,
-                    growth: crate::live::interval::delta(site.stats.live_bytes, live_before),
+                    growth: crate::periodic::interval::delta(site.stats.live_bytes, live_before),
                     chain: label::chain(site),
                 }
             })
@@ -186,14 +186,14 @@ impl TopState {
     }
 
     /// Applies a key; `page` is the number of table rows shown.
-    pub fn key(&mut self, k: KeyEvent, page: usize) -> Action {
+    pub fn key(&mut self, k: KeyEvent, page: usize) -> KeyAction {
         let last = self.rows.len().saturating_sub(1);
         match k.code {
-            KeyCode::Char('q') => return Action::Quit,
+            KeyCode::Char('q') => return KeyAction::Quit,
             KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
-                return Action::Quit;
+                return KeyAction::Quit;
             }
-            KeyCode::Char('s') => return Action::Snapshot,
+            KeyCode::Char('s') => return KeyAction::Snapshot,
             KeyCode::Char('l') => self.resort(SortBy::Live),
             KeyCode::Char('r') => self.resort(SortBy::Rate),
             KeyCode::Char('b') => self.resort(SortBy::Bytes),
@@ -210,7 +210,7 @@ impl TopState {
             KeyCode::Esc => self.detail = false,
             _ => {}
         }
-        Action::None
+        KeyAction::None
     }
 }
 
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!((churn.rate, churn.growth), (200.0, 0));
         assert_eq!(t.rows[0].growth, 1000);
 
-        assert_eq!(t.key(key(KeyCode::Char('b')), 10), Action::None);
+        assert_eq!(t.key(key(KeyCode::Char('b')), 10), KeyAction::None);
         assert_eq!(t.sort_by(), SortBy::Bytes);
         assert!(t.rows[0].name.starts_with("churn"));
         t.key(key(KeyCode::Char('g')), 10);
@@ -275,9 +275,9 @@ mod tests {
         assert!(t.detail);
         t.key(key(KeyCode::Esc), 10);
         assert!(!t.detail);
-        assert_eq!(t.key(key(KeyCode::Char('s')), 10), Action::Snapshot);
-        assert_eq!(t.key(key(KeyCode::Char('q')), 10), Action::Quit);
+        assert_eq!(t.key(key(KeyCode::Char('s')), 10), KeyAction::Snapshot);
+        assert_eq!(t.key(key(KeyCode::Char('q')), 10), KeyAction::Quit);
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(t.key(ctrl_c, 10), Action::Quit);
+        assert_eq!(t.key(ctrl_c, 10), KeyAction::Quit);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::{
     events::{self, Event},
-    session::{Finish, Followup, ProcessFinish, Session, Start},
+    process::session::{Finish, Followup, ProcessFinish, Session, Start},
     summary::{ProcessReport, Summary, totals},
 };
 
@@ -259,7 +259,7 @@ impl Processes {
         let mut total = totals::total(&reports, finish.max_sites);
         // The kernel-side counters are the whole run's: they go to the totals only.
         let mut events = total.events.clone();
-        crate::session::add_counters(&mut events, finish);
+        crate::process::session::add_counters(&mut events, finish);
         events.received = events
             .received
             .saturating_add(self.unrouted + self.undecodable);
@@ -318,5 +318,5 @@ fn process_finish(finish: &Finish, p: &Process, own: Option<&ProcessFinish>) -> 
 }
 
 #[cfg(test)]
-#[path = "processes_tests.rs"]
+#[path = "table_tests.rs"]
 mod tests;

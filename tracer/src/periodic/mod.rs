@@ -1,8 +1,7 @@
-//! A run while it goes on: `--interval` summaries on stderr and `--jsonl`, snapshots of every
-//! report on SIGUSR1, and the state the HTTP endpoints serve.
+//! What a run writes while it goes on: `--interval` summaries on stderr and in `--jsonl`, and
+//! snapshots of every report on SIGUSR1.
 
 pub mod interval;
-pub mod snapshot;
 
 use std::{
     io::{self, IsTerminal, Write},
@@ -16,7 +15,7 @@ use crate::{
 use interval::{IntervalView, render_text};
 
 /// The live outputs of one run.
-pub struct Live {
+pub struct Intervals {
     view: IntervalView,
     jsonl: Option<Sink>,
     /// Whether to print interval blocks on stderr (not with `--quiet`).
@@ -29,7 +28,7 @@ pub struct Live {
     header: String,
 }
 
-impl Live {
+impl Intervals {
     /// `jsonl` is published at once, so it can be followed (`tail -f`) from the first line.
     pub fn new(
         jsonl: Option<Sink>,
@@ -44,7 +43,7 @@ impl Live {
             }
             None => None,
         };
-        Ok(Live {
+        Ok(Intervals {
             view: IntervalView::default(),
             jsonl,
             text,

@@ -24,7 +24,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::invoker::Invoker;
+use crate::process::sudo_user::Invoker;
 
 #[derive(Debug, Error)]
 pub enum LaunchError {

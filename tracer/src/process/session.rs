@@ -196,7 +196,7 @@ pub enum Followup {
     /// stopped until continued.
     Exec { held: bool, ts_ns: u64 },
     /// `--follow`: the process created child process `child`, traced from now on (see
-    /// [`crate::processes::Processes`]).
+    /// [`crate::process::table::Processes`]).
     Forked { child: u32 },
     /// The process stopped itself after mapping code: give it its unwind tables and continue
     /// it.
@@ -425,7 +425,7 @@ impl Session {
                 held: e.held != 0,
                 ts_ns: e.header.ts_ns,
             }),
-            // Processes come and go in [`crate::processes::Processes`]; a fault and its page
+            // Processes come and go in [`crate::process::table::Processes`]; a fault and its page
             // are split in `apply`.
             Event::Fork(_) | Event::Exit(_) | Event::Held(_) | Event::FaultPage(..) => None,
         }
@@ -655,7 +655,7 @@ impl Session {
                 RegionKind::Heap | RegionKind::ThreadArena
             )
         };
-        let facts = findings::Facts {
+        let facts = findings::HeapState {
             page_size: self.page_size,
             heap_top,
             heap_resident: match &finish.resident {

@@ -1,7 +1,7 @@
 //! Who asked for this run: under `sudo`, the user behind it, whose files and commands are theirs.
 //!
 //! `sudo` sets `SUDO_UID` and `SUDO_GID`. When we run as root with those set, files we create
-//! are given to that user and a launched command runs as that user (see [`crate::launch`]);
+//! are given to that user and a launched command runs as that user (see [`crate::process::launch`]);
 //! a symlink at an output path is followed only when it belongs to root or to that user.
 
 use std::{

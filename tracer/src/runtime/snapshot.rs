@@ -16,10 +16,10 @@ use tracer_common::STACKS_MAP;
 use crate::{
     facts::{EndedBy, TargetFacts},
     probes::stacks::{kernel_stacks, read_stacks},
-    processes::Processes,
-    session::{Finish, ProcessFinish, Session},
+    process::session::{Finish, ProcessFinish, Session},
+    process::table::Processes,
+    process::target::TargetFiles,
     symbolize::Frame,
-    target::TargetFiles,
 };
 
 /// What a snapshot reads from the run besides the sessions.
@@ -190,7 +190,7 @@ impl Snapshotter {
             min_age_ns: self.min_age_ns,
             resident,
             recording_cut_events: 0,
-            slab_merges: crate::target::slab_merges(
+            slab_merges: crate::process::target::slab_merges(
                 now.processes
                     .iter()
                     .flat_map(|p| p.session.kernel.slab.caches().map(|(key, _)| key.name())),
@@ -214,11 +214,11 @@ fn threads_of(threads: &BTreeMap<(u32, u32), String>, pid: u32) -> BTreeMap<u32,
 
 /// The resident pages of a running process's data regions (`/proc/PID/pagemap`).
 fn read_resident(session: &Session) -> Option<crate::attribution::resident::PageSet> {
-    crate::target::read_pagemap(
+    crate::process::target::read_pagemap(
         session.pid,
         &session.space.data_ranges(),
-        crate::target::page_size(),
-        crate::target::MAX_PAGEMAP_PAGES,
+        crate::process::target::page_size(),
+        crate::process::target::MAX_PAGEMAP_PAGES,
     )
     .map_err(|e| log::debug!("reading /proc/{}/pagemap: {e}", session.pid))
     .ok()
