@@ -1,11 +1,9 @@
 //! Root tests of the outputs: recordings replayed, and the report files of a real run.
 
-mod support;
-
 use std::{fs, process::Command};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// `tracer report` on a recording produces the live run's JSON, byte for byte.
 #[test]

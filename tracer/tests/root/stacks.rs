@@ -3,10 +3,8 @@
 //! distribution binary, and frame-pointer walks that stop short but never report a frame that
 //! is not one.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// The GNU build id of `path`, as `readelf -n` prints it.
 fn build_id_of(path: &str) -> String {

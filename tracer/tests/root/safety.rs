@@ -1,8 +1,6 @@
 //! Running as root next to programs we do not trust: output files, privilege, the command's
 //! start, signals. Each test fails on a tracer without the behaviour it names.
 
-mod support;
-
 use std::{
     io::{BufRead, BufReader, Read},
     os::unix::fs::{FileTypeExt, MetadataExt},
@@ -10,8 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn scratch(tag: &str) -> std::path::PathBuf {
     let dir = json_path(tag).with_extension("d");

@@ -2,12 +2,10 @@
 //! numbers (1000 leaked bytes and 8000 scratch bytes a step, a 100,000-byte cache), compared
 //! from their recordings and from their JSON summaries, and gates on a live run.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn record(steps: &str, tag: &str) -> (PathBuf, PathBuf) {
     let w = workload("growing");

@@ -1,10 +1,8 @@
 //! Bad input gives one clear line and a non-zero exit, never a panic.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn one_line_error(out: &std::process::Output) -> String {
     let err = stderr(out);

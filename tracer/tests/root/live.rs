@@ -2,16 +2,14 @@
 //! and snapshots on SIGUSR1, on workloads/growing.c (a known leak, a cache that fills and
 //! holds, and scratch buffers freed at once).
 
-mod support;
-
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn first_function(site: &Value) -> &str {
     site["stack"][0]["function"].as_str().unwrap_or("?")

@@ -1,11 +1,9 @@
 //! Root tests: the real eBPF programs against workloads whose syscalls are known exactly.
 
-mod support;
-
 use std::process::{Command, Stdio};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Program start-up (the dynamic loader, libc) makes its own calls; running the workload with
 /// zero iterations measures them, so the difference is exactly the pattern.

@@ -2,15 +2,13 @@
 //! site of workloads/growing.c, sorts on a keypress, shows a stack on Enter, and quits cleanly
 //! (the command ended, the terminal given back, the reports written).
 
-mod support;
-
 use std::{
     path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use support::*;
+use crate::support::*;
 
 struct Tmux {
     socket: String,

@@ -2,8 +2,6 @@
 //! and `go tool pprof` reading `/debug/pprof/heap`, on workloads/growing.c (1000-byte blocks
 //! that leak, a cache of fifty 2000-byte blocks). `cargo xtask setup` installs both.
 
-mod support;
-
 use std::{
     io::{BufRead, BufReader},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -13,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// A traced workload serving on a free loopback port, killed when dropped.
 struct Served {

@@ -1,9 +1,7 @@
 //! Root tests of the allocator uprobes: exact calls from workloads whose allocations are known.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 fn calls(v: &Value, func: &str) -> i64 {
     v["user"][func]["calls"].as_i64().unwrap()

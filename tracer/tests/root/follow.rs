@@ -2,12 +2,10 @@
 //! sites, leaks and exit status, and the totals add up; without it the summary says how many
 //! went untraced. A recording of a followed run replays to the same summary.
 
-mod support;
-
 use std::fs;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
     site_in(v, function)

@@ -1,8 +1,6 @@
 //! The target's files are read as the target sees them: its working directory, its mount
 //! namespace, the inode it mapped; never by a name that may now be a FIFO.
 
-mod support;
-
 use std::{
     io::{Read, Write},
     os::unix::fs::FileTypeExt,
@@ -11,8 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// A fresh directory holding a copy of the library.
 fn lib_dir(tag: &str) -> PathBuf {

@@ -1,10 +1,8 @@
 //! Root tests of the findings, one pattern of workloads/findings.c each, with the numbers the
 //! workload makes; and a clean run that has none.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn run(pattern: &str) -> (Value, String) {
     let w = workload("findings");

@@ -4,12 +4,10 @@
 //! leaked), the header names the new command, and a recording replays the same. And threads
 //! that rename themselves.
 
-mod support;
-
 use std::{fs, os::unix::fs::PermissionsExt, process::Command};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 

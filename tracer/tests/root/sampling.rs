@@ -1,10 +1,8 @@
 //! Root tests of `--sample`: estimates from sampled allocator calls, on a workload whose every
 //! site, size and leak is known (workloads/sampled.c).
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn n(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))

@@ -1,12 +1,10 @@
 //! Root tests of the kernel paths and the join, against workloads with known outcomes, and an
 //! independent count of the same tracepoints through an ftrace instance.
 
-mod support;
-
 use std::{fs, path::PathBuf};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
     site_in(v, function)

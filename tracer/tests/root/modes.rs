@@ -1,9 +1,7 @@
 //! Root tests of the tracing modes against workloads with known answers.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn n(v: &Value) -> i64 {
     v.as_i64().unwrap_or_else(|| panic!("not a number: {v}"))

@@ -2,15 +2,13 @@
 //! that touched its memory before tracer attached, and reuses it after (workloads/prefilled.c).
 //! And `--tid`, which narrows a `--pid` run to one thread.
 
-mod support;
-
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
 };
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// `tracer --pid` of workloads/prefilled.c, attached once it has filled and freed its blocks;
 /// with `exits`, the workload exits once it has allocated them again (so that pagemap cannot
@@ -175,7 +173,7 @@ fn tid_traces_one_thread() {
     assert_eq!(v["user"]["malloc"]["calls"], 500);
 
     // A thread of another process is refused.
-    let out = support::tracer()
+    let out = crate::support::tracer()
         .args(["-q", "--pid", "1", "--tid"])
         .arg(tids[1].to_string())
         .output()
