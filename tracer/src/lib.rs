@@ -1,8 +1,21 @@
 //! tracer: a Linux memory-allocation tracer built on eBPF.
 //!
-//! Layers, from the kernel up: [`probes`] loads and attaches the eBPF programs, [`events`]
-//! decodes ring-buffer records, [`aggregate`] turns events into statistics, and [`report`]
-//! renders them. [`runtime`] drives one session; [`launch`] and [`target`] deal with processes.
+//! The modules, lowest layer first (each imports only those before it; `tests/layers.rs`
+//! checks it, and `docs/architecture.md` says why and how to add to each):
+//!
+//! - the vocabulary: [`facts`] (what a run ends with, as recordings keep it), [`gfp`] (the
+//!   kernel's GFP flag names), [`events`] (ring-buffer records decoded into typed events);
+//! - the model: [`aggregate`] (statistics keyed by interned ids), [`attribution`] (the address
+//!   space, and which path served what);
+//! - the kernel side: [`symbolize`], [`unwind`] (tables for the kernel's stack walker),
+//!   [`probes`] (loading, attaching and reading the eBPF object);
+//! - [`summary`]: every fact a report shows, and every name, label and note, made once;
+//! - [`process`]: each traced process's model and summary, launching and reading processes;
+//! - [`report`]: the renderers, one per format, reading only the summary;
+//! - files: [`output`], [`record`] (recordings), [`replay`] (`tracer report`);
+//! - while a run goes on: [`periodic`] (`--interval`, snapshots), [`serve`] (`--listen`),
+//!   [`top`] (`tracer top`);
+//! - commands: [`diff`] (`tracer diff`), [`runtime`] (one run, in four phases), [`cli`].
 
 pub mod aggregate;
 pub mod attribution;

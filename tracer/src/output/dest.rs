@@ -28,7 +28,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
 use thiserror::Error;
 
 use crate::process::sudo_user;
@@ -591,16 +590,34 @@ impl Drop for Sink {
     }
 }
 
+/// What went wrong making or writing a report, from the renderer or the destination.
+pub type RenderFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// A report that could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Dest(#[from] DestError),
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: RenderFailure,
+    },
+}
+
 /// Writes a whole report to `dest`: rendered straight into the sink, committed only if the
 /// render and every write succeeded.
 pub fn write_to(
     dest: &Dest,
-    render: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    render: impl FnOnce(&mut dyn Write) -> Result<(), RenderFailure>,
+) -> Result<(), WriteError> {
     let mut sink = Sink::open(dest)?;
-    let context = || format!("writing {}", dest.shown().display());
-    render(&mut sink).with_context(context)?;
-    sink.commit().with_context(context)?;
+    let failed = |source| WriteError::Write {
+        path: dest.shown().to_path_buf(),
+        source,
+    };
+    render(&mut sink).map_err(failed)?;
+    sink.commit().map_err(|e| failed(e.into()))?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ fn scratch(tag: &str) -> PathBuf {
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     let dest = check_file(path, false)?;
-    write_to(&dest, |out| Ok(out.write_all(text.as_bytes())?))
+    Ok(write_to(&dest, |out| Ok(out.write_all(text.as_bytes())?))?)
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -110,7 +110,7 @@ fn regular_files_are_replaced_atomically_and_keep_their_mode() {
     let dest = check_file(&path, false).unwrap();
     let err = write_to(&dest, |out| {
         out.write_all(b"half")?;
-        anyhow::bail!("render failed")
+        Err("render failed".into())
     })
     .unwrap_err();
     assert!(format!("{err:#}").contains("render failed"), "{err:#}");

@@ -8,10 +8,8 @@ pub mod dest;
 
 use std::{io, path::PathBuf};
 
-use anyhow::Result;
-
 use crate::report::{Format, Renderer, Summary, visible};
-pub use dest::{Dest, DestDir, DestError, Sink};
+pub use dest::{Dest, DestDir, DestError, Sink, WriteError};
 
 /// Which reports to write, and where, as given on the command line.
 #[derive(Debug, Clone, Default)]
@@ -109,6 +107,15 @@ pub fn utc_stamp(since_epoch: std::time::Duration) -> String {
     )
 }
 
+/// Why the outputs asked for cannot all be written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    #[error("{} {} write to stdout; only one output can (give the others a file)", .0.join(" and "), if .0.len() == 2 { "both" } else { "all" })]
+    Stdout(Vec<String>),
+}
+
 /// A destination that could not be used, named by its option.
 #[derive(Debug, thiserror::Error)]
 #[error("--{option} {problem}")]
@@ -124,7 +131,7 @@ impl Outputs {
         &self,
         record: Option<&PathBuf>,
         jsonl: Option<&PathBuf>,
-    ) -> Result<(Checked, Option<Dest>, Option<Dest>)> {
+    ) -> Result<(Checked, Option<Dest>, Option<Dest>), CheckError> {
         let file = |option: &'static str, path: &PathBuf, binary: bool| {
             dest::check_file(path, binary).map_err(|problem| OptionError { option, problem })
         };
@@ -155,11 +162,7 @@ impl Outputs {
             .map(|option| format!("--{option}"))
             .collect();
         if on_stdout.len() > 1 {
-            let all = if on_stdout.len() == 2 { "both" } else { "all" };
-            anyhow::bail!(
-                "{} {all} write to stdout; only one output can (give the others a file)",
-                on_stdout.join(" and ")
-            );
+            return Err(CheckError::Stdout(on_stdout));
         }
         Ok((
             Checked {
@@ -193,20 +196,24 @@ pub fn write_all_quietly(summary: &Summary, outputs: &Checked) -> Vec<String> {
     }
     for (format, target) in &outputs.files {
         if let Err(e) = write(summary, format.spec().renderer, target) {
-            failed.push(format!("{e:#}"));
+            failed.push(e.to_string());
         }
     }
     failed
 }
 
 /// One report, rendered straight into its destination.
-fn write(summary: &Summary, renderer: Renderer, target: &Target) -> Result<()> {
+fn write(summary: &Summary, renderer: Renderer, target: &Target) -> Result<(), WriteError> {
     match (renderer, target) {
         (Renderer::Stream(render), Target::File(d)) => {
             dest::write_to(d, |out| Ok(render(summary, out)?))
         }
         (Renderer::Files(render), Target::Dir(dir)) => {
-            for (name, bytes) in render(summary)? {
+            let files = render(summary).map_err(|e| WriteError::Write {
+                path: dir.shown.clone(),
+                source: e.into(),
+            })?;
+            for (name, bytes) in files {
                 dest::write_to(&dir.file(&name)?, |out| Ok(out.write_all(&bytes)?))?;
             }
             Ok(())

@@ -1,8 +1,7 @@
-//! One tracing session, in four phases that each fit on a screen:
-//! [`prepare`](prepare::prepare) (outputs checked, listener bound, target found or started),
-//! [`start`](start::start) (probes loaded and attached, recording begun), the
-//! [event loop](event_loop::Loop::run) (which returns how the run ended), and
-//! [`finish`](event_loop::Loop::finish) (teardown, reports, exit status).
+//! One tracing session, in four phases that each fit on a screen: `prepare` (outputs
+//! checked, listener bound, target found or started), `start` (probes loaded and attached,
+//! recording begun), the event loop (`event_loop::Loop::run`, which returns how the run ended)
+//! and `finish` (teardown, reports, exit status).
 
 mod config;
 mod drain;

@@ -115,7 +115,7 @@ pub struct UserSummary {
     /// Resident bytes of the brk heap and thread arenas (by `resident_source`).
     pub heap_resident_bytes: u64,
     /// Sites whose live bytes kept growing with their old blocks alive (see
-    /// [`suspects`](crate::summary::suspects)), fastest first.
+    /// [`suspects`]), fastest first.
     pub leak_suspects: Vec<LeakSuspect>,
 }
 
