@@ -221,9 +221,9 @@ pub fn wakeup_flags() -> u64 {
     if threshold == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= u64::from(threshold) {
-        BPF_RB_FORCE_WAKEUP as u64
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(threshold) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
-        BPF_RB_NO_WAKEUP as u64
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }

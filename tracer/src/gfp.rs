@@ -69,7 +69,7 @@ impl GfpTable {
         }
         let class = names
             .first()
-            .map_or_else(|| format!("{flags:#x}"), |n| n.to_string());
+            .map_or_else(|| format!("{flags:#x}"), ToString::to_string);
         (class, full)
     }
 }

@@ -105,7 +105,7 @@ mod tests {
         record::{Recorder, VERSION},
     };
 
-    fn sink(path: &std::path::Path) -> crate::output::Sink {
+    fn sink(path: &Path) -> crate::output::Sink {
         crate::output::Sink::open(&crate::output::dest::check_file(path, true).unwrap()).unwrap()
     }
 
@@ -114,7 +114,7 @@ mod tests {
     }
 
     /// A small recording: a brk, a malloc and a free, and its finish.
-    fn write_recording(path: &std::path::Path) -> Finish {
+    fn write_recording(path: &Path) -> Finish {
         let start = Start {
             pid: 42,
             command: vec!["./app".into(), "<script>".into()],

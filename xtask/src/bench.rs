@@ -176,7 +176,7 @@ fn machine() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     format!("Linux {}, {cpu}, {cores} cores", kernel.trim())
 }
 
@@ -397,10 +397,7 @@ pub fn run(n: u64) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("attached to pid") {
                 let _ = tx.send(Instant::now());
             }

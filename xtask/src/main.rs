@@ -215,7 +215,7 @@ fn html_check(html: Option<PathBuf>) -> Result<()> {
     std::fs::write(&bad, broken)?;
     match check_page(&out, &bad) {
         Err(e) if format!("{e:#}").contains("LAYOUT-FAIL flame-") => {
-            println!("xtask html-check: a page with oversized flamegraph frames fails, as it must")
+            println!("xtask html-check: a page with oversized flamegraph frames fails, as it must");
         }
         Err(e) => bail!("the broken page failed for another reason: {e:#}"),
         Ok(()) => bail!("the layout check passed a page with oversized flamegraph frames"),
@@ -289,7 +289,7 @@ fn check_page(out: &Path, page: &Path) -> Result<()> {
             console.join("\n")
         );
     }
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(&shot).map_or(0, |m| m.len());
     if size < 10_000 {
         bail!(
             "no screenshot, or an empty one ({size} bytes) at {}",

@@ -187,7 +187,7 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
         entry.submit(wakeup_flags());
         return;
     }
-    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+    entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
     // While a launched or followed command is held at exec, with stacks walked by unwind
     // table, it is held at each code mapping too: the table is in place before the code runs.
     if config_flag(config_flags::DWARF) && config_flag(config_flags::HOLD_EXEC) && holding_exec() {
@@ -211,7 +211,7 @@ fn hold(tgid: u32, tid: u32, reason: u32) {
     });
     // SAFETY: a helper that signals the current task only (delivered on return to user).
     unsafe { bpf_send_signal(SIGSTOP) };
-    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+    entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
 }
 
 /// An `openat` that returned `fd`: the path is read now, from the caller's buffer, straight into

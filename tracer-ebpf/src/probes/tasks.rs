@@ -84,8 +84,11 @@ fn created(clone_flags: u64, child: impl FnOnce() -> Option<u32>) {
         && let Some(maps) = UNWIND_MAPS.get_ptr(tgid)
     {
         // By reference: copied out, 4 KiB would not fit on the BPF stack.
+        #[allow(
+            clippy::needless_borrows_for_generic_args,
+            reason = "by value it would be copied onto the BPF stack first"
+        )]
         // SAFETY: a value of the map, copied into the child's entry at once.
-        #[allow(clippy::needless_borrows_for_generic_args)]
         let _ = UNWIND_MAPS.insert(pid, unsafe { &*maps }, 0);
     }
     process_event(kind::FORK, tgid, tid, pid, clone_flags as i32);

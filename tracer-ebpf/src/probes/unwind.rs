@@ -156,6 +156,7 @@ extern "C" fn mapping_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `ctx` is the `SearchCtx` that `find_mapping` passed to bpf_loop, its search
     // this CPU's and its `maps` checked.
     let ctx = unsafe { &*ctx.cast::<SearchCtx>() };
+    // SAFETY: the search is this CPU's (see `SearchCtx`), borrowed only here.
     let s = unsafe { &mut *ctx.search };
     if s.hi <= s.lo || s.hi - s.lo <= 1 {
         return 1;
@@ -253,8 +254,8 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let row = find_mapping(maps, lookup)
         .and_then(|(first, len, bias)| find_row(first, len, lookup.wrapping_sub(bias)));
     let (cfa, rule) = match row {
-        Some(r) if r.cfa == unwind::CFA_RSP => (sp.wrapping_add(r.cfa_offset as i64 as u64), r),
-        Some(r) if r.cfa == unwind::CFA_RBP => (bp.wrapping_add(r.cfa_offset as i64 as u64), r),
+        Some(r) if r.cfa == unwind::CFA_RSP => (sp.wrapping_add(i64::from(r.cfa_offset) as u64), r),
+        Some(r) if r.cfa == unwind::CFA_RBP => (bp.wrapping_add(i64::from(r.cfa_offset) as u64), r),
         Some(r) if r.cfa == unwind::CFA_PLT => {
             let past_push = u64::from((pc & 15) >= r.cfa_offset as u64);
             (sp.wrapping_add(8 + (past_push << 3)), r)
@@ -293,7 +294,7 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         };
         let saved = match rule.rbp {
             unwind::RBP_AT_CFA => {
-                read_user(cfa.wrapping_add(rule.rbp_offset as i64 as u64)).unwrap_or(0)
+                read_user(cfa.wrapping_add(i64::from(rule.rbp_offset) as u64)).unwrap_or(0)
             }
             unwind::RBP_SAME => bp,
             _ => 0,

@@ -201,7 +201,7 @@ impl<V: Copy + Default> LiveTable<V> {
 fn advise_huge_pages<T>(slots: *const T, count: usize) {
     const HUGE: usize = 2 << 20;
     let start = slots as usize;
-    let end = start + count * std::mem::size_of::<T>();
+    let end = start + count * size_of::<T>();
     let (from, to) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
     if to > from {
         // SAFETY: the range lies inside our own allocation (its capacity); MADV_HUGEPAGE

@@ -402,8 +402,7 @@ mod tests {
     fn cache_named(s: &SlabModel, name: &str) -> CacheStats {
         s.caches()
             .find(|(key, _)| key.name() == name)
-            .map(|(_, c)| *c)
-            .unwrap_or_else(|| panic!("no cache {name}"))
+            .map_or_else(|| panic!("no cache {name}"), |(_, c)| *c)
     }
 
     #[test]

@@ -348,7 +348,7 @@ impl DestDir {
         let name = self
             .path
             .file_name()
-            .map_or_else(OsString::new, |n| n.to_os_string());
+            .map_or_else(OsString::new, OsStr::to_os_string);
         let mut new = name;
         new.push(".");
         new.push(suffix);
@@ -473,6 +473,7 @@ impl Sink {
                 let tmp = cstr(&shown, &tmp_name)?;
                 let fin = cstr(&shown, name.as_bytes())?;
                 // What the replaced file had: its mode and owner stay.
+                // SAFETY: an all-zero stat buffer is valid for fstatat to fill.
                 let mut old: libc::stat = unsafe { std::mem::zeroed() };
                 // SAFETY: valid descriptor, name and stat buffer.
                 let had = unsafe {

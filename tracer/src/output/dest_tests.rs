@@ -79,7 +79,7 @@ fn own_descriptors_are_shared_not_reopened() {
     // A descriptor given as /dev/fd/N gets the report at its current offset.
     let dir = scratch("fd");
     let path = dir.join("shared");
-    let mut file = fs::File::create(&path).unwrap();
+    let mut file = File::create(&path).unwrap();
     file.write_all(b"before;").unwrap();
     let shown = PathBuf::from(format!("/dev/fd/{}", file.as_raw_fd()));
     write(&shown, "report").unwrap();

@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn raw_programs_refuse_other_prototypes() {
-        let args = |a: &[&str]| Some(a.iter().map(|s| s.to_string()).collect());
+        let args = |a: &[&str]| Some(a.iter().map(ToString::to_string).collect());
         let (name, expected) = RAW_KERNEL_TRACEPOINTS[0];
         // Linux 6.1+, with the trailing node the program does not read.
         let now = [

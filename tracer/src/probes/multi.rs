@@ -343,8 +343,8 @@ impl MultiLink {
             ..Default::default()
         };
         let fd = bpf(BPF_LINK_CREATE, &mut attr).map_err(error)?;
-        // SAFETY: a new descriptor the kernel just returned to us.
         Ok(MultiLink {
+            // SAFETY: a new descriptor the kernel just returned to us.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
@@ -358,17 +358,17 @@ impl AsFd for MultiLink {
 
 /// The descriptor of one of aya's maps, for the map kinds tracer's object has.
 fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
-    let data = match map {
-        Map::Array(d)
-        | Map::HashMap(d)
-        | Map::LruHashMap(d)
-        | Map::PerCpuArray(d)
-        | Map::PerCpuHashMap(d)
-        | Map::PerCpuLruHashMap(d)
-        | Map::RingBuf(d)
-        | Map::StackTraceMap(d)
-        | Map::Unsupported(d) => d,
-        _ => return None,
+    let (Map::Array(data)
+    | Map::HashMap(data)
+    | Map::LruHashMap(data)
+    | Map::PerCpuArray(data)
+    | Map::PerCpuHashMap(data)
+    | Map::PerCpuLruHashMap(data)
+    | Map::RingBuf(data)
+    | Map::StackTraceMap(data)
+    | Map::Unsupported(data)) = map
+    else {
+        return None;
     };
     Some(data.fd().as_fd())
 }

@@ -27,7 +27,7 @@ impl SlabCounts {
         };
         let map = BpfHashMap::<_, SlabCountKey, SlabCount>::try_from(map).map_err(map_error)?;
         let mut read = Vec::new();
-        for entry in map.iter() {
+        for entry in &map {
             read.push(entry.map_err(map_error)?);
         }
         Ok(self.changed(read, now_ns))

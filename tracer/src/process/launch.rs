@@ -274,7 +274,7 @@ mod tests {
             err.to_string(),
             "command not found: no-such-command-xyz (not a file, and not in PATH)"
         );
-        let plain = std::env::temp_dir().join(format!("tracer-plain-{}", std::process::id()));
+        let plain = env::temp_dir().join(format!("tracer-plain-{}", std::process::id()));
         std::fs::write(&plain, "data").unwrap();
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = resolve(plain.as_os_str()).unwrap_err();
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn held_child_runs_only_when_released() {
-        let dir = std::env::temp_dir().join(format!("tracer-launch-{}", std::process::id()));
+        let dir = env::temp_dir().join(format!("tracer-launch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let marker = dir.join("ran");
         let script = format!("touch {}", marker.display());

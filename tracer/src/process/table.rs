@@ -312,7 +312,7 @@ fn process_finish(finish: &Finish, p: &Process, own: Option<&ProcessFinish>) -> 
             None => finish.target.ended_by.clone(),
         };
         (f.target.exit_code, f.target.signal) =
-            p.exit.map(|e| e.code_and_signal()).unwrap_or((None, None));
+            p.exit.map_or((None, None), |e| e.code_and_signal());
     }
     f
 }

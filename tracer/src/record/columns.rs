@@ -377,7 +377,7 @@ mod tests {
             })
             .collect();
         let batch = plain(&events);
-        let (groups, of_event) = groups(events.iter().map(|e| e.len()));
+        let (groups, of_event) = groups(events.iter().map(Vec::len));
         assert_eq!(groups.len(), 300);
         assert!(
             of_event

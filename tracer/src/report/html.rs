@@ -635,9 +635,9 @@ mod tests {
         s.user
             .leak_suspects
             .push(crate::summary::suspects::LeakSuspect {
-                stack: vec![crate::symbolize::Frame {
+                stack: vec![Frame {
                     function: Some("leak_step".into()),
-                    ..crate::symbolize::Frame::unknown(0x401000)
+                    ..Frame::unknown(0x401000)
                 }],
                 live_bytes: 3000,
                 live_blocks: 3,

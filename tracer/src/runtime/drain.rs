@@ -285,7 +285,7 @@ impl Drain<'_> {
     /// Reads every known thread's name again: threads rename themselves
     /// (pthread_setname_np) after they start. A thread gone keeps its last name.
     pub(super) fn refresh_thread_names(&mut self) {
-        for (&(pid, tid), name) in self.threads.iter_mut() {
+        for (&(pid, tid), name) in &mut self.threads {
             if let Some(now) = thread_name(pid, tid)
                 && !now.is_empty()
             {
@@ -447,10 +447,13 @@ impl Drain<'_> {
         if let Some(command) = self.command.take() {
             snapshotter.target.command = command;
         }
-        let counters = probes.counters().map(|c| c.to_vec()).unwrap_or_else(|e| {
-            log::warn!("reading the kernel-side counters: {e}");
-            Vec::new()
-        });
+        let counters = probes.counters().map_or_else(
+            |e| {
+                log::warn!("reading the kernel-side counters: {e}");
+                Vec::new()
+            },
+            |c| c.to_vec(),
+        );
         let allocators = self.allocators.as_deref();
         snapshotter.finish(
             Now {
@@ -458,7 +461,7 @@ impl Drain<'_> {
                 ebpf: &probes.ebpf,
                 counters,
                 kernel_traced: probes.kernel_traced,
-                allocator_files: allocators.map(|a| a.files()).unwrap_or_default(),
+                allocator_files: allocators.map(AllocatorProbes::files).unwrap_or_default(),
                 uprobe_links: allocators
                     .map(|a| a.links().name().to_string())
                     .unwrap_or_default(),

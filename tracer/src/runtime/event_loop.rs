@@ -56,7 +56,11 @@ impl Loop<'_> {
         pidfd: AsyncFd<std::os::fd::OwnedFd>,
     ) -> Result<EndedBy> {
         // Woken when a table compiled in the background is in.
-        let tables_ready = self.reader.tables.as_ref().map(|t| t.ready());
+        let tables_ready = self
+            .reader
+            .tables
+            .as_ref()
+            .map(super::super::unwind::loader::UnwindTables::ready);
         let mut tick = tokio::time::interval(DRAIN_PERIOD);
         let mut names_read = Instant::now();
         let deadline = self.cfg.duration.map(|d| tokio::time::Instant::now() + d);

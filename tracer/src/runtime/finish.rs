@@ -141,6 +141,7 @@ pub(super) fn detach_in_background(probes: Probes) {
     // state.
     let child = if piped { unsafe { libc::fork() } } else { -1 };
     match child {
+        // SAFETY: in the child: only async-signal-safe raw syscalls on our own descriptors.
         0 => unsafe {
             for fd in [0, 1, 2, pipe[1]] {
                 libc::close(fd);

@@ -352,7 +352,7 @@ fn process(
             named
                 .iter()
                 .map(|(n, v)| (label("site", n.as_str()), v[i] as f64)),
-        )
+        );
     };
     site_family(
         w,

@@ -79,10 +79,7 @@ pub fn stack(stack: &[Frame], depth: usize) -> String {
 
 /// A site's label in at most `max_chars` characters: its first frame's name.
 pub fn site(stack: &[Frame], max_chars: usize) -> String {
-    let label = stack
-        .first()
-        .map(name)
-        .unwrap_or_else(|| "(no stack)".into());
+    let label = stack.first().map_or_else(|| "(no stack)".into(), name);
     let label = visible(&label).into_owned();
     if label.chars().count() > max_chars {
         let kept: String = label.chars().take(max_chars.saturating_sub(3)).collect();

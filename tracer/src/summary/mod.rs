@@ -134,7 +134,7 @@ pub struct Summary {
     /// Memory syscalls and page faults by the user stack that made them.
     pub callers: Vec<callers::CallerReport>,
     /// Memory over time, with markers for brk, mmap and munmap calls.
-    pub timeline: crate::aggregate::timeline::Timeline,
+    pub timeline: timeline::Timeline,
     /// What the numbers say, most bytes at stake first (see [`findings`]).
     pub findings: Vec<findings::Finding>,
     /// The program images that ran, when the process ran more than one (`execve`).
@@ -226,10 +226,7 @@ pub(crate) mod tests {
 
     /// The user part of a summary with one 64-byte block allocated at `frame.addr`, whose
     /// stack symbolizes to `frame`.
-    pub fn one_site(
-        frame: crate::symbolize::Frame,
-        allocator_files: Vec<String>,
-    ) -> user::UserSummary {
+    pub fn one_site(frame: Frame, allocator_files: Vec<String>) -> user::UserSummary {
         let mut heap = crate::aggregate::HeapStats::default();
         heap.on_alloc(&crate::events::testing::alloc_call(
             crate::events::testing::alloc(tracer_common::AllocFn::Malloc, 64, 0xa0, frame.addr, 1),
@@ -259,11 +256,11 @@ pub(crate) mod tests {
         stats: crate::aggregate::heap::SiteStats,
     ) -> user::SiteReport {
         user::SiteReport {
-            stack: vec![crate::symbolize::Frame {
+            stack: vec![Frame {
                 function: Some(function.into()),
                 file: Some("app.c".into()),
                 line: Some(line),
-                ..crate::symbolize::Frame::unknown(0x401000)
+                ..Frame::unknown(0x401000)
             }],
             stats,
             path: "brk",
@@ -287,7 +284,7 @@ pub(crate) mod tests {
                 ret,
                 duration_ns: 0,
                 alloc_enter_ns: 0,
-            }))
+            }));
         };
         ev(Syscall::Brk, [0; 6], 0x1000_0000);
         ev(Syscall::Brk, [0x1002_1000, 0, 0, 0, 0, 0], 0x1002_1000);

@@ -171,7 +171,7 @@ where
         let CieOrFde::Fde(partial) = entry else {
             continue;
         };
-        let fde = partial.parse(|s, b, o| s.cie_from_offset(b, o))?;
+        let fde = partial.parse(UnwindSection::cie_from_offset)?;
         let mut table = fde.rows(section, bases, &mut ctx)?;
         while let Some(row) = table.next_row()? {
             if row.start_address() >= row.end_address() {
@@ -217,9 +217,7 @@ fn rule_of<'a, S: UnwindSection<gimli::EndianSlice<'a, LittleEndian>>>(
         }
     };
     let (rbp, rbp_offset) = match row.register(RBP) {
-        None | Some(RegisterRule::SameValue) | Some(RegisterRule::Undefined) => {
-            (unwind::RBP_SAME, 0)
-        }
+        None | Some(RegisterRule::SameValue | RegisterRule::Undefined) => (unwind::RBP_SAME, 0),
         Some(RegisterRule::Offset(o)) => match i16::try_from(o) {
             Ok(o) => (unwind::RBP_AT_CFA, o),
             Err(_) => (unwind::RBP_UNKNOWN, 0),

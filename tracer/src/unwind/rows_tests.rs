@@ -42,7 +42,7 @@ fn readelf_rows(path: &str) -> Vec<Expected> {
         }
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.first() == Some(&"LOC") {
-            columns = words.iter().map(|w| w.to_string()).collect();
+            columns = words.iter().map(ToString::to_string).collect();
             continue;
         }
         if !in_fde || words.len() < 2 || words.len() != columns.len() {
@@ -99,14 +99,14 @@ fn agrees_with_readelf(path: &str) -> usize {
                     (row.cfa, row.cfa_offset.to_string()),
                     (unwind::CFA_RSP, n.into()),
                     "{at}"
-                )
+                );
             }
             Some(("rbp", n)) => {
                 assert_eq!(
                     (row.cfa, row.cfa_offset.to_string()),
                     (unwind::CFA_RBP, n.into()),
                     "{at}"
-                )
+                );
             }
             _ if e.cfa == "exp" => {
                 assert!(
@@ -122,14 +122,14 @@ fn agrees_with_readelf(path: &str) -> usize {
             }
         }
         match e.rbp.as_deref() {
-            None | Some("u") | Some("s") => assert_eq!(row.rbp, unwind::RBP_SAME, "{at}"),
+            None | Some("u" | "s") => assert_eq!(row.rbp, unwind::RBP_SAME, "{at}"),
             Some(c) => match c.strip_prefix('c') {
                 Some(n) => {
                     assert_eq!(
                         (row.rbp, row.rbp_offset.to_string()),
                         (unwind::RBP_AT_CFA, n.into()),
                         "{at}"
-                    )
+                    );
                 }
                 None => assert_eq!(row.rbp, unwind::RBP_UNKNOWN, "{at}"),
             },

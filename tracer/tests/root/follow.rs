@@ -23,7 +23,7 @@ fn leak<'a>(v: &'a Value, function: &str) -> &'a Value {
 fn processes(v: &Value) -> &Vec<Value> {
     v["processes"]
         .as_array()
-        .unwrap_or_else(|| panic!("no processes in {:#}", v))
+        .unwrap_or_else(|| panic!("no processes in {v:#}"))
 }
 
 fn u(v: &Value) -> u64 {
@@ -240,8 +240,8 @@ fn children_started_before_attaching_are_named_not_traced() {
         &["--follow", "--no-kernel"],
         |pid| {
             // The shell's child, as /proc says it is now.
-            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            for entry in fs::read_dir("/proc").unwrap().flatten() {
+                let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
                 let ppid = stat
                     .rsplit(") ")
                     .next()

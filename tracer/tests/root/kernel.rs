@@ -201,7 +201,7 @@ fn agrees_with_an_independent_count() {
     let w = workload("kernel");
     let mut ftrace = None;
     let v = trace_gated(&w, &["gate", "200"], &["-q"], |pid| {
-        ftrace = Some(Ftrace::for_pid(pid))
+        ftrace = Some(Ftrace::for_pid(pid));
     });
     let ftrace = ftrace.unwrap();
     let (counts, overrun) = ftrace.counts();

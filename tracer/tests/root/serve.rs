@@ -64,7 +64,7 @@ fn serve(steps: &str, by_pid: bool, options: &[&str]) -> Served {
         }
     });
     let (mut addr, mut attached) = (None, false);
-    for line in rx.iter() {
+    for line in &rx {
         if let Some(rest) = line.strip_prefix("tracer: serving http://") {
             addr = rest.split('/').next().and_then(|a| a.parse().ok());
         }

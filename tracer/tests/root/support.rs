@@ -1,5 +1,4 @@
 //! Helpers for the root tests: building workloads and running the real tracer binary.
-#![allow(dead_code)]
 
 use std::{
     path::{Path, PathBuf},

@@ -115,7 +115,7 @@ impl TargetFiles {
         let start = u64::from_str_radix(start, 16).ok()?;
         let end = u64::from_str_radix(end, 16).ok()?;
         let path = format!("/proc/{}/map_files/{start:x}-{end:x}", self.pid);
-        regular(fs::File::open(path).ok()?)
+        regular(File::open(path).ok()?)
     }
 
     /// The file `path` mapped (executable) at `addr`, opened through the mapping, or by its

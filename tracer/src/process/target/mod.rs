@@ -247,7 +247,7 @@ pub fn page_size() -> u64 {
 /// The loader variables of the process's environment (`LD_PRELOAD`, `LD_LIBRARY_PATH`), as
 /// its loader will see them.
 pub fn loader_env(pid: i32) -> Vec<(String, String)> {
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
         return Vec::new();
     };
     environ
@@ -279,9 +279,9 @@ pub fn read_pagemap(
     ranges: &[(u64, u64)],
     page_size: u64,
     max_pages: u64,
-) -> std::io::Result<crate::attribution::resident::PageSet> {
+) -> io::Result<crate::attribution::resident::PageSet> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let file = fs::File::open(format!("/proc/{pid}/pagemap"))?;
     let mut set = crate::attribution::resident::PageSet {
         page_size,
         runs: Vec::new(),
@@ -305,7 +305,7 @@ pub fn read_pagemap(
     }
     // A process that exited has no pages to tell (its pagemap reads empty).
     if !read_any {
-        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
     }
     Ok(set)
 }
@@ -326,11 +326,11 @@ pub fn slab_merges(
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut by_target: std::collections::BTreeMap<std::ffi::OsString, Vec<String>> =
         Default::default();
-    let Ok(dir) = std::fs::read_dir("/sys/kernel/slab") else {
+    let Ok(dir) = fs::read_dir("/sys/kernel/slab") else {
         return Default::default();
     };
     for entry in dir.flatten() {
-        if let Ok(target) = std::fs::read_link(entry.path())
+        if let Ok(target) = fs::read_link(entry.path())
             && let Some(name) = entry.file_name().to_str()
         {
             by_target
@@ -442,8 +442,8 @@ mod tests {
     /// Every name of a cache the kernel merged lists the other names of the same cache.
     #[test]
     fn merged_slab_caches_name_each_other() {
-        let link = |n: &str| std::fs::read_link(format!("/sys/kernel/slab/{n}")).ok();
-        let names: Vec<String> = std::fs::read_dir("/sys/kernel/slab")
+        let link = |n: &str| fs::read_link(format!("/sys/kernel/slab/{n}")).ok();
+        let names: Vec<String> = fs::read_dir("/sys/kernel/slab")
             .map(|d| {
                 d.flatten()
                     .filter_map(|e| e.file_name().to_str().map(String::from))
