@@ -120,3 +120,29 @@ fn html_shows_names_escaped() {
     assert_no_controls("html", &page);
     assert!(page.contains("evil\\x1b[2J\\x07\\r\\ntracer: forged line\\u{202e}&lt;&amp;&gt;\\x85"));
 }
+
+/// pprof tools print names and comments to a terminal (`go tool pprof -top`, `-comments`):
+/// every string of the profile is as visible as the other formats make it.
+#[test]
+fn pprof_strings_carry_no_control_characters() {
+    let p = pprof::profile(&hostile_summary());
+    for s in &p.string_table {
+        assert_no_controls("pprof", s);
+    }
+    // The names are still there, escaped.
+    assert!(
+        p.string_table
+            .iter()
+            .any(|s| s.starts_with("fn;evil\\x1b[2J"))
+    );
+    assert!(
+        p.string_table
+            .iter()
+            .any(|s| s.contains("/lib/evil\\x1b[2J"))
+    );
+    assert!(
+        p.string_table
+            .iter()
+            .any(|s| s.contains("./app evil\\x1b[2J"))
+    );
+}

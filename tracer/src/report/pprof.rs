@@ -11,6 +11,7 @@ use flate2::{Compression, write::GzEncoder};
 use prost::Message as _;
 
 use super::Summary;
+use crate::summary::{label, visible};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
@@ -216,7 +217,7 @@ impl Mappings {
                 memory_start: low,
                 memory_limit: high.saturating_add(1),
                 file_offset: low.wrapping_sub(bias),
-                filename: strings.get(&file),
+                filename: strings.get(&visible(&file)),
                 build_id: build_ids.get(&file).map_or(0, |b| strings.get(b)),
                 has_functions: resolved,
                 has_filenames: resolved,
@@ -258,8 +259,10 @@ pub fn profile(summary: &Summary) -> Profile {
                 let lines = site.stack[i..end]
                     .iter()
                     .map(|f| {
-                        let name = f.function.clone().unwrap_or_else(|| format!("{addr:#x}"));
-                        let file = f.file.clone().unwrap_or_default();
+                        // Named as every report names it; control characters made visible,
+                        // as in every format (pprof tools print names to a terminal).
+                        let name = visible(&label::name(f)).into_owned();
+                        let file = visible(f.file.as_deref().unwrap_or_default()).into_owned();
                         let key = (name.clone(), file.clone());
                         let function_id = match function_ids.get(&key) {
                             Some(&id) => id,
@@ -320,7 +323,7 @@ pub fn profile(summary: &Summary) -> Profile {
     let mut comment = vec![strings.get(&format!(
         "tracer: pid {} ({})",
         summary.target.pid,
-        summary.target.command.join(" ")
+        visible(&summary.target.command.join(" "))
     ))];
     comment.extend(
         summary
