@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde_json::Value;
 
-use super::{Diff, SiteDelta};
+use super::{Diff, SiteDelta, TotalDelta};
 use crate::{
     report::html::esc,
     summary::{
@@ -33,6 +33,15 @@ fn signed(n: f64) -> String {
 
 fn percent(p: Option<f64>) -> String {
     p.map_or_else(|| "new".into(), |p| format!("{p:+.1}%"))
+}
+
+/// A total's change relative to before; nothing when it did not change.
+fn relative(t: &TotalDelta) -> String {
+    if t.change == 0.0 {
+        String::new()
+    } else {
+        percent(t.percent)
+    }
 }
 
 fn command(v: &Value) -> String {
@@ -85,11 +94,7 @@ pub fn text(d: &Diff, mut out: impl Write) -> io::Result<()> {
             t.before,
             t.after,
             signed(t.change),
-            if t.change == 0.0 {
-                String::new()
-            } else {
-                percent(t.percent)
-            }
+            relative(t)
         )?;
     }
     let changed: Vec<&SiteDelta> = d.sites.iter().filter(|s| s.status != "same").collect();
@@ -169,11 +174,7 @@ pub fn html(d: &Diff, mut out: impl Write) -> io::Result<()> {
             t.before,
             t.after,
             signed(t.change),
-            if t.change == 0.0 {
-                String::new()
-            } else {
-                percent(t.percent)
-            }
+            relative(t)
         )?;
     }
     writeln!(
