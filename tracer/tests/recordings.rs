@@ -4,6 +4,7 @@
 //! the replay's JSON when it was made, so any change to what a report says shows here.
 //!
 //! The fixtures (workloads from `workloads/`, see their headers for the exact allocations):
+//! - `demo`: `tracer --record -- demo`, the README's demo workload;
 //! - `alloc`: `tracer --record -- alloc 3`, the malloc family three times and one leak;
 //! - `alloc-more`: the same with 5 iterations (the other side of a diff);
 //! - `kernel`: `tracer --mode kernel --record -- alloc 3`;
@@ -74,7 +75,7 @@ fn json(path: &Path) -> Value {
 /// Each recording's JSON is what it was when the fixture was made, to the byte.
 #[test]
 fn replays_equal_the_committed_json() {
-    for name in ["alloc", "alloc-more", "kernel", "follow"] {
+    for name in ["demo", "alloc", "alloc-more", "kernel", "follow"] {
         let dir = out_dir(&format!("json-{name}"));
         report_all(name, &dir);
         let got = fs::read_to_string(dir.join("summary.json")).unwrap();

@@ -11,14 +11,16 @@ use anyhow::{Result, bail};
 use crate::{build, build_workload, status, workspace_root};
 
 /// (fixture name, tracer options, workload, its arguments).
-const FIXTURES: [(&str, &[&str], &str, &[&str]); 4] = [
+const FIXTURES: [(&str, &[&str], &str, &[&str]); 5] = [
+    ("demo", &[], "demo", &[]),
     ("alloc", &[], "alloc", &["3"]),
     ("alloc-more", &[], "alloc", &["5"]),
     ("kernel", &["--mode", "kernel"], "alloc", &["3"]),
     ("follow", &["--follow"], "forker", &[]),
 ];
 
-pub fn run() -> Result<()> {
+/// Makes the fixtures named in `only` (all of them when it is empty).
+pub fn run(only: &[String]) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { crate::libc_geteuid() } != 0 {
         bail!("making the fixtures loads eBPF programs: run as root");
@@ -28,7 +30,16 @@ pub fn run() -> Result<()> {
     let tracer = root.join("target/release/tracer");
     let out = root.join("tracer/tests/fixtures");
     std::fs::create_dir_all(&out)?;
+    if let Some(unknown) = only
+        .iter()
+        .find(|n| !FIXTURES.iter().any(|(name, ..)| name == n))
+    {
+        bail!("no fixture {unknown}: they are {:?}", FIXTURES.map(|f| f.0));
+    }
     for (name, options, workload, args) in FIXTURES {
+        if !only.is_empty() && !only.iter().any(|n| n == name) {
+            continue;
+        }
         let program = build_workload(workload)?;
         let dir = program.parent().expect("a workload lives in a directory");
         let trace = out.join(format!("{name}.trace"));

@@ -69,7 +69,10 @@ enum Task {
     },
     /// Make the recordings under tracer/tests/fixtures/ again with the real probes (root),
     /// and each one's expected JSON: only when what a report says is meant to change.
-    Fixtures,
+    Fixtures {
+        /// Only these fixtures (demo, alloc, alloc-more, kernel, follow).
+        names: Vec<String>,
+    },
     /// Run every test: unit tests, and the root tests that load the real eBPF programs.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test-name filter.
@@ -86,7 +89,7 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Run { args } => run(args),
         Task::Test { args } => test(args),
-        Task::Fixtures => fixtures::run(),
+        Task::Fixtures { names } => fixtures::run(&names),
         Task::HtmlCheck { html } => html_check(html),
         Task::Bench { n } => bench::run(n),
         Task::Fuzz { runs, seed } => fuzz::run(runs, seed),
