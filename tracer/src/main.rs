@@ -82,7 +82,14 @@ fn diff(args: &DiffArgs) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    let (cli, top) = Cli::parse_with_top(std::env::args_os());
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == tracer::process::keeper::ARG)
+    {
+        return ExitCode::from(tracer::process::keeper::run(&args[2..]) as u8);
+    }
+    let (cli, top) = Cli::parse_with_top(args);
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,

@@ -9,6 +9,8 @@ pub mod stacks;
 pub mod tracefs;
 pub mod uprobes;
 
+use std::os::fd::BorrowedFd;
+
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, MapError, PerCpuArray},
@@ -17,7 +19,7 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, DWARF_STACKS_MAP, EVENTS_MAP,
-    FAULT_STASH_MAP, FaultEvent, KernelLayout, LIVE_PAGE_BITS_MAP, LIVE_PAGES_MAP,
+    FAULT_STASH_MAP, FOLLOWED_MAP, FaultEvent, KernelLayout, LIVE_PAGE_BITS_MAP, LIVE_PAGES_MAP,
     MAX_LIVE_KERNEL_OBJECTS, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN,
     SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall, SyscallOffsets,
     config_flags, counter, kind,
@@ -401,9 +403,6 @@ impl Probes {
                 table.set(i as u32, q, 0).map_err(map_error)?;
             }
         }
-        if opts.hold_exec {
-            set_control(&mut ebpf, 1)?;
-        }
         for a in attachments {
             attach(&mut ebpf, &a)?;
         }
@@ -413,9 +412,23 @@ impl Probes {
         })
     }
 
+    /// From now on a launched or followed process is stopped at each exec (and code mapping)
+    /// until userspace continues it. Only once a keeper holds [`Probes::keeper_fds`].
+    pub fn start_holding(&mut self) -> Result<(), ProbeError> {
+        set_control(&mut self.ebpf, 1)
+    }
+
     /// Tracing is over: probes still attached while they are torn down hold nothing.
     pub fn stop_holding(&mut self) -> Result<(), ProbeError> {
         set_control(&mut self.ebpf, 0)
+    }
+
+    /// The control map (holding on or off) and the followed processes' map: what
+    /// `process::keeper` needs to let held processes go if tracer dies.
+    pub fn keeper_fds(&self) -> Option<(BorrowedFd<'_>, Option<BorrowedFd<'_>>)> {
+        let control = self.ebpf.map(CONTROL_MAP).and_then(multi::map_fd)?;
+        let followed = self.ebpf.map(FOLLOWED_MAP).and_then(multi::map_fd);
+        Some((control, followed))
     }
 
     /// The kernel-side counters, summed over CPUs, indexed by [`tracer_common::counter`].

@@ -357,7 +357,7 @@ impl AsFd for MultiLink {
 }
 
 /// The descriptor of one of aya's maps, for the map kinds tracer's object has.
-fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
+pub(crate) fn map_fd(map: &Map) -> Option<BorrowedFd<'_>> {
     let (Map::Array(data)
     | Map::HashMap(data)
     | Map::LruHashMap(data)

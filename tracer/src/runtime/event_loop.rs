@@ -19,6 +19,7 @@ use crate::{
     output::Checked,
     periodic::write_snapshot,
     probes::Probes,
+    process::keeper::Keeper,
     process::signals::{Arrived, Signals},
     runtime::snapshot::Ending,
     summary::Summary,
@@ -44,6 +45,8 @@ pub(super) struct Loop<'a> {
     /// Signals (and top's quits) passed on to the command so far.
     pub signalled: u32,
     pub started: Instant,
+    /// Lets held processes go if tracer dies before `finish` does.
+    pub keeper: Option<Keeper>,
 }
 
 impl Loop<'_> {

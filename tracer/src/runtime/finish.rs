@@ -101,6 +101,10 @@ impl Loop<'_> {
         self.reader.held_faults(self.probes);
         self.reader.last_counts(&self.probes.ebpf);
         self.reader.release_waiting();
+        // Every held process is let go: the keeper has nothing to do.
+        if let Some(keeper) = self.keeper.take() {
+            keeper.dismiss();
+        }
         Ok(())
     }
 }

@@ -48,6 +48,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         probe_pid,
         page_size,
         facts,
+        keeper,
     } = start::start(&cfg, &tracefs, &target, record, record_dir, &signals)?;
     let mut views = views::Views::start(&cfg, facts, jsonl, outputs.text, listener, page_size)?;
     let started = views.begin();
@@ -73,6 +74,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         child,
         signalled: 0,
         started,
+        keeper,
     };
     let ended = run
         .run(&mut signals, &mut snapshot_requests, target.pidfd)

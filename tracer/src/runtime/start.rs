@@ -20,10 +20,13 @@ use crate::{
         tracefs::Tracefs,
         uprobes::{AllocatorProbes, UprobeError, needed_libraries},
     },
-    process::session::{Session, Start, is_loader},
-    process::signals::Signals,
-    process::table::Processes,
-    process::target::{self, TargetFiles},
+    process::{
+        keeper::Keeper,
+        session::{Session, Start, is_loader},
+        signals::Signals,
+        table::Processes,
+        target::{self, TargetFiles},
+    },
     record::Recorder,
     summary::{label, visible},
     unwind::UnwindTables,
@@ -46,6 +49,8 @@ pub(super) struct Traced {
     pub page_size: u64,
     /// What the reports say of the target, less what only its end tells.
     pub facts: TargetFacts,
+    /// Lets held processes go if tracer dies; none when no process is held.
+    pub keeper: Option<Keeper>,
 }
 
 /// Loads and attaches the probes for `target`, reads what it is now, and begins the
@@ -69,6 +74,7 @@ pub(super) fn start(
         "loaded and attached the kernel probes in {:?}",
         setup.elapsed()
     );
+    let keeper = start_keeper(&mut probes, pid as u32, opts.hold_exec)?;
     // Loaded now: the allocator programs are relocated against every map, the ring included.
     let mut allocators = match cfg.mode {
         Mode::Full => Some(AllocatorProbes::load(
@@ -126,7 +132,23 @@ pub(super) fn start(
         probe_pid,
         page_size: start.page_size,
         facts,
+        keeper,
     })
+}
+
+/// When processes are to be held: the keeper that lets them go if tracer dies, then holding
+/// turned on (never before the keeper is there).
+fn start_keeper(probes: &mut Probes, root: u32, hold: bool) -> Result<Option<Keeper>> {
+    if !hold {
+        return Ok(None);
+    }
+    let (control, followed) = probes
+        .keeper_fds()
+        .context("the eBPF object has no control map")?;
+    let keeper = Keeper::start(root, control, followed)
+        .context("starting the process that lets held processes go if tracer dies")?;
+    probes.start_holding()?;
+    Ok(Some(keeper))
 }
 
 fn load_options(cfg: &RunConfig, pid: i32, launched: bool) -> LoadOptions {

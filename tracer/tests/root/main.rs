@@ -14,6 +14,7 @@ mod exec;
 mod findings;
 mod follow;
 mod kernel;
+mod killed;
 mod live;
 mod modes;
 mod reports;
