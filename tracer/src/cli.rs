@@ -297,7 +297,10 @@ pub struct Cli {
 
     /// Write a recording of the run to PATH, to report on later with `tracer report PATH`;
     /// `-` streams it to stdout. If writing it fails mid-run (a full disk), the recording
-    /// stops with a warning and the run goes on. Example: --record run.trace
+    /// stops with a warning and the run goes on. It becomes PATH when the run ends; until then
+    /// it is `.NAME.<random>.tmp` beside it, which is what is left if tracer is killed:
+    /// `tracer report` reads such a cut recording up to its last whole batch of events, and
+    /// says how much is missing. Example: --record run.trace
     #[arg(long, value_name = "PATH")]
     pub record: Option<PathBuf>,
 
@@ -544,8 +547,7 @@ impl Cli {
 
 const MAX_SECONDS: f64 = 365.0 * 86400.0;
 
-/// Sites and leaks listed in a summary without `--max-sites`.
-pub const DEFAULT_MAX_SITES: usize = 200;
+pub use crate::summary::DEFAULT_MAX_SITES;
 
 fn parse_wrapper(s: &str) -> Result<String, String> {
     crate::summary::plumbing::Plumbing::new(&[s.to_string()])

@@ -29,6 +29,14 @@ fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
     })
     .with_context(|| format!("reading {}", recording.display()))?;
     bar.finish_and_clear();
+    if let Some((at, len)) = summary.events.recording_ends_early {
+        // Said even with -q: every number in the reports is short of the run's.
+        eprintln!(
+            "tracer: warning: {} ends before its finish (tracer was killed?): reporting on its \
+             first {at} of {len} bytes, without stacks",
+            visible(&recording.display().to_string())
+        );
+    }
     let failed = output::write_all(&summary, &outputs);
     Ok(output::exit_status(if failed > 0 { 1 } else { 0 }, 0))
 }

@@ -3,9 +3,13 @@
 use std::{io::Read, path::Path};
 
 use crate::{
-    process::table::Processes,
+    facts::{EndedBy, TargetFacts},
+    process::{
+        session::{Finish, Start},
+        table::Processes,
+    },
     record::{Item, Reader, RecordError},
-    summary::Summary,
+    summary::{DEFAULT_MAX_SITES, Summary},
 };
 
 /// How many events ahead the replay fetches live blocks' slots: a few hundred nanoseconds of
@@ -56,7 +60,12 @@ pub fn replay_from<R: Read>(
         if let Some(ahead) = reader.ahead(PREFETCH_AHEAD) {
             processes.prefetch(ahead);
         }
-        match reader.next_item()? {
+        let item = match reader.next_item() {
+            // Cut in the middle of a record: what came before it is whole.
+            Err(RecordError::Truncated { .. }) => None,
+            item => item?,
+        };
+        match item {
             Some(Item::Event(bytes)) => {
                 processes.process(bytes);
                 events += 1;
@@ -82,14 +91,31 @@ pub fn replay_from<R: Read>(
                     what: "a second start record".into(),
                 });
             }
-            None => {
-                return Err(RecordError::Truncated {
-                    offset,
-                    what: "the recording ends before its finish record",
-                });
-            }
+            None => return Ok(ends_early(&processes, &start, offset, total)),
         }
     }
+}
+
+/// The summary of a recording that ends at `at`, before its finish record: what tracer
+/// writes at the end of a run never came (it was killed, its disk filled). Every whole batch
+/// of events before `at` is counted; the run's end is its last event.
+fn ends_early(processes: &Processes, start: &Start, at: u64, len: Option<u64>) -> Summary {
+    let first = processes.root().first_ts().unwrap_or(0);
+    let last = processes.root().last_ts();
+    let finish = Finish {
+        target: TargetFacts {
+            pid: start.pid,
+            command: start.command.clone(),
+            ended_by: EndedBy::Interrupted.name().into(),
+            ..TargetFacts::default()
+        },
+        duration_ms: last.saturating_sub(first) as f64 / 1e6,
+        now_ns: last,
+        max_sites: DEFAULT_MAX_SITES,
+        recording_ends_early: Some((at, len.unwrap_or(at).max(at))),
+        ..Finish::default()
+    };
+    processes.summarize(&finish)
 }
 
 #[cfg(test)]
@@ -269,31 +295,59 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-    /// Every truncation and every flipped byte gives an error naming an offset, never a panic
-    /// and never a summary.
+    /// A recording cut before its start record is whole is an error naming an offset; one cut
+    /// after it is the summary of its whole records, saying where they end. Every flipped byte
+    /// is noticed. Never a panic.
     #[test]
-    fn truncated_and_corrupt_recordings_are_errors() {
+    fn truncated_and_corrupt_recordings() {
         let path = temp("src");
         write_recording(&path);
         let bytes = std::fs::read(&path).unwrap();
         let bad = temp("bad");
+        let mut ends = Vec::new();
         for len in 0..bytes.len() {
             std::fs::write(&bad, &bytes[..len]).unwrap();
-            let err = replay(&bad, |_, _| {})
-                .err()
-                .unwrap_or_else(|| panic!("length {len} replayed"));
-            let text = err.to_string();
-            assert!(
-                text.contains("offset") || text.contains("not a tracer recording"),
-                "length {len}: {text}"
-            );
+            match replay(&bad, |_, _| {}) {
+                Err(err) => {
+                    let text = err.to_string();
+                    assert!(
+                        text.contains("offset") || text.contains("not a tracer recording"),
+                        "length {len}: {text}"
+                    );
+                    assert!(
+                        ends.is_empty(),
+                        "length {len} failed after a shorter one read"
+                    );
+                }
+                Ok(s) => {
+                    let (at, of) = s.events.recording_ends_early.expect("said to end early");
+                    assert!(
+                        at <= len as u64 && of == len as u64,
+                        "{at} of {of}, cut at {len}"
+                    );
+                    assert!(
+                        s.notes[0]
+                            .text
+                            .contains(&format!("its first {at} bytes of {len}"))
+                    );
+                    ends.push((len, at, s.events.received));
+                }
+            }
         }
+        // Cut later, as many records read or more; the records' ends are where they end.
+        assert!(
+            ends.windows(2)
+                .all(|w| w[0].1 <= w[1].1 && w[0].2 <= w[1].2)
+        );
+        assert!(ends.iter().any(|&(len, at, _)| len as u64 == at));
         for at in 0..bytes.len() {
             let mut flipped = bytes.clone();
             flipped[at] ^= 0x41;
             std::fs::write(&bad, &flipped).unwrap();
+            // An error, or (a record's length made longer than the file) a recording that says
+            // it ends early.
             assert!(
-                replay(&bad, |_, _| {}).is_err(),
+                replay(&bad, |_, _| {}).map_or(true, |s| s.events.recording_ends_early.is_some()),
                 "flipping byte {at} went unnoticed"
             );
         }
@@ -301,7 +355,8 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-    /// Many events: several compressed batches, read back in order; cut anywhere, an error.
+    /// Many events: several compressed batches, read back in order; cut anywhere, the events of
+    /// its whole batches.
     #[test]
     fn many_events_across_batches() {
         let path = temp("many");
@@ -332,14 +387,18 @@ mod tests {
             "{} bytes: not compact",
             full.len()
         );
+        let mut read = 0;
         for cut in [full.len() / 3, full.len() / 2, full.len() - 10] {
             std::fs::write(&path, &full[..cut]).unwrap();
-            let err = replay(&path, |_, _| {}).expect_err("a cut recording");
-            assert!(
-                err.to_string().contains("truncated at byte offset"),
-                "{err}"
-            );
+            let s = replay(&path, |_, _| {}).expect("a cut recording's whole batches");
+            let (at, len) = s.events.recording_ends_early.expect("said to end early");
+            assert!(at < cut as u64 && len == cut as u64, "{at} {len} {cut}");
+            // Whole batches only, more of them the later the cut; the finish is lost.
+            assert!(s.events.received >= read && s.events.received <= 20_000);
+            assert_eq!(s.user.malloc.calls, s.events.received);
+            read = s.events.received;
         }
+        assert!(read > 0, "no whole batch read");
         std::fs::remove_file(&path).unwrap();
     }
 

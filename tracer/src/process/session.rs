@@ -131,6 +131,10 @@ pub struct Finish {
     /// `--record-max`: events cut from the start of the recording (a live run has them all).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub recording_cut_events: u64,
+    /// A recording that ends before its finish (tracer killed): where its last whole record
+    /// ends, and the file's length. Set by the replay; never recorded.
+    #[serde(skip)]
+    pub recording_ends_early: Option<(u64, u64)>,
     /// `--wrapper`: functions that are allocator plumbing besides the built-in ones (regular
     /// expressions; see [`crate::summary::plumbing`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -736,6 +740,7 @@ pub fn add_counters(counts: &mut EventCounts, finish: &Finish) {
     counts.children_lost = k(counter::FOLLOW_FULL);
     counts.read_failures = k(counter::READ_FAILED);
     counts.cut_from_recording = finish.recording_cut_events;
+    counts.recording_ends_early = finish.recording_ends_early;
 }
 
 /// The process's memory now, for the timeline.

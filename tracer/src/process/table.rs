@@ -284,6 +284,7 @@ fn process_finish(finish: &Finish, p: &Process, own: Option<&ProcessFinish>) -> 
         max_sites: usize::MAX,
         processes: Vec::new(),
         recording_cut_events: 0,
+        recording_ends_early: None,
         ..finish.clone()
     };
     if let Some(own) = own {

@@ -190,6 +190,7 @@ impl Snapshotter {
             min_age_ns: self.min_age_ns,
             resident,
             recording_cut_events: 0,
+            recording_ends_early: None,
             slab_merges: crate::process::target::slab_merges(
                 now.processes
                     .iter()

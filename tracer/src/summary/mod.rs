@@ -22,6 +22,9 @@ pub use crate::aggregate::{SyscallStats, timeline};
 
 pub const SCHEMA: &str = "tracer.summary/1";
 
+/// Sites and leaks listed without `--max-sites`.
+pub const DEFAULT_MAX_SITES: usize = 200;
+
 /// The traced process.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct TargetInfo {
@@ -110,6 +113,11 @@ pub struct EventCounts {
     /// the rest; blocks allocated before it are not known).
     #[serde(skip_serializing_if = "is_zero")]
     pub cut_from_recording: u64,
+    /// A recording that ended before its finish record (tracer was killed, the disk filled):
+    /// (where its last whole record ends, the file's length). The report covers the events
+    /// before; stacks are symbolized at the end of a run, so its sites have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_ends_early: Option<(u64, u64)>,
 }
 
 fn is_zero(n: &u64) -> bool {

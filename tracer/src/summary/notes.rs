@@ -90,6 +90,13 @@ fn losses(e: &EventCounts) -> Vec<Note> {
     if e.stacks_lost > 0 {
         notes.push(Note::warning(lost_stacks(e)));
     }
+    if let Some((at, len)) = e.recording_ends_early {
+        notes.push(Note::warning(format!(
+            "the recording ends before its finish (tracer was killed, or its disk filled): this \
+             report covers its first {at} bytes of {len}, the events of every whole batch; \
+             stacks are symbolized at the end of a run, so the sites have none",
+        )));
+    }
     if e.cut_from_recording > 0 {
         notes.push(Note::caveat(format!(
             "the recording kept its newest events (--record-max): the first {} were cut, and \

@@ -6,7 +6,7 @@ use std::{
     collections::BTreeSet,
     fs,
     path::Path,
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -203,4 +203,76 @@ fn killed_tracer_leaves_no_process_stopped_and_no_program_loaded() {
             }
         }
     }
+}
+
+/// A recording cut by SIGKILL is left as `.NAME.<random>.tmp` beside NAME (`--help` says so),
+/// and `tracer report` reads its whole batches, says how much is missing, and succeeds.
+#[test]
+fn a_recording_cut_by_sigkill_is_read_up_to_its_last_whole_batch() {
+    let w = workload("alloc");
+    let dir = json_path("cut").with_extension("d");
+    fs::create_dir_all(&dir).unwrap();
+    let mut tracer = tracer()
+        .args(["-q", "--record"])
+        .arg(dir.join("run.trace"))
+        .args(["--", w.to_str().unwrap(), "200000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Long enough for whole batches (256 KiB of events each) to be written.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tmp = loop {
+        let tmp = fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".tmp"));
+        if let Some(tmp) = tmp
+            && fs::metadata(&tmp).unwrap().len() > 600 << 10
+        {
+            break tmp;
+        }
+        assert!(Instant::now() < deadline, "no recording written");
+        sleep(Duration::from_millis(50));
+    };
+    tracer.kill().unwrap();
+    tracer.wait().unwrap();
+    let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(".run.trace.") && name.ends_with(".tmp"),
+        "{name}"
+    );
+    let json = dir.join("cut.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracer"))
+        .arg("report")
+        .arg(&tmp)
+        .args(["-q", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ends before its finish"),
+        "{}",
+        stderr(&out)
+    );
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let (at, len) = (
+        v["events"]["recording_ends_early"][0].as_u64().unwrap(),
+        v["events"]["recording_ends_early"][1].as_u64().unwrap(),
+    );
+    assert!(
+        at <= len && len == fs::metadata(&tmp).unwrap().len(),
+        "{at} {len}"
+    );
+    // Events of whole batches: the family's mallocs, 4 an iteration.
+    let calls = v["user"]["malloc"]["calls"].as_u64().unwrap();
+    assert!(calls > 1000, "{calls} mallocs read");
+    assert_eq!(v["notes"][0]["level"], "warning");
+    fs::remove_dir_all(&dir).unwrap();
+    // The workload goes on untraced after tracer died: end it.
+    let _ = Command::new("pkill")
+        .args(["-f", &format!("{} 200000", w.display())])
+        .status();
 }
