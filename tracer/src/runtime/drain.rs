@@ -6,13 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
-use aya::{
-    Ebpf,
-    maps::{MapData, RingBuf},
-};
+use aya::Ebpf;
 
-use super::wait::kill;
+use super::{ring::Batch, wait::kill};
 use crate::{
     events,
     probes::{
@@ -139,18 +135,17 @@ const HOLD_LIMIT: Duration = Duration::from_secs(2);
 const COUNTS_PERIOD: Duration = Duration::from_millis(250);
 
 impl Drain<'_> {
-    /// Takes at most `budget` records; returns whether the budget ran out (more may wait).
-    pub(super) fn drain(
-        &mut self,
-        ring: &mut RingBuf<MapData>,
-        ebpf: &mut Ebpf,
-        budget: usize,
-    ) -> Result<bool> {
-        for _ in 0..budget {
-            let Some(record) = ring.next() else {
-                return Ok(false);
-            };
-            let header = events::decode_header(&record).ok();
+    /// Applies a batch of records the ring reader took, in order.
+    pub(super) fn apply(&mut self, batch: &Batch, ebpf: &mut Ebpf) {
+        for record in batch.records() {
+            self.take(record, ebpf);
+        }
+    }
+
+    /// One record: into the recording and the sessions, and what it asks of the probes.
+    fn take(&mut self, record: &[u8], ebpf: &mut Ebpf) {
+        {
+            let header = events::decode_header(record).ok();
             if let Some(header) = &header
                 && !self.threads.contains_key(&(header.tgid, header.tid))
             {
@@ -159,19 +154,18 @@ impl Drain<'_> {
             }
             let control = header.is_some_and(|h| h.kind == tracer_common::kind::HELD);
             if !control {
-                self.record(&record);
+                self.record(record);
             }
-            match self.processes.process(&record) {
+            match self.processes.process(record) {
                 Some((pid, Followup::Mapped(lib))) => {
                     self.new_code = true;
                     // A file mapped executable after start (the libraries of a launched
                     // command, dlopen): kept open to symbolize, and probed if it brings an
                     // allocator. Calls made before this point are not seen.
-                    drop(record);
                     let files = self.files_of(pid);
                     let Some(via) = files.open_mapping_at(&lib.path, lib.addr) else {
                         log::warn!("{}: could not be opened: not probed", lib.path.display());
-                        continue;
+                        return;
                     };
                     if let Some(allocators) = self.allocators.as_deref_mut()
                         && let Err(e) =
@@ -182,13 +176,11 @@ impl Drain<'_> {
                     self.sync_tables(ebpf, pid);
                 }
                 Some((pid, Followup::Exec { held, ts_ns })) => {
-                    drop(record);
                     self.on_exec(ebpf, pid, held, ts_ns);
                 }
                 Some((pid, Followup::Held)) => {
                     // The mapping it stopped for came just before: its table was asked for
                     // then (or is there already).
-                    drop(record);
                     self.continue_when_ready(pid);
                 }
                 Some((parent, Followup::Forked { child })) => {
@@ -201,7 +193,6 @@ impl Drain<'_> {
                 None => {}
             }
         }
-        Ok(true)
     }
 }
 

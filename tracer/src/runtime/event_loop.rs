@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::{
     RunConfig,
     drain::Drain,
+    ring::RingReader,
     ui::next_key,
     views::Views,
     wait::{exited, kill, next_refresh, notified, sleep_until},
@@ -26,16 +26,13 @@ use crate::{
     top::KeyAction,
 };
 
-/// The reader drains on this period even when no wakeup came (wakeups are batched).
+/// What the reader took is applied at least this often, and the kernel's counts read.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
-/// Records taken from the ring in one go before the loop looks at signals and the target
-/// again: under a flood the ring never empties.
-pub(super) const DRAIN_BUDGET: usize = 1 << 16;
 
 /// Everything the loop turns: the ring, the probes, the reader and the views.
 pub(super) struct Loop<'a> {
     pub cfg: &'a RunConfig,
-    pub ring: &'a mut AsyncFd<RingBuf<MapData>>,
+    pub ring: RingReader,
     pub probes: &'a mut Probes,
     pub reader: Drain<'a>,
     pub views: Views,
@@ -63,7 +60,7 @@ impl Loop<'_> {
             .reader
             .tables
             .as_ref()
-            .map(super::super::unwind::loader::UnwindTables::ready);
+            .map(crate::unwind::UnwindTables::ready);
         let mut tick = tokio::time::interval(DRAIN_PERIOD);
         let mut names_read = Instant::now();
         let deadline = self.cfg.duration.map(|d| tokio::time::Instant::now() + d);
@@ -75,17 +72,10 @@ impl Loop<'_> {
                 return Ok(EndedBy::Exited);
             }
             tokio::select! {
-                guard = self.ring.readable_mut() => {
-                    let mut guard = guard?;
-                    // Still readable when the budget ran out: the loop comes back at once,
-                    // after the other branches (signals, the target's exit) had their turn.
-                    if !self.reader.drain(guard.get_inner_mut(), &mut self.probes.ebpf, DRAIN_BUDGET)? {
-                        guard.clear_ready();
-                    }
-                }
+                batch = self.ring.next() => self.reader.apply(&batch, &mut self.probes.ebpf),
                 _ = notified(tables_ready.as_deref()) => self.reader.tables_ready(&mut self.probes.ebpf),
                 _ = tick.tick() => {
-                    self.on_tick()?;
+                    self.on_tick();
                     if names_read.elapsed() >= Duration::from_secs(1) {
                         self.reader.refresh_thread_names();
                         names_read = Instant::now();
@@ -96,17 +86,17 @@ impl Loop<'_> {
                         return Ok(EndedBy::Exited);
                     }
                     // Its last events first: they may name more processes.
-                    self.drain()?;
+                    self.drain();
                     pidfd = None;
                 }
                 _ = sleep_until(deadline) => return Ok(EndedBy::Duration),
                 _ = next_refresh(self.views.interval.as_mut(), self.views.refresh_requests.as_mut()) => {
                     let at = self.started.elapsed();
                     // Everything the ring holds now first: the interval is as of this moment.
-                    let summary = self.summary_now(Some(usize::MAX))?;
+                    let summary = self.summary_now(Some(usize::MAX));
                     self.views.refresh(summary, at);
                 }
-                _ = snapshot_requests.recv() => self.snapshot()?,
+                _ = snapshot_requests.recv() => self.snapshot(),
                 key = next_key(self.views.top.as_mut()) => {
                     if let Some(ended) = self.on_key(key)? {
                         return Ok(ended);
@@ -121,40 +111,38 @@ impl Loop<'_> {
         }
     }
 
-    /// Whatever the ring holds, up to the budget.
-    pub(super) fn drain(&mut self) -> Result<()> {
-        self.reader
-            .drain(self.ring.get_mut(), &mut self.probes.ebpf, DRAIN_BUDGET)?;
-        Ok(())
+    /// Every batch the ring reader has taken so far.
+    pub(super) fn drain(&mut self) {
+        while let Some(batch) = self.ring.try_next() {
+            self.reader.apply(&batch, &mut self.probes.ebpf);
+        }
     }
 
     /// The periodic work: a drain (wakeups are batched), the kernel's counts, and continuing
     /// a process stopped for too long for its tables.
-    fn on_tick(&mut self) -> Result<()> {
-        self.drain()?;
+    fn on_tick(&mut self) {
+        self.drain();
         self.reader.read_counts(&self.probes.ebpf, false);
         self.reader.tables_ready(&mut self.probes.ebpf);
-        Ok(())
     }
 
     /// A summary as of now, with at most `max_sites` sites (`--max-sites` when none).
-    fn summary_now(&mut self, max_sites: Option<usize>) -> Result<Summary> {
-        self.drain()?;
+    fn summary_now(&mut self, max_sites: Option<usize>) -> Summary {
+        self.drain();
         let finish = self.reader.snapshot(
             &mut self.views.snapshotter,
             &*self.probes,
             Ending::running(),
             max_sites,
         );
-        Ok(self.reader.processes.summarize(&finish))
+        self.reader.processes.summarize(&finish)
     }
 
     /// SIGUSR1 or `s` in top: every report written now, named by the time.
-    fn snapshot(&mut self) -> Result<()> {
-        let summary = self.summary_now(None)?;
+    fn snapshot(&mut self) {
+        let summary = self.summary_now(None);
         let (_, said) = write_snapshot(&summary, self.outputs, self.views.top.is_some());
         self.views.say(said);
-        Ok(())
     }
 
     /// A key in `tracer top`; the end of the run when it quits.
@@ -164,7 +152,7 @@ impl Loop<'_> {
         };
         match ui.key(key) {
             KeyAction::None => {}
-            KeyAction::Snapshot => self.snapshot()?,
+            KeyAction::Snapshot => self.snapshot(),
             KeyAction::Quit => match self.child {
                 // Quitting ends the command top launched, as Ctrl-C would; the run ends when
                 // it exits.

@@ -95,9 +95,8 @@ impl Loop<'_> {
         if let Err(e) = self.probes.stop_holding() {
             log::warn!("{e}");
         }
-        let in_ring = self.cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
-        self.reader
-            .drain(self.ring.get_mut(), &mut self.probes.ebpf, in_ring)?;
+        self.ring.stop();
+        self.drain();
         self.reader.held_faults(self.probes);
         self.reader.last_counts(&self.probes.ebpf);
         self.reader.release_waiting();

@@ -8,6 +8,7 @@ mod drain;
 mod event_loop;
 mod finish;
 mod prepare;
+mod ring;
 mod snapshot;
 mod start;
 mod ui;
@@ -40,7 +41,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let start::Traced {
         mut probes,
         mut allocators,
-        mut ring,
+        ring,
         mut processes,
         files,
         recorder,
@@ -66,7 +67,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     );
     let mut run = event_loop::Loop {
         cfg: &cfg,
-        ring: &mut ring,
+        ring,
         probes: &mut probes,
         reader,
         views,

@@ -4,14 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use aya::{
-    Ebpf,
-    maps::{MapData, RingBuf},
-};
-use tokio::io::unix::AsyncFd;
+use aya::{Ebpf, maps::RingBuf};
 use tracer_common::EVENTS_MAP;
 
-use super::{Mode, RunConfig, StackWalk, TargetSpec, prepare::Target, wait::watch};
+use super::{Mode, RunConfig, StackWalk, TargetSpec, prepare::Target, ring::RingReader};
 use crate::{
     facts::TargetFacts,
     output::Sink,
@@ -37,7 +33,8 @@ pub(super) struct Traced {
     pub probes: Probes,
     /// The allocator probes; none in `--mode kernel`.
     pub allocators: Option<AllocatorProbes>,
-    pub ring: AsyncFd<RingBuf<MapData>>,
+    /// The event ring, read by a thread of its own.
+    pub ring: RingReader,
     pub processes: Processes,
     /// The target's files, opened as it sees them and kept open.
     pub files: TargetFiles,
@@ -89,7 +86,10 @@ pub(super) fn start(
         .take_map(EVENTS_MAP)
         .context("the eBPF object has no event ring")?;
     let ring = RingBuf::try_from(ring).context("opening the event ring")?;
-    let ring = watch(ring).context("polling the event ring")?;
+    // Once tracing stops, what the ring can hold is read, and no more: a target still running
+    // keeps filling it.
+    let last = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
+    let ring = RingReader::start(ring, last).context("starting the event ring's reader")?;
     let start = read_start(cfg, tracefs, target)?;
     let processes = Processes::new(&start);
     // With --follow the probes fire in every process that maps a probed file, and the kernel

@@ -38,8 +38,8 @@ async fn next_tick(interval: Option<&mut tokio::time::Interval>) {
 
 /// Registers a descriptor-owning value with the reactor for readability.
 pub(super) fn watch<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
-    // SAFETY: both callers pass values that own their descriptor (an `OwnedFd`, aya's ring
-    // buffer map) and keep it open and unchanged until the `AsyncFd` drops them.
+    // SAFETY: the caller passes a value that owns its descriptor (the target's pidfd) and
+    // keeps it open and unchanged until the `AsyncFd` drops it.
     Ok(unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }?)
 }
 

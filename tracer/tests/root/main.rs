@@ -12,6 +12,7 @@ mod diff;
 mod errors;
 mod exec;
 mod findings;
+mod flood;
 mod follow;
 mod kernel;
 mod killed;
