@@ -128,10 +128,10 @@ fn read(mut ring: RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stop: &AtomicBool,
         while let Some(record) = ring.next() {
             batch.push(&record);
             taken += 1;
-            if batch.data.len() >= BATCH_BYTES {
-                if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
-                    return;
-                }
+            if batch.data.len() >= BATCH_BYTES
+                && tx.blocking_send(std::mem::take(&mut batch)).is_err()
+            {
+                return;
             }
             if stopping && taken >= last {
                 break;
