@@ -12,7 +12,7 @@ use super::{
     ring::RingReader,
     ui::next_key,
     views::Views,
-    wait::{exited, kill, next_refresh, notified, sleep_until},
+    wait::{exited, kill, next_requests, next_tick, notified, sleep_until},
 };
 use crate::{
     facts::EndedBy,
@@ -25,6 +25,9 @@ use crate::{
     summary::Summary,
     top::KeyAction,
 };
+
+/// The most often a scrape (`--listen`) makes a summary: requests in between wait for it.
+const SCRAPE_GAP: Duration = Duration::from_millis(250);
 
 /// What the reader took is applied at least this often, and the kernel's counts read.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
@@ -67,6 +70,8 @@ impl Loop<'_> {
         // The target exited: watched no more. With --follow the run goes on while a process
         // it created runs.
         let mut pidfd = Some(pidfd);
+        // When the scrapes waiting are answered.
+        let mut scrape: Option<tokio::time::Instant> = None;
         loop {
             if pidfd.is_none() && !self.reader.others_running() {
                 return Ok(EndedBy::Exited);
@@ -90,11 +95,25 @@ impl Loop<'_> {
                     pidfd = None;
                 }
                 _ = sleep_until(deadline) => return Ok(EndedBy::Duration),
-                _ = next_refresh(self.views.interval.as_mut(), self.views.refresh_requests.as_mut()) => {
+                _ = next_tick(self.views.interval.as_mut()) => {
                     let at = self.started.elapsed();
                     // Everything the ring holds now first: the interval is as of this moment.
                     let summary = self.summary_now(Some(usize::MAX));
                     self.views.refresh(summary, at);
+                    scrape = None;
+                }
+                // Scrapes are answered together, at most one summary per SCRAPE_GAP, and are
+                // no interval: neither an interval line nor a new period.
+                _ = next_requests(self.views.refresh_requests.as_mut()), if scrape.is_none() => {
+                    scrape = Some(self.views.published_at().map_or_else(
+                        tokio::time::Instant::now,
+                        |at| tokio::time::Instant::from_std(at + SCRAPE_GAP),
+                    ));
+                }
+                _ = sleep_until(scrape) => {
+                    scrape = None;
+                    let summary = self.summary_now(Some(usize::MAX));
+                    self.views.publish(summary);
                 }
                 _ = snapshot_requests.recv() => self.snapshot(),
                 key = next_key(self.views.top.as_mut()) => {

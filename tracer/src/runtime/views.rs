@@ -32,6 +32,8 @@ pub(super) struct Views {
     pub interval: Option<tokio::time::Interval>,
     max_sites: usize,
     page_size: u64,
+    /// When the server was last given a summary.
+    published: Option<Instant>,
 }
 
 impl Views {
@@ -94,6 +96,7 @@ impl Views {
             interval,
             max_sites: cfg.max_sites,
             page_size,
+            published: None,
         })
     }
 
@@ -120,8 +123,14 @@ impl Views {
         }
     }
 
+    /// When a summary was last published.
+    pub(super) fn published_at(&self) -> Option<Instant> {
+        self.published
+    }
+
     /// What the server serves from now on.
-    pub(super) fn publish(&self, summary: Summary) {
+    pub(super) fn publish(&mut self, summary: Summary) {
+        self.published = Some(Instant::now());
         if let Some((server, max_metric_sites)) = &self.server {
             server.publish(Published {
                 summary,

@@ -5,29 +5,22 @@ use std::{io, os::fd::AsRawFd};
 
 use tokio::io::{Interest, unix::AsyncFd};
 
-/// The next refresh: a tick of the interval, or a request of the HTTP server.
-pub(super) async fn next_refresh(
-    interval: Option<&mut tokio::time::Interval>,
-    requests: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>,
-) {
-    let requested = async {
-        match requests {
-            Some(r) => {
-                if r.recv().await.is_none() {
-                    std::future::pending::<()>().await;
-                }
+/// The next request of the HTTP server for a fresh summary, and every other one already
+/// waiting with it (one summary answers them all); never, without a server.
+pub(super) async fn next_requests(requests: Option<&mut tokio::sync::mpsc::UnboundedReceiver<()>>) {
+    match requests {
+        Some(r) => {
+            if r.recv().await.is_none() {
+                std::future::pending::<()>().await;
             }
-            None => std::future::pending().await,
+            while r.try_recv().is_ok() {}
         }
-    };
-    tokio::select! {
-        _ = next_tick(interval) => {}
-        _ = requested => {}
+        None => std::future::pending().await,
     }
 }
 
 /// The next tick of an optional interval; never, without one.
-async fn next_tick(interval: Option<&mut tokio::time::Interval>) {
+pub(super) async fn next_tick(interval: Option<&mut tokio::time::Interval>) {
     match interval {
         Some(i) => {
             i.tick().await;

@@ -325,3 +325,43 @@ fn write_profile(dir: &Path, gzipped: &[u8]) -> PathBuf {
     std::fs::write(&path, gzipped).unwrap();
     path
 }
+
+/// Ten clients asking for fresh profiles over and over: their requests are answered together,
+/// at most a summary a quarter second, and none of them is an interval (the `--jsonl` lines
+/// come once a second, as asked, not once a request).
+#[test]
+fn scrapes_are_coalesced_and_are_not_intervals() {
+    let dir = scratch("coalesced");
+    let jsonl = dir.join("live.jsonl");
+    let served = serve(
+        "600",
+        false,
+        &["--interval", "1", "--jsonl", jsonl.to_str().unwrap()],
+    );
+    wait_for_metrics(served.addr, &[], |l| l.starts_with("tracer_live_bytes{"));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = served.addr;
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                while started.elapsed() < Duration::from_secs(3) {
+                    let (status, _, _) = get(addr, "/debug/pprof/allocs?seconds=1", &[]);
+                    assert_eq!(status, 200);
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let lines_during = std::fs::read_to_string(&jsonl).unwrap().lines().count();
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(served);
+    // Two summaries a request, forty requests or so: the lines are still one a second.
+    assert!(answered >= 20, "{answered} answered");
+    assert!(
+        (lines_during as f64) <= elapsed + 3.0,
+        "{lines_during} interval lines in {elapsed:.1} s ({answered} requests)"
+    );
+}
