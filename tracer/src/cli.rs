@@ -149,7 +149,7 @@ pub struct Cli {
     /// Also probe the allocator functions (malloc, free, ...) defined in this file; repeatable.
     /// Allocators that export the standard names (glibc, jemalloc, tcmalloc, mimalloc) are found
     /// without it. Example: --allocator-lib /opt/app/lib/libmyalloc.so
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_regular_file)]
     pub allocator_lib: Vec<PathBuf>,
 
     /// Most call sites and leaks listed in the summary (and so in the HTML, folded stacks and
@@ -627,6 +627,16 @@ fn parse_sample_bytes(s: &str) -> Result<u32, String> {
         return Err("the sampling interval must be at least 1 byte".into());
     }
     u32::try_from(n).map_err(|_| format!("the sampling interval {s} is above 4G-1"))
+}
+
+/// A path that is a regular file now (a FIFO or a device would be read from for ever).
+fn parse_regular_file(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(path),
+        Ok(_) => Err("not a regular file".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_buffer_size(s: &str) -> Result<u32, String> {

@@ -26,6 +26,7 @@ use std::{
         },
     },
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use thiserror::Error;
@@ -437,12 +438,7 @@ impl Sink {
                 (unsafe { File::from_raw_fd(dup) }, None)
             }
             Dest::Through { path, .. } => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-                    .open(path)
-                    .map_err(io_err)?;
+                let file = open_through(path).map_err(io_err)?;
                 let ft = file.metadata().map_err(io_err)?.file_type();
                 // Replaced by something else since the check: write nothing there.
                 if !(ft.is_char_device() || ft.is_fifo() || path.starts_with("/proc")) {
@@ -604,6 +600,44 @@ pub enum WriteError {
         path: PathBuf,
         source: RenderFailure,
     },
+}
+
+/// How long a FIFO without a reader is waited for before its output is given up.
+const FIFO_WAIT: Duration = Duration::from_secs(10);
+
+/// A device or FIFO opened for writing, never blocking for ever: a FIFO with no reader is
+/// waited for up to [`FIFO_WAIT`], and no longer once SIGINT or SIGTERM came.
+fn open_through(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let deadline = std::time::Instant::now() + FIFO_WAIT;
+    let file = loop {
+        match open() {
+            // A FIFO with no reader yet.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if crate::process::signals::interrupted() || std::time::Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("no reader opened the FIFO within {} s", FIFO_WAIT.as_secs()),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other?,
+        }
+    };
+    // Writes block again (a slow reader is waited for, as a shell redirection would).
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
+    Ok(file)
 }
 
 /// Writes a whole report to `dest`: rendered straight into the sink, committed only if the

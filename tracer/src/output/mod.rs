@@ -196,10 +196,26 @@ pub fn write_all_quietly(summary: &Summary, outputs: &Checked) -> Vec<String> {
     }
     for (format, target) in &outputs.files {
         if let Err(e) = write(summary, format.spec().renderer, target) {
-            failed.push(e.to_string());
+            failed.push(with_causes(&e));
         }
     }
     failed
+}
+
+/// An error and its causes, `a: b: c`, each said once (a message that already ends with its
+/// cause's is not repeated).
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// One report, rendered straight into its destination.

@@ -29,6 +29,12 @@ impl Arrived {
     }
 }
 
+/// Whether SIGINT or SIGTERM came since the run loop last took them: what a wait outside the
+/// loop (a FIFO's reader) checks to end early.
+pub fn interrupted() -> bool {
+    TTY_INT.load(Relaxed) + SENT_INT.load(Relaxed) + TERM.load(Relaxed) > 0
+}
+
 static TTY_INT: AtomicU32 = AtomicU32::new(0);
 static SENT_INT: AtomicU32 = AtomicU32::new(0);
 static TERM: AtomicU32 = AtomicU32::new(0);
@@ -75,7 +81,7 @@ impl Signals {
 
     /// Whether a signal is waiting, without taking it: setup stops at its next step.
     pub fn pending(&self) -> bool {
-        TTY_INT.load(Relaxed) + SENT_INT.load(Relaxed) + TERM.load(Relaxed) > 0
+        interrupted()
     }
 
     /// Waits for the next signal and takes what arrived.

@@ -76,15 +76,42 @@ pub fn bind(addr: &str, any: bool) -> Result<TcpListener, ServeError> {
 }
 
 /// Reads a bearer token: the file's first line, which must not be empty.
+/// The most of a token file read: a token is a line.
+const MAX_TOKEN_FILE: u64 = 4096;
+
 pub fn read_token(path: &std::path::Path) -> Result<String, ServeError> {
     let err = |problem: String| ServeError::Token {
         path: path.display().to_string(),
         problem,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    // Never blocks: a FIFO or a device is refused, not waited on.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| err(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    let mut text = String::new();
+    file.take(MAX_TOKEN_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| err(e.to_string()))?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {
         return Err(err("the file holds no token".into()));
+    }
+    if token.chars().any(char::is_control) {
+        return Err(err("the token holds control characters".into()));
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    if meta.permissions().mode() & 0o044 != 0 {
+        log::warn!(
+            "--listen-token {}: readable by others than its owner (chmod 600 it)",
+            path.display()
+        );
     }
     Ok(token)
 }
@@ -214,16 +241,25 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
 }
 
 /// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+/// Whether `given` is `token`, in a time that depends on neither's content nor on how long
+/// `given` is: every byte of the longer is compared, against a zero past the other's end.
+fn same(given: &[u8], token: &[u8]) -> bool {
+    let n = given.len().max(token.len());
+    let at = |s: &[u8], i: usize| s.get(i).copied().unwrap_or(0);
+    let differ = (0..n).fold(u8::from(given.len() != token.len()), |d, i| {
+        d | (at(given, i) ^ at(token, i))
+    });
+    differ == 0
 }
 
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+        // The scheme is case-insensitive (RFC 9110).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| same(given.trim().as_bytes(), token.as_bytes()))
 }
 
 fn query_seconds(query: Option<&str>) -> Result<Option<u64>, String> {
@@ -416,6 +452,8 @@ mod tests {
     fn tokens_and_queries() {
         assert!(same(b"secret", b"secret"));
         assert!(!same(b"secret", b"secreT") && !same(b"secret", b"secret2"));
+        // A prefix, or the token padded with zero bytes, is not the token.
+        assert!(!same(b"", b"secret") && !same(b"secret\0", b"secret") && !same(b"sec", b"secret"));
         assert_eq!(query_seconds(None), Ok(None));
         assert_eq!(query_seconds(Some("debug=1&seconds=30")), Ok(Some(30)));
         assert!(query_seconds(Some("seconds=0")).is_err());

@@ -167,3 +167,70 @@ fn bpf_capabilities_without_tracefs_access() {
     );
     assert!(line.contains("CAP_DAC_READ_SEARCH"), "{line}");
 }
+
+/// A FIFO given where a file is read is refused at once; one given for a report is written
+/// through when a reader comes, and never waited on for ever: at most ten seconds, and no
+/// longer once SIGTERM comes.
+#[test]
+fn fifos_never_block_for_ever() {
+    use std::time::{Duration, Instant};
+    let dir = json_path("fifos").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let fifo_s = fifo.to_str().unwrap();
+    for option in [["--allocator-lib", fifo_s], ["--listen-token", fifo_s]] {
+        let started = Instant::now();
+        let out = tracer()
+            .args(option)
+            .args(["--listen", "127.0.0.1:0", "--", "true"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("not a regular file"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // A reader: the summary goes through the FIFO.
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || std::fs::read_to_string(fifo).unwrap()
+    });
+    let out = tracer()
+        .args(["-q", "--json", fifo_s, "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        reader
+            .join()
+            .unwrap()
+            .contains("\"schema\": \"tracer.summary/1\"")
+    );
+    // No reader: the run ends, the wait for one ends at SIGTERM, and the report is said lost.
+    let mut child = tracer()
+        .args(["-q", "--json", fifo_s, "--", "true"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let signalled = Instant::now();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(status.code(), Some(74));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("no reader opened the FIFO"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
