@@ -328,3 +328,61 @@ fn notes_are_in_every_format() {
             .any(|w| w == comment.as_bytes())
     );
 }
+
+/// A FIFO named `path` whose writer thread sends `bytes` (and `forever` more `y`s after
+/// them, until the reader goes away).
+fn fifo_of(path: &Path, bytes: Vec<u8>, forever: bool) -> std::thread::JoinHandle<()> {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new().write(true).open(path).unwrap();
+        if f.write_all(&bytes).is_err() {
+            return;
+        }
+        let ys = vec![b'y'; 1 << 16];
+        while forever && f.write_all(&ys).is_ok() {}
+    })
+}
+
+/// `tracer diff` reads each input once, streaming: a pipe (as `<(cat a.json)` gives) works for
+/// a recording and for a JSON summary, and an endless input that is neither fails at once.
+#[test]
+fn diff_reads_pipes_and_stops_at_what_is_not_a_summary() {
+    let dir = out_dir("diff-pipes");
+    for (name, source) in [
+        ("json", fixture("alloc.expected.json")),
+        ("trace", fixture("alloc.trace")),
+    ] {
+        let pipe = dir.join(name);
+        let writer = fifo_of(&pipe, fs::read(&source).unwrap(), false);
+        let out_json = dir.join(format!("{name}.diff.json"));
+        let out = tracer(&[
+            "diff",
+            pipe.to_str().unwrap(),
+            fixture("alloc-more.trace").to_str().unwrap(),
+            "-q",
+            "--json",
+            out_json.to_str().unwrap(),
+        ]);
+        writer.join().unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let d = json(&out_json);
+        assert_eq!(d["before"]["command"], serde_json::json!(["./alloc", "3"]));
+    }
+    let endless = dir.join("endless");
+    let writer = fifo_of(&endless, Vec::new(), true);
+    let started = std::time::Instant::now();
+    let out = tracer(&[
+        "diff",
+        endless.to_str().unwrap(),
+        fixture("alloc.trace").to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("neither a tracer recording nor"), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    writer.join().unwrap();
+}

@@ -10,7 +10,7 @@ pub mod render;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::Read,
+    io::{Cursor, Read},
     path::Path,
 };
 
@@ -41,33 +41,52 @@ pub enum DiffError {
     Gate(#[from] GateError),
 }
 
-/// Reads a recording (replayed) or a JSON summary as a summary document.
+/// The most of a JSON summary read: larger input is not one.
+const MAX_JSON_BYTES: u64 = 1 << 30;
+
+/// Reads a recording (replayed) or a JSON summary as a summary document, streaming: the
+/// input is opened once and read once, so a pipe (`<(...)`) works, and no more of it is held
+/// than its parse needs (a JSON summary of at most 1 GiB).
 pub fn load(path: &Path) -> Result<Value, DiffError> {
     let shown = path.display().to_string();
+    let io = |source| DiffError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let mut head = [0u8; 8];
-    let mut file = std::fs::File::open(path).map_err(|source| DiffError::Io {
-        path: shown.clone(),
-        source,
-    })?;
-    let n = file.read(&mut head).map_err(|source| DiffError::Io {
-        path: shown.clone(),
-        source,
-    })?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let input =
+        std::io::BufReader::with_capacity(1 << 20, Cursor::new(head[..n].to_vec()).chain(file));
     if n == head.len() && &head == MAGIC {
+        let reader =
+            crate::record::Reader::new(input, path).map_err(|source| DiffError::Replay {
+                path: shown.clone(),
+                source,
+            })?;
         let summary =
-            crate::replay::replay(path, |_, _| {}).map_err(|source| DiffError::Replay {
+            crate::replay::replay_from(reader, |_, _| {}).map_err(|source| DiffError::Replay {
                 path: shown.clone(),
                 source,
             })?;
         return Ok(serde_json::to_value(&summary).expect("summaries serialize"));
     }
-    let bytes = std::fs::read(path).map_err(|source| DiffError::Io {
+    let mut limited = input.take(MAX_JSON_BYTES);
+    let v: Value = serde_json::from_reader(&mut limited).map_err(|e| DiffError::NotASummary {
         path: shown.clone(),
-        source,
-    })?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| DiffError::NotASummary {
-        path: shown.clone(),
-        why: e.to_string(),
+        why: if limited.limit() == 0 {
+            format!("larger than {} MiB", MAX_JSON_BYTES >> 20)
+        } else {
+            e.to_string()
+        },
     })?;
     if v["schema"] != crate::summary::SCHEMA {
         return Err(DiffError::NotASummary {
