@@ -382,7 +382,11 @@ fn diff_reads_pipes_and_stops_at_what_is_not_a_summary() {
         "-q",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("neither a tracer recording nor"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("neither a tracer recording nor"),
+        "{}",
+        stderr(&out)
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     writer.join().unwrap();
 }

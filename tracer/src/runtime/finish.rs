@@ -67,11 +67,12 @@ impl Loop<'_> {
         }
         let summary = self.reader.processes.summarize(&finish);
         spinner.finish_and_clear();
+        // The server stops before the reports are written: its clients' descriptors are
+        // closed (the reports need some), and nothing of ours outlives us in the helper that
+        // detaches the probes.
+        drop(self.views.server.take());
         failed += output::write_all(&summary, self.outputs);
         let gate_failed = check_gates(&summary, &self.cfg.fail_if);
-        // Nothing of ours may outlive us in the helper that detaches the probes: the HTTP
-        // server closes its socket now.
-        drop(self.views.server.take());
         let status = match (exit_code, signal) {
             (Some(code), _) => code,
             (None, Some(sig)) => 128 + sig,

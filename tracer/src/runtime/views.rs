@@ -138,6 +138,7 @@ impl Views {
                 max_metric_sites: *max_metric_sites,
                 page_size: self.page_size,
                 taken: std::time::SystemTime::now(),
+                html: std::sync::OnceLock::new(),
             });
         }
     }

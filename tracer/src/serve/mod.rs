@@ -36,6 +36,15 @@ use crate::{
 /// The longest `?seconds=` of a delta profile.
 pub const MAX_DELTA_SECONDS: u64 = 3600;
 
+/// Connections served at once: more are closed as they come (each holds a descriptor and what
+/// it has not yet sent).
+const MAX_CONNECTIONS: usize = 64;
+/// The longest a write may wait for the client to read: a client that does not read its
+/// answer is let go (idle ones are, by the header read timeout).
+const WRITE_STALL: Duration = Duration::from_secs(10);
+/// How long accepting pauses after it failed (out of descriptors): never a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("--listen {addr}: not an address and port such as 127.0.0.1:9464 or [::1]:9464")]
@@ -126,6 +135,9 @@ pub struct Published {
     pub max_metric_sites: usize,
     pub page_size: u64,
     pub taken: SystemTime,
+    /// The HTML report of this state, made by the first request for it and shared by the
+    /// others (a page can be megabytes: never one copy per client).
+    pub html: std::sync::OnceLock<Result<Bytes, String>>,
 }
 
 type Latest = watch::Receiver<Option<Arc<Published>>>;
@@ -205,11 +217,17 @@ async fn serve(listener: TcpListener, state: Arc<State>, mut stop: oneshot::Rece
             return;
         }
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             _ = &mut stop => return,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                };
+                // Past the cap the connection is closed at once (dropped).
+                let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -219,11 +237,91 @@ async fn serve(listener: TcpListener, state: Arc<State>, mut stop: oneshot::Rece
                     let _ = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(StallLimit::new(stream)), service)
                         .await;
+                    drop(slot);
                 });
             }
         }
+    }
+}
+
+/// A connection whose writes fail once one has waited [`WRITE_STALL`] for the client to read.
+struct StallLimit {
+    stream: tokio::net::TcpStream,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallLimit {
+    fn new(stream: tokio::net::TcpStream) -> Self {
+        Self::with_limit(stream, WRITE_STALL)
+    }
+
+    fn with_limit(stream: tokio::net::TcpStream, limit: Duration) -> Self {
+        StallLimit {
+            stream,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// A pending write: pending still, or an error once it has waited too long.
+    fn waited(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for StallLimit {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for StallLimit {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.stream).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.waited(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -240,7 +338,6 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     reply(status, "text/plain; charset=utf-8", body.into())
 }
 
-/// Compares without stopping at the first difference.
 /// Whether `given` is `token`, in a time that depends on neither's content nor on how long
 /// `given` is: every byte of the longer is compared, against a zero past the other's end.
 fn same(given: &[u8], token: &[u8]) -> bool {
@@ -336,10 +433,15 @@ async fn handle(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> 
             }
         },
         "/report.html" => {
-            let mut page = Vec::new();
-            match html::render(&now.summary.truncated(now.max_sites), &mut page) {
-                Ok(()) => reply(StatusCode::OK, "text/html; charset=utf-8", page),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")),
+            let page = now.html.get_or_init(|| {
+                let mut page = Vec::new();
+                html::render(&now.summary.truncated(now.max_sites), &mut page)
+                    .map(|()| Bytes::from(page))
+                    .map_err(|e| e.to_string())
+            });
+            match page {
+                Ok(page) => reply(StatusCode::OK, "text/html; charset=utf-8", page.clone()),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
             }
         }
         _ => text(
@@ -446,6 +548,39 @@ mod tests {
         }
         .to_string();
         assert!(msg.contains("--listen-any"), "{msg}");
+    }
+
+    /// A client that stops reading: the server's writes fail once one has waited the limit,
+    /// instead of holding the connection and its unsent answer for ever.
+    #[test]
+    fn a_stalled_write_fails() {
+        use tokio::io::AsyncWrite as _;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let mut server = StallLimit::with_limit(server, Duration::from_millis(200));
+            let chunk = vec![0u8; 1 << 20];
+            let started = std::time::Instant::now();
+            let err = loop {
+                let written = std::future::poll_fn(|cx| {
+                    std::pin::Pin::new(&mut server).poll_write(cx, &chunk)
+                })
+                .await;
+                if let Err(e) = written {
+                    break e;
+                }
+                assert!(started.elapsed() < Duration::from_secs(20), "never stalled");
+            };
+            assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+            drop(client);
+        });
     }
 
     #[test]

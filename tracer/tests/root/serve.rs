@@ -365,3 +365,72 @@ fn scrapes_are_coalesced_and_are_not_intervals() {
         "{lines_during} interval lines in {elapsed:.1} s ({answered} requests)"
     );
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// 150 clients that ask for the page and never read: at most 64 are served at once (the rest
+/// are closed at once), a client that stops reading or sends nothing is let go, memory stays
+/// bounded (one page per state, shared), and the run's own reports are still written.
+#[test]
+fn slow_and_idle_clients_are_let_go() {
+    use std::io::{Read as _, Write as _};
+    let dir = scratch("slow");
+    let json = dir.join("summary.json");
+    let served = serve(
+        "2500",
+        false,
+        &["--interval", "0.5", "--json", json.to_str().unwrap()],
+    );
+    wait_for_metrics(served.addr, &[], |l| l.starts_with("tracer_live_bytes{"));
+    let before = rss_kib(served.tracer.id());
+    let mut clients: Vec<TcpStream> = (0..150)
+        .filter_map(|_| {
+            let mut c = TcpStream::connect(served.addr).ok()?;
+            c.write_all(b"GET /report.html HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            Some(c)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let during = rss_kib(served.tracer.id());
+    // Let go within the header timeout (10 s) or the write stall (10 s): every client reads
+    // its end.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut open = clients.len();
+    for c in &mut clients {
+        c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        while Instant::now() < deadline {
+            match c.read(&mut buf) {
+                Ok(0) => {
+                    open -= 1;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    open -= 1;
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(open, 0, "connections still open after {:?}", Instant::now());
+    let (status, _, _) = get(served.addr, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        during < before + 64 * 1024,
+        "RSS {before} KiB -> {during} KiB with 150 clients"
+    );
+    drop(served);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["user"]["malloc"]["calls"].as_u64().unwrap() > 0);
+}
