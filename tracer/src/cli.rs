@@ -270,13 +270,15 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// Allow --listen on an address other than loopback. The endpoints expose the target's
-    /// symbols and memory layout to whoever can reach them: use with --listen-token.
+    /// Allow --listen on an address other than loopback; needs --listen-token. The endpoints
+    /// expose the target's symbols and memory layout to whoever holds the token.
     #[arg(long, requires = "listen")]
     pub listen_any: bool,
 
     /// Require `Authorization: Bearer TOKEN` on every request, the token being the first line
-    /// of FILE. Example: --listen-token /etc/tracer/token
+    /// of FILE (a regular file, readable by its owner only). Without it, the endpoints that
+    /// show the target's memory layout (pprof, /report.html) answer only root and the target's
+    /// own user, and /metrics anyone on this machine. Example: --listen-token /etc/tracer/token
     #[arg(long, value_name = "FILE", requires = "listen")]
     pub listen_token: Option<PathBuf>,
 
@@ -499,6 +501,13 @@ impl Cli {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
                 "--duration applies to --pid runs; a launched command is traced until it exits",
+            ));
+        }
+        if self.listen_any && self.listen_token.is_none() {
+            return Err(Cli::command().error(
+                ErrorKind::MissingRequiredArgument,
+                "--listen-any serves beyond this machine: give --listen-token FILE too, so that \
+                 the endpoints ask for it",
             ));
         }
         if self.sample.is_some() && self.mode == Mode::Kernel {
@@ -870,5 +879,32 @@ mod tests {
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
         }
+    }
+
+    #[test]
+    fn listening_beyond_this_machine_needs_a_token() {
+        let err = parse(&[
+            "tracer",
+            "--listen",
+            "0.0.0.0:9464",
+            "--listen-any",
+            "--pid",
+            "1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("give --listen-token"), "{err}");
+        let cfg = parse(&[
+            "tracer",
+            "--listen",
+            "0.0.0.0:9464",
+            "--listen-any",
+            "--listen-token",
+            "t",
+            "--pid",
+            "1",
+        ])
+        .unwrap();
+        assert!(cfg.listen.unwrap().any);
     }
 }

@@ -47,6 +47,7 @@ impl Views {
         listener: Option<(std::net::TcpListener, Option<String>, usize)>,
         page_size: u64,
     ) -> Result<Views> {
+        let pid = facts.pid;
         let header = format!(
             "tracer: pid {} ({})",
             facts.pid,
@@ -73,7 +74,8 @@ impl Views {
         };
         let (server, refresh_requests) = match listener {
             Some((listener, token, max_metric_sites)) => {
-                let (server, requests) = serve_on(listener, token)?;
+                let readers = crate::process::target::uids(pid as i32);
+                let (server, requests) = serve_on(listener, token, readers)?;
                 (Some((server, max_metric_sites)), Some(requests))
             }
             None => (None, None),
@@ -156,8 +158,10 @@ impl Views {
 fn serve_on(
     listener: std::net::TcpListener,
     token: Option<String>,
+    readers: Vec<u32>,
 ) -> Result<(Server, tokio::sync::mpsc::UnboundedReceiver<()>)> {
-    let (server, requests) = Server::start(listener, token).context("starting the HTTP server")?;
+    let (server, requests) =
+        Server::start(listener, token, readers).context("starting the HTTP server")?;
     let addr = server.addr;
     if !addr.ip().is_loopback() {
         eprintln!(

@@ -434,3 +434,32 @@ fn slow_and_idle_clients_are_let_go() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(v["user"]["malloc"]["calls"].as_u64().unwrap() > 0);
 }
+
+/// Without a token, what shows the target's memory layout (pprof, the page) is served only to
+/// root and the target's own user; another local user (here `nobody`) gets 403, and the
+/// metrics, which hold no address, still.
+#[test]
+fn the_layout_is_not_shown_to_other_users() {
+    let served = serve("1500", false, &["--interval", "0.5"]);
+    wait_for_metrics(served.addr, &[], |l| l.starts_with("tracer_live_bytes{"));
+    let status_as = |nobody: bool, path: &str| -> String {
+        let url = format!("http://{}{path}", served.addr);
+        let mut cmd = if nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
+            c
+        } else {
+            Command::new("curl")
+        };
+        let out = cmd
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+            .output()
+            .expect("curl (cargo xtask setup installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for path in ["/report.html", "/debug/pprof/heap", "/debug/pprof/allocs"] {
+        assert_eq!(status_as(true, path), "403", "{path} as nobody");
+        assert_eq!(status_as(false, path), "200", "{path} as root");
+    }
+    assert_eq!(status_as(true, "/metrics"), "200");
+}

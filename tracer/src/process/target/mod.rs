@@ -111,6 +111,24 @@ fn is_kernel_thread(pid: i32) -> bool {
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
+/// The users process `pid` runs as (real, effective, saved, filesystem), as its status says;
+/// none once it is gone.
+pub fn uids(pid: i32) -> Vec<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mut uids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|u| u.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    uids.sort_unstable();
+    uids.dedup();
+    uids
+}
+
 /// The pid of `pid` inside its own pid namespace, when that differs (a container).
 pub fn namespace_pid(pid: i32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
