@@ -139,10 +139,8 @@ mod tests {
             let chunk = vec![0u8; 1 << 20];
             let started = std::time::Instant::now();
             let err = loop {
-                let written = std::future::poll_fn(|cx| {
-                    std::pin::Pin::new(&mut server).poll_write(cx, &chunk)
-                })
-                .await;
+                let written =
+                    std::future::poll_fn(|cx| Pin::new(&mut server).poll_write(cx, &chunk)).await;
                 if let Err(e) = written {
                     break e;
                 }
