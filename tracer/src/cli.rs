@@ -300,9 +300,10 @@ pub struct Cli {
     /// Write a recording of the run to PATH, to report on later with `tracer report PATH`;
     /// `-` streams it to stdout. If writing it fails mid-run (a full disk), the recording
     /// stops with a warning and the run goes on. It becomes PATH when the run ends; until then
-    /// it is `.NAME.<random>.tmp` beside it, which is what is left if tracer is killed:
+    /// it is `.NAME.<pid>.<random>.tmp` beside it, which is what is left if tracer is killed:
     /// `tracer report` reads such a cut recording up to its last whole batch of events, and
-    /// says how much is missing. Example: --record run.trace
+    /// says how much is missing (the next run that writes NAME removes it). Example: --record
+    /// run.trace
     #[arg(long, value_name = "PATH")]
     pub record: Option<PathBuf>,
 

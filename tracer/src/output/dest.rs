@@ -463,9 +463,14 @@ impl Sink {
                 }
                 // SAFETY: fresh descriptor.
                 let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
+                // Named for this process: what a killed tracer left is found and removed by
+                // the next write of the same report.
+                remove_stale_temps(dir, name);
                 let mut tmp_name = b".".to_vec();
                 tmp_name.extend_from_slice(name.as_bytes());
-                tmp_name.extend_from_slice(format!(".{}.tmp", random_suffix()).as_bytes());
+                tmp_name.extend_from_slice(
+                    format!(".{}.{}.tmp", std::process::id(), random_suffix()).as_bytes(),
+                );
                 let tmp = cstr(&shown, &tmp_name)?;
                 let fin = cstr(&shown, name.as_bytes())?;
                 // What the replaced file had: its mode and owner stay.
@@ -600,6 +605,36 @@ pub enum WriteError {
         path: PathBuf,
         source: RenderFailure,
     },
+}
+
+/// Removes `.NAME.PID.RANDOM.tmp` files in `dir` that a tracer no longer running left (it was
+/// killed while writing NAME). Only regular files of that exact shape are touched.
+fn remove_stale_temps(dir: &Path, name: &OsStr) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    for entry in entries.filter_map(Result::ok) {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some(rest) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let Some((pid, random)) = rest.split_once('.') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        let shaped = !random.is_empty() && random.chars().all(|c| c.is_ascii_hexdigit());
+        if !alive && shaped && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// How long a FIFO without a reader is waited for before its output is given up.

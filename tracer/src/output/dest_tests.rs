@@ -236,3 +236,32 @@ fn a_published_sink_is_visible_while_it_is_written() {
     sink.commit().unwrap();
     assert_eq!(names(&dir), ["live.jsonl"]);
 }
+
+/// What a killed tracer left (`.NAME.PID.RANDOM.tmp` of a pid no longer running) is removed by
+/// the next write of NAME; a running tracer's, and anything of another shape, stay.
+#[test]
+fn temporary_files_of_a_killed_tracer_are_removed_by_the_next_write() {
+    let dir = scratch("stale");
+    let me = std::process::id();
+    let stale = ".out.json.4000000000.0123abcd.tmp";
+    let running = format!(".out.json.{me}.89abcdef.tmp");
+    for keep in [
+        stale,
+        running.as_str(),
+        ".out.json.tmp",
+        ".other.4000000000.0123abcd.tmp",
+    ] {
+        fs::write(dir.join(keep), "x").unwrap();
+    }
+    write(&dir.join("out.json"), "{}").unwrap();
+    let mut left = names(&dir);
+    left.retain(|n| n != "out.json");
+    let mut want = vec![
+        running.clone(),
+        ".other.4000000000.0123abcd.tmp".to_string(),
+        ".out.json.tmp".to_string(),
+    ];
+    want.sort();
+    assert_eq!(left, want);
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -178,8 +178,15 @@ fn load_options(cfg: &RunConfig, pid: i32, launched: bool) -> LoadOptions {
 fn read_start(cfg: &RunConfig, tracefs: &Tracefs, target: &Target) -> Result<Start> {
     let pid = target.pid;
     let running = target.held.is_none();
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        Ok(maps) => maps,
+        // A --pid target that exited while tracer attached: the report says what was seen.
+        Err(e) if running && !Path::new(&format!("/proc/{pid}")).exists() => {
+            log::warn!("pid {pid} exited while tracer attached ({e}): little or nothing was seen");
+            String::new()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}/maps")),
+    };
     Ok(Start {
         pid: pid as u32,
         command: target.command.clone(),

@@ -234,3 +234,22 @@ fn fifos_never_block_for_ever() {
     assert!(err.contains("no reader opened the FIFO"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A `--pid` target that exits while tracer attaches gets a report of what was seen, not an
+/// error about its files.
+#[test]
+fn a_target_gone_during_attach_is_reported() {
+    let mut target = Command::new("sleep").arg("0.3").spawn().unwrap();
+    let json = json_path("gone");
+    let out = tracer()
+        .args(["-q", "--pid", &target.id().to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    target.wait().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["target"]["pid"], target.id());
+    assert_eq!(v["target"]["ended_by"], "exited");
+}
