@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{build, build_workload, setup, workspace_root};
+use crate::{build, build_workload, setup, status, workspace_root};
 
 /// One row of the table: what was measured, the value and its unit, and the ratio to the
 /// untraced run where that applies.
@@ -460,12 +460,59 @@ pub fn run(n: u64) -> Result<()> {
         None,
     );
 
+    flood_rows(&tracer, &mut t)?;
+
     if peers.redis {
         redis_rows(&tracer, peers.bpftrace, &mut t)?;
     } else {
         t.note("redis-server and redis-benchmark are not installed: the redis rows are missing");
     }
     write_doc(&machine, &t, n)
+}
+
+/// Events lost to floods the ring must keep up with: many producer threads (`threads T 2000`:
+/// 50 and 500 threads of 2,000 malloc/free pairs), and summaries every second over 65,536 call
+/// sites while events keep coming (`many_sites 16 4 --interval 1`). Each the median of 3.
+fn flood_rows(tracer: &Path, t: &mut Table) -> Result<()> {
+    let threads = build_workload("threads")?;
+    let many = build_workload("many_sites")?;
+    let json = std::env::temp_dir().join("tracer-bench-flood.json");
+    let dropped = |options: &[&str], argv: &[&str]| -> Result<f64> {
+        let mut shares = Vec::new();
+        for _ in 0..3 {
+            let mut c = tracer_cmd(tracer, &["-q", "--json", json.to_str().expect("utf-8")]);
+            c.args(options).arg("--").args(argv);
+            status(&mut c)?;
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+            let (got, lost) = (
+                v["events"]["received"].as_f64().unwrap_or(0.0),
+                v["events"]["dropped"].as_f64().unwrap_or(0.0),
+            );
+            shares.push(100.0 * lost / (got + lost).max(1.0));
+        }
+        Ok(median(&mut shares))
+    };
+    let threads = threads.to_str().expect("utf-8");
+    for n in ["50", "500"] {
+        let share = dropped(&[], &[threads, n, "2000"])?;
+        t.add(
+            format!("events dropped, {n} threads x 2000 malloc/free pairs"),
+            share,
+            "%",
+            None,
+        );
+    }
+    let share = dropped(
+        &["--interval", "1", "--max-stacks", "262144"],
+        &[many.to_str().expect("utf-8"), "16", "4"],
+    )?;
+    t.add(
+        "events dropped, --interval 1 over 65,536 sites (many_sites 16 4)",
+        share,
+        "%",
+        None,
+    );
+    Ok(())
 }
 
 /// Records `random_live` and replays it three times: (events, recording bytes, the median
