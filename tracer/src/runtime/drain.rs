@@ -260,10 +260,17 @@ impl Drain<'_> {
     /// Whether a process the target created still runs (its exit event not seen, and it is
     /// there).
     pub(super) fn others_running(&self) -> bool {
+        !self.others().is_empty()
+    }
+
+    /// The followed processes, besides the target, still running.
+    pub(super) fn others(&self) -> Vec<u32> {
         self.processes
             .iter()
             .skip(1)
-            .any(|p| p.exit.is_none() && target::alive(p.session.pid))
+            .filter(|p| p.exit.is_none() && target::alive(p.session.pid))
+            .map(|p| p.session.pid)
+            .collect()
     }
 
     /// The files of process `pid` (a fork event lost: opened from now on).

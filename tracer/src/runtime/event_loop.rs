@@ -44,6 +44,8 @@ pub(super) struct Loop<'a> {
     pub child: Option<i32>,
     /// Signals (and top's quits) passed on to the command so far.
     pub signalled: u32,
+    /// `--follow`: the target exited and the run waits for the processes it created.
+    pub target_exited: bool,
     pub started: Instant,
     /// Lets held processes go if tracer dies before `finish` does.
     pub keeper: Option<Keeper>,
@@ -91,8 +93,10 @@ impl Loop<'_> {
                         return Ok(EndedBy::Exited);
                     }
                     // Its last events first: they may name more processes.
+                    self.ring.sync();
                     self.drain();
                     pidfd = None;
+                    self.target_exited = true;
                 }
                 _ = sleep_until(deadline) => return Ok(EndedBy::Duration),
                 _ = next_tick(self.views.interval.as_mut()) => {
@@ -147,6 +151,8 @@ impl Loop<'_> {
 
     /// A summary as of now, with at most `max_sites` sites (`--max-sites` when none).
     fn summary_now(&mut self, max_sites: Option<usize>) -> Summary {
+        // As of this moment: what the ring holds now is read first.
+        self.ring.sync();
         self.drain();
         let finish = self.reader.snapshot(
             &mut self.views.snapshotter,
@@ -196,6 +202,23 @@ impl Loop<'_> {
             return Some(EndedBy::Interrupted);
         };
         self.signalled += 1;
+        // The command is gone; what keeps the run going is what it left running.
+        if self.target_exited {
+            if self.signalled >= 2 {
+                return Some(EndedBy::Interrupted);
+            }
+            let others = self.reader.others();
+            let listed: Vec<String> = others.iter().take(8).map(u32::to_string).collect();
+            eprintln!(
+                "tracer: pid {pid} exited; waiting for {} process{} it created (pid {}{}) to \
+                 exit: Ctrl-C again to stop tracing them",
+                others.len(),
+                if others.len() == 1 { "" } else { "es" },
+                listed.join(", "),
+                if others.len() > 8 { ", ..." } else { "" }
+            );
+            return None;
+        }
         if self.signalled >= 2 {
             eprintln!("tracer: stopped waiting for pid {pid}, which goes on untraced");
             return Some(EndedBy::Interrupted);

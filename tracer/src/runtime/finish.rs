@@ -31,8 +31,10 @@ impl Loop<'_> {
         let spinner =
             indicatif::ProgressBar::new_spinner().with_message("symbolizing and writing reports");
         spinner.enable_steady_tick(Duration::from_millis(120));
+        // The command's own status whenever it exited, even when the run ended later for
+        // what it left running.
         let (exit_code, signal) = match self.child {
-            Some(pid) if ended == EndedBy::Exited => wait_status(pid),
+            Some(pid) if ended == EndedBy::Exited || self.target_exited => wait_status(pid),
             _ => (None, None),
         };
         let ending = Ending {

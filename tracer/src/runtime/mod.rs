@@ -74,6 +74,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         outputs: &outputs,
         child,
         signalled: 0,
+        target_exited: false,
         started,
         keeper,
     };

@@ -4,10 +4,10 @@
 //! applies the batches in order.
 
 use std::{
-    os::fd::{AsRawFd as _, RawFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::Duration,
@@ -51,6 +51,8 @@ impl Batch {
 /// The reader thread and the batches it sends.
 pub(super) struct RingReader {
     batches: mpsc::Receiver<Batch>,
+    /// Requests to read the ring now, and the last one the reader answered.
+    sync: Arc<Sync>,
     /// Batches taken off the channel while the reader was stopping, to be applied first.
     kept: std::collections::VecDeque<Batch>,
     stop: Arc<AtomicBool>,
@@ -64,11 +66,14 @@ impl RingReader {
         let (tx, batches) = mpsc::channel(QUEUED_BATCHES);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
+        let sync = Arc::new(Sync::new()?);
+        let asked = Arc::clone(&sync);
         let thread = std::thread::Builder::new()
             .name("tracer-ring".into())
-            .spawn(move || read(ring, &tx, &stopping, last))?;
+            .spawn(move || read(ring, &tx, &stopping, &asked, last))?;
         Ok(RingReader {
             batches,
+            sync,
             kept: std::collections::VecDeque::new(),
             stop,
             thread: Some(thread),
@@ -90,10 +95,27 @@ impl RingReader {
             .or_else(|| self.batches.try_recv().ok())
     }
 
+    /// Has the reader take everything the ring holds now, and waits until it has: every event
+    /// before this moment is then in a batch ([`RingReader::try_next`]).
+    pub(super) fn sync(&mut self) {
+        let want = self.sync.asked.fetch_add(1, Ordering::AcqRel) + 1;
+        self.sync.wake();
+        while self.sync.answered.load(Ordering::Acquire) < want {
+            match self.batches.try_recv() {
+                Ok(b) => self.kept.push_back(b),
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+            }
+        }
+    }
+
     /// Reads what the ring holds now and stops; the batches left are then taken with
     /// [`RingReader::try_next`].
     pub(super) fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.sync.wake();
         // Its last batches may wait for room: the channel is emptied while it finishes.
         if let Some(thread) = self.thread.take() {
             while !thread.is_finished() {
@@ -116,13 +138,58 @@ impl Drop for RingReader {
     }
 }
 
+/// Requests to read the ring at once: a counter of requests and of answers, and an eventfd
+/// that wakes the reader from its wait.
+struct Sync {
+    asked: AtomicU64,
+    answered: AtomicU64,
+    event: OwnedFd,
+}
+
+impl Sync {
+    fn new() -> std::io::Result<Sync> {
+        // SAFETY: eventfd has no pointer arguments; the descriptor returned is ours.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Sync {
+            asked: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            // SAFETY: a new descriptor, owned by nobody else.
+            event: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn wake(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.event.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Empties the eventfd after a wakeup.
+    fn clear(&self) {
+        let mut n = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.event.as_raw_fd(), (&raw mut n).cast(), 8) };
+    }
+}
+
 /// The reader thread: copies records into batches until told to stop, then what the ring
 /// holds (at most `last` records) and ends.
-fn read(mut ring: RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stop: &AtomicBool, last: usize) {
+fn read(
+    mut ring: RingBuf<MapData>,
+    tx: &mpsc::Sender<Batch>,
+    stop: &AtomicBool,
+    sync: &Sync,
+    last: usize,
+) {
     let fd = ring.as_raw_fd();
     run_first();
     loop {
         let stopping = stop.load(Ordering::Acquire);
+        // Requests up to here are answered by this pass over the ring.
+        let asked = sync.asked.load(Ordering::Acquire);
         let mut taken = 0;
         let mut batch = Batch::default();
         while let Some(record) = ring.next() {
@@ -140,10 +207,11 @@ fn read(mut ring: RingBuf<MapData>, tx: &mpsc::Sender<Batch>, stop: &AtomicBool,
         if batch.len() > 0 && tx.blocking_send(batch).is_err() {
             return;
         }
+        sync.answered.store(asked, Ordering::Release);
         if stopping {
             return;
         }
-        wait_readable(fd, POLL);
+        wait_readable(fd, sync, POLL);
     }
 }
 
@@ -164,13 +232,24 @@ fn run_first() {
     }
 }
 
-/// Waits until the ring has records (the kernel's wakeup) or `timeout` passes.
-fn wait_readable(fd: RawFd, timeout: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; an error or interruption only ends the wait early.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+/// Waits until the ring has records (the kernel's wakeup), a request comes, or `timeout`
+/// passes.
+fn wait_readable(fd: RawFd, sync: &Sync, timeout: Duration) {
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: sync.event.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfds; an error or interruption only ends the wait early.
+    unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
+    if fds[1].revents != 0 {
+        sync.clear();
+    }
 }

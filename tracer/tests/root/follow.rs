@@ -318,3 +318,41 @@ fn metrics_are_served_per_followed_process() {
     let status = tracer.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// `--follow` of a command that exits leaving a process of its own running: the first Ctrl-C
+/// says what the run waits for, the second ends it, and tracer exits with the command's status.
+#[test]
+fn an_orphan_keeps_the_run_and_ctrl_c_says_so() {
+    use std::{io::Read as _, time::Duration};
+    let mut child = tracer()
+        .args(["-q", "--follow", "--", "sh", "-c", "sleep 29.7 & exit 3"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first Ctrl-C ended the run"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    // The orphan holds tracer's stderr too: it goes first.
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "^sleep 29.7$"])
+        .status();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("exited; waiting for 1 process it created (pid "),
+        "{err}"
+    );
+    assert_eq!(status.code(), Some(3), "{err}");
+}
