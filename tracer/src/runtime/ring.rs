@@ -105,7 +105,7 @@ impl RingReader {
                 Ok(b) => self.kept.push_back(b),
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    std::thread::sleep(Duration::from_micros(200))
+                    std::thread::sleep(Duration::from_micros(200));
                 }
             }
         }
