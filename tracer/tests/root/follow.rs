@@ -337,6 +337,7 @@ fn an_orphan_keeps_the_run_and_ctrl_c_says_so() {
         child.try_wait().unwrap().is_none(),
         "the first Ctrl-C ended the run"
     );
+    // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     // The orphan holds tracer's stderr too: it goes first.
