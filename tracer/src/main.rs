@@ -27,7 +27,13 @@ fn report(recording: &Path, outputs: &Outputs) -> anyhow::Result<i32> {
         }
         bar.set_position(done);
     })
-    .with_context(|| format!("reading {}", recording.display()))?;
+    .map_err(|e| match e {
+        // It names the file already.
+        tracer::record::RecordError::Io { .. } | tracer::record::RecordError::NotARecording(_) => {
+            anyhow::Error::from(e)
+        }
+        e => anyhow::Error::from(e).context(format!("reading {}", recording.display())),
+    })?;
     bar.finish_and_clear();
     if let Some((at, len)) = summary.events.recording_ends_early {
         // Said even with -q: every number in the reports is short of the run's.
@@ -64,14 +70,14 @@ fn diff(args: &DiffArgs) -> anyhow::Result<i32> {
                 serde_json::to_writer_pretty(&mut *out, &d)?;
                 Ok(out.write_all(b"\n")?)
             })
-            .map_err(|e| eprintln!("tracer: error: {e:#}"))
+            .map_err(|e| eprintln!("tracer: error: {}", output::with_causes(&e)))
             .is_err(),
         );
     }
     if let Some(h) = &html {
         failed += usize::from(
             dest::write_to(h, |out| Ok(diff::render::html(&d, out)?))
-                .map_err(|e| eprintln!("tracer: error: {e:#}"))
+                .map_err(|e| eprintln!("tracer: error: {}", output::with_causes(&e)))
                 .is_err(),
         );
     }
@@ -146,7 +152,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("tracer: error: {}", visible(&format!("{e:#}")));
+            // Each cause once, even where a context already says its cause's words.
+            eprintln!("tracer: error: {}", visible(&output::with_causes(&*e)));
             // Like a shell: 127 for a command that is not there, 126 for one that cannot run.
             match e.downcast_ref::<LaunchError>() {
                 Some(LaunchError::NotFound(_)) => ExitCode::from(127),
