@@ -38,6 +38,10 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         tracefs,
         mut target,
     } = prepare::prepare(&cfg, &mut signals)?;
+    // The run loop applies every event: it runs before the target's threads (the command, its
+    // priority its own, was started already; the ring's reader runs before both).
+    // SAFETY: setpriority on the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
     let start::Traced {
         mut probes,
         mut allocators,

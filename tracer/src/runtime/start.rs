@@ -91,6 +91,8 @@ pub(super) fn start(
     let last = cfg.ring_bytes as usize / size_of::<tracer_common::EventHeader>();
     let ring = RingReader::start(ring, last).context("starting the event ring's reader")?;
     let start = read_start(cfg, tracefs, target)?;
+    // Read while the process surely runs: once "attached" is said, it may end at once.
+    let namespace_pid = target::namespace_pid(pid);
     let processes = Processes::new(&start);
     // With --follow the probes fire in every process that maps a probed file, and the kernel
     // keeps to the traced ones: a child is traced from its first instruction.
@@ -120,7 +122,7 @@ pub(super) fn start(
         .dwarf
         .then(|| load_tables(&mut probes.ebpf, processes.root(), &files));
     log::debug!("set up in {:?}", setup.elapsed());
-    let facts = announce(cfg, target);
+    let facts = announce(cfg, target, namespace_pid);
     Ok(Traced {
         probes,
         allocators,
@@ -324,7 +326,7 @@ fn load_tables(ebpf: &mut Ebpf, root: &Session, files: &TargetFiles) -> UnwindTa
 
 /// Says what is traced (a `--pid` run, and the processes it had started, which are not), and
 /// returns the target's facts.
-fn announce(cfg: &RunConfig, target: &Target) -> TargetFacts {
+fn announce(cfg: &RunConfig, target: &Target, namespace_pid: Option<u32>) -> TargetFacts {
     let pid = target.pid;
     // What the target had started before we came: not traced, and said so.
     let children_at_attach = match cfg.target {
@@ -345,7 +347,7 @@ fn announce(cfg: &RunConfig, target: &Target) -> TargetFacts {
     }
     TargetFacts {
         pid: pid as u32,
-        namespace_pid: target::namespace_pid(pid),
+        namespace_pid,
         command: target.command.clone(),
         children_at_attach,
         ..TargetFacts::default()
