@@ -390,3 +390,28 @@ fn diff_reads_pipes_and_stops_at_what_is_not_a_summary() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     writer.join().unwrap();
 }
+
+/// The pprof profile opens as a heap profile (`inuse_space` first, as Go's does) and its first
+/// mapping is the main executable, as pprof tools expect.
+#[test]
+fn pprof_opens_on_live_bytes_with_the_program_first() {
+    use prost::Message as _;
+    let dir = out_dir("pprof-shape");
+    report_all("alloc", &dir);
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(fs::File::open(dir.join("profile.pb")).unwrap()),
+        &mut raw,
+    )
+    .unwrap();
+    let p = tracer::report::pprof::Profile::decode(raw.as_slice()).unwrap();
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    assert_eq!(s(p.default_sample_type), "inuse_space");
+    let types: Vec<&str> = p.sample_type.iter().map(|t| s(t.r#type)).collect();
+    assert_eq!(
+        types,
+        ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space", "resident_space"]
+    );
+    assert!(s(p.mapping[0].filename).ends_with("/alloc"), "{}", s(p.mapping[0].filename));
+    assert_eq!(p.mapping[0].id, 1);
+}

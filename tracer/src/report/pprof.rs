@@ -244,6 +244,16 @@ pub fn profile(summary: &Summary) -> Profile {
     let mut locations: Vec<Location> = Vec::new();
     let mut location_ids: HashMap<u64, u64> = HashMap::new();
     let mut mappings = Mappings::default();
+    // The main executable's mapping first, as pprof tools expect of a profile.
+    if let Some(f) = summary
+        .user
+        .sites
+        .iter()
+        .flat_map(|s| &s.stack)
+        .find(|f| matches!(f.function.as_deref(), Some("main" | "_start")))
+    {
+        mappings.of(f, true);
+    }
     let mut samples = Vec::new();
     for site in &summary.user.sites {
         let mut ids: Vec<u64> = Vec::new();
@@ -344,7 +354,8 @@ pub fn profile(summary: &Summary) -> Profile {
         period_type: None,
         period: 0,
         comment,
-        default_sample_type: 0,
+        // What is live now, as Go's heap profiles open: not the last type (resident).
+        default_sample_type: strings.get("inuse_space"),
         string_table: strings.table,
     }
 }
