@@ -449,6 +449,10 @@ impl Cli {
         args: impl IntoIterator<Item = OsString>,
     ) -> Result<(Cli, bool), clap::Error> {
         let args: Vec<OsString> = args.into_iter().collect();
+        Cli::parse_args(&args).map_err(|e| hint(e, &args))
+    }
+
+    fn parse_args(args: &[OsString]) -> Result<(Cli, bool), clap::Error> {
         if args.get(1).is_some_and(|a| a == "top") {
             let rest =
                 std::iter::once(OsString::from("tracer top")).chain(args[2..].iter().cloned());
@@ -462,6 +466,17 @@ impl Cli {
             return Ok((cli, true));
         }
         Ok((Cli::try_parse_from(args)?, false))
+    }
+
+    /// `--tid` narrows a `--pid` run: with a launched command it has nothing to narrow.
+    fn check_tid(&self) -> Result<(), clap::Error> {
+        if self.tid.is_some() && self.pid.is_none() {
+            return Err(<Cli as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tid narrows a --pid run to one of its threads: give --pid PID too",
+            ));
+        }
+        Ok(())
     }
 
     pub fn into_action(self) -> Result<Action, clap::Error> {
@@ -488,6 +503,7 @@ impl Cli {
 
     pub fn into_config(self) -> Result<RunConfig, clap::Error> {
         use clap::{CommandFactory, error::ErrorKind};
+        self.check_tid()?;
         let target = match (self.pid, self.command.is_empty()) {
             (Some(pid), true) => TargetSpec::Pid(pid),
             (None, false) => TargetSpec::Command(self.command),
@@ -637,6 +653,53 @@ fn parse_sample_bytes(s: &str) -> Result<u32, String> {
         return Err("the sampling interval must be at least 1 byte".into());
     }
     u32::try_from(n).map_err(|_| format!("the sampling interval {s} is above 4G-1"))
+}
+
+/// Clap's error, with the fix for the mistakes people make most: a command given without `--`
+/// (`tracer ls` is `tracer -- ls`), and a negative value (clap's tip to put it after `--`
+/// would make it the command).
+fn hint(e: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::{CommandFactory, error::ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand
+    ) {
+        return e;
+    }
+    let Some(bad) = e
+        .get(clap::error::ContextKind::InvalidArg)
+        .map(ToString::to_string)
+    else {
+        return e;
+    };
+    let at = args.iter().position(|a| a.to_string_lossy() == bad);
+    let option = at
+        .and_then(|i| i.checked_sub(1))
+        .map(|i| args[i].to_string_lossy().into_owned())
+        .filter(|o| o.starts_with("--"));
+    let message = if bad.starts_with('-') && bad[1..].starts_with(|c: char| c.is_ascii_digit()) {
+        match option {
+            Some(option) => format!("{option} {bad}: a negative value is not allowed"),
+            None => format!("{bad}: a negative value is not allowed"),
+        }
+    } else if !bad.starts_with('-') {
+        let rest: Vec<String> = at
+            .map(|i| {
+                args[i..]
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "'{bad}' is not a tracer subcommand (report, diff, top); to trace a command, put it \
+             after --: tracer -- {}",
+            rest.join(" ")
+        )
+    } else {
+        return e;
+    };
+    Cli::command().error(ErrorKind::ArgumentConflict, message)
 }
 
 /// A path that is a regular file now (a FIFO or a device would be read from for ever).
@@ -907,5 +970,29 @@ mod tests {
         ])
         .unwrap();
         assert!(cfg.listen.unwrap().any);
+    }
+
+    /// The mistakes people make most get their fix, not clap's generic tip.
+    #[test]
+    fn mistakes_get_a_hint() {
+        let err = |args: &[&str]| {
+            Cli::try_parse_with_top(args.iter().map(OsString::from))
+                .and_then(|(cli, _)| cli.into_action().map(|_| ()))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["tracer", "ls", "-l"]);
+        assert!(
+            e.contains("to trace a command, put it after --: tracer -- ls -l"),
+            "{e}"
+        );
+        let e = err(&["tracer", "--interval", "-1", "--pid", "1"]);
+        assert!(
+            e.contains("--interval -1: a negative value is not allowed"),
+            "{e}"
+        );
+        assert!(!e.contains("tip:"), "{e}");
+        let e = err(&["tracer", "--tid", "5", "--", "true"]);
+        assert!(e.contains("--tid narrows a --pid run"), "{e}");
     }
 }

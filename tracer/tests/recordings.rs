@@ -410,8 +410,18 @@ fn pprof_opens_on_live_bytes_with_the_program_first() {
     let types: Vec<&str> = p.sample_type.iter().map(|t| s(t.r#type)).collect();
     assert_eq!(
         types,
-        ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space", "resident_space"]
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space",
+            "resident_space"
+        ]
     );
-    assert!(s(p.mapping[0].filename).ends_with("/alloc"), "{}", s(p.mapping[0].filename));
+    assert!(
+        s(p.mapping[0].filename).ends_with("/alloc"),
+        "{}",
+        s(p.mapping[0].filename)
+    );
     assert_eq!(p.mapping[0].id, 1);
 }

@@ -45,6 +45,13 @@ pub(super) struct Target {
 /// Checks and binds everything a run needs before it touches the kernel, then finds or
 /// starts the target: a bad option fails here, in a second, with nothing to undo.
 pub(super) fn prepare(cfg: &RunConfig, signals: &mut Signals) -> Result<Prepared> {
+    // SAFETY: isatty on the standard descriptors has no preconditions.
+    if cfg.top && unsafe { libc::isatty(0) == 0 || libc::isatty(1) == 0 } {
+        anyhow::bail!(
+            "tracer top draws on a terminal, and its input or output is not one (use --interval \
+             or --listen to watch a run without one)"
+        );
+    }
     target::check_privileges()?;
     let (outputs, record, jsonl) = cfg.outputs.check(cfg.record.as_ref(), cfg.jsonl.as_ref())?;
     // A recording that rotates needs a directory for its segments: a regular file's.

@@ -253,3 +253,18 @@ fn a_target_gone_during_attach_is_reported() {
     assert_eq!(v["target"]["pid"], target.id());
     assert_eq!(v["target"]["ended_by"], "exited");
 }
+
+/// `tracer top` without a terminal says so before it attaches or starts anything.
+#[test]
+fn top_without_a_terminal_starts_nothing() {
+    let marker = json_path("top-ran").with_extension("ran");
+    let out = tracer()
+        .args(["top", "--", "touch"])
+        .arg(&marker)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("tracer top draws on a terminal"));
+    assert!(!marker.exists(), "the command ran");
+}
