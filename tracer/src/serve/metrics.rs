@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use crate::summary::{Summary, label};
+use crate::summary::{Summary, TargetInfo, label};
 
 /// The exposition formats, by what the scraper accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,12 +136,21 @@ fn label(k: &'static str, v: impl Into<String>) -> Vec<(&'static str, String)> {
 /// bytes allocated (bounded label cardinality, as for sites).
 pub const MAX_METRIC_PROCESSES: usize = 64;
 
-/// The `pid` and `comm` labels of a process.
-fn base_labels(pid: u32, command: &[String]) -> String {
-    let comm = command
-        .first()
-        .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
-        .unwrap_or_default();
+/// The `pid` and `comm` labels of a process: its comm as the kernel knows it (its main
+/// thread's name), not its whole title (`nginx: master process ...`); without one, its
+/// program's name as the kernel would shorten it.
+fn base_labels(target: &TargetInfo) -> String {
+    let pid = target.pid;
+    let comm = target.threads.get(&pid).cloned().unwrap_or_else(|| {
+        let program = target.command.first().map_or("", String::as_str);
+        let first = program.split(' ').next().unwrap_or(program);
+        let name = first
+            .rsplit('/')
+            .next()
+            .unwrap_or(first)
+            .trim_end_matches(':');
+        name.chars().take(15).collect()
+    });
     format!("pid=\"{pid}\",comm=\"{}\"", escape(&comm))
 }
 
@@ -151,7 +160,7 @@ fn base_labels(pid: u32, command: &[String]) -> String {
 pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u64) -> String {
     let mut w = Writer::new(format);
     if summary.processes.is_empty() {
-        w.base = base_labels(summary.target.pid, &summary.target.command);
+        w.base = base_labels(&summary.target);
         process(
             &mut w,
             summary,
@@ -163,12 +172,12 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
     }
     let order = summary.processes_by_bytes();
     for p in order.iter().take(MAX_METRIC_PROCESSES) {
-        w.base = base_labels(p.pid, &p.command);
+        w.base = base_labels(&p.summary.target);
         // Drops are the run's: on the first process's series.
         let dropped = (p.ppid.is_none()).then_some(summary.events.dropped);
         process(&mut w, &p.summary, dropped, max_sites, page_size);
     }
-    w.base = base_labels(summary.target.pid, &summary.target.command);
+    w.base = base_labels(&summary.target);
     let running = summary
         .processes
         .iter()
@@ -510,6 +519,18 @@ mod tests {
         assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
     }
 
+    /// The comm label is the kernel's comm (the main thread's name), not a whole title.
+    #[test]
+    fn comm_is_the_process_comm_not_its_title() {
+        let mut s = sample_summary();
+        s.target.command = vec!["nginx: master process /usr/sbin/nginx -g daemon on;".into()];
+        let text = render(&s, Format::Prometheus, 5, 4096);
+        assert!(text.contains("comm=\"nginx\""), "{text}");
+        s.target.threads.insert(4242, "nginx".into());
+        let text = render(&s, Format::Prometheus, 5, 4096);
+        assert!(text.contains("pid=\"4242\",comm=\"nginx\"}"), "{text}");
+    }
+
     /// `--follow`: each process's own series, every family once with all of them, no two
     /// series with the same labels, and the processes counted.
     #[test]
@@ -521,6 +542,9 @@ mod tests {
             let mut summary = sample_summary();
             summary.user.malloc.calls = malloc;
             summary.user.malloc.bytes = malloc * 100;
+            // As a run makes them: each process's summary is about that process.
+            summary.target.pid = pid;
+            summary.target.command = vec![command.into()];
             s.processes.push(crate::summary::ProcessReport {
                 pid,
                 ppid: (pid == 11).then_some(10),
