@@ -55,7 +55,7 @@ pub struct Row {
     pub resident_bytes: u64,
     /// Allocations per second over the last refresh.
     pub rate: f64,
-    /// Live bytes gained over the last refresh.
+    /// Live bytes gained per second over the last refresh.
     pub growth: i64,
     /// path → syscalls → faults → pages → slab.
     pub chain: String,
@@ -148,7 +148,9 @@ impl TopState {
                     bytes: site.stats.bytes,
                     resident_bytes: site.paths.resident_bytes,
                     rate: site.stats.allocs.saturating_sub(allocs_before) as f64 / dt,
-                    growth: crate::periodic::interval::delta(site.stats.live_bytes, live_before),
+                    growth: (crate::periodic::interval::delta(site.stats.live_bytes, live_before)
+                        as f64
+                        / dt) as i64,
                     chain: label::chain(site),
                 }
             })
@@ -237,6 +239,18 @@ mod tests {
 
     fn key(c: KeyCode) -> KeyEvent {
         KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    /// Growth is per second, whatever the refresh period.
+    #[test]
+    fn growth_is_per_second() {
+        let mut t = TopState::default();
+        let mut s = sample_summary();
+        s.user.sites = vec![site("leak", 10, 1000, 1000)];
+        t.update(&s, 1.0);
+        s.user.sites = vec![site("leak", 40, 4000, 4000)];
+        t.update(&s, 3.0);
+        assert_eq!(t.rows[0].growth, 1500);
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn draw(f: &mut Frame, t: &TopState) {
     };
     let head = TableRow::new(vec![
         title("live", 'l', SortBy::Live),
-        title("growth", 'g', SortBy::Growth),
+        title("growth/s", 'g', SortBy::Growth),
         title("allocs/s", 'r', SortBy::Rate),
         title("bytes", 'b', SortBy::Bytes),
         title("resident", 'p', SortBy::Resident),
