@@ -80,8 +80,12 @@ impl RingReader {
         })
     }
 
-    /// The next batch; never, once the reader has stopped and every batch was taken.
+    /// The next batch, in order (those a sync set aside first); never, once the reader has
+    /// stopped and every batch was taken.
     pub(super) async fn next(&mut self) -> Batch {
+        if let Some(b) = self.kept.pop_front() {
+            return b;
+        }
         match self.batches.recv().await {
             Some(b) => b,
             None => std::future::pending().await,
