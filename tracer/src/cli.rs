@@ -255,6 +255,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", requires = "interval")]
     pub jsonl: Option<PathBuf>,
 
+    /// With --jsonl to a file: keep it within about BYTES (K, M, G suffixes, at least 1M) on a
+    /// long run: past BYTES it keeps its newest whole lines within half of them, rewritten
+    /// from its start (`tail -F` follows it). Example: --jsonl live.jsonl --jsonl-max 64M
+    #[arg(long, value_name = "BYTES", requires = "jsonl", value_parser = parse_record_max)]
+    pub jsonl_max: Option<u64>,
+
     /// Leaks count only blocks at least SECONDS old when the report is made (as memleak's -o):
     /// what a long-running process has just allocated and will free soon is not a leak.
     /// Example: --min-age 30 --pid 1234
@@ -547,6 +553,7 @@ impl Cli {
             max_stacks: self.max_stacks,
             record: self.record,
             record_max: self.record_max,
+            jsonl_max: self.jsonl_max,
             outputs: self.output.outputs(),
             run_as_root: self.run_as_root,
             mode: self.mode,
@@ -600,7 +607,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 fn parse_record_max(s: &str) -> Result<u64, String> {
     let n = parse_size(s)?;
     if n < 1 << 20 {
-        return Err(format!("--record-max {s} is below 1M"));
+        return Err(format!("{s} is below 1M"));
     }
     Ok(n)
 }
@@ -994,5 +1001,37 @@ mod tests {
         assert!(!e.contains("tip:"), "{e}");
         let e = err(&["tracer", "--tid", "5", "--", "true"]);
         assert!(e.contains("--tid narrows a --pid run"), "{e}");
+    }
+
+    #[test]
+    fn jsonl_max_bounds_the_jsonl_file() {
+        let cfg = parse(&[
+            "tracer",
+            "--interval",
+            "1",
+            "--jsonl",
+            "l.jsonl",
+            "--jsonl-max",
+            "64M",
+            "--pid",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(cfg.jsonl_max, Some(64 << 20));
+        assert!(parse(&["tracer", "--jsonl-max", "64M", "--pid", "1"]).is_err());
+        let err = parse(&[
+            "tracer",
+            "--interval",
+            "1",
+            "--jsonl",
+            "l.jsonl",
+            "--jsonl-max",
+            "5K",
+            "--pid",
+            "1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("below 1M"), "{err}");
     }
 }

@@ -491,7 +491,8 @@ impl Sink {
                     libc::openat(
                         dfd.as_raw_fd(),
                         tmp.as_ptr(),
-                        libc::O_WRONLY
+                        // Read too: a bounded --jsonl keeps its newest lines (`keep_newest_lines`).
+                        libc::O_RDWR
                             | libc::O_CREAT
                             | libc::O_EXCL
                             | libc::O_NOFOLLOW
@@ -548,6 +549,35 @@ impl Sink {
                 return Err(e);
             }
         }
+        Ok(())
+    }
+
+    /// A regular file grown past `max` bytes keeps its newest whole lines within `max / 2`:
+    /// rewritten in place from its start (a reader that follows it sees it truncated). Other
+    /// destinations (a pipe, a device, stdout) cannot be shortened and are left as they are.
+    pub fn keep_newest_lines(&mut self, max: u64) -> io::Result<()> {
+        use std::{
+            io::{Seek as _, SeekFrom},
+            os::unix::fs::FileExt as _,
+        };
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() <= max {
+            return Ok(());
+        }
+        let keep = (max / 2).min(meta.len());
+        let mut tail = vec![0u8; keep as usize];
+        file.read_exact_at(&mut tail, meta.len() - keep)?;
+        // From the first whole line on.
+        let start = tail
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(tail.len(), |i| i + 1);
+        let kept = &tail[start..];
+        file.write_all_at(kept, 0)?;
+        file.set_len(kept.len() as u64)?;
+        file.seek(SeekFrom::Start(kept.len() as u64))?;
         Ok(())
     }
 

@@ -265,3 +265,32 @@ fn temporary_files_of_a_killed_tracer_are_removed_by_the_next_write() {
     assert_eq!(left, want);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--jsonl-max`: past the bound, the newest whole lines within half of it are kept, and what
+/// is written next follows them.
+#[test]
+fn a_bounded_file_keeps_its_newest_whole_lines() {
+    let dir = scratch("bounded");
+    let path = dir.join("live.jsonl");
+    let mut sink = Sink::open(&check_file(&path, false).unwrap()).unwrap();
+    sink.publish().unwrap();
+    for i in 0..100 {
+        writeln!(sink, "{{\"line\": {i:05}}}").unwrap();
+        sink.keep_newest_lines(1000).unwrap();
+    }
+    writeln!(sink, "{{\"line\": \"last\"}}").unwrap();
+    sink.commit().unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(text.len() <= 1000 + 20, "{} bytes", text.len());
+    assert!(lines.len() > 20, "{lines:?}");
+    // Whole lines, in order, ending with the newest.
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("{\"line\": ") && l.ends_with('}'))
+    );
+    assert_eq!(lines[lines.len() - 2], "{\"line\": 00099}");
+    assert_eq!(lines[lines.len() - 1], "{\"line\": \"last\"}");
+    fs::remove_dir_all(&dir).unwrap();
+}

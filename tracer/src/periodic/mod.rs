@@ -26,12 +26,15 @@ pub struct Intervals {
     drawn: usize,
     max_sites: usize,
     header: String,
+    /// `--jsonl-max`: the newest lines kept within about this many bytes.
+    jsonl_max: Option<u64>,
 }
 
 impl Intervals {
     /// `jsonl` is published at once, so it can be followed (`tail -f`) from the first line.
     pub fn new(
         jsonl: Option<Sink>,
+        jsonl_max: Option<u64>,
         text: bool,
         max_sites: usize,
         header: String,
@@ -51,6 +54,7 @@ impl Intervals {
             drawn: 0,
             max_sites,
             header,
+            jsonl_max,
         })
     }
 
@@ -67,7 +71,11 @@ impl Intervals {
             let written = serde_json::to_writer(&mut *sink, &record)
                 .map_err(io::Error::from)
                 .and_then(|()| sink.write_all(b"\n"))
-                .and_then(|()| sink.flush());
+                .and_then(|()| sink.flush())
+                .and_then(|()| {
+                    self.jsonl_max
+                        .map_or(Ok(()), |max| sink.keep_newest_lines(max))
+                });
             if let Err(e) = written {
                 eprintln!(
                     "tracer: warning: --jsonl {}: {e}; no more interval lines are written",

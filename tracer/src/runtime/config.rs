@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub record: Option<PathBuf>,
     /// `--record-max`: keep the recording's newest events within about this many bytes.
     pub record_max: Option<u64>,
+    /// `--jsonl-max`: keep the `--jsonl` file's newest lines within about this many bytes.
+    pub jsonl_max: Option<u64>,
     pub outputs: Outputs,
     /// Under sudo, run the command as root anyway (not as the invoking user).
     pub run_as_root: bool,

@@ -66,6 +66,7 @@ impl Views {
             // The interval blocks would write over top's screen.
             Some(_) => Some(Intervals::new(
                 jsonl,
+                cfg.jsonl_max,
                 text && !cfg.top,
                 cfg.max_sites,
                 header,
