@@ -69,12 +69,12 @@ fn site_line(s: &SiteDelta) -> String {
 pub fn text(d: &Diff, mut out: impl Write) -> io::Result<()> {
     writeln!(
         out,
-        "before: {} ({:.1} ms, {})\nafter:  {} ({:.1} ms, {})",
+        "before: {} ({}, {})\nafter:  {} ({}, {})",
         command(&d.before.command),
-        d.before.duration_ms,
+        label::human_duration(d.before.duration_ms),
         d.before.mode.as_str().unwrap_or("full"),
         command(&d.after.command),
-        d.after.duration_ms,
+        label::human_duration(d.after.duration_ms),
         d.after.mode.as_str().unwrap_or("full"),
     )?;
     writeln!(
@@ -138,11 +138,11 @@ pub fn html(d: &Diff, mut out: impl Write) -> io::Result<()> {
          body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}}.l{{text-align:left}}\
          .up{{color:#b03030}}.down{{color:#207020}}</style></head><body><h1>tracer diff</h1>\
-         <p>before: {} ({:.1} ms)<br>after: {} ({:.1} ms)</p>",
+         <p>before: {} ({})<br>after: {} ({})</p>",
         esc(&command(&d.before.command)),
-        d.before.duration_ms,
+        label::human_duration(d.before.duration_ms),
         esc(&command(&d.after.command)),
-        d.after.duration_ms
+        label::human_duration(d.after.duration_ms)
     )?;
     for g in &d.gates {
         writeln!(

@@ -158,11 +158,11 @@ pub fn render(s: &Summary, mut out: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "<header><h1>Memory of <code>{command}</code></h1><p>pid {} {}; traced {:.1} ms; \
+        "<header><h1>Memory of <code>{command}</code></h1><p>pid {} {}; traced {}; \
          {} events received, {} dropped</p></header>",
         t.pid,
         Outcome::of_target(t).phrase(),
-        s.duration_ms,
+        label::human_duration(s.duration_ms),
         s.events.received,
         s.events.dropped
     )?;

@@ -28,8 +28,9 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
         .unwrap_or_default();
     writeln!(
         out,
-        "tracer: pid {}{inner} ({command}) {outcome}; traced {:.1} ms",
-        t.pid, s.duration_ms
+        "tracer: pid {}{inner} ({command}) {outcome}; traced {}",
+        t.pid,
+        label::human_duration(s.duration_ms)
     )?;
     let e = &s.events;
     write!(
@@ -80,53 +81,50 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
         "{:<8} {:>8} {:>7}  bytes",
         "syscall", "calls", "failed"
     )?;
-    let b = &sc.brk;
-    writeln!(
-        out,
-        "{:<8} {:>8} {:>7}  grew {}, shrank {} ({} queries)",
-        "brk",
-        b.calls,
-        b.failed,
-        human_bytes(b.grow_bytes),
-        human_bytes(b.shrink_bytes),
-        b.queries
-    )?;
-    let m = &sc.mmap;
-    writeln!(
-        out,
-        "{:<8} {:>8} {:>7}  {} mapped: anonymous {} in {} calls, file {} in {} calls; \
-         private {}, shared {}",
-        "mmap",
-        m.calls,
-        m.failed,
-        human_bytes(m.bytes),
-        human_bytes(m.anon_bytes),
-        m.anon_calls,
-        human_bytes(m.file_bytes),
-        m.file_calls,
-        m.private_calls,
-        m.shared_calls
-    )?;
-    let u = &sc.munmap;
-    writeln!(
-        out,
-        "{:<8} {:>8} {:>7}  {} unmapped",
-        "munmap",
-        u.calls,
-        u.failed,
-        human_bytes(u.bytes)
-    )?;
-    let r = &sc.mremap;
-    writeln!(
-        out,
-        "{:<8} {:>8} {:>7}  {} -> {}",
-        "mremap",
-        r.calls,
-        r.failed,
-        human_bytes(r.old_bytes),
-        human_bytes(r.new_bytes)
-    )?;
-    for (name, calls, failed, what) in [
+    let (b, m, u, r) = (&sc.brk, &sc.mmap, &sc.munmap, &sc.mremap);
+    let rows = [
+        (
+            "brk",
+            b.calls,
+            b.failed,
+            format!(
+                "grew {}, shrank {} ({})",
+                human_bytes(b.grow_bytes),
+                human_bytes(b.shrink_bytes),
+                label::count(b.queries, "query", "queries")
+            ),
+        ),
+        (
+            "mmap",
+            m.calls,
+            m.failed,
+            format!(
+                "{} mapped: anonymous {} in {}, file {} in {}; private {}, shared {}",
+                human_bytes(m.bytes),
+                human_bytes(m.anon_bytes),
+                label::count(m.anon_calls, "call", "calls"),
+                human_bytes(m.file_bytes),
+                label::count(m.file_calls, "call", "calls"),
+                m.private_calls,
+                m.shared_calls
+            ),
+        ),
+        (
+            "munmap",
+            u.calls,
+            u.failed,
+            format!("{} unmapped", human_bytes(u.bytes)),
+        ),
+        (
+            "mremap",
+            r.calls,
+            r.failed,
+            format!(
+                "{} -> {}",
+                human_bytes(r.old_bytes),
+                human_bytes(r.new_bytes)
+            ),
+        ),
         (
             "mprotect",
             sc.mprotect.calls,
@@ -147,7 +145,9 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
                 human_bytes(sc.madvise.resident_bytes)
             ),
         ),
-    ] {
+    ];
+    // Rows of zeros say nothing: only the syscalls that were made.
+    for (name, calls, failed, what) in rows.iter().filter(|r| r.1 > 0 || r.2 > 0) {
         writeln!(out, "{name:<8} {calls:>8} {failed:>7}  {what}")?;
     }
     render_kernel(s, &mut out)?;

@@ -254,7 +254,8 @@ pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
+    // What would read `1024.0 KiB` reads `1.0 MiB`.
+    while (value >= 1024.0 || (unit > 0 && value >= 1023.95)) && unit < UNITS.len() - 1 {
         value /= 1024.0;
         unit += 1;
     }
@@ -263,6 +264,29 @@ pub fn human_bytes(n: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// A duration for people: `12.5 ms`, `35.8 s`, `4 min 12 s`, `2 h 5 min`.
+pub fn human_duration(ms: f64) -> String {
+    let s = ms / 1e3;
+    if ms < 1e3 {
+        format!("{ms:.1} ms")
+    } else if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 3600.0 {
+        format!("{} min {} s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!(
+            "{} h {} min",
+            (s / 3600.0) as u64,
+            (s % 3600.0 / 60.0) as u64
+        )
+    }
+}
+
+/// `n` things, singular for one: `1 block`, `2 blocks`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[cfg(test)]
@@ -276,6 +300,20 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(200_704), "196.0 KiB");
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        // Never `1024.0 KiB`.
+        assert_eq!(human_bytes(1_048_570), "1.0 MiB");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1_048_000), "1023.4 KiB");
+    }
+
+    #[test]
+    fn durations_and_counts_for_people() {
+        assert_eq!(human_duration(12.5), "12.5 ms");
+        assert_eq!(human_duration(35_785.1), "35.8 s");
+        assert_eq!(human_duration(252_000.0), "4 min 12 s");
+        assert_eq!(human_duration(7_500_000.0), "2 h 5 min");
+        assert_eq!(count(1, "block", "blocks"), "1 block");
+        assert_eq!(count(2, "block", "blocks"), "2 blocks");
     }
 
     #[test]
