@@ -471,10 +471,10 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
         for s in u.leak_suspects.iter().take(top) {
             writeln!(
                 out,
-                "  {:>10}/min  {:>10} live in {} blocks, ages {:.1}–{:.1} s (median {:.1} s)  {}",
+                "  {:>10}/min  {:>10} live in {}, ages {:.1}–{:.1} s (median {:.1} s)  {}",
                 human_bytes(s.growth_bytes_per_min.max(0.0) as u64),
                 human_bytes(s.live_bytes),
-                s.live_blocks,
+                label::count(s.live_blocks, "block", "blocks"),
                 s.age_ms.min / 1e3,
                 s.age_ms.max / 1e3,
                 s.age_ms.median / 1e3,

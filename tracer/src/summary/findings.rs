@@ -362,10 +362,10 @@ fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
                 "oldest_age_ms": leak.oldest_age_ms,
             }),
             format!(
-                "{} left {} in {} blocks allocated at the end ({} resident, {} never touched).",
+                "{} left {} in {} allocated at the end ({} resident, {} never touched).",
                 label::stack(&leak.stack, 2),
                 human_bytes(leak.bytes),
-                leak.count,
+                label::count(leak.count, "block", "blocks"),
                 human_bytes(leak.resident_bytes),
                 human_bytes(leak.virtual_bytes)
             ),
