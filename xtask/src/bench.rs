@@ -480,7 +480,7 @@ fn flood_rows(tracer: &Path, t: &mut Table) -> Result<()> {
     let dropped = |options: &[&str], argv: &[&str]| -> Result<f64> {
         let mut shares = Vec::new();
         for _ in 0..3 {
-            let mut c = tracer_cmd(tracer, &["-q", "--json", json.to_str().expect("utf-8")]);
+            let mut c = tracer_cmd(tracer, &["--json", json.to_str().expect("utf-8")]);
             c.args(options).arg("--").args(argv);
             status(&mut c)?;
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
