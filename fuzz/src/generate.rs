@@ -253,19 +253,20 @@ fn finish(rng: &mut Rng) -> Finish {
         let frames = (0..rng.below(4))
             .map(|_| Frame {
                 addr,
-                function: rng.chance(2).then(|| text(rng, 30)),
-                file: rng.chance(2).then(|| text(rng, 30)),
+                function: rng.chance(2).then(|| text(rng, 30).into()),
+                file: rng.chance(2).then(|| text(rng, 30).into()),
                 line: rng.chance(2).then(|| word(rng) as u32),
                 inlined: rng.chance(3),
-                module: rng.chance(2).then(|| text(rng, 30)),
+                module: rng.chance(2).then(|| text(rng, 30).into()),
                 offset: rng.chance(2).then(|| word(rng)),
-                build_id: rng.chance(2).then(|| text(rng, 40)),
+                build_id: rng.chance(2).then(|| text(rng, 40).into()),
                 plumbing: rng.chance(4),
             })
             .collect();
         symbols.insert(addr, frames);
     }
     Finish {
+        symbols_epoch: 0,
         target: TargetFacts {
             pid: PID,
             command: vec![text(rng, 10)],
@@ -284,8 +285,8 @@ fn finish(rng: &mut Rng) -> Finish {
         counters: (0..rng.below(12)).map(|_| word(rng)).collect(),
         kernel_traced: rng.chance(2),
         allocator_files: (0..rng.below(3)).map(|_| text(rng, 20)).collect(),
-        stacks,
-        symbols,
+        stacks: stacks.into(),
+        symbols: symbols.into(),
         kernel_stacks: (0..rng.below(3))
             .map(|_| KernelPath {
                 stack: (0..rng.below(5)).map(|_| text(rng, 12)).collect(),
@@ -322,7 +323,7 @@ fn finish(rng: &mut Rng) -> Finish {
                 threads: (0..rng.below(2))
                     .map(|t| (t as u32, text(rng, 16)))
                     .collect(),
-                symbols: HashMap::new(),
+                symbols: Default::default(),
                 resident: page_set(rng),
             })
             .collect(),

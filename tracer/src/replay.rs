@@ -186,7 +186,11 @@ mod tests {
             now_ns: 1_000_000,
             counters: vec![0; 9],
             max_sites: 10,
-            stacks: [(1, vec![0x7f00_0000_0000, 0x55d0_c0a0_2000])].into(),
+            stacks: std::collections::HashMap::from([(
+                1,
+                vec![0x7f00_0000_0000, 0x55d0_c0a0_2000],
+            )])
+            .into(),
             ..Default::default()
         };
         rec.finish(&finish).unwrap();

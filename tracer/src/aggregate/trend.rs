@@ -14,11 +14,31 @@ const FIRST_INTERVAL_NS: u64 = 10_000_000;
 pub struct SiteTrend {
     /// Event time of each point (CLOCK_MONOTONIC ns).
     times: Vec<u64>,
-    /// Per site (the heap's site index): live bytes at each point. A site first seen after
-    /// some points starts with zeros.
-    series: Vec<Vec<u64>>,
+    /// Per site (the heap's site index): live bytes at each point. Sparse: a site is zero at
+    /// every point before its first live byte, and a site that never had one (most of them,
+    /// where blocks are freed as soon as they are made) holds nothing.
+    series: Vec<Series>,
     last_ns: u64,
     interval_ns: u64,
+}
+
+/// One site's live bytes from point `first` on; zero before.
+#[derive(Debug, Clone, Default)]
+struct Series {
+    first: usize,
+    values: Vec<u64>,
+}
+
+impl Series {
+    /// Keeps the points [`thin`] keeps of the whole series.
+    fn thin(&mut self) {
+        let mut i = self.first;
+        self.values.retain(|_| {
+            i += 1;
+            (i - 1).is_multiple_of(2)
+        });
+        self.first = self.first.div_ceil(2);
+    }
 }
 
 impl SiteTrend {
@@ -35,7 +55,7 @@ impl SiteTrend {
         if self.times.len() >= MAX_POINTS {
             thin(&mut self.times);
             for s in &mut self.series {
-                thin(s);
+                s.thin();
             }
             self.interval_ns *= 2;
         }
@@ -45,9 +65,15 @@ impl SiteTrend {
         let n = self.times.len();
         self.times.push(ts_ns);
         let sites = heap.sites();
-        self.series.resize_with(sites.len(), || vec![0; n]);
+        self.series.resize_with(sites.len(), Series::default);
         for (s, (_, stats)) in self.series.iter_mut().zip(sites) {
-            s.push(stats.live_bytes);
+            if s.values.is_empty() {
+                if stats.live_bytes == 0 {
+                    continue;
+                }
+                s.first = n;
+            }
+            s.values.push(stats.live_bytes);
         }
     }
 
@@ -64,9 +90,26 @@ impl SiteTrend {
         &self.times
     }
 
+    /// Whether the site with heap index `site` had live bytes at any point.
+    pub fn ever_live(&self, site: usize) -> bool {
+        self.series.get(site).is_some_and(|s| !s.values.is_empty())
+    }
+
+    /// Adds the live bytes of the site with heap index `site` at each point to `sums` (one
+    /// entry a point).
+    pub fn add_series(&self, site: usize, sums: &mut [u64]) {
+        if let Some(s) = self.series.get(site) {
+            for (a, &b) in sums.iter_mut().skip(s.first).zip(&s.values) {
+                *a = a.saturating_add(b);
+            }
+        }
+    }
+
     /// Live bytes of the site with heap index `site` at each point.
-    pub fn series(&self, site: usize) -> &[u64] {
-        self.series.get(site).map_or(&[], Vec::as_slice)
+    pub fn series(&self, site: usize) -> Vec<u64> {
+        let mut v = vec![0; self.times.len()];
+        self.add_series(site, &mut v);
+        v
     }
 }
 
@@ -100,7 +143,7 @@ mod tests {
         for i in 0..10_000u64 {
             let ts = 1_000 * ms + i * ms;
             alloc(&mut heap, ts, 0x1000 + i * 0x100, 0x40_0000);
-            if i >= 5_000 {
+            if i >= 5_001 {
                 alloc(&mut heap, ts, 0x1000_0000 + i * 0x100, 0x50_0000);
             }
             trend.observe(ts, &heap);
@@ -114,7 +157,7 @@ mod tests {
         let half = trend
             .times()
             .iter()
-            .position(|&t| t >= 1_000 * ms + 5_000 * ms);
+            .position(|&t| t >= 1_000 * ms + 5_001 * ms);
         let half = half.unwrap();
         assert!(trend.series(1)[..half].iter().all(|&b| b == 0));
         assert!(trend.series(1)[half..].iter().all(|&b| b > 0));
@@ -123,6 +166,15 @@ mod tests {
         let closed = trend.closed(end, &heap);
         assert_eq!(closed.times().len(), n + 1);
         assert_eq!(*closed.series(0).last().unwrap(), 10_000 * 100);
-        assert!(trend.series(7).is_empty());
+        // Each point holds the live bytes at its own time, through every thinning, for the
+        // site that began at an odd point as for the first.
+        for (k, &t) in trend.times().iter().enumerate() {
+            let i = (t - 1_000 * ms) / ms;
+            assert_eq!(trend.series(0)[k], 100 * (i + 1), "point {k}");
+            let late = if i >= 5_001 { 100 * (i - 5_000) } else { 0 };
+            assert_eq!(trend.series(1)[k], late, "point {k}");
+        }
+        assert!(trend.series(7).iter().all(|&b| b == 0));
+        assert!(!trend.ever_live(7));
     }
 }

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::summary::{
     Summary, human_bytes,
     kernel::PathsSummary,
-    label::{self, Frame},
-    merge::frames_key,
+    label::{self, Stack},
+    merge::{FramesKey, frames_key},
     notes::Note,
     user::SiteReport,
 };
@@ -28,7 +28,7 @@ pub struct IntervalEvents {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IntervalSite {
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     pub allocs: u64,
     pub bytes: u64,
     pub frees: u64,
@@ -39,7 +39,7 @@ pub struct IntervalSite {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IntervalSuspect {
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     pub live_bytes: u64,
     pub growth_bytes_per_min: f64,
 }
@@ -81,7 +81,7 @@ pub struct IntervalView {
     events: IntervalEvents,
     paths: PathsSummary,
     /// Every site's live bytes at the last interval, by its frames.
-    live: HashMap<String, u64>,
+    live: HashMap<FramesKey, u64>,
 }
 
 impl IntervalView {

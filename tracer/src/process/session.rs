@@ -5,8 +5,10 @@
 //! recording stores, so a replay's summary equals the live run's.
 
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use crate::events::SyscallCall;
@@ -30,9 +32,10 @@ use crate::{
         kernel::{KernelSummary, PathsSummary},
         notes,
         plumbing::Plumbing,
-        user,
+        site_frames::{Epoch, SiteFrames},
+        user::{self, Stacks},
     },
-    symbolize::{BlazeSymbolizer, Frame, Symbolizer, TableSymbolizer},
+    symbolize::{BlazeSymbolizer, Frame, SharedTable, Symbolizer},
 };
 
 /// What a session starts from.
@@ -108,10 +111,15 @@ pub struct Finish {
     /// recordings made before it was kept, and without uprobes).
     #[serde(default)]
     pub uprobe_links: String,
-    /// User stacks by id, innermost first.
-    pub stacks: HashMap<i32, Vec<u64>>,
-    /// Every address of every site's stack, symbolized.
-    pub symbols: HashMap<u64, Vec<Frame>>,
+    /// Which symbol table `symbols` is (see [`Epoch`]): 0, the default and that of every
+    /// recording, says it is not kept between summaries.
+    #[serde(skip)]
+    pub symbols_epoch: Epoch,
+    /// User stacks by id, innermost first (shared with the snapshotter: not copied for
+    /// every summary).
+    pub stacks: Arc<HashMap<i32, Vec<u64>>>,
+    /// Every address of every site's stack, symbolized (shared like `stacks`).
+    pub symbols: Arc<HashMap<u64, Vec<Frame>>>,
     pub kernel_stacks: Vec<KernelPath>,
     pub max_sites: usize,
     /// What the run traced: `full` or `kernel`.
@@ -156,7 +164,7 @@ pub struct ProcessFinish {
     #[serde(default)]
     pub threads: BTreeMap<u32, String>,
     /// Its sites' addresses, symbolized with its files.
-    pub symbols: HashMap<u64, Vec<Frame>>,
+    pub symbols: Arc<HashMap<u64, Vec<Frame>>>,
     /// Its data regions' resident pages, when it was still running at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident: Option<PageSet>,
@@ -214,6 +222,19 @@ pub struct MappedFile {
     pub addr: u64,
 }
 
+/// The stacks of a session, each cut where it leaves the process's code (see
+/// [`AddressSpace::frames_in_code`]).
+pub struct CodeStacks<'a> {
+    stacks: &'a HashMap<i32, Vec<u64>>,
+    space: &'a AddressSpace,
+}
+
+impl Stacks for CodeStacks<'_> {
+    fn stack(&self, id: i32) -> Option<&[u64]> {
+        Some(self.space.frames_in_code(self.stacks.get(&id)?))
+    }
+}
+
 pub struct Session {
     pub pid: u32,
     pub agg: Aggregate,
@@ -225,6 +246,8 @@ pub struct Session {
     pub timeline: Timeline,
     /// Every site's live bytes over time: the leak suspects.
     pub trend: SiteTrend,
+    /// Every site's stack, kept between summaries (see [`SiteFrames`]).
+    site_frames: RefCell<SiteFrames>,
     page_size: u64,
     /// Executable files already seen mapped.
     seen_files: HashSet<PathBuf>,
@@ -268,6 +291,7 @@ impl Session {
             gfp: GfpTable::from_print_fmt(&start.gfp_print_fmt),
             timeline: Timeline::default(),
             trend: SiteTrend::default(),
+            site_frames: RefCell::default(),
             page_size: start.page_size,
             seen_files,
             last_ts: 0,
@@ -333,6 +357,7 @@ impl Session {
             gfp: self.gfp.clone(),
             timeline: Timeline::starting_at(ts_ns),
             trend: SiteTrend::default(),
+            site_frames: RefCell::default(),
             page_size: self.page_size,
             seen_files: self.seen_files.clone(),
             last_ts: ts_ns,
@@ -507,66 +532,76 @@ impl Session {
 
     /// Each stack as far as its frames lie in code the process mapped (see
     /// [`AddressSpace::frames_in_code`]): what every report shows.
-    pub fn code_stacks(&self, stacks: &HashMap<i32, Vec<u64>>) -> HashMap<i32, Vec<u64>> {
-        stacks
-            .iter()
-            .map(|(&id, stack)| (id, self.space.frames_in_code(stack).to_vec()))
-            .collect()
+    pub fn code_stacks<'a>(&'a self, stacks: &'a HashMap<i32, Vec<u64>>) -> CodeStacks<'a> {
+        CodeStacks {
+            stacks,
+            space: &self.space,
+        }
     }
 
-    /// Symbolizes every address of every site with the process's files (which must still be
-    /// there): the table a summary and a recording use. Addresses already in `cache` are not
-    /// resolved again; new ones are added to it.
+    /// Symbolizes every address of the sites from heap index `from` on (those before it were
+    /// done by an earlier call) with the process's files (which must still be there), into
+    /// `table`: the table a summary and a recording use. Addresses already in it are not
+    /// resolved again. Returns the number of sites done.
     pub fn symbol_table(
         &self,
         stacks: &HashMap<i32, Vec<u64>>,
         substitutes: &HashMap<PathBuf, PathBuf>,
-        cache: &mut HashMap<u64, Vec<Frame>>,
-    ) -> HashMap<u64, Vec<Frame>> {
+        table: &mut Arc<HashMap<u64, Vec<Frame>>>,
+        from: usize,
+    ) -> usize {
         let stacks = &self.code_stacks(stacks);
-        let mut unique = Vec::new();
         let mut seen = HashSet::new();
-        for (key, _) in self.agg.heap.sites() {
-            for addr in user::site_addresses(key, stacks) {
-                if seen.insert(addr) {
-                    unique.push(addr);
-                }
+        let mut missing = Vec::new();
+        let mut want = |addr: u64| {
+            if !table.contains_key(&addr) && seen.insert(addr) {
+                missing.push(addr);
             }
+        };
+        let sites = self.agg.heap.sites();
+        for (key, _) in sites.get(from..).unwrap_or_default() {
+            user::site_addresses(key, stacks)
+                .into_iter()
+                .for_each(&mut want);
         }
         for id in self.agg.callers.stack_ids() {
-            for &addr in stacks.get(&id).into_iter().flatten() {
-                if seen.insert(addr) {
-                    unique.push(addr);
-                }
-            }
+            stacks
+                .stack(id)
+                .into_iter()
+                .flatten()
+                .copied()
+                .for_each(&mut want);
         }
-        let missing: Vec<u64> = unique
-            .iter()
-            .copied()
-            .filter(|a| !cache.contains_key(a))
-            .collect();
         if !missing.is_empty() {
             let mut symbolizer = BlazeSymbolizer::new(&self.space, substitutes);
-            cache.extend(missing.iter().copied().zip(symbolizer.symbolize(&missing)));
+            Arc::make_mut(table)
+                .extend(missing.iter().copied().zip(symbolizer.symbolize(&missing)));
         }
-        unique
-            .into_iter()
-            .filter_map(|a| Some((a, cache.get(&a)?.clone())))
-            .collect()
+        sites.len()
     }
 
     /// The summary: the same for a live run and for the replay of its recording.
     pub fn summarize(&self, finish: &Finish) -> Summary {
-        let mut symbolizer = TableSymbolizer {
-            table: finish.symbols.clone(),
-        };
+        let mut symbolizer = SharedTable(&finish.symbols);
         let stacks = self.code_stacks(&finish.stacks);
         let trend = self.trend.closed(self.last_ts, &self.agg.heap);
+        let plumbing = Plumbing::new(&finish.wrappers).unwrap_or_else(|e| {
+            log::warn!("--wrapper: {e}: only the built-in allocator functions are plumbing");
+            Plumbing::default()
+        });
+        let mut frames = self.site_frames.borrow_mut();
+        frames.update(
+            finish.symbols_epoch,
+            &plumbing,
+            &finish.wrappers,
+            &self.agg.heap,
+            &stacks,
+            &mut symbolizer,
+        );
         let user = user::build(
             &self.agg.heap,
             &self.join,
-            &stacks,
-            &mut symbolizer,
+            &frames,
             user::BuildOptions {
                 now_ns: finish.now_ns,
                 max_sites: finish.max_sites,
@@ -612,10 +647,7 @@ impl Session {
             &mut symbolizer,
             finish.max_sites,
         );
-        let plumbing = Plumbing::new(&finish.wrappers).unwrap_or_else(|e| {
-            log::warn!("--wrapper: {e}: only the built-in allocator functions are plumbing");
-            Plumbing::default()
-        });
+        drop(frames);
         let heap_top = self
             .heap_top(&stacks, &mut symbolizer)
             .map(|(size, mut frames)| {
@@ -699,8 +731,8 @@ impl Session {
     /// its stack.
     fn heap_top(
         &self,
-        stacks: &HashMap<i32, Vec<u64>>,
-        symbolizer: &mut TableSymbolizer,
+        stacks: &dyn Stacks,
+        symbolizer: &mut dyn Symbolizer,
     ) -> Option<(u64, Vec<Frame>)> {
         let (_, size, key) = self
             .agg

@@ -69,7 +69,8 @@ mod stack_tests {
                 (1, vec![in_malloc, main, 0x0404_0404_0404_0404]),
                 (2, vec![in_malloc, main, 0x5555_5555_6010, main]),
                 (3, vec![in_malloc, main]),
-            ]),
+            ])
+            .into(),
             ..Default::default()
         };
         let summary = s.summarize(&finish);

@@ -292,7 +292,9 @@ fn process_finish(finish: &Finish, p: &Process, own: Option<&ProcessFinish>) -> 
         f.resident = own.resident.clone();
         f.target.threads = own.threads.clone();
     } else if p.ppid.is_some() {
-        f.symbols = HashMap::new();
+        f.symbols = Default::default();
+        // No table: nothing made of it may be kept.
+        f.symbols_epoch = 0;
         f.resident = None;
         f.target.threads = Default::default();
     }

@@ -117,11 +117,11 @@ fn run() -> Processes {
 fn finish() -> Finish {
     Finish {
         max_sites: 10,
-        stacks: HashMap::from([(1, vec![0x7f00_0000_1234])]),
-        symbols: symbols(),
+        stacks: HashMap::from([(1, vec![0x7f00_0000_1234])]).into(),
+        symbols: symbols().into(),
         processes: vec![ProcessFinish {
             pid: CHILD,
-            symbols: symbols(),
+            symbols: symbols().into(),
             ..Default::default()
         }],
         ..Default::default()

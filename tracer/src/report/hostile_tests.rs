@@ -16,11 +16,11 @@ fn hostile_summary() -> Summary {
     s.target.threads.insert(7, EVIL.into());
     let frame = Frame {
         addr: 0x1000,
-        function: Some(format!("fn;{EVIL}")),
-        file: Some(format!("/src/{EVIL}.c")),
+        function: Some(format!("fn;{EVIL}").into()),
+        file: Some(format!("/src/{EVIL}.c").into()),
         line: Some(3),
         inlined: false,
-        module: Some(format!("/lib/{EVIL}.so")),
+        module: Some(format!("/lib/{EVIL}.so").into()),
         offset: Some(0x10),
         build_id: None,
         plumbing: false,

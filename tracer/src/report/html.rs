@@ -638,7 +638,8 @@ mod tests {
                 stack: vec![Frame {
                     function: Some("leak_step".into()),
                     ..Frame::unknown(0x401000)
-                }],
+                }]
+                .into(),
                 live_bytes: 3000,
                 live_blocks: 3,
                 growth_bytes_per_min: 60_000.0,

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     io::{self, Write},
+    sync::Arc,
 };
 
 use flate2::{Compression, write::GzEncoder};
@@ -173,13 +174,16 @@ impl Strings {
 /// The files the profile's addresses lie in, one mapping per file and load bias (address minus
 /// file offset), so that a profile can be symbolized again from the files (`go tool pprof`,
 /// Parca).
+/// A mapping's id, its lowest and highest address, and whether every frame in it was resolved.
+type MappingSpan = (u64, u64, u64, bool);
+
 #[derive(Default)]
 struct Mappings {
     /// By (file, bias): the mapping's id, its lowest and highest address, and whether every
     /// frame in it was resolved.
-    by_file: HashMap<(String, u64), (u64, u64, u64, bool)>,
+    by_file: HashMap<(Arc<str>, u64), MappingSpan>,
     /// The build id of each file that has one.
-    build_ids: HashMap<String, String>,
+    build_ids: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl Mappings {
@@ -249,7 +253,7 @@ pub fn profile(summary: &Summary) -> Profile {
         .user
         .sites
         .iter()
-        .flat_map(|s| &s.stack)
+        .flat_map(|s| s.stack.iter())
         .find(|f| matches!(f.function.as_deref(), Some("main" | "_start")))
     {
         mappings.of(f, true);

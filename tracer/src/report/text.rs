@@ -426,7 +426,7 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
     if !u.sites.is_empty() {
         writeln!(out, "\ntop call sites by bytes ({} sites):", u.site_count)?;
         let listed = &u.sites[..u.sites.len().min(top)];
-        let depths = telling_depths(listed.iter().map(|s| s.stack.as_slice()));
+        let depths = telling_depths(listed.iter().map(|s| &s.stack[..]));
         for (site, depth) in listed.iter().zip(depths) {
             let st = &site.stats;
             writeln!(
@@ -443,7 +443,7 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
     if !u.leaks.is_empty() {
         writeln!(out, "\nleaks (allocated and not freed by the end):")?;
         let listed = &u.leaks[..u.leaks.len().min(top)];
-        let depths = telling_depths(listed.iter().map(|l| l.stack.as_slice()));
+        let depths = telling_depths(listed.iter().map(|l| &l.stack[..]));
         for (leak, depth) in listed.iter().zip(depths) {
             writeln!(
                 out,

@@ -204,7 +204,7 @@ fn sites_show_the_frames_that_tell_them_apart() {
         &["c"][..],
     ] {
         s.user.sites.push(SiteReport {
-            stack: stack(tail),
+            stack: stack(tail).into(),
             ..crate::summary::tests::site_at("x", 1, stats.clone())
         });
     }

@@ -7,6 +7,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::Instant,
 };
 
@@ -19,6 +20,7 @@ use crate::{
     process::session::{Finish, ProcessFinish, Session},
     process::table::Processes,
     process::target::TargetFiles,
+    summary::site_frames::{Epoch, next_epoch},
     symbolize::Frame,
 };
 
@@ -63,11 +65,16 @@ pub struct Snapshotter {
     /// `--wrapper` and `--max-sites` as given (see [`Finish`]).
     pub wrappers: Vec<String>,
     pub text_sites: Option<usize>,
-    stacks: HashMap<i32, Vec<u64>>,
+    /// Every stack read so far, by id: shared with the [`Finish`]es made of it.
+    stacks: Arc<HashMap<i32, Vec<u64>>>,
     /// Resolved addresses, per process (in the order they were created).
-    symbols: Vec<HashMap<u64, Vec<Frame>>>,
+    symbols: Vec<Arc<HashMap<u64, Vec<Frame>>>>,
+    /// Per process: how many of its sites have their addresses in `symbols`.
+    symbolized: Vec<usize>,
     /// What each exited process ended with (by its place in that order): it changes no more.
     ended: HashMap<usize, ProcessFinish>,
+    /// The epoch of `symbols`: new when they are forgotten.
+    epoch: Epoch,
 }
 
 impl Snapshotter {
@@ -82,15 +89,19 @@ impl Snapshotter {
             kernel_stacks: false,
             wrappers: Vec::new(),
             text_sites: None,
-            stacks: HashMap::new(),
+            stacks: Arc::default(),
+            symbolized: Vec::new(),
             symbols: Vec::new(),
             ended: HashMap::new(),
+            epoch: next_epoch(),
         }
     }
 
     /// The process mapped a file executable: an address may now resolve elsewhere.
     pub fn forget_symbols(&mut self) {
         self.symbols.clear();
+        self.symbolized.clear();
+        self.epoch = next_epoch();
         // An exited process's addresses resolve as they did: its entry stays.
     }
 
@@ -100,27 +111,21 @@ impl Snapshotter {
         // The moment blocks are aged at: now, before the stacks are read and symbolized (which
         // can take a second on a loaded machine and would age every block by as much).
         let now_ns = monotonic_ns();
-        let mut ids: Vec<i32> = now
+        let missing: Vec<i32> = now
             .processes
             .iter()
             .flat_map(|p| p.session.stack_ids())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let missing: Vec<i32> = ids
-            .iter()
-            .copied()
             .filter(|id| !self.stacks.contains_key(id))
+            .collect::<std::collections::BTreeSet<i32>>()
+            .into_iter()
             .collect();
         if !missing.is_empty() {
-            self.stacks
-                .extend(read_stacks(now.ebpf, STACKS_MAP, missing));
+            Arc::make_mut(&mut self.stacks).extend(read_stacks(now.ebpf, STACKS_MAP, missing));
         }
-        let stacks: HashMap<i32, Vec<u64>> = ids
-            .iter()
-            .filter_map(|id| Some((*id, self.stacks.get(id)?.clone())))
-            .collect();
-        self.symbols.resize_with(now.processes.len(), HashMap::new);
+        let stacks = &self.stacks;
+        self.symbols
+            .resize_with(now.processes.len(), Default::default);
+        self.symbolized.resize(now.processes.len(), 0);
         let no_files = HashMap::new();
         let substitutes = |pid: u32| {
             now.files
@@ -128,7 +133,13 @@ impl Snapshotter {
                 .map_or(&no_files, |f: &TargetFiles| f.substitutes())
         };
         let root = now.processes.root();
-        let symbols = root.symbol_table(&stacks, substitutes(root.pid), &mut self.symbols[0]);
+        self.symbolized[0] = root.symbol_table(
+            stacks,
+            substitutes(root.pid),
+            &mut self.symbols[0],
+            self.symbolized[0],
+        );
+        let symbols = self.symbols[0].clone();
         // What is resident now, while the process can still be read.
         let resident = if ending.ended_by == EndedBy::Exited {
             None
@@ -145,9 +156,13 @@ impl Snapshotter {
             let own = ProcessFinish {
                 pid,
                 threads: threads_of(now.threads, pid),
-                symbols: p
-                    .session
-                    .symbol_table(&stacks, substitutes(pid), &mut self.symbols[i]),
+                symbols: {
+                    let (table, done) = (&mut self.symbols[i], &mut self.symbolized[i]);
+                    *done = p
+                        .session
+                        .symbol_table(stacks, substitutes(pid), table, *done);
+                    table.clone()
+                },
                 resident: if p.exit.is_none() {
                     read_resident(&p.session)
                 } else {
@@ -179,7 +194,8 @@ impl Snapshotter {
             allocator_files: now.allocator_files,
             uprobe_links: now.uprobe_links,
             symbols,
-            stacks,
+            symbols_epoch: self.epoch,
+            stacks: self.stacks.clone(),
             kernel_stacks: if self.kernel_stacks {
                 kernel_stacks(now.ebpf, &root.kernel, 20)
             } else {

@@ -424,7 +424,7 @@ fn profile(summary: &Summary, default_type: &str, taken: SystemTime) -> Response
 /// `later` with each site's allocation counts and bytes less those of `earlier` (sites matched
 /// by their frames): what was allocated in between. Live and resident values stay `later`'s.
 pub fn allocations_between(earlier: &Summary, later: &Summary) -> Summary {
-    let before: HashMap<String, (u64, u64)> = earlier
+    let before: HashMap<summary::merge::FramesKey, (u64, u64)> = earlier
         .user
         .sites
         .iter()
@@ -523,7 +523,8 @@ mod tests {
             stack: vec![Frame {
                 function: Some(f.into()),
                 ..Frame::unknown(0x1000)
-            }],
+            }]
+            .into(),
             stats: SiteStats {
                 allocs,
                 bytes,

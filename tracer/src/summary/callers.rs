@@ -1,12 +1,11 @@
 //! The memory syscalls and page faults by the user stack that made them: the call sites of
 //! `--mode kernel`, and the direct callers of `mmap` and friends in any mode.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::{
     aggregate::callers::{CallerStats, Callers},
+    summary::user::Stacks,
     symbolize::{Frame, Symbolizer, symbolize_stacks},
 };
 
@@ -22,7 +21,7 @@ pub struct CallerReport {
 /// `max_sites`, with their stacks symbolized.
 pub fn build(
     callers: &Callers,
-    stacks: &HashMap<i32, Vec<u64>>,
+    stacks: &dyn Stacks,
     symbolizer: &mut dyn Symbolizer,
     max_sites: usize,
 ) -> Vec<CallerReport> {
@@ -37,7 +36,7 @@ pub fn build(
     list.truncate(max_sites);
     let addresses: Vec<&[u64]> = list
         .iter()
-        .map(|(id, _)| stacks.get(id).map_or(&[][..], Vec::as_slice))
+        .map(|(id, _)| stacks.stack(*id).unwrap_or(&[]))
         .collect();
     let frames = symbolize_stacks(symbolizer, &addresses);
     list.into_iter()

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{
     Summary, human_bytes,
-    label::{self, Frame},
+    label::{self, Frame, Stack},
     user::SiteReport,
 };
 
@@ -64,6 +64,10 @@ impl FindingKind {
     }
 }
 
+fn no_frames(stack: &Stack) -> bool {
+    stack.is_empty()
+}
+
 impl std::fmt::Display for FindingKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -100,8 +104,8 @@ pub struct Finding {
     /// The bytes at stake: what orders the findings.
     pub bytes: u64,
     /// The call site to blame, when there is one.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub site: Vec<Frame>,
+    #[serde(skip_serializing_if = "no_frames")]
+    pub site: Stack,
     /// The numbers it rests on (an object).
     pub evidence: Value,
     pub message: String,
@@ -139,7 +143,7 @@ fn severity(bytes: u64) -> &'static str {
 fn finding(
     kind: FindingKind,
     bytes: u64,
-    site: Vec<Frame>,
+    site: Stack,
     evidence: Value,
     message: String,
     suggestion: &str,
@@ -191,13 +195,13 @@ fn retained_heap(s: &Summary, heap: &HeapState) -> Vec<Finding> {
                     human_bytes(*size),
                     label::stack(stack, 2)
                 ),
-                stack.clone(),
+                Stack::from(&stack[..]),
             ),
             None => (
                 " Nothing live pins the top: the free chunks stay below glibc's trim threshold \
                  or between live blocks."
                     .into(),
-                Vec::new(),
+                Stack::default(),
             ),
         };
         out.push(finding(
@@ -416,7 +420,7 @@ fn arena_sprawl(s: &Summary, heap: &HeapState) -> Vec<Finding> {
         out.push(finding(
             FindingKind::ArenaSprawl,
             heap.arena_mapped,
-            Vec::new(),
+            Stack::default(),
             json!({
                 "arena_mapped_bytes": heap.arena_mapped,
                 "arena_resident_bytes": heap.arena_resident,
@@ -463,7 +467,7 @@ fn kernel_overhead(s: &Summary, _: &HeapState) -> Vec<Finding> {
         out.push(finding(
             FindingKind::KernelOverhead,
             peak,
-            Vec::new(),
+            Stack::default(),
             json!({
                 "slab_peak_bytes": peak,
                 "slab_live_bytes": slab.live_bytes_at_end,
@@ -496,7 +500,8 @@ mod tests {
             stack: vec![Frame {
                 function: Some(f.into()),
                 ..Frame::unknown(0x1000)
-            }],
+            }]
+            .into(),
             stats,
             path: "brk",
             paths: Default::default(),

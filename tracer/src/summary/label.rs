@@ -3,7 +3,7 @@
 //! formats escape it further.
 
 use super::{plumbing, user::SiteReport};
-pub use crate::symbolize::Frame;
+pub use crate::symbolize::{Frame, Stack};
 
 /// How much of a frame a label says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub enum Style {
 /// anonymous memory, its address. Not yet made [`visible`].
 pub fn name(f: &Frame) -> String {
     match (&f.function, &f.module, f.offset) {
-        (Some(function), _, _) => function.clone(),
+        (Some(function), _, _) => function.to_string(),
         (None, Some(module), Some(offset)) => format!("{}+{offset:#x}", base_name(module)),
         _ => format!("{:#x}", f.addr),
     }

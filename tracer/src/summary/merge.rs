@@ -3,12 +3,12 @@
 //! walk that ran into data (cut off by `AddressSpace::frames_in_code`), two return addresses on
 //! one line, or the same code reached through differently laid out frames.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     aggregate::heap::{Leak, SiteKey, SiteStats},
     attribution::join::{Caused, SitePaths},
-    symbolize::Frame,
+    symbolize::{Frame, Stack},
 };
 
 /// One listed site: the merged statistics of its allocation sites.
@@ -16,7 +16,7 @@ use crate::{
 pub struct Merged {
     /// The first of its allocation sites, to order equal sites the same way every time.
     pub key: SiteKey,
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     pub stats: SiteStats,
     pub paths: SitePaths,
     pub caused: Caused,
@@ -26,51 +26,80 @@ pub struct Merged {
 #[derive(Debug, Clone)]
 pub struct MergedLeak {
     pub leak: Leak,
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     pub paths: SitePaths,
     pub resident_seen: u64,
 }
 
-/// What makes two frames the same: the function, file and line where they resolve, the
-/// address where they do not.
-type FrameKey = (Option<String>, Option<String>, Option<u32>, bool, u64);
-
-fn frame_keys(stack: &[Frame]) -> Vec<FrameKey> {
-    stack
-        .iter()
-        .map(|f| {
-            let addr = if f.function.is_some() { 0 } else { f.addr };
-            (f.function.clone(), f.file.clone(), f.line, f.inlined, addr)
-        })
-        .collect()
+/// What makes two frames the same code location: the function, file and line where the line
+/// is known; otherwise the function (or none) and where the address lies, module and offset
+/// (or the address, in anonymous memory). Two return addresses in one function without a line
+/// are two locations: a stripped library's call sites stay apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FrameKey {
+    function: Option<Arc<str>>,
+    file: Option<Arc<str>>,
+    line: Option<u32>,
+    inlined: bool,
+    module: Option<Arc<str>>,
+    at: u64,
 }
 
-/// A listed site's identity across snapshots and runs: its resolved frames as one string.
-pub fn frames_key(stack: &[Frame]) -> String {
-    let mut key = String::new();
-    for f in stack {
-        key.push_str(&super::label::name(f));
-        if let (Some(file), Some(line)) = (&f.file, f.line) {
-            key.push_str(&format!("@{file}:{line}"));
+impl FrameKey {
+    pub fn of(f: &Frame) -> FrameKey {
+        let (file, module, at) = match (f.line, &f.module, f.offset) {
+            (Some(_), ..) => (f.file.clone(), None, 0),
+            (None, Some(module), Some(offset)) => (None, Some(module.clone()), offset),
+            _ => (None, None, f.addr),
+        };
+        FrameKey {
+            function: f.function.clone(),
+            file,
+            line: f.line,
+            inlined: f.inlined,
+            module,
+            at,
         }
-        key.push(';');
     }
-    key
+}
+
+/// A listed site's identity from one summary of a run to the next (interval deltas, top's
+/// selection, scrape deltas, the totals of processes): a hash of its resolved frames, as
+/// [`label::name`](super::label::name) and the line name them. No string is made: an interval
+/// over 65,536 sites keys them all.
+pub type FramesKey = u64;
+
+pub fn frames_key(stack: &[Frame]) -> FramesKey {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    stack.len().hash(&mut h);
+    for f in stack {
+        match (&f.function, &f.module, f.offset) {
+            (Some(function), ..) => (0u8, function).hash(&mut h),
+            (None, Some(module), Some(offset)) => (1u8, module, offset).hash(&mut h),
+            _ => (2u8, f.addr).hash(&mut h),
+        }
+        if let (Some(file), Some(line)) = (&f.file, f.line) {
+            (file, line).hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// The allocation sites, in the heap's order, as listed sites, most bytes first. `sites` pairs
-/// each allocation site with its statistics, symbolized stack, paths and what it caused.
-pub fn merge_sites(
-    sites: impl IntoIterator<Item = (SiteKey, SiteStats, Vec<Frame>, (SitePaths, Caused))>,
+/// each allocation site with its statistics, its listed site's id (see
+/// [`SiteFrames`](super::site_frames::SiteFrames)), its stack, paths and what it caused.
+pub fn merge_sites<'a>(
+    sites: impl IntoIterator<Item = (SiteKey, SiteStats, u32, &'a Stack, (SitePaths, Caused))>,
 ) -> (Vec<Merged>, HashMap<SiteKey, usize>) {
-    let mut index: HashMap<Vec<FrameKey>, usize> = HashMap::new();
+    let mut index: HashMap<u32, usize> = HashMap::new();
     let mut merged: Vec<Merged> = Vec::new();
     let mut group_of = HashMap::new();
-    for (key, stats, stack, (paths, caused)) in sites {
-        let g = *index.entry(frame_keys(&stack)).or_insert_with(|| {
+    for (key, stats, group, stack, (paths, caused)) in sites {
+        let g = *index.entry(group).or_insert_with(|| {
             merged.push(Merged {
                 key,
-                stack,
+                stack: stack.clone(),
                 ..Merged::default()
             });
             merged.len() - 1

@@ -9,6 +9,7 @@ pub mod label;
 pub mod merge;
 pub mod notes;
 pub mod plumbing;
+pub mod site_frames;
 pub mod suspects;
 pub mod totals;
 pub mod user;
@@ -241,10 +242,10 @@ pub(crate) mod tests {
         ));
         let mut sym = crate::symbolize::TableSymbolizer::default();
         sym.table.insert(frame.addr, vec![frame]);
-        user::build(
+        user::build_symbolizing(
             &heap,
             &Default::default(),
-            &Default::default(),
+            &std::collections::HashMap::<i32, Vec<u64>>::new(),
             &mut sym,
             user::BuildOptions {
                 now_ns: 10,
@@ -269,7 +270,8 @@ pub(crate) mod tests {
                 file: Some("app.c".into()),
                 line: Some(line),
                 ..Frame::unknown(0x401000)
-            }],
+            }]
+            .into(),
             stats,
             path: "brk",
             paths: Default::default(),
@@ -309,10 +311,10 @@ pub(crate) mod tests {
             0x7f00_2000_0000,
         );
         let mut sym = crate::symbolize::TableSymbolizer::default();
-        let user = user::build(
+        let user = user::build_symbolizing(
             &crate::aggregate::HeapStats::default(),
             &Default::default(),
-            &Default::default(),
+            &std::collections::HashMap::<i32, Vec<u64>>::new(),
             &mut sym,
             user::BuildOptions {
                 now_ns: 0,

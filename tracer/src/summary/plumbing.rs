@@ -117,18 +117,11 @@ impl Plumbing {
             || file.contains("/library/std/src/sys/alloc/")
     }
 
-    /// Marks the plumbing frames of every stack in `summary`.
+    /// Marks the plumbing frames of the callers' stacks in `summary` (sites, leaks and
+    /// suspects come marked from [`SiteFrames`](super::site_frames::SiteFrames)).
     pub fn mark(&self, summary: &mut Summary) {
-        let u = &mut summary.user;
-        let stacks = u
-            .sites
-            .iter_mut()
-            .map(|s| &mut s.stack)
-            .chain(u.leaks.iter_mut().map(|l| &mut l.stack))
-            .chain(u.leak_suspects.iter_mut().map(|s| &mut s.stack))
-            .chain(summary.callers.iter_mut().map(|c| &mut c.stack));
-        for stack in stacks {
-            self.mark_stack(stack);
+        for c in &mut summary.callers {
+            self.mark_stack(&mut c.stack);
         }
     }
 

@@ -15,7 +15,7 @@
 
 use serde::Serialize;
 
-use crate::symbolize::Frame;
+use crate::symbolize::Stack;
 
 pub const MIN_POINTS: usize = 6;
 pub const MIN_RHO: f64 = 0.8;
@@ -37,7 +37,7 @@ pub struct Ages {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeakSuspect {
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     /// Live bytes at the end.
     pub live_bytes: u64,
     /// Live blocks at the end (seen ones: with sampling, the sampled blocks).

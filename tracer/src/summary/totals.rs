@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::{
     ProcessReport, Summary,
     callers::CallerReport,
-    merge::frames_key,
+    merge::{FramesKey, frames_key},
     user::{Bucket, LeakReport, SiteReport, UserSummary},
 };
 use crate::aggregate::timeline::{Point, Sample, Timeline};
@@ -168,7 +168,7 @@ fn add_errors(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 /// Sites from every process, those with the same frames as one, most bytes first.
 fn merge_sites<'a>(sites: impl Iterator<Item = &'a SiteReport>) -> Vec<SiteReport> {
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<FramesKey, usize> = HashMap::new();
     let mut out: Vec<SiteReport> = Vec::new();
     for s in sites {
         match index.get(&frames_key(&s.stack)) {
@@ -192,7 +192,7 @@ fn merge_sites<'a>(sites: impl Iterator<Item = &'a SiteReport>) -> Vec<SiteRepor
 }
 
 fn merge_leaks<'a>(leaks: impl Iterator<Item = &'a LeakReport>) -> Vec<LeakReport> {
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<FramesKey, usize> = HashMap::new();
     let mut out: Vec<LeakReport> = Vec::new();
     for l in leaks {
         match index.get(&frames_key(&l.stack)) {
@@ -215,7 +215,7 @@ fn merge_leaks<'a>(leaks: impl Iterator<Item = &'a LeakReport>) -> Vec<LeakRepor
 }
 
 fn merge_callers(callers: Vec<CallerReport>) -> Vec<CallerReport> {
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<FramesKey, usize> = HashMap::new();
     let mut out: Vec<CallerReport> = Vec::new();
     for c in callers {
         match index.get(&frames_key(&c.stack)) {

@@ -70,7 +70,7 @@ fn findings_are_named_by_their_process_most_bytes_first() {
         kind,
         severity: "high",
         bytes,
-        site: Vec::new(),
+        site: Default::default(),
         evidence: serde_json::Value::Null,
         message: String::new(),
         suggestion: String::new(),

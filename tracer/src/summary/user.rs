@@ -16,9 +16,10 @@ use crate::{
     },
     summary::{
         merge::{Merged, MergedLeak, merge_leaks, merge_sites},
+        site_frames::SiteFrames,
         suspects::{self, LeakSuspect},
     },
-    symbolize::{Frame, Symbolizer, symbolize_stacks},
+    symbolize::Stack,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,7 +31,7 @@ pub struct Bucket {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SiteReport {
     /// Innermost first; `stack[0]` is the code that called the allocator.
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     #[serde(flatten)]
     pub stats: SiteStats,
     /// "brk", "mmap", "thread_arena", "mixed" (or "other").
@@ -45,7 +46,7 @@ pub struct SiteReport {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeakReport {
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     pub count: u64,
     pub bytes: u64,
     pub oldest_age_ms: f64,
@@ -154,12 +155,24 @@ impl UserSummary {
 
 /// The return addresses of a site, innermost first: the direct caller (read at entry), then
 /// the frame-pointer walk without its first frame, which is inside the allocator itself.
-pub fn site_addresses(key: &SiteKey, stacks: &HashMap<i32, Vec<u64>>) -> Vec<u64> {
+/// Stacks by id, innermost first: as the kernel stored them, or as much of each as lies in
+/// code (a session's view, made per stack when asked, never copied whole).
+pub trait Stacks {
+    fn stack(&self, id: i32) -> Option<&[u64]>;
+}
+
+impl Stacks for HashMap<i32, Vec<u64>> {
+    fn stack(&self, id: i32) -> Option<&[u64]> {
+        self.get(&id).map(Vec::as_slice)
+    }
+}
+
+pub fn site_addresses(key: &SiteKey, stacks: &dyn Stacks) -> Vec<u64> {
     let mut addrs = Vec::new();
     if key.caller != 0 {
         addrs.push(key.caller);
     }
-    if let Some(walk) = stacks.get(&key.stack_id) {
+    if let Some(walk) = stacks.stack(key.stack_id) {
         addrs.extend(walk.iter().skip(1).copied().filter(|&a| a != 0));
     }
     if addrs.len() > 1 && addrs[0] == addrs[1] {
@@ -185,12 +198,11 @@ pub struct BuildOptions<'a> {
     pub allocator_files: Vec<String>,
 }
 
-/// Builds the section. `stacks` holds each stack id's frames as read from the kernel.
+/// Builds the section. `frames` holds every site's stack, brought up to `heap`'s sites.
 pub fn build(
     heap: &HeapStats,
     join: &Join,
-    stacks: &HashMap<i32, Vec<u64>>,
-    symbolizer: &mut dyn Symbolizer,
+    frames: &SiteFrames,
     opts: BuildOptions,
 ) -> UserSummary {
     let BuildOptions {
@@ -201,23 +213,12 @@ pub fn build(
         resident,
         allocator_files,
     } = opts;
-    // Every site's stack symbolized (each address once), so that sites resolving to the same
-    // frames are listed as one.
-    let addresses: Vec<Vec<u64>> = heap
-        .sites()
-        .iter()
-        .map(|(k, _)| site_addresses(k, stacks))
-        .collect();
-    let slices: Vec<&[u64]> = addresses.iter().map(Vec::as_slice).collect();
-    let site_stacks = symbolize_stacks(symbolizer, &slices);
     let paths_of = |id: usize| join.site(id as SiteId).cloned().unwrap_or_default();
-    let (mut sites, group_of) = merge_sites(
-        heap.sites()
-            .iter()
-            .zip(site_stacks)
-            .enumerate()
-            .map(|(id, ((key, stats), stack))| (*key, stats.clone(), stack, paths_of(id))),
-    );
+    let (mut sites, group_of) =
+        merge_sites(heap.sites().iter().enumerate().map(|(id, (key, stats))| {
+            let (stack, group) = frames.site(id);
+            (*key, stats.clone(), group, stack, paths_of(id))
+        }));
     let mut leak_resident: HashMap<SiteKey, u64> = HashMap::new();
     match resident {
         Some(pages) => {
@@ -337,6 +338,21 @@ pub fn build(
     }
 }
 
+/// [`build`] with every site symbolized anew by `symbolizer` (tests).
+#[cfg(test)]
+pub fn build_symbolizing(
+    heap: &HeapStats,
+    join: &Join,
+    stacks: &dyn Stacks,
+    symbolizer: &mut dyn crate::symbolize::Symbolizer,
+    opts: BuildOptions,
+) -> UserSummary {
+    let mut frames = SiteFrames::default();
+    let plumbing = crate::summary::plumbing::Plumbing::default();
+    frames.update(0, &plumbing, &[], heap, stacks, symbolizer);
+    build(heap, join, &frames, opts)
+}
+
 /// The listed sites that [`suspects::judge`] finds leaking, fastest growth first: each listed
 /// site's series is the sum of its allocation sites' series.
 fn suspects(
@@ -350,16 +366,10 @@ fn suspects(
     let group = |i: usize| group_of.get(&heap.sites()[i].0).copied();
     let mut series: HashMap<usize, Vec<u64>> = HashMap::new();
     for i in 0..heap.sites().len() {
-        let (Some(g), s) = (group(i), trend.series(i)) else {
+        let Some(g) = group(i).filter(|_| trend.ever_live(i)) else {
             continue;
         };
-        if s.iter().all(|&b| b == 0) {
-            continue;
-        }
-        let sum = series.entry(g).or_insert_with(|| vec![0; points]);
-        for (a, &b) in sum.iter_mut().zip(s) {
-            *a = a.saturating_add(b);
-        }
+        trend.add_series(i, series.entry(g).or_insert_with(|| vec![0; points]));
     }
     let mut blocks: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
     for (site, ts, size) in heap.live_block_times() {
@@ -402,7 +412,7 @@ mod tests {
     use crate::events::testing;
 
     use super::*;
-    use crate::symbolize::TableSymbolizer;
+    use crate::symbolize::{Frame, TableSymbolizer};
 
     fn frame(addr: u64, function: &str, line: u32) -> Frame {
         Frame {
@@ -493,7 +503,7 @@ mod tests {
             sym.table.insert(addr, vec![frame(addr, function, line)]);
         }
         let stacks = HashMap::new();
-        let u = build(
+        let u = build_symbolizing(
             &heap,
             &Join::default(),
             &stacks,
@@ -512,7 +522,7 @@ mod tests {
         assert!(s.old_live_bytes >= 300 * 64 * 4 / 10, "{s:?}");
         assert_eq!(s.age_ms.max, 3_000.0);
         // --min-age leaves the cache's young entries out of the leaks.
-        let aged = build(
+        let aged = build_symbolizing(
             &heap,
             &Join::default(),
             &stacks,
@@ -580,7 +590,7 @@ mod tests {
 
         let join = Join::default();
         let trend = SiteTrend::default();
-        let u = build(
+        let u = build_symbolizing(
             &heap,
             &join,
             &stacks,
@@ -624,7 +634,8 @@ mod tests {
         assert_eq!(json["free"]["unknown"], 0);
         assert_eq!(json["operator_new"]["calls"], 0);
 
-        let limited = build(&heap, &join, &stacks, &mut sym, opts(&trend, 3_000_000, 1));
+        let limited =
+            build_symbolizing(&heap, &join, &stacks, &mut sym, opts(&trend, 3_000_000, 1));
         assert_eq!((limited.site_count, limited.sites.len()), (2, 1));
     }
 
@@ -666,7 +677,7 @@ mod tests {
             sym.table.insert(addr, vec![frame(addr, function, line)]);
         }
         let trend = SiteTrend::default();
-        let u = build(
+        let u = build_symbolizing(
             &heap,
             &Join::default(),
             &stacks,

@@ -15,14 +15,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribution::AddressSpace;
 
+/// A symbolized stack, innermost frame first: shared by every summary and view that shows it.
+pub type Stack = Arc<[Frame]>;
+
 /// One frame of a symbolized stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// The address in the process, as hex.
     #[serde(serialize_with = "hex", deserialize_with = "unhex")]
     pub addr: u64,
-    pub function: Option<String>,
-    pub file: Option<String>,
+    pub function: Option<Arc<str>>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     /// This frame was inlined into the next one (same address).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -31,13 +34,13 @@ pub struct Frame {
     /// it elsewhere (absent for anonymous memory, and in recordings made before they were
     /// kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub module: Option<String>,
+    pub module: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// The GNU build id of `module` (hex), where it has one: what finds its debug info and
     /// symbols elsewhere (debuginfod, a symbol server) when the path does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub build_id: Option<String>,
+    pub build_id: Option<Arc<str>>,
     /// Allocator plumbing (see [`crate::summary::plumbing`]): reports label a site by its first
     /// frame that is not. Set when a summary is made, not stored in recordings' tables.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -130,21 +133,27 @@ impl<'a> BlazeSymbolizer<'a> {
 
 impl Symbolizer for BlazeSymbolizer<'_> {
     fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
-        let mut build_ids: HashMap<Arc<Path>, Option<String>> = HashMap::new();
+        // One shared name and build id per file, however many frames lie in it.
+        type Names = (Arc<str>, Option<Arc<str>>);
+        let mut files: HashMap<Arc<Path>, Names> = HashMap::new();
         let mut out: Vec<Vec<Frame>> = addrs
             .iter()
             .map(|&addr| {
                 let place = self.space.file_offset(addr);
-                let build_id = place.and_then(|(path, _)| {
-                    build_ids
+                let names = place.map(|(path, _)| {
+                    files
                         .entry(path.clone())
-                        .or_insert_with(|| self.substitutes.get(&**path).and_then(|f| build_id(f)))
+                        .or_insert_with(|| {
+                            let id = self.substitutes.get(&**path).and_then(|f| build_id(f));
+                            (path.display().to_string().into(), id.map(Arc::from))
+                        })
                         .clone()
                 });
+                let (module, build_id) = names.unzip();
                 vec![Frame {
-                    module: place.map(|(path, _)| path.display().to_string()),
+                    module,
                     offset: place.map(|(_, offset)| offset),
-                    build_id,
+                    build_id: build_id.flatten(),
                     plumbing: false,
                     ..Frame::unknown(addr)
                 }]
@@ -179,7 +188,7 @@ impl Symbolizer for BlazeSymbolizer<'_> {
                 // Where the address lies, kept on every frame made of it.
                 let unresolved = out[i][0].clone();
                 let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
-                    info.map(|c| (c.to_path().display().to_string(), c.line))
+                    info.map(|c| (Arc::<str>::from(c.to_path().display().to_string()), c.line))
                 };
                 let (file, line) = location(sym.code_info.as_deref()).unzip();
                 // Inlined calls come outermost first; the stack wants innermost first.
@@ -190,7 +199,7 @@ impl Symbolizer for BlazeSymbolizer<'_> {
                     .map(|f| {
                         let (file, line) = location(f.code_info.as_ref()).unzip();
                         Frame {
-                            function: Some(f.name.to_string()),
+                            function: Some(Arc::from(&*f.name)),
                             file,
                             line: line.flatten(),
                             inlined: true,
@@ -201,7 +210,7 @@ impl Symbolizer for BlazeSymbolizer<'_> {
                 // blazesym already gives each frame the location inside its own function:
                 // the outer symbol's is where the first inlined call was made.
                 frames.push(Frame {
-                    function: Some(sym.name.to_string()),
+                    function: Some(Arc::from(&*sym.name)),
                     file,
                     line: line.flatten(),
                     ..unresolved
@@ -234,17 +243,30 @@ pub struct TableSymbolizer {
     pub table: HashMap<u64, Vec<Frame>>,
 }
 
+/// Symbolizes from a table it shares (a live run's, kept between summaries).
+pub struct SharedTable<'a>(pub &'a HashMap<u64, Vec<Frame>>);
+
+impl Symbolizer for SharedTable<'_> {
+    fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
+        from_table(self.0, addrs)
+    }
+}
+
+fn from_table(table: &HashMap<u64, Vec<Frame>>, addrs: &[u64]) -> Vec<Vec<Frame>> {
+    addrs
+        .iter()
+        .map(|a| {
+            table
+                .get(a)
+                .cloned()
+                .unwrap_or_else(|| vec![Frame::unknown(*a)])
+        })
+        .collect()
+}
+
 impl Symbolizer for TableSymbolizer {
     fn symbolize(&mut self, addrs: &[u64]) -> Vec<Vec<Frame>> {
-        addrs
-            .iter()
-            .map(|a| {
-                self.table
-                    .get(a)
-                    .cloned()
-                    .unwrap_or_else(|| vec![Frame::unknown(*a)])
-            })
-            .collect()
+        from_table(&self.table, addrs)
     }
 }
 

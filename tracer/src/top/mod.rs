@@ -14,8 +14,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::summary::{
     Summary,
     kernel::PathsSummary,
-    label::{self, Frame},
-    merge::frames_key,
+    label::{self, Stack},
+    merge::{FramesKey, frames_key},
 };
 
 /// What the table is sorted by.
@@ -46,7 +46,7 @@ impl SortBy {
 /// One site as the table shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
-    pub stack: Vec<Frame>,
+    pub stack: Stack,
     pub name: String,
     pub path: &'static str,
     pub live_bytes: u64,
@@ -95,7 +95,7 @@ pub struct TopState {
     pub detail: bool,
     /// A line for the footer (a snapshot written, an error).
     pub message: Option<String>,
-    prev: HashMap<String, (u64, u64)>,
+    prev: HashMap<FramesKey, (u64, u64)>,
     prev_s: f64,
 }
 

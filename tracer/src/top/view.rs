@@ -211,7 +211,8 @@ mod tests {
                     line: Some(30),
                     ..Frame::unknown(0x2000)
                 },
-            ],
+            ]
+            .into(),
             stats: SiteStats {
                 allocs: 10,
                 bytes: 10_000,
