@@ -512,7 +512,46 @@ fn flood_rows(tracer: &Path, t: &mut Table) -> Result<()> {
         "%",
         None,
     );
+    let (cost, peak) = interval_cost(tracer, &many)?;
+    t.add(
+        "time an interval takes over 65,536 sites (median, past its 1 s period)",
+        cost,
+        "ms",
+        None,
+    );
+    t.add(
+        "tracer's peak RSS, --interval 1 over 65,536 sites",
+        peak as f64 / f64::from(1 << 20),
+        "MiB",
+        None,
+    );
     Ok(())
+}
+
+/// `many_sites 16 8 --interval 1`: how long each interval's summary and line take (the next
+/// period starts when one is done, so each interval is 1 s plus the last one's cost), and
+/// tracer's peak RSS.
+fn interval_cost(tracer: &Path, many: &Path) -> Result<(f64, u64)> {
+    let jsonl = std::env::temp_dir().join("tracer-bench-intervals.jsonl");
+    let mut c = tracer_cmd(tracer, &["--interval", "1", "--max-stacks", "262144", "--jsonl"]);
+    c.arg(&jsonl).arg("--").arg(many).args(["16", "8"]);
+    c.stdout(Stdio::null());
+    let (exit, peak) = peak_rss(c.spawn()?)?;
+    if !exit.success() {
+        bail!("tracer --interval over many_sites failed: {exit}");
+    }
+    let mut costs: Vec<f64> = std::fs::read_to_string(&jsonl)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .skip(1)
+        .filter(|v| v["final"] == false)
+        .filter_map(|v| v["interval_ms"].as_f64())
+        .map(|ms| ms - 1000.0)
+        .collect();
+    if costs.is_empty() {
+        bail!("many_sites ended before its second interval");
+    }
+    Ok((median(&mut costs), peak))
 }
 
 /// Records `random_live` and replays it three times: (events, recording bytes, the median
@@ -571,12 +610,23 @@ fn rss_at_many_allocations(tracer: &Path) -> Result<(u64, u64)> {
     let per_copy = allocations(&once).max(1);
     let copies = RSS_ALLOCATIONS.div_ceil(per_copy);
     repeat_events(&rec, &big, copies)?;
-    let mut child = Command::new(tracer)
+    let child = Command::new(tracer)
         .arg("report")
         .arg(&big)
         .args(["-q", "--json"])
         .arg(&json)
         .spawn()?;
+    let (exit, peak) = peak_rss(child)?;
+    let _ = std::fs::remove_file(&big);
+    if !exit.success() {
+        bail!("tracer report of the repeated recording failed: {exit}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    Ok((allocations(&summary), peak))
+}
+
+/// Waits for `child`; its exit and its peak resident memory in bytes.
+fn peak_rss(mut child: Child) -> Result<(std::process::ExitStatus, u64)> {
     // VmHWM only grows: its last reading before the exit is the peak (within a poll).
     let status = format!("/proc/{}/status", child.id());
     let mut peak = 0u64;
@@ -593,12 +643,7 @@ fn rss_at_many_allocations(tracer: &Path) -> Result<(u64, u64)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = std::fs::remove_file(&big);
-    if !exit.success() {
-        bail!("tracer report of the repeated recording failed: {exit}");
-    }
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
-    Ok((allocations(&summary), peak))
+    Ok((exit, peak))
 }
 
 /// The allocating calls a summary counts.
