@@ -39,8 +39,12 @@ impl Drop for Served {
 /// `tracer` of `growing STEPS` (by `--pid` when `by_pid`, else launched) with `--listen
 /// 127.0.0.1:0` and `options`; returns once it says where it serves (after attaching).
 fn serve(steps: &str, by_pid: bool, options: &[&str]) -> Served {
+    serve_with(steps, by_pid, options, tracer())
+}
+
+/// [`serve`] with `cmd`, a tracer command made ready (limits set).
+fn serve_with(steps: &str, by_pid: bool, options: &[&str], mut cmd: Command) -> Served {
     let w = workload("growing");
-    let mut cmd = tracer();
     cmd.args(["-q", "--no-kernel", "--listen", "127.0.0.1:0"])
         .args(options)
         .stderr(Stdio::piped());
@@ -432,6 +436,53 @@ fn slow_and_idle_clients_are_let_go() {
     );
     drop(served);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["user"]["malloc"]["calls"].as_u64().unwrap() > 0);
+}
+
+/// At a file limit of 150 (soft and hard: tracer cannot raise it), 170 clients that ask for
+/// the page and never read neither starve the server nor cost the reports their files:
+/// `/metrics` still answers once they are let go, and the final JSON is written whole.
+#[test]
+fn a_low_file_limit_loses_no_report() {
+    use std::{io::Write as _, os::unix::process::CommandExt as _};
+    let dir = scratch("nofile");
+    let json = dir.join("summary.json");
+    let mut cmd = tracer();
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 150,
+                rlim_max: 150,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let served = serve_with(
+        "2500",
+        false,
+        &["--interval", "0.5", "--json", json.to_str().unwrap()],
+        cmd,
+    );
+    wait_for_metrics(served.addr, &[], |l| l.starts_with("tracer_live_bytes{"));
+    let clients: Vec<TcpStream> = (0..170)
+        .filter_map(|_| {
+            let mut c = TcpStream::connect(served.addr).ok()?;
+            c.write_all(b"GET /report.html HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            Some(c)
+        })
+        .collect();
+    assert!(clients.len() >= 150, "{} clients connected", clients.len());
+    std::thread::sleep(Duration::from_secs(2));
+    drop(clients);
+    wait_for_metrics(served.addr, &[], |l| l.starts_with("tracer_live_bytes{"));
+    drop(served);
+    let text = std::fs::read_to_string(&json).expect("the final JSON was written");
+    let v: Value = serde_json::from_str(&text).unwrap();
     assert!(v["user"]["malloc"]["calls"].as_u64().unwrap() > 0);
 }
 
