@@ -533,7 +533,10 @@ fn flood_rows(tracer: &Path, t: &mut Table) -> Result<()> {
 /// tracer's peak RSS.
 fn interval_cost(tracer: &Path, many: &Path) -> Result<(f64, u64)> {
     let jsonl = std::env::temp_dir().join("tracer-bench-intervals.jsonl");
-    let mut c = tracer_cmd(tracer, &["--interval", "1", "--max-stacks", "262144", "--jsonl"]);
+    let mut c = tracer_cmd(
+        tracer,
+        &["--interval", "1", "--max-stacks", "262144", "--jsonl"],
+    );
     c.arg(&jsonl).arg("--").arg(many).args(["16", "8"]);
     c.stdout(Stdio::null());
     let (exit, peak) = peak_rss(c.spawn()?)?;
