@@ -106,6 +106,7 @@ impl SiteTrend {
     }
 
     /// Live bytes of the site with heap index `site` at each point.
+    #[cfg(test)]
     pub fn series(&self, site: usize) -> Vec<u64> {
         let mut v = vec![0; self.times.len()];
         self.add_series(site, &mut v);

@@ -171,12 +171,12 @@ impl Strings {
     }
 }
 
-/// The files the profile's addresses lie in, one mapping per file and load bias (address minus
-/// file offset), so that a profile can be symbolized again from the files (`go tool pprof`,
-/// Parca).
 /// A mapping's id, its lowest and highest address, and whether every frame in it was resolved.
 type MappingSpan = (u64, u64, u64, bool);
 
+/// The files the profile's addresses lie in, one mapping per file and load bias (address minus
+/// file offset), so that a profile can be symbolized again from the files (`go tool pprof`,
+/// Parca).
 #[derive(Default)]
 struct Mappings {
     /// By (file, bias): the mapping's id, its lowest and highest address, and whether every

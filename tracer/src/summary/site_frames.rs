@@ -57,13 +57,14 @@ impl SiteFrames {
         symbolizer: &mut dyn Symbolizer,
     ) {
         let same = matches!(&self.made_with, Some((e, w)) if *e == epoch && w == wrappers);
-        if epoch == 0 || !same {
+        // A heap's sites only grow: fewer than kept is another heap.
+        if epoch == 0 || !same || heap.sites().len() < self.sites.len() {
             *self = SiteFrames {
                 made_with: Some((epoch, wrappers.to_vec())),
                 ..SiteFrames::default()
             };
         }
-        let new = &heap.sites()[self.sites.len().min(heap.sites().len())..];
+        let new = &heap.sites()[self.sites.len()..];
         let addresses: Vec<Vec<u64>> = new
             .iter()
             .map(|(key, _)| site_addresses(key, stacks))

@@ -85,6 +85,19 @@ fn serve_with(steps: &str, by_pid: bool, options: &[&str], mut cmd: Command) -> 
     }
 }
 
+/// `n` connections (as many as connect) that ask for the page and never read the answer.
+fn page_readers_that_never_read(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    use std::io::Write as _;
+    (0..n)
+        .filter_map(|_| {
+            let mut c = TcpStream::connect(addr).ok()?;
+            c.write_all(b"GET /report.html HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            Some(c)
+        })
+        .collect()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -385,7 +398,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// bounded (one page per state, shared), and the run's own reports are still written.
 #[test]
 fn slow_and_idle_clients_are_let_go() {
-    use std::io::{Read as _, Write as _};
+    use std::io::Read as _;
     let dir = scratch("slow");
     let json = dir.join("summary.json");
     let served = serve(
@@ -395,14 +408,7 @@ fn slow_and_idle_clients_are_let_go() {
     );
     wait_for_metrics(served.addr, &[], |l| l.starts_with("tracer_live_bytes{"));
     let before = rss_kib(served.tracer.id());
-    let mut clients: Vec<TcpStream> = (0..150)
-        .filter_map(|_| {
-            let mut c = TcpStream::connect(served.addr).ok()?;
-            c.write_all(b"GET /report.html HTTP/1.1\r\nHost: x\r\n\r\n")
-                .ok()?;
-            Some(c)
-        })
-        .collect();
+    let mut clients = page_readers_that_never_read(served.addr, 150);
     std::thread::sleep(Duration::from_secs(1));
     let during = rss_kib(served.tracer.id());
     // Let go within the header timeout (10 s) or the write stall (10 s): every client reads
@@ -444,7 +450,7 @@ fn slow_and_idle_clients_are_let_go() {
 /// `/metrics` still answers once they are let go, and the final JSON is written whole.
 #[test]
 fn a_low_file_limit_loses_no_report() {
-    use std::{io::Write as _, os::unix::process::CommandExt as _};
+    use std::os::unix::process::CommandExt as _;
     let dir = scratch("nofile");
     let json = dir.join("summary.json");
     let mut cmd = tracer();
@@ -468,14 +474,7 @@ fn a_low_file_limit_loses_no_report() {
         cmd,
     );
     wait_for_metrics(served.addr, &[], |l| l.starts_with("tracer_live_bytes{"));
-    let clients: Vec<TcpStream> = (0..170)
-        .filter_map(|_| {
-            let mut c = TcpStream::connect(served.addr).ok()?;
-            c.write_all(b"GET /report.html HTTP/1.1\r\nHost: x\r\n\r\n")
-                .ok()?;
-            Some(c)
-        })
-        .collect();
+    let clients = page_readers_that_never_read(served.addr, 170);
     assert!(clients.len() >= 150, "{} clients connected", clients.len());
     std::thread::sleep(Duration::from_secs(2));
     drop(clients);
