@@ -279,13 +279,15 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
         for f in &s.findings {
             writeln!(
                 out,
-                "<li class=\"finding {}\"><b>{}</b> <span class=\"sev\">{}</span>: {}\
+                "<li class=\"finding {}\"><b>{}</b> <span class=\"sev\">{}</span>: {}{}\
                  <br><i>What to do:</i> {}<details><summary>evidence</summary><pre>{}</pre>\
                  </details></li>",
                 f.severity,
                 f.kind,
                 f.severity,
                 esc(&f.message),
+                label::also(f)
+                    .map_or_else(String::new, |a| format!("<br><i>Also:</i> {}", esc(&a))),
                 esc(&f.suggestion),
                 esc(&serde_json::to_string_pretty(&f.evidence).unwrap_or_default()),
             )?;

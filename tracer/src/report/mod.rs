@@ -6,6 +6,7 @@
 //! through it, so a new format is a renderer file and an entry here.
 
 pub mod charts;
+pub mod fit;
 pub mod flame;
 pub mod folded;
 pub mod html;

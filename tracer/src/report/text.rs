@@ -10,8 +10,12 @@ use crate::summary::{
     visible,
 };
 
+/// The summary for a person, fitted to the terminal's width (see [`fit`](super::fit)).
 pub fn render(s: &Summary, out: &mut dyn Write) -> super::Result<()> {
-    Ok(write(s, out)?)
+    let mut text = Vec::new();
+    write(s, &mut text)?;
+    let fitted = super::fit::fit(&String::from_utf8_lossy(&text), super::fit::width());
+    Ok(out.write_all(fitted.as_bytes())?)
 }
 
 fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
@@ -68,12 +72,29 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
                 f.kind,
                 visible(&f.message)
             )?;
+            if let Some(also) = label::also(f) {
+                writeln!(out, "      also: {also}")?;
+            }
             writeln!(out, "      what to do: {}", f.suggestion)?;
         }
-        writeln!(out)?;
+    }
+    // What matters first: the sites (or the callers of `--mode kernel`), then where the
+    // memory came from, the allocator's calls, the syscalls and the kernel's detail.
+    let top = s.text_sites.unwrap_or(TOP);
+    if s.mode == "kernel" {
+        render_callers(s, top, &mut out)?;
+    } else {
+        render_sites(&s.user, top, &mut out)?;
     }
     render_paths(s, &mut out)?;
+    if s.mode != "kernel" {
+        render_allocator(&s.user, &mut out)?;
+    }
+    render_syscalls(s, &mut out)?;
+    render_kernel(s, &mut out)
+}
 
+fn render_syscalls(s: &Summary, out: &mut impl Write) -> io::Result<()> {
     let sc = &s.syscalls;
     writeln!(out)?;
     writeln!(
@@ -150,11 +171,7 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
     for (name, calls, failed, what) in rows.iter().filter(|r| r.1 > 0 || r.2 > 0) {
         writeln!(out, "{name:<8} {calls:>8} {failed:>7}  {what}")?;
     }
-    render_kernel(s, &mut out)?;
-    if s.mode == "kernel" {
-        return render_callers(s, s.text_sites.unwrap_or(TOP), &mut out);
-    }
-    render_user(&s.user, s.text_sites.unwrap_or(TOP), &mut out)
+    Ok(())
 }
 
 /// `--follow`: every process, most bytes allocated first; everything after is their total.
@@ -366,7 +383,8 @@ fn render_callers(s: &Summary, top: usize, out: &mut impl Write) -> io::Result<(
 }
 
 /// `top`: how many sites, leaks and suspects to list.
-fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<()> {
+/// The allocator's calls: how many of each function, what failed, live and peak.
+fn render_allocator(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
     writeln!(out)?;
     if u.allocator_files.is_empty() {
         return writeln!(
@@ -422,7 +440,14 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
         u.failed,
         human_bytes(u.live_bytes_at_end),
         human_bytes(u.peak_live_bytes)
-    )?;
+    )
+}
+
+/// Where a row's stack and chain start, under its numbers.
+const ROW: &str = "      ";
+
+/// The call sites with most bytes, the leaks and the leak suspects: `top` of each.
+fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<()> {
     if !u.sites.is_empty() {
         writeln!(out, "\ntop call sites by bytes ({} sites):", u.site_count)?;
         let listed = &u.sites[..u.sites.len().min(top)];
@@ -431,13 +456,13 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
             let st = &site.stats;
             writeln!(
                 out,
-                "  {:>10} in {:>7} allocs, {:>10} live  {}",
+                "  {:>10} in {}, {} live",
                 human_bytes(st.bytes),
-                st.allocs,
+                label::count(st.allocs, "alloc", "allocs"),
                 human_bytes(st.live_bytes),
-                label::stack(&site.stack, depth)
             )?;
-            writeln!(out, "  {:>10} -> {}", "", label::chain(site))?;
+            writeln!(out, "{ROW}{}", label::stack(&site.stack, depth))?;
+            writeln!(out, "{ROW}-> {}", label::chain(site))?;
         }
     }
     if !u.leaks.is_empty() {
@@ -447,16 +472,15 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
         for (leak, depth) in listed.iter().zip(depths) {
             writeln!(
                 out,
-                "  {:>10} in {:>7} blocks, oldest {:>8.1} ms  {}",
+                "  {:>10} in {}, the oldest {} old",
                 human_bytes(leak.bytes),
-                leak.count,
-                leak.oldest_age_ms,
-                label::stack(&leak.stack, depth)
+                label::count(leak.count, "block", "blocks"),
+                label::human_duration(leak.oldest_age_ms),
             )?;
+            writeln!(out, "{ROW}{}", label::stack(&leak.stack, depth))?;
             writeln!(
                 out,
-                "  {:>10} -> {}: {} resident, {} never touched",
-                "",
+                "{ROW}-> {}: {} resident, {} never touched",
                 leak.path,
                 human_bytes(leak.resident_bytes),
                 human_bytes(leak.virtual_bytes)
@@ -471,15 +495,15 @@ fn render_user(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<
         for s in u.leak_suspects.iter().take(top) {
             writeln!(
                 out,
-                "  {:>10}/min  {:>10} live in {}, ages {:.1}–{:.1} s (median {:.1} s)  {}",
-                human_bytes(s.growth_bytes_per_min.max(0.0) as u64),
+                "  {:>10} live in {}, {}; ages {}–{} (median {})",
                 human_bytes(s.live_bytes),
                 label::count(s.live_blocks, "block", "blocks"),
-                s.age_ms.min / 1e3,
-                s.age_ms.max / 1e3,
-                s.age_ms.median / 1e3,
-                label::stack(&s.stack, 3)
+                label::growth(s),
+                label::human_duration(s.age_ms.min),
+                label::human_duration(s.age_ms.max),
+                label::human_duration(s.age_ms.median),
             )?;
+            writeln!(out, "{ROW}{}", label::stack(&s.stack, 3))?;
         }
     }
     Ok(())

@@ -13,6 +13,28 @@ fn rendered(s: &Summary) -> String {
     String::from_utf8(buf).unwrap()
 }
 
+/// `text` with the lines [`fit`](crate::report::fit) wrapped joined again: a line indented
+/// at least four deeper than the one before continues it.
+fn joined(text: &str) -> String {
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let mut out = String::new();
+    let mut last = 0;
+    for line in text.lines() {
+        if !out.is_empty() && !line.trim().is_empty() && indent(line) >= last + 4 {
+            out.push(' ');
+            out.push_str(line.trim_start());
+        } else {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(line);
+            last = indent(line);
+        }
+    }
+    out.push('\n');
+    out
+}
+
 #[test]
 fn shows_target_events_and_each_syscall() {
     let text = rendered(&sample_summary());
@@ -102,7 +124,7 @@ fn names_the_processes_started_before_attaching() {
     s.target.pid = 40;
     s.target.children_at_attach = vec![41];
     assert!(
-        rendered(&s).contains(
+        joined(&rendered(&s)).contains(
             "note: pid 40 had started 1 process before tracer attached (pid 41): it is not \
              traced (--follow follows the processes created while tracing; trace one of \
              these with its own --pid)\n"
@@ -111,7 +133,7 @@ fn names_the_processes_started_before_attaching() {
         rendered(&s)
     );
     s.target.children_at_attach = (41..51).collect();
-    let text = rendered(&s);
+    let text = joined(&rendered(&s));
     assert!(
         text.contains(
             "had started 10 processes before tracer attached (pid 41, 42, 43, 44, 45, 46, \
@@ -125,7 +147,7 @@ fn names_the_processes_started_before_attaching() {
 fn warns_of_lost_stacks() {
     let mut s = sample_summary();
     s.events.stacks_lost = 7;
-    let text = rendered(&s);
+    let text = joined(&rendered(&s));
     assert!(
         text.contains(
             "warning: 7 stacks (of allocations, syscalls or faults) could not be taken: \
@@ -136,7 +158,7 @@ fn warns_of_lost_stacks() {
     // Collisions and a full map are told apart, and only they suggest a larger map.
     s.events.stack_collisions = 4;
     s.events.stack_map_full = 1;
-    let text = rendered(&s);
+    let text = joined(&rendered(&s));
     assert!(
         text.contains(
             "could not be taken: 4 hashed to the slot of another stack in the stack map, \
@@ -216,12 +238,71 @@ fn sites_show_the_frames_that_tell_them_apart() {
         ));
     }
     let text = rendered(&s);
-    assert!(text.contains("live  grow <- a <- b <- one\n"), "{text}");
-    assert!(text.contains("live  grow <- a <- b <- two\n"), "{text}");
-    assert!(text.contains("live  grow <- c\n"), "{text}");
+    assert!(
+        text.contains(" live\n      grow <- a <- b <- one\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" live\n      grow <- a <- b <- two\n"),
+        "{text}"
+    );
+    assert!(text.contains(" live\n      grow <- c\n"), "{text}");
     assert!(!text.contains("alloc::alloc::alloc"), "{text}");
-    let listed = |text: &str| text.lines().filter(|l| l.contains(" allocs, ")).count();
+    let listed = |text: &str| text.lines().filter(|l| l.contains(" in 1 alloc, ")).count();
     assert_eq!(listed(&text), 10);
     s.text_sites = Some(15);
     assert_eq!(listed(&rendered(&s)), 15);
+}
+
+/// What matters first: findings, then the sites and leaks, then where the memory came from,
+/// the allocator's calls and the syscalls; every line at most 100 characters, whatever the
+/// frames' names; a grouped finding names its other sites once.
+#[test]
+fn most_important_first_in_100_columns() {
+    use crate::summary::findings::{AlsoSite, Finding, FindingKind};
+    let mut s = sample_summary();
+    s.user.allocator_files = vec!["/lib/libc.so.6".into()];
+    let long = format!(
+        "std::vector<std::map<{}, int>>::_M_realloc_insert",
+        "x".repeat(300)
+    );
+    let mut site = crate::summary::tests::site_at(&long, 7, Default::default());
+    site.stats.allocs = 3;
+    s.user.sites.push(site.clone());
+    let other = crate::summary::tests::site_at("other", 9, Default::default());
+    s.findings.push(Finding {
+        kind: FindingKind::Leak,
+        severity: "medium",
+        bytes: 3 << 20,
+        site: site.stack.clone(),
+        evidence: serde_json::Value::Null,
+        message: format!("{long} left 1.0 MiB in 3 blocks allocated at the end."),
+        suggestion: "Free them.".into(),
+        also: vec![AlsoSite {
+            site: other.stack.clone(),
+            bytes: 1 << 20,
+        }],
+        more: 7,
+        pid: None,
+    });
+    let text = rendered(&s);
+    let wide: Vec<&str> = text.lines().filter(|l| l.chars().count() > 100).collect();
+    assert!(wide.is_empty(), "{wide:#?}");
+    let at = |what: &str| {
+        text.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in {text}"))
+    };
+    let order = [
+        at("findings (most at stake first):"),
+        at("top call sites by bytes"),
+        at("memory path"),
+        at("allocator calls"),
+        at("syscall "),
+    ];
+    assert!(order.is_sorted(), "{order:?} in {text}");
+    assert!(
+        text.contains("      also: other (app.c:9) 1.0 MiB and 7 more sites\n"),
+        "{text}"
+    );
+    assert!(text.contains("…"), "{text}");
 }

@@ -4,12 +4,15 @@
 //! carries the numbers it rests on, and is ordered by the bytes at stake, so the first is the
 //! one worth reading. The thresholds below keep a clean program free of findings.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{
     Summary, human_bytes,
     label::{self, Frame, Stack},
+    merge::{FramesKey, frames_key},
     user::SiteReport,
 };
 
@@ -101,11 +104,18 @@ pub struct Finding {
     pub kind: FindingKind,
     /// `high` (64 MiB or more at stake), `medium` (1 MiB or more) or `low`.
     pub severity: &'static str,
-    /// The bytes at stake: what orders the findings.
+    /// The bytes at stake, over all its sites: what orders the findings.
     pub bytes: u64,
-    /// The call site to blame, when there is one.
+    /// The call site to blame, when there is one: of its sites, the one with most at stake.
+    /// `message` and `evidence` are about it.
     #[serde(skip_serializing_if = "no_frames")]
     pub site: Stack,
+    /// The next sites with the same finding, most at stake first (at most [`ALSO_LISTED`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<AlsoSite>,
+    /// Sites with the same finding beyond `site` and `also`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more: usize,
     /// The numbers it rests on (an object).
     pub evidence: Value,
     pub message: String,
@@ -113,6 +123,21 @@ pub struct Finding {
     /// The process it is about, in the totals of a `--follow` run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+}
+
+/// Another site a finding is about.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlsoSite {
+    pub site: Stack,
+    /// Its bytes at stake.
+    pub bytes: u64,
+}
+
+/// How many sites a finding names besides its own; the rest are counted.
+pub const ALSO_LISTED: usize = 3;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The heap as the process left it, which findings need and the summary does not hold.
@@ -156,6 +181,8 @@ fn finding(
         evidence,
         message,
         suggestion: suggestion.into(),
+        also: Vec::new(),
+        more: 0,
         pid: None,
     }
 }
@@ -166,10 +193,59 @@ fn at(s: &SiteReport) -> String {
 
 /// Every finding of `s`, most bytes at stake first.
 pub fn find(s: &Summary, heap: &HeapState) -> Vec<Finding> {
-    let mut out: Vec<Finding> = CHECKS
+    let found: Vec<Finding> = CHECKS
         .iter()
         .flat_map(|(_, check)| check(s, heap))
         .collect();
+    group(found)
+}
+
+/// One finding per kind (and process): a kind's findings about sites become the one with most
+/// at stake, naming the next [`ALSO_LISTED`] sites and counting the rest; its bytes, and so
+/// its severity, are all of theirs. A site that is a leak suspect is not also a leak: the
+/// suspect says more. Most at stake first.
+pub fn group(found: Vec<Finding>) -> Vec<Finding> {
+    let suspects: HashSet<(FramesKey, Option<u32>)> = found
+        .iter()
+        .filter(|f| f.kind == FindingKind::LeakSuspect)
+        .map(|f| (frames_key(&f.site), f.pid))
+        .collect();
+    let mut found: Vec<Finding> = found
+        .into_iter()
+        .filter(|f| {
+            f.kind != FindingKind::Leak || !suspects.contains(&(frames_key(&f.site), f.pid))
+        })
+        .collect();
+    sort(&mut found);
+    let mut out: Vec<Finding> = Vec::new();
+    let mut of_kind: HashMap<(FindingKind, Option<u32>), usize> = HashMap::new();
+    for f in found {
+        if f.site.is_empty() {
+            out.push(f);
+            continue;
+        }
+        match of_kind.get(&(f.kind, f.pid)) {
+            Some(&i) => {
+                let g = &mut out[i];
+                g.bytes = g.bytes.saturating_add(f.bytes);
+                if g.also.len() < ALSO_LISTED {
+                    g.also.push(AlsoSite {
+                        site: f.site,
+                        bytes: f.bytes,
+                    });
+                } else {
+                    g.more += 1;
+                }
+            }
+            None => {
+                of_kind.insert((f.kind, f.pid), out.len());
+                out.push(f);
+            }
+        }
+    }
+    for f in &mut out {
+        f.severity = severity(f.bytes);
+    }
     sort(&mut out);
     out
 }
@@ -380,12 +456,12 @@ fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
     out
 }
 
-/// Sites whose live bytes keep growing.
 /// `leak_suspect`: a growth rate is stated, and projected ten minutes on, only for a site
 /// watched growing at least this long; a shorter run's rate is not one (a 160 ms run is not
 /// `[high] 16.0 MiB/min`).
 pub const MIN_RATE_MS: f64 = 2_000.0;
 
+/// Sites whose live bytes keep growing.
 fn leak_suspect(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     for x in &s.user.leak_suspects {
@@ -538,10 +614,9 @@ mod tests {
     /// makes every check fire, `thresholds_order_and_evidence`'s).
     #[test]
     fn each_kind_is_one_check() {
-        let kinds: std::collections::HashSet<FindingKind> =
-            CHECKS.iter().map(|(k, _)| *k).collect();
+        let kinds: HashSet<FindingKind> = CHECKS.iter().map(|(k, _)| *k).collect();
         assert_eq!(kinds.len(), CHECKS.len());
-        let names: std::collections::HashSet<&str> = kinds.iter().map(|k| k.name()).collect();
+        let names: HashSet<&str> = kinds.iter().map(|k| k.name()).collect();
         assert_eq!(names.len(), CHECKS.len());
         let (s, heap) = firing();
         for (kind, check) in CHECKS {
@@ -569,7 +644,7 @@ mod tests {
         hot.paths.mmap_bytes = 20 << 20;
         s.user.sites = vec![hot.clone()];
         s.user.leaks = vec![crate::summary::user::LeakReport {
-            stack: hot.stack.clone(),
+            stack: site("lost", SiteStats::default()).stack,
             count: 2,
             bytes: 1 << 20,
             oldest_age_ms: 1.0,
@@ -626,11 +701,64 @@ mod tests {
         assert!(long.message.contains("16.0 MiB/min"), "{}", long.message);
     }
 
+    fn leak(f: &str, bytes: u64) -> crate::summary::user::LeakReport {
+        crate::summary::user::LeakReport {
+            stack: site(f, SiteStats::default()).stack,
+            count: 1,
+            bytes,
+            oldest_age_ms: 1.0,
+            resident_bytes: 0,
+            virtual_bytes: bytes,
+            path: "brk",
+            paths: Default::default(),
+            bytes_error: None,
+        }
+    }
+
+    /// 1,500 growing sites make one leak_suspect finding: the fastest, the next three named,
+    /// the rest counted, the bytes of all of them; a suspect's leak is no second finding, a
+    /// leak elsewhere is.
+    #[test]
+    fn findings_are_one_per_kind() {
+        let (mut s, heap) = firing();
+        let base = s.user.leak_suspects[0].clone();
+        s.user.leak_suspects = (0..1_500u64)
+            .map(|i| crate::summary::suspects::LeakSuspect {
+                stack: site(&format!("grow{i}"), SiteStats::default()).stack,
+                live_bytes: 10_000 + i,
+                ..base.clone()
+            })
+            .collect();
+        s.user.leaks = vec![leak("grow1499", 1 << 20), leak("lost", 64 << 10)];
+        let found = find(&s, &heap);
+        let kinds: Vec<FindingKind> = found.iter().map(|f| f.kind).collect();
+        let unique: HashSet<FindingKind> = kinds.iter().copied().collect();
+        assert_eq!(kinds.len(), unique.len(), "{kinds:?}");
+        let of = |kind| found.iter().find(|f| f.kind == kind).unwrap();
+        let suspects = of(FindingKind::LeakSuspect);
+        let name = |stack: &Stack| stack[0].function.as_deref().unwrap().to_string();
+        assert_eq!(name(&suspects.site), "grow1499");
+        let also: Vec<String> = suspects.also.iter().map(|a| name(&a.site)).collect();
+        assert_eq!(also, ["grow1498", "grow1497", "grow1496"]);
+        assert_eq!(suspects.more, 1_496);
+        let total: u64 = (0..1_500u64).map(|i| 10_000 + i).sum();
+        assert_eq!(suspects.bytes, total);
+        assert_eq!(suspects.severity, severity(total));
+        let leaks = of(FindingKind::Leak);
+        assert_eq!(name(&leaks.site), "lost");
+        assert!(leaks.also.is_empty());
+        let also = label::also(suspects).unwrap();
+        assert!(also.ends_with(" and 1496 more sites"), "{also}");
+        assert!(
+            also.starts_with("grow1498 11.2 KiB, grow1497 11.2 KiB"),
+            "{also}"
+        );
+    }
+
     #[test]
     fn every_check_fires_on_its_fixture() {
         let (s, heap) = firing();
-        let found: std::collections::HashSet<FindingKind> =
-            find(&s, &heap).iter().map(|f| f.kind).collect();
+        let found: HashSet<FindingKind> = find(&s, &heap).iter().map(|f| f.kind).collect();
         assert_eq!(found.len(), CHECKS.len(), "{found:?}");
     }
 

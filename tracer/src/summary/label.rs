@@ -2,7 +2,7 @@
 //! `tracer diff` and the live views. Every label is safe to show ([`visible`]); markup
 //! formats escape it further.
 
-use super::{plumbing, user::SiteReport};
+use super::{findings::Finding, plumbing, suspects::LeakSuspect, user::SiteReport};
 pub use crate::symbolize::{Frame, Stack};
 
 /// How much of a frame a label says.
@@ -75,6 +75,44 @@ pub fn stack(stack: &[Frame], depth: usize) -> String {
         .map(|f| frame(f, Style::Short))
         .collect::<Vec<_>>()
         .join(" <- ")
+}
+
+/// The other sites of a grouped finding: `b (x.c:3) 1.2 MiB, c (y.c:9) 800.0 KiB and 12
+/// more sites`; None when it has none.
+pub fn also(f: &Finding) -> Option<String> {
+    if f.also.is_empty() {
+        return None;
+    }
+    let mut text = f
+        .also
+        .iter()
+        .map(|a| format!("{} {}", stack(&a.site, 1), human_bytes(a.bytes)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if f.more > 0 {
+        text.push_str(&format!(
+            " and {}",
+            count(f.more as u64, "more site", "more sites")
+        ));
+    }
+    Some(text)
+}
+
+/// A leak suspect's growth: `growing 5.6 MiB/min` once it was watched long enough for a rate
+/// ([`MIN_RATE_MS`](super::findings::MIN_RATE_MS)), else `growing for 83.8 ms`.
+pub fn growth(s: &LeakSuspect) -> String {
+    let watched = s.points.last().map_or(0.0, |p| p.0);
+    if watched >= super::findings::MIN_RATE_MS {
+        format!(
+            "growing {}/min",
+            human_bytes(s.growth_bytes_per_min.max(0.0) as u64)
+        )
+    } else {
+        format!(
+            "growing for {} (too short for a rate)",
+            human_duration(watched)
+        )
+    }
 }
 
 /// A site's label in at most `max_chars` characters: its first frame's name.

@@ -65,7 +65,7 @@ pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
             .leak_suspects
             .extend(p.summary.user.leak_suspects.iter().cloned());
     }
-    super::findings::sort(&mut t.findings);
+    t.findings = super::findings::group(std::mem::take(&mut t.findings));
     t.user.leak_suspects.sort_by(|a, b| {
         b.growth_bytes_per_min
             .total_cmp(&a.growth_bytes_per_min)

@@ -74,6 +74,8 @@ fn findings_are_named_by_their_process_most_bytes_first() {
         evidence: serde_json::Value::Null,
         message: String::new(),
         suggestion: String::new(),
+        also: Vec::new(),
+        more: 0,
         pid: None,
     };
     let mut a = process(1, 0.0, None, vec![point(0.0, 1)]);
