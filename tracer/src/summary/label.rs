@@ -168,10 +168,10 @@ pub fn chain(site: &SiteReport) -> String {
         chain.push_str(&format!(" -> {}", calls.join(", ")));
     }
     chain.push_str(&format!(
-        " -> {} faults -> {} pages, {} slab objects; {} resident",
-        c.page_faults,
-        p.buddy_pages,
-        p.slab_objects,
+        " -> {} -> {}, {}; {} resident",
+        count(c.page_faults, "fault", "faults"),
+        count(p.buddy_pages, "page", "pages"),
+        count(p.slab_objects, "slab object", "slab objects"),
         human_bytes(p.resident_bytes)
     ));
     chain
