@@ -75,7 +75,7 @@ fn fit_line(line: &str, width: usize, out: &mut String) {
 }
 
 /// Where to end the part of `s` that fits in `room` characters: at its last space that does
-/// not split a frame from its `(file:line)`, moved back before a ` <- ` or ` -> ` it would
+/// not split a frame from its `(file:line)` (see [`is_location`]) nor a number from its unit, moved back before a ` <- ` or ` -> ` it would
 /// leave at the end (a stack's or a chain's step starts the next line); at any space when
 /// there is no other; None when not even its first word fits.
 fn break_at(s: &str, room: usize) -> Option<usize> {
@@ -85,10 +85,38 @@ fn break_at(s: &str, room: usize) -> Option<usize> {
         .filter(|&(i, c)| c == ' ' && i > 0)
         .map(|(i, _)| i)
         .collect();
-    let whole = spaces.iter().rev().find(|&&i| !s[i..].starts_with(" ("));
+    let whole = spaces
+        .iter()
+        .rev()
+        .find(|&&i| !is_location(&s[i + 1..]) && !splits_quantity(&s[..i], &s[i + 1..]));
     let i = *whole.or(spaces.last())?;
     let step = s[..i].ends_with(" <-") || s[..i].ends_with(" ->");
     Some(if step && i > 3 { i - 3 } else { i })
+}
+
+/// Whether `s` starts with a frame's `(file:line)`.
+fn is_location(s: &str) -> bool {
+    let word = s.split(' ').next().unwrap_or("");
+    word.starts_with('(') && word.contains(':') && word.trim_end_matches([',', ';']).ends_with(')')
+}
+
+/// Units a number is never parted from.
+const UNITS: &[&str] = &[
+    "B", "KiB", "MiB", "GiB", "TiB", "ns", "µs", "ms", "s", "min",
+];
+
+/// Whether a break between `before` and `after` would part a number from its unit (`64 B`).
+fn splits_quantity(before: &str, after: &str) -> bool {
+    let number = before.rsplit(' ').next().unwrap_or("");
+    let unit = after.split(' ').next().unwrap_or("");
+    let unit = unit.trim_end_matches([',', ';', ')', ':', '.', '/']);
+    let unit = unit.split('/').next().unwrap_or(unit);
+    !number.is_empty()
+        && number
+            .trim_start_matches(['(', '+', '-'])
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.')
+        && UNITS.contains(&unit)
 }
 
 /// `word` in at most `max` characters: its start and end, `…` between.
@@ -136,6 +164,18 @@ mod tests {
         // Nothing is lost: the words are all there, in order.
         let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         assert_eq!(words(&fitted), words(line));
+    }
+
+    #[test]
+    fn a_number_keeps_its_unit() {
+        assert_eq!(
+            fit("heap (live: 64 B): freed", 16),
+            "heap (live:\n    64 B): freed"
+        );
+        assert_eq!(
+            fit("grew 5.6 MiB/min, now", 16),
+            "grew\n    5.6 MiB/min,\n    now"
+        );
     }
 
     #[test]
