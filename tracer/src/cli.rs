@@ -152,9 +152,10 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", value_parser = parse_regular_file)]
     pub allocator_lib: Vec<PathBuf>,
 
-    /// Most call sites and leaks listed in the summary (and so in the HTML, folded stacks and
-    /// pprof; 200 without it); the largest by bytes come first. Given, the text lists that
-    /// many too (else ten). Example: --max-sites 1000
+    /// Most call sites, leaks and leak suspects listed in the JSON, the HTML and the SVG
+    /// charts (200 without it); the largest by bytes come first. Folded stacks and pprof, for
+    /// tools that aggregate, hold every site. Given, the text lists that many too (else ten).
+    /// Example: --max-sites 1000
     #[arg(long, value_name = "N")]
     pub max_sites: Option<usize>,
 

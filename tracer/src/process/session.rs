@@ -604,7 +604,6 @@ impl Session {
             &frames,
             user::BuildOptions {
                 now_ns: finish.now_ns,
-                max_sites: finish.max_sites,
                 min_age_ns: finish.min_age_ns,
                 trend: &trend,
                 resident: finish.resident.as_ref(),
@@ -656,6 +655,7 @@ impl Session {
             });
         let mut summary = Summary {
             schema: SCHEMA,
+            max_sites: finish.max_sites,
             // A `Finish::default()` (tests) says nothing: the default mode.
             mode: if finish.mode.is_empty() {
                 full_mode()

@@ -147,7 +147,9 @@ fn num(v: u64, shown: String) -> String {
     format!("<td data-v=\"{v}\">{}</td>", esc(&shown))
 }
 
+/// The page of the summary as listed ([`Summary::listed`]).
 pub fn render(s: &Summary, mut out: &mut dyn Write) -> Result<()> {
+    let s = &*s.listed();
     let t = &s.target;
     let command = esc(&t.command.join(" "));
     write!(

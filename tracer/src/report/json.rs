@@ -4,8 +4,9 @@ use std::io::{self, Write};
 
 use super::Summary;
 
+/// The summary as listed ([`Summary::listed`]: `--max-sites` sites, leaks and suspects).
 pub fn render(summary: &Summary, mut out: &mut dyn Write) -> super::Result<()> {
-    serde_json::to_writer_pretty(&mut out, summary).map_err(io::Error::from)?;
+    serde_json::to_writer_pretty(&mut out, &*summary.listed()).map_err(io::Error::from)?;
     Ok(writeln!(out)?)
 }
 

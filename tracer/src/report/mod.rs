@@ -185,4 +185,43 @@ mod tests {
         }
         assert_eq!(Format::files().count(), Format::ALL.len() - 1);
     }
+
+    /// 300 sites and `--max-sites 200`: the JSON and the page list 200, folded stacks and
+    /// pprof (for tools, which aggregate) hold all 300.
+    #[test]
+    fn tools_get_every_site_people_the_listed_ones() {
+        let mut s = crate::summary::tests::sample_summary();
+        s.max_sites = 200;
+        for i in 0..300u32 {
+            let stats = crate::aggregate::heap::SiteStats {
+                allocs: 1,
+                bytes: 1000 - u64::from(i),
+                ..Default::default()
+            };
+            s.user
+                .sites
+                .push(crate::summary::tests::site_at(&format!("f{i}"), i, stats));
+        }
+        s.user.site_count = 300;
+        let mut json = Vec::new();
+        json::render(&s, &mut json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["user"]["sites"].as_array().unwrap().len(), 200);
+        assert_eq!(v["user"]["site_count"], 300);
+        let mut page = Vec::new();
+        html::render(&s, &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(
+            page.contains(">f199<") || page.contains("f199 ("),
+            "f199 listed"
+        );
+        assert!(!page.contains("f250"), "f250 is not listed");
+        let mut folded = Vec::new();
+        folded::render_allocated(&s, &mut folded).unwrap();
+        let folded = String::from_utf8(folded).unwrap();
+        for i in [0, 199, 299] {
+            assert!(folded.contains(&format!("f{i} ")), "f{i} in {folded}");
+        }
+        assert_eq!(pprof::profile(&s).sample.len(), 300);
+    }
 }

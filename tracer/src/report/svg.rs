@@ -3,8 +3,9 @@
 use super::{NamedFiles, Result, Summary, charts, flame, html::esc};
 use crate::summary::notes::Note;
 
-/// The files of the directory, by name.
+/// The files of the directory, by name, of the summary as listed ([`Summary::listed`]).
 pub fn render(summary: &Summary) -> Result<NamedFiles> {
+    let summary = &*summary.listed();
     let mut files: NamedFiles = charts::all(summary)?
         .into_iter()
         .map(|(stem, _, svg)| (format!("{stem}.svg"), svg.into_bytes()))

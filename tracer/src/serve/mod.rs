@@ -353,25 +353,18 @@ async fn handle(req: Request<Incoming>, state: &State, peer: Option<u32>) -> Res
             let body = metrics::render(&now.summary, format, now.max_metric_sites, now.page_size);
             reply(StatusCode::OK, format.content_type(), body)
         }
-        "/debug/pprof/heap" => profile(
-            &now.summary.truncated(now.max_sites),
-            "inuse_space",
-            now.taken,
-        ),
+        // Profiles are for tools: every site.
+        "/debug/pprof/heap" => profile(&now.summary, "inuse_space", now.taken),
         "/debug/pprof/allocs" => match query_seconds(req.uri().query()) {
             Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-            Ok(None) => profile(
-                &now.summary.truncated(now.max_sites),
-                "alloc_space",
-                now.taken,
-            ),
+            Ok(None) => profile(&now.summary, "alloc_space", now.taken),
             Ok(Some(seconds)) => {
                 // From a state taken now to one taken N seconds later.
                 let first = fresh(state).await;
                 tokio::time::sleep(Duration::from_secs(seconds)).await;
                 let last = fresh(state).await;
                 let delta = allocations_between(&first.summary, &last.summary);
-                profile(&delta.truncated(last.max_sites), "alloc_space", last.taken)
+                profile(&delta, "alloc_space", last.taken)
             }
         },
         "/report.html" => {

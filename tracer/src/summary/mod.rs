@@ -129,6 +129,10 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
     pub schema: &'static str,
+    /// `--max-sites`: how many sites, leaks and suspects reports for people list (see
+    /// [`Summary::listed`]); the summary holds every one.
+    #[serde(skip)]
+    pub max_sites: usize,
     /// `full`, or `kernel` (no uprobes: `user` is empty, `callers` are the call sites).
     pub mode: String,
     pub target: TargetInfo,
@@ -215,6 +219,25 @@ impl Summary {
         order
     }
 
+    /// The summary as reports for people list it: at most [`Summary::max_sites`] sites,
+    /// leaks and leak suspects (folded stacks and pprof, for tools, take every one).
+    pub fn listed(&self) -> std::borrow::Cow<'_, Summary> {
+        let u = &self.user;
+        let over = [
+            u.sites.len(),
+            u.leaks.len(),
+            u.leak_suspects.len(),
+            self.callers.len(),
+        ]
+        .into_iter()
+        .any(|n| n > self.max_sites);
+        if over {
+            std::borrow::Cow::Owned(self.truncated(self.max_sites))
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     /// The summary with at most `max` sites, leaks, leak suspects and callers, as a report
     /// built with `--max-sites max` lists them (each list is already in its order).
     pub fn truncated(&self, max: usize) -> Summary {
@@ -249,7 +272,6 @@ pub(crate) mod tests {
             &mut sym,
             user::BuildOptions {
                 now_ns: 10,
-                max_sites: 10,
                 min_age_ns: 0,
                 trend: &Default::default(),
                 resident: None,
@@ -318,7 +340,6 @@ pub(crate) mod tests {
             &mut sym,
             user::BuildOptions {
                 now_ns: 0,
-                max_sites: 10,
                 min_age_ns: 0,
                 trend: &Default::default(),
                 resident: None,
@@ -327,6 +348,7 @@ pub(crate) mod tests {
         );
         Summary {
             schema: SCHEMA,
+            max_sites: 10,
             mode: "full".into(),
             callers: Vec::new(),
             target: TargetInfo {

@@ -151,7 +151,6 @@ mod tests {
         let trend = SiteTrend::default();
         let opts = BuildOptions {
             now_ns: 2_000_000,
-            max_sites: 100,
             min_age_ns: 0,
             trend: &trend,
             resident: None,

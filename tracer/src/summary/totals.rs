@@ -27,8 +27,9 @@ fn add_map<K: Ord + Clone>(a: &mut BTreeMap<K, u64>, b: &BTreeMap<K, u64>) {
     }
 }
 
-/// The total of `processes` (at least one, the first the one traced from the start), listing
-/// at most `max_sites` sites, leaks, suspects and callers. Its target, mode and duration are
+/// The total of `processes` (at least one, the first the one traced from the start), with
+/// every site, leak and suspect, reports for people listing `max_sites` of each (see
+/// [`Summary::listed`]), and at most `max_sites` callers. Its target, mode and duration are
 /// the first process's: the run's.
 pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
     let mut t = processes[0].summary.clone();
@@ -49,9 +50,7 @@ pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
     }
     t.user.sites = merge_sites(processes.iter().flat_map(|p| &p.summary.user.sites));
     t.user.site_count = t.user.sites.len();
-    t.user.sites.truncate(max_sites);
     t.user.leaks = merge_leaks(processes.iter().flat_map(|p| &p.summary.user.leaks));
-    t.user.leaks.truncate(max_sites);
     t.callers = merge_callers(std::mem::take(&mut t.callers));
     t.callers.truncate(max_sites);
     for p in processes {
@@ -71,7 +70,7 @@ pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
             .total_cmp(&a.growth_bytes_per_min)
             .then(b.live_bytes.cmp(&a.live_bytes))
     });
-    t.user.leak_suspects.truncate(max_sites);
+    t.max_sites = max_sites;
     let summed_peak;
     (t.timeline, summed_peak) = merge_timelines(processes);
     // Processes at their peaks at different moments: the total's peak is the highest sum seen,

@@ -185,8 +185,6 @@ pub fn site_addresses(key: &SiteKey, stacks: &dyn Stacks) -> Vec<u64> {
 pub struct BuildOptions<'a> {
     /// CLOCK_MONOTONIC at the end: ages the leaks.
     pub now_ns: u64,
-    /// At most this many sites, leaks and leak suspects are listed.
-    pub max_sites: usize,
     /// Leaks count only blocks at least this old (`--min-age`).
     pub min_age_ns: u64,
     /// Every site's live bytes over time, closed at `now_ns`.
@@ -207,7 +205,6 @@ pub fn build(
 ) -> UserSummary {
     let BuildOptions {
         now_ns,
-        max_sites,
         min_age_ns,
         trend,
         resident,
@@ -241,7 +238,7 @@ pub fn build(
             }
         }
     }
-    let mut leaks = merge_leaks(
+    let leaks = merge_leaks(
         heap.leaks(now_ns, min_age_ns),
         &sites,
         &group_of,
@@ -253,11 +250,8 @@ pub fn build(
     let leaked_blocks = leaks
         .iter()
         .fold(0u64, |a, l| a.saturating_add(l.leak.count));
-    let mut leak_suspects = suspects(heap, trend, &sites, &group_of, now_ns);
-    leak_suspects.truncate(max_sites);
+    let leak_suspects = suspects(heap, trend, &sites, &group_of, now_ns);
     let site_count = sites.len();
-    sites.truncate(max_sites);
-    leaks.truncate(max_sites);
     let f = |func| heap.func(func);
     let sampling = heap.sample_bytes() > 0;
     UserSummary {
@@ -428,10 +422,9 @@ mod tests {
         }
     }
 
-    fn opts(trend: &SiteTrend, now_ns: u64, max_sites: usize) -> BuildOptions<'_> {
+    fn opts(trend: &SiteTrend, now_ns: u64) -> BuildOptions<'_> {
         BuildOptions {
             now_ns,
-            max_sites,
             min_age_ns: 0,
             trend,
             resident: None,
@@ -508,7 +501,7 @@ mod tests {
             &Join::default(),
             &stacks,
             &mut sym,
-            opts(&trend, now, 10),
+            opts(&trend, now),
         );
         assert_eq!(u.leak_suspects.len(), 1, "{:#?}", u.leak_suspects);
         let s = &u.leak_suspects[0];
@@ -529,7 +522,7 @@ mod tests {
             &mut sym,
             BuildOptions {
                 min_age_ns: 200 * ms,
-                ..opts(&trend, now, 10)
+                ..opts(&trend, now)
             },
         );
         let names: Vec<_> = aged
@@ -597,7 +590,7 @@ mod tests {
             &mut sym,
             BuildOptions {
                 allocator_files: vec!["/lib/libc.so.6".into()],
-                ..opts(&trend, 3_000_000, 10)
+                ..opts(&trend, 3_000_000)
             },
         );
         assert_eq!(
@@ -634,9 +627,10 @@ mod tests {
         assert_eq!(json["free"]["unknown"], 0);
         assert_eq!(json["operator_new"]["calls"], 0);
 
-        let limited =
-            build_symbolizing(&heap, &join, &stacks, &mut sym, opts(&trend, 3_000_000, 1));
-        assert_eq!((limited.site_count, limited.sites.len()), (2, 1));
+        // Every site is in the section: reports for people list `--max-sites` of them
+        // (`Summary::listed`), folded stacks and pprof all.
+        let all = build_symbolizing(&heap, &join, &stacks, &mut sym, opts(&trend, 3_000_000));
+        assert_eq!((all.site_count, all.sites.len()), (2, 2));
     }
 
     /// Two return addresses on one line, and a stack id that differs only below it: one site,
@@ -682,7 +676,7 @@ mod tests {
             &Join::default(),
             &stacks,
             &mut sym,
-            opts(&trend, 3_000_000, 10),
+            opts(&trend, 3_000_000),
         );
         assert_eq!(u.site_count, 3, "{:#?}", u.sites);
         let build_main = &u.sites[1];
