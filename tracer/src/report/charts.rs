@@ -297,7 +297,8 @@ fn bars_on<DB: DrawingBackend>(
 /// sites. Buddy pages are not stacked: they are the pages under those same bytes.
 pub fn paths(s: &Summary) -> Result<String> {
     let sites: Vec<_> = s.user.sites.iter().take(12).collect();
-    let labels: Vec<String> = sites.iter().map(|x| label::site(&x.stack, 40)).collect();
+    let stacks: Vec<&[label::Frame]> = sites.iter().map(|x| &x.stack[..]).collect();
+    let labels = label::sites(&stacks, 40);
     let rows: Vec<Vec<(f64, RGBColor)>> = sites
         .iter()
         .map(|x| {

@@ -4,8 +4,7 @@ use std::io::{self, Write};
 
 use crate::summary::{
     Summary, human_bytes,
-    label::{self, Frame, Outcome},
-    plumbing,
+    label::{self, Outcome},
     user::UserSummary,
     visible,
 };
@@ -451,7 +450,7 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
     if !u.sites.is_empty() {
         writeln!(out, "\ntop call sites by bytes ({} sites):", u.site_count)?;
         let listed = &u.sites[..u.sites.len().min(top)];
-        let depths = telling_depths(listed.iter().map(|s| &s.stack[..]));
+        let depths = label::telling_depths(listed.iter().map(|s| &s.stack[..]), 3, 12);
         for (site, depth) in listed.iter().zip(depths) {
             let st = &site.stats;
             writeln!(
@@ -468,7 +467,7 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
     if !u.leaks.is_empty() {
         writeln!(out, "\nleaks (allocated and not freed by the end):")?;
         let listed = &u.leaks[..u.leaks.len().min(top)];
-        let depths = telling_depths(listed.iter().map(|l| &l.stack[..]));
+        let depths = label::telling_depths(listed.iter().map(|l| &l.stack[..]), 3, 12);
         for (leak, depth) in listed.iter().zip(depths) {
             writeln!(
                 out,
@@ -507,36 +506,6 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
         }
     }
     Ok(())
-}
-
-/// The fewest frames (from the one that matters; at least three, at most twelve) that tell
-/// each stack apart from the others listed with it.
-fn telling_depths<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> Vec<usize> {
-    const MIN: usize = 3;
-    const MAX: usize = 12;
-    let stacks: Vec<Vec<String>> = stacks
-        .map(|s| {
-            plumbing::from_label(s)
-                .iter()
-                .take(MAX)
-                .map(|f| label::stack(std::slice::from_ref(f), 1))
-                .collect()
-        })
-        .collect();
-    (0..stacks.len())
-        .map(|i| {
-            (MIN..=MAX)
-                .find(|&d| {
-                    let mine = &stacks[i][..stacks[i].len().min(d)];
-                    mine.len() < d
-                        || stacks
-                            .iter()
-                            .enumerate()
-                            .all(|(j, other)| j == i || other[..other.len().min(d)] != *mine)
-                })
-                .unwrap_or(MAX)
-        })
-        .collect()
 }
 
 #[cfg(test)]

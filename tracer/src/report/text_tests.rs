@@ -1,7 +1,11 @@
 //! Tests of the text summary.
 
 use super::*;
-use crate::summary::{label::stack as describe_stack, tests::sample_summary, user::SiteReport};
+use crate::summary::{
+    label::{Frame, stack as describe_stack},
+    tests::sample_summary,
+    user::SiteReport,
+};
 
 /// The text of `s`, its notes made from its counts as the summary's builder makes them (the
 /// tests change the counts after).

@@ -115,16 +115,96 @@ pub fn growth(s: &LeakSuspect) -> String {
     }
 }
 
-/// A site's label in at most `max_chars` characters: its first frame's name.
-pub fn site(stack: &[Frame], max_chars: usize) -> String {
-    let label = stack.first().map_or_else(|| "(no stack)".into(), name);
-    let label = visible(&label).into_owned();
-    if label.chars().count() > max_chars {
-        let kept: String = label.chars().take(max_chars.saturating_sub(3)).collect();
-        format!("{kept}...")
-    } else {
-        label
+/// Short labels for sites shown side by side (chart bars): each the names of its frames from
+/// the first that matters ([`plumbing::from_label`]) as far as it takes to tell it from the
+/// others (at most twelve), `a <- … <- d` when that is longer than `max_chars`.
+pub fn sites(stacks: &[&[Frame]], max_chars: usize) -> Vec<String> {
+    let depths = telling_depths(stacks.iter().copied(), 1, 12);
+    stacks
+        .iter()
+        .zip(depths)
+        .map(|(stack, depth)| {
+            let names: Vec<String> = plumbing::from_label(stack)
+                .iter()
+                .take(depth)
+                .map(|f| visible(&name(f)).into_owned())
+                .collect();
+            fit_names(&names, max_chars)
+        })
+        .collect()
+}
+
+/// `names` joined by ` <- ` in at most `max_chars`: the first and the last, the ones between
+/// as `…`, each elided in the middle if it must be.
+fn fit_names(names: &[String], max_chars: usize) -> String {
+    let joined = names.join(" <- ");
+    if joined.chars().count() <= max_chars || names.is_empty() {
+        return if names.is_empty() {
+            "(no stack)".into()
+        } else {
+            joined
+        };
     }
+    let elide = |s: &str, max: usize| -> String {
+        let n = s.chars().count();
+        if n <= max || max < 3 {
+            return s.into();
+        }
+        let head = (max - 1) / 2;
+        let start: String = s.chars().take(head).collect();
+        let end: String = s.chars().skip(n - (max - 1 - head)).collect();
+        format!("{start}…{end}")
+    };
+    match names {
+        [one] => elide(one, max_chars),
+        [first, .., last] => {
+            let between = if names.len() > 2 {
+                " <- … <- "
+            } else {
+                " <- "
+            };
+            let room = max_chars.saturating_sub(between.chars().count());
+            let first_room = room / 2;
+            format!(
+                "{}{between}{}",
+                elide(first, first_room),
+                elide(last, room - first_room)
+            )
+        }
+        [] => unreachable!(),
+    }
+}
+
+/// For each stack, the fewest frames (from the one that matters; at least `min`, at most
+/// `max`) that tell it apart from the others listed with it.
+pub fn telling_depths<'a>(
+    stacks: impl Iterator<Item = &'a [Frame]>,
+    min: usize,
+    max: usize,
+) -> Vec<usize> {
+    let stacks: Vec<Vec<String>> = stacks
+        .map(|s| {
+            plumbing::from_label(s)
+                .iter()
+                .take(max)
+                .map(|f| frame(f, Style::Short))
+                .collect()
+        })
+        .collect();
+    (0..stacks.len())
+        .map(|i| {
+            (min..=max)
+                .find(|&d| {
+                    let mine = &stacks[i][..stacks[i].len().min(d)];
+                    mine.len() < d
+                        || stacks
+                            .iter()
+                            .enumerate()
+                            .all(|(j, other)| j == i || other[..other.len().min(d)] != *mine)
+                })
+                .unwrap_or(max)
+        })
+        .collect()
 }
 
 /// A site's chain: path → syscalls → faults → pages → slab objects.
@@ -342,6 +422,43 @@ mod tests {
         assert_eq!(human_bytes(1_048_570), "1.0 MiB");
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1_048_000), "1023.4 KiB");
+    }
+
+    /// Chart labels: twelve sites behind one stripped wrapper are twelve labels, the
+    /// allocator's plumbing (as marked, `--wrapper` included) is skipped, and a label never
+    /// passes its width.
+    #[test]
+    fn chart_labels_tell_sites_apart() {
+        let at = |addr: u64| Frame {
+            module: Some("/usr/lib/libsqlite3.so.0".into()),
+            offset: Some(addr),
+            ..Frame::unknown(0x7f00_0000_0000 + addr)
+        };
+        let named = |function: &str, plumbing: bool| Frame {
+            function: Some(function.into()),
+            plumbing,
+            ..Frame::unknown(0x1000)
+        };
+        let mut stacks: Vec<Vec<Frame>> = (0..12)
+            .map(|i| vec![at(0xa7504), named("sqlite3Malloc", false), at(0x1000 + i)])
+            .collect();
+        stacks.push(vec![
+            named("std::__new_allocator<double>::allocate", true),
+            named("app::grow<double>", false),
+        ]);
+        let long = format!("ns::{}::build", "Template<".repeat(20));
+        stacks.push(vec![named(&long, false), named("main", false)]);
+        let slices: Vec<&[Frame]> = stacks.iter().map(Vec::as_slice).collect();
+        let labels = sites(&slices, 40);
+        let unique: std::collections::HashSet<&String> = labels.iter().collect();
+        assert_eq!(unique.len(), labels.len(), "{labels:#?}");
+        assert_eq!(labels[0], "libsqli…0xa7504 <- … <- libsqli…0+0x1000");
+        assert_eq!(labels[12], "app::grow<double>");
+        assert!(
+            labels.iter().all(|l| l.chars().count() <= 40),
+            "{labels:#?}"
+        );
+        assert!(labels[13].starts_with("ns::Template<") && labels[13].contains('…'));
     }
 
     #[test]
