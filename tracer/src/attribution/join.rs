@@ -521,13 +521,20 @@ impl Join {
         self.resident.keys().filter(|&&p| keep(p)).count() as u64 * PAGE
     }
 
-    /// Resident bytes of the pages overlapping `[start, start + size)`.
-    pub fn resident_in(&self, start: u64, size: u64) -> u64 {
-        let end = start.saturating_add(size);
-        self.resident
-            .range(start & !(PAGE - 1)..end)
-            .map(|(&page, _)| end.min(page.saturating_add(PAGE)) - start.max(page))
-            .sum()
+    /// The resident pages first touched while tracing (and not handed back), as a
+    /// [`PageSet`]: what resident bytes are split from when the process could not be read.
+    pub fn page_set(&self) -> PageSet {
+        let mut set = PageSet {
+            page_size: PAGE,
+            runs: Vec::new(),
+        };
+        for &page in self.resident.keys() {
+            match set.runs.last_mut() {
+                Some([first, n]) if *first + *n * PAGE == page => *n += 1,
+                _ => set.runs.push([page, 1]),
+            }
+        }
+        set
     }
 }
 

@@ -187,7 +187,12 @@ fn a_large_malloc_brings_its_mmap_and_slab_objects() {
         (paths.buddy_pages, paths.resident_bytes, caused.page_faults),
         (4, 3 * 4096, 1 + 2)
     );
-    assert_eq!(s.join.resident_in(0x7f00_0000_0010, 200_000), 3 * 4096 - 16);
+    assert_eq!(
+        s.join
+            .page_set()
+            .bytes_in(0x7f00_0000_0010, 0x7f00_0000_0010 + 200_000),
+        3 * 4096 - 16
+    );
 
     // free() unmaps it: its resident pages leave the site.
     s.syscall(Syscall::Munmap, &[0x7f00_0000_0000, 200_704], 0, 0, s.ts);
@@ -271,6 +276,16 @@ fn mremap_moves_resident_pages() {
         0,
         s.ts,
     );
-    assert_eq!(s.join.resident_in(0x7c00_0000_0000, 16384), 4096);
-    assert_eq!(s.join.resident_in(0x7d00_0000_0000, 8192), 0);
+    assert_eq!(
+        s.join
+            .page_set()
+            .bytes_in(0x7c00_0000_0000, 0x7c00_0000_0000 + 16384),
+        4096
+    );
+    assert_eq!(
+        s.join
+            .page_set()
+            .bytes_in(0x7d00_0000_0000, 0x7d00_0000_0000 + 8192),
+        0
+    );
 }

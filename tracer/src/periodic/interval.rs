@@ -61,8 +61,8 @@ pub struct IntervalRecord {
     pub paths: PathsSummary,
     /// What this interval added to `paths`.
     pub paths_delta: PathsSummary,
-    /// Bytes in live user allocations.
-    pub live_bytes: u64,
+    /// Bytes in live user allocations; null under `--mode kernel`, which cannot know them.
+    pub live_bytes: Option<u64>,
     /// Bytes of resident user pages first touched while tracing.
     pub resident_bytes: u64,
     /// Bytes mapped for data: the brk heap, anonymous mmaps, thread arenas.
@@ -132,7 +132,7 @@ impl IntervalView {
             events_delta,
             paths: summary.paths,
             paths_delta,
-            live_bytes: last.map_or(summary.user.live_bytes_at_end, |s| s.live_heap),
+            live_bytes: summary.live_bytes_now(),
             resident_bytes: last.map_or(0, |s| s.resident),
             mapped_bytes: last.map_or(0, |s| s.mapped),
             sites,
@@ -226,7 +226,7 @@ pub fn render_text(r: &IntervalRecord, header: &str, mut out: impl io::Write) ->
         &mut out,
         format!(
             "  live {}  resident {}  mapped {}",
-            human_bytes(r.live_bytes),
+            label::known_bytes(r.live_bytes),
             human_bytes(r.resident_bytes),
             human_bytes(r.mapped_bytes)
         ),

@@ -85,8 +85,10 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
     } else {
         render_sites(&s.user, top, &mut out)?;
     }
-    render_paths(s, &mut out)?;
+    // The paths table joins allocations to the kernel's work: without allocator calls
+    // (`--mode kernel`) it would be all zeros beside the kernel's own counts below.
     if s.mode != "kernel" {
+        render_paths(s, &mut out)?;
         render_allocator(&s.user, &mut out)?;
     }
     render_syscalls(s, &mut out)?;
@@ -347,12 +349,15 @@ fn render_callers(s: &Summary, top: usize, out: &mut impl Write) -> io::Result<(
         let st = &c.stats;
         let mut what: Vec<String> = Vec::new();
         if st.brk_calls > 0 {
-            what.push(format!(
-                "{} brk +{} -{}",
-                st.brk_calls,
-                human_bytes(st.brk_grow_bytes),
-                human_bytes(st.brk_shrink_bytes)
-            ));
+            let mut brk = format!(
+                "{} +{}",
+                label::count(st.brk_calls, "brk", "brk"),
+                human_bytes(st.brk_grow_bytes)
+            );
+            if st.brk_shrink_bytes > 0 {
+                brk.push_str(&format!(" -{}", human_bytes(st.brk_shrink_bytes)));
+            }
+            what.push(brk);
         }
         for (calls, bytes, name) in [
             (st.mmap_calls, st.mmap_bytes, "mmap"),
@@ -368,15 +373,15 @@ fn render_callers(s: &Summary, top: usize, out: &mut impl Write) -> io::Result<(
             what.push(format!("{} mremap", st.mremap_calls));
         }
         if st.page_faults > 0 {
-            what.push(format!("{} faults", st.page_faults));
+            what.push(label::count(st.page_faults, "fault", "faults"));
         }
         writeln!(
             out,
-            "  {:>10}  {}  {}",
+            "  {:>10}  {}",
             human_bytes(st.requested_bytes()),
-            label::stack(&c.stack, 5),
             what.join(", ")
         )?;
+        writeln!(out, "{ROW}{}", label::stack(&c.stack, 5))?;
     }
     Ok(())
 }

@@ -310,3 +310,18 @@ fn most_important_first_in_100_columns() {
     );
     assert!(text.contains("…"), "{text}");
 }
+
+/// `--mode kernel` says what it knows: no table of per-site paths (all zeros without
+/// allocator calls) beside the kernel's counts, and live bytes unknown, not 0 B.
+#[test]
+fn kernel_mode_shows_no_table_of_zeros() {
+    let mut s = sample_summary();
+    assert!(rendered(&s).contains("memory path"));
+    assert_eq!(s.live_bytes_now(), Some(s.user.live_bytes_at_end));
+    s.mode = "kernel".into();
+    let text = rendered(&s);
+    assert!(!text.contains("memory path"), "{text}");
+    assert!(text.contains("syscall "), "{text}");
+    assert_eq!(s.live_bytes_now(), None);
+    assert_eq!(label::known_bytes(s.live_bytes_now()), "unknown");
+}

@@ -98,6 +98,11 @@ pub fn also(f: &Finding) -> Option<String> {
     Some(text)
 }
 
+/// Bytes that may not be known: `unknown` for None (live bytes under `--mode kernel`).
+pub fn known_bytes(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "unknown".into(), human_bytes)
+}
+
 /// A leak suspect's growth: `growing 5.6 MiB/min` once it was watched long enough for a rate
 /// ([`MIN_RATE_MS`](super::findings::MIN_RATE_MS)), else `growing for 83.8 ms`.
 pub fn growth(s: &LeakSuspect) -> String {

@@ -219,6 +219,17 @@ impl Summary {
         order
     }
 
+    /// Bytes in live user allocations now (the timeline's last point), or None when they are
+    /// not known: `--mode kernel` sees no allocator call.
+    pub fn live_bytes_now(&self) -> Option<u64> {
+        (self.mode != "kernel").then(|| {
+            self.timeline
+                .points
+                .last()
+                .map_or(self.user.live_bytes_at_end, |p| p.sample.live_heap)
+        })
+    }
+
     /// The summary as reports for people list it: at most [`Summary::max_sites`] sites,
     /// leaks and leak suspects (folded stacks and pprof, for tools, take every one).
     pub fn listed(&self) -> std::borrow::Cow<'_, Summary> {

@@ -45,6 +45,33 @@ const ALLOCATOR_FUNCTIONS: &[&str] = &[
     "xstrdup",
 ];
 
+/// libc's wrappers of the memory syscalls, and what glibc's malloc grows its heap with, by
+/// their names without glibc's `__GI_` and leading underscores: a caller of `mmap` is named by
+/// the code that called the wrapper (only where the frame lies in libc or the dynamic loader).
+const SYSCALL_WRAPPERS: &[&str] = &[
+    "mmap",
+    "mmap64",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "brk",
+    "brk_call",
+    "sbrk",
+    "glibc_morecore",
+    "morecore",
+    "sysmalloc_mmap",
+    "sysmalloc_mmap_fallback",
+];
+
+/// Whether `frame` lies in libc or the dynamic loader (or its file is not known).
+fn in_libc(frame: &Frame) -> bool {
+    frame.module.as_deref().is_none_or(|m| {
+        let file = m.rsplit('/').next().unwrap_or(m);
+        file.starts_with("libc.so") || file.starts_with("libc-") || file.starts_with("ld-linux")
+    })
+}
+
 /// Prefixes of Rust's allocation glue (`alloc::alloc::alloc`, `alloc::raw_vec::...`,
 /// `<alloc::vec::Vec<T> as Clone>::clone`, `__rust_alloc`, hashbrown's tables).
 const RUST_PREFIXES: &[&str] = &[
@@ -95,6 +122,11 @@ impl Plumbing {
         if let Some(w) = &self.wrappers
             && (w.is_match(name) || w.is_match(bare))
         {
+            return true;
+        }
+        // glibc's internal aliases: `__GI___libc_malloc` is `__libc_malloc`.
+        let bare = bare.strip_prefix("__GI_").unwrap_or(bare);
+        if SYSCALL_WRAPPERS.contains(&bare.trim_start_matches('_')) && in_libc(frame) {
             return true;
         }
         if ALLOCATOR_FUNCTIONS.contains(&bare)
@@ -189,6 +221,34 @@ mod tests {
         }
         assert!(!Plumbing::default().is_plumbing(&frame("zmalloc", "")));
         assert!(Plumbing::new(&["(".into()]).is_err());
+    }
+
+    /// libc's syscall wrappers are plumbing where they lie in libc or the loader: a caller of
+    /// mmap is named by the code that called `__mmap64`; a program's own `mmap` is not.
+    #[test]
+    fn syscall_wrappers_in_libc_are_plumbing() {
+        let p = Plumbing::default();
+        let at = |function: &str, module: &str| Frame {
+            module: Some(module.into()),
+            ..frame(function, "")
+        };
+        for name in [
+            "__mmap64",
+            "__GI___mmap64",
+            "__GI_munmap",
+            "__brk",
+            "__GI___sbrk",
+        ] {
+            assert!(
+                p.is_plumbing(&at(name, "/lib/x86_64-linux-gnu/libc.so.6")),
+                "{name}"
+            );
+        }
+        assert!(p.is_plumbing(&at("__GI___libc_malloc", "/lib/x86_64-linux-gnu/libc.so.6")));
+        let ld = "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+        assert!(p.is_plumbing(&at("__GI_mprotect", ld)));
+        assert!(!p.is_plumbing(&at("mmap", "/usr/bin/app")));
+        assert!(!p.is_plumbing(&at("_dl_map_segments", ld)));
     }
 
     #[test]

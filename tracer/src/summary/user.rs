@@ -50,9 +50,10 @@ pub struct LeakReport {
     pub count: u64,
     pub bytes: u64,
     pub oldest_age_ms: f64,
-    /// Bytes of the leaked blocks on pages that were touched (resident).
+    /// The leaked blocks' share of the resident pages they lie on, at most `bytes`: the same
+    /// number as their site's.
     pub resident_bytes: u64,
-    /// Bytes never touched: address space only.
+    /// Bytes on pages never touched: address space only.
     pub virtual_bytes: u64,
     pub path: &'static str,
     pub paths: SitePaths,
@@ -216,26 +217,32 @@ pub fn build(
             let (stack, group) = frames.site(id);
             (*key, stats.clone(), group, stack, paths_of(id))
         }));
-    let mut leak_resident: HashMap<SiteKey, u64> = HashMap::new();
-    match resident {
-        Some(pages) => {
-            leak_resident = pages.split(heap.live_blocks());
-            // A site's resident bytes are its live blocks' share of the resident pages.
-            for m in &mut sites {
-                m.paths.resident_bytes = 0;
-            }
-            for (key, bytes) in &leak_resident {
-                if let Some(&g) = group_of.get(key) {
-                    let r = &mut sites[g].paths.resident_bytes;
-                    *r = r.saturating_add(*bytes);
-                }
-            }
-        }
+    // Resident means one thing for sites, leaks and every view of them: each resident page
+    // split between the live blocks on it. The pages are the kernel's (pagemap) or, when the
+    // process could not be read, those first touched while traced and not handed back.
+    let first_touched;
+    let pages = match resident {
+        Some(pages) => pages,
         None => {
-            for (start, size, site) in heap.live_blocks() {
-                let e = leak_resident.entry(site).or_default();
-                *e = e.saturating_add(join.resident_in(start, size));
-            }
+            first_touched = join.page_set();
+            &first_touched
+        }
+    };
+    let mut leak_resident: HashMap<SiteKey, u64> = pages.split(heap.live_blocks());
+    // A site's resident bytes are at most its live bytes: the rest of a page its blocks share
+    // with free chunks is memory the heap retains (`retained_heap`), not theirs.
+    for (key, stats) in heap.sites() {
+        if let Some(r) = leak_resident.get_mut(key) {
+            *r = (*r).min(stats.live_bytes);
+        }
+    }
+    for m in &mut sites {
+        m.paths.resident_bytes = 0;
+    }
+    for (key, bytes) in &leak_resident {
+        if let Some(&g) = group_of.get(key) {
+            let r = &mut sites[g].paths.resident_bytes;
+            *r = r.saturating_add(*bytes);
         }
     }
     let leaks = merge_leaks(
@@ -296,7 +303,8 @@ pub fn build(
                      paths,
                      resident_seen: seen,
                  }| {
-                    // Resident bytes are known of the blocks seen; with sampling, scaled as they are.
+                    // Resident bytes are known of the blocks seen; with sampling, scaled as they
+                    // are; at most the leak's bytes (with --min-age, fewer than its site's).
                     let resident = if l.seen_bytes > 0 && l.seen_bytes != l.bytes {
                         (seen as f64 * l.bytes as f64 / l.seen_bytes as f64).round() as u64
                     } else {
@@ -309,7 +317,7 @@ pub fn build(
                         bytes: l.bytes,
                         oldest_age_ms: l.oldest_age_ms,
                         resident_bytes: resident,
-                        virtual_bytes: l.bytes - resident,
+                        virtual_bytes: l.bytes.saturating_sub(resident),
                         path: paths.path(),
                         paths,
                         bytes_error: error_95(sampling, l.bytes_variance),
@@ -711,5 +719,68 @@ mod tests {
         assert_eq!((leak("build", 2).count, leak("build", 2).bytes), (1, 100));
         assert_eq!(leak("build", 3).bytes, 400);
         assert_eq!(u.leaks.len(), 3);
+    }
+
+    /// Resident means one thing: without the kernel's pages (the process was gone), a site's
+    /// resident bytes and its leak's are both its live blocks' share of the pages first
+    /// touched while traced; the small blocks on one page share it, a large block has its own.
+    #[test]
+    fn a_site_and_its_leak_have_one_resident() {
+        let mut heap = HeapStats::default();
+        for i in 0..3u64 {
+            heap.on_alloc(&testing::alloc_call(testing::alloc(
+                AllocFn::Calloc,
+                1000,
+                0x10_0000 + i * 1000,
+                0x4000_0100,
+                1_000_000,
+            )));
+        }
+        heap.on_alloc(&testing::alloc_call(testing::alloc(
+            AllocFn::Malloc,
+            64 << 10,
+            0x20_0000,
+            0x4000_0200,
+            1_000_000,
+        )));
+        let mut join = Join::default();
+        let mut pages = PageSet {
+            page_size: 4096,
+            runs: Vec::new(),
+        };
+        pages.add_range(0x10_0000, [true]);
+        pages.add_range(0x20_0000, std::iter::repeat_n(true, 16));
+        join.seed_resident(&pages, &crate::attribution::AddressSpace::default());
+        let trend = SiteTrend::default();
+        let mut sym = TableSymbolizer::default();
+        sym.table
+            .insert(0x4000_0100, vec![frame(0x4000_0100, "small", 1)]);
+        sym.table
+            .insert(0x4000_0200, vec![frame(0x4000_0200, "big", 2)]);
+        let u = build_symbolizing(
+            &heap,
+            &join,
+            &HashMap::new(),
+            &mut sym,
+            opts(&trend, 3_000_000),
+        );
+        let resident = |function: &str| {
+            let site = u
+                .sites
+                .iter()
+                .find(|s| s.stack[0].function.as_deref() == Some(function));
+            let leak = u
+                .leaks
+                .iter()
+                .find(|l| l.stack[0].function.as_deref() == Some(function));
+            (
+                site.unwrap().paths.resident_bytes,
+                leak.unwrap().resident_bytes,
+            )
+        };
+        // The three calloc blocks are the only live bytes on their page: resident, all 3000
+        // of their bytes (the page's free rest is the heap's, retained).
+        assert_eq!(resident("small"), (3000, 3000));
+        assert_eq!(resident("big"), (64 << 10, 64 << 10));
     }
 }

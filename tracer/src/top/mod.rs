@@ -70,7 +70,8 @@ pub struct Header {
     pub received: u64,
     pub dropped: u64,
     pub paths: PathsSummary,
-    pub live_bytes: u64,
+    /// None under `--mode kernel`, which cannot know them.
+    pub live_bytes: Option<u64>,
     pub resident_bytes: u64,
     pub suspects: Vec<(String, f64)>,
     /// The summary's notes, as `level: text` (see [`crate::summary::notes`]).
@@ -120,7 +121,7 @@ impl TopState {
                 .map(|n| format!("{}: {}", n.level.name(), n.text))
                 .collect(),
             paths: s.paths,
-            live_bytes: last.map_or(s.user.live_bytes_at_end, |p| p.live_heap),
+            live_bytes: s.live_bytes_now(),
             resident_bytes: last.map_or(0, |p| p.resident),
             suspects: s
                 .user

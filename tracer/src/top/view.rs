@@ -76,7 +76,7 @@ pub fn draw(f: &mut Frame, t: &TopState) {
             human_bytes(p.thread_arena.bytes),
             p.buddy.pages,
             p.slab.objects,
-            human_bytes(h.live_bytes),
+            label::known_bytes(h.live_bytes),
             human_bytes(h.resident_bytes),
         )),
         Line::from(suspects),

@@ -84,16 +84,31 @@ fn memory_touched_before_attach_is_resident() {
         leak["virtual_bytes"].as_u64().unwrap() <= 120_000,
         "{leak:#}"
     );
-    // Sites' resident bytes add up to the heap's, within a page a site.
+    // A site's resident bytes are at most its live bytes, and its leak's are the same number.
     let sites = user["sites"].as_array().unwrap();
+    for site in sites {
+        let resident = site["paths"]["resident_bytes"].as_u64().unwrap();
+        assert!(resident <= site["live_bytes"].as_u64().unwrap(), "{site:#}");
+    }
+    let reused = sites
+        .iter()
+        .find(|s| s["stack"][0]["function"] == "leak_reused")
+        .unwrap();
+    assert_eq!(reused["paths"]["resident_bytes"], leak["resident_bytes"]);
+    // Together they are the heap's resident bytes but for malloc's chunk headers (16 bytes a
+    // live block) and the pages' free rest, within a page a site.
     let sum: u64 = sites
         .iter()
         .map(|s| s["paths"]["resident_bytes"].as_u64().unwrap())
         .sum();
     let heap = user["heap_resident_bytes"].as_u64().unwrap();
+    let blocks: u64 = sites
+        .iter()
+        .map(|s| s["allocs"].as_u64().unwrap() - s["frees"].as_u64().unwrap())
+        .sum();
     assert!(sum <= heap, "{sum} > {heap}");
     assert!(
-        heap - sum <= 4096 * (sites.len() as u64 + 8),
+        heap - sum <= 16 * blocks + 4096 * (sites.len() as u64 + 8),
         "{sum} vs {heap}"
     );
 }
