@@ -60,6 +60,12 @@ pub struct SiteStats {
     pub realloc_copied_bytes: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub realloc_moved_to_bytes: u64,
+    /// Of those moves, the blocks moved (a block and what realloc moved it to are one), and
+    /// the most times one of them moved: 50,000 blocks moved once each, or one moved 99 times.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub realloc_moved_blocks: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub realloc_most_moves: u64,
     /// Nanoseconds spent in the allocator calls that made its blocks, entry to return, as
     /// measured while traced (the probes' own cost included).
     #[serde(skip_serializing_if = "is_zero")]
@@ -92,6 +98,10 @@ impl SiteStats {
         self.realloc_moved_to_bytes = self
             .realloc_moved_to_bytes
             .saturating_add(o.realloc_moved_to_bytes);
+        self.realloc_moved_blocks = self
+            .realloc_moved_blocks
+            .saturating_add(o.realloc_moved_blocks);
+        self.realloc_most_moves = self.realloc_most_moves.max(o.realloc_most_moves);
         self.call_ns = self.call_ns.saturating_add(o.call_ns);
     }
 }
@@ -100,6 +110,9 @@ impl SiteStats {
 struct LiveBlock {
     size: u64,
     site: u32,
+    /// How many times realloc moved this block's contents to get here (in the padding after
+    /// `site`: no bigger a block).
+    moves: u32,
     ts_ns: u64,
 }
 
@@ -278,15 +291,20 @@ impl HeapStats {
         }
         // A block that moved: its old bytes were copied (as far as both hold them).
         let moved = (resizes && e.old_ptr != 0 && e.old_ptr != e.ptr)
-            .then(|| self.live.get(e.old_ptr).map(|b| b.size))
+            .then(|| self.live.get(e.old_ptr).map(|b| (b.size, b.moves)))
             .flatten();
         if resizes && e.old_ptr != 0 {
             self.release(e.old_ptr, tid);
         }
-        let site = self.record(e, bytes);
-        if let Some(old) = moved {
+        let moves = moved.map_or(0, |(_, m)| m.saturating_add(1));
+        let site = self.record(e, bytes, moves);
+        if let Some((old, before)) = moved {
             let s = &mut self.sites[site as usize].1;
             s.realloc_moves = s.realloc_moves.saturating_add(scaled(1, w));
+            if before == 0 {
+                s.realloc_moved_blocks = s.realloc_moved_blocks.saturating_add(scaled(1, w));
+            }
+            s.realloc_most_moves = s.realloc_most_moves.max(u64::from(moves));
             s.realloc_copied_bytes = s
                 .realloc_copied_bytes
                 .saturating_add(scaled(old.min(bytes), w));
@@ -305,7 +323,7 @@ impl HeapStats {
     }
 
     /// Records a new live block; returns its site's index.
-    fn record(&mut self, e: &AllocEvent, bytes: u64) -> SiteId {
+    fn record(&mut self, e: &AllocEvent, bytes: u64, moves: u32) -> SiteId {
         let key = SiteKey {
             stack_id: e.stack_id,
             caller: e.caller,
@@ -320,6 +338,7 @@ impl HeapStats {
         let block = LiveBlock {
             size: bytes,
             site,
+            moves,
             ts_ns: e.header.ts_ns,
         };
         match self.live.insert(e.ptr, block) {
@@ -695,6 +714,47 @@ mod tests {
         assert_eq!(s.site(1).frees, 1);
         assert_eq!(s.site(3).frees, 1);
         assert!(s.heap.leaks(u64::MAX, 0).is_empty());
+    }
+
+    /// One block moved three times is one block moved, at most three times; three blocks
+    /// moved once each are three, at most once: moves are counted per block.
+    #[test]
+    fn realloc_moves_are_counted_per_block() {
+        let mut s = Seq::new();
+        s.ev(1, AllocFn::Malloc, 16, 0xa0, 0, 1);
+        s.ev(1, AllocFn::Realloc, 32, 0xb0, 0xa0, 2);
+        s.ev(1, AllocFn::Realloc, 64, 0xc0, 0xb0, 2);
+        s.ev(1, AllocFn::Realloc, 128, 0xd0, 0xc0, 2);
+        let one = s.site(2);
+        assert_eq!(
+            (
+                one.realloc_moves,
+                one.realloc_moved_blocks,
+                one.realloc_most_moves
+            ),
+            (3, 1, 3)
+        );
+        for i in 0..3u64 {
+            s.ev(1, AllocFn::Malloc, 16, 0x1000 + i * 0x100, 0, 3);
+            s.ev(
+                1,
+                AllocFn::Realloc,
+                32,
+                0x2000 + i * 0x100,
+                0x1000 + i * 0x100,
+                4,
+            );
+        }
+        let many = s.site(4);
+        assert_eq!(
+            (
+                many.realloc_moves,
+                many.realloc_moved_blocks,
+                many.realloc_most_moves
+            ),
+            (3, 3, 1)
+        );
+        assert_eq!(size_of::<LiveBlock>(), 24, "moves fit in the padding");
     }
 
     #[test]

@@ -351,6 +351,26 @@ fn mmap_churn(s: &Summary, _: &HeapState) -> Vec<Finding> {
 }
 
 /// A block grown by realloc, moved and copied again and again.
+/// How many blocks realloc moved, how often: `grew its block by realloc and moved it 99
+/// times`, or `grew 5000 blocks by realloc and moved them 5000 times (at most once a block)`.
+fn moved_blocks(st: &crate::aggregate::heap::SiteStats) -> String {
+    let times = |n: u64| match n {
+        1 => "once".to_string(),
+        n => format!("{n} times"),
+    };
+    match st.realloc_moved_blocks {
+        0 | 1 => format!(
+            "grew its block by realloc and moved it {}",
+            times(st.realloc_moves)
+        ),
+        n => format!(
+            "grew {n} blocks by realloc and moved them {} (at most {} a block)",
+            times(st.realloc_moves),
+            times(st.realloc_most_moves)
+        ),
+    }
+}
+
 fn realloc_moves(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     for site in &s.user.sites {
@@ -363,14 +383,15 @@ fn realloc_moves(s: &Summary, _: &HeapState) -> Vec<Finding> {
                 site.stack.clone(),
                 json!({
                     "moves": st.realloc_moves,
+                    "moved_blocks": st.realloc_moved_blocks,
+                    "most_moves_of_a_block": st.realloc_most_moves,
                     "copied_bytes": st.realloc_copied_bytes,
                     "growth_factor": (factor * 100.0).round() / 100.0,
                 }),
                 format!(
-                    "{} grew its block by realloc and moved it {} times, copying {} in all \
-                     (each move {:.2}x the size before).",
+                    "{} {}, copying {} in all (each move {:.2}x the size before).",
                     at(site),
-                    st.realloc_moves,
+                    moved_blocks(st),
                     human_bytes(st.realloc_copied_bytes),
                     factor
                 ),
@@ -545,6 +566,94 @@ fn arena_sprawl(s: &Summary, heap: &HeapState) -> Vec<Finding> {
 
 /// What the process costs the kernel in slab objects: at their most (a process that exits
 /// frees them, some a grace period later, so the end alone depends on timing).
+/// What the kernel made its objects for, judged from the caches that made most of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KernelObjects {
+    Mappings,
+    Sockets,
+    Files,
+    Other,
+}
+
+impl KernelObjects {
+    /// The family of one cache, by its name.
+    fn of_cache(cache: &str) -> KernelObjects {
+        const MAPPINGS: &[&str] = &["vm_area_struct", "maple_node", "anon_vma", "mm_struct"];
+        const SOCKETS: &[&str] = &["skbuff", "sock", "TCP", "UDP", "request_sock", "tw_sock"];
+        const FILES: &[&str] = &[
+            "filp",
+            "dentry",
+            "names_cache",
+            "lsm_file_cache",
+            "file_lock",
+        ];
+        let is = |names: &[&str]| names.iter().any(|n| cache.starts_with(n));
+        if is(MAPPINGS) {
+            KernelObjects::Mappings
+        } else if is(SOCKETS) {
+            KernelObjects::Sockets
+        } else if is(FILES) || cache.ends_with("inode_cache") {
+            KernelObjects::Files
+        } else {
+            KernelObjects::Other
+        }
+    }
+
+    /// The family that made most of the objects of `caches` (cache, allocations).
+    fn of(caches: &[(&String, u64)]) -> KernelObjects {
+        let mut made: HashMap<KernelObjects, u64> = HashMap::new();
+        for (cache, n) in caches {
+            *made.entry(KernelObjects::of_cache(cache)).or_default() += n;
+        }
+        made.into_iter()
+            .max_by_key(|&(family, n)| (n, family != KernelObjects::Other))
+            .map_or(KernelObjects::Other, |(family, _)| family)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            KernelObjects::Mappings => "mappings",
+            KernelObjects::Sockets => "sockets",
+            KernelObjects::Files => "files",
+            KernelObjects::Other => "other",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            KernelObjects::Mappings => {
+                "its mappings, each a VMA, maple-tree nodes and reverse-map links"
+            }
+            KernelObjects::Sockets => "socket buffers and sockets",
+            KernelObjects::Files => "open files and path lookups",
+            KernelObjects::Other => "objects of the caches below",
+        }
+    }
+
+    fn advice(self) -> &'static str {
+        match self {
+            KernelObjects::Mappings => {
+                "Each mapping costs the kernel objects of its own (a VMA, maple-tree nodes, page \
+                 tables once touched): fewer, larger mappings (one pool instead of many small \
+                 mmaps) cost it less."
+            }
+            KernelObjects::Sockets => {
+                "Each packet queued and each connection costs the kernel objects: batch small \
+                 writes (one larger send, writev, MSG_MORE or TCP_CORK), read in larger chunks, \
+                 and keep connections open instead of opening new ones."
+            }
+            KernelObjects::Files => {
+                "Each open file and path lookup costs the kernel objects: keep descriptors open \
+                 instead of reopening, and look a path up once."
+            }
+            KernelObjects::Other => {
+                "The caches named are what the kernel made for this process; the syscalls that \
+                 made them (see --kernel-stacks) are where to cut."
+            }
+        }
+    }
+}
+
 fn kernel_overhead(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
     let slab = &s.kernel.slab;
@@ -564,6 +673,7 @@ fn kernel_overhead(s: &Summary, _: &HeapState) -> Vec<Finding> {
         caches.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
         caches.truncate(5);
         let top: Vec<String> = caches.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let objects = KernelObjects::of(&caches);
         out.push(finding(
             FindingKind::KernelOverhead,
             peak,
@@ -573,18 +683,18 @@ fn kernel_overhead(s: &Summary, _: &HeapState) -> Vec<Finding> {
                 "slab_live_bytes": slab.live_bytes_at_end,
                 "slab_live_objects": slab.live_at_end,
                 "mmap_calls": s.syscalls.mmap.calls,
+                "objects_for": objects.name(),
                 "top_caches": caches.iter().map(|(c, n)| json!({"cache": c, "allocations": n})).collect::<Vec<_>>(),
             }),
             format!(
-                "The kernel held up to {} of slab objects made for this process ({} at the end; \
-                 made most: {}).",
+                "The kernel held up to {} of slab objects made for this process ({} at the end), \
+                 mostly for {} (made most: {}).",
                 human_bytes(peak),
                 human_bytes(slab.live_bytes_at_end),
+                objects.what(),
                 top.join(", ")
             ),
-            "Each mapping costs the kernel objects of its own (a VMA, maple-tree nodes, page \
-             tables once touched): fewer, larger mappings (one pool instead of many small \
-             mmaps) cost it less.",
+            objects.advice(),
         ));
     }
     out
@@ -753,6 +863,65 @@ mod tests {
             also.starts_with("grow1498 11.2 KiB, grow1497 11.2 KiB"),
             "{also}"
         );
+    }
+
+    /// sqlite3's 50,000 blocks moved once each are not one block moved 50,000 times.
+    #[test]
+    fn realloc_moves_say_how_many_blocks() {
+        let mut s = sample_summary();
+        s.user.sites = vec![site(
+            "grow",
+            SiteStats {
+                realloc_moves: 50_000,
+                realloc_moved_blocks: 50_000,
+                realloc_most_moves: 1,
+                realloc_copied_bytes: 1 << 20,
+                realloc_moved_to_bytes: 2 << 20,
+                ..Default::default()
+            },
+        )];
+        let found = find(&s, &HeapState::default());
+        let f = found
+            .iter()
+            .find(|f| f.kind == FindingKind::ReallocMoves)
+            .unwrap();
+        assert!(
+            f.message.contains(
+                "grew 50000 blocks by realloc and moved them 50000 times (at most once a block)"
+            ),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.evidence["moved_blocks"], 50_000);
+    }
+
+    /// The advice names what the kernel's objects are: redis's socket buffers are not
+    /// mappings.
+    #[test]
+    fn kernel_objects_are_named_by_their_caches() {
+        let of = |caches: &[(&str, u64)]| {
+            let names: Vec<(String, u64)> =
+                caches.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+            let refs: Vec<(&String, u64)> = names.iter().map(|(c, n)| (c, *n)).collect();
+            KernelObjects::of(&refs)
+        };
+        let redis = of(&[
+            ("skbuff_head_cache", 140_000),
+            ("kmalloc-1k", 90_000),
+            ("maple_node", 40),
+        ]);
+        assert_eq!(redis, KernelObjects::Sockets);
+        assert!(redis.advice().contains("batch small writes"));
+        assert_eq!(
+            of(&[
+                ("maple_node", 6512),
+                ("vm_area_struct", 5013),
+                ("kmalloc-192", 183)
+            ]),
+            KernelObjects::Mappings
+        );
+        assert_eq!(of(&[("filp", 46), ("dentry", 20)]), KernelObjects::Files);
+        assert_eq!(of(&[("kmalloc-64", 10)]), KernelObjects::Other);
     }
 
     #[test]

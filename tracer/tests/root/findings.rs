@@ -75,6 +75,21 @@ fn realloc_moves_count_copies() {
     assert_eq!(site_function(f), "grow_buffer");
     let e = &f["evidence"];
     assert_eq!(e["moves"], 99);
+    // One buffer, moved 99 times: not 99 blocks moved once.
+    assert_eq!(
+        (
+            e["moved_blocks"].clone(),
+            e["most_moves_of_a_block"].clone()
+        ),
+        (1.into(), 99.into())
+    );
+    assert!(
+        f["message"]
+            .as_str()
+            .unwrap()
+            .contains("grew its block by realloc and moved it 99 times"),
+        "{f}"
+    );
     assert_eq!(e["copied_bytes"], 5_068_800);
     assert_eq!(e["growth_factor"], 1.02);
 }
