@@ -465,7 +465,8 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
                 label::count(st.allocs, "alloc", "allocs"),
                 human_bytes(st.live_bytes),
             )?;
-            writeln!(out, "{ROW}{}", label::stack(&site.stack, depth))?;
+            let cut = if site.stack_cut { "  [stack cut]" } else { "" };
+            writeln!(out, "{ROW}{}{cut}", label::stack(&site.stack, depth))?;
             writeln!(out, "{ROW}-> {}", label::chain(site))?;
         }
     }

@@ -178,12 +178,24 @@ fn says_when_unwound_stacks_were_cut_or_walked_again() {
     let mut s = sample_summary();
     let text = rendered(&s);
     assert!(!text.contains("deeper than 64") && !text.contains("hashed to another"));
+    // The unwinder's count alone says nothing of a site: a stack as deep as it walks that
+    // reached its entry point is whole. The sites whose own stack was cut are said, and marked.
     s.events.stacks_truncated = 3;
     s.events.unwound_collisions = 2;
     s.events.unwound_map_full = 5;
+    assert!(!rendered(&s).contains("deeper than 64"));
+    s.user.allocator_files = vec!["/lib/libc.so.6".into()];
+    let mut deep = crate::summary::tests::site_at("deep", 3, Default::default());
+    deep.stack_cut = true;
+    s.user.sites.push(deep);
+    let text = joined(&rendered(&s));
+    assert!(
+        text.contains("note: 1 site's stack was deeper than 64 frames: cut there"),
+        "{text}"
+    );
     let text = rendered(&s);
     assert!(
-        text.contains("note: 3 stacks were deeper than 64 frames: cut there"),
+        text.contains("\n      deep (app.c:3)  [stack cut]\n"),
         "{text}"
     );
     assert!(

@@ -717,6 +717,7 @@ mod tests {
             paths: Default::default(),
             caused: Default::default(),
             bytes_error: None,
+            stack_cut: false,
         }
     }
 
@@ -763,6 +764,7 @@ mod tests {
             path: "brk",
             paths: Default::default(),
             bytes_error: None,
+            stack_cut: false,
         }];
         s.user.leak_suspects = vec![crate::summary::suspects::LeakSuspect {
             stack: hot.stack,
@@ -822,6 +824,7 @@ mod tests {
             path: "brk",
             paths: Default::default(),
             bytes_error: None,
+            stack_cut: false,
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Merged {
     /// The first of its allocation sites, to order equal sites the same way every time.
     pub key: SiteKey,
     pub stack: Stack,
+    /// Any of its allocation sites' stacks was cut at the unwinder's depth.
+    pub stack_cut: bool,
     pub stats: SiteStats,
     pub paths: SitePaths,
     pub caused: Caused,
@@ -27,6 +29,7 @@ pub struct Merged {
 pub struct MergedLeak {
     pub leak: Leak,
     pub stack: Stack,
+    pub stack_cut: bool,
     pub paths: SitePaths,
     pub resident_seen: u64,
 }
@@ -88,14 +91,23 @@ pub fn frames_key(stack: &[Frame]) -> FramesKey {
 
 /// The allocation sites, in the heap's order, as listed sites, most bytes first. `sites` pairs
 /// each allocation site with its statistics, its listed site's id (see
-/// [`SiteFrames`](super::site_frames::SiteFrames)), its stack, paths and what it caused.
+/// [`SiteFrames`](super::site_frames::SiteFrames)), its stack (and whether it was cut), paths
+/// and what it caused.
 pub fn merge_sites<'a>(
-    sites: impl IntoIterator<Item = (SiteKey, SiteStats, u32, &'a Stack, (SitePaths, Caused))>,
+    sites: impl IntoIterator<
+        Item = (
+            SiteKey,
+            SiteStats,
+            u32,
+            (&'a Stack, bool),
+            (SitePaths, Caused),
+        ),
+    >,
 ) -> (Vec<Merged>, HashMap<SiteKey, usize>) {
     let mut index: HashMap<u32, usize> = HashMap::new();
     let mut merged: Vec<Merged> = Vec::new();
     let mut group_of = HashMap::new();
-    for (key, stats, group, stack, (paths, caused)) in sites {
+    for (key, stats, group, (stack, cut), (paths, caused)) in sites {
         let g = *index.entry(group).or_insert_with(|| {
             merged.push(Merged {
                 key,
@@ -105,6 +117,7 @@ pub fn merge_sites<'a>(
             merged.len() - 1
         });
         let m = &mut merged[g];
+        m.stack_cut |= cut;
         m.stats.merge(&stats);
         m.paths.add(&paths);
         m.caused.add(&caused);
@@ -154,6 +167,7 @@ pub fn merge_leaks(
                 seen_bytes: 0,
             },
             stack: site.stack.clone(),
+            stack_cut: site.stack_cut,
             paths: site.paths.clone(),
             resident_seen: 0,
         });

@@ -104,12 +104,6 @@ fn losses(e: &EventCounts) -> Vec<Note> {
             e.cut_from_recording
         )));
     }
-    if e.stacks_truncated > 0 {
-        notes.push(Note::caveat(format!(
-            "{} stacks were deeper than 64 frames: cut there (their outermost frames are missing)",
-            e.stacks_truncated
-        )));
-    }
     if e.unwound_collisions > 0 {
         notes.push(Note::caveat(format!(
             "{} unwound stacks hashed to another stack's id and were walked by frame pointer \
@@ -137,6 +131,16 @@ fn losses(e: &EventCounts) -> Vec<Note> {
 fn caveats(s: &Summary) -> Vec<Note> {
     let (e, t) = (&s.events, &s.target);
     let mut notes = Vec::new();
+    // Said of the sites whose own stack was cut: a stack as deep as the unwinder walks that
+    // reaches its thread's entry point is whole.
+    let cut = s.user.sites.iter().filter(|x| x.stack_cut).count();
+    if cut > 0 {
+        notes.push(Note::caveat(format!(
+            "{} deeper than 64 frames: cut there, their outermost frames missing \
+             (`stack_cut` in the JSON, [stack cut] in the text)",
+            label::count(cut as u64, "site's stack was", "sites' stacks were")
+        )));
+    }
     if s.mode == "kernel" {
         notes.push(Note::caveat(
             "allocator calls: not traced (--mode kernel attaches no uprobes): no per-allocation \

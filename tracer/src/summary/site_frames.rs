@@ -9,6 +9,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use tracer_common::{DWARF_STACK_ID_BASE, MAX_DWARF_FRAMES};
+
 use crate::{
     aggregate::heap::HeapStats,
     summary::{
@@ -41,7 +43,32 @@ pub struct SiteFrames {
     /// The ids of the listed sites (the locations of a stack's addresses).
     groups: HashMap<Vec<u32>, u32>,
     /// By the heap's site index: its stack and its listed site's id.
-    sites: Vec<(Stack, u32)>,
+    sites: Vec<(Stack, u32, bool)>,
+}
+
+/// Where a thread's stack begins: a stack that reaches one is whole.
+const ENTRY_POINTS: &[&str] = &[
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+    "start_thread",
+    "clone",
+    "clone3",
+    "__clone",
+    "__clone3",
+    "thread_start",
+];
+
+/// Whether the unwound stack `id`, `walked` frames long, was cut at the unwinder's depth:
+/// as deep as it walks, and its outermost frame (of `frames`) no thread's entry point.
+fn cut_at_depth(id: i32, walked: usize, frames: &[Frame]) -> bool {
+    id >= DWARF_STACK_ID_BASE
+        && walked >= MAX_DWARF_FRAMES
+        && !frames
+            .last()
+            .and_then(|f| f.function.as_deref())
+            .is_some_and(|f| ENTRY_POINTS.contains(&f))
 }
 
 impl SiteFrames {
@@ -70,7 +97,7 @@ impl SiteFrames {
             .map(|(key, _)| site_addresses(key, stacks))
             .collect();
         self.resolve(addresses.iter().flatten().copied(), plumbing, symbolizer);
-        for addrs in &addresses {
+        for ((key, _), addrs) in new.iter().zip(&addresses) {
             let mut frames = Vec::new();
             let mut path = Vec::with_capacity(addrs.len());
             for a in addrs {
@@ -80,7 +107,9 @@ impl SiteFrames {
             }
             let next = self.groups.len() as u32;
             let group = *self.groups.entry(path).or_insert(next);
-            self.sites.push((Arc::from(frames), group));
+            let walked = stacks.stack(key.stack_id).map_or(0, <[u64]>::len);
+            let cut = cut_at_depth(key.stack_id, walked, &frames);
+            self.sites.push((Arc::from(frames), group, cut));
         }
     }
 
@@ -109,17 +138,17 @@ impl SiteFrames {
         }
     }
 
-    /// The stack of the site with heap index `site`, and its listed site's id (sites with one
-    /// id are one listed site).
-    pub fn site(&self, site: usize) -> (&Stack, u32) {
-        let (stack, group) = &self.sites[site];
-        (stack, *group)
+    /// The stack of the site with heap index `site`, its listed site's id (sites with one id
+    /// are one listed site), and whether the stack was cut at the unwinder's depth.
+    pub fn site(&self, site: usize) -> (&Stack, u32, bool) {
+        let (stack, group, cut) = &self.sites[site];
+        (stack, *group, *cut)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tracer_common::AllocFn;
+    use tracer_common::{AllocEvent, AllocFn};
 
     use super::*;
     use crate::{
@@ -257,5 +286,52 @@ mod tests {
         assert_eq!(sym.1, 101);
         update(&heap, &mut sym);
         assert_eq!(sym.1, 101);
+    }
+
+    /// A stack as deep as the unwinder walks is cut unless it reached its thread's entry
+    /// point; a shallower one, or one from the kernel's stack map, is not.
+    #[test]
+    fn a_stack_is_cut_only_short_of_its_entry_point() {
+        let walk = |outermost: u64| -> Vec<u64> {
+            let mut v: Vec<u64> = (0..MAX_DWARF_FRAMES as u64 - 1)
+                .map(|i| 0x7f00_0000_1000 + i)
+                .collect();
+            v.push(outermost);
+            v
+        };
+        let (deep, whole, shallow) = (
+            DWARF_STACK_ID_BASE + 1,
+            DWARF_STACK_ID_BASE + 2,
+            DWARF_STACK_ID_BASE + 3,
+        );
+        let stacks = HashMap::from([
+            (deep, walk(0x7f00_0000_9000)),
+            (whole, walk(0x7f00_0000_9100)),
+            (shallow, vec![0x7f00_0000_1000, 0x7f00_0000_9000]),
+            (5, walk(0x7f00_0000_9000)),
+        ]);
+        let mut heap = HeapStats::default();
+        for (i, id) in [deep, whole, shallow, 5].into_iter().enumerate() {
+            let e = AllocEvent {
+                stack_id: id,
+                ..testing::alloc(
+                    AllocFn::Malloc,
+                    64,
+                    0x1000 + i as u64 * 0x100,
+                    0x4000_0000 + i as u64,
+                    1,
+                )
+            };
+            heap.on_alloc(&testing::alloc_call(e));
+        }
+        let mut sym = TableSymbolizer::default();
+        sym.table
+            .insert(0x7f00_0000_9000, vec![stripped(0x7f00_0000_9000, "main")]);
+        sym.table
+            .insert(0x7f00_0000_9100, vec![stripped(0x7f00_0000_9100, "_start")]);
+        let mut frames = SiteFrames::default();
+        frames.update(0, &Plumbing::default(), &[], &heap, &stacks, &mut sym);
+        let cut: Vec<bool> = (0..4).map(|i| frames.site(i).2).collect();
+        assert_eq!(cut, [true, false, false, false]);
     }
 }

@@ -42,6 +42,10 @@ pub struct SiteReport {
     /// `--sample`: half the width of the 95% confidence interval of `bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_error: Option<u64>,
+    /// Its stack was deeper than the unwinder walks (64 callers) and is cut there: its
+    /// outermost frames are missing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stack_cut: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,6 +64,9 @@ pub struct LeakReport {
     /// `--sample`: half the width of the 95% confidence interval of `bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_error: Option<u64>,
+    /// As its site's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stack_cut: bool,
 }
 
 /// `--sample`: how the estimates were made.
@@ -214,8 +221,8 @@ pub fn build(
     let paths_of = |id: usize| join.site(id as SiteId).cloned().unwrap_or_default();
     let (mut sites, group_of) =
         merge_sites(heap.sites().iter().enumerate().map(|(id, (key, stats))| {
-            let (stack, group) = frames.site(id);
-            (*key, stats.clone(), group, stack, paths_of(id))
+            let (stack, group, cut) = frames.site(id);
+            (*key, stats.clone(), group, (stack, cut), paths_of(id))
         }));
     // Resident means one thing for sites, leaks and every view of them: each resident page
     // split between the live blocks on it. The pages are the kernel's (pagemap) or, when the
@@ -287,6 +294,7 @@ pub fn build(
             .into_iter()
             .map(|m| SiteReport {
                 bytes_error: error_95(sampling, m.stats.bytes_variance),
+                stack_cut: m.stack_cut,
                 stack: m.stack,
                 stats: m.stats,
                 path: m.paths.path(),
@@ -300,6 +308,7 @@ pub fn build(
                 |MergedLeak {
                      leak: l,
                      stack,
+                     stack_cut,
                      paths,
                      resident_seen: seen,
                  }| {
@@ -321,6 +330,7 @@ pub fn build(
                         path: paths.path(),
                         paths,
                         bytes_error: error_95(sampling, l.bytes_variance),
+                        stack_cut,
                     }
                 },
             )
