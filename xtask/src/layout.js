@@ -91,5 +91,38 @@
     if (declared - bottom > 80) fail(obj.id + ': ' + (declared - bottom).toFixed(0) + ' px empty below the frames');
     holder.remove();
   });
+  // The page never scrolls sideways (a wide table scrolls in its own box), at any width the
+  // check is run with (1280 and 800 px).
+  checks++;
+  var page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth + 1) fail('page-width: ' + page.scrollWidth + ' px in a ' + page.clientWidth + ' px window');
+  // A number never wraps in its cell.
+  document.querySelectorAll('td:not(.l)').forEach(function (td) {
+    if (!td.textContent.trim()) return;
+    checks++;
+    var range = document.createRange();
+    range.selectNodeContents(td);
+    var lines = {};
+    Array.prototype.forEach.call(range.getClientRects(), function (r) { if (r.height > 0) lines[r.top.toFixed(0)] = true; });
+    if (Object.keys(lines).length > 1) fail('wrapped-number: "' + td.textContent + '"');
+  });
+  // A filter box shows only the rows holding what is typed, and every row again when cleared.
+  document.querySelectorAll('input.filter').forEach(function (input) {
+    var table = document.getElementById(input.getAttribute('data-table'));
+    var rows = table ? table.tBodies[0].rows : [];
+    if (!rows.length) return;
+    checks++;
+    var shown = function () { return Array.prototype.filter.call(rows, function (r) { return !r.hidden; }).length; };
+    input.value = 'no-such-frame-anywhere';
+    input.dispatchEvent(new Event('input'));
+    if (shown() !== 0) fail('filter ' + input.getAttribute('data-table') + ': ' + shown() + ' rows left for nothing');
+    var first = rows[0].cells[0].textContent.trim().split(/\s+/)[0];
+    input.value = first;
+    input.dispatchEvent(new Event('input'));
+    if (shown() < 1 || rows[0].hidden) fail('filter ' + input.getAttribute('data-table') + ': "' + first + '" hides its own row');
+    input.value = '';
+    input.dispatchEvent(new Event('input'));
+    if (shown() !== rows.length) fail('filter ' + input.getAttribute('data-table') + ': clearing shows ' + shown() + ' of ' + rows.length);
+  });
   console.log(faults.length ? 'LAYOUT-FAILED ' + faults.length : 'LAYOUT-OK ' + checks);
 })();

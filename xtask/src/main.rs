@@ -196,8 +196,11 @@ fn html_check(html: Option<PathBuf>) -> Result<()> {
             vec![page, follow]
         }
     };
+    // At a desktop's width and at 800 px: the page never scrolls sideways, numbers never wrap.
     for page in &pages {
-        check_page(&out, page)?;
+        for width in [1280, 800] {
+            check_page(&out, page, width)?;
+        }
     }
     // The check can fail: the first page with its flamegraph frames at a fixed 520 px (as
     // they once were) must not pass.
@@ -216,7 +219,7 @@ fn html_check(html: Option<PathBuf>) -> Result<()> {
     }
     let bad = out.join("broken.html");
     std::fs::write(&bad, broken)?;
-    match check_page(&out, &bad) {
+    match check_page(&out, &bad, 1280) {
         Err(e) if format!("{e:#}").contains("LAYOUT-FAIL flame-") => {
             println!("xtask html-check: a page with oversized flamegraph frames fails, as it must");
         }
@@ -229,9 +232,9 @@ fn html_check(html: Option<PathBuf>) -> Result<()> {
 /// Measures the layout as the browser draws it (see layout.js): run in a copy of the page.
 const LAYOUT_CHECK: &str = include_str!("layout.js");
 
-/// Loads `page` in headless Chromium with the layout check: no console message but the
-/// check's verdict, which must be "LAYOUT-OK", and a screenshot with content.
-fn check_page(out: &Path, page: &Path) -> Result<()> {
+/// Loads `page` in headless Chromium, `width` pixels wide, with the layout check: no console
+/// message but the check's verdict, which must be "LAYOUT-OK", and a screenshot with content.
+fn check_page(out: &Path, page: &Path, width: u32) -> Result<()> {
     let page = std::fs::canonicalize(page).with_context(|| format!("{}", page.display()))?;
     let html = std::fs::read_to_string(&page).with_context(|| format!("{}", page.display()))?;
     let at = html.rfind("</body>").context("the page has no </body>")?;
@@ -249,7 +252,7 @@ fn check_page(out: &Path, page: &Path) -> Result<()> {
     )?;
     let page = checked;
     let shot = out.join(format!(
-        "{}.png",
+        "{}-{width}.png",
         page.file_stem().unwrap_or_default().to_string_lossy()
     ));
     let _ = std::fs::remove_file(&shot);
@@ -270,7 +273,8 @@ fn check_page(out: &Path, page: &Path) -> Result<()> {
             "--disable-component-update",
         ])
         .args(["--disable-sync", "--enable-logging=stderr", "--log-level=0"])
-        .args(["--virtual-time-budget=5000", "--window-size=1280,2400"])
+        .arg("--virtual-time-budget=5000")
+        .arg(format!("--window-size={width},2400"))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", page.display()))

@@ -47,6 +47,9 @@ th,td{border:1px solid #e2e2e2;padding:4px 6px;text-align:right;vertical-align:t
 th{background:#f0f0f0;cursor:pointer;user-select:none;position:sticky;top:0}
 th.sorted-asc::after{content:' \\25b2'} th.sorted-desc::after{content:' \\25bc'}
 td.l,th.l{text-align:left} details summary{cursor:pointer} .chain{color:#555;margin:4px 0}
+td:not(.l),th:not(.l){white-space:nowrap} td.l{overflow-wrap:anywhere;min-width:14em}
+.wide{overflow-x:auto} input.filter{margin:4px 0 8px;padding:4px 6px;width:20em;max-width:100%}
+@media (max-width:900px){header,section{padding:8px 10px}}
 ol.stack{margin:4px 0;padding-left:22px;font-family:ui-monospace,monospace;font-size:12px}
 img.chart,object.flame{width:100%;background:#fff;border:1px solid #ddd;margin:6px 0}
 object.flame{height:520px}
@@ -58,7 +61,9 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
     th.addEventListener('click', function () {
       var body = table.tBodies[0];
       var rows = Array.prototype.slice.call(body.rows);
-      var asc = !th.classList.contains('sorted-asc');
+      // A number column sorts largest first on the first click; text A to Z.
+      var asc = th.classList.contains('sorted-desc') ? true
+        : th.classList.contains('sorted-asc') ? false : th.classList.contains('l');
       table.querySelectorAll('th').forEach(function (h) { h.classList.remove('sorted-asc', 'sorted-desc'); });
       th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
       rows.sort(function (a, b) {
@@ -69,6 +74,15 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
         return asc ? c : -c;
       });
       rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+document.querySelectorAll('input.filter').forEach(function (input) {
+  var table = document.getElementById(input.getAttribute('data-table'));
+  input.addEventListener('input', function () {
+    var want = input.value.toLowerCase();
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
+      r.hidden = want !== '' && r.textContent.toLowerCase().indexOf(want) < 0;
     });
   });
 });
@@ -113,7 +127,7 @@ fn render_callers(s: &Summary, out: &mut impl Write) -> Result<()> {
     writeln!(
         out,
         "<section id=\"callers\"><h2>Memory syscalls and faults by caller ({} stacks)</h2>\
-         <table class=\"sortable\"><thead><tr><th class=\"l\">stack</th><th>requested</th>\
+         <div class=\"wide\"><table class=\"sortable\"><thead><tr><th class=\"l\">stack</th><th>requested</th>\
          <th>brk calls</th><th>brk grew</th><th>mmap calls</th><th>mmap bytes</th>\
          <th>munmap calls</th><th>mprotect calls</th><th>madvise calls</th><th>page faults</th>\
          </tr></thead><tbody>",
@@ -138,8 +152,16 @@ fn render_callers(s: &Summary, out: &mut impl Write) -> Result<()> {
             num(st.page_faults, st.page_faults.to_string()),
         )?;
     }
-    writeln!(out, "</tbody></table></section>")?;
+    writeln!(out, "</tbody></table></div></section>")?;
     Ok(())
+}
+
+/// A box that shows only the rows of table `table` holding what is typed (any column).
+fn filter_box(table: &str, what: &str) -> String {
+    format!(
+        "<input type=\"search\" class=\"filter\" data-table=\"{table}\" \
+         placeholder=\"filter {what}: a function, file or path\" aria-label=\"filter {what}\">"
+    )
 }
 
 /// A numeric cell: shown for people, sorted by the number.
@@ -204,7 +226,7 @@ fn processes(s: &Summary, out: &mut impl Write) -> Result<()> {
     }
     writeln!(
         out,
-        "</select></label></p><table class=\"sortable\" id=\"process-table\"><thead><tr>\
+        "</select></label></p><div class=\"wide\"><table class=\"sortable\" id=\"process-table\"><thead><tr>\
          <th>pid</th><th>ppid</th><th>allocs</th><th>bytes</th><th>peak live</th>\
          <th>leaked</th><th class=\"l\">ended</th><th class=\"l\">command</th></tr></thead><tbody>"
     )?;
@@ -224,7 +246,7 @@ fn processes(s: &Summary, out: &mut impl Write) -> Result<()> {
             esc(&p.command.join(" "))
         )?;
     }
-    writeln!(out, "</tbody></table></section>")?;
+    writeln!(out, "</tbody></table></div></section>")?;
     writeln!(out, "<div class=\"view\" id=\"view-all\">")?;
     body(s, out)?;
     writeln!(out, "</div>")?;
@@ -282,7 +304,7 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
             writeln!(
                 out,
                 "<li class=\"finding {}\"><b>{}</b> <span class=\"sev\">{}</span>: {}{}\
-                 <br><i>What to do:</i> {}<details><summary>evidence</summary><pre>{}</pre>\
+                 <details><summary>what to do, and the evidence</summary>{}<pre>{}</pre>\
                  </details></li>",
                 f.severity,
                 f.kind,
@@ -364,12 +386,13 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
 
     writeln!(
         out,
-        "<section id=\"sites\"><h2>Call sites ({} seen, {} listed)</h2>\
-         <table class=\"sortable\"><thead><tr><th class=\"l\">site</th><th class=\"l\">path</th>\
+        "<section id=\"sites\"><h2>Call sites ({} seen, {} listed)</h2>{}\
+         <div class=\"wide\"><table class=\"sortable\" id=\"sites-table\"><thead><tr><th class=\"l\">site</th><th class=\"l\">path</th>\
          <th>allocs</th><th>bytes</th><th>frees</th><th>live</th><th>peak live</th>\
          <th>temporary</th><th>resident</th><th>buddy pages</th><th>slab objects</th></tr></thead><tbody>",
         u.site_count,
-        u.sites.len()
+        u.sites.len(),
+        filter_box("sites-table", "sites"),
     )?;
     for site in &u.sites {
         let st = &site.stats;
@@ -395,14 +418,15 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
             num(site.paths.slab_objects, site.paths.slab_objects.to_string()),
         )?;
     }
-    writeln!(out, "</tbody></table></section>")?;
+    writeln!(out, "</tbody></table></div></section>")?;
 
     writeln!(
         out,
-        "<section id=\"leaks\"><h2>Leaks: allocated and not freed by the end</h2>\
-         <table class=\"sortable\"><thead><tr><th class=\"l\">site</th><th class=\"l\">path</th>\
+        "<section id=\"leaks\"><h2>Leaks: allocated and not freed by the end</h2>{}\
+         <div class=\"wide\"><table class=\"sortable\" id=\"leaks-table\"><thead><tr><th class=\"l\">site</th><th class=\"l\">path</th>\
          <th>blocks</th><th>bytes</th><th>resident</th><th>never touched</th>\
-         <th>oldest (ms)</th></tr></thead><tbody>"
+         <th>oldest (ms)</th></tr></thead><tbody>",
+        filter_box("leaks-table", "leaks"),
     )?;
     for leak in &u.leaks {
         writeln!(
@@ -420,13 +444,13 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
             leak.oldest_age_ms,
         )?;
     }
-    writeln!(out, "</tbody></table></section>")?;
+    writeln!(out, "</tbody></table></div></section>")?;
 
     if !u.leak_suspects.is_empty() {
         writeln!(
             out,
             "<section id=\"suspects\"><h2>Leak suspects: live bytes kept growing, old blocks \
-             still alive</h2><table class=\"sortable\"><thead><tr><th class=\"l\">site</th>\
+             still alive</h2><div class=\"wide\"><table class=\"sortable\"><thead><tr><th class=\"l\">site</th>\
              <th>growth per minute</th><th>live</th><th>blocks</th><th>median age (s)</th>\
              <th class=\"l\">live bytes over time</th></tr></thead><tbody>"
         )?;
@@ -446,7 +470,7 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
                 sparkline(&suspect.points),
             )?;
         }
-        writeln!(out, "</tbody></table></section>")?;
+        writeln!(out, "</tbody></table></div></section>")?;
     }
 
     let k = &s.kernel;
@@ -463,7 +487,7 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "<table class=\"sortable\" id=\"slab-caches\"><thead><tr><th class=\"l\">slab cache</th>\
+        "<div class=\"wide\"><table class=\"sortable\" id=\"slab-caches\"><thead><tr><th class=\"l\">slab cache</th>\
          <th>objects</th><th>bytes</th><th>bytes asked for</th><th>freed</th><th>live at the end</th>\
          </tr></thead><tbody>"
     )?;
@@ -479,7 +503,7 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
             num(c.live_at_end, c.live_at_end.to_string()),
         )?;
     }
-    writeln!(out, "</tbody></table></section>")?;
+    writeln!(out, "</tbody></table></div></section>")?;
 
     writeln!(out, "<section id=\"flamegraphs\"><h2>Flamegraphs</h2>")?;
     for flame in FLAMEGRAPHS {
@@ -631,6 +655,32 @@ mod tests {
         assert!(page.trim_end().ends_with("</html>"));
         // No suspects, no section.
         assert!(!page.contains("id=\"suspects\""));
+    }
+
+    /// The sites and leaks tables have a filter box each, every table scrolls in its own box
+    /// (the page never sideways), numbers do not wrap, and a number column sorts largest
+    /// first; `cargo xtask html-check` runs them in a browser at 1280 and 800 px.
+    #[test]
+    fn tables_filter_scroll_and_sort_largest_first() {
+        let mut page = Vec::new();
+        render(&sample_summary(), &mut page).unwrap();
+        let page = String::from_utf8(page).unwrap();
+        for table in ["sites-table", "leaks-table"] {
+            assert!(page.contains(&format!("id=\"{table}\"")), "{table}");
+            assert!(
+                page.contains(&format!("class=\"filter\" data-table=\"{table}\"")),
+                "{table}"
+            );
+        }
+        assert_eq!(
+            page.matches("<div class=\"wide\"><table").count(),
+            page.matches("<table").count()
+        );
+        assert!(page.contains("td:not(.l),th:not(.l){white-space:nowrap}"));
+        assert!(
+            page.contains(": th.classList.contains('l');"),
+            "desc first for numbers"
+        );
     }
 
     #[test]

@@ -120,8 +120,8 @@ pub fn growth(s: &LeakSuspect) -> String {
     }
 }
 
-/// Short labels for sites shown side by side (chart bars): each the names of its frames from
-/// the first that matters ([`plumbing::from_label`]) as far as it takes to tell it from the
+/// Short labels for sites shown side by side (chart bars): each its frames (as the text names
+/// them, `function (file:line)`) from the first that matters ([`plumbing::from_label`]) as far as it takes to tell it from the
 /// others (at most twelve), `a <- … <- d` when that is longer than `max_chars`.
 pub fn sites(stacks: &[&[Frame]], max_chars: usize) -> Vec<String> {
     let depths = telling_depths(stacks.iter().copied(), 1, 12);
@@ -132,7 +132,7 @@ pub fn sites(stacks: &[&[Frame]], max_chars: usize) -> Vec<String> {
             let names: Vec<String> = plumbing::from_label(stack)
                 .iter()
                 .take(depth)
-                .map(|f| visible(&name(f)).into_owned())
+                .map(|f| frame(f, Style::Short))
                 .collect();
             fit_names(&names, max_chars)
         })
@@ -459,6 +459,17 @@ mod tests {
         assert_eq!(unique.len(), labels.len(), "{labels:#?}");
         assert_eq!(labels[0], "libsqli…0xa7504 <- … <- libsqli…0+0x1000");
         assert_eq!(labels[12], "app::grow<double>");
+        // Two lines of one function are two labels.
+        let line = |n: u32| Frame {
+            file: Some("/src/demo.c".into()),
+            line: Some(n),
+            ..named("growing_buffer", false)
+        };
+        let (a, b) = (vec![line(55)], vec![line(59)]);
+        assert_eq!(
+            sites(&[&a[..], &b[..]], 40),
+            ["growing_buffer (demo.c:55)", "growing_buffer (demo.c:59)"]
+        );
         assert!(
             labels.iter().all(|l| l.chars().count() <= 40),
             "{labels:#?}"

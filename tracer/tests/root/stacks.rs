@@ -262,12 +262,13 @@ fn stacks_deeper_than_the_limit_are_counted() {
     // heap's first brk).
     let truncated = v["events"]["stacks_truncated"].as_u64().unwrap();
     assert!((50..=54).contains(&truncated), "{:#}", v["events"]);
+    // The site says its own stack was cut (it is short of main), and the note counts sites.
+    assert_eq!(site["stack_cut"], true, "{site:#}");
     assert!(
-        text.contains(&format!(
-            "note: {truncated} stacks were deeper than 64 frames"
-        )),
+        text.contains("note: 1 site's stack was deeper than 64 frames: cut there"),
         "{text}"
     );
+    assert!(text.contains("  [stack cut]"), "{text}");
     let (v, text) = run("10");
     assert!(
         v["events"].get("stacks_truncated").is_none(),
