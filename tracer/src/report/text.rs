@@ -450,12 +450,16 @@ fn render_allocator(u: &UserSummary, out: &mut impl Write) -> io::Result<()> {
 /// Where a row's stack and chain start, under its numbers.
 const ROW: &str = "      ";
 
+/// As many frames as it takes to tell two listed sites apart: two sites never read alike.
+const MAX_FRAMES_SHOWN: usize = 64;
+
 /// The call sites with most bytes, the leaks and the leak suspects: `top` of each.
 fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<()> {
     if !u.sites.is_empty() {
         writeln!(out, "\ntop call sites by bytes ({} sites):", u.site_count)?;
         let listed = &u.sites[..u.sites.len().min(top)];
-        let depths = label::telling_depths(listed.iter().map(|s| &s.stack[..]), 3, 12);
+        let depths =
+            label::telling_depths(listed.iter().map(|s| &s.stack[..]), 3, MAX_FRAMES_SHOWN);
         for (site, depth) in listed.iter().zip(depths) {
             let st = &site.stats;
             writeln!(
@@ -473,7 +477,8 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
     if !u.leaks.is_empty() {
         writeln!(out, "\nleaks (allocated and not freed by the end):")?;
         let listed = &u.leaks[..u.leaks.len().min(top)];
-        let depths = label::telling_depths(listed.iter().map(|l| &l.stack[..]), 3, 12);
+        let depths =
+            label::telling_depths(listed.iter().map(|l| &l.stack[..]), 3, MAX_FRAMES_SHOWN);
         for (leak, depth) in listed.iter().zip(depths) {
             writeln!(
                 out,

@@ -337,3 +337,30 @@ fn kernel_mode_shows_no_table_of_zeros() {
     assert_eq!(s.live_bytes_now(), None);
     assert_eq!(label::known_bytes(s.live_bytes_now()), "unknown");
 }
+
+/// Two sites whose stacks part only at the 21st frame are shown to the 21st: no two listed
+/// sites read alike.
+#[test]
+fn no_two_sites_read_alike() {
+    let mut s = sample_summary();
+    s.user.allocator_files = vec!["/lib/libc.so.6".into()];
+    for outer in ["left", "right"] {
+        let mut frames: Vec<Frame> = (0..20)
+            .map(|i| Frame {
+                function: Some(format!("f{i}").into()),
+                ..Frame::unknown(0x1000 + i)
+            })
+            .collect();
+        frames.push(Frame {
+            function: Some(outer.into()),
+            ..Frame::unknown(0x9000)
+        });
+        s.user.sites.push(SiteReport {
+            stack: frames.into(),
+            ..crate::summary::tests::site_at("x", 1, Default::default())
+        });
+    }
+    let text = joined(&rendered(&s));
+    assert!(text.contains("<- f19 <- left"), "{text}");
+    assert!(text.contains("<- f19 <- right"), "{text}");
+}

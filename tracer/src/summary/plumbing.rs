@@ -64,6 +64,40 @@ const SYSCALL_WRAPPERS: &[&str] = &[
     "sysmalloc_mmap_fallback",
 ];
 
+/// The standard libraries' sources, where a frame in them is allocation plumbing.
+const STD_SOURCES: &[&str] = &[
+    "/include/c++/",
+    "/library/alloc/src/",
+    "/library/core/src/alloc/",
+    "/library/std/src/alloc",
+    "/library/std/src/sys/alloc/",
+];
+
+/// Whether `frame` lies in libstdc++ itself.
+fn in_libstdcxx(frame: &Frame) -> bool {
+    frame
+        .module
+        .as_deref()
+        .is_some_and(|m| m.rsplit('/').next().unwrap_or(m).starts_with("libstdc++"))
+}
+
+/// A demangled C++ function's own qualified name, without the return type a template
+/// function's name begins with: the last space-separated part outside `<...>`
+/// (`std::vector<double, std::allocator<double> > app::grow<double>` is `app::grow<double>`).
+fn cxx_own_name(bare: &str) -> &str {
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in bare.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ' ' if depth == 0 => start = i + 1,
+            _ => {}
+        }
+    }
+    &bare[start..]
+}
+
 /// Whether `frame` lies in libc or the dynamic loader (or its file is not known).
 fn in_libc(frame: &Frame) -> bool {
     frame.module.as_deref().is_none_or(|m| {
@@ -133,20 +167,23 @@ impl Plumbing {
             || bare.starts_with("operator new")
             || bare.starts_with("operator delete")
             || RUST_PREFIXES.iter().any(|p| name.starts_with(p))
-            || CXX_PARTS.iter().any(|p| name.contains(p))
         {
             return true;
         }
-        // The standard libraries' own sources: libstdc++'s headers (`/include/c++/14/bits/
-        // stl_vector.h`: `_M_realloc_insert`, `push_back` as inlined into the caller) and
-        // Rust's library (`/rustc/<hash>/library/alloc/src/...`).
-        let file = frame.file.as_deref().unwrap_or("");
-        (name.starts_with("std::") && (name.contains("::_M_") || name.contains("::_S_")))
-            || file.contains("/include/c++/")
-            || file.contains("/library/alloc/src/")
-            || file.contains("/library/core/src/alloc/")
-            || file.contains("/library/std/src/alloc")
-            || file.contains("/library/std/src/sys/alloc/")
+        // Where the code lives decides: the standard libraries' own sources, libstdc++'s
+        // headers (`/include/c++/14/bits/stl_vector.h`: `_M_realloc_insert`, `push_back` as
+        // inlined into the caller) and Rust's library (`/rustc/<hash>/library/alloc/src/...`),
+        // and libstdc++ itself.
+        if let Some(file) = frame.file.as_deref() {
+            return STD_SOURCES.iter().any(|p| file.contains(p)) || in_libstdcxx(frame);
+        }
+        // Without a source file, the name: but a C++ name begins with its return type, so a
+        // program's own `std::vector<double> app::grow<double>(unsigned long)` is not
+        // libstdc++'s; only the function's own qualified name counts.
+        let own = cxx_own_name(bare);
+        in_libstdcxx(frame)
+            || CXX_PARTS.iter().any(|p| own.contains(p))
+            || (own.starts_with("std::") && (own.contains("::_M_") || own.contains("::_S_")))
     }
 
     /// Marks the plumbing frames of the callers' stacks in `summary` (sites, leaks and
@@ -221,6 +258,29 @@ mod tests {
         }
         assert!(!Plumbing::default().is_plumbing(&frame("zmalloc", "")));
         assert!(Plumbing::new(&["(".into()]).is_err());
+    }
+
+    /// A program's own template is not plumbing because of its return type: it is decided
+    /// by where the code lives (its source file, or libstdc++), or by its own name.
+    #[test]
+    fn a_programs_template_is_its_own() {
+        let p = Plumbing::default();
+        let grow = "std::vector<double, std::allocator<double> > app::grow<double>(unsigned long)";
+        assert!(!p.is_plumbing(&frame(grow, "/src/app.cpp")));
+        assert!(!p.is_plumbing(&frame(grow, "")));
+        assert!(p.is_plumbing(&frame(
+            "std::vector<double, std::allocator<double> >::_M_realloc_insert<double>(double&&)",
+            "",
+        )));
+        let in_lib = Frame {
+            module: Some("/usr/lib/x86_64-linux-gnu/libstdc++.so.6".into()),
+            ..frame("std::string::_M_create(unsigned long&, unsigned long)", "")
+        };
+        assert!(p.is_plumbing(&in_lib));
+        assert!(p.is_plumbing(&frame(
+            "void std::vector<int>::push_back(int const&)",
+            "/usr/include/c++/14/bits/stl_vector.h",
+        )));
     }
 
     /// libc's syscall wrappers are plumbing where they lie in libc or the loader: a caller of
