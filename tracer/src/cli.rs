@@ -329,7 +329,8 @@ pub struct Cli {
     #[command(flatten)]
     pub output: OutputArgs,
 
-    /// More diagnostics on stderr; repeat for more (-vv).
+    /// More on stderr: -v the run's phases and how long each took, -vv diagnostics, -vvv the
+    /// eBPF loader's own logs too.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 

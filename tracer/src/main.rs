@@ -108,13 +108,23 @@ fn main() -> ExitCode {
         return ExitCode::from(tracer::process::keeper::run(&args[2..]) as u8);
     }
     let (cli, top) = Cli::parse_with_top(args);
+    // -v: the phases and their times; -vv: diagnostics; -vvv: the eBPF loader's own logs too.
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
-        _ => log::LevelFilter::Debug,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let loader = if cli.verbose >= 3 {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
     };
     env_logger::Builder::new()
         .filter_level(level)
+        .filter_module("aya", loader)
+        .filter_module("aya_obj", loader)
+        .filter_module("aya_log", loader)
         .format(|buf, record| {
             use std::io::Write as _;
             // Paths and names in messages may come from the traced program.

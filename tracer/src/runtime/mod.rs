@@ -28,6 +28,7 @@ use crate::process::signals::Signals;
 pub async fn run(cfg: RunConfig) -> Result<i32> {
     // From here on SIGINT and SIGTERM are ours: setup is never cut short without a word.
     let mut signals = Signals::install().context("installing signal handlers")?;
+    let mut phase = Phase::begin();
     let prepare::Prepared {
         outputs,
         record,
@@ -38,6 +39,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         tracefs,
         mut target,
     } = prepare::prepare(&cfg, &mut signals)?;
+    phase.done("prepared (outputs checked, target found or started)");
     // The run loop applies every event: it runs before the target's threads (the command, its
     // priority its own, was started already; the ring's reader runs before both).
     // SAFETY: setpriority on the calling thread.
@@ -55,6 +57,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         facts,
         keeper,
     } = start::start(&cfg, &tracefs, &target, record, record_dir, &signals)?;
+    phase.done("started (probes loaded and attached, unwind tables in)");
     let mut views = views::Views::start(&cfg, facts, jsonl, outputs.text, listener, page_size)?;
     let started = views.begin();
     let child = match target.held.take() {
@@ -85,10 +88,28 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
     let ended = run
         .run(&mut signals, &mut snapshot_requests, target.pidfd)
         .await?;
+    phase.done("traced");
     let status = run.finish(ended)?;
+    phase.done("finished (symbolized, reports written)");
     // The reports are out. Raw tracepoints detach at once; perf ones (the syscalls in `auto`)
     // one by one, each waiting for the kernel's grace periods: a helper process finishes that
     // after we have exited.
     finish::detach_in_background(probes);
     Ok(status)
+}
+
+/// The run's phases as `-v` shows them: each with how long it took.
+struct Phase(std::time::Instant);
+
+impl Phase {
+    fn begin() -> Self {
+        Phase(std::time::Instant::now())
+    }
+
+    /// Says that a phase is `done`, and how long it took; the next one starts now.
+    fn done(&mut self, what: &str) {
+        let ms = self.0.elapsed().as_secs_f64() * 1e3;
+        log::info!("{what} in {}", crate::summary::label::human_duration(ms));
+        self.0 = std::time::Instant::now();
+    }
 }

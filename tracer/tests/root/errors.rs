@@ -268,3 +268,34 @@ fn top_without_a_terminal_starts_nothing() {
     assert!(one_line_error(&out).contains("tracer top draws on a terminal"));
     assert!(!marker.exists(), "the command ran");
 }
+
+/// `-v` says each phase of the run and how long it took, in order; the eBPF loader's own logs
+/// wait for `-vvv`.
+#[test]
+fn verbose_says_the_phases_with_their_times() {
+    let out = tracer()
+        .args(["-v", "-q", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    let phases: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("tracer: info: "))
+        .filter(|l| l.contains(" in ") && (l.ends_with(" ms") || l.ends_with(" s")))
+        .map(|l| {
+            l.split(" (")
+                .next()
+                .unwrap_or(l)
+                .split(" in ")
+                .next()
+                .unwrap_or(l)
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        ["prepared", "started", "traced", "finished"],
+        "{text}"
+    );
+    assert!(!text.to_lowercase().contains("aya"), "{text}");
+}
