@@ -305,11 +305,21 @@ fn attach_allocators(
 /// mapped, and given to the root process's mappings.
 fn load_tables(ebpf: &mut Ebpf, root: &Session, files: &TargetFiles) -> UnwindTables {
     let mut tables = UnwindTables::default();
-    for via in files.substitutes().values() {
+    let all = files.substitutes();
+    // A big program's libraries take seconds: a bar on a terminal (drawn nowhere else).
+    let bar = indicatif::ProgressBar::new(all.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "compiling unwind tables {pos} of {len} files {wide_bar}",
+        )
+        .expect("valid template"),
+    );
+    for via in all.values() {
         if let Err(e) = tables.preload(ebpf, via) {
             log::warn!("{:#}", anyhow::Error::from(e));
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     if let Err(e) = tables.sync(
         ebpf,
         root.pid,
