@@ -314,8 +314,9 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Walks the stack of the current thread of process `tgid` from `regs` (at an allocator's
-/// entry) and returns the id it is stored under, or `None` when the process has no tables or
-/// the stack could not be stored (the caller falls back to the kernel's frame-pointer walk).
+/// entry) and returns the id it is stored under, -1 when it could not be stored (counted:
+/// lost, never walked again another way), or `None` when the process has no tables (the
+/// caller falls back to the kernel's frame-pointer walk).
 #[inline(always)]
 pub fn dwarf_stack_id(regs: *const pt_regs, tgid: u32) -> Option<i32> {
     // SAFETY: `regs` is the probe's register snapshot.
@@ -405,15 +406,17 @@ fn walk_from(pc: u64, sp: u64, bp: u64, tgid: u32) -> Option<i32> {
     // SAFETY: the value is only read.
     match unsafe { DWARF_STACKS.get(id) } {
         Some(known) if known.len == stack.len && known.frames[1] == stack.frames[1] => {}
+        // A stack that cannot be kept is lost (-1, counted), never walked again by frame
+        // pointer through code that keeps none: its site shows its calling frame only.
         Some(_) => {
             bump(counter::UNWIND_COLLIDED);
-            return None;
+            return Some(-1);
         }
         None => {
             // Frames past `len` are whatever an earlier walk left; readers stop at `len`.
             if DWARF_STACKS.insert(id, stack, 0).is_err() {
                 bump(counter::UNWIND_MAP_FULL);
-                return None;
+                return Some(-1);
             }
         }
     }

@@ -530,7 +530,7 @@ impl Join {
         };
         for &page in self.resident.keys() {
             match set.runs.last_mut() {
-                Some([first, n]) if *first + *n * PAGE == page => *n += 1,
+                Some([first, n]) if first.saturating_add(n.saturating_mul(PAGE)) == page => *n += 1,
                 _ => set.runs.push([page, 1]),
             }
         }

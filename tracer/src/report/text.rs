@@ -469,7 +469,11 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
                 label::count(st.allocs, "alloc", "allocs"),
                 human_bytes(st.live_bytes),
             )?;
-            let cut = if site.stack_cut { "  [stack cut]" } else { "" };
+            let cut = match (site.marks.stack_cut, site.marks.stack_lost) {
+                (true, _) => "  [stack cut]",
+                (_, true) => "  [stack lost]",
+                _ => "",
+            };
             writeln!(out, "{ROW}{}{cut}", label::stack(&site.stack, depth))?;
             writeln!(out, "{ROW}-> {}", label::chain(site))?;
         }

@@ -186,7 +186,7 @@ fn says_when_unwound_stacks_were_cut_or_walked_again() {
     assert!(!rendered(&s).contains("deeper than 64"));
     s.user.allocator_files = vec!["/lib/libc.so.6".into()];
     let mut deep = crate::summary::tests::site_at("deep", 3, Default::default());
-    deep.stack_cut = true;
+    deep.marks.stack_cut = true;
     s.user.sites.push(deep);
     let text = joined(&rendered(&s));
     assert!(

@@ -528,7 +528,7 @@ mod tests {
             paths: Default::default(),
             caused: Default::default(),
             bytes_error: None,
-            stack_cut: false,
+            marks: Default::default(),
         };
         let mut a = summary::tests::sample_summary();
         a.user.sites = vec![site("old", 10, 1000)];

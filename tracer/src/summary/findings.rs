@@ -603,7 +603,8 @@ impl KernelObjects {
     fn of(caches: &[(&String, u64)]) -> KernelObjects {
         let mut made: HashMap<KernelObjects, u64> = HashMap::new();
         for (cache, n) in caches {
-            *made.entry(KernelObjects::of_cache(cache)).or_default() += n;
+            let e = made.entry(KernelObjects::of_cache(cache)).or_default();
+            *e = e.saturating_add(*n);
         }
         made.into_iter()
             .max_by_key(|&(family, n)| (n, family != KernelObjects::Other))
@@ -717,7 +718,7 @@ mod tests {
             paths: Default::default(),
             caused: Default::default(),
             bytes_error: None,
-            stack_cut: false,
+            marks: Default::default(),
         }
     }
 
@@ -764,7 +765,7 @@ mod tests {
             path: "brk",
             paths: Default::default(),
             bytes_error: None,
-            stack_cut: false,
+            marks: Default::default(),
         }];
         s.user.leak_suspects = vec![crate::summary::suspects::LeakSuspect {
             stack: hot.stack,
@@ -824,7 +825,7 @@ mod tests {
             path: "brk",
             paths: Default::default(),
             bytes_error: None,
-            stack_cut: false,
+            marks: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     aggregate::heap::{Leak, SiteKey, SiteStats},
     attribution::join::{Caused, SitePaths},
+    summary::user::StackMarks,
     symbolize::{Frame, Stack},
 };
 
@@ -17,8 +18,8 @@ pub struct Merged {
     /// The first of its allocation sites, to order equal sites the same way every time.
     pub key: SiteKey,
     pub stack: Stack,
-    /// Any of its allocation sites' stacks was cut at the unwinder's depth.
-    pub stack_cut: bool,
+    /// Any of its allocation sites' stacks cut or lost.
+    pub marks: StackMarks,
     pub stats: SiteStats,
     pub paths: SitePaths,
     pub caused: Caused,
@@ -29,7 +30,7 @@ pub struct Merged {
 pub struct MergedLeak {
     pub leak: Leak,
     pub stack: Stack,
-    pub stack_cut: bool,
+    pub marks: StackMarks,
     pub paths: SitePaths,
     pub resident_seen: u64,
 }
@@ -99,7 +100,7 @@ pub fn merge_sites<'a>(
             SiteKey,
             SiteStats,
             u32,
-            (&'a Stack, bool),
+            (&'a Stack, StackMarks),
             (SitePaths, Caused),
         ),
     >,
@@ -107,7 +108,7 @@ pub fn merge_sites<'a>(
     let mut index: HashMap<u32, usize> = HashMap::new();
     let mut merged: Vec<Merged> = Vec::new();
     let mut group_of = HashMap::new();
-    for (key, stats, group, (stack, cut), (paths, caused)) in sites {
+    for (key, stats, group, (stack, marks), (paths, caused)) in sites {
         let g = *index.entry(group).or_insert_with(|| {
             merged.push(Merged {
                 key,
@@ -117,7 +118,7 @@ pub fn merge_sites<'a>(
             merged.len() - 1
         });
         let m = &mut merged[g];
-        m.stack_cut |= cut;
+        m.marks.add(marks);
         m.stats.merge(&stats);
         m.paths.add(&paths);
         m.caused.add(&caused);
@@ -167,7 +168,7 @@ pub fn merge_leaks(
                 seen_bytes: 0,
             },
             stack: site.stack.clone(),
-            stack_cut: site.stack_cut,
+            marks: site.marks,
             paths: site.paths.clone(),
             resident_seen: 0,
         });

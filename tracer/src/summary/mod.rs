@@ -310,7 +310,7 @@ pub(crate) mod tests {
             paths: Default::default(),
             caused: Default::default(),
             bytes_error: None,
-            stack_cut: false,
+            marks: Default::default(),
         }
     }
 

@@ -106,15 +106,15 @@ fn losses(e: &EventCounts) -> Vec<Note> {
     }
     if e.unwound_collisions > 0 {
         notes.push(Note::caveat(format!(
-            "{} unwound stacks hashed to another stack's id and were walked by frame pointer \
-             instead",
+            "{} unwound stacks hashed to another stack's id and were not kept: their sites show \
+             the calling frame only (`stack_lost`, [stack lost])",
             e.unwound_collisions
         )));
     }
     if e.unwound_map_full > 0 {
         notes.push(Note::caveat(format!(
-            "{} unwound stacks found their map full and were walked by frame pointer instead; a \
-             larger --max-stacks makes room",
+            "{} unwound stacks found their map full and were not kept: their sites show the \
+             calling frame only (`stack_lost`, [stack lost]); a larger --max-stacks makes room",
             e.unwound_map_full
         )));
     }
@@ -133,7 +133,7 @@ fn caveats(s: &Summary) -> Vec<Note> {
     let mut notes = Vec::new();
     // Said of the sites whose own stack was cut: a stack as deep as the unwinder walks that
     // reaches its thread's entry point is whole.
-    let cut = s.user.sites.iter().filter(|x| x.stack_cut).count();
+    let cut = s.user.sites.iter().filter(|x| x.marks.stack_cut).count();
     if cut > 0 {
         notes.push(Note::caveat(format!(
             "{} deeper than 64 frames: cut there, their outermost frames missing \

@@ -16,7 +16,7 @@ use crate::{
     summary::{
         merge::FrameKey,
         plumbing::Plumbing,
-        user::{Stacks, site_addresses},
+        user::{StackMarks, Stacks, site_addresses},
     },
     symbolize::{Frame, Stack, Symbolizer},
 };
@@ -43,7 +43,7 @@ pub struct SiteFrames {
     /// The ids of the listed sites (the locations of a stack's addresses).
     groups: HashMap<Vec<u32>, u32>,
     /// By the heap's site index: its stack and its listed site's id.
-    sites: Vec<(Stack, u32, bool)>,
+    sites: Vec<(Stack, u32, StackMarks)>,
 }
 
 /// Where a thread's stack begins: a stack that reaches one is whole.
@@ -108,8 +108,12 @@ impl SiteFrames {
             let next = self.groups.len() as u32;
             let group = *self.groups.entry(path).or_insert(next);
             let walked = stacks.stack(key.stack_id).map_or(0, <[u64]>::len);
-            let cut = cut_at_depth(key.stack_id, walked, &frames);
-            self.sites.push((Arc::from(frames), group, cut));
+            let marks = StackMarks {
+                stack_cut: cut_at_depth(key.stack_id, walked, &frames),
+                // -1: the kernel could not keep the stack (counted where it happened).
+                stack_lost: key.stack_id < 0,
+            };
+            self.sites.push((Arc::from(frames), group, marks));
         }
     }
 
@@ -139,10 +143,10 @@ impl SiteFrames {
     }
 
     /// The stack of the site with heap index `site`, its listed site's id (sites with one id
-    /// are one listed site), and whether the stack was cut at the unwinder's depth.
-    pub fn site(&self, site: usize) -> (&Stack, u32, bool) {
-        let (stack, group, cut) = &self.sites[site];
-        (stack, *group, *cut)
+    /// are one listed site), and what its stack is missing.
+    pub fn site(&self, site: usize) -> (&Stack, u32, StackMarks) {
+        let (stack, group, marks) = &self.sites[site];
+        (stack, *group, *marks)
     }
 }
 
@@ -331,7 +335,7 @@ mod tests {
             .insert(0x7f00_0000_9100, vec![stripped(0x7f00_0000_9100, "_start")]);
         let mut frames = SiteFrames::default();
         frames.update(0, &Plumbing::default(), &[], &heap, &stacks, &mut sym);
-        let cut: Vec<bool> = (0..4).map(|i| frames.site(i).2).collect();
+        let cut: Vec<bool> = (0..4).map(|i| frames.site(i).2.stack_cut).collect();
         assert_eq!(cut, [true, false, false, false]);
     }
 }

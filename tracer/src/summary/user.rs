@@ -42,10 +42,9 @@ pub struct SiteReport {
     /// `--sample`: half the width of the 95% confidence interval of `bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_error: Option<u64>,
-    /// Its stack was deeper than the unwinder walks (64 callers) and is cut there: its
-    /// outermost frames are missing.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub stack_cut: bool,
+    /// Whether its stack is whole.
+    #[serde(flatten)]
+    pub marks: StackMarks,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,8 +64,29 @@ pub struct LeakReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_error: Option<u64>,
     /// As its site's.
+    #[serde(flatten)]
+    pub marks: StackMarks,
+}
+
+/// What a site's stack is missing, when it is not whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StackMarks {
+    /// Deeper than the unwinder walks (64 callers) and cut there: its outermost frames are
+    /// missing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stack_cut: bool,
+    /// Not kept (the stack map was full, or its id taken): the site shows its calling frame
+    /// only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stack_lost: bool,
+}
+
+impl StackMarks {
+    /// Marks of sites listed as one: any one's.
+    pub fn add(&mut self, o: StackMarks) {
+        self.stack_cut |= o.stack_cut;
+        self.stack_lost |= o.stack_lost;
+    }
 }
 
 /// `--sample`: how the estimates were made.
@@ -221,8 +241,8 @@ pub fn build(
     let paths_of = |id: usize| join.site(id as SiteId).cloned().unwrap_or_default();
     let (mut sites, group_of) =
         merge_sites(heap.sites().iter().enumerate().map(|(id, (key, stats))| {
-            let (stack, group, cut) = frames.site(id);
-            (*key, stats.clone(), group, (stack, cut), paths_of(id))
+            let (stack, group, marks) = frames.site(id);
+            (*key, stats.clone(), group, (stack, marks), paths_of(id))
         }));
     // Resident means one thing for sites, leaks and every view of them: each resident page
     // split between the live blocks on it. The pages are the kernel's (pagemap) or, when the
@@ -294,7 +314,7 @@ pub fn build(
             .into_iter()
             .map(|m| SiteReport {
                 bytes_error: error_95(sampling, m.stats.bytes_variance),
-                stack_cut: m.stack_cut,
+                marks: m.marks,
                 stack: m.stack,
                 stats: m.stats,
                 path: m.paths.path(),
@@ -308,7 +328,7 @@ pub fn build(
                 |MergedLeak {
                      leak: l,
                      stack,
-                     stack_cut,
+                     marks,
                      paths,
                      resident_seen: seen,
                  }| {
@@ -330,7 +350,7 @@ pub fn build(
                         path: paths.path(),
                         paths,
                         bytes_error: error_95(sampling, l.bytes_variance),
-                        stack_cut,
+                        marks,
                     }
                 },
             )

@@ -223,7 +223,7 @@ mod tests {
             paths: Default::default(),
             caused: Default::default(),
             bytes_error: None,
-            stack_cut: false,
+            marks: Default::default(),
         }];
         let mut t = TopState::default();
         t.update(&s, 2.0);

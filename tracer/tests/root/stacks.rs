@@ -277,3 +277,30 @@ fn stacks_deeper_than_the_limit_are_counted() {
     );
     assert!(!text.contains("deeper than 64"), "{text}");
 }
+
+/// A full stack map loses stacks, never fills them in by frame pointer: 1,024 distinct stacks
+/// into a map of 64 leave sites that say `stack_lost` and show their calling frame only, the
+/// others whole to main; the loss is counted and said.
+#[test]
+fn a_full_stack_map_loses_stacks_and_says_so() {
+    let w = workload("many_sites");
+    let (v, out) = trace_with(
+        &["--no-kernel", "--max-stacks", "64", "--max-sites", "2000"],
+        &[w.to_str().unwrap(), "10", "1"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sites = v["user"]["sites"].as_array().unwrap();
+    let (lost, whole): (Vec<&Value>, Vec<&Value>) =
+        sites.iter().partition(|s| s["stack_lost"] == true);
+    assert!(!lost.is_empty() && !whole.is_empty(), "{} lost", lost.len());
+    for s in &lost {
+        assert_eq!(functions(s), ["leaf"], "{s:#}");
+    }
+    for s in whole.iter().filter(|s| functions(s)[0] == "leaf") {
+        assert!(functions(s).iter().any(|f| f == "main"), "{s:#}");
+    }
+    let full = v["events"]["unwound_map_full"].as_u64().unwrap_or(0);
+    assert!(full > 0, "{:#}", v["events"]);
+    assert!(stderr(&out).contains("found their map full and were not kept"));
+}
