@@ -2,6 +2,8 @@
 //! continuation indented under the line's own indent; a single word wider than what is left
 //! (a C++ template's name, a long path) loses its middle to `…`. Nothing else is cut.
 
+use crate::summary::label::elide_middle;
+
 /// The width the terminal summary is fitted to: `$COLUMNS` when it is a number of at least
 /// [`MIN_WIDTH`], else [`DEFAULT_WIDTH`].
 pub fn width() -> usize {
@@ -60,7 +62,7 @@ fn fit_line(line: &str, width: usize, out: &mut String) {
             None => {
                 // Its first word alone is too wide.
                 let end = rest.find(' ').unwrap_or(rest.len());
-                out.push_str(&elide(&rest[..end], room));
+                out.push_str(&elide_middle(&rest[..end], room));
                 rest = &rest[end..];
             }
         }
@@ -117,19 +119,6 @@ fn splits_quantity(before: &str, after: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_digit() || c == '.')
         && UNITS.contains(&unit)
-}
-
-/// `word` in at most `max` characters: its start and end, `…` between.
-fn elide(word: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    let n = chars(word);
-    if n <= max || max < 3 {
-        return word.into();
-    }
-    let head = (max - 1) / 2;
-    let tail = max - 1 - head;
-    let start: String = word.chars().take(head).collect();
-    let end: String = word.chars().skip(n - tail).collect();
-    format!("{start}…{end}").into()
 }
 
 #[cfg(test)]

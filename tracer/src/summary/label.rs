@@ -150,16 +150,7 @@ fn fit_names(names: &[String], max_chars: usize) -> String {
             joined
         };
     }
-    let elide = |s: &str, max: usize| -> String {
-        let n = s.chars().count();
-        if n <= max || max < 3 {
-            return s.into();
-        }
-        let head = (max - 1) / 2;
-        let start: String = s.chars().take(head).collect();
-        let end: String = s.chars().skip(n - (max - 1 - head)).collect();
-        format!("{start}…{end}")
-    };
+    let elide = |s: &str, max: usize| elide_middle(s, max).into_owned();
     match names {
         [one] => elide(one, max_chars),
         [first, .., last] => {
@@ -178,6 +169,19 @@ fn fit_names(names: &[String], max_chars: usize) -> String {
         }
         [] => unreachable!(),
     }
+}
+
+/// `text` in at most `max` characters: its start and its end, `…` between (as it is when it
+/// fits, or when `max` leaves no room for both).
+pub fn elide_middle(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let n = text.chars().count();
+    if n <= max || max < 3 {
+        return text.into();
+    }
+    let head = (max - 1) / 2;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(n - (max - 1 - head)).collect();
+    format!("{start}…{end}").into()
 }
 
 /// For each stack, the fewest frames (from the one that matters; at least `min`, at most
