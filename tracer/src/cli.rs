@@ -176,10 +176,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = StackWalk::Dwarf)]
     pub stacks: StackWalk,
 
-    /// Distinct allocation stacks the kernel can keep (each takes about 1 KiB of kernel memory).
-    /// Allocations beyond it are counted without a stack, and the summary says how many.
-    /// Example: --max-stacks 65536
-    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
+    /// Distinct allocation stacks the kernel can keep, its memory set aside when tracing
+    /// starts: about 0.5 KiB a stack when they are unwound (the default: 32 MiB), 1 KiB with
+    /// --stacks fp; a small C++ compile keeps tens of thousands. Allocations beyond it keep their calling
+    /// frame only (`stack_lost`), and the summary says how many. Example: --max-stacks 262144
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
     pub max_stacks: u32,
 
     /// What to trace. `full`: every call of the allocator family through uprobes, joined with

@@ -358,6 +358,21 @@ pub struct Probes {
     pub kernel_traced: bool,
 }
 
+/// The kernel's stack-trace map is allocated whole when it is made (about 1 KiB an entry):
+/// when stacks are unwound it holds only the frame-pointer walks of files without tables and
+/// of faults, and is kept to [`FP_STACKS_BESIDE_DWARF`] entries; with `--stacks fp` it holds
+/// every stack. (The unwound stacks' map is allocated whole too: one that took its memory as
+/// stacks came would have the kernel's slab events charge tracer's own stacks to the process.)
+pub const FP_STACKS_BESIDE_DWARF: u32 = 16_384;
+
+fn fp_stack_entries(opts: &LoadOptions) -> u32 {
+    if opts.dwarf {
+        opts.max_stacks.min(FP_STACKS_BESIDE_DWARF)
+    } else {
+        opts.max_stacks
+    }
+}
+
 impl Probes {
     pub fn load_and_attach(tracefs: &Tracefs, opts: &LoadOptions) -> Result<Self, ProbeError> {
         raise_memlock_limit();
@@ -366,7 +381,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(CONFIG_GLOBAL, &config, true)
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
-            .map_max_entries(STACKS_MAP, opts.max_stacks)
+            .map_max_entries(STACKS_MAP, fp_stack_entries(opts))
             .map_max_entries(DWARF_STACKS_MAP, opts.max_stacks)
             .map_max_entries(LIVE_PAGE_BITS_MAP, (1u32 << config.page_bits).div_ceil(64))
             .map_max_entries(
