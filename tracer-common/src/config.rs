@@ -30,6 +30,9 @@ pub mod config_flags {
     /// Count slab objects made outside traced calls in [`crate::SLAB_COUNTS_MAP`] instead of
     /// sending each (not with `--kernel-stacks`, whose stacks are per object).
     pub const COUNT_SLAB: u32 = 256;
+    /// Stop a launched or followed process when it calls `_exit` (the `exit_enter` uprobe),
+    /// until userspace has checked its live blocks for leaks.
+    pub const HOLD_EXIT: u32 = 512;
 }
 
 /// Field offsets of the kmem and fault tracepoints, from their tracefs formats.

@@ -45,11 +45,16 @@ pub enum EventKind {
     /// A [`FaultPageEvent`]: a fault and the first page block allocated while it was handled,
     /// in one record.
     FaultPage = 14,
+    /// A [`LeakCheckEvent`]: userspace scanned a stopped process's memory for pointers to its
+    /// live blocks (never from the kernel; recorded so that a report shows the check).
+    LeakCheck = 15,
+    /// A [`BlockKindEvent`]: what the leak check before it found one live block to be.
+    BlockKind = 16,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Syscall,
         EventKind::Alloc,
         EventKind::Open,
@@ -64,6 +69,8 @@ impl EventKind {
         EventKind::Held,
         EventKind::SlabCount,
         EventKind::FaultPage,
+        EventKind::LeakCheck,
+        EventKind::BlockKind,
     ];
 
     /// The bytes of a record of this kind: its payload type's size.
@@ -80,6 +87,8 @@ impl EventKind {
             EventKind::Held => size_of::<HeldEvent>(),
             EventKind::SlabCount => size_of::<crate::SlabCountEvent>(),
             EventKind::FaultPage => size_of::<FaultPageEvent>(),
+            EventKind::LeakCheck => size_of::<LeakCheckEvent>(),
+            EventKind::BlockKind => size_of::<BlockKindEvent>(),
         }
     }
 }
@@ -89,7 +98,7 @@ impl TryFrom<u32> for EventKind {
 
     fn try_from(v: u32) -> Result<Self, u32> {
         match v {
-            1..=14 => Ok(EventKind::ALL[v as usize - 1]),
+            1..=16 => Ok(EventKind::ALL[v as usize - 1]),
             other => Err(other),
         }
     }
@@ -113,6 +122,8 @@ pub mod kind {
     pub const HELD: u32 = EventKind::Held as u32;
     pub const SLAB_COUNT: u32 = EventKind::SlabCount as u32;
     pub const FAULT_PAGE: u32 = EventKind::FaultPage as u32;
+    pub const LEAK_CHECK: u32 = EventKind::LeakCheck as u32;
+    pub const BLOCK_KIND: u32 = EventKind::BlockKind as u32;
 }
 
 /// The header that starts every event.
@@ -259,6 +270,69 @@ pub mod held {
     /// userspace gives the mapping its unwind table before the code runs, so that its first
     /// allocations are walked whole.
     pub const MAPPED_CODE: u32 = 1;
+    /// A launched or followed process called `_exit` (its last user code has run, its memory is
+    /// whole): userspace checks its live blocks for leaks, then lets it exit.
+    pub const EXIT: u32 = 2;
+}
+
+/// A leak check of one process: every block live at `header.ts_ns` was classified; those
+/// found not reachable follow as [`BlockKindEvent`]s (the rest are reachable).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeakCheckEvent {
+    pub header: EventHeader,
+    /// One of [`leak_check`]'s outcomes.
+    pub outcome: u32,
+    /// One of [`leak_check`]'s moments.
+    pub moment: u32,
+    /// How long the process was stopped, in microseconds.
+    pub pause_us: u64,
+    /// Bytes of memory read: the roots and the blocks reached.
+    pub scanned_bytes: u64,
+    /// Live blocks classified.
+    pub blocks: u64,
+}
+const _: () = assert!(size_of::<LeakCheckEvent>() == 56);
+
+/// What a leak check came to, and when it ran ([`LeakCheckEvent`]).
+pub mod leak_check {
+    /// Every live block was classified.
+    pub const DONE: u32 = 1;
+    /// The scan took longer than `--leak-check-max-pause` allowed: given up, nothing
+    /// classified.
+    pub const GAVE_UP: u32 = 2;
+    /// The process could not be stopped or read (traced by another debugger, gone).
+    pub const FAILED: u32 = 3;
+
+    /// At the process's exit (`_exit`).
+    pub const AT_EXIT: u32 = 1;
+    /// When tracing ended, the process still running (`--leak-check`).
+    pub const AT_END: u32 = 2;
+    /// Asked for while tracing (SIGUSR2, a key in `tracer top`).
+    pub const ON_REQUEST: u32 = 3;
+}
+
+/// One live block that the leak check before it did not find reachable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockKindEvent {
+    pub header: EventHeader,
+    /// The block's start, as the allocator returned it.
+    pub addr: u64,
+    /// One of [`block_kind`].
+    pub kind: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<BlockKindEvent>() == 40);
+
+/// What a leak check found a live block to be, as memcheck names its categories.
+pub mod block_kind {
+    /// No pointer reaches it: definitely lost.
+    pub const LOST: u32 = 1;
+    /// Reached only from lost blocks: indirectly lost.
+    pub const INDIRECT: u32 = 2;
+    /// Reached only by pointers into its middle: possibly lost.
+    pub const POSSIBLE: u32 = 3;
 }
 
 /// A traced process created a child process ([`kind::FORK`], from the parent) or ended

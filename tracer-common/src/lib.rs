@@ -61,6 +61,10 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::HeldEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::LeakCheckEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BlockKindEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcessEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindRow {}

@@ -5,8 +5,9 @@ use std::{mem::size_of, ops::Deref};
 use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
-    AllocEvent, AllocFn, EventHeader, EventKind, ExecEvent, FaultEvent, FaultPageEvent, HeldEvent,
-    OpenEvent, PageEvent, ProcessEvent, SlabCountEvent, SlabEvent, Syscall, SyscallEvent, kind,
+    AllocEvent, AllocFn, BlockKindEvent, EventHeader, EventKind, ExecEvent, FaultEvent,
+    FaultPageEvent, HeldEvent, LeakCheckEvent, OpenEvent, PageEvent, ProcessEvent, SlabCountEvent,
+    SlabEvent, Syscall, SyscallEvent, block_kind, kind, leak_check,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
@@ -33,6 +34,10 @@ pub enum Event {
     Exit(ProcessEvent),
     /// The process stopped itself until continued (a live control; not recorded).
     Held(HeldEvent),
+    /// A leak check of the process ran; the blocks it did not find reachable follow.
+    LeakCheck(LeakCheck),
+    /// One block the leak check before it did not find reachable.
+    BlockKind(BlockKind),
 }
 
 impl Event {
@@ -48,6 +53,8 @@ impl Event {
             Event::Exec(e) => &e.header,
             Event::Fork(e) | Event::Exit(e) => &e.header,
             Event::Held(e) => &e.header,
+            Event::LeakCheck(e) => &e.raw.header,
+            Event::BlockKind(e) => &e.raw.header,
         }
     }
 }
@@ -101,6 +108,121 @@ impl TryFrom<AllocEvent> for AllocCall {
     }
 }
 
+/// What a leak check found a live block to be: memcheck's categories.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LeakKind {
+    /// No pointer reaches it ("definitely lost").
+    Lost,
+    /// Reached only from lost blocks ("indirectly lost").
+    Indirect,
+    /// Reached only by pointers into its middle ("possibly lost").
+    Possible,
+    /// A pointer to its start is in the process's memory or registers ("still reachable").
+    Reachable,
+}
+
+impl LeakKind {
+    pub const ALL: [LeakKind; 4] = [
+        LeakKind::Lost,
+        LeakKind::Indirect,
+        LeakKind::Possible,
+        LeakKind::Reachable,
+    ];
+
+    /// As the wire carries it; reachable blocks are not sent (see [`BlockKindEvent`]).
+    pub fn wire(self) -> u32 {
+        match self {
+            LeakKind::Lost => block_kind::LOST,
+            LeakKind::Indirect => block_kind::INDIRECT,
+            LeakKind::Possible => block_kind::POSSIBLE,
+            LeakKind::Reachable => 0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LeakKind::Lost => "lost",
+            LeakKind::Indirect => "indirect",
+            LeakKind::Possible => "possible",
+            LeakKind::Reachable => "reachable",
+        }
+    }
+}
+
+/// What a leak check came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Done,
+    GaveUp,
+    Failed,
+}
+
+/// When a leak check ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckMoment {
+    AtExit,
+    AtEnd,
+    OnRequest,
+}
+
+/// A leak check event with its outcome and moment decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeakCheck {
+    pub outcome: CheckOutcome,
+    pub moment: CheckMoment,
+    pub raw: LeakCheckEvent,
+}
+
+impl TryFrom<LeakCheckEvent> for LeakCheck {
+    type Error = DecodeError;
+
+    fn try_from(raw: LeakCheckEvent) -> Result<Self, DecodeError> {
+        let outcome = match raw.outcome {
+            leak_check::DONE => CheckOutcome::Done,
+            leak_check::GAVE_UP => CheckOutcome::GaveUp,
+            leak_check::FAILED => CheckOutcome::Failed,
+            other => return Err(DecodeError::UnknownCheck(other)),
+        };
+        let moment = match raw.moment {
+            leak_check::AT_EXIT => CheckMoment::AtExit,
+            leak_check::AT_END => CheckMoment::AtEnd,
+            leak_check::ON_REQUEST => CheckMoment::OnRequest,
+            other => return Err(DecodeError::UnknownCheck(other)),
+        };
+        Ok(LeakCheck {
+            outcome,
+            moment,
+            raw,
+        })
+    }
+}
+
+/// A block kind event with its kind decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockKind {
+    pub kind: LeakKind,
+    pub raw: BlockKindEvent,
+}
+
+impl TryFrom<BlockKindEvent> for BlockKind {
+    type Error = DecodeError;
+
+    fn try_from(raw: BlockKindEvent) -> Result<Self, DecodeError> {
+        let kind = match raw.kind {
+            block_kind::LOST => LeakKind::Lost,
+            block_kind::INDIRECT => LeakKind::Indirect,
+            block_kind::POSSIBLE => LeakKind::Possible,
+            other => return Err(DecodeError::UnknownLeakKind(other)),
+        };
+        Ok(BlockKind { kind, raw })
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("{what} needs {need} bytes, got {got}")]
@@ -115,6 +237,10 @@ pub enum DecodeError {
     UnknownSyscall(u32),
     #[error("unknown allocator function {0}")]
     UnknownAllocFn(u32),
+    #[error("unknown leak check outcome or moment {0}")]
+    UnknownCheck(u32),
+    #[error("unknown leak kind {0}")]
+    UnknownLeakKind(u32),
 }
 
 /// The header of a record, without decoding the rest.
@@ -163,6 +289,14 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Fork => Event::Fork(read(bytes, "fork event")?),
         EventKind::Exit => Event::Exit(read(bytes, "exit event")?),
         EventKind::Held => Event::Held(read(bytes, "held event")?),
+        EventKind::LeakCheck => {
+            let event: LeakCheckEvent = read(bytes, "leak check event")?;
+            Event::LeakCheck(event.try_into()?)
+        }
+        EventKind::BlockKind => {
+            let event: BlockKindEvent = read(bytes, "block kind event")?;
+            Event::BlockKind(event.try_into()?)
+        }
     })
 }
 

@@ -8,7 +8,8 @@
 //! - the model: [`aggregate`] (statistics keyed by interned ids), [`attribution`] (the address
 //!   space, and which path served what);
 //! - the kernel side: [`symbolize`], [`unwind`] (tables for the kernel's stack walker),
-//!   [`probes`] (loading, attaching and reading the eBPF object);
+//!   [`probes`] (loading, attaching and reading the eBPF object), [`reach`] (the leak check:
+//!   which live blocks a stopped process can still reach);
 //! - [`summary`]: every fact a report shows, and every name, label and note, made once;
 //! - [`process`]: each traced process's model and summary, launching and reading processes;
 //! - [`report`]: the renderers, one per format, reading only the summary;
@@ -29,6 +30,7 @@ pub mod output;
 pub mod periodic;
 pub mod probes;
 pub mod process;
+pub mod reach;
 
 pub mod record;
 pub mod replay;

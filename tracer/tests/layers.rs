@@ -9,7 +9,7 @@ use std::{
 };
 
 /// Every top-level module of the library, lowest first: each may import only those before it.
-const LAYERS: [&str; 20] = [
+const LAYERS: [&str; 21] = [
     // The vocabulary: what the kernel sent, decoded, and what a run ends with.
     "facts",
     "gfp",
@@ -21,6 +21,7 @@ const LAYERS: [&str; 20] = [
     "symbolize",
     "unwind",
     "probes",
+    "reach",
     // The summary: every fact a report shows, made once.
     "summary",
     // The traced processes: each one's model and summary, starting and reading them.

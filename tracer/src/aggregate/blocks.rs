@@ -96,6 +96,10 @@ impl<V: Copy + Default> LiveTable<V> {
         self.find(key).map(|i| &self.slots[i].value)
     }
 
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        self.find(key).map(|i| &mut self.slots[i].value)
+    }
+
     pub fn contains_key(&self, key: u64) -> bool {
         self.find(key).is_some()
     }
@@ -173,6 +177,13 @@ impl<V: Copy + Default> LiveTable<V> {
 
     pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
         self.iter().map(|(_, v)| v)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
+        self.slots
+            .iter_mut()
+            .filter(|s| s.key != 0)
+            .map(|s| &mut s.value)
     }
 
     fn grow(&mut self) {

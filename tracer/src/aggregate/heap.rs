@@ -15,7 +15,7 @@ use foldhash::HashMap as FastMap;
 
 use super::{blocks::LiveTable, threads::Threads};
 
-use crate::events::AllocCall;
+use crate::events::{AllocCall, BlockKind, CheckOutcome, LeakCheck, LeakKind};
 use serde::Serialize;
 use tracer_common::{AllocEvent, AllocFn};
 
@@ -110,10 +110,42 @@ impl SiteStats {
 struct LiveBlock {
     size: u64,
     site: u32,
-    /// How many times realloc moved this block's contents to get here (in the padding after
-    /// `site`: no bigger a block).
-    moves: u32,
+    /// How many times realloc moved this block's contents to get here (the low
+    /// [`MOVE_BITS`]), and what the last leak check found it to be (the bits above): in the
+    /// padding after `site`, no bigger a block.
+    tag: u32,
     ts_ns: u64,
+}
+
+/// Bits of [`LiveBlock::tag`] that count moves; more moves than they hold stay at the most.
+const MOVE_BITS: u32 = 29;
+const MOST_MOVES: u32 = (1 << MOVE_BITS) - 1;
+
+impl LiveBlock {
+    fn moves(&self) -> u32 {
+        self.tag & MOST_MOVES
+    }
+
+    /// What the last leak check found; None when no check saw this block.
+    fn kind(&self) -> Option<LeakKind> {
+        match self.tag >> MOVE_BITS {
+            1 => Some(LeakKind::Lost),
+            2 => Some(LeakKind::Indirect),
+            3 => Some(LeakKind::Possible),
+            4 => Some(LeakKind::Reachable),
+            _ => None,
+        }
+    }
+
+    fn set_kind(&mut self, kind: LeakKind) {
+        let bits = match kind {
+            LeakKind::Lost => 1,
+            LeakKind::Indirect => 2,
+            LeakKind::Possible => 3,
+            LeakKind::Reachable => 4,
+        };
+        self.tag = self.moves() | (bits << MOVE_BITS);
+    }
 }
 
 /// How many blocks, and how many bytes, a sampled block of `bytes` stands for when one is
@@ -168,6 +200,8 @@ pub struct Leak {
     pub bytes_variance: f64,
     /// Bytes of the blocks seen (with sampling, `bytes` is the estimate they stand for).
     pub seen_bytes: u64,
+    /// What the last leak check found these blocks to be; None: no check saw them.
+    pub kind: Option<LeakKind>,
 }
 
 /// Number of power-of-two size buckets: sizes up to 2^63.
@@ -196,6 +230,9 @@ pub struct HeapStats {
     sample_bytes: u64,
     /// Allocating calls seen (with sampling, the sampled ones).
     pub seen_calls: u64,
+    /// The last leak check of this heap, and how many ran.
+    pub check: Option<LeakCheck>,
+    pub checks: u32,
 }
 
 impl Default for HeapStats {
@@ -215,6 +252,8 @@ impl Default for HeapStats {
             threads: Threads::default(),
             sample_bytes: 0,
             seen_calls: 0,
+            check: None,
+            checks: 0,
         }
     }
 }
@@ -291,12 +330,12 @@ impl HeapStats {
         }
         // A block that moved: its old bytes were copied (as far as both hold them).
         let moved = (resizes && e.old_ptr != 0 && e.old_ptr != e.ptr)
-            .then(|| self.live.get(e.old_ptr).map(|b| (b.size, b.moves)))
+            .then(|| self.live.get(e.old_ptr).map(|b| (b.size, b.moves())))
             .flatten();
         if resizes && e.old_ptr != 0 {
             self.release(e.old_ptr, tid);
         }
-        let moves = moved.map_or(0, |(_, m)| m.saturating_add(1));
+        let moves = moved.map_or(0, |(_, m)| m.saturating_add(1).min(MOST_MOVES));
         let site = self.record(e, bytes, moves);
         if let Some((old, before)) = moved {
             let s = &mut self.sites[site as usize].1;
@@ -338,7 +377,7 @@ impl HeapStats {
         let block = LiveBlock {
             size: bytes,
             site,
-            moves,
+            tag: moves,
             ts_ns: e.header.ts_ns,
         };
         match self.live.insert(e.ptr, block) {
@@ -421,6 +460,25 @@ impl HeapStats {
         }
         self.live_bytes = 0;
         (blocks, bytes)
+    }
+
+    /// A leak check ran. When it classified every live block, each is reachable until a
+    /// [`BlockKind`] after it says otherwise; blocks allocated later are unchecked.
+    pub fn on_leak_check(&mut self, check: &LeakCheck) {
+        self.check = Some(*check);
+        self.checks = self.checks.saturating_add(1);
+        if check.outcome == CheckOutcome::Done {
+            self.live
+                .values_mut()
+                .for_each(|b| b.set_kind(LeakKind::Reachable));
+        }
+    }
+
+    /// What the leak check before found the block at `e.raw.addr` to be.
+    pub fn on_block_kind(&mut self, e: &BlockKind) {
+        if let Some(block) = self.live.get_mut(e.raw.addr) {
+            block.set_kind(e.kind);
+        }
     }
 
     /// Calls and bytes of `func`.
@@ -509,20 +567,21 @@ impl HeapStats {
     /// Live blocks grouped by site, most bytes first, aged against `now_ns` (CLOCK_MONOTONIC);
     /// blocks younger than `min_age_ns` are left out (`--min-age`).
     pub fn leaks(&self, now_ns: u64, min_age_ns: u64) -> Vec<Leak> {
-        let mut by_site: HashMap<u32, Leak> = HashMap::new();
+        let mut by_site: HashMap<(u32, Option<LeakKind>), Leak> = HashMap::new();
         // In address order: the variances are summed in the same order on every replay.
         for (_, block) in self.live_in_order() {
             if now_ns.saturating_sub(block.ts_ns) < min_age_ns {
                 continue;
             }
             let (w, variance) = sample_weight(block.size, self.sample_bytes);
-            let e = by_site.entry(block.site).or_insert(Leak {
+            let e = by_site.entry((block.site, block.kind())).or_insert(Leak {
                 site: self.sites[block.site as usize].0,
                 count: 0,
                 bytes: 0,
                 oldest_age_ms: 0.0,
                 bytes_variance: 0.0,
                 seen_bytes: 0,
+                kind: block.kind(),
             });
             e.count = e.count.saturating_add(scaled(1, w));
             e.bytes = e.bytes.saturating_add(scaled(block.size, w));
@@ -532,7 +591,12 @@ impl HeapStats {
             e.seen_bytes = e.seen_bytes.saturating_add(block.size);
         }
         let mut leaks: Vec<Leak> = by_site.into_values().collect();
-        leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.site.cmp(&b.site)));
+        leaks.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then(a.site.cmp(&b.site))
+                .then(a.kind.cmp(&b.kind))
+        });
         leaks
     }
 }

@@ -450,6 +450,14 @@ impl Session {
                 self.join.on_fault(e, &mut self.agg.heap, &self.space);
                 None
             }
+            Event::LeakCheck(e) => {
+                self.agg.heap.on_leak_check(e);
+                None
+            }
+            Event::BlockKind(e) => {
+                self.agg.heap.on_block_kind(e);
+                None
+            }
             Event::Exec(e) => Some(Followup::Exec {
                 held: e.held != 0,
                 ts_ns: e.header.ts_ns,

@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     aggregate::heap::{Leak, SiteKey, SiteStats},
     attribution::join::{Caused, SitePaths},
+    events::LeakKind,
     summary::user::StackMarks,
     symbolize::{Frame, Stack},
 };
@@ -151,14 +152,26 @@ pub fn merge_leaks(
     group_of: &HashMap<SiteKey, usize>,
     resident: &HashMap<SiteKey, u64>,
 ) -> Vec<MergedLeak> {
-    let mut by_group: HashMap<usize, MergedLeak> = HashMap::new();
+    // A site's resident bytes are shared among its leaks of each kind by their bytes.
+    let mut site_seen: HashMap<SiteKey, u64> = HashMap::new();
+    for l in &leaks {
+        let e = site_seen.entry(l.site).or_default();
+        *e = e.saturating_add(l.seen_bytes);
+    }
+    let mut by_group: HashMap<(usize, Option<LeakKind>), MergedLeak> = HashMap::new();
     for l in leaks {
         let Some(&g) = group_of.get(&l.site) else {
             continue;
         };
-        let seen = resident.get(&l.site).copied().unwrap_or(0);
+        let all = site_seen.get(&l.site).copied().unwrap_or(0);
+        let site_resident = resident.get(&l.site).copied().unwrap_or(0);
+        let seen = if all <= l.seen_bytes {
+            site_resident
+        } else {
+            (u128::from(site_resident) * u128::from(l.seen_bytes) / u128::from(all)) as u64
+        };
         let site = &sites[g];
-        let e = by_group.entry(g).or_insert_with(|| MergedLeak {
+        let e = by_group.entry((g, l.kind)).or_insert_with(|| MergedLeak {
             leak: Leak {
                 site: site.key,
                 count: 0,
@@ -166,6 +179,7 @@ pub fn merge_leaks(
                 oldest_age_ms: 0.0,
                 bytes_variance: 0.0,
                 seen_bytes: 0,
+                kind: l.kind,
             },
             stack: site.stack.clone(),
             marks: site.marks,
@@ -185,6 +199,7 @@ pub fn merge_leaks(
             .bytes
             .cmp(&a.leak.bytes)
             .then(a.leak.site.cmp(&b.leak.site))
+            .then(a.leak.kind.cmp(&b.leak.kind))
     });
     out
 }
