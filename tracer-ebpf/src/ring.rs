@@ -16,13 +16,16 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xchg};
 
+use aya_ebpf::{bindings::BPF_RB_FORCE_WAKEUP, helpers::generated::bpf_send_signal};
 use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, ring_buf::RingBufEntry},
 };
-use tracer_common::{EventHeader, FaultEvent, FaultPageEvent, InFlight, PageEvent, counter, kind};
+use tracer_common::{
+    EventHeader, FaultEvent, FaultPageEvent, HeldEvent, InFlight, PageEvent, counter, kind,
+};
 
-use crate::maps::{EVENTS, bump, wakeup_flags};
+use crate::maps::{EVENTS, SIGSTOP, bump, header, wakeup_flags};
 
 /// The fault each CPU holds back, `header.kind` 0 when there is none.
 #[map(name = "FAULT_STASH")]
@@ -181,3 +184,22 @@ const _: () = assert!(
         && core::mem::offset_of!(EventHeader, kind) == 8
         && core::mem::offset_of!(EventHeader, tgid) == 12
 );
+
+/// Stops the current process until userspace, told by a [`HeldEvent`], continues it. Not
+/// stopped when the event cannot be written: nobody would continue it. The signal is sent
+/// before the event is submitted: a SIGCONT sent before the stop would be lost, and the process
+/// left stopped (one sent after it, before the process stops, cancels the pending stop).
+#[inline(always)]
+pub fn hold(tgid: u32, tid: u32, reason: u32) {
+    let Some(mut entry) = reserve::<HeldEvent>() else {
+        return;
+    };
+    entry.write(HeldEvent {
+        header: header(kind::HELD, tgid, tid),
+        reason,
+        _pad: 0,
+    });
+    // SAFETY: a helper that signals the current task only (delivered on return to user).
+    unsafe { bpf_send_signal(SIGSTOP) };
+    entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
+}

@@ -269,6 +269,26 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = parse_min_age)]
     pub min_age: Option<Duration>,
 
+    /// Check for leaks the way memcheck does, on a process that goes on running: when tracing
+    /// ends (Ctrl-C, --duration), every thread is stopped for a moment, the process's memory
+    /// is scanned for pointers to its live blocks, and each block is called lost, indirectly
+    /// lost, possibly lost or still reachable (the pause is reported). SIGUSR2 runs a check
+    /// at any time. A launched or followed process is checked at its exit without this
+    /// option. Example: --pid 1234 --duration 60 --leak-check
+    #[arg(long, conflicts_with = "no_leak_check")]
+    pub leak_check: bool,
+
+    /// Do not check for leaks at a launched or followed process's exit: every block live at
+    /// the end is then reported as live, unclassified.
+    #[arg(long)]
+    pub no_leak_check: bool,
+
+    /// Give up a leak check that keeps the process stopped longer than MS milliseconds: it
+    /// runs on at once, and the report says the check was given up.
+    /// Example: --leak-check --leak-check-max-pause 50
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub leak_check_max_pause: Option<u64>,
+
     /// While tracing, serve over HTTP at ADDR (a loopback address and port): /metrics for
     /// Prometheus (bytes and calls per path, live and resident bytes, allocator calls, faults,
     /// slab caches, the top sites, leak suspects; OpenMetrics when asked), /debug/pprof/heap and
@@ -567,6 +587,11 @@ impl Cli {
             interval: self.interval,
             jsonl: self.jsonl,
             min_age: self.min_age.unwrap_or_default(),
+            leak_check: crate::runtime::LeakChecks {
+                at_exit: !self.no_leak_check,
+                at_end: self.leak_check,
+                max_pause: self.leak_check_max_pause.map(Duration::from_millis),
+            },
             listen: self.listen.map(|addr| crate::runtime::Listen {
                 addr,
                 any: self.listen_any,

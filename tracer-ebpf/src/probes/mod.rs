@@ -1,4 +1,5 @@
 pub mod alloc;
+pub mod exit;
 pub mod faults;
 pub mod kmem;
 pub mod kmem_raw;

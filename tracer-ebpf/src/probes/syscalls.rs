@@ -7,26 +7,23 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_RB_FORCE_WAKEUP,
-    helpers::{
-        bpf_ktime_get_ns,
-        generated::{bpf_probe_read_user_str, bpf_send_signal},
-    },
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_user_str},
     macros::{map, tracepoint},
     maps::{Array, LruHashMap},
     programs::{TracePointContext, tracing::StackIdContext},
 };
 use tracer_common::{
-    HeldEvent, MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, OpenEvent, PATH_BYTES, PendingSyscall,
-    Syscall, SyscallEvent, config_flags, counter, held, kind,
+    MAX_PENDING_SYSCALLS, MAX_SYSCALL_ARGS, OpenEvent, PATH_BYTES, PendingSyscall, Syscall,
+    SyscallEvent, config_flags, counter, held, kind,
 };
 
 use crate::{
     maps::{
-        SIGSTOP, atomic_add, bump, config_flag, header, holding_exec, syscall_offsets,
-        traced_thread, wakeup_flags,
+        atomic_add, bump, config_flag, header, holding_exec, syscall_offsets, traced_thread,
+        wakeup_flags,
     },
     probes::alloc::alloc_in_flight,
-    ring::reserve,
+    ring::{hold, reserve},
 };
 
 /// Syscalls entered and not yet returned, by thread id. LRU, so a missed exit cannot leak.
@@ -193,25 +190,6 @@ pub fn returned<C: StackIdContext>(ctx: &C, tgid: u32, tid: u32, syscall: Syscal
     if config_flag(config_flags::DWARF) && config_flag(config_flags::HOLD_EXEC) && holding_exec() {
         hold(tgid, tid, held::MAPPED_CODE);
     }
-}
-
-/// Stops the current process until userspace, told by a [`HeldEvent`], continues it. Not
-/// stopped when the event cannot be written: nobody would continue it. The signal is sent
-/// before the event is submitted: a SIGCONT sent before the stop would be lost, and the process
-/// left stopped (one sent after it, before the process stops, cancels the pending stop).
-#[inline(always)]
-fn hold(tgid: u32, tid: u32, reason: u32) {
-    let Some(mut entry) = reserve::<HeldEvent>() else {
-        return;
-    };
-    entry.write(HeldEvent {
-        header: header(kind::HELD, tgid, tid),
-        reason,
-        _pad: 0,
-    });
-    // SAFETY: a helper that signals the current task only (delivered on return to user).
-    unsafe { bpf_send_signal(SIGSTOP) };
-    entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
 }
 
 /// An `openat` that returned `fd`: the path is read now, from the caller's buffer, straight into

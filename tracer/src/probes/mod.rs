@@ -1,6 +1,7 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
 pub mod btf;
+pub mod exit;
 pub mod kernel;
 pub mod multi;
 pub mod offset;
@@ -97,6 +98,8 @@ pub struct LoadOptions {
     pub kernel_probes: KernelProbes,
     /// Stop the process when it runs a new program until it is probed (launched commands).
     pub hold_exec: bool,
+    /// Hold launched and followed processes at `_exit` for their leak check.
+    pub hold_exit: bool,
     /// `--tid`: only this thread's allocator calls (0: all).
     pub target_tid: u32,
     /// `--follow`: trace the child processes too, and hear of every fork and exit.
@@ -165,6 +168,7 @@ pub fn program_names() -> Vec<String> {
         .chain(raw)
         .map(|a| a.program)
         .chain(uprobes::PROGRAMS.map(String::from))
+        .chain([exit::PROGRAM.to_string()])
         .collect()
 }
 
@@ -258,6 +262,9 @@ pub fn build_config(
     }
     if opts.hold_exec {
         config.flags |= config_flags::HOLD_EXEC;
+    }
+    if opts.hold_exit {
+        config.flags |= config_flags::HOLD_EXIT;
     }
     if config.flags & config_flags::KMEM != 0 {
         // Page blocks marked in a bitmap over the machine's frames, not a hash map: an insert

@@ -290,6 +290,8 @@ pub struct AllocatorProbes {
     links: Vec<MultiLink>,
     /// Each attached function, for diagnostics: (file, symbol).
     pub attached: Vec<(PathBuf, &'static str)>,
+    /// Whether `_exit` is probed too, to hold processes for their leak check at exit.
+    exit_probe: bool,
 }
 
 const ENTER: &str = "alloc_enter";
@@ -330,7 +332,14 @@ impl AllocatorProbes {
             single_loaded: false,
             links: Vec::new(),
             attached: Vec::new(),
+            exit_probe: false,
         })
+    }
+
+    /// From now on every probed file that defines `_exit` has it probed too (see
+    /// [`super::exit`]).
+    pub fn probe_exit(&mut self) {
+        self.exit_probe = true;
     }
 
     /// How the probes are attached.
@@ -402,7 +411,10 @@ impl AllocatorProbes {
                 continue;
             }
             match find_allocator(via) {
-                Ok(symbols) if !symbols.is_empty() => found.push((shown, via, symbols)),
+                Ok(symbols) if !symbols.is_empty() => {
+                    self.attach_exit(ebpf, shown, via, pid, &mut errors);
+                    found.push((shown, via, symbols));
+                }
                 Ok(_) => {}
                 Err(e) => errors.push((shown.clone(), e)),
             }
@@ -447,6 +459,28 @@ impl AllocatorProbes {
             }
         }
         (attached, errors)
+    }
+
+    /// The `_exit` probe of a file with allocator functions, when asked for and defined.
+    fn attach_exit(
+        &mut self,
+        ebpf: &mut Ebpf,
+        shown: &Path,
+        via: &Path,
+        pid: u32,
+        errors: &mut Vec<(PathBuf, UprobeError)>,
+    ) {
+        if !self.exit_probe {
+            return;
+        }
+        let Some(offset) = super::exit::find_exit(via) else {
+            return;
+        };
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        match super::exit::attach_exit(ebpf, shown, via, offset, scope) {
+            Ok(()) => self.attached.push((shown.to_path_buf(), "_exit")),
+            Err(e) => errors.push((shown.to_path_buf(), e)),
+        }
     }
 
     /// Attaches `symbols` of one file as multi-uprobe links.

@@ -213,6 +213,9 @@ pub enum Followup {
     /// The process stopped itself after mapping code: give it its unwind tables and continue
     /// it.
     Held,
+    /// The process stopped itself at `_exit`: check its live blocks for leaks, then continue
+    /// it.
+    HeldAtExit,
 }
 
 /// A file the process newly mapped executable, and where.
@@ -466,6 +469,11 @@ impl Session {
             // are split in `apply`.
             Event::Fork(_) | Event::Exit(_) | Event::Held(_) | Event::FaultPage(..) => None,
         }
+    }
+
+    /// The live blocks, lowest address first: their starts and sizes (for a leak check).
+    pub fn live_block_spans(&self) -> (Vec<u64>, Vec<u64>) {
+        self.agg.heap.live_blocks().map(|(s, z, _)| (s, z)).unzip()
     }
 
     /// The process ran a new program: the old image's books are closed (its live blocks were

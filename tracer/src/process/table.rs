@@ -158,8 +158,13 @@ impl Processes {
         };
         let tgid = event.header().tgid;
         // Not a fact about the process (and never in a recording): the live run continues it.
-        if let Event::Held(_) = event {
-            return Some((tgid, Followup::Held));
+        if let Event::Held(e) = event {
+            let followup = if e.reason == tracer_common::held::EXIT {
+                Followup::HeldAtExit
+            } else {
+                Followup::Held
+            };
+            return Some((tgid, followup));
         }
         // A page or slab object is freed in any context (the kernel, another process): it
         // goes to the process that allocated it.

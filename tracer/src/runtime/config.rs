@@ -54,6 +54,8 @@ pub struct RunConfig {
     pub jsonl: Option<PathBuf>,
     /// `--min-age`: leaks count only blocks at least this old.
     pub min_age: Duration,
+    /// When live blocks are checked for reachability.
+    pub leak_check: LeakChecks,
     /// `--listen`: serve metrics and profiles over HTTP while tracing.
     pub listen: Option<Listen>,
     /// `tracer top`: the interactive view while tracing.
@@ -70,6 +72,27 @@ pub struct RunConfig {
     pub wrappers: Vec<String>,
     /// `--stacks`: how allocation stacks are walked.
     pub stacks: StackWalk,
+}
+
+/// When the leak check runs (see `--leak-check` in `tracer --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeakChecks {
+    /// At a launched or followed process's `_exit` (not `--no-leak-check`).
+    pub at_exit: bool,
+    /// When tracing ends, on processes still running (`--leak-check`).
+    pub at_end: bool,
+    /// `--leak-check-max-pause`.
+    pub max_pause: Option<Duration>,
+}
+
+impl Default for LeakChecks {
+    fn default() -> Self {
+        LeakChecks {
+            at_exit: true,
+            at_end: false,
+            max_pause: None,
+        }
+    }
 }
 
 /// How allocation stacks are walked (see `--stacks` in `tracer --help`).

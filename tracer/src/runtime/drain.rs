@@ -54,6 +54,8 @@ pub(super) struct Drain<'a> {
     pub(super) unsynced: BTreeSet<u32>,
     /// Processes stopped (at an exec, or at a mapping of code) until their tables are in.
     pub(super) waiting: Waiting,
+    /// Processes stopped at `_exit` for their leak check (see `leak_check.rs`).
+    pub(super) exit_held: ExitHeld,
     /// The slab objects the kernel counts, as last read.
     pub(super) slab_counts: SlabCounts,
     /// When they were last read; `None` once they are read for the last time (the recording is
@@ -84,6 +86,7 @@ impl<'a> Drain<'a> {
             command: None,
             unsynced: BTreeSet::new(),
             waiting: Waiting::default(),
+            exit_held: ExitHeld::default(),
             slab_counts: SlabCounts::default(),
             counts_read: Some(Instant::now()),
         }
@@ -122,6 +125,19 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// Processes stopped at `_exit`, waiting for their leak check. However the run ends (an error
+/// included), none is left stopped.
+#[derive(Default)]
+pub(super) struct ExitHeld(pub(super) Vec<u32>);
+
+impl Drop for ExitHeld {
+    fn drop(&mut self) {
+        for pid in self.0.drain(..) {
+            kill(pid as i32, libc::SIGCONT);
+        }
     }
 }
 
@@ -183,6 +199,7 @@ impl Drain<'_> {
                     // then (or is there already).
                     self.continue_when_ready(pid);
                 }
+                Some((pid, Followup::HeldAtExit)) => self.exit_held.0.push(pid),
                 Some((parent, Followup::Forked { child })) => {
                     let files = self.files_of(parent).forked(child as i32);
                     if let Some(old) = self.files.insert(child, files) {
@@ -211,6 +228,13 @@ impl Drain<'_> {
             self.recorder = None;
             self.record_failed = true;
         }
+    }
+
+    /// A record tracer made itself (a leak check's): recorded and applied as if the ring had
+    /// brought it.
+    pub(super) fn take_own(&mut self, record: &[u8]) {
+        self.record(record);
+        self.processes.process(record);
     }
 
     /// Reads the slab objects the kernel counted and takes the counts that changed as events

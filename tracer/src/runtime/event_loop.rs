@@ -75,6 +75,9 @@ impl Loop<'_> {
         // When the scrapes waiting are answered.
         let mut scrape: Option<tokio::time::Instant> = None;
         loop {
+            if !self.reader.exit_held.0.is_empty() {
+                self.check_held_at_exit();
+            }
             if pidfd.is_none() && !self.reader.others_running() {
                 return Ok(EndedBy::Exited);
             }

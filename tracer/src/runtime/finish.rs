@@ -95,11 +95,18 @@ impl Loop<'_> {
     /// drain reaches its exec); what the ring holds now is read, and no more: a target still
     /// running keeps filling it.
     fn read_to_the_end(&mut self) -> anyhow::Result<()> {
+        // Processes held at exit are checked and let go; with --leak-check, those still
+        // running are checked as they are.
+        self.check_held_at_exit();
+        if self.cfg.leak_check.at_end {
+            self.check_running(crate::events::CheckMoment::AtEnd);
+        }
         if let Err(e) = self.probes.stop_holding() {
             log::warn!("{e}");
         }
         self.ring.stop();
         self.drain();
+        self.check_held_at_exit();
         self.reader.held_faults(self.probes);
         self.reader.last_counts(&self.probes.ebpf);
         self.reader.release_waiting();

@@ -7,6 +7,7 @@ mod config;
 mod drain;
 mod event_loop;
 mod finish;
+mod leak_check;
 mod prepare;
 mod ring;
 mod snapshot;
@@ -18,7 +19,7 @@ mod wait;
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
-pub use config::{Listen, Mode, RunConfig, StackWalk, TargetSpec};
+pub use config::{LeakChecks, Listen, Mode, RunConfig, StackWalk, TargetSpec};
 
 use crate::process::signals::Signals;
 

@@ -74,11 +74,14 @@ pub(super) fn start(
     let keeper = start_keeper(&mut probes, pid as u32, opts.hold_exec)?;
     // Loaded now: the allocator programs are relocated against every map, the ring included.
     let mut allocators = match cfg.mode {
-        Mode::Full => Some(AllocatorProbes::load(
-            EBPF_OBJECT,
-            &probes.ebpf,
-            cfg.uprobe_links,
-        )?),
+        Mode::Full => {
+            let mut allocators =
+                AllocatorProbes::load(EBPF_OBJECT, &probes.ebpf, cfg.uprobe_links)?;
+            if opts.hold_exit {
+                allocators.probe_exit();
+            }
+            Some(allocators)
+        }
         Mode::Kernel => None,
     };
     let ring = probes
@@ -169,6 +172,11 @@ fn load_options(cfg: &RunConfig, pid: i32, launched: bool) -> LoadOptions {
         // WUNTRACED, as only job-control shells do): it may run for less time than reading
         // its new image takes.
         hold_exec: launched || cfg.follow,
+        // Only where every live block is known: a sampled run knows a few.
+        hold_exit: (launched || cfg.follow)
+            && cfg.mode == Mode::Full
+            && cfg.sample_bytes == 0
+            && cfg.leak_check.at_exit,
         target_tid: cfg.tid.unwrap_or(0),
         follow: cfg.follow,
         dwarf: cfg.stacks == StackWalk::Dwarf,

@@ -6,6 +6,7 @@ pub mod callers;
 pub mod findings;
 pub mod kernel;
 pub mod label;
+pub mod leak_check;
 pub mod merge;
 pub mod notes;
 pub mod plumbing;

@@ -14,6 +14,8 @@ use crate::{
         join::{Caused, Join, SitePaths},
         resident::PageSet,
     },
+    events::LeakKind,
+    summary::leak_check::LeakCheckSummary,
     summary::{
         merge::{Merged, MergedLeak, merge_leaks, merge_sites},
         site_frames::SiteFrames,
@@ -66,6 +68,10 @@ pub struct LeakReport {
     /// As its site's.
     #[serde(flatten)]
     pub marks: StackMarks,
+    /// What the leak check found these blocks to be (`lost`, `indirect`, `possible`,
+    /// `reachable`); absent when no check saw them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<LeakKind>,
 }
 
 /// What a site's stack is missing, when it is not whole.
@@ -146,6 +152,9 @@ pub struct UserSummary {
     /// Sites whose live bytes kept growing with their old blocks alive (see
     /// [`suspects`]), fastest first.
     pub leak_suspects: Vec<LeakSuspect>,
+    /// The last leak check: what the live blocks were found to be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak_check: Option<LeakCheckSummary>,
 }
 
 impl UserSummary {
@@ -278,6 +287,7 @@ pub fn build(
         &group_of,
         &leak_resident,
     );
+    let leak_check = crate::summary::leak_check::summarize(heap, &leaks);
     let leaked_bytes = leaks
         .iter()
         .fold(0u64, |a, l| a.saturating_add(l.leak.bytes));
@@ -351,6 +361,7 @@ pub fn build(
                         paths,
                         bytes_error: error_95(sampling, l.bytes_variance),
                         marks,
+                        kind: l.kind,
                     }
                 },
             )
@@ -361,6 +372,7 @@ pub fn build(
         uprobe_links: String::new(),
         sampling: None,
         leak_suspects,
+        leak_check,
         heap_resident_bytes: 0,
         resident_source: if resident.is_some() {
             "pagemap"
