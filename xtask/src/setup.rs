@@ -207,6 +207,8 @@ pub fn ensure_test_tools() -> Result<()> {
         ("curl", "curl"),
         // A distribution binary without frame pointers, for the stack-walk tests.
         ("sqlite3", "sqlite3"),
+        // memcheck: the reference for the leak check's categories.
+        ("valgrind", "valgrind"),
     ]
     .into_iter()
     .filter(|(tool, _)| !present(tool))

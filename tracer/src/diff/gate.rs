@@ -8,13 +8,13 @@
 //!   value in the run (or, in `tracer diff`, in AFTER); or a change from BEFORE (`tracer diff`
 //!   only): `+N`/`-N` (AFTER minus BEFORE) or `+N%`/`-N%` (relative to BEFORE).
 //!
-//! Examples: `leaked_bytes>0`, `live_bytes>+10%`, `allocs>+5%`, `peak_live_bytes>=64M`,
+//! Examples: `lost_bytes>0`, `leaked_bytes>0`, `live_bytes>+10%`, `allocs>+5%`, `peak_live_bytes>=64M`,
 //! `mmap_bytes>+1M`.
 
 use std::{collections::BTreeMap, fmt};
 
 /// The metrics a condition can name, with what they measure.
-pub const METRICS: [(&str, &str); 16] = [
+pub const METRICS: [(&str, &str); 21] = [
     (
         "allocs",
         "allocating calls of the malloc family and operator new",
@@ -29,6 +29,23 @@ pub const METRICS: [(&str, &str); 16] = [
     ),
     ("leaked_blocks", "blocks allocated and not freed by the end"),
     ("leak_suspects", "sites whose live bytes kept growing"),
+    (
+        "lost_bytes",
+        "bytes the leak check found no pointer to (definitely lost)",
+    ),
+    ("lost_blocks", "blocks the leak check found no pointer to"),
+    (
+        "indirect_bytes",
+        "bytes reached only from lost blocks (indirectly lost)",
+    ),
+    (
+        "possible_bytes",
+        "bytes reached only by pointers into their middle (possibly lost)",
+    ),
+    (
+        "reachable_bytes",
+        "bytes live at the check and still pointed to (still reachable)",
+    ),
     ("brk_bytes", "allocated bytes served from the brk heap"),
     ("mmap_bytes", "allocated bytes served by dedicated mmaps"),
     (

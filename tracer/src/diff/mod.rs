@@ -132,6 +132,11 @@ pub fn metrics(s: &Value) -> BTreeMap<&'static str, f64> {
         n(&u["leaked_bytes"]),
         n(&u["leaked_blocks"]),
         u["leak_suspects"].as_array().map_or(0, Vec::len) as f64,
+        n(&u["leak_check"]["lost_bytes"]),
+        n(&u["leak_check"]["lost_blocks"]),
+        n(&u["leak_check"]["indirect_bytes"]),
+        n(&u["leak_check"]["possible_bytes"]),
+        n(&u["leak_check"]["reachable_bytes"]),
         n(&s["paths"]["brk"]["bytes"]),
         n(&s["paths"]["mmap"]["bytes"]),
         n(&s["paths"]["thread_arena"]["bytes"]),
@@ -379,9 +384,24 @@ pub fn compare(before: &Value, after: &Value, gates: &[Gate]) -> Result<Diff, Di
 /// The `--fail-if` conditions of a live run, on its own summary.
 pub fn check_run(summary: &Value, gates: &[Gate]) -> Result<Vec<GateResult>, GateError> {
     let m = metrics(summary);
+    let checked = summary["user"]["leak_check"]["outcome"] == "done";
     gates
         .iter()
         .map(|g| {
+            // A condition on the leak check's numbers fails when no check gave them: a gate
+            // that passes on nothing would pass any program.
+            if LEAK_CHECK_METRICS.contains(&g.metric) && !checked {
+                return Ok(GateResult {
+                    condition: g.text.clone(),
+                    failed: true,
+                    message: format!(
+                        "{}: no leak check classified the blocks (it runs at a launched or \
+                         followed process's exit, or with --leak-check, in the full mode \
+                         without --sample)",
+                        g.metric
+                    ),
+                });
+            }
             let v = g.holds(None, &m)?;
             Ok(GateResult {
                 condition: g.text.clone(),
@@ -392,6 +412,15 @@ pub fn check_run(summary: &Value, gates: &[Gate]) -> Result<Vec<GateResult>, Gat
         .collect()
 }
 
+/// The metrics only a leak check gives.
+const LEAK_CHECK_METRICS: [&str; 5] = [
+    "lost_bytes",
+    "lost_blocks",
+    "indirect_bytes",
+    "possible_bytes",
+    "reachable_bytes",
+];
+
 /// Exit status when a `--fail-if` condition held.
 pub const GATE_FAILED: i32 = 3;
 
@@ -400,6 +429,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The leak check's numbers gate a run only when a check gave them.
+    #[test]
+    fn leak_check_gates_need_a_check() {
+        let gate = |t: &str| Gate::parse(t).unwrap();
+        let mut s = json!({"user": {"leak_check": {"outcome": "done", "lost_bytes": 64,
+            "lost_blocks": 1, "reachable_bytes": 4096}}});
+        let r = check_run(&s, &[gate("lost_bytes>0"), gate("reachable_bytes>8K")]).unwrap();
+        assert!(
+            r[0].failed && r[0].message.contains("lost_bytes = 64"),
+            "{r:?}"
+        );
+        assert!(!r[1].failed);
+        s["user"]["leak_check"]["outcome"] = json!("gave_up");
+        let r = check_run(&s, &[gate("lost_bytes>0"), gate("leaked_bytes>0")]).unwrap();
+        assert!(
+            r[0].failed && r[0].message.contains("no leak check"),
+            "{r:?}"
+        );
+        assert!(!r[1].failed);
+    }
 
     fn frame(f: &str, file: &str, line: u32, addr: &str) -> Value {
         json!({"addr": addr, "function": f, "file": file, "line": line})

@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use crate::summary::{
     Summary, human_bytes,
     label::{self, Outcome},
-    user::UserSummary,
+    leak_check::{CheckOutcome, LeakKind},
+    user::{LeakReport, UserSummary},
     visible,
 };
 
@@ -478,29 +479,7 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
             writeln!(out, "{ROW}-> {}", label::chain(site))?;
         }
     }
-    if !u.leaks.is_empty() {
-        writeln!(out, "\nleaks (allocated and not freed by the end):")?;
-        let listed = &u.leaks[..u.leaks.len().min(top)];
-        let depths =
-            label::telling_depths(listed.iter().map(|l| &l.stack[..]), 3, MAX_FRAMES_SHOWN);
-        for (leak, depth) in listed.iter().zip(depths) {
-            writeln!(
-                out,
-                "  {:>10} in {}, the oldest {} old",
-                human_bytes(leak.bytes),
-                label::count(leak.count, "block", "blocks"),
-                label::human_duration(leak.oldest_age_ms),
-            )?;
-            writeln!(out, "{ROW}{}", label::stack(&leak.stack, depth))?;
-            writeln!(
-                out,
-                "{ROW}-> {}: {} resident, {} never touched",
-                leak.path,
-                human_bytes(leak.resident_bytes),
-                human_bytes(leak.virtual_bytes)
-            )?;
-        }
-    }
+    render_leaks(u, top, out)?;
     if !u.leak_suspects.is_empty() {
         writeln!(
             out,
@@ -519,6 +498,57 @@ fn render_sites(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
             )?;
             writeln!(out, "{ROW}{}", label::stack(&s.stack, 3))?;
         }
+    }
+    Ok(())
+}
+
+/// The leaks: with a leak check, its categories in a line and the lost (definitely,
+/// indirectly, possibly) listed, the still reachable only summed; without, every block live at
+/// the end.
+fn render_leaks(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result<()> {
+    let check = u.leak_check.as_ref();
+    let classified = check.is_some_and(|c| c.outcome == Some(CheckOutcome::Done));
+    if let Some(c) = check {
+        writeln!(out, "\n{}:", label::leak_check(c))?;
+        if classified {
+            writeln!(out, "  {}", label::leak_totals(c))?;
+        }
+    }
+    let listed: Vec<&LeakReport> = u
+        .leaks
+        .iter()
+        .filter(|l| l.kind != Some(LeakKind::Reachable))
+        .take(top)
+        .collect();
+    if listed.is_empty() {
+        return Ok(());
+    }
+    let title = if classified {
+        "leaks (lost: no pointer to them is left, or only into their middle)"
+    } else {
+        "leaks (allocated and not freed by the end)"
+    };
+    writeln!(out, "\n{title}:")?;
+    let depths = label::telling_depths(listed.iter().map(|l| &l.stack[..]), 3, MAX_FRAMES_SHOWN);
+    for (leak, depth) in listed.iter().zip(depths) {
+        let kind = leak
+            .kind
+            .map_or(String::new(), |k| format!("{}: ", label::leak_kind(k)));
+        writeln!(
+            out,
+            "  {kind}{:>10} in {}, the oldest {} old",
+            human_bytes(leak.bytes),
+            label::count(leak.count, "block", "blocks"),
+            label::human_duration(leak.oldest_age_ms),
+        )?;
+        writeln!(out, "{ROW}{}", label::stack(&leak.stack, depth))?;
+        writeln!(
+            out,
+            "{ROW}-> {}: {} resident, {} never touched",
+            leak.path,
+            human_bytes(leak.resident_bytes),
+            human_bytes(leak.virtual_bytes)
+        )?;
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::events::LeakKind;
+
 use super::{
     Summary, human_bytes,
     label::{self, Frame, Stack},
@@ -218,13 +220,15 @@ pub fn group(found: Vec<Finding>) -> Vec<Finding> {
         .collect();
     sort(&mut found);
     let mut out: Vec<Finding> = Vec::new();
-    let mut of_kind: HashMap<(FindingKind, Option<u32>), usize> = HashMap::new();
+    // Leaks group by what the leak check found them to be too.
+    let cause = |f: &Finding| f.evidence["kind"].as_str().map(str::to_string);
+    let mut of_kind: HashMap<(FindingKind, Option<u32>, Option<String>), usize> = HashMap::new();
     for f in found {
         if f.site.is_empty() {
             out.push(f);
             continue;
         }
-        match of_kind.get(&(f.kind, f.pid)) {
+        match of_kind.get(&(f.kind, f.pid, cause(&f))) {
             Some(&i) => {
                 let g = &mut out[i];
                 g.bytes = g.bytes.saturating_add(f.bytes);
@@ -238,13 +242,17 @@ pub fn group(found: Vec<Finding>) -> Vec<Finding> {
                 }
             }
             None => {
-                of_kind.insert((f.kind, f.pid), out.len());
+                of_kind.insert((f.kind, f.pid, cause(&f)), out.len());
                 out.push(f);
             }
         }
     }
     for f in &mut out {
-        f.severity = severity(f.bytes);
+        f.severity = match f.evidence["kind"].as_str() {
+            Some("lost" | "indirect") => at_least_medium(f.bytes),
+            Some("possible") => "low",
+            _ => severity(f.bytes),
+        };
     }
     sort(&mut out);
     out
@@ -447,15 +455,25 @@ fn short_lived_hotspot(s: &Summary, _: &HeapState) -> Vec<Finding> {
     out
 }
 
-/// Sites that left many bytes allocated at the end.
+/// Sites that left blocks behind: with a leak check, those it found lost or indirectly lost
+/// (whatever their size: no pointer to them is left), and possibly lost ones at low severity,
+/// never those still reachable; without one, sites that left many bytes allocated at the end.
 fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
-    for leak in s.user.leaks.iter().filter(|l| l.bytes >= LEAK_MIN_BYTES) {
+    for leak in &s.user.leaks {
+        let what = match leak.kind {
+            None if leak.bytes >= LEAK_MIN_BYTES => "allocated at the end",
+            Some(LeakKind::Lost) => "definitely lost (no pointer to them is left)",
+            Some(LeakKind::Indirect) => "indirectly lost (pointed to only from lost blocks)",
+            Some(LeakKind::Possible) => "possibly lost (pointed to only into their middle)",
+            _ => continue,
+        };
         out.push(finding(
             FindingKind::Leak,
             leak.bytes,
             leak.stack.clone(),
             json!({
+                "kind": leak.kind,
                 "blocks": leak.count,
                 "bytes": leak.bytes,
                 "resident_bytes": leak.resident_bytes,
@@ -463,7 +481,7 @@ fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
                 "oldest_age_ms": leak.oldest_age_ms,
             }),
             format!(
-                "{} left {} in {} allocated at the end ({} resident, {} never touched).",
+                "{} left {} in {} {what} ({} resident, {} never touched).",
                 label::stack(&leak.stack, 2),
                 human_bytes(leak.bytes),
                 label::count(leak.count, "block", "blocks"),
@@ -475,6 +493,14 @@ fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// A block nothing points to is a bug whatever its size.
+fn at_least_medium(bytes: u64) -> &'static str {
+    match severity(bytes) {
+        "low" => "medium",
+        s => s,
+    }
 }
 
 /// `leak_suspect`: a growth rate is stated, and projected ten minutes on, only for a site
@@ -756,6 +782,7 @@ mod tests {
         hot.paths.mmap_bytes = 20 << 20;
         s.user.sites = vec![hot.clone()];
         s.user.leaks = vec![crate::summary::user::LeakReport {
+            kind: None,
             stack: site("lost", SiteStats::default()).stack,
             count: 2,
             bytes: 1 << 20,
@@ -816,6 +843,7 @@ mod tests {
 
     fn leak(f: &str, bytes: u64) -> crate::summary::user::LeakReport {
         crate::summary::user::LeakReport {
+            kind: None,
             stack: site(f, SiteStats::default()).stack,
             count: 1,
             bytes,
@@ -827,6 +855,51 @@ mod tests {
             bytes_error: None,
             marks: Default::default(),
         }
+    }
+
+    /// With a leak check: lost blocks are a leak whatever their size (at least medium), lost
+    /// and possibly lost are separate findings, the possible one low, and reachable blocks
+    /// (however many) are none.
+    #[test]
+    fn leaks_are_what_the_check_found() {
+        let (mut s, heap) = firing();
+        s.user.leak_suspects.clear();
+        let kinded = |f: &str, bytes, kind| {
+            let mut l = leak(f, bytes);
+            l.kind = Some(kind);
+            l
+        };
+        s.user.leaks = vec![
+            kinded("kept", 64 << 20, LeakKind::Reachable),
+            kinded("dropped", 1000, LeakKind::Lost),
+            kinded("list", 8000, LeakKind::Indirect),
+            kinded("inside", 3 << 20, LeakKind::Possible),
+            kinded("dropped2", 2000, LeakKind::Lost),
+        ];
+        let leaks: Vec<Finding> = find(&s, &heap)
+            .into_iter()
+            .filter(|f| f.kind == FindingKind::Leak)
+            .collect();
+        let got: Vec<(&str, u64, &str, usize)> = leaks
+            .iter()
+            .map(|f| {
+                let kind = f.evidence["kind"].as_str().unwrap();
+                (kind, f.bytes, f.severity, f.also.len())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("possible", 3 << 20, "low", 0),
+                ("indirect", 8000, "medium", 0),
+                ("lost", 3000, "medium", 1),
+            ]
+        );
+        assert!(
+            leaks[2].message.contains("definitely lost"),
+            "{}",
+            leaks[2].message
+        );
     }
 
     /// 1,500 growing sites make one leak_suspect finding: the fastest, the next three named,

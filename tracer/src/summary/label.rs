@@ -2,7 +2,11 @@
 //! `tracer diff` and the live views. Every label is safe to show ([`visible`]); markup
 //! formats escape it further.
 
-use super::{findings::Finding, plumbing, suspects::LeakSuspect, user::SiteReport};
+use super::{
+    findings::Finding, leak_check::LeakCheckSummary, plumbing, suspects::LeakSuspect,
+    user::SiteReport,
+};
+use crate::events::{CheckMoment, CheckOutcome, LeakKind};
 pub use crate::symbolize::{Frame, Stack};
 
 /// How much of a frame a label says.
@@ -101,6 +105,62 @@ pub fn also(f: &Finding) -> Option<String> {
 /// Bytes that may not be known: `unknown` for None (live bytes under `--mode kernel`).
 pub fn known_bytes(bytes: Option<u64>) -> String {
     bytes.map_or_else(|| "unknown".into(), human_bytes)
+}
+
+/// A leak kind as memcheck words it.
+pub fn leak_kind(kind: LeakKind) -> &'static str {
+    match kind {
+        LeakKind::Lost => "definitely lost",
+        LeakKind::Indirect => "indirectly lost",
+        LeakKind::Possible => "possibly lost",
+        LeakKind::Reachable => "still reachable",
+    }
+}
+
+/// What a leak check was: when, and what it cost (`leak check at exit (stopped 3.2 ms,
+/// 177.1 KiB read)`), or why it classified nothing.
+pub fn leak_check(c: &LeakCheckSummary) -> String {
+    let at = match c.at {
+        Some(CheckMoment::AtExit) => "at exit",
+        Some(CheckMoment::AtEnd) => "when tracing ended",
+        Some(CheckMoment::OnRequest) => "on request",
+        None => "",
+    };
+    match c.outcome {
+        Some(CheckOutcome::Done) => format!(
+            "leak check {at} (stopped {}, {} read)",
+            human_duration(c.pause_ms),
+            human_bytes(c.scanned_bytes)
+        ),
+        Some(CheckOutcome::GaveUp) => format!(
+            "leak check {at} given up after {} (--leak-check-max-pause): blocks unclassified",
+            human_duration(c.pause_ms)
+        ),
+        _ => format!("leak check {at} failed (the process could not be stopped or read)"),
+    }
+}
+
+/// The check's categories in one line (`definitely lost 11.7 KiB in 4 blocks, ...`), the
+/// empty ones left out (`nothing live` when all are).
+pub fn leak_totals(c: &LeakCheckSummary) -> String {
+    let parts: Vec<String> = LeakKind::ALL
+        .iter()
+        .map(|&k| (k, c.of(k)))
+        .filter(|(_, (_, blocks))| *blocks > 0)
+        .map(|(k, (bytes, blocks))| {
+            format!(
+                "{} {} in {}",
+                leak_kind(k),
+                human_bytes(bytes),
+                count(blocks, "block", "blocks")
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "nothing live".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// A leak suspect's growth: `growing 5.6 MiB/min` once it was watched long enough for a rate

@@ -3,11 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    aggregate::heap::HeapStats,
-    events::{CheckMoment, CheckOutcome, LeakKind},
-    summary::merge::MergedLeak,
-};
+pub use crate::events::{CheckMoment, CheckOutcome, LeakKind};
+use crate::{aggregate::heap::HeapStats, summary::merge::MergedLeak};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LeakCheckSummary {

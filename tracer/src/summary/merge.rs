@@ -194,10 +194,17 @@ pub fn merge_leaks(
         e.resident_seen = e.resident_seen.saturating_add(seen);
     }
     let mut out: Vec<MergedLeak> = by_group.into_values().collect();
+    // What a leak check found lost first, then possibly lost, unchecked, still reachable.
+    let rank = |k: Option<LeakKind>| match k {
+        Some(LeakKind::Lost | LeakKind::Indirect) => 0,
+        Some(LeakKind::Possible) => 1,
+        None => 2,
+        Some(LeakKind::Reachable) => 3,
+    };
     out.sort_by(|a, b| {
-        b.leak
-            .bytes
-            .cmp(&a.leak.bytes)
+        rank(a.leak.kind)
+            .cmp(&rank(b.leak.kind))
+            .then(b.leak.bytes.cmp(&a.leak.bytes))
             .then(a.leak.site.cmp(&b.leak.site))
             .then(a.leak.kind.cmp(&b.leak.kind))
     });
