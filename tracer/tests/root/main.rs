@@ -18,6 +18,7 @@ mod kernel;
 mod killed;
 mod live;
 mod modes;
+mod reach;
 mod reports;
 mod resident;
 mod safety;

@@ -1,0 +1,213 @@
+//! Root tests of the leak check against memcheck (Debian's valgrind, installed by `cargo xtask
+//! setup`): the categories of workloads/reach.c, correct programs with nothing lost, the
+//! README's gate, exit statuses kept, and a recording that replays the check.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{build, json_path, replays_to, stderr, trace_with, tracer};
+
+/// memcheck's leak summary of `argv`: (definitely, indirectly, possibly lost, still
+/// reachable), each (bytes, blocks).
+fn memcheck(argv: &[&str]) -> [(u64, u64); 4] {
+    let out = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--show-leak-kinds=all",
+            "--run-libc-freeres=no",
+            "--run-cxx-freeres=no",
+        ])
+        .args(argv)
+        .output()
+        .expect("running valgrind (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let number = |s: &str| s.replace(',', "").parse::<u64>().unwrap();
+    let category = |name: &str| -> (u64, u64) {
+        let Some(line) = text.lines().find(|l| l.contains(&format!("{name}:"))) else {
+            // No leak summary at all: nothing was live at the end.
+            assert!(text.contains("All heap blocks were freed"), "{text}");
+            return (0, 0);
+        };
+        let rest = line.split(&format!("{name}:")).nth(1).unwrap();
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        (number(words[0]), number(words[3]))
+    };
+    [
+        category("definitely lost"),
+        category("indirectly lost"),
+        category("possibly lost"),
+        category("still reachable"),
+    ]
+}
+
+/// tracer's leak check of the same, from the summary.
+fn categories(v: &Value) -> [(u64, u64); 4] {
+    let c = &v["user"]["leak_check"];
+    assert_eq!(c["outcome"], "done", "{c}");
+    let n = |k: &str| c[k].as_u64().unwrap();
+    [
+        (n("lost_bytes"), n("lost_blocks")),
+        (n("indirect_bytes"), n("indirect_blocks")),
+        (n("possible_bytes"), n("possible_blocks")),
+        (n("reachable_bytes"), n("reachable_blocks")),
+    ]
+}
+
+fn reach() -> std::path::PathBuf {
+    build("reach", "reach.c", &["cc", "-O0", "-g", "-pthread"])
+}
+
+/// Every category of workloads/reach.c equals memcheck's, and each block is where the
+/// workload put it: the dropped list's head lost and its tail indirect, the ring's first block
+/// lost and the other two indirect, the block held through its middle possible, those held by a
+/// global, a thread-local, a blocked thread's stack and a spinning thread's register reachable.
+#[test]
+fn categories_equal_memchecks() {
+    let prog = reach();
+    let prog = prog.to_str().unwrap();
+    let (v, out) = trace_with(&[], &[prog], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = categories(&v);
+    assert_eq!(ours, memcheck(&[prog]));
+    assert_eq!(ours[0], (12_000, 4));
+    let kinds: Vec<(String, &str, u64, u64)> = v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["stack"][0]["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("reach.c"))
+        })
+        .map(|l| {
+            (
+                l["stack"][0]["function"].as_str().unwrap().to_string(),
+                l["kind"].as_str().unwrap(),
+                l["count"].as_u64().unwrap(),
+                l["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let has = |f: &str, kind: &str, count: u64, bytes: u64| {
+        assert!(
+            kinds.contains(&(f.to_string(), kind, count, bytes)),
+            "{f} {kind} {count} {bytes}: {kinds:?}"
+        );
+    };
+    has("list", "lost", 1, 2000);
+    has("list", "indirect", 4, 8000);
+    has("cycle", "lost", 1, 8000);
+    has("cycle", "indirect", 2, 16000);
+    has("interior", "possible", 1, 3000);
+    has("stack_holder", "reachable", 1, 6000);
+    has("register_holder", "reachable", 1, 7000);
+    let pause = v["user"]["leak_check"]["pause_ms"].as_f64().unwrap();
+    assert!(pause > 0.0, "the pause is measured");
+    // The text says what was found, lost first.
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains("definitely lost 11.7 KiB in 4 blocks"));
+    assert!(line.is_some(), "{text}");
+}
+
+/// Correct programs lose nothing, and what they keep on purpose (glibc's locale data,
+/// libstdc++'s emergency pool, Python's interned objects) is still reachable, as memcheck
+/// counts it, block for block.
+#[test]
+fn correct_programs_lose_nothing() {
+    let hello = build("hello", "hello.cpp", &["g++", "-O0", "-g"]);
+    let hello = hello.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["/bin/echo", "hi"],
+        &["ls", "/"],
+        &[hello],
+        &["/usr/bin/python3", "-c", "pass"],
+    ];
+    for argv in commands {
+        let (v, out) = trace_with(&[], argv, &[]);
+        assert!(out.status.success(), "{argv:?}: {}", stderr(&out));
+        let ours = categories(&v);
+        assert_eq!(ours, memcheck(argv), "{argv:?}");
+        assert_eq!(ours[0], (0, 0), "{argv:?}");
+        assert!(ours[3].1 > 0, "{argv:?}: something is kept on purpose");
+        // No finding calls what is reachable a leak.
+        let findings = v["findings"].as_array().unwrap();
+        assert!(
+            findings.iter().all(|f| f["kind"] != "leak"),
+            "{argv:?}: {findings:?}"
+        );
+    }
+}
+
+/// The README's gate passes on a correct program and fails on a real leak, and the command's
+/// own status comes through a check (here 7).
+#[test]
+fn the_gate_passes_correct_programs_and_fails_leaks() {
+    let gate = ["-q", "--fail-if", "lost_bytes>0", "--"];
+    let out = tracer()
+        .args(gate)
+        .args(["/bin/echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let prog = reach();
+    let out = tracer().args(gate).arg(&prog).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lost_bytes = 12000"),
+        "{}",
+        stderr(&out)
+    );
+    let (v, out) = trace_with(&[], &["sh", "-c", "exit 7"], &[]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(v["user"]["leak_check"]["outcome"], "done");
+}
+
+/// Without a check (--no-leak-check, --sample) the blocks are unclassified, and a gate on the
+/// check's numbers fails rather than pass on nothing.
+#[test]
+fn no_check_no_classes() {
+    for options in [&["--no-leak-check"][..], &["--sample", "4K"]] {
+        let (v, _) = trace_with(options, &["/bin/echo", "hi"], &[]);
+        assert!(v["user"]["leak_check"].is_null(), "{options:?}");
+        assert!(v["user"]["leaks"][0]["kind"].is_null(), "{options:?}");
+    }
+    let out = tracer()
+        .args([
+            "-q",
+            "--no-leak-check",
+            "--fail-if",
+            "lost_bytes>0",
+            "--",
+            "/bin/echo",
+            "hi",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no leak check"), "{}", stderr(&out));
+}
+
+/// A recording keeps the check: `tracer report` shows the same categories and kinds.
+#[test]
+fn a_recording_replays_the_check() {
+    let prog = reach();
+    let json = json_path("reach-rec");
+    let rec = json.with_extension("trace");
+    let out = tracer()
+        .args(["-q", "--record"])
+        .arg(&rec)
+        .arg("--json")
+        .arg(&json)
+        .arg("--")
+        .arg(&prog)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live = std::fs::read_to_string(&json).unwrap();
+    let v: Value = serde_json::from_str(&live).unwrap();
+    assert_eq!(categories(&v)[0], (12_000, 4));
+    replays_to(&rec, &live);
+}
