@@ -420,10 +420,23 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
     }
     writeln!(out, "</tbody></table></div></section>")?;
 
+    // With a leak check: its line, and the kind of each leak (lost first; still reachable
+    // blocks last, kept on purpose or not, never leaks).
+    let (title, check) = match &u.leak_check {
+        Some(c) => (
+            "Leaks: what the leak check found",
+            format!(
+                "<p>{}: {}</p>",
+                esc(&label::leak_check(c)),
+                esc(&label::leak_totals(c))
+            ),
+        ),
+        None => ("Leaks: allocated and not freed by the end", String::new()),
+    };
     writeln!(
         out,
-        "<section id=\"leaks\"><h2>Leaks: allocated and not freed by the end</h2>{}\
-         <div class=\"wide\"><table class=\"sortable\" id=\"leaks-table\"><thead><tr><th class=\"l\">site</th><th class=\"l\">path</th>\
+        "<section id=\"leaks\"><h2>{title}</h2>{check}{}\
+         <div class=\"wide\"><table class=\"sortable\" id=\"leaks-table\"><thead><tr><th class=\"l\">site</th><th class=\"l\">kind</th><th class=\"l\">path</th>\
          <th>blocks</th><th>bytes</th><th>resident</th><th>never touched</th>\
          <th>oldest (ms)</th></tr></thead><tbody>",
         filter_box("leaks-table", "leaks"),
@@ -431,10 +444,11 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
     for leak in &u.leaks {
         writeln!(
             out,
-            "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td><td class=\"l\">{}</td>\
+            "<tr><td class=\"l\"><details><summary>{}</summary>{}</details></td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
              {}{}{}{}<td data-v=\"{:.3}\">{:.1}</td></tr>",
             esc(&label::stack(&leak.stack, 2)),
             stack_list(&leak.stack),
+            leak.kind.map_or("unchecked", label::leak_kind),
             leak.path,
             num(leak.count, leak.count.to_string()),
             num(leak.bytes, human_bytes(leak.bytes)),

@@ -468,18 +468,21 @@ fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
             Some(LeakKind::Possible) => "possibly lost (pointed to only into their middle)",
             _ => continue,
         };
-        out.push(finding(
-            FindingKind::Leak,
-            leak.bytes,
-            leak.stack.clone(),
-            json!({
-                "kind": leak.kind,
+        let mut evidence = json!({
                 "blocks": leak.count,
                 "bytes": leak.bytes,
                 "resident_bytes": leak.resident_bytes,
                 "never_touched_bytes": leak.virtual_bytes,
                 "oldest_age_ms": leak.oldest_age_ms,
-            }),
+        });
+        if let Some(kind) = leak.kind {
+            evidence["kind"] = json!(kind);
+        }
+        out.push(finding(
+            FindingKind::Leak,
+            leak.bytes,
+            leak.stack.clone(),
+            evidence,
             format!(
                 "{} left {} in {} {what} ({} resident, {} never touched).",
                 label::stack(&leak.stack, 2),

@@ -110,6 +110,11 @@ fn add_user(a: &mut UserSummary, b: &UserSummary) {
     add!(a.free, b.free; calls, unknown, null);
     add!(a.operator_delete, b.operator_delete; calls, unknown, null);
     add!(a, b; failed, live_bytes_at_end, leaked_bytes, leaked_blocks, heap_resident_bytes);
+    match (a.leak_check.as_mut(), &b.leak_check) {
+        (Some(a), Some(b)) => a.merge(b),
+        (None, Some(b)) => a.leak_check = Some(*b),
+        _ => {}
+    }
     let mut buckets: BTreeMap<u64, u64> =
         a.size_histogram.iter().map(|b| (b.le, b.count)).collect();
     add_map(
