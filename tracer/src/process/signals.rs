@@ -45,6 +45,8 @@ pub struct Signals {
     terminate: Signal,
     /// SIGUSR1: a snapshot of every report (taken by the run loop).
     snapshot: Option<Signal>,
+    /// SIGUSR2: a leak check now (taken by the run loop).
+    check: Option<Signal>,
 }
 
 impl Signals {
@@ -54,6 +56,7 @@ impl Signals {
         let terminate = signal(SignalKind::terminate())?;
         // Installed first thing too: SIGUSR1's default action would kill us.
         let snapshot = Some(signal(SignalKind::user_defined1())?);
+        let check = Some(signal(SignalKind::user_defined2())?);
         // SAFETY: the actions only touch atomics, which is async-signal-safe.
         unsafe {
             signal_hook_registry::register_sigaction(libc::SIGINT, |info: &libc::siginfo_t| {
@@ -71,12 +74,18 @@ impl Signals {
             interrupt,
             terminate,
             snapshot,
+            check,
         })
     }
 
     /// The SIGUSR1 stream, for the run loop to wait on beside [`Signals::recv`].
     pub fn take_snapshot_requests(&mut self) -> Option<Signal> {
         self.snapshot.take()
+    }
+
+    /// The SIGUSR2 stream: leak checks asked for while tracing.
+    pub fn take_check_requests(&mut self) -> Option<Signal> {
+        self.check.take()
     }
 
     /// Whether a signal is waiting, without taking it: setup stops at its next step.

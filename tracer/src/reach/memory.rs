@@ -43,7 +43,7 @@ const THREAD_HEAP_ALIGN: u64 = 64 << 20;
 fn is_heap(m: &Mapping, first_block: Option<u64>) -> bool {
     m.name == "[heap]"
         || (m.name.is_empty()
-            && m.start % THREAD_HEAP_ALIGN == 0
+            && m.start.is_multiple_of(THREAD_HEAP_ALIGN)
             && first_block.is_some_and(|b| b != m.start + 16))
 }
 

@@ -58,6 +58,7 @@ impl Loop<'_> {
         &mut self,
         signals: &mut Signals,
         snapshot_requests: &mut tokio::signal::unix::Signal,
+        check_requests: &mut tokio::signal::unix::Signal,
         pidfd: AsyncFd<std::os::fd::OwnedFd>,
     ) -> Result<EndedBy> {
         // Woken when a table compiled in the background is in.
@@ -123,6 +124,9 @@ impl Loop<'_> {
                     self.views.publish(summary);
                 }
                 _ = snapshot_requests.recv() => self.snapshot(),
+                _ = check_requests.recv() => {
+                    self.check_running(crate::events::CheckMoment::OnRequest);
+                }
                 key = next_key(self.views.top.as_mut()) => {
                     if let Some(ended) = self.on_key(key)? {
                         return Ok(ended);

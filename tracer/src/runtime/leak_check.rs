@@ -12,6 +12,7 @@ use super::{event_loop::Loop, snapshot::monotonic_ns, wait::kill};
 use crate::{
     events::{self, CheckMoment, LeakKind},
     reach::{Check, Scanned},
+    summary::{label, leak_check::LeakCheckSummary},
 };
 
 impl Loop<'_> {
@@ -23,8 +24,17 @@ impl Loop<'_> {
         }
     }
 
-    /// `--leak-check` as tracing ends: every traced process still running.
+    /// `--leak-check` as tracing ends, or SIGUSR2: every traced process still running. Only
+    /// where every live block is known (the full mode, not sampled).
     pub(super) fn check_running(&mut self, moment: CheckMoment) {
+        if self.cfg.mode != super::Mode::Full || self.cfg.sample_bytes > 0 {
+            self.views.say(
+                "tracer: no leak check: it needs every live block, which only the full mode \
+                 without --sample knows"
+                    .into(),
+            );
+            return;
+        }
         let pids: Vec<u32> = self
             .reader
             .processes
@@ -43,7 +53,8 @@ impl Loop<'_> {
         let check = match Check::stop(pid as i32) {
             Ok(check) => check,
             Err(e) => {
-                eprintln!("tracer: leak check of pid {pid} not done: {e}");
+                self.views
+                    .say(format!("tracer: leak check of pid {pid} not done: {e}"));
                 self.take_check(pid, moment, None, &[]);
                 return;
             }
@@ -55,16 +66,25 @@ impl Loop<'_> {
             .reader
             .processes
             .get(pid)
-            .map(|s| s.live_block_spans())
+            .map(crate::process::session::Session::live_block_spans)
             .unwrap_or_default();
         let scanned = check.scan(&starts, &sizes, max_pause);
         drop(check);
+        let pause = label::human_duration(scanned.pause.as_secs_f64() * 1e3);
         if scanned.gave_up {
-            eprintln!(
-                "tracer: leak check of pid {pid} given up after {:.1} ms \
-                 (--leak-check-max-pause); the process runs on",
-                scanned.pause.as_secs_f64() * 1e3
-            );
+            self.views.say(format!(
+                "tracer: leak check of pid {pid} given up after {pause} \
+                 (--leak-check-max-pause); the process runs on"
+            ));
+        } else if moment == CheckMoment::OnRequest {
+            let mut sum = LeakCheckSummary::default();
+            for (kind, &size) in scanned.kinds.iter().zip(&sizes) {
+                sum.add(Some(*kind), size, 1);
+            }
+            self.views.say(format!(
+                "tracer: leak check of pid {pid} (stopped {pause}): {}",
+                label::leak_totals(&sum)
+            ));
         }
         self.take_check(pid, moment, Some(&scanned), &starts);
     }

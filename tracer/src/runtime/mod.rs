@@ -86,8 +86,16 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         started,
         keeper,
     };
+    let mut check_requests = signals
+        .take_check_requests()
+        .context("installing the SIGUSR2 handler")?;
     let ended = run
-        .run(&mut signals, &mut snapshot_requests, target.pidfd)
+        .run(
+            &mut signals,
+            &mut snapshot_requests,
+            &mut check_requests,
+            target.pidfd,
+        )
         .await?;
     phase.done("traced");
     let status = run.finish(ended)?;

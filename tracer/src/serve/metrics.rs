@@ -402,6 +402,33 @@ fn process(
             )
         }),
     );
+    // The last leak check's categories (none until a check ran: SIGUSR2, or --leak-check's
+    // at the end).
+    if let Some(c) = &u.leak_check {
+        use crate::summary::leak_check::LeakKind;
+        w.family(
+            "tracer_leak_check_bytes",
+            Kind::Gauge,
+            "Bytes of live blocks by what the last leak check found them to be.",
+            LeakKind::ALL
+                .iter()
+                .map(|&k| (label("kind", k.name()), c.of(k).0 as f64)),
+        );
+        w.family(
+            "tracer_leak_check_blocks",
+            Kind::Gauge,
+            "Live blocks by what the last leak check found them to be.",
+            LeakKind::ALL
+                .iter()
+                .map(|&k| (label("kind", k.name()), c.of(k).1 as f64)),
+        );
+        w.family(
+            "tracer_leak_check_pause_seconds",
+            Kind::Gauge,
+            "How long the last leak check kept the process stopped.",
+            [(vec![], c.pause_ms / 1e3)],
+        );
+    }
     w.one(
         "tracer_uptime_seconds",
         Kind::Gauge,

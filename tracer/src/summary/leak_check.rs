@@ -47,7 +47,7 @@ impl LeakCheckSummary {
         }
     }
 
-    fn add(&mut self, kind: Option<LeakKind>, bytes: u64, blocks: u64) {
+    pub fn add(&mut self, kind: Option<LeakKind>, bytes: u64, blocks: u64) {
         let (b, n) = match kind {
             Some(LeakKind::Lost) => (&mut self.lost_bytes, &mut self.lost_blocks),
             Some(LeakKind::Indirect) => (&mut self.indirect_bytes, &mut self.indirect_blocks),

@@ -211,3 +211,142 @@ fn a_recording_replays_the_check() {
     assert_eq!(categories(&v)[0], (12_000, 4));
     replays_to(&rec, &live);
 }
+
+/// A service that leaks one block per request, checked live twice (SIGUSR2) and at the end
+/// (--leak-check): lost blocks grow with the requests, the service keeps serving through each
+/// check, the pause is reported, /metrics carries the categories, and its kept sessions are
+/// still reachable.
+#[test]
+fn live_checks_of_a_running_service() {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        process::Stdio,
+        sync::mpsc,
+        time::Duration,
+    };
+    let prog = crate::support::workload("service");
+    let served = json_path("served").with_extension("count");
+    let mut service = Command::new(&prog)
+        .arg(&served)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    service
+        .stdout
+        .take()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+    let pid = service.id();
+    let json = json_path("service");
+    let mut tracer = tracer()
+        .args([
+            "--pid",
+            &pid.to_string(),
+            "--leak-check",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let pipe = tracer.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut addr: Option<std::net::SocketAddr> = None;
+    let mut attached = false;
+    while !(attached && addr.is_some()) {
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        if let Some(rest) = line.strip_prefix("tracer: serving http://") {
+            addr = rest.split('/').next().and_then(|a| a.parse().ok());
+        }
+        attached |= line.contains("attached to pid");
+    }
+    service.stdin.take().unwrap().write_all(b"g").unwrap();
+    let count = || -> u64 {
+        std::fs::read_to_string(&served)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Two checks on request, each said with its lost blocks.
+    let mut lost = Vec::new();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(400));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(tracer.id() as i32, libc::SIGUSR2) };
+        let line = loop {
+            let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+            if line.contains(&format!("leak check of pid {pid}")) {
+                break line;
+            }
+        };
+        assert!(line.contains("stopped"), "{line}");
+        let blocks: u64 = line
+            .split("definitely lost ")
+            .nth(1)
+            .and_then(|r| r.split(" in ").nth(1))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        lost.push((blocks, count()));
+    }
+    assert!(lost[1].0 > lost[0].0, "lost blocks grow: {lost:?}");
+    // It kept serving through the checks.
+    let before = count();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(count() > before, "the service serves on");
+    let metrics = crate::support::wait_for_metrics(addr.unwrap(), &[], |l| {
+        l.starts_with("tracer_leak_check_blocks{") && l.contains("kind=\"lost\"")
+    });
+    assert!(
+        metrics.contains("tracer_leak_check_pause_seconds"),
+        "{metrics}"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    assert!(tracer.wait().unwrap().success());
+    let _ = service.kill();
+    let _ = service.wait();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let c = &v["user"]["leak_check"];
+    assert_eq!(c["at"], "at_end", "{c}");
+    assert_eq!(c["checks"], 3, "{c}");
+    assert!(c["pause_ms"].as_f64().unwrap() > 0.0, "{c}");
+    // Every request's block is lost but the one in flight; every session block is reachable.
+    let site = |f: &str, kind: &str| -> (u64, u64) {
+        v["user"]["leaks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["stack"][0]["function"] == f && l["kind"] == kind)
+            .fold((0, 0), |(n, b), l| {
+                (
+                    n + l["count"].as_u64().unwrap(),
+                    b + l["bytes"].as_u64().unwrap(),
+                )
+            })
+    };
+    let live_handles = crate::support::site_in(&v, "handle")["live_bytes"]
+        .as_u64()
+        .unwrap()
+        / 512;
+    let (lost_handles, _) = site("handle", "lost");
+    assert!(
+        lost_handles + 1 >= live_handles && lost_handles > lost[1].0,
+        "{lost_handles} of {live_handles}"
+    );
+    let (kept, kept_bytes) = site("session", "reachable");
+    assert!(kept > 0 && kept <= 64 && kept_bytes == kept * 256, "{kept}");
+    assert_eq!(site("session", "lost"), (0, 0));
+}
