@@ -350,3 +350,20 @@ fn live_checks_of_a_running_service() {
     assert!(kept > 0 && kept <= 64 && kept_bytes == kept * 256, "{kept}");
     assert_eq!(site("session", "lost"), (0, 0));
 }
+
+/// A check that would keep the process stopped longer than --leak-check-max-pause is given up:
+/// the process exits as it would, the report says so, and no block is classified.
+#[test]
+fn a_check_over_its_pause_is_given_up() {
+    let (v, out) = trace_with(
+        &["--leak-check-max-pause", "1"],
+        &["/usr/bin/python3", "-c", "x = [bytearray(4096) for _ in range(20000)]"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = &v["user"]["leak_check"];
+    assert_eq!(c["outcome"], "gave_up", "{c}");
+    assert!(c["pause_ms"].as_f64().unwrap() >= 1.0, "{c}");
+    assert!(v["user"]["leaks"].as_array().unwrap().iter().all(|l| l["kind"].is_null()));
+    assert!(stderr(&out).contains("given up"), "{}", stderr(&out));
+}
