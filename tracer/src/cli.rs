@@ -76,7 +76,7 @@ Examples:
 
   Compare two runs, and fail CI on memory:
     tracer diff before.trace after.trace --fail-if 'live_bytes>+10%'
-    sudo tracer --fail-if 'leaked_bytes>0' -- ./run-tests
+    sudo tracer --fail-if 'lost_bytes>0' -- ./run-tests
 
 The summary goes to stderr, so the traced program's stdout stays its own. Events lost because
 the ring buffer was full are counted and reported; raise --buffer-size if that happens.
@@ -318,10 +318,12 @@ pub struct Cli {
     /// Exit with status 3 (when the command itself succeeded) if CONDITION holds on the run's
     /// summary: `METRIC OP VALUE`, OP one of > >= < <= ==, VALUE a number with an optional K,
     /// M or G. Repeatable; each is reported. Metrics: allocs, bytes, frees, live_bytes,
-    /// peak_live_bytes, leaked_bytes, leaked_blocks, leak_suspects, brk_bytes, mmap_bytes,
+    /// peak_live_bytes, leaked_bytes, leaked_blocks (live at the end), lost_bytes,
+    /// lost_blocks, indirect_bytes, possible_bytes, reachable_bytes (the leak check's: a
+    /// condition on them fails when no check ran), leak_suspects, brk_bytes, mmap_bytes,
     /// thread_arena_bytes, buddy_pages, slab_objects, page_faults, memory_syscalls,
     /// dropped_events. Changes from a baseline (+N, N%) belong to `tracer diff`.
-    /// Example: tracer --fail-if 'leaked_bytes>0' -- ./run-tests
+    /// Example: tracer --fail-if 'lost_bytes>0' -- ./run-tests
     #[arg(long, value_name = "CONDITION", value_parser = parse_run_gate)]
     pub fail_if: Vec<Gate>,
 

@@ -12,13 +12,7 @@ use serde_json::Value;
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 
 fn leak100(v: &Value) -> Value {
-    v["user"]["leaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["stack"][0]["function"] == "leak100")
-        .cloned()
-        .unwrap_or_else(|| panic!("no leak100 leak in {:#}", v["user"]["leaks"]))
+    crate::support::leak_at(v, "leak100")
 }
 
 #[test]

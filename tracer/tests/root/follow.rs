@@ -11,13 +11,8 @@ fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
     site_in(v, function)
 }
 
-fn leak<'a>(v: &'a Value, function: &str) -> &'a Value {
-    v["user"]["leaks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["stack"][0]["function"] == function)
-        .unwrap_or_else(|| panic!("no leak {function} in {:#}", v["user"]["leaks"]))
+fn leak(v: &Value, function: &str) -> Value {
+    crate::support::leak_at(v, function)
 }
 
 fn processes(v: &Value) -> &Vec<Value> {

@@ -273,10 +273,18 @@ fn live_checks_of_a_running_service() {
         attached |= line.contains("attached to pid");
     }
     service.stdin.take().unwrap().write_all(b"g").unwrap();
+    // The count the service wrote last (a read that catches the file rewritten is retried).
     let count = || -> u64 {
-        std::fs::read_to_string(&served)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
+        (0..100)
+            .find_map(|_| {
+                let n = std::fs::read_to_string(&served)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                if n.is_none() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                n
+            })
             .unwrap_or(0)
     };
     // Two checks on request, each said with its lost blocks.
@@ -304,8 +312,14 @@ fn live_checks_of_a_running_service() {
     assert!(lost[1].0 > lost[0].0, "lost blocks grow: {lost:?}");
     // It kept serving through the checks.
     let before = count();
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(count() > before, "the service serves on");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service serves on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let metrics = crate::support::wait_for_metrics(addr.unwrap(), &[], |l| {
         l.starts_with("tracer_leak_check_blocks{") && l.contains("kind=\"lost\"")
     });
@@ -357,13 +371,23 @@ fn live_checks_of_a_running_service() {
 fn a_check_over_its_pause_is_given_up() {
     let (v, out) = trace_with(
         &["--leak-check-max-pause", "1"],
-        &["/usr/bin/python3", "-c", "x = [bytearray(4096) for _ in range(20000)]"],
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "x = [bytearray(4096) for _ in range(20000)]",
+        ],
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let c = &v["user"]["leak_check"];
     assert_eq!(c["outcome"], "gave_up", "{c}");
     assert!(c["pause_ms"].as_f64().unwrap() >= 1.0, "{c}");
-    assert!(v["user"]["leaks"].as_array().unwrap().iter().all(|l| l["kind"].is_null()));
+    assert!(
+        v["user"]["leaks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["kind"].is_null())
+    );
     assert!(stderr(&out).contains("given up"), "{}", stderr(&out));
 }

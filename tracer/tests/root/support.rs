@@ -220,6 +220,26 @@ pub fn trace_gated(
     v
 }
 
+/// The leaks of the site whose innermost frame is `function`, whatever the leak check found
+/// them to be (a site's blocks may be lost and reachable both): the first entry, its count and
+/// bytes summed over all.
+pub fn leak_at(v: &Value, function: &str) -> Value {
+    let of_site: Vec<&Value> = v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stack"][0]["function"] == function)
+        .collect();
+    let mut leak = (*of_site
+        .first()
+        .unwrap_or_else(|| panic!("no leak {function} in {:#}", v["user"]["leaks"])))
+    .clone();
+    let sum = |k: &str| of_site.iter().map(|l| l[k].as_u64().unwrap()).sum::<u64>();
+    leak["count"] = sum("count").into();
+    leak["bytes"] = sum("bytes").into();
+    leak
+}
+
 /// The leak of `bytes` bytes in a summary.
 pub fn leak_of(v: &Value, bytes: i64) -> Value {
     v["user"]["leaks"]
