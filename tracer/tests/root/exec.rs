@@ -12,7 +12,7 @@ use serde_json::Value;
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 
 fn leak100(v: &Value) -> Value {
-    crate::support::leak_at(v, "leak100")
+    leak_at(v, "leak100")
 }
 
 #[test]

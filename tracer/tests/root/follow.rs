@@ -12,7 +12,7 @@ fn site<'a>(v: &'a Value, function: &str) -> &'a Value {
 }
 
 fn leak(v: &Value, function: &str) -> Value {
-    crate::support::leak_at(v, function)
+    leak_at(v, function)
 }
 
 fn processes(v: &Value) -> &Vec<Value> {
