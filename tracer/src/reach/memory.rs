@@ -2,7 +2,7 @@
 //! outside the allocator's heaps, each thread's stack from its stack pointer up) and the live
 //! blocks' bytes, read with `process_vm_readv` in large pieces.
 
-use std::io;
+use std::mem::MaybeUninit;
 
 /// One line of `/proc/PID/maps` that a check may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,104 +95,103 @@ pub fn roots(
     out
 }
 
-/// Reads `len` bytes of `pid`'s memory at `addr` into `buf` (cleared first); bytes that cannot
-/// be read are zeros. Returns how many were read.
-pub fn read(pid: i32, addr: u64, len: usize, buf: &mut Vec<u8>) -> usize {
+/// Reads `len` bytes of `pid`'s memory at `addr` into `buf` (replacing what it held); bytes
+/// that cannot be read are zeros.
+pub fn read(pid: i32, addr: u64, len: usize, buf: &mut Vec<u8>) {
     buf.clear();
-    buf.resize(len, 0);
-    let mut got = 0;
-    while got < len {
-        match read_at(pid, addr + got as u64, &mut buf[got..]) {
-            Ok(0) | Err(_) => {
-                // Unreadable from here: skip to the next page and try again.
-                let next = (addr + got as u64 + 1).next_multiple_of(4096);
-                got = (next - addr) as usize;
-            }
-            Ok(n) => got += n,
-        }
-    }
-    len
+    buf.reserve(len);
+    fill(pid, addr, &mut buf.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` wrote every one of the first `len` bytes.
+    unsafe { buf.set_len(len) };
 }
 
-/// One `process_vm_readv` of as much of `out` as can be read.
-fn read_at(pid: i32, addr: u64, out: &mut [u8]) -> io::Result<usize> {
+/// Fills `dest` with `pid`'s memory at `addr`, in as few reads as it allows; pages that cannot
+/// be read are zeros. Written straight into `dest`: a buffer zeroed first would be touched
+/// twice.
+fn fill(pid: i32, addr: u64, dest: &mut [MaybeUninit<u8>]) {
+    let len = dest.len();
+    let mut got = 0;
+    while got < len {
+        let rest = &mut dest[got..];
+        match read_at(pid, addr + got as u64, rest.as_mut_ptr().cast(), rest.len()) {
+            Some(n) if n > 0 => got += n,
+            _ => {
+                // Unreadable from here to the next page.
+                let page_end = (addr + got as u64 + 1).next_multiple_of(4096) - addr;
+                let next = (page_end as usize).min(len);
+                dest[got..next].fill(MaybeUninit::new(0));
+                got = next;
+            }
+        }
+    }
+}
+
+/// One `process_vm_readv` of up to `len` bytes into `out`: how many were read.
+fn read_at(pid: i32, addr: u64, out: *mut u8, len: usize) -> Option<usize> {
     let local = libc::iovec {
-        iov_base: out.as_mut_ptr().cast(),
-        iov_len: out.len(),
+        iov_base: out.cast(),
+        iov_len: len,
     };
     let remote = libc::iovec {
         iov_base: addr as *mut libc::c_void,
-        iov_len: out.len(),
+        iov_len: len,
     };
-    // SAFETY: `local` describes our own buffer, writable for its length; the remote range is
-    // only read, by the kernel, from the other process.
+    // SAFETY: `local` describes memory of ours writable for `len` bytes (callers pass a slice's
+    // pointer and length); the remote range is only read, by the kernel, from the other
+    // process.
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    usize::try_from(n).ok()
 }
 
-/// Reads many ranges of `pid`'s memory into one buffer, in calls of up to `IOV_MAX` ranges:
-/// `ranges[i]` lands at `offsets[i]`. Ranges that cannot be read are left zero.
+/// Ranges closer than this are read as one: a heap's blocks lie a chunk header apart, and one
+/// large read costs far less than many small ones (each is pinned page by page).
+const SPAN_GAP: u64 = 4096;
+
+/// Largest single read.
+const READ_CHUNK: u64 = 4 << 20;
+
+/// Reads many ranges of `pid`'s memory (ascending by start) into one buffer: nearby ranges are
+/// read as one span, in large reads. Returns where each range's bytes begin in `image`.
+/// Ranges that cannot be read are left zero.
 pub fn read_many(pid: i32, ranges: &[(u64, u64)], image: &mut Vec<u8>) -> Vec<usize> {
-    let total: u64 = ranges.iter().map(|(_, len)| len).sum();
-    image.clear();
-    image.resize(total as usize, 0);
+    // The spans, and each range's place in them.
+    let mut spans: Vec<(u64, u64, usize)> = Vec::new();
     let mut offsets = Vec::with_capacity(ranges.len());
-    let mut at = 0usize;
-    for &(_, len) in ranges {
-        offsets.push(at);
-        at += len as usize;
-    }
-    const BATCH: usize = 1024;
-    for (batch, first) in ranges.chunks(BATCH).zip((0..).step_by(BATCH)) {
-        let ok = read_batch(pid, batch, &offsets[first..first + batch.len()], image);
-        if !ok {
-            // One of them failed (the call stops at the first): each on its own.
-            let mut buf = Vec::new();
-            for (i, &(addr, len)) in batch.iter().enumerate() {
-                read(pid, addr, len as usize, &mut buf);
-                let o = offsets[first + i];
-                image[o..o + len as usize].copy_from_slice(&buf);
+    let mut total = 0usize;
+    for &(addr, len) in ranges {
+        let end = addr.saturating_add(len);
+        match spans.last_mut() {
+            Some((start, span_end, at))
+                if addr >= *start && addr <= span_end.saturating_add(SPAN_GAP) =>
+            {
+                if end > *span_end {
+                    total += (end - *span_end) as usize;
+                    *span_end = end;
+                }
+                offsets.push(*at + (addr - *start) as usize);
+            }
+            _ => {
+                spans.push((addr, end, total));
+                offsets.push(total);
+                total += len as usize;
             }
         }
     }
+    image.clear();
+    image.reserve(total);
+    let spare = &mut image.spare_capacity_mut()[..total];
+    for &(start, end, at) in &spans {
+        let mut pos = start;
+        while pos < end {
+            let len = (end - pos).min(READ_CHUNK);
+            let o = at + (pos - start) as usize;
+            fill(pid, pos, &mut spare[o..o + len as usize]);
+            pos += len;
+        }
+    }
+    // SAFETY: the spans lie end to end over the first `total` bytes, and `fill` wrote each.
+    unsafe { image.set_len(total) };
     offsets
-}
-
-fn read_batch(pid: i32, batch: &[(u64, u64)], offsets: &[usize], image: &mut [u8]) -> bool {
-    let want: u64 = batch.iter().map(|(_, l)| l).sum();
-    let base = image.as_mut_ptr();
-    let local: Vec<libc::iovec> = batch
-        .iter()
-        .zip(offsets)
-        .map(|(&(_, len), &o)| libc::iovec {
-            // SAFETY: `o + len` lies within `image` (offsets were laid out from these lengths).
-            iov_base: unsafe { base.add(o) }.cast(),
-            iov_len: len as usize,
-        })
-        .collect();
-    let remote: Vec<libc::iovec> = batch
-        .iter()
-        .map(|&(addr, len)| libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len as usize,
-        })
-        .collect();
-    // SAFETY: every local iovec is a disjoint part of `image`, writable; the remote ranges are
-    // only read, from the other process.
-    let n = unsafe {
-        libc::process_vm_readv(
-            pid,
-            local.as_ptr(),
-            local.len() as libc::c_ulong,
-            remote.as_ptr(),
-            remote.len() as libc::c_ulong,
-            0,
-        )
-    };
-    n >= 0 && n as u64 == want
 }
 
 #[cfg(test)]
@@ -248,11 +247,13 @@ mod tests {
         let pid = std::process::id() as i32;
         let base = data.as_ptr() as u64;
         let mut image = Vec::new();
-        let ranges = [(base + 8, 16), (8, 4096), (base + 800, 8)];
+        // An unreadable range, then two of ours close enough to be read as one span.
+        let ranges = [(8, 4096), (base + 8, 16), (base + 800, 8)];
         let offsets = read_many(pid, &ranges, &mut image);
-        assert_eq!(offsets, vec![0, 16, 4112]);
+        assert_eq!(offsets, vec![0, 4096, 4096 + 792]);
+        assert_eq!(image.len(), 4096 + 800);
         let word = |o: usize| u64::from_le_bytes(image[o..o + 8].try_into().unwrap());
-        assert_eq!((word(0), word(8), word(4112)), (1, 2, 100));
-        assert!(image[16..4112].iter().all(|&b| b == 0));
+        assert_eq!((word(4096), word(4104), word(4096 + 792)), (1, 2, 100));
+        assert!(image[..4096].iter().all(|&b| b == 0));
     }
 }

@@ -63,7 +63,14 @@ impl Check {
         // Every block's bytes, read at once.
         let ranges: Vec<(u64, u64)> = starts.iter().zip(sizes).map(|(&s, &z)| (s, z)).collect();
         let mut image = Vec::new();
+        let t = Instant::now();
         let offsets = memory::read_many(pid, &ranges, &mut image);
+        log::debug!(
+            "leak check: {} bytes of blocks read in {:?}",
+            image.len(),
+            t.elapsed()
+        );
+        let t = Instant::now();
         let contents = |i: usize| &image[offsets[i]..offsets[i] + sizes[i] as usize];
         let mut marker = mark::Marker::new(mark::Blocks {
             starts,
@@ -88,10 +95,16 @@ impl Check {
                 }
             }
         }
+        log::debug!(
+            "leak check: {root_bytes} bytes of roots scanned in {:?}",
+            t.elapsed()
+        );
+        let t = Instant::now();
         if !marker.propagate(&over) {
             return self.gave_up(root_bytes);
         }
         let (kinds, block_bytes) = marker.finish();
+        log::debug!("leak check: blocks marked in {:?}", t.elapsed());
         Scanned {
             kinds,
             scanned_bytes: root_bytes + block_bytes,

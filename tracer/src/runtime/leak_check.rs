@@ -60,14 +60,22 @@ impl Loop<'_> {
             }
         };
         // What the process sent before it stopped: the live blocks as of now.
+        let t = std::time::Instant::now();
         self.ring.sync();
         self.drain();
+        log::debug!("leak check of {pid}: drained in {:?}", t.elapsed());
+        let t = std::time::Instant::now();
         let (starts, sizes) = self
             .reader
             .processes
             .get(pid)
             .map(crate::process::session::Session::live_block_spans)
             .unwrap_or_default();
+        log::debug!(
+            "leak check of {pid}: {} blocks listed in {:?}",
+            starts.len(),
+            t.elapsed()
+        );
         let scanned = check.scan(&starts, &sizes, max_pause);
         drop(check);
         let pause = label::human_duration(scanned.pause.as_secs_f64() * 1e3);
