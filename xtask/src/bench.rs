@@ -461,6 +461,7 @@ pub fn run(n: u64) -> Result<()> {
     );
 
     flood_rows(&tracer, &mut t)?;
+    leak_check_rows(&tracer, &mut t)?;
 
     if peers.redis {
         redis_rows(&tracer, peers.bpftrace, &mut t)?;
@@ -468,6 +469,57 @@ pub fn run(n: u64) -> Result<()> {
         t.note("redis-server and redis-benchmark are not installed: the redis rows are missing");
     }
     write_doc(&machine, &t, n)
+}
+
+/// The leak check's pause at exit on workloads/big_heap.c: 100 MiB of heap in 256-byte blocks
+/// and 10 MiB of other writable memory (the target: at most 200 ms), and per MiB scanned;
+/// the median of 3. And what the check adds to the run (with and without it, interleaved).
+fn leak_check_rows(tracer: &Path, t: &mut Table) -> Result<()> {
+    let big = build_workload("big_heap")?;
+    let json = std::env::temp_dir().join("tracer-bench-leak-check.json");
+    let (mut pauses, mut per_mib, mut with, mut without) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        for check in [true, false] {
+            let mut c = tracer_cmd(tracer, &["--json"]);
+            c.arg(&json);
+            if !check {
+                c.arg("--no-leak-check");
+            }
+            let began = Instant::now();
+            status(c.arg("--").arg(&big).stdout(Stdio::null()))?;
+            let took = began.elapsed().as_secs_f64();
+            if !check {
+                without.push(took);
+                continue;
+            }
+            with.push(took);
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+            let c = &v["user"]["leak_check"];
+            let pause = c["pause_ms"].as_f64().context("no leak check in the summary")?;
+            let mib = c["scanned_bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20);
+            pauses.push(pause);
+            per_mib.push(pause / mib.max(1.0));
+        }
+    }
+    t.add(
+        "leak check at exit, 100 MiB heap (256 B blocks) + 10 MiB else: the pause",
+        median(&mut pauses),
+        "ms",
+        None,
+    );
+    t.add(
+        "leak check: pause per MiB scanned",
+        median(&mut per_mib),
+        "ms",
+        None,
+    );
+    t.add(
+        "leak check: what it adds to that run (with minus --no-leak-check)",
+        (median(&mut with) - median(&mut without)) * 1e3,
+        "ms",
+        None,
+    );
+    Ok(())
 }
 
 /// Events lost to floods the ring must keep up with: many producer threads (`threads T 2000`:
