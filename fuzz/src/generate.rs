@@ -305,6 +305,16 @@ fn finish(rng: &mut Rng) -> Finish {
             .map(|_| (text(rng, 10), vec![text(rng, 10)]))
             .collect(),
         resident: page_set(rng),
+        // Rules of any text: a file with one that is no rule is ignored whole.
+        suppressions: (0..rng.below(3))
+            .map(|_| {
+                format!(
+                    "{}{}",
+                    rng.pick(&["leak:", "leak:^", "race:", ""]),
+                    text(rng, 8)
+                )
+            })
+            .collect(),
         // Hostile patterns too: one that does not compile is reported and ignored.
         wrappers: (0..rng.below(3))
             .map(|_| {

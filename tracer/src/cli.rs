@@ -278,6 +278,14 @@ pub struct Cli {
     #[arg(long, conflicts_with = "no_leak_check")]
     pub leak_check: bool,
 
+    /// Leaks known and accepted, in LeakSanitizer's format: one `leak:PATTERN` a line (`#`
+    /// comments), matched against every frame's function, source file and module (`*` any
+    /// characters, `^` and `$` anchors). A lost block a rule matches is no finding and not in
+    /// the lost totals; the summary says how much each rule suppressed.
+    /// Example: --suppress lsan.supp
+    #[arg(long, value_name = "FILE")]
+    pub suppress: Option<PathBuf>,
+
     /// Do not check for leaks at a launched or followed process's exit: every block live at
     /// the end is then reported as live, unclassified.
     #[arg(long)]
@@ -589,6 +597,10 @@ impl Cli {
             interval: self.interval,
             jsonl: self.jsonl,
             min_age: self.min_age.unwrap_or_default(),
+            suppressions: match &self.suppress {
+                Some(path) => suppression_rules(path)?,
+                None => Vec::new(),
+            },
             leak_check: crate::runtime::LeakChecks {
                 at_exit: !self.no_leak_check,
                 at_end: self.leak_check,
@@ -606,6 +618,24 @@ impl Cli {
             follow: self.follow,
         })
     }
+}
+
+/// The rules of a `--suppress` file, each line checked.
+fn suppression_rules(path: &std::path::Path) -> Result<Vec<String>, clap::Error> {
+    let bad = |why: String| {
+        <Cli as clap::CommandFactory>::command().error(
+            clap::error::ErrorKind::InvalidValue,
+            format!("--suppress {}: {why}", path.display()),
+        )
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    crate::summary::suppress::Suppressions::parse(&text).map_err(|e| bad(e.to_string()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
 }
 
 const MAX_SECONDS: f64 = 365.0 * 86400.0;

@@ -495,7 +495,9 @@ fn leak_check_rows(tracer: &Path, t: &mut Table) -> Result<()> {
             with.push(took);
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
             let c = &v["user"]["leak_check"];
-            let pause = c["pause_ms"].as_f64().context("no leak check in the summary")?;
+            let pause = c["pause_ms"]
+                .as_f64()
+                .context("no leak check in the summary")?;
             let mib = c["scanned_bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20);
             pauses.push(pause);
             per_mib.push(pause / mib.max(1.0));

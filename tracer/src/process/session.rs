@@ -147,6 +147,9 @@ pub struct Finish {
     /// expressions; see [`crate::summary::plumbing`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wrappers: Vec<String>,
+    /// `--suppress`: the rules (`leak:PATTERN`) of leaks known and accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressions: Vec<String>,
     /// `--max-sites`, when given: the text lists that many sites (else its own ten).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_sites: Option<usize>,
@@ -635,7 +638,7 @@ impl Session {
                 .copied()
                 .unwrap_or(0),
         });
-        let user = user::UserSummary {
+        let mut user = user::UserSummary {
             uprobe_links: finish.uprobe_links.clone(),
             sampling,
             resident_source: match (&finish.resident, self.seeded) {
@@ -644,6 +647,10 @@ impl Session {
             },
             ..user
         };
+        crate::summary::suppress::apply(
+            &mut user,
+            &crate::summary::suppress::Suppressions::from_lines(&finish.suppressions),
+        );
         let mut kernel = KernelSummary::new(&self.kernel, &self.join, &self.gfp);
         kernel.traced = finish.kernel_traced;
         kernel.stacks = finish.kernel_stacks.iter().map(Into::into).collect();

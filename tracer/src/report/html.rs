@@ -448,7 +448,11 @@ fn body(s: &Summary, out: &mut impl Write) -> Result<()> {
              {}{}{}{}<td data-v=\"{:.3}\">{:.1}</td></tr>",
             esc(&label::stack(&leak.stack, 2)),
             stack_list(&leak.stack),
-            leak.kind.map_or("unchecked", label::leak_kind),
+            match (&leak.suppressed_by, leak.kind) {
+                (Some(rule), Some(k)) =>
+                    esc(&format!("{} (suppressed: {rule})", label::leak_kind(k))),
+                (_, k) => k.map_or("unchecked", label::leak_kind).to_string(),
+            },
             leak.path,
             num(leak.count, leak.count.to_string()),
             num(leak.bytes, human_bytes(leak.bytes)),

@@ -513,11 +513,20 @@ fn render_leaks(u: &UserSummary, top: usize, out: &mut impl Write) -> io::Result
         if classified {
             writeln!(out, "  {}", label::leak_totals(c))?;
         }
+        for s in &u.suppressed {
+            writeln!(
+                out,
+                "  suppressed by {}: {} in {}",
+                visible(&s.rule),
+                human_bytes(s.bytes),
+                label::count(s.blocks, "block", "blocks")
+            )?;
+        }
     }
     let listed: Vec<&LeakReport> = u
         .leaks
         .iter()
-        .filter(|l| l.kind != Some(LeakKind::Reachable))
+        .filter(|l| l.kind != Some(LeakKind::Reachable) && l.suppressed_by.is_none())
         .take(top)
         .collect();
     if listed.is_empty() {

@@ -56,6 +56,8 @@ pub struct RunConfig {
     pub min_age: Duration,
     /// When live blocks are checked for reachability.
     pub leak_check: LeakChecks,
+    /// `--suppress`: leak rules (`leak:PATTERN`), checked.
+    pub suppressions: Vec<String>,
     /// `--listen`: serve metrics and profiles over HTTP while tracing.
     pub listen: Option<Listen>,
     /// `tracer top`: the interactive view while tracing.

@@ -64,6 +64,8 @@ pub struct Snapshotter {
     pub kernel_stacks: bool,
     /// `--wrapper` and `--max-sites` as given (see [`Finish`]).
     pub wrappers: Vec<String>,
+    /// `--suppress`'s rules.
+    pub suppressions: Vec<String>,
     pub text_sites: Option<usize>,
     /// Every stack read so far, by id: shared with the [`Finish`]es made of it.
     stacks: Arc<HashMap<i32, Vec<u64>>>,
@@ -88,6 +90,7 @@ impl Snapshotter {
             mode: mode.into(),
             kernel_stacks: false,
             wrappers: Vec::new(),
+            suppressions: Vec::new(),
             text_sites: None,
             stacks: Arc::default(),
             symbolized: Vec::new(),
@@ -214,6 +217,7 @@ impl Snapshotter {
             ),
             processes,
             wrappers: self.wrappers.clone(),
+            suppressions: self.suppressions.clone(),
             text_sites: self.text_sites,
         }
     }

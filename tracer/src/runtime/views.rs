@@ -61,6 +61,7 @@ impl Views {
         );
         snapshotter.kernel_stacks = cfg.kernel_stacks;
         snapshotter.wrappers = cfg.wrappers.clone();
+        snapshotter.suppressions = cfg.suppressions.clone();
         snapshotter.text_sites = cfg.text_sites;
         let live = match cfg.interval {
             // The interval blocks would write over top's screen.

@@ -460,7 +460,7 @@ fn short_lived_hotspot(s: &Summary, _: &HeapState) -> Vec<Finding> {
 /// never those still reachable; without one, sites that left many bytes allocated at the end.
 fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
     let mut out = Vec::new();
-    for leak in &s.user.leaks {
+    for leak in s.user.leaks.iter().filter(|l| l.suppressed_by.is_none()) {
         let what = match leak.kind {
             None if leak.bytes >= LEAK_MIN_BYTES => "allocated at the end",
             Some(LeakKind::Lost) => "definitely lost (no pointer to them is left)",
@@ -786,6 +786,7 @@ mod tests {
         s.user.sites = vec![hot.clone()];
         s.user.leaks = vec![crate::summary::user::LeakReport {
             kind: None,
+            suppressed_by: None,
             stack: site("lost", SiteStats::default()).stack,
             count: 2,
             bytes: 1 << 20,
@@ -847,6 +848,7 @@ mod tests {
     fn leak(f: &str, bytes: u64) -> crate::summary::user::LeakReport {
         crate::summary::user::LeakReport {
             kind: None,
+            suppressed_by: None,
             stack: site(f, SiteStats::default()).stack,
             count: 1,
             bytes,

@@ -156,6 +156,14 @@ pub fn leak_totals(c: &LeakCheckSummary) -> String {
             )
         })
         .collect();
+    let mut parts = parts;
+    if c.suppressed_blocks > 0 {
+        parts.push(format!(
+            "suppressed {} in {}",
+            human_bytes(c.suppressed_bytes),
+            count(c.suppressed_blocks, "block", "blocks")
+        ));
+    }
     if parts.is_empty() {
         "nothing live".into()
     } else {

@@ -25,6 +25,9 @@ pub struct LeakCheckSummary {
     /// Still pointed to: the program could free them.
     pub reachable_bytes: u64,
     pub reachable_blocks: u64,
+    /// Lost in any way but matched by a `--suppress` rule.
+    pub suppressed_bytes: u64,
+    pub suppressed_blocks: u64,
     /// Live at the end but allocated after the check, which did not see them.
     pub unchecked_bytes: u64,
     pub unchecked_blocks: u64,
@@ -59,6 +62,20 @@ impl LeakCheckSummary {
         *n = n.saturating_add(blocks);
     }
 
+    /// `bytes` in `blocks` of `kind` that a rule suppressed: counted as suppressed instead.
+    pub fn suppress(&mut self, kind: LeakKind, bytes: u64, blocks: u64) {
+        let (b, n) = match kind {
+            LeakKind::Lost => (&mut self.lost_bytes, &mut self.lost_blocks),
+            LeakKind::Indirect => (&mut self.indirect_bytes, &mut self.indirect_blocks),
+            LeakKind::Possible => (&mut self.possible_bytes, &mut self.possible_blocks),
+            LeakKind::Reachable => return,
+        };
+        *b = b.saturating_sub(bytes);
+        *n = n.saturating_sub(blocks);
+        self.suppressed_bytes = self.suppressed_bytes.saturating_add(bytes);
+        self.suppressed_blocks = self.suppressed_blocks.saturating_add(blocks);
+    }
+
     /// Totals of two processes' checks, for a run's totals.
     pub fn merge(&mut self, o: &LeakCheckSummary) {
         self.outcome = self.outcome.or(o.outcome);
@@ -71,6 +88,8 @@ impl LeakCheckSummary {
         self.possible_blocks = self.possible_blocks.saturating_add(o.possible_blocks);
         self.reachable_bytes = self.reachable_bytes.saturating_add(o.reachable_bytes);
         self.reachable_blocks = self.reachable_blocks.saturating_add(o.reachable_blocks);
+        self.suppressed_bytes = self.suppressed_bytes.saturating_add(o.suppressed_bytes);
+        self.suppressed_blocks = self.suppressed_blocks.saturating_add(o.suppressed_blocks);
         self.unchecked_bytes = self.unchecked_bytes.saturating_add(o.unchecked_bytes);
         self.unchecked_blocks = self.unchecked_blocks.saturating_add(o.unchecked_blocks);
         self.pause_ms = self.pause_ms.max(o.pause_ms);

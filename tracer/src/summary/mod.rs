@@ -11,6 +11,7 @@ pub mod merge;
 pub mod notes;
 pub mod plumbing;
 pub mod site_frames;
+pub mod suppress;
 pub mod suspects;
 pub mod totals;
 pub mod user;

@@ -72,6 +72,9 @@ pub struct LeakReport {
     /// `reachable`); absent when no check saw them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<LeakKind>,
+    /// The `--suppress` rule that matched it: no finding, not in the check's lost totals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
 }
 
 /// What a site's stack is missing, when it is not whole.
@@ -155,6 +158,9 @@ pub struct UserSummary {
     /// The last leak check: what the live blocks were found to be.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak_check: Option<LeakCheckSummary>,
+    /// What each `--suppress` rule suppressed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<crate::summary::suppress::Suppressed>,
 }
 
 impl UserSummary {
@@ -362,6 +368,7 @@ pub fn build(
                         bytes_error: error_95(sampling, l.bytes_variance),
                         marks,
                         kind: l.kind,
+                        suppressed_by: None,
                     }
                 },
             )
@@ -373,6 +380,7 @@ pub fn build(
         sampling: None,
         leak_suspects,
         leak_check,
+        suppressed: Vec::new(),
         heap_resident_bytes: 0,
         resident_source: if resident.is_some() {
             "pagemap"

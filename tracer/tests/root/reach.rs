@@ -391,3 +391,75 @@ fn a_check_over_its_pause_is_given_up() {
     );
     assert!(stderr(&out).contains("given up"), "{}", stderr(&out));
 }
+
+/// --suppress in LeakSanitizer's format: a rule takes its leaks out of the lost totals and the
+/// findings, says what it suppressed, and a rule for everything of reach.c's passes the gate;
+/// a file with a line that is no rule is refused before anything runs.
+#[test]
+fn suppressions_take_known_leaks_out() {
+    let prog = reach();
+    let prog = prog.to_str().unwrap();
+    let rules = json_path("rules").with_extension("supp");
+    std::fs::write(
+        &rules,
+        "# known: direct() drops its blocks\nleak:^direct$\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let (v, out) = trace_with(&["--suppress", rules], &[prog], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = &v["user"]["leak_check"];
+    assert_eq!(
+        (c["lost_bytes"].clone(), c["lost_blocks"].clone()),
+        (10_000.into(), 2.into())
+    );
+    assert_eq!(
+        (
+            c["suppressed_bytes"].clone(),
+            c["suppressed_blocks"].clone()
+        ),
+        (2000.into(), 2.into())
+    );
+    assert_eq!(v["user"]["suppressed"][0]["rule"], "leak:^direct$");
+    assert_eq!(v["user"]["suppressed"][0]["bytes"], 2000);
+    let direct: Vec<&Value> = v["user"]["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stack"][0]["function"] == "direct")
+        .collect();
+    assert!(!direct.is_empty() && direct.iter().all(|l| l["suppressed_by"] == "leak:^direct$"));
+    let text = stderr(&out);
+    assert!(
+        text.contains("suppressed by leak:^direct$: 2.0 KiB in 2 blocks"),
+        "{text}"
+    );
+
+    let all = json_path("all").with_extension("supp");
+    std::fs::write(&all, "leak:reach.c\n").unwrap();
+    let out = tracer()
+        .args([
+            "-q",
+            "--suppress",
+            all.to_str().unwrap(),
+            "--fail-if",
+            "lost_bytes>0",
+            "--",
+        ])
+        .arg(prog)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    std::fs::write(&all, "leak:ok\nrace:no\n").unwrap();
+    let out = tracer()
+        .args(["-q", "--suppress", all.to_str().unwrap(), "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 2: `race:no` is not a rule"),
+        "{}",
+        stderr(&out)
+    );
+}
