@@ -463,3 +463,61 @@ fn suppressions_take_known_leaks_out() {
         stderr(&out)
     );
 }
+
+/// tracer killed while it holds a process at `_exit` for its check (a 200 MiB heap: the drain
+/// and the scan take a while): the process is not left stopped, and exits.
+#[test]
+fn killed_during_a_check_leaves_the_process_to_exit() {
+    use std::{
+        io::{BufRead, BufReader},
+        process::Stdio,
+        time::{Duration, Instant},
+    };
+    let big = crate::support::workload("big_heap");
+    let mut tracer = tracer()
+        .args(["-q", "--"])
+        .arg(&big)
+        .args(["200", "1024", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tracer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "exiting");
+    // The command: tracer's child (from whichever of its threads started it).
+    let pid: i32 = std::fs::read_dir(format!("/proc/{}/task", tracer.id()))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .find(|&p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("big_heap"))
+        })
+        .expect("the command is tracer's child");
+    let state = || -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    };
+    // Held at _exit, stopped (by its SIGSTOP, or by ptrace for the scan: both 't' or 'T').
+    let held = Instant::now() + Duration::from_secs(5);
+    while !matches!(state(), Some('T' | 't')) {
+        assert!(Instant::now() < held, "pid {pid} never held: {:?}", state());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tracer.kill().unwrap();
+    tracer.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(state(), Some(s) if s != 'Z') {
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still there, state {:?}",
+            state()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
