@@ -148,6 +148,9 @@ fn caveats(s: &Summary) -> Vec<Note> {
                 .into(),
         ));
     }
+    if let Some(note) = leak_check_note(s) {
+        notes.push(Note::caveat(note));
+    }
     if !t.children_at_attach.is_empty() {
         notes.push(Note::caveat(label::children_at_attach(
             t.pid,
@@ -166,6 +169,30 @@ fn caveats(s: &Summary) -> Vec<Note> {
         )));
     }
     notes
+}
+
+/// Why the leaks are not classified, when a leak check could not run where it would have.
+fn leak_check_note(s: &Summary) -> Option<String> {
+    let u = &s.user;
+    if s.mode == "kernel" || u.leak_check.is_some() || u.leaks.is_empty() {
+        return None;
+    }
+    if let Some(sampling) = &u.sampling {
+        return Some(format!(
+            "no leak check: --sample {} sees one block in many, and a check must know every \
+             live block (a pointer into an unseen block proves nothing); the leaks are the \
+             sampled blocks live at the end, scaled",
+            label::human_bytes(sampling.mean_bytes)
+        ));
+    }
+    if let Some(signal) = s.target.signal {
+        return Some(format!(
+            "no leak check: pid {} was killed by signal {signal} before it could be held at \
+             its exit; the leaks are the blocks live at the end, lost or not",
+            s.target.pid
+        ));
+    }
+    None
 }
 
 /// Why stacks could not be taken, counted by cause.

@@ -169,11 +169,32 @@ fn the_gate_passes_correct_programs_and_fails_leaks() {
 /// check's numbers fails rather than pass on nothing.
 #[test]
 fn no_check_no_classes() {
+    let notes = |v: &Value| v["notes"].to_string();
     for options in [&["--no-leak-check"][..], &["--sample", "4K"]] {
         let (v, _) = trace_with(options, &["/bin/echo", "hi"], &[]);
         assert!(v["user"]["leak_check"].is_null(), "{options:?}");
         assert!(v["user"]["leaks"][0]["kind"].is_null(), "{options:?}");
+        // A sampled run says why it has no check.
+        assert_eq!(
+            notes(&v).contains("no leak check: --sample"),
+            options[0] == "--sample",
+            "{options:?}: {}",
+            notes(&v)
+        );
     }
+    // Killed by a signal, a process never reaches _exit: said too.
+    let prog = reach();
+    let (v, _) = trace_with(
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("{} & sleep 0.2; kill -9 $$", prog.display()),
+        ],
+        &[],
+    );
+    assert!(v["user"]["leak_check"].is_null());
+    assert!(notes(&v).contains("killed by signal 9"), "{}", notes(&v));
     let out = tracer()
         .args([
             "-q",
