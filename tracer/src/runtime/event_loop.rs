@@ -185,6 +185,7 @@ impl Loop<'_> {
         match ui.key(key) {
             KeyAction::None => {}
             KeyAction::Snapshot => self.snapshot(),
+            KeyAction::LeakCheck => self.check_running(crate::events::CheckMoment::OnRequest),
             KeyAction::Quit => match self.child {
                 // Quitting ends the command top launched, as Ctrl-C would; the run ends when
                 // it exits.

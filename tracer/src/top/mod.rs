@@ -84,6 +84,8 @@ pub enum KeyAction {
     None,
     Quit,
     Snapshot,
+    /// A leak check of the traced processes now.
+    LeakCheck,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +199,7 @@ impl TopState {
                 return KeyAction::Quit;
             }
             KeyCode::Char('s') => return KeyAction::Snapshot,
+            KeyCode::Char('c') => return KeyAction::LeakCheck,
             KeyCode::Char('l') => self.resort(SortBy::Live),
             KeyCode::Char('r') => self.resort(SortBy::Rate),
             KeyCode::Char('b') => self.resort(SortBy::Bytes),
@@ -291,6 +294,7 @@ mod tests {
         t.key(key(KeyCode::Esc), 10);
         assert!(!t.detail);
         assert_eq!(t.key(key(KeyCode::Char('s')), 10), KeyAction::Snapshot);
+        assert_eq!(t.key(key(KeyCode::Char('c')), 10), KeyAction::LeakCheck);
         assert_eq!(t.key(key(KeyCode::Char('q')), 10), KeyAction::Quit);
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         assert_eq!(t.key(ctrl_c, 10), KeyAction::Quit);

@@ -164,7 +164,7 @@ pub fn draw(f: &mut Frame, t: &TopState) {
 
     let footer = match &t.message {
         Some(m) => m.clone(),
-        None => "q quit  ↑↓ select  Enter stack  l g r b p sort  Tab next sort  s snapshot".into(),
+        None => "q quit  ↑↓ select  Enter stack  l g r b p sort  Tab next sort  s snapshot  c leak check".into(),
     };
     f.render_widget(Paragraph::new(footer), parts[parts.len() - 1]);
 }

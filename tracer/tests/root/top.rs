@@ -120,6 +120,13 @@ fn top_shows_sorts_and_quits_cleanly() {
     let screen = tmux.wait_for("the stack", |s| s.contains("chain: "));
     assert!(screen.contains("  1  main (growing.c:"), "{screen}");
 
+    // c: a leak check now: said on the screen; growing.c drops each leak_step block but the
+    // last (kept in `sink`).
+    tmux.keys("Escape");
+    tmux.keys("c");
+    let screen = tmux.wait_for("the leak check", |s| s.contains("leak check of pid"));
+    assert!(screen.contains("definitely lost"), "{screen}");
+
     // q: the command is ended (SIGTERM: 143), the terminal given back, the summary printed.
     tmux.keys("q");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -136,6 +143,8 @@ fn top_shows_sorts_and_quits_cleanly() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(summary["target"]["signal"], 15);
+    // Killed by SIGTERM, it never reached _exit: the check on request is the one it has.
+    assert_eq!(summary["user"]["leak_check"]["at"], "on_request");
     assert!(summary["user"]["malloc"]["calls"].as_u64().unwrap() > 100);
     let err = std::fs::read_to_string(dir.join("stderr")).unwrap();
     assert!(err.contains("memory path"), "{err}");
