@@ -163,6 +163,35 @@ fn the_gate_passes_correct_programs_and_fails_leaks() {
     let (v, out) = trace_with(&[], &["sh", "-c", "exit 7"], &[]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(v["user"]["leak_check"]["outcome"], "done");
+    // tracer diff compares the check's numbers and gates on their change.
+    let (before, after) = (json_path("diff-before"), json_path("diff-after"));
+    for (json, argv) in [
+        (&before, vec!["/bin/echo", "hi"]),
+        (&after, vec![prog.to_str().unwrap()]),
+    ] {
+        let out = tracer()
+            .arg("-q")
+            .arg("--json")
+            .arg(json)
+            .arg("--")
+            .args(argv)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = tracer()
+        .arg("diff")
+        .args([&before, &after])
+        .args(["--fail-if", "lost_bytes>+0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("lost_bytes"))
+        .unwrap_or_default();
+    assert!(row.contains("12000"), "{text}");
 }
 
 /// Without a check (--no-leak-check, --sample) the blocks are unclassified, and a gate on the
