@@ -300,6 +300,7 @@ fn most_important_first_in_100_columns() {
         }],
         more: 7,
         pid: None,
+        peak: 0,
     });
     let text = rendered(&s);
     let wide: Vec<&str> = text.lines().filter(|l| l.chars().count() > 100).collect();

@@ -125,6 +125,9 @@ pub struct Finding {
     /// The process it is about, in the totals of a `--follow` run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The most memory its process held at once: what its severity weighs its bytes against.
+    #[serde(skip)]
+    pub peak: u64,
 }
 
 /// Another site a finding is about.
@@ -159,12 +162,35 @@ pub struct HeapState {
     pub threads: usize,
 }
 
-fn severity(bytes: u64) -> &'static str {
-    match bytes {
-        b if b >= 64 << 20 => "high",
-        b if b >= 1 << 20 => "medium",
-        _ => "low",
+/// How much a finding matters: its bytes at stake in absolute terms and as a share of the
+/// most memory the process held at once (`peak`, 0 when not known). 64 MiB is high unless it
+/// is under 5% of the process, and 4 MiB is high when it is a quarter of it; 1 MiB is medium
+/// unless under 1%, and 256 KiB is medium when it is a tenth.
+pub fn severity(bytes: u64, peak: u64) -> &'static str {
+    let share = (peak > 0).then(|| bytes as f64 / peak as f64);
+    let at_least = |min: u64, share_min: f64| bytes >= min && share.is_none_or(|s| s >= share_min);
+    let large_share =
+        |min: u64, share_min: f64| bytes >= min && share.is_some_and(|s| s >= share_min);
+    if at_least(64 << 20, 0.05) || large_share(4 << 20, 0.25) {
+        "high"
+    } else if at_least(1 << 20, 0.01) || large_share(256 << 10, 0.10) {
+        "medium"
+    } else {
+        "low"
     }
+}
+
+/// The most memory the process held at once, as far as the run saw: its live heap's peak, or
+/// its resident memory and kernel objects at the timeline's highest point.
+fn peak_footprint(s: &Summary) -> u64 {
+    let timeline = s
+        .timeline
+        .points
+        .iter()
+        .map(|p| p.sample.resident.saturating_add(p.sample.slab))
+        .max()
+        .unwrap_or(0);
+    s.user.peak_live_bytes.max(timeline)
 }
 
 fn finding(
@@ -177,7 +203,7 @@ fn finding(
 ) -> Finding {
     Finding {
         kind,
-        severity: severity(bytes),
+        severity: severity(bytes, 0),
         bytes,
         site,
         evidence,
@@ -186,6 +212,7 @@ fn finding(
         also: Vec::new(),
         more: 0,
         pid: None,
+        peak: 0,
     }
 }
 
@@ -195,9 +222,14 @@ fn at(s: &SiteReport) -> String {
 
 /// Every finding of `s`, most bytes at stake first.
 pub fn find(s: &Summary, heap: &HeapState) -> Vec<Finding> {
+    let peak = peak_footprint(s);
     let found: Vec<Finding> = CHECKS
         .iter()
         .flat_map(|(_, check)| check(s, heap))
+        .map(|mut f| {
+            f.peak = peak;
+            f
+        })
         .collect();
     group(found)
 }
@@ -249,9 +281,9 @@ pub fn group(found: Vec<Finding>) -> Vec<Finding> {
     }
     for f in &mut out {
         f.severity = match f.evidence["kind"].as_str() {
-            Some("lost" | "indirect") => at_least_medium(f.bytes),
+            Some("lost" | "indirect") => at_least_medium(f.bytes, f.peak),
             Some("possible") => "low",
-            _ => severity(f.bytes),
+            _ => severity(f.bytes, f.peak),
         };
     }
     sort(&mut out);
@@ -499,8 +531,8 @@ fn leak(s: &Summary, _: &HeapState) -> Vec<Finding> {
 }
 
 /// A block nothing points to is a bug whatever its size.
-fn at_least_medium(bytes: u64) -> &'static str {
-    match severity(bytes) {
+fn at_least_medium(bytes: u64, peak: u64) -> &'static str {
+    match severity(bytes, peak) {
         "low" => "medium",
         s => s,
     }
@@ -862,6 +894,19 @@ mod tests {
         }
     }
 
+    /// Severity weighs the bytes against the process's peak as well as in absolute terms.
+    #[test]
+    fn severity_weighs_bytes_against_the_peak() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(severity(64 * MIB, 0), "high");
+        assert_eq!(severity(64 * MIB, 4096 * MIB), "medium");
+        assert_eq!(severity(64 * MIB, 100 * 1024 * MIB), "low");
+        assert_eq!(severity(5 * MIB, 10 * MIB), "high");
+        assert_eq!(severity(5 * MIB, 0), "medium");
+        assert_eq!(severity(300 << 10, 2 * MIB), "medium");
+        assert_eq!(severity(300 << 10, 0), "low");
+    }
+
     /// With a leak check: lost blocks are a leak whatever their size (at least medium), lost
     /// and possibly lost are separate findings, the possible one low, and reachable blocks
     /// (however many) are none.
@@ -935,7 +980,7 @@ mod tests {
         assert_eq!(suspects.more, 1_496);
         let total: u64 = (0..1_500u64).map(|i| 10_000 + i).sum();
         assert_eq!(suspects.bytes, total);
-        assert_eq!(suspects.severity, severity(total));
+        assert_eq!(suspects.severity, severity(total, suspects.peak));
         let leaks = of(FindingKind::Leak);
         assert_eq!(name(&leaks.site), "lost");
         assert!(leaks.also.is_empty());

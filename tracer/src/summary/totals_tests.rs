@@ -77,6 +77,7 @@ fn findings_are_named_by_their_process_most_bytes_first() {
         also: Vec::new(),
         more: 0,
         pid: None,
+        peak: 0,
     };
     let mut a = process(1, 0.0, None, vec![point(0.0, 1)]);
     a.summary.findings = vec![finding(FindingKind::Leak, 100)];
