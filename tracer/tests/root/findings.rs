@@ -37,7 +37,7 @@ fn retained_heap_names_the_block_pinning_the_top() {
     // Shown first in the text summary.
     let findings = text.find("findings (most at stake first)").unwrap();
     assert!(findings < text.find("memory path").unwrap(), "{text}");
-    assert!(text.contains("[medium] retained_heap:"), "{text}");
+    assert!(text.contains("[high] retained_heap:"), "{text}");
 }
 
 #[test]
