@@ -209,6 +209,8 @@ pub fn ensure_test_tools() -> Result<()> {
         ("sqlite3", "sqlite3"),
         // memcheck: the reference for the leak check's categories.
         ("valgrind", "valgrind"),
+        // Independent counts at return addresses, for the call-site tests.
+        ("bpftrace", "bpftrace"),
     ]
     .into_iter()
     .filter(|(tool, _)| !present(tool))

@@ -304,3 +304,75 @@ fn a_full_stack_map_loses_stacks_and_says_so() {
     assert!(full > 0, "{:#}", v["events"]);
     assert!(stderr(&out).contains("found their map full and were not kept"));
 }
+
+/// Distinct call sites in a stripped library stay distinct, each with its own return address
+/// and its own count: on Debian's sqlite3, the allocations tracer saw from each return address
+/// in libsqlite3.so.0 (the direct callers of malloc and realloc, summed over every site) equal
+/// bpftrace's count of returns to that address (a uprobe on it; bpftrace is independent of
+/// tracer's probes and stacks).
+#[test]
+fn stripped_call_sites_count_as_bpftrace_counts_their_return_addresses() {
+    use std::collections::BTreeMap;
+    let sql = "create table t(a integer primary key, b text); \
+               with recursive c(x) as (select 1 union all select x + 1 from c where x < 20000) \
+               insert into t select x, printf('row %d', x) from c; \
+               select count(*) from t where b like '%7%'; create index tb on t(b);";
+    let (v, out) = trace_with(
+        &["--no-kernel", "--max-sites", "100000"],
+        &["sqlite3", ":memory:", sql],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut ours: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for site in v["user"]["sites"].as_array().unwrap() {
+        let f = &site["stack"][0];
+        let module = f["module"].as_str().unwrap_or_default();
+        if module.contains("libsqlite3") {
+            *ours
+                .entry((module.to_string(), f["offset"].as_u64().unwrap()))
+                .or_default() += site["allocs"].as_u64().unwrap();
+        }
+    }
+    assert!(ours.len() >= 2, "distinct return addresses: {ours:?}");
+    // The same command under bpftrace, one uprobe on each return address (stripped code:
+    // bpftrace cannot check the boundary itself, hence --unsafe; they are return addresses).
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let (script, sql_file) = (dir.join("sqlite-run.sh"), dir.join("sqlite-run.sql"));
+    std::fs::write(&sql_file, sql).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "exec sqlite3 :memory: < {} > /dev/null\n",
+            sql_file.display()
+        ),
+    )
+    .unwrap();
+    let probes: Vec<String> = ours
+        .keys()
+        .map(|(module, offset)| format!("uprobe:{module}:{offset:#x}"))
+        .collect();
+    let program = format!(
+        "{} /pid == cpid/ {{ @[probe] = count(); }}",
+        probes.join(", ")
+    );
+    let out = std::process::Command::new("bpftrace")
+        .args(["--unsafe", "-e", &program, "-c"])
+        .arg(format!("/bin/sh {}", script.display()))
+        .output()
+        .expect("bpftrace (cargo xtask setup installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut theirs: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for line in text.lines() {
+        // @[uprobe:/lib/x86_64-linux-gnu/libsqlite3.so.0:685316]: 41208
+        let Some(rest) = line.strip_prefix("@[uprobe:") else {
+            continue;
+        };
+        let (probe, count) = rest.split_once("]: ").unwrap();
+        let (module, offset) = probe.rsplit_once(':').unwrap();
+        theirs.insert(
+            (module.to_string(), offset.parse().unwrap()),
+            count.trim().parse().unwrap(),
+        );
+    }
+    assert_eq!(ours, theirs, "bpftrace said:\n{text}\n{}", stderr(&out));
+}
