@@ -268,6 +268,9 @@ pub struct Session {
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
 /// its internal malloc serves the loader, not the program.
+/// Addresses symbolized in one call: progress is reported between calls.
+const SYMBOLIZE_PIECE: usize = 4096;
+
 pub fn is_loader(path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("ld-"))
@@ -568,6 +571,7 @@ impl Session {
         substitutes: &HashMap<PathBuf, PathBuf>,
         table: &mut Arc<HashMap<u64, Vec<Frame>>>,
         from: usize,
+        progress: &mut dyn FnMut(usize, usize),
     ) -> usize {
         let stacks = &self.code_stacks(stacks);
         let mut seen = HashSet::new();
@@ -593,8 +597,13 @@ impl Session {
         }
         if !missing.is_empty() {
             let mut symbolizer = BlazeSymbolizer::new(&self.space, substitutes);
-            Arc::make_mut(table)
-                .extend(missing.iter().copied().zip(symbolizer.symbolize(&missing)));
+            let table = Arc::make_mut(table);
+            // In pieces, so that a long symbolization can say how far it is.
+            for (i, piece) in missing.chunks(SYMBOLIZE_PIECE).enumerate() {
+                progress(i * SYMBOLIZE_PIECE, missing.len());
+                table.extend(piece.iter().copied().zip(symbolizer.symbolize(piece)));
+            }
+            progress(missing.len(), missing.len());
         }
         sites.len()
     }

@@ -26,11 +26,17 @@ impl Loop<'_> {
             allocators.detach();
             log::debug!("detached the allocator probes in {:?}", detach.elapsed());
         }
-        // Symbolizing and drawing can take a while for big programs: show that something
-        // happens (only when stderr is a terminal).
-        let spinner =
-            indicatif::ProgressBar::new_spinner().with_message("symbolizing and writing reports");
-        spinner.enable_steady_tick(Duration::from_millis(120));
+        // Symbolizing and drawing can take a while for big programs: show how far it is
+        // (only when stderr is a terminal).
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} addresses ({eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message("symbolizing");
+        self.views.snapshotter.progress = Some(bar.clone());
         // The command's own status whenever it exited, even when the run ended later for
         // what it left running.
         let (exit_code, signal) = match self.child {
@@ -46,6 +52,10 @@ impl Loop<'_> {
         let finish =
             self.reader
                 .snapshot(&mut self.views.snapshotter, probes, ending.clone(), None);
+        self.views.snapshotter.progress = None;
+        bar.finish_and_clear();
+        let spinner = indicatif::ProgressBar::new_spinner().with_message("writing reports");
+        spinner.enable_steady_tick(Duration::from_millis(120));
         if self.views.live.is_some() || self.views.server.is_some() {
             // The last interval line, as of the end: its sites summed over the lines are the
             // summary's. A scrape from now on sees the end.

@@ -73,6 +73,8 @@ pub struct Snapshotter {
     symbols: Vec<Arc<HashMap<u64, Vec<Frame>>>>,
     /// Per process: how many of its sites have their addresses in `symbols`.
     symbolized: Vec<usize>,
+    /// Shows how far symbolizing is (the final summary's, on a terminal).
+    pub progress: Option<indicatif::ProgressBar>,
     /// What each exited process ended with (by its place in that order): it changes no more.
     ended: HashMap<usize, ProcessFinish>,
     /// The epoch of `symbols`: new when they are forgotten.
@@ -94,6 +96,7 @@ impl Snapshotter {
             text_sites: None,
             stacks: Arc::default(),
             symbolized: Vec::new(),
+            progress: None,
             symbols: Vec::new(),
             ended: HashMap::new(),
             epoch: next_epoch(),
@@ -135,12 +138,20 @@ impl Snapshotter {
                 .get(&pid)
                 .map_or(&no_files, |f: &TargetFiles| f.substitutes())
         };
+        let bar = self.progress.clone();
+        let mut progress = |done: usize, total: usize| {
+            if let Some(bar) = &bar {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        };
         let root = now.processes.root();
         self.symbolized[0] = root.symbol_table(
             stacks,
             substitutes(root.pid),
             &mut self.symbols[0],
             self.symbolized[0],
+            &mut progress,
         );
         let symbols = self.symbols[0].clone();
         // What is resident now, while the process can still be read.
@@ -161,9 +172,13 @@ impl Snapshotter {
                 threads: threads_of(now.threads, pid),
                 symbols: {
                     let (table, done) = (&mut self.symbols[i], &mut self.symbolized[i]);
-                    *done = p
-                        .session
-                        .symbol_table(stacks, substitutes(pid), table, *done);
+                    *done = p.session.symbol_table(
+                        stacks,
+                        substitutes(pid),
+                        table,
+                        *done,
+                        &mut progress,
+                    );
                     table.clone()
                 },
                 resident: if p.exit.is_none() {
