@@ -5,6 +5,8 @@
 //     polygon), and bars fill their bands (no empty band above or below them);
 //   - flamegraphs: each frame is sized to its document, and the document to its frames.
 (function () {
+  // The page as parsed, before the checks lay it out again and again.
+  var parsed = performance.now();
   var faults = [], checks = 0;
   // Every process's view of a --follow page is measured: shown (and left shown: this is a
   // copy of the page, and a flamegraph hidden again while it loads lays itself out at zero
@@ -124,5 +126,32 @@
     input.dispatchEvent(new Event('input'));
     if (shown() !== rows.length) fail('filter ' + input.getAttribute('data-table') + ': clearing shows ' + shown() + ' of ' + rows.length);
   });
+  // How quick the page is with what it holds: loaded (and laid out by the checks above), the
+  // largest table sorted by its first number column, and filtered.
+  var biggest = null;
+  document.querySelectorAll('table.sortable').forEach(function (t) {
+    if (t.tBodies[0] && (!biggest || t.tBodies[0].rows.length > biggest.tBodies[0].rows.length)) biggest = t;
+  });
+  var timing = 'loaded in ' + parsed.toFixed(0) + ' ms';
+  if (biggest) {
+    var th = biggest.tHead.rows[0].cells[biggest.tHead.rows[0].cells.length - 1];
+    var t0 = performance.now();
+    th.click();
+    var sorted = performance.now() - t0;
+    th.click();
+    var input = document.querySelector('input.filter[data-table="' + biggest.id + '"]');
+    var filtered = 0;
+    if (input) {
+      t0 = performance.now();
+      input.value = 'main';
+      input.dispatchEvent(new Event('input'));
+      input.value = '';
+      input.dispatchEvent(new Event('input'));
+      filtered = (performance.now() - t0) / 2;
+    }
+    timing += ', ' + biggest.tBodies[0].rows.length + ' rows: sorted in ' + sorted.toFixed(0) +
+      ' ms, filtered in ' + filtered.toFixed(0) + ' ms';
+  }
+  console.log('TIMING ' + timing);
   console.log(faults.length ? 'LAYOUT-FAILED ' + faults.length : 'LAYOUT-OK ' + checks);
 })();

@@ -10,7 +10,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use super::{Result, charts, flame, flame::FLAMEGRAPHS};
 use crate::summary::{
     Summary, human_bytes,
-    label::{self, Frame, Outcome, Style},
+    label::{self, Frame, Outcome},
     notes::Level,
 };
 
@@ -66,14 +66,18 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
         : th.classList.contains('sorted-asc') ? false : th.classList.contains('l');
       table.querySelectorAll('th').forEach(function (h) { h.classList.remove('sorted-asc', 'sorted-desc'); });
       th.classList.add(asc ? 'sorted-asc' : 'sorted-desc');
-      rows.sort(function (a, b) {
-        var x = a.cells[col].getAttribute('data-v') || a.cells[col].textContent;
-        var y = b.cells[col].getAttribute('data-v') || b.cells[col].textContent;
-        var nx = parseFloat(x), ny = parseFloat(y);
-        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      // Each row's key read once; the rows put back in one move.
+      var keyed = rows.map(function (r) {
+        var v = r.cells[col].getAttribute('data-v') || r.cells[col].textContent;
+        return { r: r, v: v, n: parseFloat(v) };
+      });
+      keyed.sort(function (a, b) {
+        var c = (!isNaN(a.n) && !isNaN(b.n)) ? a.n - b.n : a.v.localeCompare(b.v);
         return asc ? c : -c;
       });
-      rows.forEach(function (r) { body.appendChild(r); });
+      var sorted = document.createDocumentFragment();
+      keyed.forEach(function (k) { sorted.appendChild(k.r); });
+      body.appendChild(sorted);
     });
   });
 });
@@ -82,7 +86,8 @@ document.querySelectorAll('input.filter').forEach(function (input) {
   input.addEventListener('input', function () {
     var want = input.value.toLowerCase();
     Array.prototype.forEach.call(table.tBodies[0].rows, function (r) {
-      r.hidden = want !== '' && r.textContent.toLowerCase().indexOf(want) < 0;
+      r.hidden = want !== '' && r.textContent.toLowerCase().indexOf(want) < 0
+        && stackText(r).indexOf(want) < 0;
     });
   });
 });
@@ -99,27 +104,8 @@ fn svg_data(svg: &[u8]) -> String {
     format!("data:image/svg+xml;base64,{}", STANDARD.encode(svg))
 }
 
-/// A frame's file in full, with its build id: the tooltip of its line.
-fn frame_title(f: &Frame) -> String {
-    match (&f.module, &f.build_id) {
-        (Some(module), Some(id)) => format!(" title=\"{} (build id {})\"", esc(module), esc(id)),
-        (Some(module), None) => format!(" title=\"{}\"", esc(module)),
-        _ => String::new(),
-    }
-}
-
 fn stack_list(stack: &[Frame]) -> String {
-    let items: String = stack
-        .iter()
-        .map(|f| {
-            format!(
-                "<li{}>{}</li>",
-                frame_title(f),
-                esc(&label::frame(f, Style::Full))
-            )
-        })
-        .collect();
-    format!("<ol class=\"stack\">{items}</ol>")
+    super::html_stacks::list(stack)
 }
 
 /// The memory syscalls and faults by the stack that made them.
@@ -174,6 +160,7 @@ pub fn render(s: &Summary, mut out: &mut dyn Write) -> Result<()> {
     let s = &*s.listed();
     let t = &s.target;
     let command = esc(&t.command.join(" "));
+    super::html_stacks::begin();
     write!(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -195,7 +182,11 @@ pub fn render(s: &Summary, mut out: &mut dyn Write) -> Result<()> {
     } else {
         processes(s, &mut out)?;
     }
-    writeln!(out, "<script>{SORT_SCRIPT}</script>\n</body></html>")?;
+    writeln!(
+        out,
+        "{}<script>{SORT_SCRIPT}</script>\n</body></html>",
+        super::html_stacks::end()
+    )?;
     Ok(())
 }
 
@@ -584,12 +575,20 @@ mod tests {
             build_id: None,
             ..f.clone()
         };
+        super::super::html_stacks::begin();
         assert_eq!(
             stack_list(&[f, unresolved]),
-            "<ol class=\"stack\"><li title=\"/usr/lib/libz.so.1 (build id 709f60bf)\">\
-             0x7f000004a2f1 inflate in libz.so.1+0x4a2f1</li>\
-             <li title=\"/usr/lib/libz.so.1\">0x7f000004a2f1 libz.so.1+0x4a2f1</li></ol>"
+            "<ol class=\"stack\" data-s=\"0\"></ol>"
         );
+        let table = super::super::html_stacks::end();
+        for drawn in [
+            "\"0x7f000004a2f1 inflate in libz.so.1+0x4a2f1\"",
+            "\"0x7f000004a2f1 libz.so.1+0x4a2f1\"",
+            "\"/usr/lib/libz.so.1 (build id 709f60bf)\"",
+            "\"/usr/lib/libz.so.1\"",
+        ] {
+            assert!(table.contains(drawn), "{drawn} in {table}");
+        }
     }
 
     #[test]
@@ -645,8 +644,8 @@ mod tests {
             !paths_svg.contains("<script>alert"),
             "unescaped symbol in a chart"
         );
-        // Exactly one script on the page: ours.
-        assert_eq!(page.matches("<script>").count(), 1);
+        // Only our scripts on the page: the stacks' and the tables'.
+        assert_eq!(page.matches("<script>").count(), 2);
         // Self-contained: nothing fetched from elsewhere.
         for remote in ["http://", "https://", "src=\"//"] {
             let outside = page.matches(remote).count();
@@ -771,7 +770,7 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), all, "an id is used twice");
-        // Ours only: the sort script and the selector's.
-        assert_eq!(page.matches("<script>").count(), 2);
+        // Ours only: the stacks', the selector's and the tables'.
+        assert_eq!(page.matches("<script>").count(), 3);
     }
 }

@@ -10,6 +10,7 @@ pub mod fit;
 pub mod flame;
 pub mod folded;
 pub mod html;
+mod html_stacks;
 pub mod json;
 pub mod pprof;
 pub mod svg;
