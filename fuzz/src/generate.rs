@@ -299,6 +299,7 @@ fn finish(rng: &mut Rng) -> Finish {
         uprobe_links: rng.pick(&["session", "multi", "single", ""]).to_string(),
         min_age_ns: *rng.pick(&[0, 1_000_000_000, u64::MAX]),
         recording_cut_events: *rng.pick(&[0, 1, u64::MAX]),
+        fp_stacks_ended: *rng.pick(&[0, 3, u64::MAX]),
         // Set by the replay of a cut recording, never recorded.
         recording_ends_early: None,
         slab_merges: (0..rng.below(2))

@@ -147,6 +147,10 @@ pub struct Finish {
     /// expressions; see [`crate::summary::plumbing`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wrappers: Vec<String>,
+    /// Frame-pointer stacks ended at a return address that follows no call (see
+    /// [`crate::symbolize::calls`]); the stacks in `stacks` are already ended there.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fp_stacks_ended: u64,
     /// `--suppress`: the rules (`leak:PATTERN`) of leaks known and accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppressions: Vec<String>,
@@ -477,6 +481,31 @@ impl Session {
         }
     }
 
+    /// Ends a stack the kernel walked by frame pointer (`stack[0]` is the probed instruction,
+    /// the rest return addresses) at its first return address that follows no call: the walk
+    /// left code that keeps frame pointers there. Whether it was ended.
+    pub fn end_at_calls(
+        &self,
+        stack: &mut Vec<u64>,
+        substitutes: &HashMap<PathBuf, PathBuf>,
+        check: &mut crate::symbolize::calls::CallCheck,
+    ) -> bool {
+        let end = stack.iter().enumerate().skip(1).position(|(_, &addr)| {
+            self.space.file_offset(addr).is_some_and(|(path, offset)| {
+                let path: &Path = path;
+                let via = substitutes.get(path).map_or(path, PathBuf::as_path);
+                !check.follows_call(via, offset)
+            })
+        });
+        match end {
+            Some(i) => {
+                stack.truncate(i + 1);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The live blocks, lowest address first: their starts and sizes (for a leak check).
     pub fn live_block_spans(&self) -> (Vec<u64>, Vec<u64>) {
         self.agg.heap.live_blocks().map(|(s, z, _)| (s, z)).unzip()
@@ -793,6 +822,7 @@ pub fn add_counters(counts: &mut EventCounts, finish: &Finish) {
     counts.stack_collisions = k(counter::STACK_COLLIDED);
     counts.stack_map_full = k(counter::STACK_MAP_FULL);
     counts.stacks_truncated = k(counter::UNWIND_TRUNCATED);
+    counts.fp_stacks_ended = finish.fp_stacks_ended;
     counts.unwound_collisions = k(counter::UNWIND_COLLIDED);
     counts.unwound_map_full = k(counter::UNWIND_MAP_FULL);
     counts.stacks_lost = sum(&[

@@ -73,6 +73,10 @@ pub struct Snapshotter {
     symbols: Vec<Arc<HashMap<u64, Vec<Frame>>>>,
     /// Per process: how many of its sites have their addresses in `symbols`.
     symbolized: Vec<usize>,
+    /// Reads the code before frame-pointer walks' return addresses.
+    calls: crate::symbolize::calls::CallCheck,
+    /// Frame-pointer stacks ended so far (see [`Session::end_at_calls`]).
+    fp_stacks_ended: u64,
     /// Shows how far symbolizing is (the final summary's, on a terminal).
     pub progress: Option<indicatif::ProgressBar>,
     /// What each exited process ended with (by its place in that order): it changes no more.
@@ -97,6 +101,8 @@ impl Snapshotter {
             stacks: Arc::default(),
             symbolized: Vec::new(),
             progress: None,
+            calls: Default::default(),
+            fp_stacks_ended: 0,
             symbols: Vec::new(),
             ended: HashMap::new(),
             epoch: next_epoch(),
@@ -125,19 +131,38 @@ impl Snapshotter {
             .collect::<std::collections::BTreeSet<i32>>()
             .into_iter()
             .collect();
-        if !missing.is_empty() {
-            Arc::make_mut(&mut self.stacks).extend(read_stacks(now.ebpf, STACKS_MAP, missing));
-        }
-        let stacks = &self.stacks;
-        self.symbols
-            .resize_with(now.processes.len(), Default::default);
-        self.symbolized.resize(now.processes.len(), 0);
         let no_files = HashMap::new();
         let substitutes = |pid: u32| {
             now.files
                 .get(&pid)
                 .map_or(&no_files, |f: &TargetFiles| f.substitutes())
         };
+        if !missing.is_empty() {
+            let mut read = read_stacks(now.ebpf, STACKS_MAP, missing);
+            // Frame-pointer walks end where a return address follows no call: checked once, as
+            // they are read, so that a recording keeps them ended.
+            for p in now.processes.iter() {
+                for id in p.session.stack_ids() {
+                    if id >= tracer_common::DWARF_STACK_ID_BASE {
+                        continue;
+                    }
+                    if let Some(stack) = read.get_mut(&id)
+                        && p.session.end_at_calls(
+                            stack,
+                            substitutes(p.session.pid),
+                            &mut self.calls,
+                        )
+                    {
+                        self.fp_stacks_ended += 1;
+                    }
+                }
+            }
+            Arc::make_mut(&mut self.stacks).extend(read);
+        }
+        let stacks = &self.stacks;
+        self.symbols
+            .resize_with(now.processes.len(), Default::default);
+        self.symbolized.resize(now.processes.len(), 0);
         let bar = self.progress.clone();
         let mut progress = |done: usize, total: usize| {
             if let Some(bar) = &bar {
@@ -194,6 +219,7 @@ impl Snapshotter {
         }
         let threads = threads_of(now.threads, root.pid);
         Finish {
+            fp_stacks_ended: self.fp_stacks_ended,
             target: TargetFacts {
                 exit_code: ending.exit_code,
                 signal: ending.signal,

@@ -93,6 +93,10 @@ pub struct EventCounts {
     /// Stacks walked with the unwind tables that were cut at the frame limit (64 frames).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stacks_truncated: u64,
+    /// Stacks walked by frame pointer that were ended at a return address following no call
+    /// instruction (a walk that left code keeping frame pointers).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fp_stacks_ended: u64,
     /// Stacks walked with the unwind tables whose hash was another stack's: walked again by
     /// frame pointer (so cut short where code has none).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -90,6 +90,13 @@ fn losses(e: &EventCounts) -> Vec<Note> {
     if e.stacks_lost > 0 {
         notes.push(Note::warning(lost_stacks(e)));
     }
+    if e.fp_stacks_ended > 0 {
+        notes.push(Note::caveat(format!(
+            "{} walked by frame pointer ended early, at a return address that follows no call: \
+             the walk had left code that keeps frame pointers (the frames beyond are not shown)",
+            label::count(e.fp_stacks_ended, "stack", "stacks")
+        )));
+    }
     if let Some((at, len)) = e.recording_ends_early {
         notes.push(Note::warning(format!(
             "the recording ends before its finish (tracer was killed, or its disk filled): this \

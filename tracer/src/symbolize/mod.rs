@@ -4,6 +4,8 @@
 //! process may be long gone; blazesym then reads symbols, DWARF lines and inlined frames from
 //! the files.
 
+pub mod calls;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},

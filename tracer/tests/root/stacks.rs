@@ -376,3 +376,99 @@ fn stripped_call_sites_count_as_bpftrace_counts_their_return_addresses() {
     }
     assert_eq!(ours, theirs, "bpftrace said:\n{text}\n{}", stderr(&out));
 }
+
+/// A frame-pointer walk ends where frame pointers end: through Debian's python3 (built without
+/// them) some walks leave real frames, and each is ended at the first return address that
+/// follows no call, counted and said; every frame shown after the first follows a call, as
+/// binutils' own disassembler decodes the bytes before it. Through code that keeps frame
+/// pointers nothing is ended.
+#[test]
+fn frame_pointer_walks_end_where_frame_pointers_end() {
+    let (v, out) = trace_with(
+        &["--no-kernel", "--stacks", "fp", "--max-sites", "100000"],
+        &["/usr/bin/python3", "-c", "import json, decimal, email"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ended = v["events"]["fp_stacks_ended"].as_u64().unwrap_or(0);
+    assert!(ended > 0, "{}", v["events"]);
+    assert!(
+        v["notes"].to_string().contains("ended early"),
+        "{}",
+        v["notes"]
+    );
+    // Every return address shown (past the caller's frame, which tracer reads itself) ends a
+    // call, as objdump decodes it.
+    let mut frames: std::collections::BTreeSet<(String, u64)> = Default::default();
+    for site in v["user"]["sites"].as_array().unwrap() {
+        for f in site["stack"].as_array().unwrap().iter().skip(1) {
+            if let (Some(m), Some(o)) = (f["module"].as_str(), f["offset"].as_u64()) {
+                frames.insert((m.to_string(), o));
+            }
+        }
+    }
+    assert!(!frames.is_empty());
+    for (module, offset) in frames.iter().take(60) {
+        assert!(
+            objdump_call_before(module, *offset),
+            "{module}+{offset:#x} follows no call"
+        );
+    }
+    // A program that keeps frame pointers: nothing ended.
+    let demo = workload("demo");
+    let (v, out) = trace_with(
+        &["--no-kernel", "--stacks", "fp"],
+        &[demo.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(v["events"]["fp_stacks_ended"].is_null(), "{}", v["events"]);
+}
+
+/// Whether objdump decodes the bytes just before file offset `offset` of `module` as one call
+/// instruction ending there (each length a call can have is tried).
+fn objdump_call_before(module: &str, offset: u64) -> bool {
+    let segments = std::process::Command::new("readelf")
+        .args(["-lW", module])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&segments.stdout);
+    // LOAD  offset vaddr paddr filesz ...
+    let vaddr = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("LOAD"))
+        .filter_map(|l| {
+            let w: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .take(4)
+                .filter_map(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok())
+                .collect();
+            (w.len() == 4 && offset > w[0] && offset <= w[0] + w[3]).then(|| offset - w[0] + w[1])
+        })
+        .next();
+    let Some(vaddr) = vaddr else {
+        return false;
+    };
+    (2..=7).any(|k| {
+        let out = std::process::Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(format!("--start-address={:#x}", vaddr - k))
+            .arg(format!("--stop-address={vaddr:#x}"))
+            .arg(module)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let insns: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .split(':')
+                    .next()
+                    .is_some_and(|a| u64::from_str_radix(a.trim(), 16).is_ok())
+                    && l.contains(":\t")
+            })
+            .collect();
+        insns.len() == 1 && insns[0].contains("call")
+    })
+}
