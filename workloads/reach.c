@@ -12,6 +12,7 @@
  *   freed:     malloc(9000), freed                             (not live)
  * The two holder threads never end: main's return ends the process with them stopped in place. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@ struct node {
 void *global_block;
 char *interior_pointer;
 __thread void *tls_block;
+
+/* Set by the register holder once the pointer is in r15 (and nowhere else). */
+volatile int in_register;
 
 static pthread_mutex_t ready_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ready_cond = PTHREAD_COND_INITIALIZER;
@@ -53,13 +57,13 @@ __attribute__((noinline)) static void *register_holder(void *arg) {
     uintptr_t key = SCRAMBLE;
     uintptr_t value = scrambled;
     scrambled = 0;
-    say_ready();
-    /* The pointer exists only in r15 from here on. */
-    __asm__ volatile("mov %0, %%r15\n\t"
-                     "xor %1, %%r15\n\t"
+    /* The pointer exists only in r15 from here on; main goes on once it is there. */
+    __asm__ volatile("mov %1, %%r15\n\t"
+                     "xor %2, %%r15\n\t"
+                     "movl $1, %0\n\t"
                      "1: pause\n\t"
                      "jmp 1b"
-                     :
+                     : "=m"(in_register)
                      : "r"(value), "r"(key)
                      : "r15", "memory");
     return NULL;
@@ -110,9 +114,11 @@ int main(void) {
     pthread_create(&t, NULL, stack_holder, NULL);
     pthread_create(&t, NULL, register_holder, NULL);
     pthread_mutex_lock(&ready_lock);
-    while (ready < 2)
+    while (ready < 1)
         pthread_cond_wait(&ready_cond, &ready_lock);
     pthread_mutex_unlock(&ready_lock);
+    while (!in_register)
+        sched_yield();
     direct();
     list();
     interior();

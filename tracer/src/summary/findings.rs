@@ -236,18 +236,34 @@ pub fn find(s: &Summary, heap: &HeapState) -> Vec<Finding> {
 
 /// One finding per kind (and process): a kind's findings about sites become the one with most
 /// at stake, naming the next [`ALSO_LISTED`] sites and counting the rest; its bytes, and so
-/// its severity, are all of theirs. A site that is a leak suspect is not also a leak: the
-/// suspect says more. Most at stake first.
+/// its severity, are all of theirs. A site is never both a leak and a leak suspect: a leak the
+/// leak check found lost stays a leak, otherwise the suspect says more. Most at stake first.
 pub fn group(found: Vec<Finding>) -> Vec<Finding> {
+    // A leak check's verdict (lost, indirectly lost) is surer than growth: such a site is a
+    // leak and not a suspect; otherwise the suspect says more than the blocks left.
+    let lost: HashSet<(FramesKey, Option<u32>)> = found
+        .iter()
+        .filter(|f| {
+            f.kind == FindingKind::Leak
+                && matches!(f.evidence["kind"].as_str(), Some("lost" | "indirect"))
+        })
+        .map(|f| (frames_key(&f.site), f.pid))
+        .collect();
     let suspects: HashSet<(FramesKey, Option<u32>)> = found
         .iter()
         .filter(|f| f.kind == FindingKind::LeakSuspect)
         .map(|f| (frames_key(&f.site), f.pid))
+        .filter(|k| !lost.contains(k))
         .collect();
     let mut found: Vec<Finding> = found
         .into_iter()
         .filter(|f| {
-            f.kind != FindingKind::Leak || !suspects.contains(&(frames_key(&f.site), f.pid))
+            let key = (frames_key(&f.site), f.pid);
+            match f.kind {
+                FindingKind::Leak => !suspects.contains(&key),
+                FindingKind::LeakSuspect => !lost.contains(&key),
+                _ => true,
+            }
         })
         .collect();
     sort(&mut found);
@@ -905,6 +921,26 @@ mod tests {
         assert_eq!(severity(5 * MIB, 0), "medium");
         assert_eq!(severity(300 << 10, 2 * MIB), "medium");
         assert_eq!(severity(300 << 10, 0), "low");
+    }
+
+    /// A site the leak check found lost is a leak, not a leak suspect, however it grew; one it
+    /// found reachable stays a suspect.
+    #[test]
+    fn a_lost_site_is_a_leak_not_a_suspect() {
+        let (mut s, heap) = firing();
+        let grown = s.user.leak_suspects[0].stack.clone();
+        let mut l = leak("x", 1 << 20);
+        l.stack = grown.clone();
+        l.kind = Some(LeakKind::Lost);
+        s.user.leaks = vec![l.clone()];
+        let found = find(&s, &heap);
+        let about = |k: FindingKind| found.iter().any(|f| f.kind == k && f.site == grown);
+        assert!(about(FindingKind::Leak) && !about(FindingKind::LeakSuspect));
+        l.kind = Some(LeakKind::Reachable);
+        s.user.leaks = vec![l];
+        let found = find(&s, &heap);
+        let about = |k: FindingKind| found.iter().any(|f| f.kind == k && f.site == grown);
+        assert!(!about(FindingKind::Leak) && about(FindingKind::LeakSuspect));
     }
 
     /// With a leak check: lost blocks are a leak whatever their size (at least medium), lost

@@ -181,7 +181,7 @@ fn caveats(s: &Summary) -> Vec<Note> {
 /// Why the leaks are not classified, when a leak check could not run where it would have.
 fn leak_check_note(s: &Summary) -> Option<String> {
     let u = &s.user;
-    if s.mode == "kernel" || u.leak_check.is_some() || u.leaks.is_empty() {
+    if s.mode == "kernel" || u.leak_check.is_some() {
         return None;
     }
     if let Some(sampling) = &u.sampling {
@@ -192,7 +192,7 @@ fn leak_check_note(s: &Summary) -> Option<String> {
             label::human_bytes(sampling.mean_bytes)
         ));
     }
-    if let Some(signal) = s.target.signal {
+    if let Some(signal) = s.target.signal.filter(|_| !u.leaks.is_empty()) {
         return Some(format!(
             "no leak check: pid {} was killed by signal {signal} before it could be held at \
              its exit; the leaks are the blocks live at the end, lost or not",

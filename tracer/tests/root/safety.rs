@@ -262,7 +262,8 @@ fn signals_during_setup_still_give_a_report() {
         assert_eq!(
             out.status.code(),
             Some(128 + sig),
-            "signal {sig}: {}",
+            "signal {sig}: {:?} {}",
+            out.status,
             stderr(&out)
         );
         assert!(started.elapsed() < Duration::from_secs(20));
