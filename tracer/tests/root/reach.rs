@@ -291,7 +291,7 @@ fn live_checks_of_a_running_service() {
         .unwrap();
     let pid = service.id();
     let json = json_path("service");
-    let mut tracer = tracer()
+    let tracer = tracer()
         .args([
             "--pid",
             &pid.to_string(),
@@ -304,8 +304,21 @@ fn live_checks_of_a_running_service() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Whatever happens below, neither outlives the test (a Child already waited for is not
+    // signalled again: its pid may be another process's by then).
+    struct Procs(std::process::Child, std::process::Child);
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for c in [&mut self.0, &mut self.1] {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let tracer_pid = tracer.id();
+    let mut procs = Procs(tracer, service);
     let (tx, rx) = mpsc::channel();
-    let pipe = tracer.stderr.take().unwrap();
+    let pipe = procs.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
@@ -322,7 +335,7 @@ fn live_checks_of_a_running_service() {
         }
         attached |= line.contains("attached to pid");
     }
-    service.stdin.take().unwrap().write_all(b"g").unwrap();
+    procs.1.stdin.take().unwrap().write_all(b"g").unwrap();
     // The count the service wrote last (a read that catches the file rewritten is retried).
     let count = || -> u64 {
         (0..100)
@@ -342,7 +355,7 @@ fn live_checks_of_a_running_service() {
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(400));
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(tracer.id() as i32, libc::SIGUSR2) };
+        unsafe { libc::kill(tracer_pid as i32, libc::SIGUSR2) };
         let line = loop {
             let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
             if line.contains(&format!("leak check of pid {pid}")) {
@@ -378,10 +391,9 @@ fn live_checks_of_a_running_service() {
         "{metrics}"
     );
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
-    assert!(tracer.wait().unwrap().success());
-    let _ = service.kill();
-    let _ = service.wait();
+    unsafe { libc::kill(tracer_pid as i32, libc::SIGINT) };
+    assert!(procs.0.wait().unwrap().success());
+    drop(procs);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let c = &v["user"]["leak_check"];
     assert_eq!(c["at"], "at_end", "{c}");
