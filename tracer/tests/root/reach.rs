@@ -12,6 +12,7 @@ use crate::support::{build, json_path, replays_to, stderr, trace_with, tracer};
 /// reachable), each (bytes, blocks).
 fn memcheck(argv: &[&str]) -> [(u64, u64); 4] {
     let out = Command::new("valgrind")
+        .env("LC_ALL", "C")
         .args([
             "--leak-check=full",
             "--show-leak-kinds=all",
@@ -66,7 +67,7 @@ fn reach() -> std::path::PathBuf {
 fn categories_equal_memchecks() {
     let prog = reach();
     let prog = prog.to_str().unwrap();
-    let (v, out) = trace_with(&[], &[prog], &[]);
+    let (v, out) = trace_with(&[], &[prog], &[("LC_ALL", "C")]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ours = categories(&v);
     assert_eq!(ours, memcheck(&[prog]));
@@ -125,8 +126,9 @@ fn correct_programs_lose_nothing() {
         &[hello],
         &["/usr/bin/python3", "-c", "pass"],
     ];
+    // One locale for both (what ls and python load depends on it).
     for argv in commands {
-        let (v, out) = trace_with(&[], argv, &[]);
+        let (v, out) = trace_with(&[], argv, &[("LC_ALL", "C")]);
         assert!(out.status.success(), "{argv:?}: {}", stderr(&out));
         let ours = categories(&v);
         assert_eq!(ours, memcheck(argv), "{argv:?}");
