@@ -50,26 +50,30 @@ impl LeakCheckSummary {
         }
     }
 
-    pub fn add(&mut self, kind: Option<LeakKind>, bytes: u64, blocks: u64) {
-        let (b, n) = match kind {
+    /// The bytes and blocks counted for `kind` (None: unchecked), to change.
+    fn counts_mut(&mut self, kind: Option<LeakKind>) -> (&mut u64, &mut u64) {
+        match kind {
             Some(LeakKind::Lost) => (&mut self.lost_bytes, &mut self.lost_blocks),
             Some(LeakKind::Indirect) => (&mut self.indirect_bytes, &mut self.indirect_blocks),
             Some(LeakKind::Possible) => (&mut self.possible_bytes, &mut self.possible_blocks),
             Some(LeakKind::Reachable) => (&mut self.reachable_bytes, &mut self.reachable_blocks),
             None => (&mut self.unchecked_bytes, &mut self.unchecked_blocks),
-        };
+        }
+    }
+
+    pub fn add(&mut self, kind: Option<LeakKind>, bytes: u64, blocks: u64) {
+        let (b, n) = self.counts_mut(kind);
         *b = b.saturating_add(bytes);
         *n = n.saturating_add(blocks);
     }
 
-    /// `bytes` in `blocks` of `kind` that a rule suppressed: counted as suppressed instead.
+    /// `bytes` in `blocks` of `kind` that a rule suppressed: counted as suppressed instead
+    /// (reachable blocks are never suppressed).
     pub fn suppress(&mut self, kind: LeakKind, bytes: u64, blocks: u64) {
-        let (b, n) = match kind {
-            LeakKind::Lost => (&mut self.lost_bytes, &mut self.lost_blocks),
-            LeakKind::Indirect => (&mut self.indirect_bytes, &mut self.indirect_blocks),
-            LeakKind::Possible => (&mut self.possible_bytes, &mut self.possible_blocks),
-            LeakKind::Reachable => return,
-        };
+        if kind == LeakKind::Reachable {
+            return;
+        }
+        let (b, n) = self.counts_mut(Some(kind));
         *b = b.saturating_sub(bytes);
         *n = n.saturating_sub(blocks);
         self.suppressed_bytes = self.suppressed_bytes.saturating_add(bytes);
