@@ -282,7 +282,17 @@ fn finish(rng: &mut Rng) -> Finish {
         },
         duration_ms: f64::from_bits(word(rng)).abs().min(1e300),
         now_ns: word(rng),
-        counters: (0..rng.below(12)).map(|_| word(rng)).collect(),
+        counters: (0..rng.below(30)).map(|_| word(rng)).collect(),
+        probe_costs: (0..rng.below(3))
+            .map(|_| tracer::events::ProbeCost {
+                program: text(rng, 12),
+                runs: *rng.pick(&[0, 1, u64::MAX]),
+                ns: word(rng),
+            })
+            .collect(),
+        tracer_cpu_ms: rng
+            .chance(2)
+            .then(|| f64::from_bits(word(rng)).abs().min(1e300)),
         kernel_traced: rng.chance(2),
         allocator_files: (0..rng.below(3)).map(|_| text(rng, 20)).collect(),
         stacks: stacks.into(),

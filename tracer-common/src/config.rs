@@ -33,6 +33,13 @@ pub mod config_flags {
     /// Stop a launched or followed process when it calls `_exit` (the `exit_enter` uprobe),
     /// until userspace has checked its live blocks for leaks.
     pub const HOLD_EXIT: u32 = 512;
+    /// Time each stack walk (`bpf_ktime_get_ns` at both ends) into
+    /// [`crate::counter::UNWIND_NS`]: `--costs`.
+    pub const TIME_UNWIND: u32 = 1024;
+    /// Walk without the unwinder's caches (rows by address in front of the table search, a
+    /// window of the stack read at once): every frame searched for and read alone, to check
+    /// that the caches change no stack.
+    pub const NO_UNWIND_CACHES: u32 = 2048;
 }
 
 /// Field offsets of the kmem and fault tracepoints, from their tracefs formats.

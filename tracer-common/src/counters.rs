@@ -39,6 +39,17 @@ pub mod counter {
     /// The map of walked stacks had no free entry: the stack was stored by frame pointer
     /// instead.
     pub const UNWIND_MAP_FULL: u32 = 17;
+    /// Stacks walked with the unwind tables.
+    pub const UNWIND_WALKS: u32 = 18;
+    /// Frames those walks found (beyond the first, where each walk starts).
+    pub const UNWIND_FRAMES: u32 = 19;
+    /// Nanoseconds those walks took, storing the stack included (only with
+    /// [`crate::config_flags::TIME_UNWIND`]).
+    pub const UNWIND_NS: u32 = 20;
+    /// Frames whose unwind row came from the per-CPU cache of rows by address.
+    pub const UNWIND_ROW_HITS: u32 = 21;
+    /// Frames whose unwind row was searched for in the tables.
+    pub const UNWIND_ROW_MISSES: u32 = 22;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 23;
 }

@@ -70,9 +70,18 @@ pub struct UnwindMaps {
     /// number the verifier does not know, so it checks the search's paths together instead of
     /// each of its 2^7 outcomes (with its own constant index) through the rest of the walk.
     pub search_from: u32,
+    /// Which writing of a process's mappings this is: never 0, never the same twice in a run
+    /// (for any process). The kernel's cache of rows by address keeps it with each row, and
+    /// takes a row only while it is the current one: a process that maps new code (dlopen,
+    /// exec), or another process at the same addresses, never gets a row of other code.
+    pub generation: u32,
+    pub pad: u32,
     pub mappings: [UnwindMapping; MAX_UNWIND_MAPPINGS],
 }
-const _: () = assert!(size_of::<UnwindMaps>() == 8 + 32 * MAX_UNWIND_MAPPINGS);
+const _: () = assert!(size_of::<UnwindMaps>() == 16 + 32 * MAX_UNWIND_MAPPINGS);
+
+/// Entries of the kernel's per-CPU cache of unwind rows by address (32 bytes each).
+pub const UNWIND_ROW_CACHE_ENTRIES: u32 = 8192;
 
 /// A stack the unwinder walked: where it started (inside the allocator), then the return
 /// addresses, innermost (the allocator's caller) first.

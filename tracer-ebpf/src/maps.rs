@@ -151,9 +151,15 @@ pub fn syscall_offsets(syscall: Syscall) -> SyscallOffsets {
 /// Adds one to counter `index` on this CPU.
 #[inline(always)]
 pub fn bump(index: u32) {
+    add(index, 1);
+}
+
+/// Adds `n` to counter `index` (see `tracer_common::counter`).
+#[inline(always)]
+pub fn add(index: u32, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, so no other program writes it concurrently on this CPU.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }
 

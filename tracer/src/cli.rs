@@ -183,6 +183,18 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
     pub max_stacks: u32,
 
+    /// Measure what tracing costs the traced program, and say it (`costs` in the JSON, a
+    /// line in the text): the kernel's run time of each probe program (bpf_stats, enabled
+    /// for the run), the stack walks' time per frame, and tracer's own CPU time. Timing
+    /// itself adds about 50 ns a probe run. Example: --costs
+    #[arg(long)]
+    pub costs: bool,
+
+    /// Walk stacks without the unwinder's caches (each frame's row searched for, its words
+    /// read alone): slower, the same stacks (for checking that the caches change none).
+    #[arg(long, hide = true)]
+    pub no_unwind_cache: bool,
+
     /// What to trace. `full`: every call of the allocator family through uprobes, joined with
     /// the kernel's side; about 4 µs per malloc/free pair. `kernel`: no uprobes at all, so
     /// allocations that do not reach the kernel cost nothing: the memory syscalls with the user
@@ -616,6 +628,8 @@ impl Cli {
             fail_if: self.fail_if,
             tid: self.tid,
             follow: self.follow,
+            costs: self.costs,
+            unwind_row_cache: !self.no_unwind_cache,
         })
     }
 }

@@ -619,3 +619,12 @@ mod tests {
         assert_eq!(decode(encode(&ev)), Err(DecodeError::UnknownSyscall(77)));
     }
 }
+
+/// What one probe program cost while tracing, as the kernel's bpf_stats counted it
+/// (`--costs`): its runs and the nanoseconds they took.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeCost {
+    pub program: String,
+    pub runs: u64,
+    pub ns: u64,
+}

@@ -47,6 +47,10 @@ enum Task {
         /// Pairs and pages per measurement.
         #[arg(long, default_value_t = 200_000)]
         n: u64,
+        /// Only the rows of real programs (sqlite3, python3, cc1plus), printed and not written
+        /// to docs/benchmarks.md: for trying a change.
+        #[arg(long)]
+        real_only: bool,
     },
     /// Load a tracer HTML report in headless Chromium (installed from Debian's packages if
     /// missing): fail on any console message, save a screenshot. Without --html, reports on the
@@ -91,7 +95,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(args),
         Task::Fixtures { names } => fixtures::run(&names),
         Task::HtmlCheck { html } => html_check(html),
-        Task::Bench { n } => bench::run(n),
+        Task::Bench { n, real_only } => bench::run(n, real_only),
         Task::Fuzz { runs, seed } => fuzz::run(runs, seed),
     }
 }

@@ -248,6 +248,8 @@ pub fn ensure_bench_tools() -> BenchTools {
         ("heaptrack", "heaptrack"),
         ("redis-server", "redis-server"),
         ("redis-benchmark", "redis-tools"),
+        ("sqlite3", "sqlite3"),
+        ("g++", "g++"),
     ]
     .into_iter()
     .filter(|(tool, _)| which(tool).is_none())

@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_loop, bpf_task_pt_regs},
+        generated::{bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_loop, bpf_task_pt_regs},
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -18,11 +18,11 @@ use aya_ebpf::{
 };
 use tracer_common::{
     DWARF_STACK_ID_BASE, DwarfStack, MAX_DWARF_FRAMES, MAX_FOLLOWED, MAX_STACKS, MAX_UNWIND_CHUNKS,
-    MAX_UNWIND_MAPPINGS, UNWIND_CHUNK_ROWS, UnwindChunk, UnwindMaps, UnwindRow, config_flags,
-    counter, unwind,
+    MAX_UNWIND_MAPPINGS, UNWIND_CHUNK_ROWS, UNWIND_ROW_CACHE_ENTRIES, UnwindChunk, UnwindMaps,
+    UnwindRow, config_flags, counter, unwind,
 };
 
-use crate::maps::{bump, config_flag, user_stack_id};
+use crate::maps::{add, bump, config_flag, user_stack_id};
 
 #[map(name = "UNWIND_ROWS")]
 pub static UNWIND_ROWS: Array<UnwindChunk> = Array::with_max_entries(MAX_UNWIND_CHUNKS, 0);
@@ -32,6 +32,24 @@ pub static UNWIND_MAPS: HashMap<u32, UnwindMaps> = HashMap::with_max_entries(MAX
 
 #[map(name = "DWARF_STACKS")]
 pub static DWARF_STACKS: HashMap<u32, DwarfStack> = HashMap::with_max_entries(MAX_STACKS, 0);
+
+/// A row the search found for an address (`found` 0: no table covers it), under the
+/// generation of the process's mappings it was searched in (see `UnwindMaps::generation`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CachedRow {
+    addr: u64,
+    generation: u32,
+    found: u32,
+    row: UnwindRow,
+}
+
+/// The rows last found, per CPU, by address: most frames of most stacks are the same few
+/// hundred return addresses, and a hit skips both binary searches (about 30 steps). Direct
+/// mapped: a slot holds the last address that hashed to it.
+#[map(name = "UNWIND_ROW_CACHE")]
+static ROW_CACHE: PerCpuArray<CachedRow> =
+    PerCpuArray::with_max_entries(UNWIND_ROW_CACHE_ENTRIES, 0);
 
 /// The stack being walked, per CPU (too large for the BPF stack).
 #[map(name = "UNWIND_SCRATCH")]
@@ -54,6 +72,103 @@ fn fnv(hash: u64, frame: u64) -> u64 {
 fn read_user(addr: u64) -> Option<u64> {
     // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// Words of the stack read at once (2 KiB): a read of the user stack costs about a hundred
+/// nanoseconds whatever its size up to a few KiB (the checks of `copy_from_user_nofault`
+/// cost more than the copy), and the walk reads two words a frame, frame after frame up the
+/// stack. Most frames' words are then already in the window.
+const WINDOW_WORDS: usize = 256;
+const PAGE: u64 = 4096;
+
+/// The part of the stack read last in this walk, per CPU: `words` words from `base`
+/// (8-aligned). Emptied at the start of every walk: the stack changes between two.
+#[repr(C)]
+struct Window {
+    base: u64,
+    words: u64,
+    /// Two more than are read, so that an index masked to the window and the one after it are
+    /// both within the value (for the verifier).
+    data: [u64; WINDOW_WORDS + 2],
+}
+
+#[map(name = "UNWIND_WINDOW")]
+static WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
+
+/// Empties this CPU's window.
+#[inline(always)]
+fn clear_window() {
+    if let Some(w) = WINDOW.get_ptr_mut(0) {
+        // SAFETY: this CPU's window.
+        unsafe { (*w).words = 0 };
+    }
+}
+
+/// The two words at `addr` (8-aligned) of the user stack: from the window, or read into it
+/// from `addr` up (to the end of its page if the stack ends sooner), or read alone.
+#[inline(always)]
+fn read_pair(addr: u64, windowed: bool) -> Option<[u64; 2]> {
+    let win = if windowed {
+        WINDOW.get_ptr_mut(0)
+    } else {
+        None
+    };
+    let Some(win) = win else {
+        // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
+        return unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }.ok();
+    };
+    // SAFETY: this CPU's window.
+    let win = unsafe { &mut *win };
+    if addr & 7 != 0 {
+        // SAFETY: as above.
+        return unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }.ok();
+    }
+    let off = addr.wrapping_sub(win.base);
+    if off.wrapping_add(16) > win.words * 8 || off >= win.words * 8 {
+        fill_window(win, addr);
+        if win.words < 2 {
+            // SAFETY: as above.
+            return unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }.ok();
+        }
+    }
+    let i = (addr.wrapping_sub(win.base) / 8) as usize & (WINDOW_WORDS - 1);
+    Some([win.data[i], win.data[i + 1]])
+}
+
+/// Reads the window from `addr` up: all of it, or if that fails (the stack's last page) to
+/// the end of `addr`'s page. Leaves it empty if neither can be read.
+#[inline(always)]
+fn fill_window(win: &mut Window, addr: u64) {
+    win.base = addr;
+    let dst = win.data.as_mut_ptr().cast::<core::ffi::c_void>();
+    // SAFETY: `data` holds more than WINDOW_WORDS words; the helper checks the source.
+    let whole = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            dst,
+            (WINDOW_WORDS * 8) as u32,
+            addr as *const core::ffi::c_void,
+        )
+    };
+    if whole == 0 {
+        win.words = WINDOW_WORDS as u64;
+        return;
+    }
+    let to_page_end = PAGE - (addr & (PAGE - 1));
+    win.words = 0;
+    if to_page_end < 16 || to_page_end > (WINDOW_WORDS * 8) as u64 {
+        return;
+    }
+    // SAFETY: as above; the size is at most the window's.
+    let part = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            dst,
+            to_page_end as u32,
+            addr as *const core::ffi::c_void,
+        )
+    };
+    if part == 0 {
+        win.words = to_page_end / 8;
+    }
 }
 
 #[inline(always)]
@@ -208,6 +323,43 @@ fn find_mapping(maps: &UnwindMaps, pc: u64) -> Option<(u32, u32, u64)> {
     (m.start <= pc && pc < m.end).then_some((m.first_row, m.rows, m.bias))
 }
 
+/// The row that holds at `lookup` in the process's tables: from this CPU's cache when it
+/// holds the address under the mappings' current generation, else searched for (and kept).
+/// Counts the hit or miss in `w`.
+#[inline(always)]
+fn row_for(w: &mut Walk, maps: &UnwindMaps, lookup: u64) -> Option<UnwindRow> {
+    let generation = maps.generation;
+    let search = |maps: &UnwindMaps| {
+        find_mapping(maps, lookup)
+            .and_then(|(first, len, bias)| find_row(first, len, lookup.wrapping_sub(bias)))
+    };
+    if w.cached == 0 {
+        w.misses += 1;
+        return search(maps);
+    }
+    let slot = (lookup ^ (lookup >> 17) ^ u64::from(generation).wrapping_mul(0x9e37_79b9)) as u32
+        & (UNWIND_ROW_CACHE_ENTRIES - 1);
+    let Some(cached) = ROW_CACHE.get_ptr_mut(slot) else {
+        w.misses += 1;
+        return search(maps);
+    };
+    // SAFETY: this CPU's slot; no other program runs on this CPU meanwhile.
+    let cached = unsafe { &mut *cached };
+    if cached.addr == lookup && cached.generation == generation {
+        w.hits += 1;
+        return (cached.found != 0).then_some(cached.row);
+    }
+    w.misses += 1;
+    let row = search(maps);
+    *cached = CachedRow {
+        addr: lookup,
+        generation,
+        found: u32::from(row.is_some()),
+        row: row.unwrap_or_default(),
+    };
+    row
+}
+
 /// The walk so far, shared with [`step`] through `bpf_loop`.
 #[repr(C)]
 struct Walk {
@@ -220,6 +372,12 @@ struct Walk {
     fp_frames: u32,
     /// The walk ended before the frame limit.
     ended: u32,
+    /// Rows taken from the cache, and searched for; whether the caches (of rows, and the
+    /// window on the stack) are used.
+    hits: u32,
+    misses: u32,
+    cached: u32,
+    pad: u32,
     /// FNV-1a over the frames stored so far.
     hash: u64,
     pc: u64,
@@ -251,8 +409,7 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let (pc, sp, bp) = (w.pc, w.sp, w.bp);
     // A return address is the instruction after a call: its rule is the call's.
     let lookup = if i == 1 { pc } else { pc.wrapping_sub(1) };
-    let row = find_mapping(maps, lookup)
-        .and_then(|(first, len, bias)| find_row(first, len, lookup.wrapping_sub(bias)));
+    let row = row_for(w, maps, lookup);
     let (cfa, rule) = match row {
         Some(r) if r.cfa == unwind::CFA_RSP => (sp.wrapping_add(i64::from(r.cfa_offset) as u64), r),
         Some(r) if r.cfa == unwind::CFA_RBP => (bp.wrapping_add(i64::from(r.cfa_offset) as u64), r),
@@ -283,16 +440,21 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // The saved rbp is most often just below the return address (a `push rbp` on entry):
     // both in one read.
     let (ra, saved_bp) = if rule.rbp == unwind::RBP_AT_CFA && rule.rbp_offset == -16 {
-        // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
-        match unsafe { bpf_probe_read_user((cfa - 16) as *const [u64; 2]) } {
-            Ok([saved, ra]) => (ra, saved),
-            Err(_) => return stop(w),
+        match read_pair(cfa - 16, w.cached != 0) {
+            Some([saved, ra]) => (ra, saved),
+            None => return stop(w),
         }
     } else {
-        let Some(ra) = read_user(cfa - 8) else {
+        let Some([_, ra]) = read_pair(cfa - 16, w.cached != 0) else {
             return stop(w);
         };
         let saved = match rule.rbp {
+            // Below the return address: both words within the frames walked.
+            unwind::RBP_AT_CFA if rule.rbp_offset <= -16 => read_pair(
+                cfa.wrapping_add(i64::from(rule.rbp_offset) as u64),
+                w.cached != 0,
+            )
+            .map_or(0, |p| p[0]),
             unwind::RBP_AT_CFA => {
                 read_user(cfa.wrapping_add(i64::from(rule.rbp_offset) as u64)).unwrap_or(0)
             }
@@ -364,16 +526,48 @@ fn walk_from(pc: u64, sp: u64, bp: u64, tgid: u32) -> Option<i32> {
     // SAFETY: the value is only read.
     let maps: *const UnwindMaps = unsafe { UNWIND_MAPS.get(tgid) }?;
     let stack_ptr = SCRATCH.get_ptr_mut(0)?;
+    let timed = config_flag(config_flags::TIME_UNWIND);
+    let began = if timed {
+        // SAFETY: a helper without preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
+    let id = walk_and_store(maps, stack_ptr, pc, sp, bp);
+    if timed {
+        // SAFETY: as above.
+        add(
+            counter::UNWIND_NS,
+            unsafe { bpf_ktime_get_ns() }.wrapping_sub(began),
+        );
+    }
+    id
+}
+
+/// The walk of [`walk_from`] and the storing of its stack.
+#[inline(always)]
+fn walk_and_store(
+    maps: *const UnwindMaps,
+    stack_ptr: *mut DwarfStack,
+    pc: u64,
+    sp: u64,
+    bp: u64,
+) -> Option<i32> {
     // SAFETY: this CPU's scratch slot.
     let stack = unsafe { &mut *stack_ptr };
     // Frame 0 is where the walk starts (inside the allocator), as in the kernel's walks.
     stack.frames[0] = pc;
+    clear_window();
     let mut walk = Walk {
         maps,
         stack: stack_ptr,
         n: 1,
         fp_frames: 0,
         ended: 0,
+        hits: 0,
+        misses: 0,
+        cached: u32::from(!config_flag(config_flags::NO_UNWIND_CACHES)),
+        pad: 0,
         hash: fnv(FNV_OFFSET, pc),
         pc,
         sp,
@@ -389,6 +583,10 @@ fn walk_from(pc: u64, sp: u64, bp: u64, tgid: u32) -> Option<i32> {
         )
     };
     let n = (walk.n as usize).min(MAX_DWARF_FRAMES);
+    bump(counter::UNWIND_WALKS);
+    add(counter::UNWIND_FRAMES, n as u64 - 1);
+    add(counter::UNWIND_ROW_HITS, u64::from(walk.hits));
+    add(counter::UNWIND_ROW_MISSES, u64::from(walk.misses));
     let fp_frames = walk.fp_frames;
     let truncated = walk.ended == 0;
     if truncated {

@@ -1,6 +1,7 @@
 //! Loading the eBPF object, configuring it for this kernel and target, and attaching probes.
 
 pub mod btf;
+pub mod costs;
 pub mod exit;
 pub mod kernel;
 pub mod multi;
@@ -50,6 +51,8 @@ pub enum ProbeError {
     Raw(#[source] RawUnsupported),
     #[error("loading the eBPF programs failed")]
     Load(#[source] Box<EbpfError>),
+    #[error("--costs: the kernel's bpf_stats could not be enabled ({0})")]
+    Stats(String),
     #[error("the eBPF object has no program {0}")]
     MissingProgram(String),
     #[error("loading eBPF program {program} failed")]
@@ -108,6 +111,10 @@ pub struct LoadOptions {
     pub dwarf: bool,
     /// The allocator uprobes will be attached (every mode but `--mode kernel`).
     pub allocator_probes: bool,
+    /// Time each stack walk (`--costs`).
+    pub time_unwind: bool,
+    /// The unwinder's caches (rows by address, a window of the stack).
+    pub row_cache: bool,
 }
 
 /// One tracepoint program and where it attaches.
@@ -257,6 +264,12 @@ pub fn build_config(
     if opts.dwarf {
         config.flags |= config_flags::DWARF;
     }
+    if opts.time_unwind {
+        config.flags |= config_flags::TIME_UNWIND;
+    }
+    if !opts.row_cache {
+        config.flags |= config_flags::NO_UNWIND_CACHES;
+    }
     if opts.allocator_probes {
         config.flags |= config_flags::ALLOCATOR_PROBES;
     }
@@ -363,6 +376,8 @@ pub struct Probes {
     pub ebpf: Ebpf,
     /// The kmem and fault tracepoints are attached.
     pub kernel_traced: bool,
+    /// `--costs`: bpf_stats on while this is held.
+    pub run_stats: Option<costs::RunStats>,
 }
 
 /// The kernel's stack-trace map is allocated whole when it is made (about 1 KiB an entry):
@@ -425,12 +440,19 @@ impl Probes {
                 table.set(i as u32, q, 0).map_err(map_error)?;
             }
         }
+        // Counted from the first program attached.
+        let run_stats = if opts.time_unwind {
+            Some(costs::RunStats::enable()?)
+        } else {
+            None
+        };
         for a in attachments {
             attach(&mut ebpf, &a)?;
         }
         Ok(Probes {
             ebpf,
             kernel_traced: config.flags & config_flags::KMEM != 0,
+            run_stats,
         })
     }
 

@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::events::SyscallCall;
+use crate::events::{ProbeCost, SyscallCall};
 use serde::{Deserialize, Serialize};
 use tracer_common::{Syscall, counter};
 
@@ -154,6 +154,12 @@ pub struct Finish {
     /// `--suppress`: the rules (`leak:PATTERN`) of leaks known and accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppressions: Vec<String>,
+    /// `--costs`: each probe program's runs and run time (bpf_stats), costliest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_costs: Vec<ProbeCost>,
+    /// `--costs`: tracer's own CPU time (user and system) from its start to the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracer_cpu_ms: Option<f64>,
     /// `--max-sites`, when given: the text lists that many sites (else its own ten).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_sites: Option<usize>,
@@ -745,6 +751,7 @@ impl Session {
             },
             processes: Vec::new(),
             text_sites: None,
+            costs: crate::summary::costs::of(finish),
         };
         let in_heap = |addr: u64| {
             matches!(

@@ -271,6 +271,7 @@ impl Processes {
         events.decode_errors = events.decode_errors.saturating_add(self.undecodable);
         events.unknown_process = self.unrouted;
         total.events = events;
+        total.costs = crate::summary::costs::of(finish);
         for r in &mut reports {
             r.summary = r.summary.truncated(finish.max_sites);
         }
@@ -290,6 +291,8 @@ fn process_finish(finish: &Finish, p: &Process, own: Option<&ProcessFinish>) -> 
         processes: Vec::new(),
         recording_cut_events: 0,
         recording_ends_early: None,
+        probe_costs: Vec::new(),
+        tracer_cpu_ms: None,
         ..finish.clone()
     };
     if let Some(own) = own {

@@ -93,7 +93,46 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
         render_allocator(&s.user, &mut out)?;
     }
     render_syscalls(s, &mut out)?;
-    render_kernel(s, &mut out)
+    render_kernel(s, &mut out)?;
+    render_costs(s, &mut out)
+}
+
+/// `--costs`: the probes' run time, the stack walks' and tracer's own CPU time.
+fn render_costs(s: &Summary, out: &mut impl Write) -> io::Result<()> {
+    let Some(c) = &s.costs else {
+        return Ok(());
+    };
+    let runs: u64 = c.probes.iter().map(|p| p.runs).sum();
+    writeln!(
+        out,
+        "\ncosts: the probes ran {runs} times for {} in all; tracer's own CPU {}",
+        label::human_duration(c.probes_ms),
+        label::human_duration(c.tracer_cpu_ms)
+    )?;
+    if let Some(u) = &c.unwinder {
+        writeln!(
+            out,
+            "  stack walks: {} of {:.1} frames on average, {:.1} ns a frame ({:.0} ns a walk, \
+             {:.0}% of frames' rows from the cache), {} in all",
+            u.walks,
+            u.frames as f64 / u.walks.max(1) as f64,
+            u.ns_per_frame,
+            u.ns_per_walk,
+            u.row_cache_hits * 100.0,
+            label::human_duration(u.ms)
+        )?;
+    }
+    for p in c.probes.iter().take(TOP) {
+        writeln!(
+            out,
+            "  {:<28} {:>10} runs {:>8.0} ns a run {:>10}",
+            p.program,
+            p.runs,
+            p.ns_per_run,
+            label::human_duration(p.total_ms)
+        )?;
+    }
+    Ok(())
 }
 
 fn render_syscalls(s: &Summary, out: &mut impl Write) -> io::Result<()> {

@@ -74,6 +74,11 @@ pub struct RunConfig {
     pub wrappers: Vec<String>,
     /// `--stacks`: how allocation stacks are walked.
     pub stacks: StackWalk,
+    /// `--costs`: measure what the probes and the stack walks cost.
+    pub costs: bool,
+    /// The unwinder's caches: rows by address, a window of the stack (off only to check that
+    /// they change nothing: `--no-unwind-cache`).
+    pub unwind_row_cache: bool,
 }
 
 /// When the leak check runs (see `--leak-check` in `tracer --help`).

@@ -482,6 +482,11 @@ impl Drain<'_> {
                 processes: self.processes,
                 ebpf: &probes.ebpf,
                 counters,
+                probe_costs: if probes.run_stats.is_some() {
+                    crate::probes::costs::probe_costs(&probes.ebpf)
+                } else {
+                    Vec::new()
+                },
                 kernel_traced: probes.kernel_traced,
                 allocator_files: allocators.map(AllocatorProbes::files).unwrap_or_default(),
                 uprobe_links: allocators

@@ -29,6 +29,8 @@ pub struct Now<'a> {
     pub processes: &'a Processes,
     pub ebpf: &'a Ebpf,
     pub counters: Vec<u64>,
+    /// `--costs`: each probe program's cost so far.
+    pub probe_costs: Vec<crate::events::ProbeCost>,
     pub kernel_traced: bool,
     pub allocator_files: Vec<String>,
     pub uprobe_links: String,
@@ -260,8 +262,22 @@ impl Snapshotter {
             wrappers: self.wrappers.clone(),
             suppressions: self.suppressions.clone(),
             text_sites: self.text_sites,
+            tracer_cpu_ms: (!now.probe_costs.is_empty()).then(own_cpu_ms),
+            probe_costs: now.probe_costs,
         }
     }
+}
+
+/// tracer's own CPU time so far, user and system, all threads.
+fn own_cpu_ms() -> f64 {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) } != 0 {
+        return 0.0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 /// The named threads of process `pid` (threads gone before their name could be read stay

@@ -181,6 +181,8 @@ fn load_options(cfg: &RunConfig, pid: i32, launched: bool) -> LoadOptions {
         follow: cfg.follow,
         dwarf: cfg.stacks == StackWalk::Dwarf,
         allocator_probes: cfg.mode == Mode::Full,
+        time_unwind: cfg.costs,
+        row_cache: cfg.unwind_row_cache,
     }
 }
 

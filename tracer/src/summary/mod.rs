@@ -3,6 +3,7 @@
 //! and notes are made here ([`label`]) and only here.
 
 pub mod callers;
+pub mod costs;
 pub mod findings;
 pub mod kernel;
 pub mod label;
@@ -166,6 +167,9 @@ pub struct Summary {
     /// How many sites, leaks and callers the text lists (`--max-sites` when given).
     #[serde(skip)]
     pub text_sites: Option<usize>,
+    /// `--costs`: what tracing cost, as measured while it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub costs: Option<costs::Costs>,
 }
 
 /// One process of a `--follow` run, and its summary.
@@ -393,6 +397,7 @@ pub(crate) mod tests {
             timeline: Default::default(),
             findings: Vec::new(),
             images: Vec::new(),
+            costs: None,
             processes: Vec::new(),
             text_sites: None,
         }

@@ -44,6 +44,8 @@ pub struct UnwindTables {
     /// (a container's image of the same library, a copied plugin) shares its rows.
     by_build_id: HashMap<String, Arc<Loaded>>,
     next_row: u32,
+    /// The generation of the last mappings written (see `UnwindMaps::generation`).
+    generation: u32,
     /// Userspace's copy of the chunks written so far (each written whole).
     chunks: Vec<Box<UnwindChunk>>,
     /// Files whose table did not fit: said once.
@@ -126,9 +128,13 @@ impl UnwindTables {
             entries.len(),
             self.rows
         );
+        // Never 0 (an empty cache slot's), never repeated in a run.
+        self.generation = self.generation.checked_add(1).unwrap_or(1);
         let mut maps = UnwindMaps {
             count: entries.len() as u32,
             search_from: 0,
+            generation: self.generation,
+            pad: 0,
             mappings: [UnwindMapping::default(); MAX_UNWIND_MAPPINGS],
         };
         maps.mappings[..entries.len()].copy_from_slice(&entries);

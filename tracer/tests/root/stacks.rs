@@ -472,3 +472,105 @@ fn objdump_call_before(module: &str, offset: u64) -> bool {
         insns.len() == 1 && insns[0].contains("call")
     })
 }
+
+/// The unwinder's caches (rows by address in front of the table search, a window of the stack
+/// read at once) change no stack: workloads/deep_stacks.c, built without frame pointers, on 4
+/// threads, gives the same sites with and without them (`--no-unwind-cache`), and each is the
+/// one the workload made: a recursion of every depth from 1 to 40, one function called at the
+/// same stack depth by two callers (whose frames are never mixed up), and callbacks through a
+/// table of pointers.
+#[test]
+fn unwinder_caches_change_no_stack() {
+    let w = build(
+        "deep_stacks",
+        "deep_stacks.c",
+        &["cc", "-O2", "-g", "-fomit-frame-pointer", "-pthread"],
+    );
+    let (threads, rounds) = (4u64, 100u64);
+    let calls = threads * rounds;
+    let run = |options: &[&str]| {
+        let mut all = vec!["--no-kernel", "--costs"];
+        all.extend_from_slice(options);
+        let (v, out) = trace_with(
+            &all,
+            &[
+                w.to_str().unwrap(),
+                &threads.to_string(),
+                &rounds.to_string(),
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        v
+    };
+    let sites = |v: &Value| -> Vec<(u64, u64, Vec<String>)> {
+        let mut s: Vec<_> = v["user"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let frames = s["stack"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| format!("{}+{}@{}", f["function"], f["offset"], f["module"]))
+                    .collect();
+                (
+                    s["allocs"].as_u64().unwrap(),
+                    s["bytes"].as_u64().unwrap(),
+                    frames,
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let cached = run(&[]);
+    let uncached = run(&["--no-unwind-cache"]);
+    let (a, b) = (sites(&cached), sites(&uncached));
+    let only = |x: &[(u64, u64, Vec<String>)], y: &[(u64, u64, Vec<String>)]| {
+        x.iter()
+            .filter(|s| !y.contains(s))
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        a == b,
+        "{} sites with the caches, {} without; only with: {:?}; only without: {:?}",
+        a.len(),
+        b.len(),
+        only(&a, &b),
+        only(&b, &a)
+    );
+    // The caches were used, and only when asked for.
+    let hits = |v: &Value| v["costs"]["unwinder"]["row_cache_hits"].as_f64().unwrap();
+    assert!(hits(&cached) > 0.9, "{:#}", cached["costs"]);
+    assert_eq!(hits(&uncached), 0.0, "{:#}", uncached["costs"]);
+    // Each site is the workload's own.
+    let site = |bytes: u64| {
+        cached["user"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["allocs"] == calls && s["bytes"] == bytes * calls)
+            .map_or_else(|| panic!("no site of {calls} x {bytes} B"), functions)
+    };
+    for depth in 1..=40usize {
+        let stack = site(16 * depth as u64);
+        assert!(
+            stack[..depth].iter().all(|f| f == "rec")
+                && stack[depth..].starts_with(&["work".into(), "start_thread".into()]),
+            "depth {depth}: {stack:?}"
+        );
+    }
+    assert!(site(24).starts_with(&["leaf".into(), "via_a".into(), "work".into()]));
+    assert!(site(40).starts_with(&["leaf".into(), "via_b".into(), "work".into()]));
+    for (bytes, callback) in [(50, "cb_one"), (58, "cb_two"), (66, "cb_three")] {
+        assert!(
+            site(bytes).starts_with(&[callback.into(), "work".into()]),
+            "{:?}",
+            site(bytes)
+        );
+    }
+}

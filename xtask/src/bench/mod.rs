@@ -17,6 +17,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{build, build_workload, setup, status, workspace_root};
 
+mod real;
+
 /// One row of the table: what was measured, the value and its unit, and the ratio to the
 /// untraced run where that applies.
 struct Row {
@@ -180,9 +182,17 @@ fn machine() -> String {
     format!("Linux {}, {cpu}, {cores} cores", kernel.trim())
 }
 
-pub fn run(n: u64) -> Result<()> {
+pub fn run(n: u64, real_only: bool) -> Result<()> {
     build()?;
     let tracer = workspace_root().join("target/release/tracer");
+    if real_only {
+        let peers = setup::ensure_bench_tools();
+        let mut t = Table {
+            rows: Vec::new(),
+            notes: Vec::new(),
+        };
+        return real::rows(&tracer, peers.heaptrack, &mut t);
+    }
     let bench = build_workload("bench")?;
     let random_live = build_workload("random_live")?;
     let peers = setup::ensure_bench_tools();
@@ -462,6 +472,11 @@ pub fn run(n: u64) -> Result<()> {
 
     flood_rows(&tracer, &mut t)?;
     leak_check_rows(&tracer, &mut t)?;
+    if peers.heaptrack {
+        real::rows(&tracer, true, &mut t)?;
+    } else {
+        t.note("heaptrack is not installed: the rows of real programs are missing");
+    }
 
     if peers.redis {
         redis_rows(&tracer, peers.bpftrace, &mut t)?;

@@ -1,0 +1,182 @@
+//! The bench's rows for real programs with deep stacks: Debian's sqlite3 building and querying
+//! a table, Debian's python3 with every object a malloc (`PYTHONMALLOC=malloc`), and GCC's
+//! cc1plus compiling a file of the standard library's headers. Each runs untraced, under
+//! heaptrack and under tracer in three modes, in rounds that run every configuration once in
+//! turn; a row is the median of its rounds' wall times, whole commands as a user waits for
+//! them (tracer's attach, symbolization and report included, as heaptrack's are).
+
+use std::{
+    ffi::OsString,
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Table, median};
+use crate::workspace_root;
+
+/// Rounds of each program: every configuration runs once a round.
+const ROUNDS: usize = 5;
+
+/// The SQL of the sqlite3 row (and of the root test of sqlite3's stacks).
+const SQL: &str = "create table t(a, b); \
+    with recursive c(x) as (select 1 union all select x + 1 from c limit 20000) \
+    insert into t select x, randomblob(100) from c; \
+    create index i on t(b); select count(*) from t;";
+
+/// A real program: its command and environment, and what it must print.
+pub struct Program {
+    pub name: &'static str,
+    pub argv: Vec<OsString>,
+    pub env: Vec<(&'static str, &'static str)>,
+    pub prints: &'static str,
+}
+
+/// The three programs, from the workspace's `workloads/`.
+pub fn programs() -> Result<Vec<Program>> {
+    let workloads = workspace_root().join("workloads");
+    let cc1plus = String::from_utf8(
+        Command::new("g++")
+            .arg("-print-prog-name=cc1plus")
+            .output()
+            .context("g++ -print-prog-name=cc1plus")?
+            .stdout,
+    )?;
+    let cc1plus = cc1plus.trim();
+    if !Path::new(cc1plus).is_file() {
+        bail!("g++ names no cc1plus ({cc1plus:?})");
+    }
+    Ok(vec![
+        Program {
+            name: "sqlite3 (20,000 rows, an index)",
+            argv: vec!["sqlite3".into(), ":memory:".into(), SQL.into()],
+            env: vec![],
+            prints: "20000",
+        },
+        Program {
+            name: "python3 PYTHONMALLOC=malloc (JSON of 60,000 entries)",
+            argv: vec![
+                "/usr/bin/python3".into(),
+                workloads.join("bench_python.py").into(),
+            ],
+            env: vec![("PYTHONMALLOC", "malloc")],
+            prints: "60000",
+        },
+        Program {
+            name: "cc1plus -O1 (a file of <map>, <string>, <iostream>)",
+            argv: vec![
+                cc1plus.into(),
+                "-quiet".into(),
+                "-imultiarch".into(),
+                "x86_64-linux-gnu".into(),
+                "-D_GNU_SOURCE".into(),
+                "-O1".into(),
+                workloads.join("bench_compile.cpp").into(),
+                "-o".into(),
+                "/dev/null".into(),
+            ],
+            env: vec![],
+            prints: "",
+        },
+    ])
+}
+
+/// How one configuration runs a program: the command before the program's own argv.
+struct Config {
+    name: &'static str,
+    prefix: Vec<OsString>,
+}
+
+fn configs(tracer: &Path, heaptrack: bool) -> Vec<Config> {
+    let t = |name, args: &[&str]| Config {
+        name,
+        prefix: std::iter::once(tracer.as_os_str().to_owned())
+            .chain(std::iter::once("-q".into()))
+            .chain(args.iter().map(OsString::from))
+            .chain(std::iter::once("--".into()))
+            .collect(),
+    };
+    let mut c = vec![Config {
+        name: "untraced",
+        prefix: vec![],
+    }];
+    if heaptrack {
+        let out = std::env::temp_dir().join("tracer-bench-heaptrack-real");
+        c.push(Config {
+            name: "heaptrack",
+            prefix: vec!["heaptrack".into(), "-o".into(), out.into()],
+        });
+    }
+    c.push(t("tracer (full)", &[]));
+    c.push(t("tracer --stacks fp", &["--stacks", "fp"]));
+    c.push(t("tracer --sample 512K", &["--sample", "512K"]));
+    c
+}
+
+/// One run's wall time, checking what the program printed.
+fn run_once(config: &Config, p: &Program) -> Result<f64> {
+    let mut argv = config.prefix.iter().chain(&p.argv);
+    let mut c = Command::new(argv.next().context("an empty command")?);
+    c.args(argv).envs(p.env.iter().copied());
+    c.stdin(Stdio::null()).stderr(Stdio::piped());
+    let began = Instant::now();
+    let out = c.output().with_context(|| format!("running {c:?}"))?;
+    let took = began.elapsed().as_secs_f64();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || printed.trim() != p.prints {
+        bail!(
+            "{c:?} failed ({}), printed {printed:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(took)
+}
+
+/// The rows of every program: wall times, ratios to the untraced run, and tracer's added time
+/// over heaptrack's (each round's own, then the median).
+pub fn rows(tracer: &Path, heaptrack: bool, t: &mut Table) -> Result<()> {
+    let configs = configs(tracer, heaptrack);
+    for p in programs()? {
+        // A first run of each, not timed: the files in the page cache, unwind tables built.
+        for c in &configs {
+            run_once(c, &p)?;
+        }
+        let mut times = vec![Vec::new(); configs.len()];
+        for _ in 0..ROUNDS {
+            for (c, times) in configs.iter().zip(&mut times) {
+                times.push(run_once(c, &p)?);
+            }
+        }
+        report(t, &p, &configs, &times);
+    }
+    Ok(())
+}
+
+fn report(t: &mut Table, p: &Program, configs: &[Config], times: &[Vec<f64>]) {
+    let base = median(&mut times[0].clone());
+    for (c, runs) in configs.iter().zip(times) {
+        let wall = median(&mut runs.clone());
+        let ratio = (c.name != "untraced").then_some(base);
+        t.add(format!("{}, {}", p.name, c.name), wall, "s", ratio);
+    }
+    let Some(heaptrack) = configs.iter().position(|c| c.name == "heaptrack") else {
+        return;
+    };
+    for (i, c) in configs.iter().enumerate() {
+        if !c.name.starts_with("tracer") {
+            continue;
+        }
+        let mut added: Vec<f64> = (0..times[0].len())
+            .map(|r| (times[i][r] - times[0][r]) / (times[heaptrack][r] - times[0][r]).max(1e-3))
+            .collect();
+        t.add_measured(
+            format!("{}: {}'s added time over heaptrack's", p.name, c.name),
+            median(&mut added),
+            "x",
+            None,
+        );
+    }
+}
