@@ -294,6 +294,24 @@ pub struct AllocatorProbes {
     exit_probe: bool,
 }
 
+impl AllocatorProbes {
+    /// The programs tracer loaded itself for the links, by name (none with single uprobes,
+    /// which aya loads).
+    pub fn own_programs(&self) -> Vec<(&'static str, BorrowedFd<'_>)> {
+        match &self.backend {
+            Backend::Session { alloc, free } => {
+                vec![(SESSION, alloc.as_fd()), (FREE, free.as_fd())]
+            }
+            Backend::Multi { enter, exit, free } => vec![
+                (ENTER, enter.as_fd()),
+                (EXIT, exit.as_fd()),
+                (FREE, free.as_fd()),
+            ],
+            Backend::Single => Vec::new(),
+        }
+    }
+}
+
 const ENTER: &str = "alloc_enter";
 const EXIT: &str = "alloc_exit";
 const SESSION: &str = "alloc_session";

@@ -483,7 +483,12 @@ impl Drain<'_> {
                 ebpf: &probes.ebpf,
                 counters,
                 probe_costs: if probes.run_stats.is_some() {
-                    crate::probes::costs::probe_costs(&probes.ebpf)
+                    crate::probes::costs::probe_costs(
+                        &probes.ebpf,
+                        allocators
+                            .map(AllocatorProbes::own_programs)
+                            .unwrap_or_default(),
+                    )
                 } else {
                     Vec::new()
                 },
