@@ -46,9 +46,10 @@ pub mod counter {
     /// Nanoseconds those walks took, storing the stack included (only with
     /// [`crate::config_flags::TIME_UNWIND`]).
     pub const UNWIND_NS: u32 = 20;
-    /// Frames whose unwind row came from the per-CPU cache of rows by address.
-    pub const UNWIND_ROW_HITS: u32 = 21;
-    /// Frames whose unwind row was searched for in the tables.
+    /// Unwind rows the walks looked up (one a step).
+    pub const UNWIND_ROW_LOOKUPS: u32 = 21;
+    /// Of those, the rows not in the per-CPU cache of rows by address, searched for in the
+    /// tables.
     pub const UNWIND_ROW_MISSES: u32 = 22;
     /// Number of counters.
     pub const COUNT: u32 = 23;

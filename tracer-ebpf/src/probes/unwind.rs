@@ -10,7 +10,10 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_loop, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_loop,
+            bpf_probe_read_user as bpf_probe_read_user_raw, bpf_task_pt_regs,
+        },
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -104,69 +107,44 @@ fn clear_window() {
     }
 }
 
-/// The two words at `addr` (8-aligned) of the user stack: from the window, or read into it
-/// from `addr` up (to the end of its page if the stack ends sooner), or read alone.
+/// The two words at `addr` of the user stack: from the window, or read into it from `addr`
+/// up (a whole window when `windowed`, else just the two words).
 #[inline(always)]
 fn read_pair(addr: u64, windowed: bool) -> Option<[u64; 2]> {
-    let win = if windowed {
-        WINDOW.get_ptr_mut(0)
-    } else {
-        None
-    };
-    let Some(win) = win else {
-        // SAFETY: bpf_probe_read_user checks the address and fails cleanly.
-        return unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }.ok();
-    };
+    let win = WINDOW.get_ptr_mut(0)?;
     // SAFETY: this CPU's window.
     let win = unsafe { &mut *win };
-    if addr & 7 != 0 {
-        // SAFETY: as above.
-        return unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }.ok();
-    }
     let off = addr.wrapping_sub(win.base);
-    if off.wrapping_add(16) > win.words * 8 || off >= win.words * 8 {
-        fill_window(win, addr);
+    if win.words < 2 || off & 7 != 0 || off > (win.words - 2) * 8 {
+        fill_window(win, addr, windowed);
         if win.words < 2 {
-            // SAFETY: as above.
-            return unsafe { bpf_probe_read_user(addr as *const [u64; 2]) }.ok();
+            return None;
         }
     }
     let i = (addr.wrapping_sub(win.base) / 8) as usize & (WINDOW_WORDS - 1);
     Some([win.data[i], win.data[i + 1]])
 }
 
-/// Reads the window from `addr` up: all of it, or if that fails (the stack's last page) to
-/// the end of `addr`'s page. Leaves it empty if neither can be read.
+/// Reads the window from `addr` up: all of it (two words unless `windowed`), or if that fails
+/// (the stack's last page) as far as the end of `addr`'s page. Empty if nothing could be read.
 #[inline(always)]
-fn fill_window(win: &mut Window, addr: u64) {
-    win.base = addr;
+fn fill_window(win: &mut Window, addr: u64, windowed: bool) {
     let dst = win.data.as_mut_ptr().cast::<core::ffi::c_void>();
-    // SAFETY: `data` holds more than WINDOW_WORDS words; the helper checks the source.
-    let whole = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(
-            dst,
-            (WINDOW_WORDS * 8) as u32,
-            addr as *const core::ffi::c_void,
-        )
-    };
-    if whole == 0 {
-        win.words = WINDOW_WORDS as u64;
-        return;
-    }
-    let to_page_end = PAGE - (addr & (PAGE - 1));
+    let src = addr as *const core::ffi::c_void;
+    win.base = addr;
     win.words = 0;
-    if to_page_end < 16 || to_page_end > (WINDOW_WORDS * 8) as u64 {
+    let words = if windowed { WINDOW_WORDS as u64 } else { 2 };
+    // SAFETY: `data` holds more than WINDOW_WORDS words; the helper checks the source.
+    if unsafe { bpf_probe_read_user_raw(dst, (words * 8) as u32, src) } == 0 {
+        win.words = words;
         return;
     }
-    // SAFETY: as above; the size is at most the window's.
-    let part = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(
-            dst,
-            to_page_end as u32,
-            addr as *const core::ffi::c_void,
-        )
-    };
-    if part == 0 {
+    let to_page_end = (PAGE - (addr & (PAGE - 1))).min(words * 8);
+    if to_page_end < 16 || to_page_end == words * 8 {
+        return;
+    }
+    // SAFETY: as above; at most the window's size.
+    if unsafe { bpf_probe_read_user_raw(dst, to_page_end as u32, src) } == 0 {
         win.words = to_page_end / 8;
     }
 }
@@ -323,61 +301,68 @@ fn find_mapping(maps: &UnwindMaps, pc: u64) -> Option<(u32, u32, u64)> {
     (m.start <= pc && pc < m.end).then_some((m.first_row, m.rows, m.bias))
 }
 
-/// The row that holds at `lookup` in the process's tables: from this CPU's cache when it
-/// holds the address under the mappings' current generation, else searched for (and kept).
-/// Counts the hit or miss in `w`.
-#[inline(always)]
-fn row_for(w: &mut Walk, maps: &UnwindMaps, lookup: u64) -> Option<UnwindRow> {
+/// Sets `w.row` to the row that holds at `lookup` in the process's tables, and returns 1, or
+/// 0 if none does: from this CPU's cache when it holds the address under the mappings'
+/// current generation, else searched for (and kept; a miss is counted). A function of its own,
+/// verified apart from the rest of the step: inlined, its two outcomes (a row from the cache,
+/// one searched for) would each be verified through all that follows.
+#[inline(never)]
+fn row_for(w: &mut Walk, maps: &UnwindMaps, lookup: u64) -> u32 {
     let generation = maps.generation;
-    let search = |maps: &UnwindMaps| {
-        find_mapping(maps, lookup)
-            .and_then(|(first, len, bias)| find_row(first, len, lookup.wrapping_sub(bias)))
-    };
-    if w.cached == 0 {
-        w.misses += 1;
-        return search(maps);
-    }
     let slot = (lookup ^ (lookup >> 17) ^ u64::from(generation).wrapping_mul(0x9e37_79b9)) as u32
         & (UNWIND_ROW_CACHE_ENTRIES - 1);
-    let Some(cached) = ROW_CACHE.get_ptr_mut(slot) else {
-        w.misses += 1;
-        return search(maps);
+    // Looked up whether the cache is used or not: a pointer set on one path only would leave
+    // the compiler a register the verifier calls unread on the other.
+    let Some(c) = ROW_CACHE.get_ptr_mut(slot) else {
+        return 0;
     };
     // SAFETY: this CPU's slot; no other program runs on this CPU meanwhile.
-    let cached = unsafe { &mut *cached };
-    if cached.addr == lookup && cached.generation == generation {
-        w.hits += 1;
-        return (cached.found != 0).then_some(cached.row);
+    let c = unsafe { &mut *c };
+    let used = w.cached != 0;
+    if used && c.addr == lookup && c.generation == generation {
+        w.row = c.row;
+        return c.found;
     }
-    w.misses += 1;
-    let row = search(maps);
-    *cached = CachedRow {
-        addr: lookup,
-        generation,
-        found: u32::from(row.is_some()),
-        row: row.unwrap_or_default(),
-    };
-    row
+    // The one search (each call of it would be verified on its own).
+    bump(counter::UNWIND_ROW_MISSES);
+    let row = find_mapping(maps, lookup)
+        .and_then(|(first, len, bias)| find_row(first, len, lookup.wrapping_sub(bias)));
+    let found = u32::from(row.is_some());
+    if let Some(r) = row {
+        w.row = r;
+    }
+    if used {
+        c.addr = lookup;
+        c.generation = generation;
+        c.found = found;
+        c.row = w.row;
+    }
+    found
 }
 
-/// The walk so far, shared with [`step`] through `bpf_loop`.
+/// What [`step`] is given through `bpf_loop`: the walk so far, the process's mappings and
+/// this CPU's scratch stack, looked up once per walk (the verifier keeps their types on the
+/// stack).
 #[repr(C)]
-struct Walk {
-    /// The process's mappings and this CPU's scratch stack, looked up once per walk (the
-    /// verifier keeps their types through the context).
+struct WalkCtx {
+    walk: *mut Walk,
     maps: *const UnwindMaps,
     stack: *mut DwarfStack,
+}
+
+/// The walk so far, per CPU. In a map, not on the BPF stack: the verifier takes map memory as
+/// any number, so it checks [`step`] once instead of once for each value a counter takes.
+#[repr(C)]
+struct Walk {
     /// Frames stored in the scratch stack.
     n: u32,
     fp_frames: u32,
     /// The walk ended before the frame limit.
     ended: u32,
-    /// Rows taken from the cache, and searched for; whether the caches (of rows, and the
-    /// window on the stack) are used.
-    hits: u32,
-    misses: u32,
+    /// Whether the caches (of rows, and the window on the stack) are used.
     cached: u32,
-    pad: u32,
+    /// The row [`row_for`] found.
+    row: UnwindRow,
     /// FNV-1a over the frames stored so far.
     hash: u64,
     pc: u64,
@@ -385,19 +370,23 @@ struct Walk {
     bp: u64,
 }
 
+#[map(name = "UNWIND_WALK")]
+static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
 /// One frame of the walk: `bpf_loop`'s callback (verified once, not once per frame). Returns
 /// 1 to stop.
 #[inline(never)]
 extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `Walk` that `dwarf_stack_id` passed to bpf_loop.
-    let w = unsafe { &mut *ctx.cast::<Walk>() };
+    // SAFETY: `ctx` is the `WalkCtx` that `walk_and_store` passed to bpf_loop, its pointers
+    // checked non-null there: this CPU's walk and scratch stack, the process's mappings.
+    let (w, maps, stack) = unsafe {
+        let c = &*ctx.cast::<WalkCtx>();
+        (&mut *c.walk, &*c.maps, &mut *c.stack)
+    };
     let stop = |w: &mut Walk| {
         w.ended = 1;
         1
     };
-    // SAFETY: both were checked non-null by `dwarf_stack_id`: the process's mappings (only
-    // read) and this CPU's scratch slot.
-    let (maps, stack) = unsafe { (&*w.maps, &mut *w.stack) };
     // The frame this step stores: `index + 1` (frame 0 is the pc the walk starts at), which
     // is `w.n` as each step stores one frame or ends the loop. Taken from the index, which the
     // verifier knows only by its bounds, not from `w.n`, which it would track as a constant
@@ -409,7 +398,11 @@ extern "C" fn step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let (pc, sp, bp) = (w.pc, w.sp, w.bp);
     // A return address is the instruction after a call: its rule is the call's.
     let lookup = if i == 1 { pc } else { pc.wrapping_sub(1) };
-    let row = row_for(w, maps, lookup);
+    let row = if row_for(w, maps, lookup) != 0 {
+        Some(w.row)
+    } else {
+        None
+    };
     let (cfa, rule) = match row {
         Some(r) if r.cfa == unwind::CFA_RSP => (sp.wrapping_add(i64::from(r.cfa_offset) as u64), r),
         Some(r) if r.cfa == unwind::CFA_RBP => (bp.wrapping_add(i64::from(r.cfa_offset) as u64), r),
@@ -558,35 +551,42 @@ fn walk_and_store(
     // Frame 0 is where the walk starts (inside the allocator), as in the kernel's walks.
     stack.frames[0] = pc;
     clear_window();
-    let mut walk = Walk {
-        maps,
-        stack: stack_ptr,
+    let walk_ptr = WALK.get_ptr_mut(0)?;
+    // SAFETY: this CPU's walk.
+    let walk = unsafe { &mut *walk_ptr };
+    *walk = Walk {
         n: 1,
         fp_frames: 0,
         ended: 0,
-        hits: 0,
-        misses: 0,
         cached: u32::from(!config_flag(config_flags::NO_UNWIND_CACHES)),
-        pad: 0,
+        row: UnwindRow::default(),
         hash: fnv(FNV_OFFSET, pc),
         pc,
         sp,
         bp,
     };
-    // SAFETY: `step` is a callback of bpf_loop's type; `walk` outlives the call.
+    let mut ctx = WalkCtx {
+        walk: walk_ptr,
+        maps,
+        stack: stack_ptr,
+    };
+    // SAFETY: `step` is a callback of bpf_loop's type; `ctx` outlives the call.
     unsafe {
         bpf_loop(
             (MAX_DWARF_FRAMES - 1) as u32,
             step as *mut core::ffi::c_void,
-            (&raw mut walk).cast(),
+            (&raw mut ctx).cast(),
             0,
         )
     };
     let n = (walk.n as usize).min(MAX_DWARF_FRAMES);
     bump(counter::UNWIND_WALKS);
     add(counter::UNWIND_FRAMES, n as u64 - 1);
-    add(counter::UNWIND_ROW_HITS, u64::from(walk.hits));
-    add(counter::UNWIND_ROW_MISSES, u64::from(walk.misses));
+    // Each step looked up one row: the frames found, and the one that ended the walk.
+    add(
+        counter::UNWIND_ROW_LOOKUPS,
+        n as u64 - 1 + u64::from(walk.ended),
+    );
     let fp_frames = walk.fp_frames;
     let truncated = walk.ended == 0;
     if truncated {

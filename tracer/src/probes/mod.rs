@@ -11,7 +11,7 @@ pub mod stacks;
 pub mod tracefs;
 pub mod uprobes;
 
-use std::os::fd::BorrowedFd;
+use std::{collections::HashMap, os::fd::BorrowedFd};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -446,6 +446,7 @@ impl Probes {
         } else {
             None
         };
+        load_in_parallel(&mut ebpf, &attachments)?;
         for a in attachments {
             attach(&mut ebpf, &a)?;
         }
@@ -516,6 +517,54 @@ impl Probes {
 }
 
 /// Loads and attaches one tracepoint program, perf or raw.
+/// Loads the programs of `attachments` (the kernel verifies each, about 100 ms for those that
+/// walk stacks) on as many threads as there are cores.
+fn load_in_parallel(ebpf: &mut Ebpf, attachments: &[Attachment]) -> Result<(), ProbeError> {
+    let started = std::time::Instant::now();
+    let wanted: HashMap<&str, bool> = attachments
+        .iter()
+        .map(|a| (a.program.as_str(), a.category.is_some()))
+        .collect();
+    let queue = std::sync::Mutex::new(
+        ebpf.programs_mut()
+            .filter_map(|(name, program)| Some((name, *wanted.get(name)?, program)))
+            .collect::<Vec<_>>(),
+    );
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let load = || -> Result<(), ProbeError> {
+        loop {
+            let Some((name, perf, program)) = queue.lock().map_or(None, |mut q| q.pop()) else {
+                return Ok(());
+            };
+            let program_error = |source| ProbeError::ProgramLoad {
+                program: name.to_string(),
+                source: Box::new(source),
+            };
+            if perf {
+                let program: &mut TracePoint = program.try_into().map_err(program_error)?;
+                program.load().map_err(program_error)?;
+            } else {
+                let program: &mut RawTracePoint = program.try_into().map_err(program_error)?;
+                program.load().map_err(program_error)?;
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads).map(|_| s.spawn(load)).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(Ok(())))
+            .collect::<Result<Vec<()>, ProbeError>>()
+    })?;
+    log::debug!(
+        "{} programs loaded on {threads} threads in {:?}",
+        wanted.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Attaches the program of `a`, loaded by [`load_in_parallel`].
 fn attach(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> {
     let program_error = |source| ProbeError::ProgramLoad {
         program: a.program.clone(),
@@ -534,20 +583,14 @@ fn attach(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> {
     match a.category {
         Some(category) => {
             let program: &mut TracePoint = program.try_into().map_err(program_error)?;
-            program.load().map_err(program_error)?;
             program.attach(category, &a.name).map_err(attach_error)?;
         }
         None => {
             let program: &mut RawTracePoint = program.try_into().map_err(program_error)?;
-            program.load().map_err(program_error)?;
             program.attach(&a.name).map_err(attach_error)?;
         }
     }
-    log::debug!(
-        "{}: loaded and attached in {:?}",
-        a.program,
-        started.elapsed()
-    );
+    log::debug!("{}: attached in {:?}", a.program, started.elapsed());
     Ok(())
 }
 

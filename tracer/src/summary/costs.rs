@@ -60,7 +60,11 @@ pub fn of(finish: &Finish) -> Option<Costs> {
         k(counter::UNWIND_FRAMES),
         k(counter::UNWIND_NS),
     );
-    let (hits, misses) = (k(counter::UNWIND_ROW_HITS), k(counter::UNWIND_ROW_MISSES));
+    let (lookups, misses) = (
+        k(counter::UNWIND_ROW_LOOKUPS),
+        k(counter::UNWIND_ROW_MISSES),
+    );
+    let hits = lookups.saturating_sub(misses);
     Some(Costs {
         probes_ms: probes.iter().map(|p| p.total_ms).sum(),
         probes,
@@ -70,7 +74,7 @@ pub fn of(finish: &Finish) -> Option<Costs> {
             ms: ns as f64 / 1e6,
             ns_per_frame: ns as f64 / frames.max(1) as f64,
             ns_per_walk: ns as f64 / walks as f64,
-            row_cache_hits: hits as f64 / (hits + misses).max(1) as f64,
+            row_cache_hits: hits as f64 / lookups.max(1) as f64,
         }),
         tracer_cpu_ms: cpu,
     })
@@ -86,7 +90,7 @@ mod tests {
         counters[counter::UNWIND_WALKS as usize] = 10;
         counters[counter::UNWIND_FRAMES as usize] = 200;
         counters[counter::UNWIND_NS as usize] = 8_000;
-        counters[counter::UNWIND_ROW_HITS as usize] = 150;
+        counters[counter::UNWIND_ROW_LOOKUPS as usize] = 200;
         counters[counter::UNWIND_ROW_MISSES as usize] = 50;
         Finish {
             counters,
