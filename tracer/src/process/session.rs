@@ -631,6 +631,7 @@ impl Session {
                 .for_each(&mut want);
         }
         if !missing.is_empty() {
+            let started = std::time::Instant::now();
             let mut symbolizer = BlazeSymbolizer::new(&self.space, substitutes);
             let table = Arc::make_mut(table);
             // In pieces, so that a long symbolization can say how far it is.
@@ -639,6 +640,12 @@ impl Session {
                 table.extend(piece.iter().copied().zip(symbolizer.symbolize(piece)));
             }
             progress(missing.len(), missing.len());
+            log::debug!(
+                "pid {}: {} addresses symbolized in {:?}",
+                self.pid,
+                missing.len(),
+                started.elapsed()
+            );
         }
         sites.len()
     }

@@ -49,11 +49,13 @@ impl Loop<'_> {
             signal,
         };
         let probes = &*self.probes;
+        let phase = Instant::now();
         let finish =
             self.reader
                 .snapshot(&mut self.views.snapshotter, probes, ending.clone(), None);
         self.views.snapshotter.progress = None;
         bar.finish_and_clear();
+        log::debug!("snapshot (symbols included) in {:?}", phase.elapsed());
         let spinner = indicatif::ProgressBar::new_spinner().with_message("writing reports");
         spinner.enable_steady_tick(Duration::from_millis(120));
         if self.views.live.is_some() || self.views.server.is_some() {
@@ -77,13 +79,17 @@ impl Loop<'_> {
             eprintln!("tracer: error: {:#}", anyhow::Error::from(e));
             failed += 1;
         }
+        let phase = Instant::now();
         let summary = self.reader.processes.summarize(&finish);
         spinner.finish_and_clear();
+        log::debug!("summary in {:?}", phase.elapsed());
         // The server stops before the reports are written: its clients' descriptors are
         // closed (the reports need some), and nothing of ours outlives us in the helper that
         // detaches the probes.
         drop(self.views.server.take());
+        let phase = Instant::now();
         failed += output::write_all(&summary, self.outputs);
+        log::debug!("reports written in {:?}", phase.elapsed());
         let gate_failed = check_gates(&summary, &self.cfg.fail_if);
         let status = match (exit_code, signal) {
             (Some(code), _) => code,
