@@ -27,7 +27,9 @@ use crate::{
     ring::reserve,
 };
 
-/// The outermost allocator call in flight, by thread id. LRU, so a missed return cannot leak.
+/// The outermost allocator call in flight, by thread id (none when `depth` is 0). Each
+/// thread's entry is written in place, call after call: an insert and a delete per call cost
+/// an LRU map about 150 ns. LRU, so the entries of threads gone are reused.
 #[map(name = "ALLOC_STATE")]
 pub static ALLOC_STATE: LruHashMap<u32, AllocState> =
     LruHashMap::with_max_entries(MAX_ALLOC_THREADS, 0);
@@ -75,9 +77,10 @@ fn draw_interval(mean: u32) -> u64 {
 /// block of `bytes` is sampled with probability 1 - exp(-bytes / mean).
 #[inline(always)]
 fn take_sample(tid: u32, bytes: u64, mean: u32) -> bool {
-    // SAFETY: value copied out at once.
-    let left = match unsafe { SAMPLE_LEFT.get(tid) } {
-        Some(left) => *left,
+    let slot = SAMPLE_LEFT.get_ptr_mut(tid);
+    let left = match slot {
+        // SAFETY: pointer from a successful lookup, read at once.
+        Some(left) => unsafe { *left },
         None => draw_interval(mean),
     };
     let (sampled, left) = if bytes < left {
@@ -85,7 +88,14 @@ fn take_sample(tid: u32, bytes: u64, mean: u32) -> bool {
     } else {
         (true, draw_interval(mean))
     };
-    let _ = SAMPLE_LEFT.insert(tid, left, 0);
+    match slot {
+        // Written in place: an update of an LRU map's entry allocates a new one.
+        // SAFETY: as above; only this thread touches its entry.
+        Some(entry) => unsafe { *entry = left },
+        None => {
+            let _ = SAMPLE_LEFT.insert(tid, left, 0);
+        }
+    }
     sampled
 }
 
@@ -215,7 +225,8 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
     };
     let sp = stack_pointer(ctx);
     let caller = return_address(sp);
-    if let Some(state) = ALLOC_STATE.get_ptr_mut(tid) {
+    let slot = ALLOC_STATE.get_ptr_mut(tid);
+    if let Some(state) = slot {
         // SAFETY: pointer from a successful lookup; only this thread touches its entry.
         let state = unsafe { &mut *state };
         if nested_in(state, sp, caller) {
@@ -309,9 +320,16 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
         // SAFETY: helper without preconditions.
         enter_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if ALLOC_STATE.insert(tid, state, 0).is_err() {
-        bump(counter::ALLOC_STATE_STORE_FAILED);
-        return false;
+    match slot {
+        // SAFETY: as above; the entry may have been evicted and reused since the lookup only
+        // for another thread of a full map, which is then counted as lost either way.
+        Some(entry) => unsafe { *entry = state },
+        None => {
+            if ALLOC_STATE.insert(tid, state, 0).is_err() {
+                bump(counter::ALLOC_STATE_STORE_FAILED);
+                return false;
+            }
+        }
     }
     true
 }
@@ -319,21 +337,25 @@ fn on_alloc_enter(ctx: &ProbeContext, session: bool) -> bool {
 /// Handles the return, with value `ret`, of the outermost call in flight on thread `tid`.
 #[inline(always)]
 fn on_alloc_exit(tgid: u32, tid: u32, ret: u64) {
-    let Some(state) = ALLOC_STATE.get_ptr_mut(tid) else {
+    let in_flight = ALLOC_STATE
+        .get_ptr_mut(tid)
+        // SAFETY: pointer from a successful lookup; only this thread touches its entry.
+        .map(|state| unsafe { &mut *state })
+        .filter(|state| state.depth > 0);
+    let Some(state) = in_flight else {
         // Sampling: the return of an unsampled call (probed when sessions are not available).
         if sample_bytes() == 0 {
             bump(counter::ALLOC_UNPAIRED_EXIT);
         }
         return;
     };
-    // SAFETY: pointer from a successful lookup; only this thread touches its entry.
-    let state = unsafe { &mut *state };
     if state.depth > 1 {
         state.depth -= 1;
         return;
     }
+    // The call is over; the entry stays for the thread's next one.
+    state.depth = 0;
     let state = *state;
-    let _ = ALLOC_STATE.remove(tid);
     let ptr = if state.func == AllocFn::PosixMemalign as u32 {
         if ret == 0 {
             // SAFETY: reading user memory through the helper, which handles faults.
@@ -380,14 +402,18 @@ fn on_free_enter(ctx: &ProbeContext) {
     if sampling && (ptr == 0 || SAMPLED.remove(ptr).is_err()) {
         return;
     }
-    let sp = stack_pointer(ctx);
-    let caller = return_address(sp);
     if let Some(state) = ALLOC_STATE.get_ptr(tid) {
         // SAFETY: pointer from a successful lookup.
-        if nested_in(unsafe { &*state }, sp, caller) {
-            // realloc(p, 0) frees through free(): part of the realloc.
-            bump(counter::ALLOC_NESTED);
-            return;
+        let state = unsafe { &*state };
+        // The return address only when a call is in flight (a user read costs about 100 ns,
+        // and a free's caller is not reported).
+        if state.depth > 0 {
+            let sp = stack_pointer(ctx);
+            if nested_in(state, sp, return_address(sp)) {
+                // realloc(p, 0) frees through free(): part of the realloc.
+                bump(counter::ALLOC_NESTED);
+                return;
+            }
         }
     }
     // SAFETY: value copied out at once.
@@ -414,7 +440,7 @@ fn on_free_enter(ctx: &ProbeContext) {
         size: 0,
         ptr,
         old_ptr: 0,
-        caller,
+        caller: 0,
     });
 }
 

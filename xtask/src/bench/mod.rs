@@ -191,7 +191,8 @@ pub fn run(n: u64, real_only: bool) -> Result<()> {
             rows: Vec::new(),
             notes: Vec::new(),
         };
-        return real::rows(&tracer, peers.heaptrack, &mut t);
+        real::rows(&tracer, peers.heaptrack, &mut t)?;
+        return real::breakdown_rows(&tracer, &mut t);
     }
     let bench = build_workload("bench")?;
     let random_live = build_workload("random_live")?;
@@ -474,6 +475,7 @@ pub fn run(n: u64, real_only: bool) -> Result<()> {
     leak_check_rows(&tracer, &mut t)?;
     if peers.heaptrack {
         real::rows(&tracer, true, &mut t)?;
+        real::breakdown_rows(&tracer, &mut t)?;
     } else {
         t.note("heaptrack is not installed: the rows of real programs are missing");
     }

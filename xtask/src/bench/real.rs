@@ -182,3 +182,98 @@ fn report(t: &mut Table, p: &Program, configs: &[Config], times: &[Vec<f64>]) {
         );
     }
 }
+
+/// Where tracer (full)'s added time goes on each program, from one run with `--costs -v`:
+/// the probe programs' own run time (the kernel's bpf_stats), the stack walks within it and
+/// their cost a frame, the rest of the traced phase over the untraced run (the uprobe traps:
+/// the kernel's entry, exit and return trampoline, which no probe program can make cheaper),
+/// tracer's start and finish, and its own CPU time.
+pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
+    let json = std::env::temp_dir().join("tracer-bench-costs.json");
+    for p in programs()? {
+        let untraced = Config {
+            name: "untraced",
+            prefix: vec![],
+        };
+        let mut base: Vec<f64> = (0..3)
+            .map(|_| run_once(&untraced, &p))
+            .collect::<Result<_>>()?;
+        let base = median(&mut base) * 1e3;
+        let mut c = Command::new(tracer);
+        c.args(["-v", "-q", "--costs", "--json"])
+            .arg(&json)
+            .arg("--")
+            .args(&p.argv)
+            .envs(p.env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let out = c.output().with_context(|| format!("running {c:?}"))?;
+        if !out.status.success() {
+            bail!("{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let log = String::from_utf8_lossy(&out.stderr);
+        let phase = |what: &str| -> Result<f64> {
+            log.lines()
+                .find_map(|l| l.strip_prefix(&format!("tracer: info: {what}")))
+                .and_then(|rest| rest.rsplit(" in ").next())
+                .and_then(duration_ms)
+                .with_context(|| format!("no `{what}` phase in tracer -v's output:\n{log}"))
+        };
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+        let costs = &v["costs"];
+        let f = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
+        let probes = f(&costs["probes_ms"]);
+        let traced = phase("traced")?;
+        let name = p.name.split(" (").next().unwrap_or(p.name);
+        let mut row = |what: &str, value: f64, unit: &'static str| {
+            t.add(format!("{name}, tracer (full): {what}"), value, unit, None);
+        };
+        row("untraced run, for comparison", base, "ms");
+        row(
+            "start (probes loaded, unwind tables in)",
+            phase("started")?,
+            "ms",
+        );
+        row("traced phase", traced, "ms");
+        row("  the probe programs (bpf_stats)", probes, "ms");
+        row(
+            "    of which the stack walks",
+            f(&costs["unwinder"]["ms"]),
+            "ms",
+        );
+        row(
+            "    the stack walks a frame",
+            f(&costs["unwinder"]["ns_per_frame"]),
+            "ns",
+        );
+        row(
+            "  the rest over the untraced run: the uprobe traps",
+            traced - base - probes,
+            "ms",
+        );
+        row(
+            "finish (symbols, summary, reports)",
+            phase("finished")?,
+            "ms",
+        );
+        row(
+            "tracer's own CPU time, start to end of tracing",
+            f(&costs["tracer_cpu_ms"]),
+            "ms",
+        );
+    }
+    Ok(())
+}
+
+/// Milliseconds in one of tracer's durations ("281.8 ms", "2.4 s", "830 µs").
+fn duration_ms(text: &str) -> Option<f64> {
+    let (number, unit) = text.trim().split_once(' ')?;
+    let n: f64 = number.parse().ok()?;
+    match unit {
+        "s" => Some(n * 1e3),
+        "ms" => Some(n),
+        "µs" | "us" => Some(n / 1e3),
+        "ns" => Some(n / 1e6),
+        _ => None,
+    }
+}
