@@ -365,3 +365,52 @@ fn no_two_sites_read_alike() {
     assert!(text.contains("<- f19 <- left"), "{text}");
     assert!(text.contains("<- f19 <- right"), "{text}");
 }
+
+/// `--costs`: the probes' total and tracer's CPU, the walks' cost a frame, a line a program,
+/// costliest first; nothing without `--costs`.
+#[test]
+fn costs_are_said_last() {
+    use crate::summary::costs::{Costs, ProbeLine, Unwinder};
+    let mut s = sample_summary();
+    assert!(!rendered(&s).contains("costs:"));
+    s.costs = Some(Costs {
+        probes: vec![
+            ProbeLine {
+                program: "alloc_session".into(),
+                runs: 4,
+                ns_per_run: 750_000.0,
+                total_ms: 3.0,
+            },
+            ProbeLine {
+                program: "free_enter".into(),
+                runs: 2,
+                ns_per_run: 500_000.0,
+                total_ms: 1.0,
+            },
+        ],
+        probes_ms: 4.0,
+        unwinder: Some(Unwinder {
+            walks: 10,
+            frames: 200,
+            ms: 0.008,
+            ns_per_frame: 40.0,
+            ns_per_walk: 800.0,
+            row_cache_hits: 0.75,
+        }),
+        tracer_cpu_ms: 12.5,
+    });
+    let text = joined(&rendered(&s));
+    let at = text.find("costs: the probes ran 6 times for 4.0 ms in all; tracer's own CPU 12.5 ms");
+    assert!(at.is_some(), "{text}");
+    let rest = &text[at.unwrap()..];
+    assert!(
+        rest.contains(
+            "stack walks: 10 of 20.0 frames on average, 40.0 ns a frame (800 ns a walk, 75% of \
+             frames' rows from the cache)"
+        ),
+        "{rest}"
+    );
+    let session = rest.find("alloc_session").unwrap();
+    let free = rest.find("free_enter").unwrap();
+    assert!(session < free, "{rest}");
+}

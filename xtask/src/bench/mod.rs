@@ -599,7 +599,7 @@ fn flood_rows(tracer: &Path, t: &mut Table) -> Result<()> {
     Ok(())
 }
 
-/// `many_sites 16 8 --interval 1`: how long each interval's summary and line take (the next
+/// `many_sites 16 24 --interval 1` (several seconds of events): how long each interval's summary and line take (the next
 /// period starts when one is done, so each interval is 1 s plus the last one's cost), and
 /// tracer's peak RSS.
 fn interval_cost(tracer: &Path, many: &Path) -> Result<(f64, u64)> {
@@ -608,7 +608,7 @@ fn interval_cost(tracer: &Path, many: &Path) -> Result<(f64, u64)> {
         tracer,
         &["--interval", "1", "--max-stacks", "262144", "--jsonl"],
     );
-    c.arg(&jsonl).arg("--").arg(many).args(["16", "8"]);
+    c.arg(&jsonl).arg("--").arg(many).args(["16", "24"]);
     c.stdout(Stdio::null());
     let (exit, peak) = peak_rss(c.spawn()?)?;
     if !exit.success() {

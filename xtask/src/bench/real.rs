@@ -154,6 +154,13 @@ pub fn rows(tracer: &Path, heaptrack: bool, t: &mut Table) -> Result<()> {
         }
         report(t, &p, &configs, &times);
     }
+    t.note(format!(
+        "Real programs: the median of {ROUNDS} rounds, each running every configuration once \
+         in turn; wall times of whole commands, as a user waits for them (tracer's start, \
+         symbolization and reports included, as heaptrack's are). \"added time over \
+         heaptrack's\" is (tracer - untraced) / (heaptrack - untraced), each round's own, then \
+         the median"
+    ));
     Ok(())
 }
 
@@ -246,11 +253,27 @@ pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
             f(&costs["unwinder"]["ns_per_frame"]),
             "ns",
         );
+        let traps = traced - base - probes;
         row(
             "  the rest over the untraced run: the uprobe traps",
-            traced - base - probes,
+            traps,
             "ms",
         );
+        // Each run of an allocator program is one trap (a session's entry and return are two
+        // runs of alloc_session).
+        let hits: f64 = costs["probes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                matches!(
+                    p["program"].as_str(),
+                    Some("alloc_session" | "alloc_enter" | "alloc_exit" | "free_enter")
+                )
+            })
+            .map(|p| f(&p["runs"]))
+            .sum();
+        row("    a trap", traps * 1e6 / hits.max(1.0), "ns");
         row(
             "finish (symbols, summary, reports)",
             phase("finished")?,
@@ -262,6 +285,17 @@ pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
             "ms",
         );
     }
+    t.note(
+        "Where the time goes: one run of each program with `--costs -v`. The probe programs' \
+         time is the kernel's own count (bpf_stats); the stack walks are timed inside them. What \
+         is left of the traced phase over the untraced run is the uprobe traps: the kernel's \
+         breakpoint, its return trampoline and their bookkeeping, a fixed price per allocator \
+         call that no probe program can lower, where heaptrack's LD_PRELOAD costs a function \
+         call. On programs that allocate millions of times (python3 here) the traps alone add \
+         more than heaptrack's whole cost, so tracer's full mode cannot come within 1.2x of \
+         heaptrack's added time there; `--sample` pays them only for the calls it samples \
+         (with sessions, an unsampled call costs its entry trap only)",
+    );
     Ok(())
 }
 
