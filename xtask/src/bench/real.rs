@@ -207,7 +207,7 @@ pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
             .collect::<Result<_>>()?;
         let base = median(&mut base) * 1e3;
         let mut c = Command::new(tracer);
-        c.args(["-v", "-q", "--costs", "--json"])
+        c.args(["-vv", "-q", "--costs", "--json"])
             .arg(&json)
             .arg("--")
             .args(&p.argv)
@@ -226,6 +226,14 @@ pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
                 .and_then(duration_ms)
                 .with_context(|| format!("no `{what}` phase in tracer -v's output:\n{log}"))
         };
+        // `-vv`'s timings of the finish, as Rust prints durations ("48.5ms", "1.2s").
+        let debug = |what: &str| -> f64 {
+            log.lines()
+                .filter_map(|l| l.strip_prefix("tracer: debug: "))
+                .filter(|l| l.contains(what))
+                .filter_map(|l| l.rsplit(" in ").next().and_then(debug_duration_ms))
+                .sum()
+        };
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
         let costs = &v["costs"];
         let f = |x: &serde_json::Value| x.as_f64().unwrap_or(0.0);
@@ -243,15 +251,17 @@ pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
         );
         row("traced phase", traced, "ms");
         row("  the probe programs (bpf_stats)", probes, "ms");
-        row(
-            "    of which the stack walks",
-            f(&costs["unwinder"]["ms"]),
-            "ms",
-        );
+        let walks = f(&costs["unwinder"]["ms"]);
+        row("    of which the stack walks", walks, "ms");
         row(
             "    the stack walks a frame",
             f(&costs["unwinder"]["ns_per_frame"]),
             "ns",
+        );
+        row(
+            "    the rest: each call's state in a map, its event in the ring",
+            probes - walks,
+            "ms",
         );
         let traps = traced - base - probes;
         row(
@@ -280,6 +290,19 @@ pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
             "ms",
         );
         row(
+            "  the allocator probes detached",
+            debug("detached the allocator probes"),
+            "ms",
+        );
+        row("  symbolization", debug("addresses symbolized"), "ms");
+        row(
+            "  the rest of the snapshot (live blocks, resident pages)",
+            debug("snapshot (symbols included)") - debug("addresses symbolized"),
+            "ms",
+        );
+        row("  the summary", debug("summary in"), "ms");
+        row("  the reports written", debug("reports written"), "ms");
+        row(
             "tracer's own CPU time, start to end of tracing",
             f(&costs["tracer_cpu_ms"]),
             "ms",
@@ -299,6 +322,14 @@ pub fn breakdown_rows(tracer: &Path, t: &mut Table) -> Result<()> {
     Ok(())
 }
 
+/// Milliseconds in a duration as Rust's `Debug` prints it ("48.571053ms", "1.2s", "830µs").
+fn debug_duration_ms(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    duration_ms(&format!("{number} {unit}"))
+}
+
 /// Milliseconds in one of tracer's durations ("281.8 ms", "2.4 s", "830 µs").
 fn duration_ms(text: &str) -> Option<f64> {
     let (number, unit) = text.trim().split_once(' ')?;
@@ -309,5 +340,23 @@ fn duration_ms(text: &str) -> Option<f64> {
         "µs" | "us" => Some(n / 1e3),
         "ns" => Some(n / 1e6),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tracers_durations_and_rusts() {
+        assert_eq!(duration_ms("281.8 ms"), Some(281.8));
+        assert_eq!(duration_ms("2.4 s"), Some(2400.0));
+        assert!((duration_ms("830 µs").unwrap() - 0.83).abs() < 1e-12);
+        assert_eq!(duration_ms("2 min 3 s"), None);
+        assert_eq!(debug_duration_ms("48.5ms"), Some(48.5));
+        assert_eq!(debug_duration_ms("1.25s"), Some(1250.0));
+        assert!((debug_duration_ms("830µs").unwrap() - 0.83).abs() < 1e-12);
+        assert!((debug_duration_ms("1.592µs").unwrap() - 0.001_592).abs() < 1e-12);
+        assert_eq!(debug_duration_ms("soon"), None);
     }
 }
