@@ -758,7 +758,11 @@ impl Session {
             },
             processes: Vec::new(),
             text_sites: None,
-            costs: crate::summary::costs::of(finish),
+            costs: crate::summary::costs::of(
+                &finish.counters,
+                &finish.probe_costs,
+                finish.tracer_cpu_ms,
+            ),
         };
         let in_heap = |addr: u64| {
             matches!(

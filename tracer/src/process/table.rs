@@ -271,7 +271,8 @@ impl Processes {
         events.decode_errors = events.decode_errors.saturating_add(self.undecodable);
         events.unknown_process = self.unrouted;
         total.events = events;
-        total.costs = crate::summary::costs::of(finish);
+        total.costs =
+            crate::summary::costs::of(&finish.counters, &finish.probe_costs, finish.tracer_cpu_ms);
         for r in &mut reports {
             r.summary = r.summary.truncated(finish.max_sites);
         }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use tracer_common::counter;
 
-use crate::process::session::Finish;
+use crate::events::ProbeCost;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Costs {
@@ -41,11 +41,15 @@ pub struct Unwinder {
     pub row_cache_hits: f64,
 }
 
-/// The costs `finish` measured; `None` without `--costs`.
-pub fn of(finish: &Finish) -> Option<Costs> {
-    let cpu = finish.tracer_cpu_ms?;
-    let probes: Vec<ProbeLine> = finish
-        .probe_costs
+/// The costs a run measured: the kernel-side counters (see `tracer_common::counter`), each
+/// probe program's cost and tracer's CPU time; `None` without `--costs` (no CPU time).
+pub fn of(
+    counters: &[u64],
+    probe_costs: &[ProbeCost],
+    tracer_cpu_ms: Option<f64>,
+) -> Option<Costs> {
+    let cpu = tracer_cpu_ms?;
+    let probes: Vec<ProbeLine> = probe_costs
         .iter()
         .map(|p| ProbeLine {
             program: p.program.clone(),
@@ -54,7 +58,7 @@ pub fn of(finish: &Finish) -> Option<Costs> {
             total_ms: p.ns as f64 / 1e6,
         })
         .collect();
-    let k = |c: u32| finish.counters.get(c as usize).copied().unwrap_or(0);
+    let k = |c: u32| counters.get(c as usize).copied().unwrap_or(0);
     let (walks, frames, ns) = (
         k(counter::UNWIND_WALKS),
         k(counter::UNWIND_FRAMES),
@@ -83,18 +87,17 @@ pub fn of(finish: &Finish) -> Option<Costs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::ProbeCost;
 
-    fn finish(cpu: Option<f64>) -> Finish {
+    fn measured(cpu: Option<f64>) -> Option<Costs> {
         let mut counters = vec![0; counter::COUNT as usize];
         counters[counter::UNWIND_WALKS as usize] = 10;
         counters[counter::UNWIND_FRAMES as usize] = 200;
         counters[counter::UNWIND_NS as usize] = 8_000;
         counters[counter::UNWIND_ROW_LOOKUPS as usize] = 200;
         counters[counter::UNWIND_ROW_MISSES as usize] = 50;
-        Finish {
-            counters,
-            probe_costs: vec![
+        of(
+            &counters,
+            &[
                 ProbeCost {
                     program: "alloc_session".into(),
                     runs: 4,
@@ -106,14 +109,13 @@ mod tests {
                     ns: 1_000_000,
                 },
             ],
-            tracer_cpu_ms: cpu,
-            ..Finish::default()
-        }
+            cpu,
+        )
     }
 
     #[test]
     fn costs_per_run_and_per_frame() {
-        let c = of(&finish(Some(12.5))).unwrap();
+        let c = measured(Some(12.5)).unwrap();
         assert_eq!(c.probes_ms, 4.0);
         assert_eq!(c.probes[0].ns_per_run, 750_000.0);
         assert_eq!(c.probes[1].total_ms, 1.0);
@@ -126,6 +128,6 @@ mod tests {
 
     #[test]
     fn no_costs_unless_measured() {
-        assert!(of(&finish(None)).is_none());
+        assert!(measured(None).is_none());
     }
 }

@@ -7,7 +7,9 @@
 //! summary, interval and page holding it shares. Sites are merged into one listed site when
 //! every frame is the same code location (see [`merge`](super::merge)).
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use tracer_common::{DWARF_STACK_ID_BASE, MAX_DWARF_FRAMES};
 
@@ -162,6 +164,7 @@ mod tests {
         summary::user::{self, BuildOptions},
         symbolize::TableSymbolizer,
     };
+    use std::collections::HashMap;
 
     const LIB: &str = "/usr/lib/x86_64-linux-gnu/libsqlite3.so.0";
 
