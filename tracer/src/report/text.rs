@@ -102,7 +102,7 @@ fn render_costs(s: &Summary, out: &mut impl Write) -> io::Result<()> {
     let Some(c) = &s.costs else {
         return Ok(());
     };
-    let runs: u64 = c.probes.iter().map(|p| p.runs).sum();
+    let runs = c.probes.iter().fold(0u64, |a, p| a.saturating_add(p.runs));
     writeln!(
         out,
         "\ncosts: the probes ran {runs} times for {} in all; tracer's own CPU {}",
