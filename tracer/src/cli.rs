@@ -136,7 +136,26 @@ pub struct Cli {
     #[arg(short = 'f', long)]
     pub follow: bool,
 
-    /// With --pid: stop tracing after SECONDS (fractions allowed, at most a year).
+    /// Trace every process in the cgroup at PATH and in its child cgroups: those in it now,
+    /// those they create, and those moved in later (found within a second). The run lasts
+    /// until --duration ends, Ctrl-C, or the cgroup is removed. PATH is the cgroup's
+    /// directory in either hierarchy: /sys/fs/cgroup/memory/NAME (a v1 memory cgroup) or
+    /// /sys/fs/cgroup/unified/NAME (v2; /sys/fs/cgroup/NAME where v2 is the only one). The
+    /// reports give each process (as --follow does), their totals, and the kernel's own
+    /// numbers for the cgroup: usage and limit, memory.stat, memory.events and pressure.
+    /// Example: sudo tracer --cgroup /sys/fs/cgroup/memory/app --duration 60
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["command", "pid"])]
+    pub cgroup: Option<PathBuf>,
+
+    /// When the kernel's OOM killer chooses a traced process, write its report into DIR at
+    /// once, as oom-TIME-PID-COMM.json and .txt: its timeline, largest and growing sites and
+    /// leak suspects, its oom_score_adj and memory then and, with --cgroup, the cgroup's
+    /// limit, events, pressure and other processes. Tracing goes on. Default: the directory
+    /// of the first -o file, else the current one. Example: --on-oom /var/tmp/oom
+    #[arg(long, value_name = "DIR")]
+    pub on_oom: Option<PathBuf>,
+
+    /// With --pid or --cgroup: stop tracing after SECONDS (fractions allowed, at most a year).
     /// Example: --duration 2.5
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: Option<Duration>,
@@ -394,6 +413,16 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
+    /// Where OOM reports go without `--on-oom`: beside the first report file, else here.
+    fn oom_dir(&self) -> PathBuf {
+        self.files
+            .iter()
+            .map(|(_, path)| path.parent().unwrap_or(std::path::Path::new("")))
+            .find(|dir| !dir.as_os_str().is_empty() && *dir != std::path::Path::new("/dev"))
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf()
+    }
+
     fn outputs(self) -> Outputs {
         Outputs {
             text: !self.quiet,
@@ -555,20 +584,24 @@ impl Cli {
     pub fn into_config(self) -> Result<RunConfig, clap::Error> {
         use clap::{CommandFactory, error::ErrorKind};
         self.check_tid()?;
-        let target = match (self.pid, self.command.is_empty()) {
-            (Some(pid), true) => TargetSpec::Pid(pid),
-            (None, false) => TargetSpec::Command(self.command),
+        let target = match (self.pid, self.cgroup, self.command.is_empty()) {
+            (Some(pid), None, true) => TargetSpec::Pid(pid),
+            (None, Some(path), true) => TargetSpec::Cgroup(path),
+            (None, None, false) => TargetSpec::Command(self.command),
             _ => {
                 return Err(Cli::command().error(
                     ErrorKind::MissingRequiredArgument,
-                    "nothing to trace: give --pid PID or -- COMMAND [ARGS...]",
+                    "nothing to trace: give --pid PID, --cgroup PATH or -- COMMAND [ARGS...]",
                 ));
             }
         };
-        if self.duration.is_some() && self.pid.is_none() {
+        let cgroup = matches!(target, TargetSpec::Cgroup(_));
+        let on_oom = self.on_oom.clone().unwrap_or_else(|| self.output.oom_dir());
+        if self.duration.is_some() && matches!(target, TargetSpec::Command(_)) {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "--duration applies to --pid runs; a launched command is traced until it exits",
+                "--duration applies to --pid and --cgroup runs; a launched command is traced \
+                 until it exits",
             ));
         }
         if self.listen_any && self.listen_token.is_none() {
@@ -627,7 +660,9 @@ impl Cli {
             top: false,
             fail_if: self.fail_if,
             tid: self.tid,
-            follow: self.follow,
+            // A cgroup's processes are followed: what they create stays in it.
+            follow: self.follow || cgroup,
+            on_oom,
             costs: self.costs,
             unwind_row_cache: !self.no_unwind_cache,
         })

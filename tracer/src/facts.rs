@@ -63,3 +63,77 @@ pub struct KernelPath {
     pub pages: u64,
     pub slab_objects: u64,
 }
+
+/// `--cgroup`: the followed cgroup as the kernel counts it, read from its files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupFacts {
+    /// The cgroup's directory, as given (resolved).
+    pub path: String,
+    /// 1 (a v1 hierarchy, such as `/sys/fs/cgroup/memory`) or 2 (the unified hierarchy).
+    pub version: u8,
+    /// Its memory numbers when the summary was made.
+    pub memory: CgroupMemory,
+    /// Its processes when the summary was made (its child cgroups' included).
+    pub processes: Vec<u32>,
+    /// Its memory use while tracing: (ms after tracing began, bytes), about once a second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<(f64, u64)>,
+}
+
+/// A cgroup's memory numbers; `None` where the kernel does not keep one (the memory controller
+/// is not enabled in that hierarchy, or the version has no such file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupMemory {
+    /// `memory.current` (v2), `memory.usage_in_bytes` (v1).
+    pub usage_bytes: Option<u64>,
+    /// `memory.max` (v2), `memory.limit_in_bytes` (v1); `None` when unlimited.
+    pub limit_bytes: Option<u64>,
+    /// `memory.high` (v2): where the kernel starts to throttle; `None` when unlimited.
+    pub high_bytes: Option<u64>,
+    /// From `memory.stat`: anonymous memory (v1: `total_rss`).
+    pub anon_bytes: Option<u64>,
+    /// From `memory.stat`: the page cache (v1: `total_cache`).
+    pub file_bytes: Option<u64>,
+    /// Kernel memory charged to it (v1: `memory.kmem.usage_in_bytes`).
+    pub kernel_bytes: Option<u64>,
+    /// Of that, slab (v2 only).
+    pub slab_bytes: Option<u64>,
+    /// Socket buffers (v1: `memory.kmem.tcp.usage_in_bytes`).
+    pub sock_bytes: Option<u64>,
+    /// `memory.events` (v2); v1 counts `max` as `memory.failcnt` and `oom_kill` in
+    /// `memory.oom_control`.
+    pub events: CgroupEvents,
+    /// Memory pressure: the cgroup's own (`memory.pressure`, v2), else the machine's
+    /// (`/proc/pressure/memory`), as `pressure_scope` says.
+    pub pressure: Option<Pressure>,
+    /// `cgroup` or `machine`.
+    #[serde(default)]
+    pub pressure_scope: String,
+}
+
+/// The memory events a cgroup counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupEvents {
+    /// Times usage went over `memory.high` (v2).
+    pub high: Option<u64>,
+    /// Times usage was about to go over the limit.
+    pub max: Option<u64>,
+    /// Times the limit was hit and reclaim failed (v2).
+    pub oom: Option<u64>,
+    /// Processes the OOM killer killed in it.
+    pub oom_kill: Option<u64>,
+}
+
+/// A pressure stall line pair (`some`, `full`): the share of time tasks waited for memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// Percent of the last 10 s, 60 s, in which some task waited.
+    pub some_avg10: f64,
+    pub some_avg60: f64,
+    /// Microseconds some task waited, in all.
+    pub some_total_us: u64,
+    /// The same for all tasks at once.
+    pub full_avg10: f64,
+    pub full_avg60: f64,
+    pub full_total_us: u64,
+}

@@ -81,6 +81,13 @@ pub fn replay_from<R: Read>(
                     session.on_exec(&image);
                 }
             }
+            Some(Item::Joined(joined)) => {
+                joined.start.validate().map_err(|what| RecordError::Corrupt {
+                    offset,
+                    what: format!("a join record: {what}"),
+                })?;
+                processes.adopt(&joined);
+            }
             Some(Item::Finish(finish)) => {
                 progress(reader.offset(), total);
                 return Ok(processes.summarize(&finish));

@@ -628,3 +628,28 @@ fn raise_memlock_limit() {
 
 #[cfg(test)]
 mod names_tests;
+
+/// Adds running process `pid` (created by `parent`) to the traced set: from now on the
+/// programs take its events. `Ok(false)` when it is in the set already (the kernel added it at
+/// its fork).
+pub fn follow_process(ebpf: &mut Ebpf, pid: u32, parent: u32) -> Result<bool, ProbeError> {
+    /// `BPF_NOEXIST`: insert only if the key is not there.
+    const NOEXIST: u64 = 1;
+    let map_error = |source| ProbeError::Map {
+        name: FOLLOWED_MAP,
+        source: Box::new(source),
+    };
+    let map = ebpf.map_mut(FOLLOWED_MAP).ok_or_else(|| {
+        map_error(MapError::InvalidName {
+            name: FOLLOWED_MAP.into(),
+        })
+    })?;
+    let mut followed = aya::maps::HashMap::<_, u32, u32>::try_from(map).map_err(map_error)?;
+    match followed.insert(pid, parent, NOEXIST) {
+        Ok(()) => Ok(true),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+            Ok(false)
+        }
+        Err(e) => Err(map_error(e)),
+    }
+}

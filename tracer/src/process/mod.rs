@@ -3,6 +3,7 @@
 //! signals a run answers ([`signals`]), the model of each process a run follows ([`session`],
 //! all of them in a [`table`]), and the [`keeper`] that lets held processes go if tracer dies.
 
+pub mod cgroup;
 pub mod keeper;
 pub mod launch;
 pub mod session;

@@ -157,6 +157,9 @@ pub struct Finish {
     /// `--costs`: each probe program's runs and run time (bpf_stats), costliest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe_costs: Vec<ProbeCost>,
+    /// `--cgroup`: the cgroup as the kernel counted it when the summary was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<crate::facts::CgroupFacts>,
     /// `--costs`: tracer's own CPU time (user and system) from its start to the snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracer_cpu_ms: Option<f64>,
@@ -210,6 +213,18 @@ pub struct ExecImage {
     pub exe: String,
     /// `/proc/PID/maps` of the new image.
     pub maps: String,
+}
+
+/// A running process that began to be traced while the run went on (it was in, or joined, a
+/// followed cgroup): its books start from what it was then.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Joined {
+    /// CLOCK_MONOTONIC when it joined the traced set.
+    pub ts_ns: u64,
+    /// Its parent then (perhaps untraced, outside the cgroup).
+    pub ppid: u32,
+    /// The process as it was: its maps, program break and resident pages.
+    pub start: Start,
 }
 
 /// What a processed event asks of the live run.
@@ -763,6 +778,7 @@ impl Session {
                 &finish.probe_costs,
                 finish.tracer_cpu_ms,
             ),
+            cgroup: None,
         };
         let in_heap = |addr: u64| {
             matches!(

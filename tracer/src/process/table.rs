@@ -71,6 +71,18 @@ impl Processes {
         }
     }
 
+    /// A running process that joins the traced set (see [`crate::process::session::Joined`]):
+    /// a process of its own, whose parent is `joined.ppid` (traced or not).
+    pub fn adopt(&mut self, joined: &crate::process::session::Joined) {
+        self.list.push(Process {
+            session: Session::new(&joined.start),
+            ppid: Some(joined.ppid),
+            forked_ns: joined.ts_ns,
+            exit: None,
+        });
+        self.index.insert(joined.start.pid, self.list.len() - 1);
+    }
+
     /// The process traced from the start.
     pub fn root(&self) -> &Session {
         &self.list[0].session
@@ -233,6 +245,12 @@ impl Processes {
     /// The summary of the run: the first process's alone when it created none, or the totals
     /// of all with each process's own summary in `processes`.
     pub fn summarize(&self, finish: &Finish) -> Summary {
+        let mut summary = self.summarize_processes(finish);
+        summary.cgroup = finish.cgroup.clone();
+        summary
+    }
+
+    fn summarize_processes(&self, finish: &Finish) -> Summary {
         if self.list.len() == 1 {
             return self.list[0].session.summarize(finish);
         }

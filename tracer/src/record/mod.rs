@@ -4,7 +4,8 @@
 //! Layout: the magic `TRACEREC`, a little-endian `u32` format version, a reserved `u32`, then
 //! records of `kind: u8, len: u32, crc32: u32, payload[len]` (little-endian). A `START` record
 //! (JSON [`Start`]) comes first, `EXEC` records (JSON [`ExecImage`]) mark a new program image
-//! in order with the events, `EVENTS` records carry ring-buffer records exactly as the
+//! in order with the events, `JOIN` records (JSON [`Joined`]) a running process that began to
+//! be traced (`--cgroup`), `EVENTS` records carry ring-buffer records exactly as the
 //! kernel wrote them (a batch laid out by columns, see [`columns`], and compressed with zstd:
 //! about 9 bytes an event; deflated up to version 5), and a `FINISH` record (JSON [`Finish`])
 //! with the symbolized stacks ends it. The checksum covers a record's stored bytes, so any damage is found before anything is decoded.
@@ -23,14 +24,15 @@ use thiserror::Error;
 
 use crate::{
     output::Sink,
-    process::session::{ExecImage, Finish, Start},
+    process::session::{ExecImage, Finish, Joined, Start},
 };
 
 pub const MAGIC: &[u8; 8] = b"TRACEREC";
 /// The format version this build writes and reads. Bump on any change to the layout, the
 /// wire types or the JSON records.
-pub const VERSION: u32 = 6;
-/// The oldest version this build reads: version 5 is version 6 with its events batches
+pub const VERSION: u32 = 7;
+/// The oldest version this build reads: version 6 is version 7 without `JOIN` records
+/// (`--cgroup`) and `OOM` events, version 5 is version 6 with its events batches
 /// deflated instead of compressed with zstd (zstd's decoder is about four times as fast on
 /// them, and the file is smaller), version 4 is version 5 without `SLAB_COUNT` events
 /// (slab objects counted in the kernel), version 3 is version 4 without `FORK` and `EXIT`
@@ -48,6 +50,8 @@ pub const EVENTS: u8 = 2;
 pub const FINISH: u8 = 3;
 /// The process ran a new program: JSON [`ExecImage`], after the events before it.
 pub const EXEC: u8 = 4;
+/// A running process began to be traced (it joined a followed cgroup): JSON [`Joined`].
+pub const JOIN: u8 = 5;
 /// The first version whose events batches are zstd frames; older ones are deflated.
 const ZSTD_VERSION: u32 = 6;
 /// zstd's level for events batches: its fastest, as a live recording compresses them on the
@@ -215,6 +219,13 @@ impl Recorder {
         self.json(EXEC, image)
     }
 
+    /// A running process began to be traced: what the replay starts its books from, in order
+    /// with the events (the batch so far goes first).
+    pub fn joined(&mut self, joined: &Joined) -> Result<(), RecordError> {
+        self.flush_batch()?;
+        self.json(JOIN, joined)
+    }
+
     /// Events taken so far.
     pub fn events(&self) -> u64 {
         self.events
@@ -368,6 +379,7 @@ pub enum Item<'a> {
     Start(Box<Start>),
     Event(&'a [u8]),
     Exec(Box<ExecImage>),
+    Joined(Box<Joined>),
     Finish(Box<Finish>),
 }
 
@@ -523,6 +535,10 @@ impl<R: Read> Reader<R> {
             Item::Exec(Box::new(
                 serde_json::from_slice(&self.buf).map_err(json_err)?,
             ))
+        } else if kind == JOIN {
+            Item::Joined(Box::new(
+                serde_json::from_slice(&self.buf).map_err(json_err)?,
+            ))
         } else {
             Item::Finish(Box::new(
                 serde_json::from_slice(&self.buf).map_err(json_err)?,
@@ -551,7 +567,7 @@ impl<R: Read> Reader<R> {
         let kind = head[0];
         let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
-        if !(START..=EXEC).contains(&kind) {
+        if !(START..=JOIN).contains(&kind) {
             return Err(RecordError::Corrupt {
                 offset: at,
                 what: format!("unknown record kind {kind}"),

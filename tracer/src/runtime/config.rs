@@ -12,6 +12,8 @@ use crate::{
 pub enum TargetSpec {
     Pid(i32),
     Command(Vec<OsString>),
+    /// `--cgroup`: every process in this cgroup, its child cgroups included.
+    Cgroup(PathBuf),
 }
 
 /// A validated run configuration.
@@ -74,6 +76,8 @@ pub struct RunConfig {
     pub wrappers: Vec<String>,
     /// `--stacks`: how allocation stacks are walked.
     pub stacks: StackWalk,
+    /// `--on-oom`: where a traced process's report goes when the OOM killer chooses it.
+    pub on_oom: PathBuf,
     /// `--costs`: measure what the probes and the stack walks cost.
     pub costs: bool,
     /// The unwinder's caches: rows by address, a window of the stack (off only to check that

@@ -429,7 +429,7 @@ impl Drain<'_> {
 
     /// Gives process `pid`'s executable mappings, as its session knows them now, their unwind
     /// tables.
-    fn sync_tables(&mut self, ebpf: &mut Ebpf, pid: u32) {
+    pub(super) fn sync_tables(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let (Some(tables), Some(session), Some(files)) = (
             self.tables.as_mut(),
             self.processes.get(pid),

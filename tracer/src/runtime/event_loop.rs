@@ -8,6 +8,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{
     RunConfig,
+    cgroup::Followed,
     drain::Drain,
     ring::RingReader,
     ui::next_key,
@@ -20,6 +21,7 @@ use crate::{
     periodic::write_snapshot,
     probes::Probes,
     process::keeper::Keeper,
+    process::session::{Finish, Start},
     process::signals::{Arrived, Signals},
     runtime::snapshot::Ending,
     summary::Summary,
@@ -49,6 +51,10 @@ pub(super) struct Loop<'a> {
     pub started: Instant,
     /// Lets held processes go if tracer dies before `finish` does.
     pub keeper: Option<Keeper>,
+    /// `--cgroup`: the cgroup whose processes join the run.
+    pub followed: Option<Followed>,
+    /// What a joining process's books start from, less its own image.
+    pub base: Start,
 }
 
 impl Loop<'_> {
@@ -79,7 +85,11 @@ impl Loop<'_> {
             if !self.reader.exit_held.0.is_empty() {
                 self.check_held_at_exit();
             }
-            if pidfd.is_none() && !self.reader.others_running() {
+            // A cgroup is followed until it is removed, whoever is in it.
+            if let Some(ended) = self.poll_cgroup() {
+                return Ok(ended);
+            }
+            if pidfd.is_none() && !self.reader.others_running() && self.followed.is_none() {
                 return Ok(EndedBy::Exited);
             }
             tokio::select! {
@@ -161,13 +171,41 @@ impl Loop<'_> {
         // As of this moment: what the ring holds now is read first.
         self.ring.sync();
         self.drain();
-        let finish = self.reader.snapshot(
-            &mut self.views.snapshotter,
-            &*self.probes,
-            Ending::running(),
-            max_sites,
-        );
+        let finish = self.finish_now(Ending::running(), max_sites);
         self.reader.processes.summarize(&finish)
+    }
+
+    /// What a report needs as of now, the followed cgroup's numbers included.
+    pub(super) fn finish_now(&mut self, ending: Ending, max_sites: Option<usize>) -> Finish {
+        let mut finish =
+            self.reader
+                .snapshot(&mut self.views.snapshotter, &*self.probes, ending, max_sites);
+        finish.cgroup = self.followed.as_ref().map(Followed::facts);
+        finish
+    }
+
+    /// `--cgroup`, once a second: processes moved in join, and its use is sampled. The end of
+    /// the run when the cgroup was removed.
+    fn poll_cgroup(&mut self) -> Option<EndedBy> {
+        let followed = self.followed.as_mut()?;
+        let now = Instant::now();
+        if !followed.due(now) {
+            return None;
+        }
+        let members = followed.poll(now);
+        if !followed.cgroup.exists() {
+            eprintln!(
+                "tracer: cgroup {} was removed",
+                crate::summary::visible(&followed.cgroup.path.display().to_string())
+            );
+            return Some(EndedBy::Exited);
+        }
+        // The forks so far first: their children are in the traced set already.
+        self.ring.sync();
+        self.drain();
+        self.reader
+            .adopt_all(&mut self.probes.ebpf, &members, &self.base);
+        None
     }
 
     /// SIGUSR1 or `s` in top: every report written now, named by the time.

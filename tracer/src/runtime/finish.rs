@@ -48,11 +48,8 @@ impl Loop<'_> {
             exit_code,
             signal,
         };
-        let probes = &*self.probes;
         let phase = Instant::now();
-        let finish =
-            self.reader
-                .snapshot(&mut self.views.snapshotter, probes, ending.clone(), None);
+        let finish = self.finish_now(ending.clone(), None);
         self.views.snapshotter.progress = None;
         bar.finish_and_clear();
         log::debug!("snapshot (symbols included) in {:?}", phase.elapsed());
@@ -61,12 +58,7 @@ impl Loop<'_> {
         if self.views.live.is_some() || self.views.server.is_some() {
             // The last interval line, as of the end: its sites summed over the lines are the
             // summary's. A scrape from now on sees the end.
-            let all = self.reader.snapshot(
-                &mut self.views.snapshotter,
-                probes,
-                ending,
-                Some(usize::MAX),
-            );
+            let all = self.finish_now(ending, Some(usize::MAX));
             let all = self.reader.processes.summarize(&all);
             if let Some(live) = self.views.live.as_mut() {
                 failed += live.finish(&all, elapsed);

@@ -3,6 +3,7 @@
 //! recording begun), the event loop (`event_loop::Loop::run`, which returns how the run ended)
 //! and `finish` (teardown, reports, exit status).
 
+mod cgroup;
 mod config;
 mod drain;
 mod event_loop;
@@ -57,6 +58,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         page_size,
         facts,
         keeper,
+        base,
     } = start::start(&cfg, &tracefs, &target, record, record_dir, &signals)?;
     phase.done("started (probes loaded and attached, unwind tables in)");
     let mut views = views::Views::start(&cfg, facts, jsonl, outputs.text, listener, page_size)?;
@@ -85,6 +87,8 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         target_exited: false,
         started,
         keeper,
+        followed: target.cgroup.take().map(cgroup::Followed::new),
+        base,
     };
     let mut check_requests = signals
         .take_check_requests()

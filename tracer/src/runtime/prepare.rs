@@ -10,6 +10,7 @@ use super::{RunConfig, TargetSpec, wait::watch};
 use crate::{
     output::{self, Checked, Sink},
     probes::tracefs::Tracefs,
+    process::cgroup::Cgroup,
     process::launch::HeldChild,
     process::signals::Signals,
     process::sudo_user,
@@ -40,6 +41,8 @@ pub(super) struct Target {
     pub command: Vec<String>,
     /// Readable when the process exits.
     pub pidfd: AsyncFd<std::os::fd::OwnedFd>,
+    /// `--cgroup`: the cgroup, whose first process is the one above.
+    pub cgroup: Option<Cgroup>,
 }
 
 /// Checks and binds everything a run needs before it touches the kernel, then finds or
@@ -94,14 +97,21 @@ pub(super) fn prepare(cfg: &RunConfig, signals: &mut Signals) -> Result<Prepared
         listener,
         snapshot_requests,
         tracefs,
-        target: find_or_start(cfg)?,
+        target: find_or_start(cfg, signals)?,
     })
 }
 
 /// The `--pid` process, or the command started and held at its first instruction.
-fn find_or_start(cfg: &RunConfig) -> Result<Target> {
+fn find_or_start(cfg: &RunConfig, signals: &Signals) -> Result<Target> {
+    let mut cgroup = None;
     let (pid, held, command) = match &cfg.target {
         TargetSpec::Pid(pid) => (*pid, None, target::cmdline(*pid)),
+        TargetSpec::Cgroup(path) => {
+            let found = Cgroup::open(path)?;
+            let pid = first_member(&found, signals)?;
+            cgroup = Some(found);
+            (pid, None, target::cmdline(pid))
+        }
         TargetSpec::Command(argv) => {
             let user = if cfg.run_as_root {
                 None
@@ -122,5 +132,35 @@ fn find_or_start(cfg: &RunConfig) -> Result<Target> {
         held,
         command,
         pidfd,
+        cgroup,
     })
+}
+
+/// The cgroup's first process (the lowest pid), waiting for one to join when it has none.
+fn first_member(cgroup: &Cgroup, signals: &Signals) -> Result<i32> {
+    let mut said = false;
+    loop {
+        // A process listed may be gone by the time it is opened: the next one then.
+        if let Some(&pid) = cgroup
+            .members()
+            .iter()
+            .find(|&&p| p != std::process::id() && target::alive(p))
+        {
+            return Ok(pid as i32);
+        }
+        if !cgroup.exists() {
+            anyhow::bail!("--cgroup {}: the cgroup was removed", cgroup.path.display());
+        }
+        if signals.pending() {
+            anyhow::bail!("interrupted before a process joined the cgroup");
+        }
+        if !said {
+            eprintln!(
+                "tracer: cgroup {} has no process; waiting for one to join (Ctrl-C to stop)",
+                crate::summary::visible(&cgroup.path.display().to_string())
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -263,6 +263,7 @@ impl Snapshotter {
             suppressions: self.suppressions.clone(),
             text_sites: self.text_sites,
             tracer_cpu_ms: (!now.probe_costs.is_empty()).then(own_cpu_ms),
+            cgroup: None,
             probe_costs: now.probe_costs,
         }
     }

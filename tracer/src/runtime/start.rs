@@ -48,6 +48,8 @@ pub(super) struct Traced {
     pub facts: TargetFacts,
     /// Lets held processes go if tracer dies; none when no process is held.
     pub keeper: Option<Keeper>,
+    /// What every process's books start from, less its own image (`--cgroup`: processes join).
+    pub base: Start,
 }
 
 /// Loads and attaches the probes for `target`, reads what it is now, and begins the
@@ -108,7 +110,7 @@ pub(super) fn start(
     if let Some(allocators) = allocators.as_mut() {
         let launched = match &cfg.target {
             TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
-            TargetSpec::Pid(_) => None,
+            TargetSpec::Pid(_) | TargetSpec::Cgroup(_) => None,
         };
         attach_allocators(
             allocators,
@@ -138,6 +140,11 @@ pub(super) fn start(
         page_size: start.page_size,
         facts,
         keeper,
+        base: Start {
+            maps: String::new(),
+            resident_at_attach: None,
+            ..start
+        },
     })
 }
 
@@ -351,9 +358,16 @@ fn announce(cfg: &RunConfig, target: &Target, namespace_pid: Option<u32>) -> Tar
     // What the target had started before we came: not traced, and said so.
     let children_at_attach = match cfg.target {
         TargetSpec::Pid(_) => target::descendants(pid as u32),
-        TargetSpec::Command(_) => Vec::new(),
+        TargetSpec::Command(_) | TargetSpec::Cgroup(_) => Vec::new(),
     };
-    if target.held.is_none() {
+    if let Some(cgroup) = &target.cgroup {
+        eprintln!(
+            "tracer: following cgroup {} (v{}), from pid {pid} ({}); Ctrl-C to stop",
+            visible(&cgroup.path.display().to_string()),
+            cgroup.version,
+            visible(&target.command.join(" "))
+        );
+    } else if target.held.is_none() {
         eprintln!(
             "tracer: attached to pid {pid} ({}); Ctrl-C to stop",
             visible(&target.command.join(" "))

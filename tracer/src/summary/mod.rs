@@ -23,6 +23,7 @@ pub use label::{Frame, human_bytes, visible};
 
 /// The model's types a summary holds as they are: renderers reach them through here.
 pub use crate::aggregate::{SyscallStats, timeline};
+pub use crate::facts::{CgroupEvents, CgroupFacts, CgroupMemory, Pressure};
 
 pub const SCHEMA: &str = "tracer.summary/1";
 
@@ -170,6 +171,10 @@ pub struct Summary {
     /// `--costs`: what tracing cost, as measured while it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub costs: Option<costs::Costs>,
+    /// `--cgroup`: the cgroup as the kernel counts it (its usage, limit, events, pressure),
+    /// beside the traced processes' own figures above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupFacts>,
 }
 
 /// One process of a `--follow` run, and its summary.

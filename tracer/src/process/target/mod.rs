@@ -157,12 +157,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        // After the command in parentheses: the state, then the parent's pid.
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
+        if let Some(ppid) = parent_in_stat(&stat) {
             children.entry(ppid).or_default().push(child);
         }
     }
@@ -180,6 +175,19 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     let mut out: Vec<u32> = seen.into_iter().collect();
     out.sort_unstable();
     out
+}
+
+/// The parent of process `pid` now.
+pub fn parent(pid: u32) -> Option<u32> {
+    parent_in_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent's pid in a `/proc/PID/stat` line: after the command in parentheses (which may
+/// hold anything), the state, then the parent's pid.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+        .and_then(|p| p.parse::<u32>().ok())
 }
 
 /// Whether process `pid` still runs: it exists and is not a zombie.
