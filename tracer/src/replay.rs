@@ -82,10 +82,13 @@ pub fn replay_from<R: Read>(
                 }
             }
             Some(Item::Joined(joined)) => {
-                joined.start.validate().map_err(|what| RecordError::Corrupt {
-                    offset,
-                    what: format!("a join record: {what}"),
-                })?;
+                joined
+                    .start
+                    .validate()
+                    .map_err(|what| RecordError::Corrupt {
+                        offset,
+                        what: format!("a join record: {what}"),
+                    })?;
                 processes.adopt(&joined);
             }
             Some(Item::Finish(finish)) => {

@@ -289,8 +289,20 @@ mod tests {
         assert_eq!(m.limit_bytes, None);
         assert_eq!(m.high_bytes, Some(4 << 20));
         assert_eq!(
-            (m.anon_bytes, m.file_bytes, m.kernel_bytes, m.slab_bytes, m.sock_bytes),
-            (Some(4 << 20), Some(1 << 20), Some(65536), Some(32768), Some(4096))
+            (
+                m.anon_bytes,
+                m.file_bytes,
+                m.kernel_bytes,
+                m.slab_bytes,
+                m.sock_bytes
+            ),
+            (
+                Some(4 << 20),
+                Some(1 << 20),
+                Some(65536),
+                Some(32768),
+                Some(4096)
+            )
         );
         assert_eq!(
             m.events,
@@ -312,8 +324,14 @@ mod tests {
              full avg10=1.00 avg60=0.50 avg300=0.00 total=789\n",
         )
         .unwrap();
-        assert_eq!((p.some_avg10, p.some_avg60, p.some_total_us), (21.5, 3.25, 123_456));
-        assert_eq!((p.full_avg10, p.full_avg60, p.full_total_us), (1.0, 0.5, 789));
+        assert_eq!(
+            (p.some_avg10, p.some_avg60, p.some_total_us),
+            (21.5, 3.25, 123_456)
+        );
+        assert_eq!(
+            (p.full_avg10, p.full_avg60, p.full_total_us),
+            (1.0, 0.5, 789)
+        );
         assert!(parse_pressure("nonsense").is_none());
     }
 

@@ -60,6 +60,12 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
             .collect();
         writeln!(out, "programs: {}", steps.join(" -> "))?;
     }
+    if let Some(c) = &s.cgroup {
+        writeln!(out)?;
+        for line in crate::summary::cgroup::lines(c) {
+            writeln!(out, "{line}")?;
+        }
+    }
     render_processes(s, &mut out)?;
     if !s.findings.is_empty() {
         writeln!(out, "\nfindings (most at stake first):")?;

@@ -177,9 +177,12 @@ impl Loop<'_> {
 
     /// What a report needs as of now, the followed cgroup's numbers included.
     pub(super) fn finish_now(&mut self, ending: Ending, max_sites: Option<usize>) -> Finish {
-        let mut finish =
-            self.reader
-                .snapshot(&mut self.views.snapshotter, &*self.probes, ending, max_sites);
+        let mut finish = self.reader.snapshot(
+            &mut self.views.snapshotter,
+            &*self.probes,
+            ending,
+            max_sites,
+        );
         finish.cgroup = self.followed.as_ref().map(Followed::facts);
         finish
     }

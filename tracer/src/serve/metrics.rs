@@ -159,6 +159,9 @@ fn base_labels(target: &TargetInfo) -> String {
 /// and `tracer_processes` counts them.
 pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u64) -> String {
     let mut w = Writer::new(format);
+    if let Some(c) = &summary.cgroup {
+        cgroup(&mut w, c);
+    }
     if summary.processes.is_empty() {
         w.base = base_labels(&summary.target);
         process(
@@ -196,6 +199,75 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
         ],
     );
     w.finish()
+}
+
+/// `--cgroup`: the cgroup's own numbers, labelled with its path.
+fn cgroup(w: &mut Writer, c: &crate::summary::CgroupFacts) {
+    w.base = format!("cgroup=\"{}\"", escape(&c.path));
+    let m = &c.memory;
+    let bytes = [
+        ("usage", m.usage_bytes),
+        ("limit", m.limit_bytes),
+        ("high", m.high_bytes),
+        ("anon", m.anon_bytes),
+        ("file", m.file_bytes),
+        ("kernel", m.kernel_bytes),
+        ("slab", m.slab_bytes),
+        ("sock", m.sock_bytes),
+    ];
+    w.family(
+        "tracer_cgroup_memory_bytes",
+        Kind::Gauge,
+        "The cgroup's memory as the kernel counts it: its usage, its limit and high mark (absent \
+         when unlimited), and what the usage is made of (memory.stat).",
+        bytes
+            .into_iter()
+            .filter_map(|(kind, b)| Some((label("kind", kind), b? as f64))),
+    );
+    let e = &m.events;
+    w.family(
+        "tracer_cgroup_memory_events",
+        Kind::Counter,
+        "The cgroup's memory events (memory.events; v1: max is memory.failcnt).",
+        [
+            ("high", e.high),
+            ("max", e.max),
+            ("oom", e.oom),
+            ("oom_kill", e.oom_kill),
+        ]
+        .into_iter()
+        .filter_map(|(event, n)| Some((label("event", event), n? as f64))),
+    );
+    if let Some(p) = &m.pressure {
+        let scope = |mut l: Vec<(&'static str, String)>| {
+            l.push(("scope", m.pressure_scope.clone()));
+            l
+        };
+        w.family(
+            "tracer_cgroup_memory_pressure_percent",
+            Kind::Gauge,
+            "Share of time tasks waited for memory over the last 10 s and 60 s (PSI): the \
+             cgroup's own, or the machine's where its hierarchy has none (scope).",
+            [
+                ("some", "10s", p.some_avg10),
+                ("some", "60s", p.some_avg60),
+                ("full", "10s", p.full_avg10),
+                ("full", "60s", p.full_avg60),
+            ]
+            .into_iter()
+            .map(|(kind, window, v)| {
+                let mut l = label("kind", kind);
+                l.push(("window", window.to_string()));
+                (scope(l), v)
+            }),
+        );
+    }
+    w.family(
+        "tracer_cgroup_processes",
+        Kind::Gauge,
+        "Processes in the cgroup (its child cgroups included).",
+        [(vec![], c.processes.len() as f64)],
+    );
 }
 
 /// The series of one process, labelled with `w.base`; `dropped`: the run's lost events, on
@@ -534,6 +606,65 @@ mod tests {
         assert!(om.contains("# TYPE tracer_path_allocated_bytes counter"));
         assert!(om.contains("tracer_path_allocated_bytes_total{"));
         assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_cgroup_has_its_own_series() {
+        use crate::summary::{CgroupEvents, CgroupFacts, CgroupMemory, Pressure};
+        let mut s = sample_summary();
+        s.cgroup = Some(CgroupFacts {
+            path: "/sys/fs/cgroup/memory/app".into(),
+            version: 1,
+            memory: CgroupMemory {
+                usage_bytes: Some(5 << 20),
+                limit_bytes: Some(64 << 20),
+                anon_bytes: Some(4 << 20),
+                events: CgroupEvents {
+                    max: Some(3),
+                    oom_kill: Some(1),
+                    ..Default::default()
+                },
+                pressure: Some(Pressure {
+                    some_avg10: 12.5,
+                    ..Default::default()
+                }),
+                pressure_scope: "machine".into(),
+                ..Default::default()
+            },
+            processes: vec![1, 2, 3],
+            usage: Vec::new(),
+        });
+        let text = render(&s, Format::Prometheus, 10, 4096);
+        let cg = "cgroup=\"/sys/fs/cgroup/memory/app\"";
+        let at = |rest: &str| value(&text, &format!("tracer_cgroup_{rest}"));
+        assert_eq!(
+            at(&format!("memory_bytes{{{cg},kind=\"usage\"}}")),
+            5_242_880.0
+        );
+        assert_eq!(
+            at(&format!("memory_bytes{{{cg},kind=\"limit\"}}")),
+            67_108_864.0
+        );
+        assert_eq!(
+            at(&format!("memory_bytes{{{cg},kind=\"anon\"}}")),
+            4_194_304.0
+        );
+        // What the kernel does not keep is no series, not a zero.
+        assert!(!text.contains("kind=\"slab\""), "{text}");
+        assert!(!text.contains("event=\"high\""), "{text}");
+        assert_eq!(
+            at(&format!("memory_events_total{{{cg},event=\"oom_kill\"}}")),
+            1.0
+        );
+        assert_eq!(
+            at(&format!(
+                "memory_pressure_percent{{{cg},kind=\"some\",window=\"10s\",scope=\"machine\"}}"
+            )),
+            12.5
+        );
+        assert_eq!(at(&format!("processes{{{cg}}}")), 3.0);
+        // The process's own series keep their labels.
+        assert!(text.contains("tracer_live_bytes{pid=\"4242\""), "{text}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and notes are made here ([`label`]) and only here.
 
 pub mod callers;
+pub mod cgroup;
 pub mod costs;
 pub mod findings;
 pub mod kernel;
@@ -403,6 +404,7 @@ pub(crate) mod tests {
             findings: Vec::new(),
             images: Vec::new(),
             costs: None,
+            cgroup: None,
             processes: Vec::new(),
             text_sites: None,
         }
