@@ -293,6 +293,7 @@ fn finish(rng: &mut Rng) -> Finish {
         tracer_cpu_ms: rng
             .chance(2)
             .then(|| f64::from_bits(word(rng)).abs().min(1e300)),
+        cgroup: rng.chance(3).then(|| cgroup(rng)),
         kernel_traced: rng.chance(2),
         allocator_files: (0..rng.below(3)).map(|_| text(rng, 20)).collect(),
         stacks: stacks.into(),
@@ -347,6 +348,44 @@ fn finish(rng: &mut Rng) -> Finish {
                 symbols: Default::default(),
                 resident: page_set(rng),
             })
+            .collect(),
+    }
+}
+
+/// A cgroup's numbers of any size, some missing.
+fn cgroup(rng: &mut Rng) -> tracer::facts::CgroupFacts {
+    use tracer::facts::{CgroupEvents, CgroupMemory, Pressure};
+    let mut n = || rng.chance(2).then(|| word(rng));
+    let memory = CgroupMemory {
+        usage_bytes: n(),
+        peak_bytes: n(),
+        limit_bytes: n(),
+        high_bytes: n(),
+        anon_bytes: n(),
+        file_bytes: n(),
+        kernel_bytes: n(),
+        slab_bytes: n(),
+        sock_bytes: n(),
+        events: CgroupEvents {
+            high: n(),
+            max: n(),
+            oom: n(),
+            oom_kill: n(),
+        },
+        pressure: rng.chance(2).then(|| Pressure {
+            some_avg10: f64::from_bits(word(rng)).abs().min(1e300),
+            some_total_us: word(rng),
+            ..Pressure::default()
+        }),
+        pressure_scope: text(rng, 8),
+    };
+    tracer::facts::CgroupFacts {
+        path: text(rng, 40),
+        version: rng.below(4) as u8,
+        memory,
+        processes: (0..rng.below(5)).map(|_| word(rng) as u32).collect(),
+        usage: (0..rng.below(5))
+            .map(|_| (f64::from_bits(word(rng)).abs().min(1e300), word(rng)))
             .collect(),
     }
 }
@@ -410,6 +449,17 @@ pub fn recording(seed: u64, index: u64) -> Vec<u8> {
             _ => record::encode_batch(&batch),
         };
         records.push((EVENTS, packed));
+        // A process that joined (--cgroup): its events may come before or after.
+        if rng.chance(6) {
+            let mut start = start(&mut rng);
+            start.pid = PID + rng.below(6) as u32;
+            let joined = tracer::process::session::Joined {
+                ts_ns: rng.below(1 << 40),
+                ppid: word(&mut rng) as u32,
+                start,
+            };
+            records.push((record::JOIN, serde_json::to_vec(&joined).unwrap()));
+        }
     }
     records.push((FINISH, serde_json::to_vec(&finish(&mut rng)).unwrap()));
     // Structure: reorder, repeat, drop, or break a record.

@@ -75,8 +75,17 @@ pub struct KmemOffsets {
     pub newtask_pid: u16,
     /// `sched:sched_process_exit`'s `group_dead`: the last thread of its process.
     pub exit_group_dead: u16,
+    /// `oom:mark_victim`'s fields: the victim's pid, its sizes and its `oom_score_adj`.
+    pub oom_pid: u16,
+    pub oom_total_vm: u16,
+    pub oom_anon_rss: u16,
+    pub oom_file_rss: u16,
+    pub oom_shmem_rss: u16,
+    pub oom_pgtables: u16,
+    pub oom_score_adj: u16,
+    pub reserved: u16,
 }
-const _: () = assert!(size_of::<KmemOffsets>() == 52);
+const _: () = assert!(size_of::<KmemOffsets>() == 68);
 
 /// Where the raw kmem and fault programs find what the tracepoint records would have held, in
 /// kernel structures (offsets from BTF). Raw tracepoints skip the
@@ -142,7 +151,7 @@ pub struct Config {
     pub kmem: KmemOffsets,
     pub layout: KernelLayout,
 }
-const _: () = assert!(size_of::<Config>() == 24 + 16 * SYSCALL_SLOTS + 52 + 32 + 4 * SYSCALL_SLOTS);
+const _: () = assert!(size_of::<Config>() == 24 + 16 * SYSCALL_SLOTS + 68 + 32 + 4 * SYSCALL_SLOTS);
 
 impl Config {
     /// The configuration the eBPF object is compiled with: trace nothing.
@@ -180,6 +189,14 @@ impl Config {
             newtask_clone_flags: 0,
             newtask_pid: 0,
             exit_group_dead: 0,
+            oom_pid: 0,
+            oom_total_vm: 0,
+            oom_anon_rss: 0,
+            oom_file_rss: 0,
+            oom_shmem_rss: 0,
+            oom_pgtables: 0,
+            oom_score_adj: 0,
+            reserved: 0,
         },
         syscalls: [SyscallOffsets {
             args: [0; MAX_SYSCALL_ARGS],

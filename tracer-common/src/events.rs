@@ -50,11 +50,13 @@ pub enum EventKind {
     LeakCheck = 15,
     /// A [`BlockKindEvent`]: what the leak check before it found one live block to be.
     BlockKind = 16,
+    /// An [`OomEvent`]: `oom:mark_victim`, the OOM killer chose a traced process.
+    Oom = 17,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Syscall,
         EventKind::Alloc,
         EventKind::Open,
@@ -71,6 +73,7 @@ impl EventKind {
         EventKind::FaultPage,
         EventKind::LeakCheck,
         EventKind::BlockKind,
+        EventKind::Oom,
     ];
 
     /// The bytes of a record of this kind: its payload type's size.
@@ -89,6 +92,7 @@ impl EventKind {
             EventKind::FaultPage => size_of::<FaultPageEvent>(),
             EventKind::LeakCheck => size_of::<LeakCheckEvent>(),
             EventKind::BlockKind => size_of::<BlockKindEvent>(),
+            EventKind::Oom => size_of::<OomEvent>(),
         }
     }
 }
@@ -98,7 +102,7 @@ impl TryFrom<u32> for EventKind {
 
     fn try_from(v: u32) -> Result<Self, u32> {
         match v {
-            1..=16 => Ok(EventKind::ALL[v as usize - 1]),
+            1..=17 => Ok(EventKind::ALL[v as usize - 1]),
             other => Err(other),
         }
     }
@@ -124,6 +128,7 @@ pub mod kind {
     pub const FAULT_PAGE: u32 = EventKind::FaultPage as u32;
     pub const LEAK_CHECK: u32 = EventKind::LeakCheck as u32;
     pub const BLOCK_KIND: u32 = EventKind::BlockKind as u32;
+    pub const OOM: u32 = EventKind::Oom as u32;
 }
 
 /// The header that starts every event.
@@ -348,6 +353,24 @@ pub struct ProcessEvent {
     pub status: i32,
 }
 const _: () = assert!(size_of::<ProcessEvent>() == 32);
+
+/// The OOM killer chose a traced process (`oom:mark_victim`): the header's tgid is the victim,
+/// the sizes are the kernel's at that moment, in KiB.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomEvent {
+    pub header: EventHeader,
+    /// The task the killer chose (its tgid unless the leader had no memory left).
+    pub pid: u32,
+    /// `oom_score_adj` of the victim.
+    pub oom_score_adj: i32,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
+}
+const _: () = assert!(size_of::<OomEvent>() == 72);
 
 /// A successful `openat`: the descriptor and the path it was opened with.
 #[repr(C)]

@@ -65,6 +65,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BlockKindEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::OomEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcessEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindRow {}

@@ -6,8 +6,8 @@ use aya::Pod;
 use thiserror::Error;
 use tracer_common::{
     AllocEvent, AllocFn, BlockKindEvent, EventHeader, EventKind, ExecEvent, FaultEvent,
-    FaultPageEvent, HeldEvent, LeakCheckEvent, OpenEvent, PageEvent, ProcessEvent, SlabCountEvent,
-    SlabEvent, Syscall, SyscallEvent, block_kind, kind, leak_check,
+    FaultPageEvent, HeldEvent, LeakCheckEvent, OomEvent, OpenEvent, PageEvent, ProcessEvent,
+    SlabCountEvent, SlabEvent, Syscall, SyscallEvent, block_kind, kind, leak_check,
 };
 
 /// One decoded event. Every variant is `Copy`: decoding borrows the ring buffer and allocates
@@ -38,6 +38,8 @@ pub enum Event {
     LeakCheck(LeakCheck),
     /// One block the leak check before it did not find reachable.
     BlockKind(BlockKind),
+    /// The kernel's OOM killer chose the process.
+    Oom(OomEvent),
 }
 
 impl Event {
@@ -55,6 +57,7 @@ impl Event {
             Event::Held(e) => &e.header,
             Event::LeakCheck(e) => &e.raw.header,
             Event::BlockKind(e) => &e.raw.header,
+            Event::Oom(e) => &e.header,
         }
     }
 }
@@ -297,6 +300,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let event: BlockKindEvent = read(bytes, "block kind event")?;
             Event::BlockKind(event.try_into()?)
         }
+        EventKind::Oom => Event::Oom(read(bytes, "OOM event")?),
     })
 }
 

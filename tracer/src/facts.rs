@@ -86,6 +86,9 @@ pub struct CgroupFacts {
 pub struct CgroupMemory {
     /// `memory.current` (v2), `memory.usage_in_bytes` (v1).
     pub usage_bytes: Option<u64>,
+    /// The most it ever used: `memory.peak` (v2), `memory.max_usage_in_bytes` (v1).
+    #[serde(default)]
+    pub peak_bytes: Option<u64>,
     /// `memory.max` (v2), `memory.limit_in_bytes` (v1); `None` when unlimited.
     pub limit_bytes: Option<u64>,
     /// `memory.high` (v2): where the kernel starts to throttle; `None` when unlimited.

@@ -3,6 +3,7 @@ pub mod exit;
 pub mod faults;
 pub mod kmem;
 pub mod kmem_raw;
+pub mod oom;
 pub mod syscalls;
 pub mod syscalls_raw;
 pub mod tasks;

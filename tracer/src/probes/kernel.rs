@@ -256,6 +256,19 @@ pub fn exit_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<(), TracefsE
     Ok(())
 }
 
+/// Where `oom:mark_victim` has the victim's pid, its sizes and its `oom_score_adj`.
+pub fn oom_offsets(fs: &Tracefs, into: &mut KmemOffsets) -> Result<(), TracefsError> {
+    let format = fs.format("oom", "mark_victim")?;
+    into.oom_pid = format.field("pid")?.offset;
+    into.oom_total_vm = format.field("total_vm")?.offset;
+    into.oom_anon_rss = format.field("anon_rss")?.offset;
+    into.oom_file_rss = format.field("file_rss")?.offset;
+    into.oom_shmem_rss = format.field("shmem_rss")?.offset;
+    into.oom_pgtables = format.field("pgtables")?.offset;
+    into.oom_score_adj = format.field("oom_score_adj")?.offset;
+    Ok(())
+}
+
 /// `struct task_struct`'s `exit_code`, for the perf exit program (which has no task pointer
 /// of its own: it reads the current task), when BTF is there.
 pub fn task_exit_code(btf: &Btf) -> Option<u16> {

@@ -153,6 +153,7 @@ const NEWTASK: (&str, &str) = ("task", "task_newtask");
 const EXEC: (&str, &str) = ("sched", "sched_process_exec");
 const EXIT: (&str, &str) = ("sched", "sched_process_exit");
 const FAULT: (&str, &str) = ("exceptions", "page_fault_user");
+const OOM: (&str, &str) = ("oom", "mark_victim");
 
 /// Every program userspace may ask the eBPF object for, in any mode on any kernel: the
 /// tracepoint programs as [`build_config`] names them, and the allocator programs.
@@ -164,7 +165,7 @@ pub fn program_names() -> Vec<String> {
         .iter()
         .chain(&kernel::KMEM_NODE_VARIANTS)
         .map(|n| Attachment::new("kmem", n));
-    let other = [NEWTASK, EXEC, EXIT, FAULT].map(|(category, n)| Attachment::new(category, n));
+    let other = [NEWTASK, EXEC, EXIT, FAULT, OOM].map(|(category, n)| Attachment::new(category, n));
     let raw = kernel::RAW_TRACEPOINTS
         .iter()
         .chain(&kernel::RAW_KERNEL_TRACEPOINTS)
@@ -257,6 +258,11 @@ pub fn build_config(
                 .and_then(|btf| kernel::task_exit_code(&btf))
                 .unwrap_or(0);
         }
+    }
+    // Once per kill, in every mode: the report of a traced process the OOM killer chose.
+    match kernel::oom_offsets(tracefs, &mut config.kmem) {
+        Ok(()) => attach.push(Attachment::new(OOM.0, OOM.1)),
+        Err(e) => log::warn!("OOM kills of traced processes are not reported: {e}"),
     }
     if opts.follow {
         config.flags |= config_flags::FOLLOW;

@@ -128,6 +128,7 @@ fn collect_members(dir: &Path, out: &mut Vec<u32>, depth: usize) {
 fn fs_type(path: &Path) -> std::io::Result<i64> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs is plain data, valid when zeroed.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a statfs buffer of the right size.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
@@ -143,6 +144,7 @@ fn memory_v1(read: &dyn Fn(&str) -> Option<String>) -> CgroupMemory {
     let oom = read("memory.oom_control").unwrap_or_default();
     CgroupMemory {
         usage_bytes: number("memory.usage_in_bytes"),
+        peak_bytes: number("memory.max_usage_in_bytes"),
         limit_bytes: number("memory.limit_in_bytes").filter(|&l| l < V1_UNLIMITED),
         high_bytes: None,
         anon_bytes: keyed(&stat, "total_rss").or_else(|| keyed(&stat, "rss")),
@@ -170,6 +172,7 @@ fn memory_v2(read: &dyn Fn(&str) -> Option<String>) -> CgroupMemory {
     let event = |k: &str| keyed(&events, k).or(has_events.then_some(0));
     CgroupMemory {
         usage_bytes: limit("memory.current"),
+        peak_bytes: limit("memory.peak"),
         // "max" does not parse: unlimited.
         limit_bytes: limit("memory.max"),
         high_bytes: limit("memory.high"),
@@ -241,6 +244,7 @@ mod tests {
     fn v1_numbers_come_from_its_own_files() {
         let m = memory_v1(&reader(&[
             ("memory.usage_in_bytes", "67100672\n"),
+            ("memory.max_usage_in_bytes", "67108864\n"),
             ("memory.limit_in_bytes", "67108864\n"),
             ("memory.failcnt", "412\n"),
             (
@@ -255,6 +259,7 @@ mod tests {
             ),
         ]));
         assert_eq!(m.usage_bytes, Some(67_100_672));
+        assert_eq!(m.peak_bytes, Some(64 << 20));
         assert_eq!(m.limit_bytes, Some(64 << 20));
         assert_eq!(m.anon_bytes, Some(66_060_288));
         assert_eq!(m.file_bytes, Some(8192));

@@ -244,6 +244,8 @@ pub enum Followup {
     /// The process stopped itself at `_exit`: check its live blocks for leaks, then continue
     /// it.
     HeldAtExit,
+    /// The kernel's OOM killer chose it: write its report now (`--on-oom`).
+    OomVictim,
 }
 
 /// A file the process newly mapped executable, and where.
@@ -289,6 +291,8 @@ pub struct Session {
     images: Vec<ImageReport>,
     /// The resident pages at attach were known (see [`Start::resident_at_attach`]).
     seeded: bool,
+    /// The kernel's OOM killer chose it.
+    oom: Option<tracer_common::OomEvent>,
 }
 
 /// Whether a file is a dynamic loader (`ld-linux-x86-64.so.2`, `ld-linux-aarch64.so.1`, ...):
@@ -322,6 +326,7 @@ impl Session {
             kernel: KernelStats::default(),
             join,
             seeded: start.resident_at_attach.is_some(),
+            oom: None,
             gfp: GfpTable::from_print_fmt(&start.gfp_print_fmt),
             timeline: Timeline::default(),
             trend: SiteTrend::default(),
@@ -397,6 +402,7 @@ impl Session {
             last_ts: ts_ns,
             first_ts: Some(ts_ns),
             seeded: false,
+            oom: None,
             images: vec![ImageReport {
                 command: image.map(|i| i.command.clone()).unwrap_or_default(),
                 exe: image.map(|i| i.exe.clone()).unwrap_or_default(),
@@ -491,6 +497,17 @@ impl Session {
             Event::BlockKind(e) => {
                 self.agg.heap.on_block_kind(e);
                 None
+            }
+            Event::Oom(e) => {
+                self.oom = Some(*e);
+                let rss_kb = e
+                    .anon_rss_kb
+                    .saturating_add(e.file_rss_kb)
+                    .saturating_add(e.shmem_rss_kb);
+                let at = e.header.ts_ns.max(self.last_ts);
+                self.timeline
+                    .mark(at, "oom_kill", rss_kb.saturating_mul(1024));
+                Some(Followup::OomVictim)
             }
             Event::Exec(e) => Some(Followup::Exec {
                 held: e.held != 0,
@@ -779,6 +796,9 @@ impl Session {
                 finish.tracer_cpu_ms,
             ),
             cgroup: None,
+            oom: self
+                .oom
+                .map(|e| crate::summary::oom::OomVictim::of(&e, self.first_ts.unwrap_or(0))),
         };
         let in_heap = |addr: u64| {
             matches!(

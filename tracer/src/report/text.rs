@@ -66,6 +66,12 @@ fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
             writeln!(out, "{line}")?;
         }
     }
+    if let Some(v) = s.oom.as_ref().filter(|v| !v.others.is_empty()) {
+        writeln!(out, "beside it when it was chosen:")?;
+        for line in v.other_lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
     render_processes(s, &mut out)?;
     if !s.findings.is_empty() {
         writeln!(out, "\nfindings (most at stake first):")?;

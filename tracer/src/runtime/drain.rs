@@ -56,6 +56,8 @@ pub(super) struct Drain<'a> {
     pub(super) waiting: Waiting,
     /// Processes stopped at `_exit` for their leak check (see `leak_check.rs`).
     pub(super) exit_held: ExitHeld,
+    /// Processes the OOM killer chose whose report is still to be written.
+    pub(super) oom_victims: Vec<u32>,
     /// The slab objects the kernel counts, as last read.
     pub(super) slab_counts: SlabCounts,
     /// When they were last read; `None` once they are read for the last time (the recording is
@@ -87,6 +89,7 @@ impl<'a> Drain<'a> {
             unsynced: BTreeSet::new(),
             waiting: Waiting::default(),
             exit_held: ExitHeld::default(),
+            oom_victims: Vec::new(),
             slab_counts: SlabCounts::default(),
             counts_read: Some(Instant::now()),
         }
@@ -200,6 +203,7 @@ impl Drain<'_> {
                     self.continue_when_ready(pid);
                 }
                 Some((pid, Followup::HeldAtExit)) => self.exit_held.0.push(pid),
+                Some((pid, Followup::OomVictim)) => self.oom_victims.push(pid),
                 Some((parent, Followup::Forked { child })) => {
                     let files = self.files_of(parent).forked(child as i32);
                     if let Some(old) = self.files.insert(child, files) {

@@ -85,6 +85,9 @@ impl Loop<'_> {
             if !self.reader.exit_held.0.is_empty() {
                 self.check_held_at_exit();
             }
+            if !self.reader.oom_victims.is_empty() {
+                self.write_oom_reports();
+            }
             // A cgroup is followed until it is removed, whoever is in it.
             if let Some(ended) = self.poll_cgroup() {
                 return Ok(ended);
@@ -167,7 +170,7 @@ impl Loop<'_> {
     }
 
     /// A summary as of now, with at most `max_sites` sites (`--max-sites` when none).
-    fn summary_now(&mut self, max_sites: Option<usize>) -> Summary {
+    pub(super) fn summary_now(&mut self, max_sites: Option<usize>) -> Summary {
         // As of this moment: what the ring holds now is read first.
         self.ring.sync();
         self.drain();

@@ -9,6 +9,7 @@ mod drain;
 mod event_loop;
 mod finish;
 mod leak_check;
+mod oom;
 mod prepare;
 mod ring;
 mod snapshot;

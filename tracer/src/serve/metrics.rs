@@ -207,6 +207,7 @@ fn cgroup(w: &mut Writer, c: &crate::summary::CgroupFacts) {
     let m = &c.memory;
     let bytes = [
         ("usage", m.usage_bytes),
+        ("peak", m.peak_bytes),
         ("limit", m.limit_bytes),
         ("high", m.high_bytes),
         ("anon", m.anon_bytes),
@@ -218,8 +219,8 @@ fn cgroup(w: &mut Writer, c: &crate::summary::CgroupFacts) {
     w.family(
         "tracer_cgroup_memory_bytes",
         Kind::Gauge,
-        "The cgroup's memory as the kernel counts it: its usage, its limit and high mark (absent \
-         when unlimited), and what the usage is made of (memory.stat).",
+        "The cgroup's memory as the kernel counts it: its usage and peak, its limit and high \
+         mark (absent when unlimited), and what the usage is made of (memory.stat).",
         bytes
             .into_iter()
             .filter_map(|(kind, b)| Some((label("kind", kind), b? as f64))),

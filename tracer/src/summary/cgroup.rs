@@ -19,8 +19,12 @@ pub fn lines(c: &CgroupFacts) -> Vec<String> {
             let share = usage as f64 * 100.0 / limit as f64;
             head.push_str(&format!(" of a {} limit ({share:.0}%)", human_bytes(limit)));
         }
-        if let Some(peak) = c.usage.iter().map(|&(_, b)| b).max() {
-            head.push_str(&format!(", at most {} while traced", human_bytes(peak)));
+        // The kernel's own peak when it keeps one: samples miss the moment before a kill.
+        let peak = m
+            .peak_bytes
+            .or_else(|| c.usage.iter().map(|&(_, b)| b).max());
+        if let Some(peak) = peak {
+            head.push_str(&format!(", peak {}", human_bytes(peak)));
         }
     } else {
         head.push_str(": its hierarchy does not count memory (no memory controller)");
@@ -106,7 +110,7 @@ mod tests {
             lines(&c),
             [
                 "cgroup /sys/fs/cgroup/memory/app (v1, 3 processes in it now): 60.0 MiB used of a \
-                 64.0 MiB limit (94%), at most 63.0 MiB while traced",
+                 64.0 MiB limit (94%), peak 63.0 MiB",
                 "  anon 58.0 MiB, file 1.0 MiB, kernel 512.0 KiB, sock 0 B",
                 "  events: max 120, oom_kill 1; pressure (machine): some 21.50% of the last 10 s, \
                  0.00% of 60 s; full 0.00%, 0.00%",

@@ -11,6 +11,7 @@ pub mod label;
 pub mod leak_check;
 pub mod merge;
 pub mod notes;
+pub mod oom;
 pub mod plumbing;
 pub mod site_frames;
 pub mod suppress;
@@ -176,6 +177,10 @@ pub struct Summary {
     /// beside the traced processes' own figures above.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<CgroupFacts>,
+    /// The kernel's OOM killer chose this process (a process's own summary; in an OOM report,
+    /// with the processes beside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom: Option<oom::OomVictim>,
 }
 
 /// One process of a `--follow` run, and its summary.
@@ -405,6 +410,7 @@ pub(crate) mod tests {
             images: Vec::new(),
             costs: None,
             cgroup: None,
+            oom: None,
             processes: Vec::new(),
             text_sites: None,
         }

@@ -66,6 +66,11 @@ pub fn of(s: &Summary) -> Vec<Note> {
             e.unknown_process
         )));
     }
+    let kills = s
+        .oom
+        .iter()
+        .chain(s.processes.iter().filter_map(|p| p.summary.oom.as_ref()));
+    notes.extend(kills.map(|v| Note::warning(v.line())));
     notes.extend(caveats(s));
     notes.sort_by_key(|n| n.level != Level::Warning);
     notes

@@ -34,6 +34,8 @@ fn add_map<K: Ord + Clone>(a: &mut BTreeMap<K, u64>, b: &BTreeMap<K, u64>) {
 pub fn total(processes: &[ProcessReport], max_sites: usize) -> Summary {
     let mut t = processes[0].summary.clone();
     t.findings.clear();
+    // A kill is one process's: in its own summary.
+    t.oom = None;
     t.user.leak_suspects.clear();
     for p in &processes[1..] {
         let s = &p.summary;

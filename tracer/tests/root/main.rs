@@ -8,6 +8,7 @@
 mod support;
 
 mod alloc;
+mod cgroups;
 mod diff;
 mod errors;
 mod exec;

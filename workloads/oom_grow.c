@@ -1,0 +1,40 @@
+/* oom_grow: grows one call site until the kernel's OOM killer ends it (run it in a memory
+ * cgroup with a limit). Prints "ready" and waits for a byte on stdin; then takes 1 MiB blocks
+ * from hoard() every 5 ms, touching each page, and after each one prints the running total of
+ * bytes hoard() has allocated ("total N"). Every block stays live. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BLOCK (1 << 20)
+
+static void *kept[1 << 16];
+
+__attribute__((noinline)) static void *hoard(void) {
+    char *p = malloc(BLOCK);
+    if (p)
+        memset(p, 0x5a, BLOCK);
+    return p;
+}
+
+int main(void) {
+    printf("ready\n");
+    fflush(stdout);
+    char byte;
+    if (read(0, &byte, 1) != 1)
+        return 1;
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    long total = 0;
+    for (long n = 0; n < (long)(sizeof kept / sizeof kept[0]); n++) {
+        kept[n] = hoard();
+        if (!kept[n])
+            return 2;
+        total += BLOCK;
+        printf("total %ld\n", total);
+        fflush(stdout);
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
