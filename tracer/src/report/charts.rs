@@ -119,7 +119,13 @@ pub fn timeline(s: &Summary) -> Result<String> {
             ))
             .map_err(err)?;
         let tick = max_y * 0.04;
-        for (kind, color) in [("brk", BRK), ("mmap", ARENA), ("munmap", SLAB)] {
+        // An OOM kill is a line the chart's height: the moment everything else leads to.
+        for (kind, color, tick) in [
+            ("brk", BRK, tick),
+            ("mmap", ARENA, tick),
+            ("munmap", SLAB, tick),
+            ("oom_kill", RED, max_y),
+        ] {
             chart
                 .draw_series(
                     s.timeline
