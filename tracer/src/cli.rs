@@ -196,11 +196,13 @@ pub struct Cli {
     pub stacks: StackWalk,
 
     /// Distinct allocation stacks the kernel can keep, its memory set aside when tracing
-    /// starts: about 0.5 KiB a stack when they are unwound (the default: 32 MiB), 1 KiB with
-    /// --stacks fp; a small C++ compile keeps tens of thousands. Allocations beyond it keep their calling
-    /// frame only (`stack_lost`), and the summary says how many. Example: --max-stacks 262144
-    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
-    pub max_stacks: u32,
+    /// starts: about 0.5 KiB a stack when they are unwound, 1 KiB with --stacks fp. By default
+    /// sized from the target's code (a stack per 256 bytes of its executable segments, from
+    /// 65,536, about 32 MiB, to 262,144): a small C++ compile keeps tens of thousands.
+    /// Allocations beyond it keep their calling frame only (`stack_lost`), and the summary
+    /// says how many. Example: --max-stacks 262144
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(64..=1 << 22))]
+    pub max_stacks: Option<u32>,
 
     /// Measure what tracing costs the traced program, and say it (`costs` in the JSON, a
     /// line in the text): the kernel's run time of each probe program (bpf_stats, enabled

@@ -30,8 +30,9 @@ pub struct RunConfig {
     pub kernel_stacks: bool,
     /// Follow the kernel's allocators (buddy, slab) and page faults.
     pub kernel: bool,
-    /// Entries of the user stack map: distinct allocation stacks that can be told apart.
-    pub max_stacks: u32,
+    /// Entries of the user stack map: distinct allocation stacks that can be told apart
+    /// (`None`: sized from the target's code).
+    pub max_stacks: Option<u32>,
     /// Write a recording here.
     pub record: Option<PathBuf>,
     /// `--record-max`: keep the recording's newest events within about this many bytes.

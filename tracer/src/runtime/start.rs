@@ -63,7 +63,8 @@ pub(super) fn start(
     signals: &Signals,
 ) -> Result<Traced> {
     let pid = target.pid;
-    let opts = load_options(cfg, pid, target.held.is_some());
+    let max_stacks = cfg.max_stacks.unwrap_or_else(|| stacks_for(target));
+    let opts = load_options(cfg, pid, target.held.is_some(), max_stacks);
     if cfg.follow {
         target::raise_fd_limit();
     }
@@ -163,14 +164,38 @@ fn start_keeper(probes: &mut Probes, root: u32, hold: bool) -> Result<Option<Kee
     Ok(Some(keeper))
 }
 
-fn load_options(cfg: &RunConfig, pid: i32, launched: bool) -> LoadOptions {
+/// The stack map's size for the target's code: its mapped files', and for a command held at
+/// its first instruction, the libraries its loader will map.
+fn stacks_for(target: &Target) -> u32 {
+    let pid = target.pid;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut files = crate::attribution::AddressSpace::from_proc_maps(&maps).exec_files();
+    if target.held.is_some()
+        && let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe"))
+        && let Some(loader) = files.iter().find(|f| is_loader(f)).cloned()
+    {
+        files.extend(needed_libraries(&loader, &exe));
+    }
+    files.sort();
+    files.dedup();
+    let bytes = target::code::code_bytes(Path::new(&format!("/proc/{pid}/root")), &files);
+    let stacks = target::code::stacks_for_code(bytes);
+    log::info!(
+        "stack map: {stacks} stacks for {} of code in {} files",
+        label::human_bytes(bytes),
+        files.len()
+    );
+    stacks
+}
+
+fn load_options(cfg: &RunConfig, pid: i32, launched: bool, max_stacks: u32) -> LoadOptions {
     LoadOptions {
         target_tgid: pid as u32,
         ring_bytes: cfg.ring_bytes,
         wakeup_bytes: (cfg.ring_bytes / 4).max(4096),
         kernel_stacks: cfg.kernel_stacks,
         kernel: cfg.kernel,
-        max_stacks: cfg.max_stacks,
+        max_stacks,
         fault_stacks: cfg.fault_stacks,
         sample_bytes: cfg.sample_bytes,
         kernel_probes: cfg.kernel_probes,

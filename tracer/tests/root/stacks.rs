@@ -574,3 +574,41 @@ fn unwinder_caches_change_no_stack() {
         );
     }
 }
+
+/// Without --max-stacks the map is sized from the target's code: a stack per 256 bytes of its
+/// executable segments, from 65,536. GCC's cc1plus (about 26 MiB of code) gets twice what a
+/// small C program gets (--max-stacks, which overrides it, is tried in the test above).
+#[test]
+fn the_stack_map_is_sized_from_the_targets_code() {
+    let stacks = |args: &[&str]| -> u64 {
+        let out = tracer().args(["-v", "-q"]).args(args).output().unwrap();
+        let err = stderr(&out);
+        let line = err
+            .lines()
+            .find(|l| l.contains("stack map: "))
+            .unwrap_or_else(|| panic!("no stack map line in {err}"));
+        line.split("stack map: ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let small = workload("alloc");
+    assert_eq!(stacks(&["--", small.to_str().unwrap()]), 65_536);
+    let gxx = std::process::Command::new("g++")
+        .arg("-print-prog-name=cc1plus")
+        .output()
+        .unwrap();
+    let cc1plus = String::from_utf8(gxx.stdout).unwrap().trim().to_string();
+    let code = tracer::process::target::code::code_bytes(
+        std::path::Path::new("/"),
+        &[cc1plus.clone().into()],
+    );
+    assert!(code > 16 << 20, "cc1plus has {code} bytes of code");
+    let expected = tracer::process::target::code::stacks_for_code(code) as u64;
+    assert!(expected >= 131_072, "{expected}");
+    assert_eq!(stacks(&["--", &cc1plus, "--version"]), expected);
+}

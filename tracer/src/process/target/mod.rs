@@ -1,5 +1,6 @@
 //! Facts about the traced process and about our own privileges, read from /proc.
 
+pub mod code;
 mod files;
 
 pub use files::TargetFiles;
