@@ -608,7 +608,7 @@ fn the_stack_map_is_sized_from_the_targets_code() {
         &[cc1plus.clone().into()],
     );
     assert!(code > 16 << 20, "cc1plus has {code} bytes of code");
-    let expected = tracer::process::target::code::stacks_for_code(code) as u64;
+    let expected = u64::from(tracer::process::target::code::stacks_for_code(code));
     assert!(expected >= 131_072, "{expected}");
     assert_eq!(stacks(&["--", &cc1plus, "--version"]), expected);
 }
