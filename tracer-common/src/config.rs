@@ -40,6 +40,11 @@ pub mod config_flags {
     /// window of the stack read at once): every frame searched for and read alone, to check
     /// that the caches change no stack.
     pub const NO_UNWIND_CACHES: u32 = 2048;
+    /// `--system`: every process on the machine counted in the kernel
+    /// ([`crate::SYSTEM_COUNTS_MAP`]), no event sent.
+    pub const SYSTEM: u32 = 4096;
+    /// With [`SYSTEM`]: the programs return at once (what any program there costs).
+    pub const SYSTEM_EMPTY: u32 = 8192;
 }
 
 /// Field offsets of the kmem and fault tracepoints, from their tracefs formats.

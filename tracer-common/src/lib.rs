@@ -67,6 +67,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OomEvent {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcessCounts {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcessEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindRow {}

@@ -7,7 +7,7 @@ use crate::{
 };
 
 /// Every map userspace opens by name: a test checks each is in the eBPF object.
-pub const MAP_NAMES: [&str; 17] = [
+pub const MAP_NAMES: [&str; 19] = [
     EVENTS_MAP,
     COUNTERS_MAP,
     CONTROL_MAP,
@@ -25,6 +25,8 @@ pub const MAP_NAMES: [&str; 17] = [
     DWARF_STACKS_MAP,
     FAULT_STASH_MAP,
     SLAB_COUNTS_MAP,
+    SYSTEM_COUNTS_MAP,
+    PAGE_OWNERS_MAP,
 ];
 
 /// Name of the ring buffer that carries every event to userspace.
@@ -82,6 +84,67 @@ pub const MAX_PAGE_BITS: u32 = 30;
 
 /// Name of the map of the processes `--follow` traces besides the target: tgid to parent tgid.
 pub const FOLLOWED_MAP: &str = "FOLLOWED";
+/// `--system`: each process's [`ProcessCounts`] by tgid, per CPU (an LRU: a process long gone
+/// gives way).
+pub const SYSTEM_COUNTS_MAP: &str = "SYSTEM_COUNTS";
+/// Entries of [`SYSTEM_COUNTS_MAP`].
+pub const MAX_SYSTEM_PROCESSES: u32 = 16384;
+/// `--system`: the process each live page block was allocated in (its tgid + 1; 0: none), by
+/// the page's name masked as [`LIVE_PAGE_BITS_MAP`] masks it; `1 << Config::page_bits` entries.
+pub const PAGE_OWNERS_MAP: &str = "PAGE_OWNERS";
+
+/// `--system`: what one process did, counted in the kernel (summed over CPUs by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessCounts {
+    pub mmap_calls: u64,
+    /// Bytes asked for (the length argument).
+    pub mmap_bytes: u64,
+    pub munmap_calls: u64,
+    pub munmap_bytes: u64,
+    pub mremap_calls: u64,
+    pub brk_calls: u64,
+    /// User page faults.
+    pub faults: u64,
+    /// Pages of the blocks the buddy allocator gave while the process ran.
+    pub pages_allocated: u64,
+    /// Of those, pages freed again (by anyone).
+    pub pages_freed: u64,
+    /// Slab objects allocated while it ran, and their bytes.
+    pub slab_objects: u64,
+    pub slab_bytes: u64,
+}
+
+impl ProcessCounts {
+    pub const ZERO: ProcessCounts = ProcessCounts {
+        mmap_calls: 0,
+        mmap_bytes: 0,
+        munmap_calls: 0,
+        munmap_bytes: 0,
+        mremap_calls: 0,
+        brk_calls: 0,
+        faults: 0,
+        pages_allocated: 0,
+        pages_freed: 0,
+        slab_objects: 0,
+        slab_bytes: 0,
+    };
+
+    /// Adds another CPU's counts (wrapping, as the kernel's do).
+    pub fn add(&mut self, o: &ProcessCounts) {
+        self.mmap_calls = self.mmap_calls.wrapping_add(o.mmap_calls);
+        self.mmap_bytes = self.mmap_bytes.wrapping_add(o.mmap_bytes);
+        self.munmap_calls = self.munmap_calls.wrapping_add(o.munmap_calls);
+        self.munmap_bytes = self.munmap_bytes.wrapping_add(o.munmap_bytes);
+        self.mremap_calls = self.mremap_calls.wrapping_add(o.mremap_calls);
+        self.brk_calls = self.brk_calls.wrapping_add(o.brk_calls);
+        self.faults = self.faults.wrapping_add(o.faults);
+        self.pages_allocated = self.pages_allocated.wrapping_add(o.pages_allocated);
+        self.pages_freed = self.pages_freed.wrapping_add(o.pages_freed);
+        self.slab_objects = self.slab_objects.wrapping_add(o.slab_objects);
+        self.slab_bytes = self.slab_bytes.wrapping_add(o.slab_bytes);
+    }
+}
 /// Entries of [`FOLLOWED_MAP`]: processes traced at once besides the target.
 pub const MAX_FOLLOWED: u32 = 8192;
 

@@ -147,6 +147,20 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["command", "pid"])]
     pub cgroup: Option<PathBuf>,
 
+    /// Count every process on the machine in the kernel, none sent as an event, so that it
+    /// can stay on: memory syscalls, user page faults, page blocks (each free counted to the
+    /// process that allocated the block, wherever it is freed) and slab objects. The reports,
+    /// `tracer top --system` and /metrics rank the processes and memory cgroups that grew most
+    /// and the largest (the top 20 of each, the rest as `other`). Until --duration ends or
+    /// Ctrl-C. Example: sudo tracer --system --duration 60 --json machine.json
+    #[arg(long, conflicts_with_all = ["command", "pid", "cgroup", "follow", "mode", "sample"])]
+    pub system: bool,
+
+    /// With --system: attach programs that return at once instead (what any program on those
+    /// tracepoints costs; for the bench).
+    #[arg(long, hide = true, requires = "system")]
+    pub system_empty_programs: bool,
+
     /// When the kernel's OOM killer chooses a traced process, write its report into DIR at
     /// once, as oom-TIME-PID-COMM.json and .txt: its timeline, largest and growing sites and
     /// leak suspects, its oom_score_adj and memory then and, with --cgroup, the cgroup's
@@ -587,13 +601,17 @@ impl Cli {
         use clap::{CommandFactory, error::ErrorKind};
         self.check_tid()?;
         let target = match (self.pid, self.cgroup, self.command.is_empty()) {
+            _ if self.system => TargetSpec::System {
+                empty: self.system_empty_programs,
+            },
             (Some(pid), None, true) => TargetSpec::Pid(pid),
             (None, Some(path), true) => TargetSpec::Cgroup(path),
             (None, None, false) => TargetSpec::Command(self.command),
             _ => {
                 return Err(Cli::command().error(
                     ErrorKind::MissingRequiredArgument,
-                    "nothing to trace: give --pid PID, --cgroup PATH or -- COMMAND [ARGS...]",
+                    "nothing to trace: give --pid PID, --cgroup PATH, --system or -- COMMAND \
+                     [ARGS...]",
                 ));
             }
         };
@@ -602,8 +620,8 @@ impl Cli {
         if self.duration.is_some() && matches!(target, TargetSpec::Command(_)) {
             return Err(Cli::command().error(
                 ErrorKind::ArgumentConflict,
-                "--duration applies to --pid and --cgroup runs; a launched command is traced \
-                 until it exits",
+                "--duration applies to --pid, --cgroup and --system runs; a launched command is \
+                 traced until it exits",
             ));
         }
         if self.listen_any && self.listen_token.is_none() {

@@ -14,6 +14,10 @@ use crate::{
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+    if crate::probes::system::on() {
+        crate::probes::system::fault();
+        return 0;
+    }
     let Some((tgid, tid)) = traced_thread() else {
         return 0;
     };

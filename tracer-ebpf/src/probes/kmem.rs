@@ -203,10 +203,20 @@ fn read<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
 
 #[tracepoint]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    let o = kmem_offsets();
+    if super::system::on() {
+        if let (Some(pfn), Some(order)) = (
+            read::<u64>(&ctx, o.page_alloc_pfn),
+            read::<u32>(&ctx, o.page_alloc_order),
+        ) && pfn != u64::MAX
+        {
+            super::system::page_alloc(pfn, order);
+        }
+        return 0;
+    }
     let Some((tgid, tid)) = traced_thread() else {
         return 0;
     };
-    let o = kmem_offsets();
     let (Some(pfn), Some(order), Some(gfp_flags), Some(migratetype)) = (
         read::<u64>(&ctx, o.page_alloc_pfn),
         read::<u32>(&ctx, o.page_alloc_order),
@@ -281,6 +291,10 @@ pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
 /// order it was allocated with, where the hash map keeps it).
 #[inline(always)]
 pub fn page_freed(pfn: u64, order: u32) {
+    if super::system::on() {
+        super::system::page_free(pfn, order);
+        return;
+    }
     let order = match page_bit(pfn) {
         Some((word, bit)) => {
             // SAFETY: a map value's address.
@@ -413,6 +427,12 @@ fn slab_alloc(
     gfp_off: u16,
     source: SlabSource,
 ) {
+    if super::system::on() {
+        if read::<u64>(ctx, ptr_off).is_some_and(|p| p != 0) {
+            super::system::slab_alloc(read::<u64>(ctx, alloc_off).unwrap_or(0));
+        }
+        return;
+    }
     let Some((tgid, tid)) = traced_thread() else {
         return;
     };

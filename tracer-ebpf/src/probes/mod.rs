@@ -6,5 +6,6 @@ pub mod kmem_raw;
 pub mod oom;
 pub mod syscalls;
 pub mod syscalls_raw;
+pub mod system;
 pub mod tasks;
 pub mod unwind;

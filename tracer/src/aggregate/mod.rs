@@ -5,6 +5,7 @@ pub mod callers;
 pub mod heap;
 pub mod kernel;
 pub mod syscalls;
+pub mod system;
 pub mod threads;
 pub mod timeline;
 pub mod trend;

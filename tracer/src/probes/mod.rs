@@ -22,9 +22,9 @@ use thiserror::Error;
 use tracer_common::{
     CONFIG_GLOBAL, CONTROL_MAP, COUNTERS_MAP, Config, DWARF_STACKS_MAP, EVENTS_MAP,
     FAULT_STASH_MAP, FOLLOWED_MAP, FaultEvent, KernelLayout, LIVE_PAGE_BITS_MAP, LIVE_PAGES_MAP,
-    MAX_LIVE_KERNEL_OBJECTS, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, SAMPLE_TABLE_LEN,
-    SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall, SyscallOffsets,
-    config_flags, counter, kind,
+    MAX_LIVE_KERNEL_OBJECTS, MAX_SAMPLED_BLOCKS, MAX_SYSCALL_ARGS, PAGE_OWNERS_MAP,
+    SAMPLE_TABLE_LEN, SAMPLE_TABLE_MAP, SAMPLE_TABLE_ONE, SAMPLED_MAP, STACKS_MAP, Syscall,
+    SyscallOffsets, config_flags, counter, kind,
 };
 
 use self::{
@@ -115,6 +115,17 @@ pub struct LoadOptions {
     pub time_unwind: bool,
     /// The unwinder's caches (rows by address, a window of the stack).
     pub row_cache: bool,
+    /// `--system`: every process counted in the kernel (see [`build_system_config`]).
+    pub system: Option<SystemProbes>,
+}
+
+/// What a `--system` run's programs do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemProbes {
+    /// Count.
+    Count,
+    /// Return at once: the floor any program on those tracepoints costs (the bench's).
+    Empty,
 }
 
 /// One tracepoint program and where it attaches.
@@ -206,6 +217,9 @@ pub fn build_config(
     tracefs: &Tracefs,
     opts: &LoadOptions,
 ) -> Result<(Config, Vec<Attachment>), ProbeError> {
+    if let Some(system) = opts.system {
+        return build_system_config(tracefs, opts, system);
+    }
     let mut config = Config::ZERO;
     config.target_tgid = opts.target_tgid;
     config.wakeup_bytes = opts.wakeup_bytes;
@@ -301,6 +315,65 @@ pub fn build_config(
     if opts.fault_stacks {
         config.flags |= config_flags::FAULT_STACKS;
     }
+    Ok((config, attach))
+}
+
+/// `--system`: the entries of the four syscalls that map memory (perf tracepoints: they fire
+/// for those syscalls only), the page and slab allocations and page frees, and the user page
+/// faults (raw where this kernel allows), each hit counted to its process in the kernel. Slab
+/// frees are not attached: what they would count (the object's process) costs a table of
+/// every object.
+fn build_system_config(
+    tracefs: &Tracefs,
+    opts: &LoadOptions,
+    system: SystemProbes,
+) -> Result<(Config, Vec<Attachment>), ProbeError> {
+    let mut config = Config::ZERO;
+    config.flags |= config_flags::SYSTEM | config_flags::KMEM;
+    if system == SystemProbes::Empty {
+        config.flags |= config_flags::SYSTEM_EMPTY;
+    }
+    let mut attach = Vec::new();
+    for syscall in [
+        Syscall::Brk,
+        Syscall::Mmap,
+        Syscall::Munmap,
+        Syscall::Mremap,
+    ] {
+        let enter = tracefs.format("syscalls", &format!("sys_enter_{}", syscall.name()))?;
+        let args = enter.syscall_args();
+        let mut offsets = SyscallOffsets {
+            nargs: syscall.arg_count() as u16,
+            ..Default::default()
+        };
+        for (slot, field) in offsets.args.iter_mut().zip(args).take(MAX_SYSCALL_ARGS) {
+            *slot = field.offset;
+        }
+        config.syscalls[syscall as usize] = offsets;
+        attach.push(Attachment::syscall("enter", syscall));
+    }
+    let counted = |name: &str| !matches!(name, "kfree" | "kmem_cache_free");
+    match raw_kernel_layout(opts.kernel_probes)? {
+        Some(layout) => {
+            config.layout = layout;
+            attach.extend(
+                kernel::RAW_KERNEL_TRACEPOINTS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| counted(n))
+                    .map(Attachment::raw),
+            );
+        }
+        None => {
+            let mut all = Vec::new();
+            attach_perf_kernel(tracefs, &mut config, &mut all);
+            attach.extend(all.into_iter().filter(|a| counted(&a.name)));
+        }
+    }
+    config.page_bits = std::fs::read_to_string("/proc/zoneinfo")
+        .ok()
+        .and_then(|z| kernel::frames_end(&z))
+        .map_or(0, kernel::page_bits);
     Ok((config, attach))
 }
 
@@ -411,7 +484,22 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .map_max_entries(STACKS_MAP, fp_stack_entries(opts))
             .map_max_entries(DWARF_STACKS_MAP, opts.max_stacks)
-            .map_max_entries(LIVE_PAGE_BITS_MAP, (1u32 << config.page_bits).div_ceil(64))
+            .map_max_entries(
+                LIVE_PAGE_BITS_MAP,
+                if opts.system.is_some() {
+                    1
+                } else {
+                    (1u32 << config.page_bits).div_ceil(64)
+                },
+            )
+            .map_max_entries(
+                PAGE_OWNERS_MAP,
+                if opts.system.is_some() {
+                    1u32 << config.page_bits
+                } else {
+                    1
+                },
+            )
             .map_max_entries(
                 LIVE_PAGES_MAP,
                 if config.page_bits > 0 {

@@ -799,6 +799,7 @@ impl Session {
             oom: self
                 .oom
                 .map(|e| crate::summary::oom::OomVictim::of(&e, self.first_ts.unwrap_or(0))),
+            system: None,
         };
         let in_heap = |addr: u64| {
             matches!(

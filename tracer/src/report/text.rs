@@ -19,6 +19,18 @@ pub fn render(s: &Summary, out: &mut dyn Write) -> super::Result<()> {
 }
 
 fn write(s: &Summary, mut out: impl Write) -> io::Result<()> {
+    if let Some(system) = &s.system {
+        writeln!(
+            out,
+            "tracer: every process on the machine, {}; counted for {}",
+            Outcome::of_target(&s.target).phrase(),
+            label::human_duration(s.duration_ms)
+        )?;
+        for line in crate::summary::system::lines(system, s.text_sites.unwrap_or(TOP)) {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
     let t = &s.target;
     let command = if t.command.is_empty() {
         String::from("?")

@@ -14,6 +14,11 @@ pub enum TargetSpec {
     Command(Vec<OsString>),
     /// `--cgroup`: every process in this cgroup, its child cgroups included.
     Cgroup(PathBuf),
+    /// `--system`: every process on the machine, counted in the kernel; `empty`: programs
+    /// that return at once (the bench's floor).
+    System {
+        empty: bool,
+    },
 }
 
 /// A validated run configuration.

@@ -14,6 +14,7 @@ mod prepare;
 mod ring;
 mod snapshot;
 mod start;
+mod system;
 mod ui;
 mod views;
 mod wait;
@@ -31,6 +32,9 @@ use crate::process::signals::Signals;
 pub async fn run(cfg: RunConfig) -> Result<i32> {
     // From here on SIGINT and SIGTERM are ours: setup is never cut short without a word.
     let mut signals = Signals::install().context("installing signal handlers")?;
+    if let TargetSpec::System { empty } = cfg.target {
+        return system::run(&cfg, &mut signals, empty).await;
+    }
     let mut phase = Phase::begin();
     let prepare::Prepared {
         outputs,

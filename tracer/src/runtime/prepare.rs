@@ -112,6 +112,7 @@ fn find_or_start(cfg: &RunConfig, signals: &Signals) -> Result<Target> {
             cgroup = Some(found);
             (pid, None, target::cmdline(pid))
         }
+        TargetSpec::System { .. } => unreachable!("a --system run has a runtime of its own"),
         TargetSpec::Command(argv) => {
             let user = if cfg.run_as_root {
                 None

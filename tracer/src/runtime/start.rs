@@ -111,7 +111,7 @@ pub(super) fn start(
     if let Some(allocators) = allocators.as_mut() {
         let launched = match &cfg.target {
             TargetSpec::Command(_) => std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
-            TargetSpec::Pid(_) | TargetSpec::Cgroup(_) => None,
+            _ => None,
         };
         attach_allocators(
             allocators,
@@ -215,6 +215,7 @@ fn load_options(cfg: &RunConfig, pid: i32, launched: bool, max_stacks: u32) -> L
         allocator_probes: cfg.mode == Mode::Full,
         time_unwind: cfg.costs,
         row_cache: cfg.unwind_row_cache,
+        system: None,
     }
 }
 
@@ -383,7 +384,7 @@ fn announce(cfg: &RunConfig, target: &Target, namespace_pid: Option<u32>) -> Tar
     // What the target had started before we came: not traced, and said so.
     let children_at_attach = match cfg.target {
         TargetSpec::Pid(_) => target::descendants(pid as u32),
-        TargetSpec::Command(_) | TargetSpec::Cgroup(_) => Vec::new(),
+        _ => Vec::new(),
     };
     if let Some(cgroup) = &target.cgroup {
         eprintln!(

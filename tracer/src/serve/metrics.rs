@@ -117,7 +117,8 @@ impl Writer {
         for (labels, value) in series {
             let mut l = self.base.clone();
             for (k, v) in labels {
-                let _ = write!(l, ",{k}=\"{}\"", escape(&v));
+                let comma = if l.is_empty() { "" } else { "," };
+                let _ = write!(l, "{comma}{k}=\"{}\"", escape(&v));
             }
             let _ = writeln!(samples, "{sample_name}{{{l}}} {value}");
         }
@@ -159,6 +160,10 @@ fn base_labels(target: &TargetInfo) -> String {
 /// and `tracer_processes` counts them.
 pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u64) -> String {
     let mut w = Writer::new(format);
+    if let Some(s) = &summary.system {
+        system(&mut w, s);
+        return w.finish();
+    }
     if let Some(c) = &summary.cgroup {
         cgroup(&mut w, c);
     }
@@ -199,6 +204,85 @@ pub fn render(summary: &Summary, format: Format, max_sites: usize, page_size: u6
         ],
     );
     w.finish()
+}
+
+/// `--system`: the processes listed (those that grew most and the largest) and `other`, and
+/// the cgroups listed and `other`: bounded label sets.
+fn system(w: &mut Writer, s: &crate::summary::system::SystemSummary) {
+    use crate::summary::system::SystemTotals;
+    let mut listed: Vec<&crate::summary::system::SystemProcessReport> =
+        s.grew_most.iter().chain(&s.largest).collect();
+    listed.sort_by_key(|r| r.pid);
+    listed.dedup_by_key(|r| r.pid);
+    let process = |r: &crate::summary::system::SystemProcessReport| {
+        vec![
+            ("pid", r.pid.to_string()),
+            ("comm", r.comm.clone()),
+            ("cgroup", r.cgroup.clone()),
+        ]
+    };
+    let other = || vec![("pid", "other".to_string())];
+    let per_process = |f: fn(&SystemTotals) -> u64| {
+        listed
+            .iter()
+            .map(|r| (process(r), f(&r.totals) as f64))
+            .chain([(other(), f(&s.other) as f64)])
+            .collect::<Vec<_>>()
+    };
+    w.family(
+        "tracer_system_process_growth_bytes",
+        Kind::Gauge,
+        "Pages allocated while each process ran and not freed since, in bytes (--system): the \
+         processes that grew most and the largest, the rest as pid=\"other\".",
+        per_process(|t| t.growth_bytes),
+    );
+    w.family(
+        "tracer_system_process_faults",
+        Kind::Counter,
+        "User page faults of each process listed, the rest as pid=\"other\" (--system).",
+        per_process(|t| t.faults),
+    );
+    w.family(
+        "tracer_system_process_mmap_bytes",
+        Kind::Counter,
+        "Bytes each process listed asked of mmap (and mremap's growth) (--system).",
+        per_process(|t| t.mmap_bytes),
+    );
+    w.family(
+        "tracer_system_process_resident_bytes",
+        Kind::Gauge,
+        "Resident memory of each process listed that still runs (--system).",
+        listed
+            .iter()
+            .filter_map(|r| Some((process(r), r.resident_bytes? as f64))),
+    );
+    w.family(
+        "tracer_system_cgroup_growth_bytes",
+        Kind::Gauge,
+        "Growth of the processes of each memory cgroup listed, the rest as cgroup=\"other\" \
+         (--system).",
+        s.cgroups
+            .iter()
+            .map(|c| {
+                (
+                    label("cgroup", c.cgroup.clone()),
+                    c.totals.growth_bytes as f64,
+                )
+            })
+            .chain([(
+                label("cgroup", "other"),
+                s.other_cgroups.growth_bytes as f64,
+            )]),
+    );
+    w.family(
+        "tracer_system_processes",
+        Kind::Gauge,
+        "Processes seen on the machine (--system), and those the kernel counted something of.",
+        [
+            (label("state", "seen"), s.processes_seen as f64),
+            (label("state", "counted"), s.processes_counted as f64),
+        ],
+    );
 }
 
 /// `--cgroup`: the cgroup's own numbers, labelled with its path.
@@ -666,6 +750,68 @@ mod tests {
         assert_eq!(at(&format!("processes{{{cg}}}")), 3.0);
         // The process's own series keep their labels.
         assert!(text.contains("tracer_live_bytes{pid=\"4242\""), "{text}");
+    }
+
+    #[test]
+    fn a_system_run_has_bounded_series_per_process_and_cgroup() {
+        use crate::summary::system::{
+            SystemCgroupReport, SystemProcessReport, SystemSummary, SystemTotals,
+        };
+        let grew = |growth_bytes| SystemTotals {
+            growth_bytes,
+            faults: 3,
+            ..SystemTotals::default()
+        };
+        let mut s = sample_summary();
+        let grower = SystemProcessReport {
+            pid: 7,
+            comm: "grower".into(),
+            cgroup: "/app".into(),
+            resident_bytes: Some(1 << 20),
+            totals: grew(4096),
+        };
+        s.system = Some(SystemSummary {
+            processes_seen: 50,
+            processes_counted: 9,
+            grew_most: vec![grower.clone()],
+            largest: vec![grower],
+            other: grew(8192),
+            cgroups: vec![SystemCgroupReport {
+                cgroup: "/app".into(),
+                processes: 1,
+                resident_bytes: 1 << 20,
+                totals: grew(4096),
+            }],
+            other_cgroups: grew(8192),
+            ..SystemSummary::default()
+        });
+        let text = render(&s, Format::Prometheus, 10, 4096);
+        let p = "pid=\"7\",comm=\"grower\",cgroup=\"/app\"";
+        assert_eq!(
+            value(&text, &format!("tracer_system_process_growth_bytes{{{p}}}")),
+            4096.0
+        );
+        // Listed in both rankings, it is one series.
+        assert_eq!(
+            text.matches("tracer_system_process_growth_bytes{pid=\"7\"")
+                .count(),
+            1
+        );
+        assert_eq!(
+            value(&text, "tracer_system_process_growth_bytes{pid=\"other\"}"),
+            8192.0
+        );
+        assert_eq!(
+            value(&text, "tracer_system_cgroup_growth_bytes{cgroup=\"other\"}"),
+            8192.0
+        );
+        assert_eq!(
+            value(&text, "tracer_system_processes{state=\"seen\"}"),
+            50.0
+        );
+        // No process's own series in a system run.
+        assert!(!text.contains("tracer_live_bytes"), "{text}");
+        assert!(!text.contains("{,"), "{text}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod plumbing;
 pub mod site_frames;
 pub mod suppress;
 pub mod suspects;
+pub mod system;
 pub mod totals;
 pub mod user;
 
@@ -181,6 +182,9 @@ pub struct Summary {
     /// with the processes beside it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oom: Option<oom::OomVictim>,
+    /// `--system`: the machine's processes and cgroups (everything above is then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<system::SystemSummary>,
 }
 
 /// One process of a `--follow` run, and its summary.
@@ -411,6 +415,7 @@ pub(crate) mod tests {
             costs: None,
             cgroup: None,
             oom: None,
+            system: None,
             processes: Vec::new(),
             text_sites: None,
         }

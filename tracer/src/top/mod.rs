@@ -98,6 +98,8 @@ pub struct TopState {
     pub detail: bool,
     /// A line for the footer (a snapshot written, an error).
     pub message: Option<String>,
+    /// `tracer top --system`: the machine's rankings, shown instead of sites.
+    pub system: Option<crate::summary::system::SystemSummary>,
     prev: HashMap<FramesKey, (u64, u64)>,
     prev_s: f64,
 }
@@ -109,6 +111,11 @@ impl TopState {
 
     /// A new summary (every site listed), `elapsed_s` into the run.
     pub fn update(&mut self, s: &Summary, elapsed_s: f64) {
+        if let Some(system) = &s.system {
+            self.system = Some(system.clone());
+            self.header.elapsed_s = elapsed_s;
+            return;
+        }
         let dt = (elapsed_s - self.prev_s).max(1e-3);
         let last = s.timeline.points.last().map(|p| p.sample);
         self.header = Header {

@@ -30,6 +30,9 @@ pub fn page(height: u16, detail: bool) -> usize {
 }
 
 pub fn draw(f: &mut Frame, t: &TopState) {
+    if let Some(s) = &t.system {
+        return draw_system(f, t, s);
+    }
     let area = f.area();
     let table_height = if t.detail {
         Constraint::Percentage(50)
@@ -169,6 +172,93 @@ pub fn draw(f: &mut Frame, t: &TopState) {
     f.render_widget(Paragraph::new(footer), parts[parts.len() - 1]);
 }
 
+/// `tracer top --system`: the processes that grew most, then the cgroups.
+fn draw_system(f: &mut Frame, t: &TopState, s: &crate::summary::system::SystemSummary) {
+    let parts = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(5),
+        Constraint::Length(8),
+        Constraint::Length(1),
+    ])
+    .split(f.area());
+    let head = Line::from(vec![
+        Span::styled(
+            "tracer top  every process",
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "  {:.1} s  {} processes, {} counted  grew {}  faults {}",
+            t.header.elapsed_s,
+            s.processes_seen,
+            s.processes_counted,
+            human_bytes(s.total.growth_bytes),
+            s.total.faults
+        )),
+    ]);
+    f.render_widget(Paragraph::new(head), parts[0]);
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let rows = s.grew_most.iter().map(|r| {
+        TableRow::new(vec![
+            Cell::from(r.pid.to_string()),
+            Cell::from(visible(&r.comm).into_owned()),
+            Cell::from(human_bytes(r.totals.growth_bytes)),
+            Cell::from(r.resident_bytes.map_or("gone".into(), human_bytes)),
+            Cell::from(r.totals.faults.to_string()),
+            Cell::from(r.totals.mmap_calls.to_string()),
+            Cell::from(visible(&r.cgroup).into_owned()),
+        ])
+    });
+    let processes = Table::new(
+        rows,
+        [
+            Constraint::Length(8),
+            Constraint::Length(16),
+            Constraint::Length(11),
+            Constraint::Length(11),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        TableRow::new([
+            "pid", "comm", "grew", "resident", "faults", "mmaps", "cgroup",
+        ])
+        .style(bold),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::TOP)
+            .title(" processes that grew most "),
+    );
+    f.render_widget(processes, parts[1]);
+    let cgroups = Table::new(
+        s.cgroups.iter().map(|c| {
+            TableRow::new(vec![
+                Cell::from(human_bytes(c.totals.growth_bytes)),
+                Cell::from(human_bytes(c.resident_bytes)),
+                Cell::from(c.processes.to_string()),
+                Cell::from(visible(&c.cgroup).into_owned()),
+            ])
+        }),
+        [
+            Constraint::Length(11),
+            Constraint::Length(11),
+            Constraint::Length(7),
+            Constraint::Min(10),
+        ],
+    )
+    .header(TableRow::new(["grew", "resident", "procs", "cgroup"]).style(bold))
+    .block(
+        Block::default()
+            .borders(Borders::TOP)
+            .title(" memory cgroups "),
+    );
+    f.render_widget(cgroups, parts[2]);
+    let footer = t.message.clone().unwrap_or_else(|| "q quit".into());
+    f.render_widget(Paragraph::new(footer), parts[3]);
+}
+
 #[cfg(test)]
 mod tests {
     use ratatui::{Terminal, backend::TestBackend};
@@ -192,6 +282,45 @@ mod tests {
                     + "\n"
             })
             .collect()
+    }
+
+    #[test]
+    fn the_system_view_ranks_processes_and_cgroups() {
+        use crate::summary::system::{SystemCgroupReport, SystemProcessReport, SystemSummary};
+        let mut s = sample_summary();
+        let grower = SystemProcessReport {
+            pid: 4321,
+            comm: "grower".into(),
+            cgroup: "/app".into(),
+            resident_bytes: Some(3 << 20),
+            totals: crate::summary::system::SystemTotals {
+                growth_bytes: 2 << 20,
+                faults: 512,
+                ..Default::default()
+            },
+        };
+        s.system = Some(SystemSummary {
+            processes_seen: 80,
+            processes_counted: 12,
+            grew_most: vec![grower],
+            cgroups: vec![SystemCgroupReport {
+                cgroup: "/app".into(),
+                processes: 1,
+                resident_bytes: 3 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let mut t = TopState::default();
+        t.update(&s, 2.0);
+        let text = screen(&t);
+        assert!(text.contains("80 processes, 12 counted"), "{text}");
+        let row = text.lines().find(|l| l.contains("4321")).expect(&text);
+        assert!(
+            row.contains("grower") && row.contains("2.0 MiB") && row.contains("3.0 MiB"),
+            "{row}"
+        );
+        assert!(text.contains("memory cgroups"), "{text}");
     }
 
     #[test]
