@@ -1,7 +1,10 @@
 /* oom_grow: grows one call site until the kernel's OOM killer ends it (run it in a memory
- * cgroup with a limit). Prints "ready" and waits for a byte on stdin; then takes 1 MiB blocks
- * from hoard() every 5 ms, touching each page, and after each one prints the running total of
- * bytes hoard() has allocated ("total N"). Every block stays live. */
+ * cgroup with a limit), or BLOCKS times.
+ *   oom_grow [BLOCKS]
+ * Prints "ready" and waits for a byte on stdin; then takes 1 MiB blocks from hoard() every
+ * 5 ms, touching each page, and after each one prints the running total of bytes hoard() has
+ * allocated ("total N"). Every block stays live. After BLOCKS blocks it prints "done" and
+ * waits for stdin to close. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +22,8 @@ __attribute__((noinline)) static void *hoard(void) {
     return p;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    long blocks = argc > 1 ? atol(argv[1]) : (long)(sizeof kept / sizeof kept[0]);
     printf("ready\n");
     fflush(stdout);
     char byte;
@@ -27,7 +31,7 @@ int main(void) {
         return 1;
     struct timespec pause = {0, 5 * 1000 * 1000};
     long total = 0;
-    for (long n = 0; n < (long)(sizeof kept / sizeof kept[0]); n++) {
+    for (long n = 0; n < blocks && n < (long)(sizeof kept / sizeof kept[0]); n++) {
         kept[n] = hoard();
         if (!kept[n])
             return 2;
@@ -35,6 +39,10 @@ int main(void) {
         printf("total %ld\n", total);
         fflush(stdout);
         nanosleep(&pause, NULL);
+    }
+    printf("done\n");
+    fflush(stdout);
+    while (read(0, &byte, 1) > 0) {
     }
     return 0;
 }

@@ -345,3 +345,61 @@ fn a_path_that_is_no_cgroup_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// `--system` with a process growing 128 MiB among the machine's others: it ranks first by
+/// growth, and its faults, mmap calls and pages equal what a `--pid --mode kernel` run beside
+/// it counted of the same kernel events.
+#[test]
+fn system_ranks_a_growing_process_first_with_a_pid_runs_counts() {
+    require_root();
+    let w = workload("oom_grow");
+    let mut g = Gated::start(&w, &["128"]);
+    let pid = g.pid();
+    // The --pid run first: loading its maps takes pages in it, which --system would count.
+    let pid_json = json_path("system-pid");
+    let (one, one_lines) = attach_tracer(pid, &pid_json, &["--mode", "kernel", "-q"]);
+    let sys_json = json_path("system");
+    let mut sys = tracer()
+        .args(["--system", "-q", "--json"])
+        .arg(&sys_json)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sys_lines = BufReader::new(sys.stderr.take().unwrap()).lines();
+    let first = sys_lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("tracer: counting every process"),
+        "{first}"
+    );
+    g.go();
+    while g.line() != "done" {}
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(sys, sys_lines);
+    interrupt(one, one_lines);
+    assert!(g.end().success());
+    let v: Value = serde_json::from_str(&fs::read_to_string(&sys_json).unwrap()).unwrap();
+    let s = &v["system"];
+    let top = &s["grew_most"][0];
+    assert_eq!(top["pid"], pid, "{:#}", s["grew_most"]);
+    assert_eq!(top["comm"], "oom_grow");
+    let growth = top["growth_bytes"].as_u64().unwrap();
+    assert!((128 << 20..=140 << 20).contains(&growth), "grew {growth}");
+    let p: Value = serde_json::from_str(&fs::read_to_string(&pid_json).unwrap()).unwrap();
+    assert_eq!(top["faults"], p["kernel"]["faults"]["user"], "faults");
+    assert_eq!(
+        top["mmap_calls"], p["syscalls"]["mmap"]["calls"],
+        "mmap calls"
+    );
+    assert_eq!(
+        top["munmap_calls"], p["syscalls"]["munmap"]["calls"],
+        "munmap calls"
+    );
+    assert_eq!(
+        top["pages_allocated"], p["kernel"]["buddy"]["pages"],
+        "pages"
+    );
+    // Bounded: at most the top 20 of each ranking, the rest summed.
+    assert!(s["grew_most"].as_array().unwrap().len() <= 20);
+    assert!(s["largest"].as_array().unwrap().len() <= 20);
+    assert!(s["processes_seen"].as_u64().unwrap() > 1);
+}
