@@ -169,6 +169,21 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub on_oom: Option<PathBuf>,
 
+    /// Write a snapshot of every report (as SIGUSR1 does) when memory pressure rises above a
+    /// threshold: KIND WINDOW>PERCENT, KIND `some` (some task waited for memory) or `full`
+    /// (all did), WINDOW `avg10` or `avg60` (the kernel's averages over 10 s and 60 s). The
+    /// cgroup's own pressure with a v2 --cgroup, else the machine's (/proc/pressure/memory);
+    /// checked every second, once per rise. With --cgroup, a snapshot is also written whenever
+    /// the cgroup's memory.events high count rises. Example: --on-pressure 'some avg10>20'
+    #[arg(long, value_name = "EXPR")]
+    pub on_pressure: Option<crate::process::cgroup::PressureTrigger>,
+
+    /// With --on-pressure: the pressure file to watch instead, such as a v2 cgroup's
+    /// memory.pressure while tracing one of its processes with --pid.
+    /// Example: --pressure-file /sys/fs/cgroup/app/memory.pressure
+    #[arg(long, value_name = "FILE", requires = "on_pressure")]
+    pub pressure_file: Option<PathBuf>,
+
     /// With --pid or --cgroup: stop tracing after SECONDS (fractions allowed, at most a year).
     /// Example: --duration 2.5
     #[arg(short, long, value_name = "SECONDS", value_parser = parse_seconds)]
@@ -683,6 +698,8 @@ impl Cli {
             // A cgroup's processes are followed: what they create stays in it.
             follow: self.follow || cgroup,
             on_oom,
+            on_pressure: self.on_pressure,
+            pressure_file: self.pressure_file,
             costs: self.costs,
             unwind_row_cache: !self.no_unwind_cache,
         })

@@ -348,3 +348,123 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/cg"), "{err}");
     }
 }
+
+/// `--on-pressure`: a snapshot when memory pressure crosses a threshold, such as
+/// `some avg10>20` (percent of the last 10 s in which some task waited for memory).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PressureTrigger {
+    /// `full`: all tasks waited at once; else `some`.
+    pub full: bool,
+    /// `avg60`; else `avg10`.
+    pub avg60: bool,
+    pub above: f64,
+}
+
+impl std::str::FromStr for PressureTrigger {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{s:?}: expected KIND WINDOW>PERCENT, KIND `some` or `full`, WINDOW `avg10` or \
+                 `avg60`, such as 'some avg10>20'"
+            )
+        };
+        let (kind, rest) = s.trim().split_once(char::is_whitespace).ok_or_else(bad)?;
+        let (window, above) = rest.trim().split_once('>').ok_or_else(bad)?;
+        let full = match kind {
+            "some" => false,
+            "full" => true,
+            _ => return Err(bad()),
+        };
+        let avg60 = match window.trim() {
+            "avg10" => false,
+            "avg60" => true,
+            _ => return Err(bad()),
+        };
+        let above: f64 = above.trim().parse().map_err(|_| bad())?;
+        if !(0.0..100.0).contains(&above) {
+            return Err(format!("{s:?}: the threshold is a percentage below 100"));
+        }
+        Ok(PressureTrigger { full, avg60, above })
+    }
+}
+
+impl PressureTrigger {
+    /// The value it watches in `p`.
+    pub fn value(&self, p: &Pressure) -> f64 {
+        match (self.full, self.avg60) {
+            (false, false) => p.some_avg10,
+            (false, true) => p.some_avg60,
+            (true, false) => p.full_avg10,
+            (true, true) => p.full_avg60,
+        }
+    }
+
+    /// As the user wrote it.
+    pub fn name(&self) -> String {
+        format!(
+            "{} {}>{}",
+            if self.full { "full" } else { "some" },
+            if self.avg60 { "avg60" } else { "avg10" },
+            self.above
+        )
+    }
+}
+
+/// Memory pressure now: `file`'s when given, else the cgroup's own where it keeps one (v2),
+/// else the machine's.
+pub fn pressure_now(file: Option<&Path>, cgroup: Option<&Cgroup>) -> Option<Pressure> {
+    if let Some(file) = file {
+        return fs::read_to_string(file)
+            .ok()
+            .and_then(|p| parse_pressure(&p));
+    }
+    cgroup
+        .filter(|c| c.version == 2)
+        .and_then(|c| fs::read_to_string(c.path.join("memory.pressure")).ok())
+        .and_then(|p| parse_pressure(&p))
+        .or_else(|| {
+            fs::read_to_string("/proc/pressure/memory")
+                .ok()
+                .and_then(|p| parse_pressure(&p))
+        })
+}
+
+#[cfg(test)]
+mod trigger_tests {
+    use super::*;
+
+    #[test]
+    fn pressure_triggers_parse_and_pick_their_value() {
+        let t: PressureTrigger = "some avg10>20".parse().unwrap();
+        assert_eq!(
+            t,
+            PressureTrigger {
+                full: false,
+                avg60: false,
+                above: 20.0
+            }
+        );
+        let p = Pressure {
+            some_avg10: 1.0,
+            some_avg60: 2.0,
+            full_avg10: 3.0,
+            full_avg60: 4.0,
+            ..Pressure::default()
+        };
+        assert_eq!(t.value(&p), 1.0);
+        let t: PressureTrigger = "full  avg60 > 5.5".parse().unwrap();
+        assert_eq!((t.value(&p), t.above), (4.0, 5.5));
+        assert_eq!(t.name(), "full avg60>5.5");
+        for bad in [
+            "some",
+            "some avg300>1",
+            "most avg10>1",
+            "some avg10>x",
+            "some avg10>150",
+        ] {
+            assert!(bad.parse::<PressureTrigger>().is_err(), "{bad}");
+        }
+    }
+}

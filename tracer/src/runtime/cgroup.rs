@@ -8,9 +8,9 @@ use aya::Ebpf;
 
 use super::drain::Drain;
 use crate::{
-    facts::CgroupFacts,
+    facts::{CgroupFacts, Pressure},
     process::{
-        cgroup::Cgroup,
+        cgroup::{Cgroup, PressureTrigger, pressure_now},
         session::{Joined, Start, is_loader},
         target::{self, TargetFiles},
     },
@@ -157,5 +157,104 @@ impl Drain<'_> {
         self.new_code = true;
         self.sync_tables(ebpf, pid);
         log::info!("pid {pid} joined the traced cgroup's processes");
+    }
+}
+
+/// When a snapshot is written on its own: memory pressure rising above `--on-pressure`, a
+/// followed cgroup's `memory.events` high count rising.
+#[derive(Default)]
+pub(super) struct Triggers {
+    checked: Option<Instant>,
+    /// Pressure was above the threshold at the last check: the next snapshot waits for it to
+    /// fall and rise again.
+    above: bool,
+    /// The cgroup's high count at the last check.
+    high: Option<u64>,
+}
+
+impl Triggers {
+    /// Why a snapshot is due now, if one is; checked once a second.
+    pub(super) fn check(
+        &mut self,
+        trigger: Option<PressureTrigger>,
+        file: Option<&std::path::Path>,
+        cgroup: Option<&Cgroup>,
+        now: Instant,
+    ) -> Option<String> {
+        if trigger.is_none() && cgroup.is_none() {
+            return None;
+        }
+        if self
+            .checked
+            .is_some_and(|at| now.saturating_duration_since(at) < POLL_PERIOD)
+        {
+            return None;
+        }
+        self.checked = Some(now);
+        let pressure = trigger.and_then(|_| pressure_now(file, cgroup));
+        let high = cgroup.and_then(|c| c.memory().events.high);
+        self.seen(trigger, pressure, high)
+    }
+
+    /// What was read now: a rise of either is a reason for a snapshot.
+    fn seen(
+        &mut self,
+        trigger: Option<PressureTrigger>,
+        pressure: Option<Pressure>,
+        high: Option<u64>,
+    ) -> Option<String> {
+        let mut why = None;
+        if let Some(t) = trigger
+            && let Some(p) = pressure
+        {
+            let value = t.value(&p);
+            let above = value > t.above;
+            if above && !self.above {
+                why = Some(format!("memory pressure {value:.2} ({})", t.name()));
+            }
+            self.above = above;
+        }
+        if let Some(high) = high {
+            if self.high.is_some_and(|before| high > before) {
+                why.get_or_insert_with(|| {
+                    format!("the cgroup's memory.events high count rose to {high}")
+                });
+            }
+            self.high = Some(high);
+        }
+        why
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_once_per_rise() {
+        let t: PressureTrigger = "some avg10>20".parse().unwrap();
+        let at = |some_avg10| {
+            Some(Pressure {
+                some_avg10,
+                ..Pressure::default()
+            })
+        };
+        let mut tr = Triggers::default();
+        assert_eq!(tr.seen(Some(t), at(5.0), None), None);
+        let why = tr.seen(Some(t), at(25.0), None).unwrap();
+        assert!(
+            why.contains("25.00") && why.contains("some avg10>20"),
+            "{why}"
+        );
+        // Still above: no second snapshot until it falls and rises again.
+        assert_eq!(tr.seen(Some(t), at(30.0), None), None);
+        assert_eq!(tr.seen(Some(t), at(10.0), None), None);
+        assert!(tr.seen(Some(t), at(21.0), None).is_some());
+        // The cgroup's high count: the first reading is where it starts.
+        let mut tr = Triggers::default();
+        assert_eq!(tr.seen(None, None, Some(4)), None);
+        assert_eq!(tr.seen(None, None, Some(4)), None);
+        let why = tr.seen(None, None, Some(6)).unwrap();
+        assert!(why.contains("high count rose to 6"), "{why}");
     }
 }

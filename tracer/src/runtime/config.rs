@@ -84,6 +84,10 @@ pub struct RunConfig {
     pub stacks: StackWalk,
     /// `--on-oom`: where a traced process's report goes when the OOM killer chooses it.
     pub on_oom: PathBuf,
+    /// `--on-pressure`: a snapshot when memory pressure rises above this.
+    pub on_pressure: Option<crate::process::cgroup::PressureTrigger>,
+    /// `--pressure-file`: the pressure file `--on-pressure` watches.
+    pub pressure_file: Option<PathBuf>,
     /// `--costs`: measure what the probes and the stack walks cost.
     pub costs: bool,
     /// The unwinder's caches: rows by address, a window of the stack (off only to check that

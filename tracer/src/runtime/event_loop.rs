@@ -8,7 +8,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{
     RunConfig,
-    cgroup::Followed,
+    cgroup::{Followed, Triggers},
     drain::Drain,
     ring::RingReader,
     ui::next_key,
@@ -55,6 +55,8 @@ pub(super) struct Loop<'a> {
     pub followed: Option<Followed>,
     /// What a joining process's books start from, less its own image.
     pub base: Start,
+    /// Snapshots on pressure and on a cgroup's high events.
+    pub triggers: Triggers,
 }
 
 impl Loop<'_> {
@@ -87,6 +89,16 @@ impl Loop<'_> {
             }
             if !self.reader.oom_victims.is_empty() {
                 self.write_oom_reports();
+            }
+            let cgroup = self.followed.as_ref().map(|f| &f.cgroup);
+            if let Some(why) = self.triggers.check(
+                self.cfg.on_pressure,
+                self.cfg.pressure_file.as_deref(),
+                cgroup,
+                Instant::now(),
+            ) {
+                self.views.say(format!("tracer: {why}: a snapshot"));
+                self.snapshot();
             }
             // A cgroup is followed until it is removed, whoever is in it.
             if let Some(ended) = self.poll_cgroup() {

@@ -94,6 +94,7 @@ pub async fn run(cfg: RunConfig) -> Result<i32> {
         keeper,
         followed: target.cgroup.take().map(cgroup::Followed::new),
         base,
+        triggers: cgroup::Triggers::default(),
     };
     let mut check_requests = signals
         .take_check_requests()

@@ -403,3 +403,67 @@ fn system_ranks_a_growing_process_first_with_a_pid_runs_counts() {
     assert!(s["largest"].as_array().unwrap().len() <= 20);
     assert!(s["processes_seen"].as_u64().unwrap() > 1);
 }
+
+/// `--on-pressure`: when the pressure watched rises above the threshold, every report is
+/// written as a snapshot, once per rise (here the pressure file is one the test writes, as
+/// `--pressure-file` allows).
+#[test]
+fn pressure_above_the_threshold_writes_one_snapshot_per_rise() {
+    require_root();
+    let w = workload("member");
+    let g = Gated::start(&w, &["5"]);
+    let dir = json_path("pressure").with_extension("d");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let psi = dir.join("memory.pressure");
+    let write_psi = |avg10: f64| {
+        fs::write(
+            &psi,
+            format!(
+                "some avg10={avg10:.2} avg60=0.50 avg300=0.00 total=100\n\
+                 full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_psi(1.0);
+    let json = dir.join("run.json");
+    let (tracer, lines) = attach_tracer(
+        g.pid(),
+        &json,
+        &[
+            "-q",
+            "--duration",
+            "6",
+            "--on-pressure",
+            "some avg10>20",
+            "--pressure-file",
+            psi.to_str().unwrap(),
+        ],
+    );
+    let snapshots = || {
+        fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("run.") && n != "run.json")
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(snapshots(), 0, "below the threshold");
+    write_psi(25.5);
+    std::thread::sleep(Duration::from_millis(2500));
+    // Still above: no second one.
+    write_psi(30.0);
+    let said: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut tracer = tracer;
+    assert!(tracer.wait().unwrap().success(), "{said:?}");
+    let rises: Vec<&String> = said
+        .iter()
+        .filter(|l| l.contains("memory pressure"))
+        .collect();
+    assert_eq!(rises.len(), 1, "{said:#?}");
+    assert!(rises[0].contains("25.50 (some avg10>20)"), "{}", rises[0]);
+    assert_eq!(snapshots(), 1, "{said:#?}");
+    // Never released: it exits at the end of its input.
+    g.end();
+}
