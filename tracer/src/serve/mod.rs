@@ -6,7 +6,8 @@
 //! task on that thread, never the event path.
 //!
 //! - `/metrics`: Prometheus text (OpenMetrics when `Accept` asks), see [`metrics`];
-//! - `/debug/pprof/heap` and `/debug/pprof/allocs` (`?seconds=N`: the allocations between a
+//! - `/debug/pprof/heap` and `/debug/pprof/allocs` (`?pid=N`: one process of a `--follow` or
+//!   `--cgroup` run; `?seconds=N`: the allocations between a
 //!   state taken at the request and one taken N seconds later, each published on demand):
 //!   gzipped pprof, as Go's net/http/pprof serves them;
 //! - `/report.html`: the HTML report as of now; `/`: an index.
@@ -304,6 +305,42 @@ fn query_seconds(query: Option<&str>) -> Result<Option<u64>, String> {
     Ok(None)
 }
 
+/// `?pid=N`: one process of a `--follow` or `--cgroup` run.
+fn query_pid(query: Option<&str>) -> Result<Option<u32>, String> {
+    let Some(q) = query else { return Ok(None) };
+    for pair in q.split('&') {
+        if let Some(v) = pair.strip_prefix("pid=") {
+            return v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("pid={v} is not a process id"));
+        }
+    }
+    Ok(None)
+}
+
+/// The summary of process `pid` in `summary` (the whole run's without one): its own, when the
+/// run traced several.
+pub fn of_process(
+    summary: &Summary,
+    pid: Option<u32>,
+) -> Result<std::borrow::Cow<'_, Summary>, String> {
+    use std::borrow::Cow;
+    let Some(pid) = pid else {
+        return Ok(Cow::Borrowed(summary));
+    };
+    if summary.processes.is_empty() && summary.target.pid == pid {
+        return Ok(Cow::Borrowed(summary));
+    }
+    summary
+        .processes
+        .iter()
+        .rev()
+        .find(|p| p.pid == pid)
+        .map(|p| Cow::Owned(p.summary.clone()))
+        .ok_or_else(|| format!("pid {pid} is not one of the traced processes"))
+}
+
 /// The endpoints whose answers hold the target's addresses (its memory layout).
 const WITH_ADDRESSES: [&str; 3] = ["/debug/pprof/heap", "/debug/pprof/allocs", "/report.html"];
 
@@ -353,20 +390,40 @@ async fn handle(req: Request<Incoming>, state: &State, peer: Option<u32>) -> Res
             let body = metrics::render(&now.summary, format, now.max_metric_sites, now.page_size);
             reply(StatusCode::OK, format.content_type(), body)
         }
-        // Profiles are for tools: every site.
-        "/debug/pprof/heap" => profile(&now.summary, "inuse_space", now.taken),
-        "/debug/pprof/allocs" => match query_seconds(req.uri().query()) {
-            Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-            Ok(None) => profile(&now.summary, "alloc_space", now.taken),
-            Ok(Some(seconds)) => {
-                // From a state taken now to one taken N seconds later.
-                let first = fresh(state).await;
-                tokio::time::sleep(Duration::from_secs(seconds)).await;
-                let last = fresh(state).await;
-                let delta = allocations_between(&first.summary, &last.summary);
-                profile(&delta, "alloc_space", last.taken)
+        // Profiles are for tools: every site; `?pid=` one process's.
+        "/debug/pprof/heap" | "/debug/pprof/allocs" => {
+            let pid = match query_pid(req.uri().query()) {
+                Ok(pid) => pid,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            };
+            let one = |s: &Summary| of_process(s, pid).map(std::borrow::Cow::into_owned);
+            let unknown = |e: String| text(StatusCode::NOT_FOUND, format!("{e}\n"));
+            if path == "/debug/pprof/heap" {
+                return match one(&now.summary) {
+                    Ok(s) => profile(&s, "inuse_space", now.taken),
+                    Err(e) => unknown(e),
+                };
             }
-        },
+            match query_seconds(req.uri().query()) {
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                Ok(None) => match one(&now.summary) {
+                    Ok(s) => profile(&s, "alloc_space", now.taken),
+                    Err(e) => unknown(e),
+                },
+                Ok(Some(seconds)) => {
+                    // From a state taken now to one taken N seconds later.
+                    let first = fresh(state).await;
+                    tokio::time::sleep(Duration::from_secs(seconds)).await;
+                    let last = fresh(state).await;
+                    match (one(&first.summary), one(&last.summary)) {
+                        (Ok(a), Ok(b)) => {
+                            profile(&allocations_between(&a, &b), "alloc_space", last.taken)
+                        }
+                        (Err(e), _) | (_, Err(e)) => unknown(e),
+                    }
+                }
+            }
+        }
         "/report.html" => {
             let page = now.html.get_or_init(|| {
                 let mut page = Vec::new();
@@ -507,6 +564,36 @@ mod tests {
                 .contains("no token")
         );
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn a_pid_picks_one_process_of_a_followed_run() {
+        assert_eq!(query_pid(Some("seconds=5&pid=42")), Ok(Some(42)));
+        assert_eq!(query_pid(Some("seconds=5")), Ok(None));
+        assert!(query_pid(Some("pid=x")).is_err());
+        let one = summary::tests::sample_summary();
+        // One process: its pid, or none, is the whole run.
+        assert_eq!(of_process(&one, None).unwrap().target.pid, 4242);
+        assert_eq!(of_process(&one, Some(4242)).unwrap().target.pid, 4242);
+        assert!(of_process(&one, Some(7)).is_err());
+        let mut child = one.clone();
+        child.target.pid = 7;
+        child.user.malloc.calls = 99;
+        let mut run = one.clone();
+        run.processes = vec![summary::ProcessReport {
+            pid: 7,
+            ppid: Some(4242),
+            command: vec!["child".into()],
+            exit_code: None,
+            signal: None,
+            started_ms: 0.0,
+            ended_ms: None,
+            summary: child,
+        }];
+        let picked = of_process(&run, Some(7)).unwrap();
+        assert_eq!(picked.user.malloc.calls, 99);
+        let err = of_process(&run, Some(8)).unwrap_err();
+        assert!(err.contains("pid 8"), "{err}");
     }
 
     #[test]

@@ -156,15 +156,23 @@ fn every_process_of_a_cgroup_before_and_after_tracing_has_its_books() {
         .collect();
     let json = json_path("cgroup-members");
     let recording = json.with_extension("trace");
-    let (tracer, lines) = follow(
+    let (tracer, mut lines) = follow(
         &cg.0,
         &[
             "--json",
             json.to_str().unwrap(),
             "--record",
             recording.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
         ],
     );
+    let serving = lines.next().unwrap().unwrap();
+    let addr: std::net::SocketAddr = serving
+        .strip_prefix("tracer: serving http://")
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{serving}"));
     // Started outside after tracing began, then moved in: found at the next poll (a second).
     let mut moved = Gated::start(&w, &["40"]);
     cg.add(moved.pid());
@@ -183,6 +191,15 @@ fn every_process_of_a_cgroup_before_and_after_tracing_has_its_books() {
         .chain([(moved.pid(), 40)])
         .collect();
     let forker = before[2].0.pid();
+    // While they run: the cgroup's series, and one process's profile by ?pid=.
+    let cg_label = format!("tracer_cgroup_processes{{cgroup=\"{}\"}} 4", cg.0.display());
+    wait_for_metrics(addr, &[], |l| l == cg_label);
+    let moved_pid = moved.pid();
+    let (status, _, body) = get(addr, &format!("/debug/pprof/heap?pid={moved_pid}"), &[]);
+    assert_eq!(status, 200);
+    assert!(!body.is_empty());
+    let (status, _, body) = get(addr, "/debug/pprof/heap?pid=1", &[]);
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
     for (g, _) in before {
         assert!(g.end().success());
     }
