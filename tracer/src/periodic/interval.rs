@@ -72,6 +72,9 @@ pub struct IntervalRecord {
     pub leak_suspects: Vec<IntervalSuspect>,
     /// The summary's losses and caveats as of now (see [`crate::summary::notes`]).
     pub notes: Vec<Note>,
+    /// `--cgroup`: the cgroup's own numbers now (its use over time is in the summary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<crate::summary::CgroupFacts>,
 }
 
 /// Remembers the last interval, to tell what changed.
@@ -148,6 +151,13 @@ impl IntervalView {
                 })
                 .collect(),
             notes: summary.notes.clone(),
+            cgroup: summary
+                .cgroup
+                .as_ref()
+                .map(|c| crate::summary::CgroupFacts {
+                    usage: Vec::new(),
+                    ..c.clone()
+                }),
         };
         self.last_t_ms = t_ms;
         self.events = events;
@@ -222,6 +232,9 @@ pub fn render_text(r: &IntervalRecord, header: &str, mut out: impl io::Write) ->
             d.slab.objects,
         ),
     )?;
+    if let Some(c) = &r.cgroup {
+        line(&mut out, format!("  {}", crate::summary::cgroup::brief(c)))?;
+    }
     line(
         &mut out,
         format!(

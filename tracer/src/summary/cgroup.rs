@@ -60,6 +60,40 @@ pub fn lines(c: &CgroupFacts) -> Vec<String> {
     out
 }
 
+/// The cgroup in one line for the live views: its use against its limit, its kills and the
+/// pressure.
+pub fn brief(c: &CgroupFacts) -> String {
+    let m = &c.memory;
+    let n = c.processes.len();
+    let mut out = format!("cgroup: {n} process{}", if n == 1 { "" } else { "es" });
+    if let Some(usage) = m.usage_bytes {
+        out.push_str(&format!("  {} used", human_bytes(usage)));
+        if let Some(limit) = m.limit_bytes.filter(|&l| l > 0) {
+            out.push_str(&format!(
+                " of {} ({:.0}%)",
+                human_bytes(limit),
+                usage as f64 * 100.0 / limit as f64
+            ));
+        }
+    }
+    for (name, n) in [
+        ("high", m.events.high),
+        ("max", m.events.max),
+        ("oom_kill", m.events.oom_kill),
+    ] {
+        if let Some(n) = n.filter(|&n| n > 0) {
+            out.push_str(&format!("  {name} {n}"));
+        }
+    }
+    if let Some(p) = &m.pressure {
+        out.push_str(&format!(
+            "  pressure ({}) some {:.2}%",
+            m.pressure_scope, p.some_avg10
+        ));
+    }
+    out
+}
+
 /// What its use is made of, as `memory.stat` and the kmem files say.
 fn made_of(m: &CgroupMemory) -> Vec<String> {
     [
@@ -115,6 +149,34 @@ mod tests {
                 "  events: max 120, oom_kill 1; pressure (machine): some 21.50% of the last 10 s, \
                  0.00% of 60 s; full 0.00%, 0.00%",
             ]
+        );
+    }
+
+    #[test]
+    fn one_line_for_the_live_views() {
+        let c = CgroupFacts {
+            processes: vec![1, 2],
+            memory: CgroupMemory {
+                usage_bytes: Some(48 << 20),
+                limit_bytes: Some(64 << 20),
+                events: CgroupEvents {
+                    max: Some(0),
+                    oom_kill: Some(2),
+                    ..Default::default()
+                },
+                pressure: Some(Pressure {
+                    some_avg10: 1.5,
+                    ..Default::default()
+                }),
+                pressure_scope: "cgroup".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            brief(&c),
+            "cgroup: 2 processes  48.0 MiB used of 64.0 MiB (75%)  oom_kill 2  pressure (cgroup) \
+             some 1.50%"
         );
     }
 

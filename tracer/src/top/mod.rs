@@ -76,6 +76,8 @@ pub struct Header {
     pub suspects: Vec<(String, f64)>,
     /// The summary's notes, as `level: text` (see [`crate::summary::notes`]).
     pub notes: Vec<String>,
+    /// `--cgroup`: the cgroup's numbers in a line.
+    pub cgroup: Option<String>,
 }
 
 /// What a key asks of the run.
@@ -130,6 +132,7 @@ impl TopState {
                 .map(|n| format!("{}: {}", n.level.name(), n.text))
                 .collect(),
             paths: s.paths,
+            cgroup: s.cgroup.as_ref().map(crate::summary::cgroup::brief),
             live_bytes: s.live_bytes_now(),
             resident_bytes: last.map_or(0, |p| p.resident),
             suspects: s

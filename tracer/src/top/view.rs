@@ -40,7 +40,7 @@ pub fn draw(f: &mut Frame, t: &TopState) {
         Constraint::Min(3)
     };
     // The header, and a line for each of the summary's notes (its losses and caveats).
-    let notes = t.header.notes.len().min(MAX_NOTES);
+    let notes = t.header.notes.len().min(MAX_NOTES) + usize::from(t.header.cgroup.is_some());
     let mut constraints = vec![Constraint::Length(3 + notes as u16), table_height];
     if t.detail {
         constraints.push(Constraint::Min(3));
@@ -84,6 +84,9 @@ pub fn draw(f: &mut Frame, t: &TopState) {
         )),
         Line::from(suspects),
     ];
+    if let Some(c) = &h.cgroup {
+        lines.push(Line::from(visible(c).into_owned()));
+    }
     lines.extend(h.notes.iter().take(MAX_NOTES).map(|n| {
         Line::from(Span::styled(
             n.clone(),
