@@ -69,6 +69,8 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcessCounts {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::CountsSlot {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcessEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindRow {}

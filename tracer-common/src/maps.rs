@@ -7,7 +7,7 @@ use crate::{
 };
 
 /// Every map userspace opens by name: a test checks each is in the eBPF object.
-pub const MAP_NAMES: [&str; 19] = [
+pub const MAP_NAMES: [&str; 20] = [
     EVENTS_MAP,
     COUNTERS_MAP,
     CONTROL_MAP,
@@ -26,6 +26,7 @@ pub const MAP_NAMES: [&str; 19] = [
     FAULT_STASH_MAP,
     SLAB_COUNTS_MAP,
     SYSTEM_COUNTS_MAP,
+    SYSTEM_SLOTS_MAP,
     PAGE_OWNERS_MAP,
 ];
 
@@ -89,6 +90,21 @@ pub const FOLLOWED_MAP: &str = "FOLLOWED";
 pub const SYSTEM_COUNTS_MAP: &str = "SYSTEM_COUNTS";
 /// Entries of [`SYSTEM_COUNTS_MAP`].
 pub const MAX_SYSTEM_PROCESSES: u32 = 16384;
+/// `--system`: each CPU's counts of the processes it ran last, by tgid modulo
+/// [`SYSTEM_SLOTS`] ([`CountsSlot`]): an array slot is found without hashing; a process that
+/// takes the slot of another moves that one's counts into [`SYSTEM_COUNTS_MAP`] first.
+pub const SYSTEM_SLOTS_MAP: &str = "SYSTEM_SLOTS";
+/// Slots of [`SYSTEM_SLOTS_MAP`] per CPU: a power of two.
+pub const SYSTEM_SLOTS: u32 = 4096;
+
+/// A slot of [`SYSTEM_SLOTS_MAP`]: a process's counts on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountsSlot {
+    /// The process's tgid + 1; 0 for an empty slot.
+    pub tag: u64,
+    pub counts: ProcessCounts,
+}
 /// `--system`: the process each live page block was allocated in (its tgid + 1; 0: none), by
 /// the page's name masked as [`LIVE_PAGE_BITS_MAP`] masks it; `1 << Config::page_bits` entries.
 pub const PAGE_OWNERS_MAP: &str = "PAGE_OWNERS";

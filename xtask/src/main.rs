@@ -51,6 +51,10 @@ enum Task {
         /// to docs/benchmarks.md: for trying a change.
         #[arg(long)]
         real_only: bool,
+        /// Only the redis-server rows (each mode, --system, --cgroup), printed and not written:
+        /// for trying a change.
+        #[arg(long, conflicts_with = "real_only")]
+        redis_only: bool,
     },
     /// Load a tracer HTML report in headless Chromium (installed from Debian's packages if
     /// missing): fail on any console message, save a screenshot. Without --html, reports on the
@@ -95,7 +99,11 @@ fn main() -> Result<()> {
         Task::Test { args } => test(args),
         Task::Fixtures { names } => fixtures::run(&names),
         Task::HtmlCheck { html } => html_check(html),
-        Task::Bench { n, real_only } => bench::run(n, real_only),
+        Task::Bench {
+            n,
+            real_only,
+            redis_only,
+        } => bench::run(n, real_only, redis_only),
         Task::Fuzz { runs, seed } => fuzz::run(runs, seed),
     }
 }

@@ -14,6 +14,9 @@ use crate::{
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+    if crate::probes::system::empty() {
+        return 0;
+    }
     if crate::probes::system::on() {
         crate::probes::system::fault();
         return 0;

@@ -203,6 +203,9 @@ fn read<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
 
 #[tracepoint]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
+    if super::system::empty() {
+        return 0;
+    }
     let o = kmem_offsets();
     if super::system::on() {
         if let (Some(pfn), Some(order)) = (
@@ -268,6 +271,9 @@ pub fn page_allocated<C: StackIdContext>(
 
 #[tracepoint]
 pub fn mm_page_free(ctx: TracePointContext) -> u32 {
+    if super::system::empty() {
+        return 0;
+    }
     let o = kmem_offsets();
     if let (Some(pfn), Some(order)) = (
         read::<u64>(&ctx, o.page_free_pfn),
@@ -280,6 +286,9 @@ pub fn mm_page_free(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
+    if super::system::empty() {
+        return 0;
+    }
     let o = kmem_offsets();
     if let Some(pfn) = read::<u64>(&ctx, o.page_free_batched_pfn) {
         page_freed(pfn, 0);
@@ -337,6 +346,9 @@ fn current() -> (u32, u32) {
 
 #[tracepoint]
 pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
+    if super::system::empty() {
+        return 0;
+    }
     cache_alloc(&ctx);
     0
 }
@@ -351,6 +363,9 @@ pub fn kmem_cache_alloc_node(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn kmalloc(ctx: TracePointContext) -> u32 {
+    if super::system::empty() {
+        return 0;
+    }
     kmalloc_alloc(&ctx);
     0
 }

@@ -30,11 +30,16 @@ const GFP_MASK: u64 = 0xffff_ffff;
 /// gfp_t gfp_flags, int node)`
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn raw_kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
+    if system::empty() {
+        return 0;
+    }
     if system::on() {
         let (ptr, cache): (u64, u64) = (ctx.arg(1), ctx.arg(2));
         if ptr != 0 && cache != 0 {
-            let size = read_kernel::<u32>(cache + u64::from(kernel_layout().cache_size));
-            system::slab_alloc(u64::from(size.unwrap_or(0)));
+            let size = system::cache_size(cache, || {
+                read_kernel::<u32>(cache + u64::from(kernel_layout().cache_size))
+            });
+            system::slab_alloc(size);
         }
         return 0;
     }
@@ -83,6 +88,9 @@ pub fn raw_kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
 /// gfp_t gfp_flags, int node)`
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn raw_kmalloc(ctx: RawTracePointContext) -> i32 {
+    if system::empty() {
+        return 0;
+    }
     if system::on() {
         if ctx.arg::<u64>(1) != 0 {
             system::slab_alloc(ctx.arg(3));
@@ -130,6 +138,9 @@ fn page_name(page: u64) -> u64 {
 /// `mm_page_alloc(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
 pub fn raw_mm_page_alloc(ctx: RawTracePointContext) -> i32 {
+    if system::empty() {
+        return 0;
+    }
     if system::on() {
         let page: u64 = ctx.arg(0);
         if page != 0 {
@@ -155,6 +166,9 @@ pub fn raw_mm_page_alloc(ctx: RawTracePointContext) -> i32 {
 /// `mm_page_free(struct page *page, unsigned int order)`
 #[raw_tracepoint(tracepoint = "mm_page_free")]
 pub fn raw_mm_page_free(ctx: RawTracePointContext) -> i32 {
+    if system::empty() {
+        return 0;
+    }
     page_freed(page_name(ctx.arg(0)), ctx.arg::<u64>(1) as u32);
     0
 }
@@ -162,6 +176,9 @@ pub fn raw_mm_page_free(ctx: RawTracePointContext) -> i32 {
 /// `mm_page_free_batched(struct page *page)`
 #[raw_tracepoint(tracepoint = "mm_page_free_batched")]
 pub fn raw_mm_page_free_batched(ctx: RawTracePointContext) -> i32 {
+    if system::empty() {
+        return 0;
+    }
     page_freed(page_name(ctx.arg(0)), 0);
     0
 }
@@ -169,6 +186,9 @@ pub fn raw_mm_page_free_batched(ctx: RawTracePointContext) -> i32 {
 /// `page_fault_user(unsigned long address, struct pt_regs *regs, unsigned long error_code)`
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn raw_page_fault_user(ctx: RawTracePointContext) -> i32 {
+    if system::empty() {
+        return 0;
+    }
     if system::on() {
         system::fault();
         return 0;

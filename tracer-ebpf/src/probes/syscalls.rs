@@ -91,6 +91,9 @@ pub fn syscall_in_flight(tid: u32) -> u64 {
 
 #[inline(always)]
 fn syscall_enter(ctx: &TracePointContext, syscall: Syscall) {
+    if super::system::empty() {
+        return;
+    }
     let offsets = syscall_offsets(syscall);
     if super::system::on() {
         // SAFETY: the offsets come from the tracepoint's own format description.

@@ -7,15 +7,46 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{Array, LruPerCpuHashMap},
+    maps::{Array, LruPerCpuHashMap, PerCpuArray},
 };
-use tracer_common::{MAX_PAGE_BITS, MAX_SYSTEM_PROCESSES, ProcessCounts, Syscall, config_flags};
+use tracer_common::{
+    CountsSlot, MAX_PAGE_BITS, MAX_SYSTEM_PROCESSES, ProcessCounts, SYSTEM_SLOTS as SLOTS, Syscall,
+    config_flags,
+};
 
 use crate::maps::{config_flag, page_bits};
 
 #[map(name = "SYSTEM_COUNTS")]
 static SYSTEM_COUNTS: LruPerCpuHashMap<u32, ProcessCounts> =
     LruPerCpuHashMap::with_max_entries(MAX_SYSTEM_PROCESSES, 0);
+
+/// Each CPU's counts of the processes it ran last, by tgid modulo the slots.
+#[map(name = "SYSTEM_SLOTS")]
+static SYSTEM_SLOTS: PerCpuArray<CountsSlot> = PerCpuArray::with_max_entries(SLOTS, 0);
+
+/// Each CPU's object sizes of the slab caches it allocated from last: (cache, size) by the
+/// cache's address; reading a size from the cache itself costs a probe read a hit.
+#[map(name = "SYSTEM_CACHE_SIZES")]
+static CACHE_SIZES: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(CACHE_SIZE_SLOTS, 0);
+
+const CACHE_SIZE_SLOTS: u32 = 256;
+
+/// The object size of slab cache `cache`, read by `read` on a miss.
+#[inline(always)]
+pub fn cache_size(cache: u64, read: impl FnOnce() -> Option<u32>) -> u64 {
+    let index = crate::maps::fibonacci_slot(cache, 8) & (CACHE_SIZE_SLOTS - 1);
+    let Some(slot) = CACHE_SIZES.get_ptr_mut(index) else {
+        return u64::from(read().unwrap_or(0));
+    };
+    // SAFETY: this CPU's value of a per-CPU array; see `add`.
+    let slot = unsafe { &mut *slot };
+    if slot[0] == cache {
+        return slot[1];
+    }
+    let size = u64::from(read().unwrap_or(0));
+    *slot = [cache, size];
+    size
+}
 
 /// The process (tgid + 1) each live page block was allocated in; sized by userspace.
 #[map(name = "PAGE_OWNERS")]
@@ -27,26 +58,49 @@ pub fn on() -> bool {
     config_flag(config_flags::SYSTEM)
 }
 
+/// A `--system` run whose programs return at once (the floor the bench compares with).
+#[inline(always)]
+pub fn empty() -> bool {
+    config_flag(config_flags::SYSTEM_EMPTY)
+}
+
 #[inline(always)]
 fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
-/// This CPU's counts of process `tgid`, made when it has none.
+/// This CPU's counts of process `tgid`: its slot, taken from the process there before (whose
+/// counts go to the hash map) when it is another's.
 #[inline(always)]
 fn counts_of(tgid: u32) -> Option<*mut ProcessCounts> {
-    if let Some(p) = SYSTEM_COUNTS.get_ptr_mut(tgid) {
-        return Some(p);
+    let slot = SYSTEM_SLOTS.get_ptr_mut(tgid & (SLOTS - 1))?;
+    // SAFETY: this CPU's value of a per-CPU array; see `add`.
+    let slot = unsafe { &mut *slot };
+    let tag = u64::from(tgid) + 1;
+    if slot.tag != tag {
+        if slot.tag != 0 {
+            evict((slot.tag - 1) as u32, &slot.counts);
+        }
+        slot.tag = tag;
+        slot.counts = ProcessCounts::ZERO;
     }
-    SYSTEM_COUNTS.insert(tgid, ProcessCounts::ZERO, 0).ok()?;
-    SYSTEM_COUNTS.get_ptr_mut(tgid)
+    Some(&raw mut slot.counts)
+}
+
+/// Adds a slot's counts of `tgid` to its entry in the hash map.
+#[inline(never)]
+fn evict(tgid: u32, counts: &ProcessCounts) {
+    match SYSTEM_COUNTS.get_ptr_mut(tgid) {
+        // SAFETY: this CPU's value in a per-CPU map.
+        Some(p) => unsafe { (*p).add(counts) },
+        None => {
+            let _ = SYSTEM_COUNTS.insert(tgid, *counts, 0);
+        }
+    }
 }
 
 #[inline(always)]
 fn add(tgid: u32, f: impl FnOnce(&mut ProcessCounts)) {
-    if config_flag(config_flags::SYSTEM_EMPTY) {
-        return;
-    }
     if let Some(p) = counts_of(tgid) {
         // SAFETY: this CPU's value in a per-CPU map; a tracepoint program is not preempted by
         // another on the same CPU while it runs.
@@ -91,9 +145,6 @@ pub fn fault() {
 /// Page `pfn`'s slot in PAGE_OWNERS, when the map is in use.
 #[inline(always)]
 fn owner_slot(pfn: u64) -> Option<*mut u32> {
-    if config_flag(config_flags::SYSTEM_EMPTY) {
-        return None;
-    }
     let bits = page_bits();
     if bits == 0 || bits > MAX_PAGE_BITS {
         return None;

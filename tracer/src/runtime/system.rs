@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use aya::maps::PerCpuHashMap;
-use tracer_common::{ProcessCounts, SYSTEM_COUNTS_MAP};
+use aya::maps::{PerCpuArray, PerCpuHashMap};
+use tracer_common::{CountsSlot, ProcessCounts, SYSTEM_COUNTS_MAP, SYSTEM_SLOTS_MAP};
 
 use super::{RunConfig, ui::next_key, views::Views, wait::sleep_until};
 use crate::{
@@ -121,27 +121,36 @@ fn load_options(cfg: &RunConfig, empty: bool) -> LoadOptions {
     }
 }
 
-/// Reads every process's counts (summed over CPUs) into the model; a process seen for the
-/// first time is named from /proc while it may still be there.
+/// Reads every process's counts (summed over CPUs, from the slots and the hash map) into the
+/// model; a process seen for the first time is named from /proc while it may still be there.
 fn read_counts(probes: &Probes, model: &mut SystemModel) {
-    let Some(map) = probes.ebpf.map(SYSTEM_COUNTS_MAP) else {
-        return;
-    };
-    let map = match PerCpuHashMap::<_, u32, ProcessCounts>::try_from(map) {
-        Ok(m) => m,
-        Err(e) => {
-            log::warn!("reading {SYSTEM_COUNTS_MAP}: {e}");
-            return;
+    let mut all: std::collections::HashMap<u32, ProcessCounts> = Default::default();
+    if let Some(map) = probes.ebpf.map(SYSTEM_COUNTS_MAP) {
+        match PerCpuHashMap::<_, u32, ProcessCounts>::try_from(map) {
+            Ok(map) => {
+                for (pid, per_cpu) in map.iter().flatten() {
+                    let sum = all.entry(pid).or_default();
+                    per_cpu.iter().for_each(|c| sum.add(c));
+                }
+            }
+            Err(e) => log::warn!("reading {SYSTEM_COUNTS_MAP}: {e}"),
         }
-    };
-    for item in &map {
-        let Ok((pid, per_cpu)) = item else {
-            continue;
-        };
-        let mut counts = ProcessCounts::ZERO;
-        for c in per_cpu.iter() {
-            counts.add(c);
+    }
+    if let Some(map) = probes.ebpf.map(SYSTEM_SLOTS_MAP) {
+        match PerCpuArray::<_, CountsSlot>::try_from(map) {
+            Ok(map) => {
+                for per_cpu in map.iter().flatten() {
+                    for slot in per_cpu.iter().filter(|s| s.tag != 0) {
+                        all.entry((slot.tag - 1) as u32)
+                            .or_default()
+                            .add(&slot.counts);
+                    }
+                }
+            }
+            Err(e) => log::warn!("reading {SYSTEM_SLOTS_MAP}: {e}"),
         }
+    }
+    for (pid, counts) in all {
         model.counted(pid, counts, || identify(pid));
     }
 }

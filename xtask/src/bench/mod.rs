@@ -182,9 +182,21 @@ fn machine() -> String {
     format!("Linux {}, {cpu}, {cores} cores", kernel.trim())
 }
 
-pub fn run(n: u64, real_only: bool) -> Result<()> {
+pub fn run(n: u64, real_only: bool, redis_only: bool) -> Result<()> {
     build()?;
     let tracer = workspace_root().join("target/release/tracer");
+    if redis_only {
+        let peers = setup::ensure_bench_tools();
+        let mut t = Table {
+            rows: Vec::new(),
+            notes: Vec::new(),
+        };
+        redis_rows(&tracer, peers.bpftrace, &mut t)?;
+        for note in &t.notes {
+            println!("{note}");
+        }
+        return Ok(());
+    }
     if real_only {
         let peers = setup::ensure_bench_tools();
         let mut t = Table {
@@ -838,6 +850,9 @@ const REDIS_ROUNDS: usize = 9;
 enum Watcher {
     /// `tracer --pid` with these arguments.
     Tracer(&'static [&'static str]),
+    /// `tracer` with these arguments (its target among them), attached once it says the
+    /// first line starts with the second.
+    Own(Vec<String>, &'static str),
     /// bpftrace with empty programs on the four slab tracepoints: what a peer pays to watch
     /// them at all, machine-wide, before its programs do anything. Its perf tracepoints build
     /// a record per hit; tracer's raw tracepoints do not.
@@ -862,6 +877,15 @@ fn start_watcher(tracer: &Path, watcher: &Watcher, pid: &str) -> Result<Child> {
                 "tracer: attached",
                 "tracer did not attach to redis-server",
             )?;
+            Ok(child)
+        }
+        Watcher::Own(args, ready) => {
+            let mut child = tracer_cmd(tracer, &[])
+                .args(args)
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let stderr = child.stderr.take().context("stderr")?;
+            wait_for_line(stderr, ready, "tracer did not start")?;
             Ok(child)
         }
         Watcher::EmptySlabProbes => {
@@ -898,10 +922,56 @@ fn wait_for_line<R: std::io::Read + Send + 'static>(
     Ok(())
 }
 
+/// A v1 memory cgroup for the bench's redis, removed when dropped.
+struct BenchCgroup(PathBuf);
+
+impl BenchCgroup {
+    fn with(pid: u32) -> Result<Self> {
+        let path = PathBuf::from(format!(
+            "/sys/fs/cgroup/memory/tracer-bench-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        let cg = BenchCgroup(path);
+        std::fs::write(cg.0.join("cgroup.procs"), pid.to_string())
+            .context("moving redis-server into the bench's cgroup")?;
+        Ok(cg)
+    }
+}
+
+impl Drop for BenchCgroup {
+    fn drop(&mut self) {
+        // Its processes (redis, already ended) first go back to the root.
+        if let Ok(procs) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = std::fs::write("/sys/fs/cgroup/memory/cgroup.procs", pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 fn redis_rows(tracer: &Path, bpftrace: bool, t: &mut Table) -> Result<()> {
     let redis = Redis::start(6390)?;
     let pid = redis.child.id().to_string();
+    let cgroup = BenchCgroup::with(redis.child.id())?;
+    let own =
+        |args: &[&str], ready| Watcher::Own(args.iter().map(ToString::to_string).collect(), ready);
+    let cg = cgroup.0.to_string_lossy().into_owned();
     let mut modes = vec![
+        ("tracer --system", own(&["--system"], "tracer: counting")),
+        (
+            "tracer --system, empty programs (the floor there)",
+            own(&["--system", "--system-empty-programs"], "tracer: counting"),
+        ),
+        (
+            "tracer --cgroup (full)",
+            own(&["--cgroup", &cg], "tracer: following"),
+        ),
+        (
+            "tracer --pid --follow (full)",
+            own(&["--pid", &pid, "--follow"], "tracer: attached"),
+        ),
         ("tracer --pid (full)", Watcher::Tracer(&[])),
         (
             "tracer --pid --sample 512K",
@@ -945,14 +1015,36 @@ fn redis_rows(tracer: &Path, bpftrace: bool, t: &mut Table) -> Result<()> {
         "req/s",
         None,
     );
+    let mut rate_of = std::collections::HashMap::new();
     for ((name, _), (mut rates, mut ratios)) in modes.iter().zip(traced) {
+        let rate = median(&mut rates);
+        rate_of.insert(*name, rate);
         t.add_measured(
             format!("redis-server under redis-benchmark, {name}"),
-            median(&mut rates),
+            rate,
             "req/s",
             Some(median(&mut ratios)),
         );
     }
+    let ratio = |a: &str, b: &str| Some(rate_of.get(a)? / rate_of.get(b)?);
+    if let Some(r) = ratio(
+        "tracer --system",
+        "tracer --system, empty programs (the floor there)",
+    ) {
+        t.note(format!(
+            "--system keeps {:.1}% of the throughput with empty programs on the same \
+             tracepoints (target: within 3%)",
+            r * 100.0
+        ));
+    }
+    if let Some(r) = ratio("tracer --cgroup (full)", "tracer --pid --follow (full)") {
+        t.note(format!(
+            "--cgroup (full) keeps {:.1}% of --pid --follow's throughput on the same redis \
+             (target: the same cost)",
+            r * 100.0
+        ));
+    }
+    drop(cgroup);
     t.note(format!(
         "redis rows: the median of {REDIS_ROUNDS} rounds; each traced run follows an untraced \
          one, and its ratio is the median of those pairs' ratios"
