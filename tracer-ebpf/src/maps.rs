@@ -211,6 +211,13 @@ pub fn sample_bytes() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const CONFIG.sample_bytes) }
 }
 
+/// Every [`tracer_common::config_flags`] bit, in one read.
+#[inline(always)]
+pub fn config_flags_now() -> u32 {
+    // SAFETY: as in `target_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.flags) }
+}
+
 /// Whether a [`tracer_common::config_flags`] bit is set.
 #[inline(always)]
 pub fn config_flag(flag: u32) -> bool {

@@ -14,10 +14,11 @@ use crate::{
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
-    if crate::probes::system::empty() {
+    let system = crate::probes::system::mode();
+    if crate::probes::system::is_empty(system) {
         return 0;
     }
-    if crate::probes::system::on() {
+    if system != 0 {
         crate::probes::system::fault();
         return 0;
     }

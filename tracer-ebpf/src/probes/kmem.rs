@@ -203,11 +203,12 @@ fn read<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
 
 #[tracepoint]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
-    if super::system::empty() {
+    let o = kmem_offsets();
+    let system = super::system::mode();
+    if super::system::is_empty(system) {
         return 0;
     }
-    let o = kmem_offsets();
-    if super::system::on() {
+    if system != 0 {
         if let (Some(pfn), Some(order)) = (
             read::<u64>(&ctx, o.page_alloc_pfn),
             read::<u32>(&ctx, o.page_alloc_order),
@@ -271,9 +272,6 @@ pub fn page_allocated<C: StackIdContext>(
 
 #[tracepoint]
 pub fn mm_page_free(ctx: TracePointContext) -> u32 {
-    if super::system::empty() {
-        return 0;
-    }
     let o = kmem_offsets();
     if let (Some(pfn), Some(order)) = (
         read::<u64>(&ctx, o.page_free_pfn),
@@ -286,9 +284,6 @@ pub fn mm_page_free(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
-    if super::system::empty() {
-        return 0;
-    }
     let o = kmem_offsets();
     if let Some(pfn) = read::<u64>(&ctx, o.page_free_batched_pfn) {
         page_freed(pfn, 0);
@@ -300,7 +295,11 @@ pub fn mm_page_free_batched(ctx: TracePointContext) -> u32 {
 /// order it was allocated with, where the hash map keeps it).
 #[inline(always)]
 pub fn page_freed(pfn: u64, order: u32) {
-    if super::system::on() {
+    let system = super::system::mode();
+    if super::system::is_empty(system) {
+        return;
+    }
+    if system != 0 {
         super::system::page_free(pfn, order);
         return;
     }
@@ -346,9 +345,6 @@ fn current() -> (u32, u32) {
 
 #[tracepoint]
 pub fn kmem_cache_alloc(ctx: TracePointContext) -> u32 {
-    if super::system::empty() {
-        return 0;
-    }
     cache_alloc(&ctx);
     0
 }
@@ -363,9 +359,6 @@ pub fn kmem_cache_alloc_node(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn kmalloc(ctx: TracePointContext) -> u32 {
-    if super::system::empty() {
-        return 0;
-    }
     kmalloc_alloc(&ctx);
     0
 }
@@ -442,7 +435,11 @@ fn slab_alloc(
     gfp_off: u16,
     source: SlabSource,
 ) {
-    if super::system::on() {
+    let system = super::system::mode();
+    if super::system::is_empty(system) {
+        return;
+    }
+    if system != 0 {
         if read::<u64>(ctx, ptr_off).is_some_and(|p| p != 0) {
             super::system::slab_alloc(read::<u64>(ctx, alloc_off).unwrap_or(0));
         }

@@ -30,10 +30,11 @@ const GFP_MASK: u64 = 0xffff_ffff;
 /// gfp_t gfp_flags, int node)`
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn raw_kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
-    if system::empty() {
+    let system = system::mode();
+    if system::is_empty(system) {
         return 0;
     }
-    if system::on() {
+    if system != 0 {
         let (ptr, cache): (u64, u64) = (ctx.arg(1), ctx.arg(2));
         if ptr != 0 && cache != 0 {
             let size = system::cache_size(cache, || {
@@ -88,10 +89,11 @@ pub fn raw_kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
 /// gfp_t gfp_flags, int node)`
 #[raw_tracepoint(tracepoint = "kmalloc")]
 pub fn raw_kmalloc(ctx: RawTracePointContext) -> i32 {
-    if system::empty() {
+    let system = system::mode();
+    if system::is_empty(system) {
         return 0;
     }
-    if system::on() {
+    if system != 0 {
         if ctx.arg::<u64>(1) != 0 {
             system::slab_alloc(ctx.arg(3));
         }
@@ -138,10 +140,11 @@ fn page_name(page: u64) -> u64 {
 /// `mm_page_alloc(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
 pub fn raw_mm_page_alloc(ctx: RawTracePointContext) -> i32 {
-    if system::empty() {
+    let system = system::mode();
+    if system::is_empty(system) {
         return 0;
     }
-    if system::on() {
+    if system != 0 {
         let page: u64 = ctx.arg(0);
         if page != 0 {
             system::page_alloc(page_name(page), ctx.arg::<u64>(1) as u32);
@@ -166,9 +169,6 @@ pub fn raw_mm_page_alloc(ctx: RawTracePointContext) -> i32 {
 /// `mm_page_free(struct page *page, unsigned int order)`
 #[raw_tracepoint(tracepoint = "mm_page_free")]
 pub fn raw_mm_page_free(ctx: RawTracePointContext) -> i32 {
-    if system::empty() {
-        return 0;
-    }
     page_freed(page_name(ctx.arg(0)), ctx.arg::<u64>(1) as u32);
     0
 }
@@ -176,9 +176,6 @@ pub fn raw_mm_page_free(ctx: RawTracePointContext) -> i32 {
 /// `mm_page_free_batched(struct page *page)`
 #[raw_tracepoint(tracepoint = "mm_page_free_batched")]
 pub fn raw_mm_page_free_batched(ctx: RawTracePointContext) -> i32 {
-    if system::empty() {
-        return 0;
-    }
     page_freed(page_name(ctx.arg(0)), 0);
     0
 }
@@ -186,10 +183,11 @@ pub fn raw_mm_page_free_batched(ctx: RawTracePointContext) -> i32 {
 /// `page_fault_user(unsigned long address, struct pt_regs *regs, unsigned long error_code)`
 #[raw_tracepoint(tracepoint = "page_fault_user")]
 pub fn raw_page_fault_user(ctx: RawTracePointContext) -> i32 {
-    if system::empty() {
+    let system = system::mode();
+    if system::is_empty(system) {
         return 0;
     }
-    if system::on() {
+    if system != 0 {
         system::fault();
         return 0;
     }

@@ -91,11 +91,12 @@ pub fn syscall_in_flight(tid: u32) -> u64 {
 
 #[inline(always)]
 fn syscall_enter(ctx: &TracePointContext, syscall: Syscall) {
-    if super::system::empty() {
+    let offsets = syscall_offsets(syscall);
+    let system = super::system::mode();
+    if super::system::is_empty(system) {
         return;
     }
-    let offsets = syscall_offsets(syscall);
-    if super::system::on() {
+    if system != 0 {
         // SAFETY: the offsets come from the tracepoint's own format description.
         let arg = |i: usize| unsafe { ctx.read_at::<u64>(usize::from(offsets.args[i])) };
         super::system::syscall(syscall, arg(1).unwrap_or(0), arg(2).unwrap_or(0));

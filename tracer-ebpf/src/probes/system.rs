@@ -14,7 +14,7 @@ use tracer_common::{
     config_flags,
 };
 
-use crate::maps::{config_flag, page_bits};
+use crate::maps::page_bits;
 
 #[map(name = "SYSTEM_COUNTS")]
 static SYSTEM_COUNTS: LruPerCpuHashMap<u32, ProcessCounts> =
@@ -52,16 +52,16 @@ pub fn cache_size(cache: u64, read: impl FnOnce() -> Option<u32>) -> u64 {
 #[map(name = "PAGE_OWNERS")]
 static PAGE_OWNERS: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Whether this is a `--system` run.
+/// The run's `--system` flags, in one read: 0 when it is not one.
 #[inline(always)]
-pub fn on() -> bool {
-    config_flag(config_flags::SYSTEM)
+pub fn mode() -> u32 {
+    crate::maps::config_flags_now() & (config_flags::SYSTEM | config_flags::SYSTEM_EMPTY)
 }
 
 /// A `--system` run whose programs return at once (the floor the bench compares with).
 #[inline(always)]
-pub fn empty() -> bool {
-    config_flag(config_flags::SYSTEM_EMPTY)
+pub fn is_empty(mode: u32) -> bool {
+    mode & config_flags::SYSTEM_EMPTY != 0
 }
 
 #[inline(always)]
