@@ -368,6 +368,8 @@ pub enum Outcome {
     Interrupted,
     /// A process of a `--follow` run still running when the run ended.
     Running,
+    /// The kernel's OOM killer had just chosen it (an OOM report, written at that moment).
+    OomVictim,
 }
 
 impl Outcome {
@@ -379,6 +381,7 @@ impl Outcome {
             (_, _, "exited") => Outcome::Exited,
             (_, _, "duration") => Outcome::Duration,
             (_, _, "running") => Outcome::Snapshot,
+            (_, _, crate::summary::oom::ENDED_BY) => Outcome::OomVictim,
             _ => Outcome::Interrupted,
         }
     }
@@ -403,6 +406,9 @@ impl Outcome {
             Outcome::Snapshot => "still running (a snapshot)".into(),
             Outcome::Interrupted => "traced until interrupted".into(),
             Outcome::Running => "still running at the end".into(),
+            Outcome::OomVictim => {
+                "chosen by the kernel's OOM killer (the report of that moment)".into()
+            }
         }
     }
 

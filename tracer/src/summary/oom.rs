@@ -7,6 +7,9 @@ use tracer_common::OomEvent;
 
 use super::{Summary, human_bytes, label, visible};
 
+/// `target.ended_by` of an OOM report.
+pub const ENDED_BY: &str = "oom_killed";
+
 /// The victim as the kernel saw it when it chose it (`oom:mark_victim`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct OomVictim {
@@ -104,6 +107,7 @@ pub fn report(total: &Summary, pid: u32) -> Option<Summary> {
         own
     };
     own.cgroup = total.cgroup.clone();
+    own.target.ended_by = ENDED_BY.into();
     let victim = own.oom.as_mut()?;
     victim.others = total
         .processes
@@ -154,4 +158,65 @@ pub fn file_stem(summary: &Summary, pid: u32, stamp: &str) -> String {
         "oom-{stamp}-{pid}-{}",
         if name.is_empty() { "?" } else { &name }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::{CgroupFacts, ProcessReport, tests::sample_summary};
+
+    fn process(pid: u32, summary: Summary) -> ProcessReport {
+        ProcessReport {
+            pid,
+            ppid: Some(1),
+            command: vec![format!("/bin/p{pid}")],
+            exit_code: None,
+            signal: None,
+            started_ms: 0.0,
+            ended_ms: None,
+            summary,
+        }
+    }
+
+    #[test]
+    fn the_report_is_the_victims_own_with_what_was_beside_it() {
+        let mut victim = sample_summary();
+        victim.target.pid = 20;
+        victim.target.command = vec!["/usr/bin/my app".into()];
+        victim.oom = Some(OomVictim::of(
+            &OomEvent {
+                pid: 20,
+                oom_score_adj: 300,
+                anon_rss_kb: 65_000,
+                ..OomEvent::default()
+            },
+            0,
+        ));
+        let mut other = sample_summary();
+        other.target.pid = 21;
+        other.user.live_bytes_at_end = 4096;
+        let mut total = sample_summary();
+        total.events.dropped = 5;
+        total.processes = vec![process(20, victim), process(21, other)];
+        total.cgroup = Some(CgroupFacts {
+            processes: vec![20, 21, 22],
+            ..CgroupFacts::default()
+        });
+        let r = report(&total, 20).unwrap();
+        assert_eq!(r.target.pid, 20);
+        assert_eq!(r.target.ended_by, ENDED_BY);
+        assert_eq!(r.events.dropped, 5);
+        assert!(r.cgroup.is_some());
+        let v = r.oom.as_ref().unwrap();
+        assert_eq!((v.oom_score_adj, v.anon_rss_bytes), (300, 65_000 * 1024));
+        let others: Vec<(u32, Option<u64>)> =
+            v.others.iter().map(|n| (n.pid, n.live_bytes)).collect();
+        assert_eq!(others, [(21, Some(4096)), (22, None)]);
+        assert!(v.other_lines()[1].contains("not traced"));
+        // Named by the time, the victim and its program.
+        assert_eq!(file_stem(&r, 20, "T1"), "oom-T1-20-my_app");
+        // A process the run does not know, or one no kill chose, has no report.
+        assert!(report(&total, 99).is_none());
+        assert!(report(&total, 21).is_none());
+    }
 }
