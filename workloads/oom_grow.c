@@ -1,8 +1,8 @@
 /* oom_grow: grows one call site until the kernel's OOM killer ends it (run it in a memory
  * cgroup with a limit), or BLOCKS times.
- *   oom_grow [BLOCKS]
+ *   oom_grow [BLOCKS [PAUSE_MS]]
  * Prints "ready" and waits for a byte on stdin; then takes 1 MiB blocks from hoard() every
- * 5 ms, touching each page, and after each one prints the running total of bytes hoard() has
+ * PAUSE_MS (5 unless given) milliseconds, touching each page, and after each one prints the running total of bytes hoard() has
  * allocated ("total N"). Every block stays live. After BLOCKS blocks it prints "done" and
  * waits for stdin to close. */
 #include <stdio.h>
@@ -29,7 +29,8 @@ int main(int argc, char **argv) {
     char byte;
     if (read(0, &byte, 1) != 1)
         return 1;
-    struct timespec pause = {0, 5 * 1000 * 1000};
+    long pause_ms = argc > 2 ? atol(argv[2]) : 5;
+    struct timespec pause = {0, pause_ms * 1000 * 1000};
     long total = 0;
     for (long n = 0; n < blocks && n < (long)(sizeof kept / sizeof kept[0]); n++) {
         kept[n] = hoard();
@@ -38,7 +39,8 @@ int main(int argc, char **argv) {
         total += BLOCK;
         printf("total %ld\n", total);
         fflush(stdout);
-        nanosleep(&pause, NULL);
+        if (pause_ms > 0)
+            nanosleep(&pause, NULL);
     }
     printf("done\n");
     fflush(stdout);

@@ -65,11 +65,18 @@ impl Loop<'_> {
             }
             self.views.publish(all);
         }
-        if let Some(recorder) = recorder
-            && let Err(e) = recorder.finish(&finish)
-        {
-            eprintln!("tracer: error: {:#}", anyhow::Error::from(e));
-            failed += 1;
+        if let Some(recorder) = recorder {
+            // Said as when a write fails while tracing: the writes may all have waited in the
+            // buffer until now.
+            let events = recorder.events();
+            if let Err(e) = recorder.finish(&finish) {
+                eprintln!(
+                    "tracer: error: recording stopped after {events} events ({:#}); the partial \
+                     recording is discarded",
+                    anyhow::Error::from(e)
+                );
+                failed += 1;
+            }
         }
         let phase = Instant::now();
         let summary = self.reader.processes.summarize(&finish);

@@ -89,7 +89,7 @@ fn usage_errors_name_the_fix() {
     let out = tracer().output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("nothing to trace: give --pid PID or -- COMMAND"),
+        stderr(&out).contains("nothing to trace: give --pid PID, --cgroup PATH, --system or --"),
         "{}",
         stderr(&out)
     );
