@@ -225,7 +225,7 @@ pub fn lines(s: &SystemSummary, n: usize) -> Vec<String> {
             r.resident_bytes.map_or("gone".into(), human_bytes),
             r.totals.faults,
             r.totals.mmap_calls,
-            super::label::elide_middle(&visible(&r.cgroup), 30)
+            super::label::elide_middle(&visible(or_unknown(&r.cgroup)), 30)
         )
     };
     out.push(String::new());
@@ -254,10 +254,15 @@ pub fn lines(s: &SystemSummary, n: usize) -> Vec<String> {
             human_bytes(c.resident_bytes),
             c.totals.faults,
             c.processes,
-            super::label::elide_middle(&visible(&c.cgroup), 50)
+            super::label::elide_middle(&visible(or_unknown(&c.cgroup)), 50)
         )
     }));
     out
+}
+
+/// A cgroup not known (the process was gone before it was read) as `?`.
+fn or_unknown(cgroup: &str) -> &str {
+    if cgroup.is_empty() { "?" } else { cgroup }
 }
 
 #[cfg(test)]
