@@ -74,6 +74,12 @@ Examples:
   Serve it to Prometheus and pprof scrapers (go tool pprof, Parca, Pyroscope):
     sudo tracer --pid 1234 --mode kernel --listen 127.0.0.1:9464
 
+  A container's processes (a cgroup of either hierarchy), each OOM kill's report written then:
+    sudo tracer --cgroup /sys/fs/cgroup/memory/app --on-oom /var/tmp/oom --duration 600
+
+  The whole machine, counted in the kernel: which processes and cgroups grow:
+    sudo tracer top --system
+
   Compare two runs, and fail CI on memory:
     tracer diff before.trace after.trace --fail-if 'live_bytes>+10%'
     sudo tracer --fail-if 'lost_bytes>0' -- ./run-tests
