@@ -12,6 +12,7 @@ const ARENA: RGBColor = RGBColor(85, 168, 104);
 const BUDDY: RGBColor = RGBColor(196, 78, 82);
 const SLAB: RGBColor = RGBColor(129, 114, 179);
 const RESIDENT: RGBColor = RGBColor(140, 140, 140);
+const CGROUP: RGBColor = RGBColor(40, 40, 40);
 
 fn err<E: std::fmt::Debug>(e: E) -> RenderError {
     RenderError::Chart(format!("{e:?}"))
@@ -35,7 +36,10 @@ pub fn all(s: &Summary) -> Result<Vec<(&'static str, &'static str, String)>> {
 /// memory charged to the process, over time; ticks at the bottom mark brk, mmap and munmap.
 pub fn timeline(s: &Summary) -> Result<String> {
     let points = &s.timeline.points;
+    // `--cgroup`: the kernel's count of the cgroup's use, as sampled.
+    let cgroup: &[(f64, u64)] = s.cgroup.as_ref().map_or(&[], |c| &c.usage);
     let max_t = points.last().map_or(1.0, |p| p.t_ms).max(0.001);
+    let cgroup_max = cgroup.iter().map(|&(_, b)| b).max().unwrap_or(0) as f64 / MIB;
     let max_y = points
         .iter()
         .map(|p| {
@@ -48,7 +52,7 @@ pub fn timeline(s: &Summary) -> Result<String> {
         .max()
         .unwrap_or(0) as f64
         / MIB;
-    let max_y = (max_y * 1.1).max(0.01);
+    let max_y = (max_y.max(cgroup_max) * 1.1).max(0.01);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 470)).into_drawing_area();
@@ -61,22 +65,23 @@ pub fn timeline(s: &Summary) -> Result<String> {
             ("sans-serif", 20).into_font(),
         ))
         .map_err(err)?;
-        legend_band(
-            &band,
-            &[
-                (
-                    "mapped (brk heap, anonymous mmap, thread arenas)",
-                    BRK,
-                    false,
-                ),
-                ("resident (first touched while traced)", RESIDENT, false),
-                ("live heap (allocated, not freed)", MMAP, true),
-                ("kernel: slab objects + buddy pages held", BUDDY, true),
-                ("brk call", BRK, true),
-                ("mmap call", ARENA, true),
-                ("munmap call", SLAB, true),
-            ],
-        )?;
+        let mut legend = vec![
+            (
+                "mapped (brk heap, anonymous mmap, thread arenas)",
+                BRK,
+                false,
+            ),
+            ("resident (first touched while traced)", RESIDENT, false),
+            ("live heap (allocated, not freed)", MMAP, true),
+            ("kernel: slab objects + buddy pages held", BUDDY, true),
+            ("brk call", BRK, true),
+            ("mmap call", ARENA, true),
+            ("munmap call", SLAB, true),
+        ];
+        if !cgroup.is_empty() {
+            legend.push(("the cgroup's use (the kernel's count)", CGROUP, true));
+        }
+        legend_band(&band, &legend)?;
         let mut chart = ChartBuilder::on(&plot)
             .margin(12)
             .x_label_area_size(40)
@@ -118,6 +123,17 @@ pub fn timeline(s: &Summary) -> Result<String> {
                 BUDDY.stroke_width(1),
             ))
             .map_err(err)?;
+        if !cgroup.is_empty() {
+            chart
+                .draw_series(LineSeries::new(
+                    cgroup
+                        .iter()
+                        .filter(|&&(t, _)| t <= max_t)
+                        .map(|&(t, b)| (t, b as f64 / MIB)),
+                    CGROUP.stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
         let tick = max_y * 0.04;
         // An OOM kill is a line the chart's height: the moment everything else leads to.
         for (kind, color, tick) in [
@@ -460,6 +476,39 @@ mod tests {
             data_top >= legend_bottom,
             "data at y={data_top}, legend down to {legend_bottom}"
         );
+    }
+
+    #[test]
+    fn a_cgroups_use_is_a_line_of_its_own_with_a_legend() {
+        let mut s = sample_summary();
+        s.timeline = crate::aggregate::timeline::Timeline::default();
+        for i in 0..20u64 {
+            s.timeline.observe(1_000_000 * i, || Sample {
+                live_heap: i << 20,
+                mapped: (i + 2) << 20,
+                ..Sample::default()
+            });
+        }
+        let without = timeline(&s).unwrap();
+        assert!(!without.contains("the cgroup's use"));
+        s.cgroup = Some(crate::summary::CgroupFacts {
+            // Above everything the process had: the axis makes room for it.
+            usage: vec![(0.0, 40 << 20), (10.0, 90 << 20), (19.0, 95 << 20)],
+            ..Default::default()
+        });
+        let svg = timeline(&s).unwrap();
+        assert!(
+            svg.contains("the cgroup&apos;s use") || svg.contains("the cgroup's use"),
+            "{svg}"
+        );
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let lines = |svg: &roxmltree::Document| {
+            svg.descendants()
+                .filter(|n| n.has_tag_name("polyline"))
+                .filter(|n| points(n).len() == 3)
+                .count()
+        };
+        assert_eq!(lines(&doc), 1, "one three-point line: the cgroup's samples");
     }
 
     /// One band per bar, none empty, each label beside its bar; counts without decimals.
