@@ -157,9 +157,13 @@ pub struct Cli {
     /// can stay on: memory syscalls, user page faults, page blocks (each free counted to the
     /// process that allocated the block, wherever it is freed) and slab objects. The reports,
     /// `tracer top --system` and /metrics rank the processes and memory cgroups that grew most
-    /// and the largest (the top 20 of each, the rest as `other`). Until --duration ends or
-    /// Ctrl-C. Example: sudo tracer --system --duration 60 --json machine.json
-    #[arg(long, conflicts_with_all = ["command", "pid", "cgroup", "follow", "mode", "sample"])]
+    /// and the largest (the top 20 of each, the rest as `other`); its reports are the text and
+    /// --json. Until --duration ends or Ctrl-C.
+    /// Example: sudo tracer --system --duration 60 --json machine.json
+    #[arg(long, conflicts_with_all = [
+        "command", "pid", "cgroup", "follow", "mode", "sample", "record", "interval", "jsonl",
+        "tid", "on_pressure", "leak_check", "fail_if",
+    ])]
     pub system: bool,
 
     /// With --system: attach programs that return at once instead (what any program on those
@@ -637,6 +641,18 @@ impl Cli {
             }
         };
         let cgroup = matches!(target, TargetSpec::Cgroup(_));
+        if self.system
+            && let Some((format, _)) = self.output.files.iter().find(|(f, _)| *f != Format::Json)
+        {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--system reports the machine's processes as text and --json; --{} shows \
+                     one traced program's call sites (trace it with --pid or --cgroup)",
+                    format.spec().option.unwrap_or("?")
+                ),
+            ));
+        }
         let on_oom = self.on_oom.clone().unwrap_or_else(|| self.output.oom_dir());
         if self.duration.is_some() && matches!(target, TargetSpec::Command(_)) {
             return Err(Cli::command().error(
@@ -908,6 +924,41 @@ mod tests {
         );
         assert!(cfg.outputs.text);
         assert_eq!(cfg.ring_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn cgroup_and_system_targets() {
+        let cfg = parse(&[
+            "tracer",
+            "--cgroup",
+            "/sys/fs/cgroup/memory/app",
+            "--duration",
+            "5",
+        ])
+        .unwrap();
+        assert!(matches!(&cfg.target, TargetSpec::Cgroup(p) if p.ends_with("app")));
+        // A cgroup's processes are followed; OOM reports go here without --on-oom.
+        assert!(cfg.follow);
+        assert_eq!(cfg.on_oom, std::path::Path::new("."));
+        let cfg = parse(&["tracer", "--cgroup", "/x", "--json", "/var/tmp/r/out.json"]).unwrap();
+        assert_eq!(cfg.on_oom, std::path::Path::new("/var/tmp/r"));
+        assert!(parse(&["tracer", "--cgroup", "/x", "--pid", "1"]).is_err());
+        let cfg = parse(&["tracer", "--system", "--json", "m.json"]).unwrap();
+        assert!(matches!(cfg.target, TargetSpec::System { empty: false }));
+        let err = parse(&["tracer", "--system", "--html", "m.html"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--html shows one traced program"),
+            "{err}"
+        );
+        assert!(parse(&["tracer", "--system", "--pid", "1"]).is_err());
+        assert!(parse(&["tracer", "--system", "--interval", "1"]).is_err());
+        let trigger = parse(&["tracer", "--pid", "1", "--on-pressure", "some avg10>20"])
+            .unwrap()
+            .on_pressure
+            .unwrap();
+        assert_eq!(trigger.above, 20.0);
+        assert!(parse(&["tracer", "--pid", "1", "--on-pressure", "avg10>20"]).is_err());
+        assert!(parse(&["tracer", "--pid", "1", "--pressure-file", "/x"]).is_err());
     }
 
     #[test]
