@@ -648,7 +648,8 @@ fn load_in_parallel(ebpf: &mut Ebpf, attachments: &[Attachment]) -> Result<(), P
         let workers: Vec<_> = (0..threads).map(|_| s.spawn(load)).collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or(Ok(())))
+            // A worker that panicked panics here: its programs were not loaded.
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect::<Result<Vec<()>, ProbeError>>()
     })?;
     log::debug!(
