@@ -117,17 +117,7 @@ impl Drain<'_> {
             },
         };
         self.processes.adopt(&joined);
-        if let Some(recorder) = self.recorder.as_mut()
-            && let Err(e) = recorder.joined(&joined)
-        {
-            eprintln!(
-                "tracer: warning: recording stopped ({:#}); the partial recording is discarded \
-                 and tracing goes on",
-                anyhow::Error::from(e)
-            );
-            self.recorder = None;
-            self.record_failed = true;
-        }
+        self.record_with(|r| r.joined(&joined));
         let mut files = TargetFiles::new(pid as i32);
         files.open_mapped(&joined.start.maps);
         let exec_files = self

@@ -220,8 +220,17 @@ impl Drain<'_> {
 impl Drain<'_> {
     /// Writes a record to the recording; the first write that fails ends the recording.
     fn record(&mut self, record: &[u8]) {
+        self.record_with(|r| r.event(record));
+    }
+
+    /// Writes to the recording with `write`; the first write that fails ends the recording
+    /// (and is said), and tracing goes on.
+    pub(super) fn record_with(
+        &mut self,
+        write: impl FnOnce(&mut Recorder) -> Result<(), crate::record::RecordError>,
+    ) {
         if let Some(recorder) = self.recorder.as_mut()
-            && let Err(e) = recorder.event(record)
+            && let Err(e) = write(recorder)
         {
             eprintln!(
                 "tracer: warning: recording stopped after {} events ({:#}); the partial \
@@ -339,17 +348,7 @@ impl Drain<'_> {
         };
         session.on_exec(&image);
         let mut paths = session.space.exec_files();
-        if let Some(recorder) = self.recorder.as_mut()
-            && let Err(e) = recorder.exec(&image)
-        {
-            eprintln!(
-                "tracer: warning: recording stopped ({:#}); the partial recording is discarded \
-                 and tracing goes on",
-                anyhow::Error::from(e)
-            );
-            self.recorder = None;
-            self.record_failed = true;
-        }
+        self.record_with(|r| r.exec(&image));
         // A new program: its own files (the parent's descriptors no longer apply).
         let mut files = TargetFiles::new(pid as i32);
         files.open_mapped(&image.maps);
