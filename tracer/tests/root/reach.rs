@@ -23,6 +23,12 @@ fn memcheck(argv: &[&str]) -> [(u64, u64); 4] {
         .output()
         .expect("running valgrind (cargo xtask setup installs it)");
     let text = String::from_utf8_lossy(&out.stderr);
+    // A reference that did not run its program through is no reference.
+    assert!(
+        out.status.success(),
+        "memcheck of {argv:?}: {}\n{text}",
+        out.status
+    );
     let number = |s: &str| s.replace(',', "").parse::<u64>().unwrap();
     let category = |name: &str| -> (u64, u64) {
         let Some(line) = text.lines().find(|l| l.contains(&format!("{name}:"))) else {
@@ -133,9 +139,18 @@ fn categories_equal_memchecks() {
 fn correct_programs_lose_nothing() {
     let hello = build("hello", "hello.cpp", &["g++", "-O0", "-g"]);
     let hello = hello.to_str().unwrap();
+    // A directory of the test's own: what ls keeps depends on what it lists (the root
+    // directory changes under other tests and other users).
+    let dir = json_path("ls").with_extension("d");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["alpha", "beta", "gamma", "delta"] {
+        std::fs::write(dir.join(name), name).unwrap();
+    }
+    let dir = dir.to_str().unwrap();
     let commands: [&[&str]; 4] = [
         &["/bin/echo", "hi"],
-        &["ls", "/"],
+        &["ls", dir],
         &[hello],
         &["/usr/bin/python3", "-c", "pass"],
     ];
