@@ -203,12 +203,12 @@ fn read<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
 
 #[tracepoint]
 pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
-    let o = kmem_offsets();
     let system = super::system::mode();
     if super::system::is_empty(system) {
         return 0;
     }
     if system != 0 {
+        let o = kmem_offsets();
         if let (Some(pfn), Some(order)) = (
             read::<u64>(&ctx, o.page_alloc_pfn),
             read::<u32>(&ctx, o.page_alloc_order),
@@ -221,6 +221,8 @@ pub fn mm_page_alloc(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = traced_thread() else {
         return 0;
     };
+    // Read once the process is known traced: the tracepoint fires for the whole machine.
+    let o = kmem_offsets();
     let (Some(pfn), Some(order), Some(gfp_flags), Some(migratetype)) = (
         read::<u64>(&ctx, o.page_alloc_pfn),
         read::<u32>(&ctx, o.page_alloc_order),

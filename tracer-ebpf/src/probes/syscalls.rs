@@ -91,12 +91,12 @@ pub fn syscall_in_flight(tid: u32) -> u64 {
 
 #[inline(always)]
 fn syscall_enter(ctx: &TracePointContext, syscall: Syscall) {
-    let offsets = syscall_offsets(syscall);
     let system = super::system::mode();
     if super::system::is_empty(system) {
         return;
     }
     if system != 0 {
+        let offsets = syscall_offsets(syscall);
         // SAFETY: the offsets come from the tracepoint's own format description.
         let arg = |i: usize| unsafe { ctx.read_at::<u64>(usize::from(offsets.args[i])) };
         super::system::syscall(syscall, arg(1).unwrap_or(0), arg(2).unwrap_or(0));
@@ -105,6 +105,7 @@ fn syscall_enter(ctx: &TracePointContext, syscall: Syscall) {
     let Some((_, tid)) = traced_thread() else {
         return;
     };
+    let offsets = syscall_offsets(syscall);
     let mut args = [0; MAX_SYSCALL_ARGS];
     for (i, arg) in args.iter_mut().enumerate().take(syscall.arg_count()) {
         // SAFETY: the offset comes from the tracepoint's own format description.
